@@ -1,0 +1,670 @@
+"""TLS record and handshake parsing for naming flows: ClientHello, server flight, alerts (RFC 8446, RFC 5246)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore
+from meshpcap.decode.names import is_ip_literal, normalize_hostname
+
+# RFC 8446 section 5.1: ContentType
+CT_CHANGE_CIPHER_SPEC = 20
+CT_ALERT = 21
+CT_HANDSHAKE = 22
+CT_APPLICATION_DATA = 23
+_CONTENT_TYPES = frozenset((CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA))
+
+# RFC 8446 section 4: HandshakeType
+HS_CLIENT_HELLO = 1
+HS_SERVER_HELLO = 2
+HS_CERTIFICATE = 11
+
+# RFC 8446 section 4.2 (and the registries they cite): ExtensionType
+EXT_SERVER_NAME = 0  # RFC 6066 section 3
+EXT_SUPPORTED_GROUPS = 10
+EXT_SIGNATURE_ALGORITHMS = 13
+EXT_ALPN = 16  # RFC 7301 section 3.1
+EXT_PADDING = 21  # RFC 7685
+EXT_SUPPORTED_VERSIONS = 43
+EXT_PSK_KEY_EXCHANGE_MODES = 45
+EXT_KEY_SHARE = 51
+EXT_QUIC_TRANSPORT_PARAMETERS = 57  # RFC 9001 section 8.2
+EXT_ECH = 0xFE0D  # RFC 9849 (draft-ietf-tls-esni) section 5
+EXT_RENEGOTIATION_INFO = 0xFF01  # RFC 5746
+
+# RFC 8446 section 5.1: "The length MUST NOT exceed 2^14 bytes"; we allow the
+# TLSCiphertext bound (2^14 + 256) so that sloppy senders still parse.
+MAX_RECORD = 2**14 + 256
+
+# RFC 8446 section 4.1.3: ServerHello.random of a HelloRetryRequest
+HELLO_RETRY_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+
+# Named groups used by the builders (IANA TLS Supported Groups registry)
+GROUP_X25519 = 0x001D
+GROUP_SECP256R1 = 0x0017
+GROUP_X25519MLKEM768 = 0x11EC  # draft-ietf-tls-ecdhe-mlkem: 1184-byte ML-KEM key + 32-byte X25519 key
+X25519MLKEM768_SHARE_LEN = 1216
+
+TLS_VERSION_NAMES = {0x0300: "SSL 3.0", 0x0301: "TLS 1.0", 0x0302: "TLS 1.1", 0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
+
+# RFC 8446 section 6 (AlertDescription), with the names RFC 5246 used for values that
+# RFC 8446 marks _RESERVED, plus ech_required (RFC 9849 section 11.2).
+ALERT_NAMES = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    21: "decryption_failed",
+    22: "record_overflow",
+    30: "decompression_failure",
+    40: "handshake_failure",
+    41: "no_certificate",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    60: "export_restriction",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    100: "no_renegotiation",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    111: "certificate_unobtainable",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    114: "bad_certificate_hash_value",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+    121: "ech_required",
+}
+
+
+def is_grease(value: int) -> bool:
+    """True for the RFC 8701 section 2 GREASE code points 0x0a0a, 0x1a1a, ... 0xfafa."""
+    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+
+
+def _is_grease_alpn(proto: bytes) -> bool:
+    # RFC 8701 section 2: GREASE ALPN identifiers are the two-byte strings 0x0A0A ... 0xFAFA
+    return len(proto) == 2 and is_grease((proto[0] << 8) | proto[1])
+
+
+def _alpn_text(proto: bytes) -> str:
+    return proto.decode("ascii", "backslashreplace")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    """The fields of a ClientHello that name and describe a flow."""
+
+    sni: str | None
+    """server_name host name, normalised; ``None`` if absent or invalid."""
+    sni_raw_invalid: bool
+    """An SNI was present but is not a valid host name (the caller counts it)."""
+    alpn: tuple[str, ...]
+    versions: tuple[int, ...]
+    """supported_versions (GREASE removed), or ``(legacy_version,)`` without that extension."""
+    legacy_version: int
+    ech: bool
+    """encrypted_client_hello (0xfe0d) present; ``sni`` is then the outer (public) name."""
+    cipher_suites: tuple[int, ...]
+    extensions: tuple[int, ...]
+    length: int
+    """Bytes of the handshake message, header included."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsAlert:
+    level: int
+    description: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFlight:
+    """What the server said in cleartext before encryption started."""
+
+    server_hello: bool
+    version: int | None
+    cipher_suite: int | None
+    alpn: str | None
+    alert: TlsAlert | None
+    cert_subject: str | None
+    cert_issuer: str | None
+    hello_retry: bool
+    encrypted: bool
+    complete: bool
+    """False when the bytes ended inside a record or handshake message we wanted."""
+
+
+def make_alert(level: int, description: int) -> TlsAlert:
+    return TlsAlert(level, description, ALERT_NAMES.get(description, f"alert-{description}"))
+
+
+def looks_like_tls(first_bytes: bytes) -> bool:
+    """Cheap check of a stream's first bytes: a handshake record with version 0x0300..0x0304."""
+    if len(first_bytes) < 3 or first_bytes[0] != CT_HANDSHAKE or first_bytes[1] != 3 or first_bytes[2] > 4:
+        return False
+    if len(first_bytes) >= 5:
+        n = (first_bytes[3] << 8) | first_bytes[4]
+        return 0 < n <= MAX_RECORD
+    return True
+
+
+# --------------------------------------------------------------------------- ClientHello
+
+
+def _parse_sni(data: bytes) -> bytes | None:
+    # RFC 6066 section 3: ServerNameList; take the first host_name (type 0)
+    b = Buffer(data)
+    names = b.sub(b.pull_u16())
+    while not names.eof():
+        name_type = names.pull_u8()
+        name = names.pull_vector(2)
+        if name_type == 0:
+            return name
+    return None
+
+
+def _parse_alpn_list(data: bytes) -> list[bytes]:
+    # RFC 7301 section 3.1: ProtocolNameList protocol_name_list<2..2^16-1>
+    b = Buffer(data)
+    lst = b.sub(b.pull_u16())
+    out = []
+    while not lst.eof():
+        proto = lst.pull_vector(1)
+        if not proto:
+            raise DecodeError("empty ALPN protocol name")
+        out.append(proto)
+    return out
+
+
+def parse_client_hello(handshake: bytes) -> ClientHello:
+    """Parse a ClientHello handshake message starting at its msg_type byte.
+
+    Raises :class:`NeedMore` when ``handshake`` is shorter than the message says, and
+    :class:`DecodeError` when it is not a well-formed ClientHello.
+    """
+    b = Buffer(handshake)
+    msg_type = b.pull_u8()
+    if msg_type != HS_CLIENT_HELLO:
+        raise DecodeError(f"handshake type {msg_type} is not ClientHello")
+    length = b.pull_u24()
+    body = b.sub(length)
+    try:
+        return _parse_client_hello_body(body, 4 + length)
+    except NeedMore as exc:
+        # the message length is known, so a short field inside it is malformed
+        raise DecodeError(f"ClientHello field overruns the message: {exc}") from None
+
+
+def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
+    # RFC 8446 section 4.1.2
+    legacy_version = b.pull_u16()
+    if legacy_version >> 8 != 3:
+        raise DecodeError(f"ClientHello legacy_version 0x{legacy_version:04x} is not TLS")
+    b.pull_bytes(32)  # random
+    session_id = b.pull_vector(1)
+    if len(session_id) > 32:
+        raise DecodeError("ClientHello session id longer than 32 bytes")
+    suites_raw = b.pull_vector(2)
+    if len(suites_raw) % 2 or not suites_raw:
+        raise DecodeError("ClientHello cipher_suites has a bad length")
+    suites = struct.unpack(f"!{len(suites_raw) // 2}H", suites_raw)
+    if not b.pull_vector(1):
+        raise DecodeError("ClientHello has no compression methods")
+    sni: str | None = None
+    sni_invalid = False
+    alpn: tuple[str, ...] = ()
+    versions: tuple[int, ...] | None = None
+    ech = False
+    ext_types: list[int] = []
+    if not b.eof():  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
+        exts = b.sub(b.pull_u16())
+        if not b.eof():
+            raise DecodeError("bytes after ClientHello extensions")
+        seen: set[int] = set()
+        while not exts.eof():
+            ext_type = exts.pull_u16()
+            data = exts.pull_vector(2)
+            if ext_type in seen:
+                # RFC 8446 section 4.2: "There MUST NOT be more than one extension of the same type"
+                raise DecodeError(f"duplicate extension {ext_type}")
+            seen.add(ext_type)
+            if not is_grease(ext_type):
+                ext_types.append(ext_type)
+            if ext_type == EXT_SERVER_NAME:
+                raw = _parse_sni(data)
+                if raw is not None:
+                    sni = normalize_hostname(raw)
+                    # RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName"
+                    if sni is None or is_ip_literal(sni):
+                        sni, sni_invalid = None, True
+            elif ext_type == EXT_ALPN:
+                alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data) if not _is_grease_alpn(p))
+            elif ext_type == EXT_SUPPORTED_VERSIONS:
+                vb = Buffer(data)
+                raw_versions = vb.pull_vector(1)
+                if len(raw_versions) % 2:
+                    raise DecodeError("supported_versions has an odd length")
+                versions = tuple(
+                    v for v in struct.unpack(f"!{len(raw_versions) // 2}H", raw_versions) if not is_grease(v)
+                )
+            elif ext_type == EXT_ECH:
+                ech = True
+    return ClientHello(
+        sni=sni,
+        sni_raw_invalid=sni_invalid,
+        alpn=alpn,
+        versions=versions if versions else (legacy_version,),
+        legacy_version=legacy_version,
+        ech=ech,
+        cipher_suites=tuple(s for s in suites if not is_grease(s)),
+        extensions=tuple(ext_types),
+        length=length,
+    )
+
+
+def _record_header(stream: bytes, pos: int) -> tuple[int, int, int]:
+    """(content_type, version, length) of the record at ``pos``; the caller checked 5 bytes exist."""
+    ctype = stream[pos]
+    version = (stream[pos + 1] << 8) | stream[pos + 2]
+    length = (stream[pos + 3] << 8) | stream[pos + 4]
+    return ctype, version, length
+
+
+def read_client_hello(stream: bytes) -> ClientHello | None:
+    """The ClientHello at the start of a client's TCP byte stream.
+
+    Returns ``None`` while ``stream`` is a valid but incomplete prefix: the hello may
+    span several records and segments (RFC 8446 section 5.1 lets a handshake message be
+    fragmented over records).  Raises :class:`DecodeError` when it is not TLS or the
+    hello is malformed.
+    """
+    hs = bytearray()
+    pos = 0
+    n = len(stream)
+    while True:
+        if n - pos < 5:
+            # check what we have of the header so that garbage fails early
+            part = stream[pos:]
+            if part and (part[0] != CT_HANDSHAKE or (len(part) > 1 and part[1] != 3)):
+                raise DecodeError("not a TLS handshake record")
+            return None
+        ctype, version, length = _record_header(stream, pos)
+        if ctype != CT_HANDSHAKE:
+            # RFC 8446 section 5.1: handshake messages MUST NOT be interleaved with other record types
+            raise DecodeError(f"record type {ctype} before the ClientHello is complete")
+        if version >> 8 != 3:
+            raise DecodeError(f"record version 0x{version:04x} is not TLS")
+        if length == 0 or length > MAX_RECORD:
+            # RFC 8446 section 5.1: zero-length handshake fragments MUST NOT be sent
+            raise DecodeError(f"bad handshake record length {length}")
+        hs += stream[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+        if hs[0] != HS_CLIENT_HELLO:
+            raise DecodeError(f"first handshake message type {hs[0]} is not ClientHello")
+        if len(hs) >= 4:
+            need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
+            if len(hs) >= need:
+                return parse_client_hello(bytes(hs[:need]))
+        if pos > n:  # the record itself is cut
+            return None
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def _parse_server_hello(body: Buffer) -> tuple[int, int, str | None, bool]:
+    """(version, cipher_suite, alpn, hello_retry) of a ServerHello body (RFC 8446 section 4.1.3)."""
+    legacy_version = body.pull_u16()
+    random = body.pull_bytes(32)
+    sid = body.pull_vector(1)
+    if len(sid) > 32:
+        raise DecodeError("ServerHello session id longer than 32 bytes")
+    suite = body.pull_u16()
+    body.pull_u8()  # compression
+    version = legacy_version
+    alpn = None
+    if not body.eof():
+        exts = body.sub(body.pull_u16())
+        while not exts.eof():
+            ext_type = exts.pull_u16()
+            data = exts.pull_vector(2)
+            if ext_type == EXT_SUPPORTED_VERSIONS and len(data) == 2:
+                version = (data[0] << 8) | data[1]
+            elif ext_type == EXT_ALPN:
+                protos = _parse_alpn_list(data)
+                if protos:
+                    alpn = _alpn_text(protos[0])
+    return version, suite, alpn, random == HELLO_RETRY_RANDOM
+
+
+def _first_certificate(body: Buffer) -> bytes:
+    """DER of the first certificate of a Certificate message (RFC 5246 section 7.4.2 layout)."""
+    certs = body.sub(body.pull_u24())
+    return certs.pull_vector(3)
+
+
+def _first_certificate_tls13(body: Buffer) -> bytes:
+    # RFC 8446 section 4.4.2: certificate_request_context, then CertificateEntry list
+    body.pull_vector(1)
+    certs = body.sub(body.pull_u24())
+    return certs.pull_vector(3)
+
+
+def _cert_names(der: bytes) -> tuple[str | None, str | None]:
+    try:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+    except Exception:  # any failure in a hostile certificate only loses the names
+        return None, None
+
+
+def read_server_flight(stream: bytes) -> ServerFlight:
+    """Best-effort summary of the server's cleartext records, from its first byte.
+
+    Parses records until application data, ChangeCipherSpec (unless a HelloRetryRequest
+    means a cleartext ServerHello still follows), the end, or malformed input.  Raises
+    :class:`DecodeError` only when the first record is not TLS at all.
+    """
+    n = len(stream)
+    head = stream[:3]
+    if head and (
+        head[0] not in _CONTENT_TYPES or (len(head) > 1 and head[1] != 3) or (len(head) > 2 and head[2] > 4)
+    ):
+        raise DecodeError("server stream does not start with a TLS record")
+    server_hello = hello_retry = encrypted = False
+    version = suite = None
+    alpn = alert = subject = issuer = None
+    complete = True
+    hs = bytearray()
+    pos = 0
+    stop = False
+    while not stop:
+        if pos == n:
+            complete = not hs and n > 0
+            break
+        if n - pos < 5:
+            complete = False
+            break
+        ctype, rversion, length = _record_header(stream, pos)
+        if ctype not in _CONTENT_TYPES or rversion >> 8 != 3 or length > MAX_RECORD:
+            if pos == 0:
+                raise DecodeError("server stream does not start with a TLS record")
+            break
+        payload = stream[pos + 5 : pos + 5 + length]
+        cut = len(payload) < length
+        pos += 5 + length
+        if ctype == CT_APPLICATION_DATA:
+            encrypted = True
+            break
+        if ctype == CT_CHANGE_CIPHER_SPEC:
+            encrypted = True
+            # RFC 8446 section 4.1.4 / appendix D.4: after a HelloRetryRequest (and its
+            # compatibility CCS) the real ServerHello still comes in cleartext.
+            if not _hrr_pending(server_hello, hello_retry):
+                break
+            continue
+        if ctype == CT_ALERT:
+            if len(payload) >= 2 and alert is None:
+                alert = make_alert(payload[0], payload[1])
+            if cut:
+                complete = False
+            if alert is not None and alert.level != 1:
+                break  # a fatal alert ends the handshake; a warning (e.g. unrecognized_name) may not
+            continue
+        # handshake
+        hs += payload
+        while len(hs) >= 4:
+            need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
+            if len(hs) < need:
+                break
+            msg_type = hs[0]
+            body = Buffer(bytes(hs[4:need]))
+            del hs[:need]
+            try:
+                if msg_type == HS_SERVER_HELLO:
+                    v, s, a, hrr = _parse_server_hello(body)
+                    if hrr:
+                        hello_retry = True
+                    else:
+                        server_hello = True
+                    version, suite = v, s
+                    if a is not None:
+                        alpn = a
+                elif msg_type == HS_CERTIFICATE and subject is None:
+                    first, second = _first_certificate, _first_certificate_tls13
+                    if version == 0x0304:
+                        first, second = second, first
+                    try:
+                        der = first(Buffer(body.data))
+                    except DecodeError:
+                        der = second(Buffer(body.data))
+                    subject, issuer = _cert_names(der)
+            except DecodeError:
+                stop = True
+                break
+        if cut:
+            complete = False
+            break
+    return ServerFlight(
+        server_hello=server_hello,
+        version=version,
+        cipher_suite=suite,
+        alpn=alpn,
+        alert=alert,
+        cert_subject=subject,
+        cert_issuer=issuer,
+        hello_retry=hello_retry,
+        encrypted=encrypted,
+        complete=complete,
+    )
+
+
+def _hrr_pending(server_hello: bool, hello_retry: bool) -> bool:
+    """A HelloRetryRequest was seen and the real ServerHello has not come yet."""
+    return hello_retry and not server_hello
+
+
+def read_alerts(stream: bytes) -> TlsAlert | None:
+    """The first cleartext alert in a TLS stream (either direction); never raises."""
+    pos = 0
+    n = len(stream)
+    while n - pos >= 5:
+        ctype, rversion, length = _record_header(stream, pos)
+        if ctype not in _CONTENT_TYPES or rversion >> 8 != 3 or length > MAX_RECORD:
+            return None
+        if ctype in (CT_APPLICATION_DATA, CT_CHANGE_CIPHER_SPEC):
+            return None
+        payload = stream[pos + 5 : pos + 5 + length]
+        if ctype == CT_ALERT:
+            return make_alert(payload[0], payload[1]) if len(payload) >= 2 else None
+        pos += 5 + length
+    return None
+
+
+# --------------------------------------------------------------------------- builders
+# Used by tests and by the sample-capture generator; they produce plausible, deterministic
+# wire bytes (the key shares are filler, not real keys).
+
+
+def _u8(v: int) -> bytes:
+    return bytes((v,))
+
+
+def _u16(v: int) -> bytes:
+    return struct.pack("!H", v)
+
+
+def _u24(v: int) -> bytes:
+    return struct.pack("!I", v)[1:]
+
+
+def _vec(data: bytes, size: int) -> bytes:
+    return {1: _u8, 2: _u16, 3: _u24}[size](len(data)) + data
+
+
+def _ext(ext_type: int, data: bytes) -> bytes:
+    return _u16(ext_type) + _vec(data, 2)
+
+
+def _filler(seed: bytes, n: int) -> bytes:
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
+        counter += 1
+    return bytes(out[:n])
+
+
+def build_record(content_type: int, payload: bytes, version: int = 0x0303, max_fragment: int = 2**14) -> bytes:
+    """Wrap ``payload`` in TLSPlaintext records of at most ``max_fragment`` bytes (RFC 8446 section 5.1)."""
+    out = bytearray()
+    for i in range(0, max(len(payload), 1), max_fragment):
+        frag = payload[i : i + max_fragment]
+        out += _u8(content_type) + _u16(version) + _vec(frag, 2)
+    return bytes(out)
+
+
+def build_handshake(msg_type: int, body: bytes) -> bytes:
+    return _u8(msg_type) + _vec(body, 3)
+
+
+def build_client_hello(
+    sni: str | bytes | None,
+    alpn: tuple[str, ...] = (),
+    versions: tuple[int, ...] = (0x0304, 0x0303),
+    ech: bool = False,
+    padding_to: int | None = None,
+    *,
+    pq_key_share: bool = False,
+    grease: bool = False,
+    quic_transport_parameters: bytes | None = None,
+    record: bool = True,
+    max_fragment: int = 2**14,
+) -> bytes:
+    """A deterministic, browser-like ClientHello.
+
+    Returns TLS records (``record=True``, fragmented at ``max_fragment`` bytes) or the bare
+    Handshake message (``record=False``, e.g. for QUIC CRYPTO frames).  ``sni`` may be
+    ``bytes`` to build an invalid name.  ``pq_key_share`` adds an X25519MLKEM768 share
+    (1216 bytes), which makes the hello about 1,800 bytes; ``grease`` adds RFC 8701
+    values; ``padding_to`` adds a padding extension (RFC 7685) up to that message size;
+    ``ech`` adds an outer encrypted_client_hello extension.
+    """
+    seed = (sni if isinstance(sni, bytes) else (sni or "").encode()) + b"|" + ",".join(alpn).encode()
+    exts: list[bytes] = []
+    if grease:
+        exts.append(_ext(0x0A0A, b""))
+    if sni is not None:
+        raw = sni if isinstance(sni, bytes) else sni.encode("ascii")
+        exts.append(_ext(EXT_SERVER_NAME, _vec(_u8(0) + _vec(raw, 2), 2)))
+    exts.append(_ext(EXT_RENEGOTIATION_INFO, b"\x00"))
+    groups = ([0x2A2A] if grease else []) + ([GROUP_X25519MLKEM768] if pq_key_share else []) + [GROUP_X25519, GROUP_SECP256R1]
+    exts.append(_ext(EXT_SUPPORTED_GROUPS, _vec(b"".join(_u16(g) for g in groups), 2)))
+    if alpn:
+        protos = ([b"\x1a\x1a"] if grease else []) + [p.encode("ascii") for p in alpn]
+        exts.append(_ext(EXT_ALPN, _vec(b"".join(_vec(p, 1) for p in protos), 2)))
+    sigalgs = (0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601)
+    exts.append(_ext(EXT_SIGNATURE_ALGORITHMS, _vec(b"".join(_u16(s) for s in sigalgs), 2)))
+    if 0x0304 in versions:
+        shares = b""
+        if grease:
+            shares += _u16(0x2A2A) + _vec(b"\x00", 2)
+        if pq_key_share:
+            shares += _u16(GROUP_X25519MLKEM768) + _vec(_filler(seed + b"mlkem", X25519MLKEM768_SHARE_LEN), 2)
+        shares += _u16(GROUP_X25519) + _vec(_filler(seed + b"x25519", 32), 2)
+        exts.append(_ext(EXT_KEY_SHARE, _vec(shares, 2)))
+        exts.append(_ext(EXT_PSK_KEY_EXCHANGE_MODES, _vec(b"\x01", 1)))
+    if versions and versions != (0x0303,):
+        vs = ([0x3A3A] if grease else []) + list(versions)
+        exts.append(_ext(EXT_SUPPORTED_VERSIONS, _vec(b"".join(_u16(v) for v in vs), 1)))
+    if quic_transport_parameters is not None:
+        exts.append(_ext(EXT_QUIC_TRANSPORT_PARAMETERS, quic_transport_parameters))
+    if ech:
+        # RFC 9849 section 5: outer ECHClientHello: type 0, HPKE suite, config id, enc, payload
+        payload = _u8(0) + _u16(0x0001) + _u16(0x0001) + _u8(0x42) + _vec(_filler(seed + b"enc", 32), 2)
+        payload += _vec(_filler(seed + b"ech", 208), 2)
+        exts.append(_ext(EXT_ECH, payload))
+    if grease:
+        exts.append(_ext(0x4A4A, b"\x00"))
+    suites = ([0x5A5A] if grease else []) + [0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8]
+    legacy = 0x0303 if max(versions or (0x0303,)) >= 0x0303 else max(versions)
+    head = _u16(legacy) + _filler(seed + b"random", 32) + _vec(_filler(seed + b"sid", 32), 1)
+    head += _vec(b"".join(_u16(s) for s in suites), 2) + _vec(b"\x00", 1)
+
+    def message(extra: list[bytes]) -> bytes:
+        return build_handshake(HS_CLIENT_HELLO, head + _vec(b"".join(exts + extra), 2))
+
+    msg = message([])
+    if padding_to is not None and len(msg) < padding_to:
+        pad = max(padding_to - len(msg) - 4, 0)
+        msg = message([_ext(EXT_PADDING, bytes(pad))])
+    if not record:
+        return msg
+    # RFC 8446 section 5.1: the first ClientHello's record version is commonly 0x0301
+    return build_record(CT_HANDSHAKE, msg, version=0x0301, max_fragment=max_fragment)
+
+
+def build_server_hello(
+    version: int,
+    cipher_suite: int | None = None,
+    alpn: str | None = None,
+    *,
+    hello_retry: bool = False,
+    record: bool = True,
+) -> bytes:
+    """A ServerHello choosing ``version`` (TLS 1.3 via supported_versions, RFC 8446 section 4.1.3)."""
+    if cipher_suite is None:
+        cipher_suite = 0x1301 if version >= 0x0304 else 0xC02F
+    exts = b""
+    if version >= 0x0304:
+        legacy = 0x0303
+        if hello_retry:
+            exts += _ext(EXT_KEY_SHARE, _u16(GROUP_X25519))
+        else:
+            exts += _ext(EXT_KEY_SHARE, _u16(GROUP_X25519) + _vec(_filler(b"server-share", 32), 2))
+        exts += _ext(EXT_SUPPORTED_VERSIONS, _u16(version))
+    else:
+        legacy = version
+        exts += _ext(EXT_RENEGOTIATION_INFO, b"\x00")
+    if alpn is not None:
+        exts += _ext(EXT_ALPN, _vec(_vec(alpn.encode("ascii"), 1), 2))
+    random = HELLO_RETRY_RANDOM if hello_retry else _filler(b"server-random", 32)
+    body = _u16(legacy) + random + _vec(_filler(b"server-sid", 32), 1) + _u16(cipher_suite) + b"\x00" + _vec(exts, 2)
+    msg = build_handshake(HS_SERVER_HELLO, body)
+    return build_record(CT_HANDSHAKE, msg) if record else msg
+
+
+def build_alert(level: int, desc: int, version: int = 0x0303) -> bytes:
+    """An Alert record (RFC 8446 section 6): level 1 warning / 2 fatal, then the description."""
+    return build_record(CT_ALERT, bytes((level, desc)), version=version)
+
+
+def build_certificate_record(der_cert: bytes, *, record: bool = True) -> bytes:
+    """A TLS 1.2 Certificate handshake message holding one certificate (RFC 5246 section 7.4.2)."""
+    msg = build_handshake(HS_CERTIFICATE, _vec(_vec(der_cert, 3), 3))
+    return build_record(CT_HANDSHAKE, msg) if record else msg
+
+
+def build_change_cipher_spec(version: int = 0x0303) -> bytes:
+    return build_record(CT_CHANGE_CIPHER_SPEC, b"\x01", version=version)
+
+
+def build_application_data(n: int, version: int = 0x0303) -> bytes:
+    """An application_data record of ``n`` filler bytes (what encrypted records look like)."""
+    return build_record(CT_APPLICATION_DATA, _filler(b"appdata", n), version=version)
