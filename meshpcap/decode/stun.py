@@ -1,0 +1,544 @@
+"""STUN/TURN messages and TURN ChannelData (RFC 8489, RFC 8656, ICE RFC 8445, demux RFC 7983, MS-TURN), parsers and builders."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import struct
+import zlib
+from dataclasses import dataclass
+
+from meshpcap.decode.buffer import DecodeError, NeedMore
+
+MAGIC_COOKIE = 0x2112A442  # RFC 8489 section 5
+_COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
+MS_TURN_MAGIC_COOKIE = 0x72C64BC6  # [MS-TURN] MAGIC-COOKIE attribute value
+FINGERPRINT_XOR = 0x5354554E  # RFC 8489 section 14.7
+HEADER_LEN = 20
+CHANNEL_HEADER_LEN = 4
+
+METHOD_NAMES = {
+    0x001: "Binding",
+    0x003: "Allocate",
+    0x004: "Refresh",
+    0x006: "Send",
+    0x007: "Data",
+    0x008: "CreatePermission",
+    0x009: "ChannelBind",
+    0x00A: "Connect",
+    0x00B: "ConnectionBind",
+    0x00C: "ConnectionAttempt",
+}
+CLASS_NAMES = {0: "request", 1: "indication", 2: "success", 3: "error"}
+REQUEST, INDICATION, SUCCESS, ERROR = 0, 1, 2, 3
+
+# Attribute types (RFC 8489 section 18.3, RFC 8656 section 18, RFC 8445 section 16.1, MS-TURN/MS-ICE2).
+MAPPED_ADDRESS = 0x0001
+USERNAME = 0x0006
+MESSAGE_INTEGRITY = 0x0008
+ERROR_CODE = 0x0009
+CHANNEL_NUMBER = 0x000C
+LIFETIME = 0x000D
+MS_MAGIC_COOKIE = 0x000F
+XOR_PEER_ADDRESS = 0x0012
+DATA = 0x0013
+REALM = 0x0014  # MS-TURN uses 0x0015
+NONCE = 0x0015  # MS-TURN uses 0x0014
+XOR_RELAYED_ADDRESS = 0x0016
+REQUESTED_TRANSPORT = 0x0019
+MESSAGE_INTEGRITY_SHA256 = 0x001C
+XOR_MAPPED_ADDRESS = 0x0020
+PRIORITY = 0x0024
+USE_CANDIDATE = 0x0025
+MS_VERSION = 0x8008
+MS_XOR_MAPPED_ADDRESS = 0x8020
+SOFTWARE = 0x8022
+FINGERPRINT = 0x8028
+ICE_CONTROLLED = 0x8029
+ICE_CONTROLLING = 0x802A
+
+ATTRIBUTE_NAMES = {
+    MAPPED_ADDRESS: "MAPPED-ADDRESS",
+    USERNAME: "USERNAME",
+    MESSAGE_INTEGRITY: "MESSAGE-INTEGRITY",
+    ERROR_CODE: "ERROR-CODE",
+    0x000A: "UNKNOWN-ATTRIBUTES",
+    CHANNEL_NUMBER: "CHANNEL-NUMBER",
+    LIFETIME: "LIFETIME",
+    MS_MAGIC_COOKIE: "MAGIC-COOKIE",
+    0x0010: "BANDWIDTH",
+    0x0011: "DESTINATION-ADDRESS",
+    XOR_PEER_ADDRESS: "XOR-PEER-ADDRESS",
+    DATA: "DATA",
+    REALM: "REALM",
+    NONCE: "NONCE",
+    XOR_RELAYED_ADDRESS: "XOR-RELAYED-ADDRESS",
+    0x0017: "REQUESTED-ADDRESS-FAMILY",
+    0x0018: "EVEN-PORT",
+    REQUESTED_TRANSPORT: "REQUESTED-TRANSPORT",
+    0x001A: "DONT-FRAGMENT",
+    0x001B: "ACCESS-TOKEN",
+    MESSAGE_INTEGRITY_SHA256: "MESSAGE-INTEGRITY-SHA256",
+    0x001D: "PASSWORD-ALGORITHM",
+    0x001E: "USERHASH",
+    XOR_MAPPED_ADDRESS: "XOR-MAPPED-ADDRESS",
+    0x0022: "RESERVATION-TOKEN",
+    PRIORITY: "PRIORITY",
+    USE_CANDIDATE: "USE-CANDIDATE",
+    0x002A: "CONNECTION-ID",
+    0x8000: "ADDITIONAL-ADDRESS-FAMILY",
+    0x8001: "ADDRESS-ERROR-CODE",
+    0x8002: "PASSWORD-ALGORITHMS",
+    0x8003: "ALTERNATE-DOMAIN",
+    0x8004: "ICMP",
+    MS_VERSION: "MS-VERSION",
+    MS_XOR_MAPPED_ADDRESS: "MS-XOR-MAPPED-ADDRESS",
+    SOFTWARE: "SOFTWARE",
+    0x8023: "ALTERNATE-SERVER",
+    FINGERPRINT: "FINGERPRINT",
+    ICE_CONTROLLED: "ICE-CONTROLLED",
+    ICE_CONTROLLING: "ICE-CONTROLLING",
+    0x802B: "RESPONSE-ORIGIN",
+    0x802C: "OTHER-ADDRESS",
+    0x8032: "MS-ALTERNATE-HOST-NAME",
+    0x8037: "MS-APP-ID",
+    0x8039: "MS-SECURE-TAG",
+    0x8050: "MS-SEQUENCE-NUMBER",
+    0x8054: "MS-CANDIDATE-IDENTIFIER",
+    0x8055: "MS-SERVICE-QUALITY",
+    0x8070: "MS-IMPLEMENTATION-VERSION",
+    0x8090: "MS-ALT-MAPPED-ADDRESS",
+    0x8095: "MS-MULTIPLEXED-TURN-SESSION-ID",
+}
+
+_ICE_ATTRIBUTES = frozenset({PRIORITY, USE_CANDIDATE, ICE_CONTROLLED, ICE_CONTROLLING})
+_XOR_ADDRESS_TYPES = frozenset({XOR_MAPPED_ADDRESS, MS_XOR_MAPPED_ADDRESS, XOR_RELAYED_ADDRESS, XOR_PEER_ADDRESS})
+
+
+@dataclass(frozen=True, slots=True)
+class StunMessage:
+    """A parsed STUN/TURN message; absent attributes are ``None``."""
+
+    method: int
+    cls: int
+    method_name: str
+    class_name: str
+    transaction_id: bytes  # 12 bytes with the magic cookie; 16 bytes (RFC 3489 style) without
+    length: int  # the header's message length (attributes only)
+    magic_cookie: bool  # False for legacy RFC 3489 / MS-TURN messages without it
+    error_code: int | None  # ERROR-CODE: class * 100 + number
+    error_reason: str | None
+    realm: str | None
+    nonce: bytes | None
+    username: bytes | None
+    software: str | None
+    xor_mapped: tuple[str, int] | None  # XOR-MAPPED-ADDRESS, else MS-XOR-MAPPED-ADDRESS
+    mapped: tuple[str, int] | None  # MAPPED-ADDRESS
+    relayed: tuple[str, int] | None  # XOR-RELAYED-ADDRESS
+    lifetime: int | None
+    ms_version: int | None
+    ice: bool  # an ICE connectivity check attribute is present
+    has_integrity: bool
+    has_fingerprint: bool
+    attributes: tuple[int, ...]  # attribute types in wire order (as on the wire, before the MS-TURN swap)
+    ms_turn: bool = False  # first attribute is the MS-TURN MAGIC-COOKIE: REALM/NONCE numbers swapped
+
+    @property
+    def type_name(self) -> str:
+        return f"{self.method_name} {self.class_name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelData:
+    """A TURN ChannelData message header (RFC 8656 section 12.4)."""
+
+    channel: int
+    length: int
+
+
+def _message_type(method: int, cls: int) -> int:
+    # RFC 8489 section 5: M11..M7 C1 M6..M4 C0 M3..M0.
+    if not 0 <= method <= 0xFFF or not 0 <= cls <= 3:
+        raise ValueError("STUN method must be 0..0xFFF and class 0..3")
+    return (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | ((cls & 1) << 4) | ((cls & 2) << 7)
+
+
+def _split_type(msg_type: int) -> tuple[int, int]:
+    method = (msg_type & 0x000F) | ((msg_type & 0x00E0) >> 1) | ((msg_type & 0x3E00) >> 2)
+    cls = ((msg_type & 0x0010) >> 4) | ((msg_type & 0x0100) >> 7)
+    return method, cls
+
+
+def _walk_attributes(data: bytes, padded: bool) -> list[tuple[int, bytes]] | None:
+    """Attributes between offset 20 and the end, or ``None`` when they do not tile the body exactly."""
+    attrs: list[tuple[int, bytes]] = []
+    pos = HEADER_LEN
+    end = len(data)
+    while pos < end:
+        if end - pos < 4:
+            return None
+        atype, alen = struct.unpack_from("!HH", data, pos)
+        step = (alen + 3) & ~3 if padded else alen
+        if pos + 4 + step > end:
+            return None
+        attrs.append((atype, data[pos + 4 : pos + 4 + alen]))
+        pos += 4 + step
+    return attrs
+
+
+def _plain_address(value: bytes, attr: int) -> tuple[str, int]:
+    # RFC 8489 section 14.1: reserved byte, family (1 IPv4, 2 IPv6), port, address.
+    if len(value) < 4:
+        raise DecodeError(f"STUN attribute 0x{attr:04x} too short for an address")
+    family = value[1]
+    port = (value[2] << 8) | value[3]
+    if family == 1 and len(value) == 8:
+        return str(ipaddress.IPv4Address(value[4:8])), port
+    if family == 2 and len(value) == 20:
+        return ipaddress.IPv6Address(value[4:20]).compressed, port
+    raise DecodeError(f"STUN attribute 0x{attr:04x}: bad address family {family} or length {len(value)}")
+
+
+def _xor_address(value: bytes, attr: int, key: bytes) -> tuple[str, int]:
+    # RFC 8489 section 14.2: port XOR the cookie's top 16 bits; IPv4 XOR the cookie; IPv6 XOR cookie + transaction ID.
+    # ``key`` is header bytes 4..20 (cookie + transaction ID), also used for legacy/MS-TURN messages.
+    if len(value) < 4:
+        raise DecodeError(f"STUN attribute 0x{attr:04x} too short for an address")
+    family = value[1]
+    port = ((value[2] << 8) | value[3]) ^ (MAGIC_COOKIE >> 16)
+    if family == 1 and len(value) == 8:
+        raw = bytes(a ^ b for a, b in zip(value[4:8], _COOKIE_BYTES))
+        return str(ipaddress.IPv4Address(raw)), port
+    if family == 2 and len(value) == 20:
+        raw = bytes(a ^ b for a, b in zip(value[4:20], key))
+        return ipaddress.IPv6Address(raw).compressed, port
+    raise DecodeError(f"STUN attribute 0x{attr:04x}: bad address family {family} or length {len(value)}")
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
+
+
+def looks_like_stun(payload: bytes) -> bool:
+    """Cheap test: RFC 7983 first byte 0..3, length field matches and is a multiple of 4, magic cookie present."""
+    return (
+        len(payload) >= HEADER_LEN
+        and payload[0] <= 3
+        and ((payload[2] << 8) | payload[3]) + HEADER_LEN == len(payload)
+        and payload[3] & 3 == 0
+        and payload[4:8] == _COOKIE_BYTES
+    )
+
+
+def parse_stun(payload: bytes) -> StunMessage:
+    """Parse one complete STUN/TURN message (a UDP payload, or one frame from :func:`split_stun_tcp`).
+
+    Raises :class:`NeedMore` when the data stops before the length in the header says,
+    :class:`DecodeError` when it is not STUN or is malformed.
+
+    MS-TURN: as Wireshark does in its "Auto" mode, a message whose first attribute is
+    MAGIC-COOKIE (0x000F, [MS-TURN] section 2.2.2.8 puts it first) is read as MS-TURN, where
+    0x0014 is NONCE and 0x0015 is REALM (swapped from RFC 8489) and attributes may be unpadded.
+    All other messages use the RFC 8489 numbers.
+    """
+    data = bytes(payload)
+    if len(data) < HEADER_LEN:
+        if data and data[0] & 0xC0:
+            raise DecodeError("not STUN: the first two bits are not zero")
+        raise NeedMore(f"STUN header needs 20 bytes, have {len(data)}")
+    msg_type, length = struct.unpack_from("!HH", data, 0)
+    if msg_type & 0xC000:
+        # RFC 8489 section 6: the most significant two bits are zero.
+        raise DecodeError("not STUN: the first two bits are not zero")
+    if HEADER_LEN + length > len(data):
+        raise NeedMore(f"STUN message length {length} needs {HEADER_LEN + length} bytes, have {len(data)}")
+    if HEADER_LEN + length < len(data):
+        raise DecodeError(f"STUN message length {length} leaves {len(data) - HEADER_LEN - length} trailing bytes")
+    cookie = data[4:8] == _COOKIE_BYTES
+
+    attrs: list[tuple[int, bytes]] | None = None
+    ms_turn = False
+    if length >= 8 and struct.unpack_from("!HHI", data, HEADER_LEN) == (MS_MAGIC_COOKIE, 4, MS_TURN_MAGIC_COOKIE):
+        ms_turn = True
+        attrs = _walk_attributes(data, padded=True)
+        if attrs is None:
+            attrs = _walk_attributes(data, padded=False)  # MS-TURN / RFC 3489 attributes are not padded
+    elif length & 3 == 0:
+        # RFC 8489 section 5: "the message length MUST contain a multiple of 4"; legacy messages
+        # without the cookie are accepted only when this and the attribute layout hold too.
+        attrs = _walk_attributes(data, padded=True)
+    else:
+        raise DecodeError(f"STUN message length {length} is not a multiple of 4")
+    if attrs is None:
+        raise DecodeError("STUN attributes do not fill the message exactly")
+
+    method, cls = _split_type(msg_type)
+    key = data[4:20]
+    realm_type, nonce_type = (0x0015, 0x0014) if ms_turn else (REALM, NONCE)
+    error_code = error_reason = realm = software = None
+    nonce = username = None
+    xor_mapped = ms_xor_mapped = mapped = relayed = None
+    lifetime = ms_version = None
+    ice = has_integrity = has_fingerprint = False
+    seen_integrity = seen_fingerprint = False
+    for atype, value in attrs:
+        if seen_fingerprint:
+            # RFC 8489 section 14.7: FINGERPRINT is the last attribute.
+            raise DecodeError("STUN attribute after FINGERPRINT")
+        if seen_integrity and atype not in (FINGERPRINT, MESSAGE_INTEGRITY_SHA256, MESSAGE_INTEGRITY) and cookie and not ms_turn:
+            # RFC 8489 section 14.5: only FINGERPRINT / MESSAGE-INTEGRITY-SHA256 may follow MESSAGE-INTEGRITY.
+            raise DecodeError(f"STUN attribute 0x{atype:04x} after MESSAGE-INTEGRITY")
+        if atype == ERROR_CODE:
+            # RFC 8489 section 14.8: 21 reserved bits, class (3 bits, 3..6), number (0..99), reason.
+            if len(value) < 4:
+                raise DecodeError("STUN ERROR-CODE shorter than 4 bytes")
+            error_code = (value[2] & 0x07) * 100 + value[3]
+            error_reason = _text(value[4:])
+        elif atype == realm_type:
+            realm = _text(value)
+        elif atype == nonce_type:
+            nonce = value
+        elif atype == USERNAME:
+            username = value
+        elif atype == SOFTWARE:
+            software = _text(value)
+        elif atype == XOR_MAPPED_ADDRESS:
+            xor_mapped = _xor_address(value, atype, key)
+        elif atype == MS_XOR_MAPPED_ADDRESS:
+            ms_xor_mapped = _xor_address(value, atype, key)
+        elif atype == MAPPED_ADDRESS:
+            mapped = _plain_address(value, atype)
+        elif atype == XOR_RELAYED_ADDRESS:
+            relayed = _xor_address(value, atype, key)
+        elif atype == LIFETIME:
+            if len(value) != 4:
+                raise DecodeError("STUN LIFETIME is not 4 bytes")
+            lifetime = int.from_bytes(value, "big")
+        elif atype == MS_VERSION:
+            if len(value) != 4:
+                raise DecodeError("STUN MS-VERSION is not 4 bytes")
+            ms_version = int.from_bytes(value, "big")
+        elif atype in (MESSAGE_INTEGRITY, MESSAGE_INTEGRITY_SHA256):
+            has_integrity = True
+            seen_integrity = True
+        elif atype == FINGERPRINT:
+            if len(value) != 4:
+                raise DecodeError("STUN FINGERPRINT is not 4 bytes")
+            has_fingerprint = True
+            seen_fingerprint = True
+        if atype in _ICE_ATTRIBUTES:
+            ice = True
+
+    return StunMessage(
+        method=method,
+        cls=cls,
+        method_name=METHOD_NAMES.get(method, f"0x{method:03x}"),
+        class_name=CLASS_NAMES[cls],
+        transaction_id=data[8:20] if cookie else data[4:20],
+        length=length,
+        magic_cookie=cookie,
+        error_code=error_code,
+        error_reason=error_reason,
+        realm=realm,
+        nonce=nonce,
+        username=username,
+        software=software,
+        xor_mapped=xor_mapped if xor_mapped is not None else ms_xor_mapped,
+        mapped=mapped,
+        relayed=relayed,
+        lifetime=lifetime,
+        ms_version=ms_version,
+        ice=ice,
+        has_integrity=has_integrity,
+        has_fingerprint=has_fingerprint,
+        attributes=tuple(a for a, _ in attrs),
+        ms_turn=ms_turn,
+    )
+
+
+def verify_fingerprint(payload: bytes) -> bool:
+    """True when ``payload`` ends in a FINGERPRINT attribute whose CRC-32 matches (RFC 8489 section 14.7)."""
+    data = bytes(payload)
+    if len(data) < HEADER_LEN + 8 or data[-8:-4] != b"\x80\x28\x00\x04":
+        return False
+    return zlib.crc32(data[:-8]) ^ FINGERPRINT_XOR == int.from_bytes(data[-4:], "big")
+
+
+def verify_integrity(payload: bytes, key: bytes) -> bool:
+    """True when the MESSAGE-INTEGRITY (HMAC-SHA1) of ``payload`` matches ``key`` (RFC 8489 section 14.5).
+
+    ``key`` is the short-term password, or MD5(username:realm:password) for long-term credentials.
+    """
+    data = bytes(payload)
+    if len(data) < HEADER_LEN or data[4:8] != _COOKIE_BYTES:
+        return False
+    pos = HEADER_LEN
+    while pos + 4 <= len(data):
+        atype, alen = struct.unpack_from("!HH", data, pos)
+        if atype == MESSAGE_INTEGRITY:
+            if alen != 20 or pos + 24 > len(data):
+                return False
+            # The HMAC covers the header, with the length counting up to the end of this attribute.
+            head = data[:2] + struct.pack("!H", pos + 24 - HEADER_LEN) + data[4:pos]
+            mac = hmac.new(key, head, hashlib.sha1).digest()
+            return hmac.compare_digest(mac, data[pos + 4 : pos + 24])
+        pos += 4 + ((alen + 3) & ~3)
+    return False
+
+
+def parse_channel_data(payload: bytes) -> ChannelData:
+    """Parse a TURN ChannelData header (RFC 8656 section 12.4).
+
+    Channel numbers 0x4000-0x4FFF (RFC 8656) and 0x4000-0x7FFF (RFC 5766) are accepted; the
+    data may be followed by padding (required over TCP, section 12.5). Raises :class:`NeedMore`
+    when the data is shorter than the length field says.
+    """
+    data = bytes(payload)
+    if data and not 0x40 <= data[0] <= 0x7F:
+        raise DecodeError(f"not TURN ChannelData: first byte 0x{data[0]:02x}")
+    if len(data) < CHANNEL_HEADER_LEN:
+        raise NeedMore(f"ChannelData header needs 4 bytes, have {len(data)}")
+    channel, length = struct.unpack_from("!HH", data, 0)
+    if length > len(data) - CHANNEL_HEADER_LEN:
+        raise NeedMore(f"ChannelData length {length} exceeds the {len(data) - CHANNEL_HEADER_LEN} bytes present")
+    if len(data) - CHANNEL_HEADER_LEN - length > 3:
+        raise DecodeError(f"ChannelData length {length} leaves {len(data) - CHANNEL_HEADER_LEN - length} trailing bytes")
+    return ChannelData(channel, length)
+
+
+def split_stun_tcp(stream: bytes) -> tuple[list[bytes], int]:
+    """Split STUN/TURN over TCP into frames; return the complete frames and the bytes consumed.
+
+    STUN messages follow each other back to back (RFC 8489 section 6.2.2); ChannelData
+    messages are padded to a multiple of 4 over TCP (RFC 8656 section 12.5). Frames are
+    returned without that padding. A trailing partial frame is left for later. Raises
+    :class:`DecodeError` when a frame starts with a byte that is neither STUN nor ChannelData.
+    """
+    frames: list[bytes] = []
+    pos = 0
+    n = len(stream)
+    while pos < n:
+        first = stream[pos]
+        if first <= 3:
+            kind = "stun"
+        elif 0x40 <= first <= 0x7F:
+            kind = "channel"
+        else:
+            raise DecodeError(f"not STUN framing: byte 0x{first:02x} at offset {pos}")
+        if n - pos < 4:
+            break
+        length = (stream[pos + 2] << 8) | stream[pos + 3]
+        if kind == "stun":
+            if n - pos >= 8 and length & 3 and stream[pos + 4 : pos + 8] == _COOKIE_BYTES:
+                raise DecodeError(f"STUN message length {length} at offset {pos} is not a multiple of 4")
+            size = HEADER_LEN + length
+            total = size
+        else:
+            size = CHANNEL_HEADER_LEN + length
+            total = (size + 3) & ~3
+        if n - pos < total:
+            break
+        frames.append(bytes(stream[pos : pos + size]))
+        pos += total
+    return frames, pos
+
+
+def demux_first_byte(b: int) -> str:
+    """RFC 7983 section 7: which protocol a packet on a shared 5-tuple is, from its first byte."""
+    if 0 <= b <= 3:
+        return "stun"
+    if 16 <= b <= 19:
+        return "zrtp"
+    if 20 <= b <= 63:
+        return "dtls"
+    if 64 <= b <= 79:
+        return "turn-channel"
+    if 128 <= b <= 191:
+        return "rtp"
+    return "other"
+
+
+# Builders: used by tests and by the sample-capture generator to write real-looking messages.
+
+
+def build_stun(
+    method: int,
+    cls: int,
+    attrs: list[tuple[int, bytes]],
+    transaction_id: bytes,
+    *,
+    integrity_key: bytes | None = None,
+    fingerprint: bool = False,
+) -> bytes:
+    """Encode a STUN message (RFC 8489 section 5).
+
+    ``attrs`` are (type, value) pairs in order; values are padded with zero bytes to a
+    multiple of 4. ``transaction_id`` is 12 bytes (the magic cookie is written before it),
+    or 16 bytes for an RFC 3489 style message without the cookie. With ``integrity_key``
+    a MESSAGE-INTEGRITY (HMAC-SHA1, section 14.5; the key is the short-term password or the
+    long-term MD5 key) is appended, then with ``fingerprint`` a FINGERPRINT (section 14.7).
+    """
+    if len(transaction_id) == 12:
+        prefix = _COOKIE_BYTES + bytes(transaction_id)
+    elif len(transaction_id) == 16:
+        prefix = bytes(transaction_id)
+    else:
+        raise ValueError("transaction_id must be 12 bytes (16 for a legacy message without the cookie)")
+    body = b""
+    for atype, value in attrs:
+        value = bytes(value)
+        if len(value) > 0xFFFF:
+            raise ValueError(f"attribute 0x{atype:04x} value too long")
+        body += struct.pack("!HH", atype, len(value)) + value + b"\x00" * (-len(value) % 4)
+    msg_type = _message_type(method, cls)
+
+    def header(extra: int) -> bytes:
+        return struct.pack("!HH", msg_type, len(body) + extra) + prefix
+
+    if integrity_key is not None:
+        # The length covers MESSAGE-INTEGRITY itself but not a later FINGERPRINT (section 14.5).
+        mac = hmac.new(integrity_key, header(24) + body, hashlib.sha1).digest()
+        body += struct.pack("!HH", MESSAGE_INTEGRITY, 20) + mac
+    if fingerprint:
+        crc = zlib.crc32(header(8) + body) ^ FINGERPRINT_XOR
+        body += struct.pack("!HHI", FINGERPRINT, 4, crc)
+    return header(0) + body
+
+
+def build_error_code(code: int, reason: str) -> tuple[int, bytes]:
+    """An ERROR-CODE attribute (RFC 8489 section 14.8) as a (type, value) pair for :func:`build_stun`."""
+    if not 300 <= code <= 699:
+        raise ValueError("STUN error code must be 300..699")
+    return ERROR_CODE, bytes([0, 0, code // 100, code % 100]) + reason.encode("utf-8")
+
+
+def build_xor_address(attr_type: int, ip: str, port: int, transaction_id: bytes) -> tuple[int, bytes]:
+    """An XOR address attribute (RFC 8489 section 14.2) as a (type, value) pair for :func:`build_stun`.
+
+    ``transaction_id`` is the message's 12-byte transaction ID (used for IPv6).
+    """
+    addr = ipaddress.ip_address(ip)
+    xport = port ^ (MAGIC_COOKIE >> 16)
+    if addr.version == 4:
+        raw = bytes(a ^ b for a, b in zip(addr.packed, _COOKIE_BYTES))
+        return attr_type, struct.pack("!BBH", 0, 1, xport) + raw
+    if len(transaction_id) != 12:
+        raise ValueError("transaction_id must be 12 bytes")
+    key = _COOKIE_BYTES + bytes(transaction_id)
+    raw = bytes(a ^ b for a, b in zip(addr.packed, key))
+    return attr_type, struct.pack("!BBH", 0, 2, xport) + raw
+
+
+def build_address(attr_type: int, ip: str, port: int) -> tuple[int, bytes]:
+    """A plain address attribute such as MAPPED-ADDRESS (RFC 8489 section 14.1) as a (type, value) pair."""
+    addr = ipaddress.ip_address(ip)
+    return attr_type, struct.pack("!BBH", 0, 1 if addr.version == 4 else 2, port) + addr.packed
+
+
+def build_channel_data(channel: int, payload: bytes, *, pad: bool = False) -> bytes:
+    """A TURN ChannelData message (RFC 8656 section 12.4); ``pad`` adds the zero padding required over TCP."""
+    if not 0x4000 <= channel <= 0x7FFF:
+        raise ValueError("channel number must be 0x4000..0x7FFF")
+    data = struct.pack("!HH", channel, len(payload)) + bytes(payload)
+    return data + b"\x00" * (-len(data) % 4) if pad else data
