@@ -1,0 +1,281 @@
+"""Compiled matchers: host-name patterns (suffix dict) and CIDR prefixes (sorted numpy arrays).
+
+Domain pattern semantics (written down here, tested in tests/rules/test_match.py):
+
+* Names are compared lower-cased and without a trailing dot.
+* ``example.com`` (exact) matches only ``example.com``.
+* ``*.office.com`` (sub-domain wildcard, the M365 "any sub-domain" form) matches any name with
+  at least one more label in front: ``a.office.com`` and ``a.b.office.com``; it does NOT match
+  ``office.com`` itself, nor ``evil-office.com`` (the match is on whole labels).
+* ``*cdn.onenote.net`` (prefix wildcard, SPEC 4b) matches when the name's left-most label ends in
+  ``cdn`` and the rest is exactly ``onenote.net``. The ``*`` stays inside one label (as in
+  RFC 6125 section 6.4.3) and may be empty: ``xcdn.onenote.net`` and ``cdn.onenote.net`` match,
+  ``a.bcdn.onenote.net`` and ``xcdn.a.onenote.net`` do not.
+
+CIDR prefixes either nest or are disjoint, so an address is inside prefix P/L exactly when the
+address masked to L bits equals P. ``PrefixIndex`` keeps, per IP version and prefix length, a
+sorted array of network starts (IPv4 as uint32, IPv6 as 16-byte big-endian strings, whose byte
+order is numeric order) and answers with one ``searchsorted`` per length, for many addresses at once.
+Overlapping prefixes are supported: every label whose prefix contains the address is returned.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Hashable, Iterable, Sequence
+
+import numpy as np
+
+from meshpcap.decode.names import normalize_hostname
+
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def parse_domain_pattern(pattern: str) -> tuple[str, str, str]:
+    """Split a pattern into (kind, suffix, label_prefix); kind is exact | subdomain | prefix.
+
+    Raises ValueError with the reason when the pattern is not one of the three forms.
+    """
+    if not isinstance(pattern, str):
+        raise ValueError(f"{pattern!r} is not a domain pattern")
+    text = pattern.strip().lower()
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1]
+    if "*" not in text:
+        name = normalize_hostname(text)
+        if name is None:
+            raise ValueError(f"'{pattern}' is not a valid host name")
+        return "exact", name, ""
+    if text.count("*") != 1 or not text.startswith("*"):
+        raise ValueError(f"'{pattern}' is not a domain pattern (only '*.suffix' or '*prefix.suffix')")
+    head, dot, rest = text[1:].partition(".")
+    if not dot or not rest:
+        raise ValueError(f"'{pattern}' is not a domain pattern (only '*.suffix' or '*prefix.suffix')")
+    suffix = normalize_hostname(rest)
+    if suffix is None:
+        raise ValueError(f"'{pattern}' is not a domain pattern ('{rest}' is not a valid host name)")
+    if head == "":
+        return "subdomain", suffix, ""
+    if not set(head) <= _LABEL_CHARS or len(head) > 62:
+        raise ValueError(f"'{pattern}' is not a domain pattern ('{head}' is not part of a label)")
+    return "prefix", suffix, head
+
+
+def domain_matches(pattern: str, name: str) -> bool:
+    """Reference (slow) implementation of the semantics above; DomainMatcher must agree."""
+    kind, suffix, head = parse_domain_pattern(pattern)
+    name = _clean(name)
+    if kind == "exact":
+        return name == suffix
+    if kind == "subdomain":
+        return name.endswith("." + suffix) and len(name) > len(suffix) + 1
+    first, _, rest = name.partition(".")
+    return rest == suffix and first.endswith(head)
+
+
+def _clean(name: str) -> str:
+    name = name.strip().lower()
+    return name[:-1] if name.endswith(".") else name
+
+
+class DomainMatcher:
+    """Match a host name against many patterns in O(labels) dict lookups.
+
+    ``items`` are patterns or ``(pattern, label)`` pairs (label defaults to the pattern).
+    ``match(name)`` returns the labels of every matching pattern, in insertion order.
+    """
+
+    __slots__ = ("_exact", "_sub", "_prefix", "_size")
+
+    def __init__(self, items: Iterable[str | tuple[str, Hashable]]) -> None:
+        self._exact: dict[str, list[tuple[int, Hashable]]] = {}
+        self._sub: dict[str, list[tuple[int, Hashable]]] = {}
+        self._prefix: dict[str, list[tuple[int, str, Hashable]]] = {}
+        n = 0
+        for n, item in enumerate(items, 1):
+            pattern, label = (item, item) if isinstance(item, str) else item
+            kind, suffix, head = parse_domain_pattern(pattern)
+            if kind == "exact":
+                self._exact.setdefault(suffix, []).append((n, label))
+            elif kind == "subdomain":
+                self._sub.setdefault(suffix, []).append((n, label))
+            else:
+                self._prefix.setdefault(suffix, []).append((n, head, label))
+        self._size = n
+
+    def __len__(self) -> int:
+        return self._size
+
+    def match(self, name: str) -> list[Hashable]:
+        """Labels of all patterns matching ``name`` (empty list when none)."""
+        name = _clean(name)
+        hits: list[tuple[int, Hashable]] = list(self._exact.get(name, ()))
+        first, dot, rest = name.partition(".")
+        if dot and self._prefix:
+            for n, head, label in self._prefix.get(rest, ()):
+                if first.endswith(head):
+                    hits.append((n, label))
+        if self._sub:
+            pos = name.find(".")
+            while pos != -1:
+                found = self._sub.get(name[pos + 1 :])
+                if found:
+                    hits.extend(found)
+                pos = name.find(".", pos + 1)
+        if len(hits) > 1:
+            hits.sort(key=lambda h: h[0])
+            return list(dict.fromkeys(label for _, label in hits))
+        return [label for _, label in hits]
+
+
+# -- IP prefixes ---------------------------------------------------------------------------
+
+
+def parse_prefix(text: str | ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, bytes, int]:
+    """Parse a CIDR string fast: (version, packed network address, prefix length).
+
+    Strict like ``ipaddress.ip_network``: host bits must be zero. ValueError on anything else.
+    A bare address counts as a host prefix (/32 or /128).
+    """
+    if isinstance(text, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return text.version, text.network_address.packed, text.prefixlen
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a CIDR prefix")
+    addr, slash, plen = text.partition("/")
+    try:
+        if ":" in addr:
+            version, packed, bits = 6, socket.inet_pton(socket.AF_INET6, addr), 128
+        else:
+            version, packed, bits = 4, socket.inet_pton(socket.AF_INET, addr), 32
+    except (OSError, ValueError):
+        raise ValueError(f"'{text}' is not a CIDR prefix") from None
+    if "%" in addr:
+        raise ValueError(f"'{text}' is not a CIDR prefix")
+    if slash:
+        if not (plen.isascii() and plen.isdigit()) or len(plen) > 3 or int(plen) > bits:
+            raise ValueError(f"'{text}' is not a CIDR prefix")
+        length = int(plen)
+    else:
+        length = bits
+    value = int.from_bytes(packed, "big")
+    if value & ((1 << (bits - length)) - 1):
+        raise ValueError(f"'{text}' has host bits set")
+    return version, packed, length
+
+
+def _packed_address(address: object) -> bytes:
+    if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return address.packed
+    if isinstance(address, (bytes, bytearray)) and len(address) in (4, 16):
+        return bytes(address)
+    if isinstance(address, str):
+        try:
+            if ":" in address:
+                return socket.inet_pton(socket.AF_INET6, address.split("%", 1)[0])
+            return socket.inet_pton(socket.AF_INET, address)
+        except OSError:
+            pass
+    raise ValueError(f"{address!r} is not an IP address")
+
+
+_V4_MASKS = np.array([(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33)], dtype=np.uint32)
+
+
+def _v6_mask(length: int) -> np.ndarray:
+    return np.frombuffer(((((1 << 128) - 1) << (128 - length)) & ((1 << 128) - 1)).to_bytes(16, "big"), dtype=np.uint8)
+
+
+class PrefixIndex:
+    """All labels whose CIDR prefix contains an address; built once, looked up vectorised.
+
+    ``items`` are ``(prefix, label)`` pairs; a prefix is a CIDR string or an ipaddress network.
+    Labels come back ordered from the shortest (widest) prefix to the longest, each label once.
+    """
+
+    __slots__ = ("_v4", "_v6", "_size")
+
+    def __init__(self, items: Iterable[tuple[object, Hashable]]) -> None:
+        v4: dict[int, tuple[list[int], list[Hashable]]] = {}
+        v6: dict[int, tuple[list[bytes], list[Hashable]]] = {}
+        size = 0
+        for prefix, label in items:
+            version, packed, length = parse_prefix(prefix)  # type: ignore[arg-type]
+            size += 1
+            if version == 4:
+                starts, labels = v4.setdefault(length, ([], []))
+                starts.append(int.from_bytes(packed, "big"))
+            else:
+                starts, labels = v6.setdefault(length, ([], []))  # type: ignore[assignment]
+                starts.append(packed)  # type: ignore[arg-type]
+            labels.append(label)
+        self._v4 = [(n, *_level(np.array(s, dtype=np.uint32), lab)) for n, (s, lab) in sorted(v4.items())]
+        self._v6 = [(n, *_level(np.array(s, dtype="S16"), lab)) for n, (s, lab) in sorted(v6.items())]
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def lookup(self, address: object) -> list[Hashable]:
+        """Labels of all prefixes containing ``address`` (str, ipaddress object or packed bytes)."""
+        return self.lookup_many([address])[0]
+
+    def lookup_many(self, addresses: Sequence[object]) -> list[list[Hashable]]:
+        """``lookup`` for many addresses; one searchsorted per prefix length, not per address."""
+        out: list[list[Hashable]] = [[] for _ in range(len(addresses))]
+        for pos, groups, idx in self._hits(addresses):
+            for p, i in zip(pos.tolist(), idx.tolist()):
+                out[p].extend(groups[i])
+        for i, labels in enumerate(out):
+            if len(labels) > 1:
+                out[i] = list(dict.fromkeys(labels))
+        return out
+
+    def contains_many(self, addresses: Sequence[object]) -> np.ndarray:
+        """Boolean array: is each address inside at least one prefix."""
+        found = np.zeros(len(addresses), dtype=bool)
+        for pos, _groups, _idx in self._hits(addresses):
+            found[pos] = True
+        return found
+
+    def contains_v4(self, values: np.ndarray) -> np.ndarray:
+        """Vectorised membership for IPv4 addresses given as integers (e.g. a flow table column)."""
+        a = np.asarray(values, dtype=np.uint32)
+        found = np.zeros(a.shape, dtype=bool)
+        for length, starts, _groups in self._v4:
+            masked = a & _V4_MASKS[length]
+            found |= _search(starts, masked)[0]
+        return found
+
+    def _hits(self, addresses: Sequence[object]):
+        packed = [_packed_address(a) for a in addresses]
+        pos4 = np.array([i for i, p in enumerate(packed) if len(p) == 4], dtype=np.int64)
+        pos6 = np.array([i for i, p in enumerate(packed) if len(p) == 16], dtype=np.int64)
+        if len(pos4) and self._v4:
+            a4 = np.frombuffer(b"".join(packed[i] for i in pos4.tolist()), dtype=">u4").astype(np.uint32)
+            for length, starts, groups in self._v4:
+                hit, idx = _search(starts, a4 & _V4_MASKS[length])
+                if hit.any():
+                    yield pos4[hit], groups, idx[hit]
+        if len(pos6) and self._v6:
+            a6 = np.frombuffer(b"".join(packed[i] for i in pos6.tolist()), dtype=np.uint8).reshape(-1, 16)
+            for length, starts, groups in self._v6:
+                masked = np.ascontiguousarray(a6 & _v6_mask(length)).view("S16").ravel()
+                hit, idx = _search(starts, masked)
+                if hit.any():
+                    yield pos6[hit], groups, idx[hit]
+
+
+def _level(starts: np.ndarray, labels: list[Hashable]) -> tuple[np.ndarray, list[tuple[Hashable, ...]]]:
+    uniq, inverse = np.unique(starts, return_inverse=True)
+    groups: list[list[Hashable]] = [[] for _ in range(len(uniq))]
+    for g, label in zip(inverse.ravel().tolist(), labels):
+        if label not in groups[g]:
+            groups[g].append(label)
+    return uniq, [tuple(g) for g in groups]
+
+
+def _search(starts: np.ndarray, masked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.searchsorted(starts, masked)
+    np.minimum(idx, len(starts) - 1, out=idx)
+    return starts[idx] == masked, idx

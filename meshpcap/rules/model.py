@@ -1,0 +1,230 @@
+"""Rule records: profiles, rules, expected-traffic groups and port sets (frozen, validated by load.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+TRANSPORTS = ("tcp", "udp")
+REQUIREMENTS = ("required", "optional", "conditional")
+
+
+@dataclass(frozen=True, slots=True)
+class PortSet:
+    """A set of TCP/UDP ports kept as sorted, merged, inclusive ranges.
+
+    ``str()`` shows the ports as they were written (``"443, 80"``, ``"30000-30499"``);
+    equality and membership use the merged ranges only.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    text: str = field(default="", compare=False)
+
+    @classmethod
+    def parse(cls, value: int | str | Iterable[int | str]) -> PortSet:
+        """Build from an int, ``"a-b"``, ``"80,443"`` or a list of those; ValueError names the bad item."""
+        items: list[int | str] = []
+        if isinstance(value, (int, str)):
+            items = [value]
+        else:
+            items = list(value)
+        raw: list[tuple[int, int]] = []
+        shown: list[str] = []
+        for item in items:
+            pieces = item.split(",") if isinstance(item, str) else [item]
+            for piece in pieces:
+                lo, hi = _parse_port_item(piece)
+                raw.append((lo, hi))
+                shown.append(str(lo) if lo == hi else f"{lo}-{hi}")
+        if not raw:
+            raise ValueError("no ports given")
+        return cls(_merge(raw), ", ".join(shown))
+
+    @classmethod
+    def from_ranges(cls, ranges: Iterable[tuple[int, int]]) -> PortSet:
+        merged = _merge(list(ranges))
+        return cls(merged, ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in merged))
+
+    @classmethod
+    def all(cls) -> PortSet:
+        return cls(((1, 65535),), "1-65535")
+
+    def __contains__(self, port: object) -> bool:
+        if not isinstance(port, (int, np.integer)):
+            return False
+        return any(lo <= port <= hi for lo, hi in self.ranges)
+
+    def contains_many(self, ports: np.ndarray) -> np.ndarray:
+        """Vectorised membership: boolean array, one per port."""
+        ports = np.asarray(ports)
+        out = np.zeros(ports.shape, dtype=bool)
+        for lo, hi in self.ranges:
+            out |= (ports >= lo) & (ports <= hi)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.ranges)
+
+    def __len__(self) -> int:
+        return sum(hi - lo + 1 for lo, hi in self.ranges)
+
+    def __or__(self, other: PortSet) -> PortSet:
+        return PortSet.from_ranges(self.ranges + other.ranges)
+
+    def __str__(self) -> str:
+        return self.text or ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.ranges)
+
+
+def _parse_port_item(item: int | str) -> tuple[int, int]:
+    if isinstance(item, bool):
+        raise ValueError(f"{item!r} is not a port or range")
+    if isinstance(item, int):
+        lo = hi = item
+        shown = str(item)
+    elif isinstance(item, str):
+        text = item.strip()
+        shown = item
+        parts = text.split("-")
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() and p.strip().isascii() for p in parts):
+            raise ValueError(f"'{item}' is not a port or range")
+        lo = int(parts[0])
+        hi = int(parts[-1])
+    else:
+        raise ValueError(f"{item!r} is not a port or range")
+    if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
+        raise ValueError(f"'{shown}' is outside 1-65535")
+    if lo > hi:
+        raise ValueError(f"'{shown}' has start > end")
+    return lo, hi
+
+
+def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One allow requirement: destinations (names, a service tag, CIDRs) x transports x ports.
+
+    ``port_map`` says which ports go with which transport (an M365 endpoint set can list
+    TCP 80,443 and UDP 443); ``transports`` and ``ports`` are its union for display.
+    """
+
+    id: str
+    description: str
+    domains: tuple[str, ...]
+    service_tag: str | None
+    cidrs: tuple[IPNetwork, ...]
+    port_map: tuple[tuple[str, PortSet], ...]
+    requirement: str
+    expected: str | None
+    event: str
+    source: str
+    any_destination: bool = False
+
+    @property
+    def transports(self) -> frozenset[str]:
+        return frozenset(t for t, _ in self.port_map)
+
+    @property
+    def ports(self) -> PortSet:
+        sets = [p for _, p in self.port_map]
+        if len(sets) == 1:
+            return sets[0]
+        if all(p == sets[0] for p in sets):
+            return sets[0]
+        out = sets[0]
+        for p in sets[1:]:
+            out = out | p
+        return out
+
+    def ports_for(self, transport: str) -> PortSet | None:
+        """The ports this rule allows on ``transport`` ("tcp"/"udp"), or None."""
+        for t, p in self.port_map:
+            if t == transport:
+                return p
+        return None
+
+    def allows(self, transport: str, port: int) -> bool:
+        """True when ``transport``/``port`` is within this rule (destination not checked)."""
+        ports = self.ports_for(transport)
+        return ports is not None and port in ports
+
+    def ports_text(self) -> str:
+        """``"TCP 443, 80; UDP 443"`` style summary."""
+        return "; ".join(f"{t.upper()} {p}" for t, p in self.port_map)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedGroup:
+    """Traffic every working session shows: satisfied when any member rule has an allowed flow.
+
+    ``transports``/``ports`` narrow the member rules (e.g. only TCP 443 of an endpoint set that
+    also allows TCP 80); ``fallback`` rules, narrowed by ``fallback_transports``/``fallback_ports``,
+    satisfy the group as a fallback (e.g. media relay reached over TCP 443 instead of UDP 3478-3481).
+    """
+
+    id: str
+    description: str
+    rules: tuple[str, ...]
+    transports: frozenset[str] | None = None
+    ports: PortSet | None = None
+    fallback: tuple[str, ...] = ()
+    fallback_transports: frozenset[str] | None = None
+    fallback_ports: PortSet | None = None
+    fallback_description: str = ""
+
+    def satisfied_by(self, rule_id: str, transport: str, port: int) -> str | None:
+        """``"primary"``, ``"fallback"`` or None for a flow allowed by ``rule_id`` on transport/port."""
+        if rule_id in self.rules and _narrow_ok(self.transports, self.ports, transport, port):
+            return "primary"
+        if rule_id in self.fallback and _narrow_ok(self.fallback_transports, self.fallback_ports, transport, port):
+            return "fallback"
+        return None
+
+
+def _narrow_ok(transports: frozenset[str] | None, ports: PortSet | None, transport: str, port: int) -> bool:
+    if transports is not None and transport not in transports:
+        return False
+    return ports is None or port in ports
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A named, versioned rule set (one TOML file), e.g. ``multi-room``."""
+
+    id: str
+    title: str
+    source: str
+    url: str | None
+    date: date | None
+    notes: str
+    rules: tuple[Rule, ...]
+    expected: tuple[ExpectedGroup, ...]
+    path: Path | None
+    default: bool = False
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def group(self, group_id: str) -> ExpectedGroup:
+        for g in self.expected:
+            if g.id == group_id:
+                return g
+        raise KeyError(group_id)
