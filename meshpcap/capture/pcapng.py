@@ -1,0 +1,392 @@
+"""pcapng files (draft-ietf-opsawg-pcapng): sections, interfaces and packet blocks walked per chunk."""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from typing import Iterator
+
+import numpy as np
+
+from meshpcap.capture.linktypes import linktype_name
+from meshpcap.capture.pcap import MAX_CAPLEN
+from meshpcap.capture.reader import INT64_MAX, INT64_MIN, Batch, CaptureInfo, Source
+
+SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
+# draft-ietf-opsawg-pcapng section 11.1 (block type codes)
+SHB = 0x0A0D0D0A
+IDB = 0x00000001
+OPB = 0x00000002  # obsolete Packet Block, appendix A
+SPB = 0x00000003
+NRB = 0x00000004
+ISB = 0x00000005
+EPB = 0x00000006
+KNOWN_SKIPPED = {NRB, 0x00000009, 0x0000000A, 0x00000BAD, 0x40000BAD}  # NRB, journal, DSB, custom x2
+BYTE_ORDER_MAGIC = 0x1A2B3C4D  # section 4.1
+MAX_BLOCK = MAX_CAPLEN + (1 << 20)
+PACKET_BLOCKS = {EPB: "enhanced packet", SPB: "simple packet", OPB: "packet"}
+BLOCK_NAMES = {SHB: "section header", IDB: "interface description", ISB: "interface statistics", NRB: "name resolution"}
+
+# Option codes: section 4.2 (IDB), 4.6 (ISB)
+IF_NAME, IF_TSRESOL, IF_TSOFFSET = 2, 9, 14
+ISB_IFDROP, ISB_OSDROP = 5, 7
+
+_S = {o: {k: struct.Struct(o + f) for k, f in (("hdr", "II"), ("epb", "IIIII"), ("u32", "I"), ("opb", "HHIIII"),
+                                               ("idb", "HHI"), ("opt", "HH"), ("ver", "HH"))} for o in "<>"}
+
+
+class _Damaged(Exception):
+    """The walk cannot continue past this block; the message is the reason."""
+
+
+def _options(data: bytes, pos: int, end: int, order: str) -> dict[int, bytes]:
+    """First value of each option in data[pos:end] (section 3.5); malformed tails are ignored."""
+    opt = _S[order]["opt"].unpack_from
+    found: dict[int, bytes] = {}
+    while pos + 4 <= end:
+        code, length = opt(data, pos)
+        if code == 0:  # opt_endofopt
+            break
+        if pos + 4 + length > end:
+            break
+        found.setdefault(code, data[pos + 4 : pos + 4 + length])
+        pos += 4 + ((length + 3) & ~3)
+    return found
+
+
+def ticks_to_ns(ticks: np.ndarray, tsresol: int, offset_s: int) -> np.ndarray:
+    """64-bit timestamp units -> int64 ns since the epoch, exactly (section 4.2, if_tsresol / if_tsoffset).
+
+    tsresol: top bit clear -> 10^-n s per unit, set -> 2^-n. Results outside int64 saturate."""
+    n = tsresol & 0x7F
+    off_ns = offset_s * 1_000_000_000
+    ticks = ticks.astype(np.uint64, copy=False)
+    if len(ticks) == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(ticks.max())
+    if not tsresol & 0x80:
+        if n <= 9:
+            mult = 10 ** (9 - n)
+            if INT64_MIN <= off_ns and top * mult + off_ns <= INT64_MAX and top <= INT64_MAX:
+                return ticks.astype(np.int64) * mult + off_ns
+            num, den = mult, 1
+        else:
+            den = 10 ** (n - 9)
+            if den < (1 << 64) and top // den + abs(off_ns) <= INT64_MAX:
+                return (ticks // np.uint64(den)).astype(np.int64) + off_ns
+            num = 1
+    else:
+        if n <= 30 and (top >> n) * 1_000_000_000 + abs(off_ns) + 1_000_000_000 <= INT64_MAX:
+            hi = (ticks >> np.uint64(n)).astype(np.int64)
+            lo = (ticks & np.uint64((1 << n) - 1)).astype(np.int64)
+            return hi * 1_000_000_000 + ((lo * 1_000_000_000) >> n) + off_ns
+        num, den = 1_000_000_000, 1 << n
+    # Rare resolutions or absurd values: exact Python integers.
+    out = [min(max((int(t) * num) // den + off_ns, INT64_MIN), INT64_MAX) for t in ticks.tolist()]
+    return np.array(out, dtype=np.int64)
+
+
+def _resol_text(tsresol: int) -> tuple[str, int | float]:
+    n = tsresol & 0x7F
+    if tsresol & 0x80:
+        return f"2^-{n}", 1e9 / (1 << n)
+    return f"10^-{n}", (10 ** (9 - n) if n <= 9 else 10.0 ** (9 - n))
+
+
+def _block_len_problem(blen: int, minimum: int) -> str | None:
+    if blen & 3:
+        return f"its length {blen} is not a multiple of 4"
+    if blen < minimum:
+        return f"its length {blen} is shorter than the {minimum}-byte minimum"
+    if blen > MAX_BLOCK:
+        return f"its length {blen} is implausibly large"
+    return None
+
+
+class PcapngWalker:
+    """Validates the first section header on construction; :meth:`batches` walks the blocks."""
+
+    def __init__(self, source: Source, info: CaptureInfo, head: bytes, batch_bytes: int) -> None:
+        buf = head
+        if len(buf) < 12:
+            buf += source.read(12 - len(buf))
+        if len(buf) < 12:
+            raise ValueError(f"file ends inside its pcapng section header block ({len(buf)} bytes)")
+        order = _byte_order(buf, 8)
+        if order is None:
+            raise ValueError("not a pcapng capture (section header without a valid byte-order magic)")
+        blen = _S[order]["u32"].unpack_from(buf, 4)[0]
+        problem = _block_len_problem(blen, 28)
+        if problem:
+            raise ValueError(f"the pcapng section header block is damaged: {problem}")
+        if len(buf) < blen:
+            buf += source.read(blen - len(buf))
+        if len(buf) < blen:
+            raise ValueError(f"file ends inside its pcapng section header block ({len(buf)} of {blen} bytes)")
+        major, minor = _S[order]["ver"].unpack_from(buf, 12)
+        if major != 1:
+            raise ValueError(f"unsupported pcapng version {major}.{minor} (only 1.x is defined)")
+        if _S[order]["u32"].unpack_from(buf, blen - 4)[0] != blen:
+            raise ValueError("the pcapng section header block is damaged: its trailing length differs")
+        self.source = source
+        self.info = info
+        self.head = buf
+        self.batch_bytes = batch_bytes
+        info.format = "pcapng"
+        info.byte_order = "little" if order == "<" else "big"
+        self.order = order
+        self.sec_base = 0
+        self.sec_nif = 0
+        self.if_ts: list[tuple[int, int]] = []
+        self.if_lt: list[int] = []
+        self.drops: dict[int, int] = {}
+        self.last_ts: int | None = None
+        self.base = 0
+        self.need = 0
+
+    def batches(self) -> Iterator[Batch]:
+        info, source = self.info, self.source
+        tail = self.head
+        self.base = 0
+        want = self.batch_bytes
+        while True:
+            data = source.read_after(tail, want)
+            n = len(data)
+            rec = array("q")
+            ext = rec.extend
+            spb_rows: list[int] = []
+            pos = 0
+            damaged = None
+            self.need = 0
+            order, sec_base, nif = self.order, self.sec_base, self.sec_nif
+            hdr, epb, u32 = _S[order]["hdr"].unpack_from, _S[order]["epb"].unpack_from, _S[order]["u32"].unpack_from
+            try:
+                while n - pos >= 8:
+                    btype, blen = hdr(data, pos)
+                    if btype == EPB:
+                        end = pos + blen
+                        if blen & 3 or blen < 32 or blen > MAX_BLOCK:
+                            raise _Damaged(self._bad_len(pos, btype, blen, 32))
+                        if end > n:
+                            self.need = end - n
+                            break
+                        iface, tsh, tsl, cap, orig = epb(data, pos + 8)
+                        if cap > blen - 32 or iface >= nif or u32(data, end - 4)[0] != blen:
+                            raise _Damaged(self._bad_packet(data, pos, blen, iface, cap, nif, len(rec) // 6))
+                        ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
+                        pos = end
+                        continue
+                    end = self._block(data, pos, n, btype, blen, rec, spb_rows)
+                    if end < 0:
+                        break
+                    pos = end
+                    order, sec_base, nif = self.order, self.sec_base, self.sec_nif
+                    hdr, epb = _S[order]["hdr"].unpack_from, _S[order]["epb"].unpack_from
+                    u32 = _S[order]["u32"].unpack_from
+            except _Damaged as exc:
+                damaged = str(exc)
+            if rec:
+                yield self._batch(data, rec, spb_rows)
+            if damaged:
+                info._truncate(info.records, self.base + pos, damaged)
+                return
+            rem = n - pos
+            tail = data[pos:] if pos else data
+            self.base += pos
+            if source.eof:
+                if rem:
+                    why = self._cut_reason(tail)
+                    if source.error:
+                        why += f"; {source.error}"
+                    info._truncate(info.records, self.base, why)
+                elif source.error:
+                    info._truncate(info.records, self.base, source.error)
+                return
+            want = max(self.batch_bytes, self.need if rem >= 8 else 8 - rem)
+
+    def _cut_reason(self, tail: bytes) -> str:
+        rem = len(tail)
+        if rem < 8:
+            return f"file ends inside a block header ({rem} of 8 bytes present)"
+        btype = struct.unpack_from("<I", tail)[0]
+        order = self.order
+        if btype == SHB:
+            order = _byte_order(tail, 8) or order
+        else:
+            btype = _S[order]["u32"].unpack_from(tail)[0]
+        blen = _S[order]["u32"].unpack_from(tail, 4)[0]
+        if btype in PACKET_BLOCKS:
+            return f"file ends inside record {self.info.records} ({rem} of {blen} block bytes present)"
+        name = BLOCK_NAMES.get(btype, f"type 0x{btype:08x}")
+        return f"file ends inside a {name} block ({rem} of {blen} bytes present)"
+
+    def _bad_len(self, pos: int, btype: int, blen: int, minimum: int) -> str:
+        problem = _block_len_problem(blen, minimum) or "its length is invalid"
+        name = PACKET_BLOCKS.get(btype) or BLOCK_NAMES.get(btype) or f"type 0x{btype:08x}"
+        return f"{name} block at byte {self.base + pos} is damaged: {problem}; reading stops here"
+
+    def _bad_packet(self, data: bytes, pos: int, blen: int, iface: int, cap: int, nif: int, row: int) -> str:
+        record = self.info.records + row
+        room = blen - 32
+        if cap > room:
+            return f"record {record} claims {cap} captured bytes but its block has room for {room}; reading stops here"
+        if iface >= nif:
+            return (f"record {record} refers to interface {iface} but its section describes {nif}; "
+                    "reading stops here")
+        trail = _S[self.order]["u32"].unpack_from(data, pos + blen - 4)[0]
+        return (f"record {record}'s block at byte {self.base + pos} is damaged: its length is {blen} at the start "
+                f"and {trail} at the end; reading stops here")
+
+    def _block(self, data: bytes, pos: int, n: int, btype: int, blen: int, rec: array, spb_rows: list[int]) -> int:
+        """Handle any block but an EPB; return the position after it, or -1 to wait for more data."""
+        info = self.info
+        if btype == SHB:
+            if n - pos < 12:
+                self.need = 12 - (n - pos)
+                return -1
+            order = _byte_order(data, pos + 8)
+            if order is None:
+                raise _Damaged(f"section header at byte {self.base + pos} has no valid byte-order magic; "
+                               "reading stops here")
+            blen = _S[order]["u32"].unpack_from(data, pos + 4)[0]
+            if _block_len_problem(blen, 28):
+                raise _Damaged(self._bad_len(pos, btype, blen, 28))
+        else:
+            order = self.order
+            if _block_len_problem(blen, 12):
+                raise _Damaged(self._bad_len(pos, btype, blen, 12))
+        end = pos + blen
+        if end > n:
+            self.need = end - n
+            return -1
+        u32 = _S[order]["u32"].unpack_from
+        trail = u32(data, end - 4)[0]
+        if trail != blen:
+            name = PACKET_BLOCKS.get(btype) or BLOCK_NAMES.get(btype) or f"type 0x{btype:08x}"
+            raise _Damaged(f"{name} block at byte {self.base + pos} is damaged: its length is {blen} at the start "
+                           f"and {trail} at the end; reading stops here")
+        if btype == SHB:
+            major, minor = _S[order]["ver"].unpack_from(data, pos + 12)
+            if major != 1:
+                raise _Damaged(f"section {info.sections} at byte {self.base + pos} has unsupported pcapng version "
+                               f"{major}.{minor}; reading stops here")
+            # Section 4.1: interface numbering restarts in every section; ours stays global.
+            self.order = order
+            self.sec_base = len(self.if_lt)
+            self.sec_nif = 0
+            info.sections += 1
+        elif btype == IDB:
+            if blen < 20:
+                raise _Damaged(self._bad_len(pos, btype, blen, 20))
+            self._interface(data, pos, end, order)
+        elif btype == SPB:
+            if blen < 16:
+                raise _Damaged(self._bad_len(pos, btype, blen, 16))
+            if self.sec_nif == 0:
+                raise _Damaged(f"record {info.records + len(rec) // 6} is a simple packet block in a section "
+                               "without interfaces; reading stops here")
+            orig = u32(data, pos + 8)[0]
+            # Section 4.4: the captured length is the smaller of the original length and the block's room.
+            rec.extend((pos + 12, self.sec_base, 0, 0, min(orig, blen - 16), orig))
+            spb_rows.append(len(rec) // 6 - 1)
+        elif btype == OPB:
+            if blen < 32:
+                raise _Damaged(self._bad_len(pos, btype, blen, 32))
+            iface, _drops, tsh, tsl, cap, orig = _S[order]["opb"].unpack_from(data, pos + 8)
+            if cap > blen - 32 or iface >= self.sec_nif:
+                raise _Damaged(self._bad_packet(data, pos, blen, iface, cap, self.sec_nif, len(rec) // 6))
+            rec.extend((pos + 28, self.sec_base + iface, tsh, tsl, cap, orig))
+        elif btype == ISB:
+            if blen < 24:
+                raise _Damaged(self._bad_len(pos, btype, blen, 24))
+            self._statistics(data, pos, end, order)
+        elif btype not in KNOWN_SKIPPED:
+            info.unknown_blocks += 1
+        return end
+
+    def _interface(self, data: bytes, pos: int, end: int, order: str) -> None:
+        linktype, _reserved, snaplen = _S[order]["idb"].unpack_from(data, pos + 8)
+        opts = _options(data, pos + 16, end - 4, order)
+        tsresol = opts[IF_TSRESOL][0] if len(opts.get(IF_TSRESOL, b"")) >= 1 else 6
+        tsoffset = 0
+        if len(opts.get(IF_TSOFFSET, b"")) >= 8:
+            tsoffset = int.from_bytes(opts[IF_TSOFFSET][:8], "little" if order == "<" else "big", signed=True)
+        name = opts[IF_NAME].split(b"\0", 1)[0].decode("utf-8", "replace") if IF_NAME in opts else None
+        resol, resol_ns = _resol_text(tsresol)
+        index = len(self.if_lt)
+        info = self.info
+        info.interfaces.append({
+            "index": index,
+            "section": info.sections - 1,
+            "linktype": linktype,
+            "linktype_name": linktype_name(linktype),
+            "name": name,
+            "snaplen": snaplen,
+            "tsresol": resol,
+            "tsresol_ns": resol_ns,
+            "tsoffset_s": tsoffset,
+        })
+        self.if_lt.append(linktype)
+        self.if_ts.append((tsresol, tsoffset))
+        self.sec_nif += 1
+        if linktype not in info.link_types:
+            info.link_types = sorted(info.link_types + [linktype])
+        info.snaplen = snaplen if info.snaplen is None else max(info.snaplen, snaplen)
+
+    def _statistics(self, data: bytes, pos: int, end: int, order: str) -> None:
+        iface = _S[order]["u32"].unpack_from(data, pos + 8)[0]
+        opts = _options(data, pos + 20, end - 4, order)
+        said = [int.from_bytes(opts[c][:8], "little" if order == "<" else "big")
+                for c in (ISB_IFDROP, ISB_OSDROP) if len(opts.get(c, b"")) >= 8]
+        if said and iface < self.sec_nif:
+            self.drops[self.sec_base + iface] = sum(said)  # the last ISB of an interface wins
+            self.info.dropped_by_capture = sum(self.drops.values())
+
+    def _batch(self, data: bytes, rec: array, spb_rows: list[int]) -> Batch:
+        cols = np.frombuffer(rec, dtype=np.int64).reshape(-1, 6)
+        k = len(cols)
+        iface = cols[:, 1].astype(np.int32)
+        ticks = (cols[:, 2].astype(np.uint64) << np.uint64(32)) | cols[:, 3].astype(np.uint64)
+        ts_ns = np.empty(k, dtype=np.int64)
+        present = np.unique(iface)
+        if len(present) == 1:
+            ts_ns[:] = ticks_to_ns(ticks, *self.if_ts[int(present[0])])
+        else:
+            for g in present.tolist():
+                sel = iface == g
+                ts_ns[sel] = ticks_to_ns(ticks[sel], *self.if_ts[g])
+        if spb_rows:
+            # Simple packet blocks carry no timestamp: take the previous packet's (section 4.4).
+            has = np.ones(k, dtype=bool)
+            has[spb_rows] = False
+            src = np.where(has, np.arange(k), -1)
+            np.maximum.accumulate(src, out=src)
+            if self.last_ts is None and has.any():
+                fallback = int(ts_ns[int(np.argmax(has))])
+            else:
+                fallback = self.last_ts if self.last_ts is not None else 0
+            ts_ns = np.where(src >= 0, ts_ns[np.maximum(src, 0)], fallback)
+        self.last_ts = int(ts_ns[-1])
+        caplen = np.ascontiguousarray(cols[:, 4])
+        origlen = np.ascontiguousarray(cols[:, 5])
+        info = self.info
+        batch = Batch(
+            data=data,
+            offset=np.ascontiguousarray(cols[:, 0]),
+            caplen=caplen,
+            origlen=origlen,
+            ts_ns=ts_ns,
+            linktype=np.asarray(self.if_lt, dtype=np.int32)[iface],
+            interface=iface,
+            first_record=info.records,
+        )
+        info._account(caplen, origlen, ts_ns)
+        return batch
+
+
+def _byte_order(data: bytes, pos: int) -> str | None:
+    if struct.unpack_from("<I", data, pos)[0] == BYTE_ORDER_MAGIC:
+        return "<"
+    if struct.unpack_from(">I", data, pos)[0] == BYTE_ORDER_MAGIC:
+        return ">"
+    return None

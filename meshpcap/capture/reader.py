@@ -1,0 +1,282 @@
+"""open_capture: detect the format from the first bytes, decompress, and hand out columnar packet batches."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Iterator
+
+import numpy as np
+
+from meshpcap.capture.linktypes import linktype_name
+from meshpcap.errors import CaptureError
+
+GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 section 2.3.1
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 section 3.1.1
+
+INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Packets from one chunk of the (decompressed) file, as columns; packet i is
+    ``data[offset[i]:offset[i] + caplen[i]]``."""
+
+    data: bytes
+    offset: np.ndarray
+    caplen: np.ndarray
+    origlen: np.ndarray
+    ts_ns: np.ndarray
+    linktype: np.ndarray
+    interface: np.ndarray
+    first_record: int
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+
+@dataclass(slots=True)
+class CaptureInfo:
+    """What the capture says about itself; counters are complete once iteration ends."""
+
+    path: str
+    format: str
+    compression: str | None = None
+    byte_order: str = "little"
+    link_types: list[int] = field(default_factory=list)
+    interfaces: list[dict] = field(default_factory=list)
+    snaplen: int | None = None
+    records: int = 0
+    bytes: int = 0
+    captured_bytes: int = 0
+    cut_by_snaplen: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    truncated: dict | None = None
+    dropped_by_capture: int | None = None
+    unknown_blocks: int = 0
+    sections: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (link types as names)."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "compression": self.compression,
+            "link_types": [linktype_name(lt) for lt in self.link_types],
+            "packets": self.records,
+            "bytes": self.bytes,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "truncated": dict(self.truncated) if self.truncated is not None else None,
+            "dropped_by_capture": self.dropped_by_capture,
+            "unknown_blocks": self.unknown_blocks,
+            "cut_by_snaplen": self.cut_by_snaplen,
+            "sections": self.sections,
+            "interfaces": [dict(i) for i in self.interfaces],
+        }
+
+    def _account(self, caplen: np.ndarray, origlen: np.ndarray, ts_ns: np.ndarray) -> None:
+        """Add one batch's packets to the counters."""
+        if len(caplen) == 0:
+            return
+        self.records += len(caplen)
+        self.bytes += int(origlen.sum())
+        self.captured_bytes += int(caplen.sum())
+        self.cut_by_snaplen += int(np.count_nonzero(caplen < origlen))
+        lo, hi = int(ts_ns.min()), int(ts_ns.max())
+        self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
+        self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
+
+    def _truncate(self, record: int, offset: int, reason: str) -> None:
+        self.truncated = {"record": record, "offset": offset, "reason": reason}
+
+
+class Source:
+    """The decompressed byte stream: exact reads, and a decompression error turned into EOF."""
+
+    def __init__(self, raw: BinaryIO, stream: Any, compression: str | None) -> None:
+        self.raw = raw
+        self.stream = stream
+        self.compression = compression
+        self.error: str | None = None  # why the stream ended early, if it did
+        self.eof = False
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at the end of the stream."""
+        if self.eof or n <= 0:
+            return b""
+        parts = []
+        want = n
+        read = self.stream.read
+        while want > 0:
+            try:
+                part = read(want)
+            except (EOFError, OSError, zlib.error) as exc:
+                self._fail(exc)
+                break
+            except Exception as exc:  # zstandard.ZstdError and friends
+                if type(exc).__module__.startswith("zstandard") or type(exc).__name__ == "ZstdError":
+                    self._fail(exc)
+                    break
+                raise
+            if not part:
+                self.eof = True
+                break
+            parts.append(part)
+            want -= len(part)
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def read_after(self, tail: bytes, n: int) -> bytes:
+        """``tail`` (the last bytes handed out) followed by up to ``n`` new bytes.
+
+        A plain file seeks back and reads the tail again, which is cheaper than
+        concatenating a large chunk; a decompressed stream has to concatenate."""
+        if not tail:
+            return self.read(n)
+        if self.compression is None and not self.eof:
+            self.raw.seek(-len(tail), os.SEEK_CUR)
+            return self.read(len(tail) + n)
+        return tail + self.read(n)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.eof = True
+        detail = str(exc).strip().rstrip(".") or type(exc).__name__
+        self.error = f"the {self.compression or 'file'} stream is damaged or cut ({detail})"
+
+    def close(self) -> None:
+        for obj in (self.stream, self.raw):
+            try:
+                obj.close()
+            except Exception:
+                pass
+
+
+class Capture:
+    """An opened capture: ``info`` plus a single pass of :meth:`batches`."""
+
+    def __init__(self, info: CaptureInfo, source: Source, walker: Any) -> None:
+        self.info = info
+        self._source = source
+        self._walker = walker
+        self._used = False
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield the packets in file order, one :class:`Batch` per chunk; closes the file at the end."""
+        if self._used:
+            raise RuntimeError("Capture.batches() is single pass")
+        self._used = True
+        try:
+            yield from self._walker.batches()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_OTHER_MAGICS: list[tuple[bytes, str]] = [
+    (b"PK\x03\x04", "a zip archive"),
+    (b"BZh", "a bzip2 file"),
+    (b"\xfd7zXZ\x00", "an xz file"),
+    (b"\x04\x22\x4d\x18", "an lz4 file"),
+    (b"GMBU", "a Microsoft Network Monitor capture"),
+    (b"RTSS", "a Microsoft Network Monitor 1.x capture"),
+    (b"snoop\x00\x00\x00", "a snoop capture"),
+    (b"XCP\x00", "a NetXray/Sniffer capture"),
+    (b"%PDF", "a PDF document"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"MZ", "a Windows executable"),
+    (b"SQLite format 3", "an SQLite database"),
+]
+
+
+def describe(head: bytes) -> str:
+    """A short hint at what a non-capture file looks like (from its first bytes)."""
+    for magic, what in _OTHER_MAGICS:
+        if head.startswith(magic):
+            return f"looks like {what}"
+    start = head[:8]
+    low = head.lstrip().lower()
+    if low.startswith((b"<!doctype html", b"<html", b"<head")):
+        return f"looks like an HTML page; starts with {start.decode('latin-1')!r}"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"starts with {start.decode('ascii')!r}"
+    return "starts with bytes " + start.hex(" ")
+
+
+def open_capture(path: str | os.PathLike, batch_bytes: int = 16 << 20) -> Capture:
+    """Open a pcap or pcapng file (optionally gzip- or zstd-compressed) and validate its header.
+
+    Raises :class:`CaptureError` when the file as a whole cannot be read."""
+    from meshpcap.capture import pcap, pcapng
+
+    name = os.fspath(path)
+    if batch_bytes < 1:
+        raise ValueError("batch_bytes must be positive")
+    try:
+        raw = open(name, "rb", buffering=0)
+    except FileNotFoundError:
+        raise CaptureError(name, "no such file") from None
+    except IsADirectoryError:
+        raise CaptureError(name, "is a directory, not a capture file") from None
+    except PermissionError:
+        raise CaptureError(name, "permission denied") from None
+    except OSError as exc:
+        raise CaptureError(name, f"cannot open: {exc.strerror or exc}") from None
+    try:
+        if os.path.isdir(name):
+            raise CaptureError(name, "is a directory, not a capture file")
+        source = _open_source(name, raw)
+        head = source.read(24)
+        prefix = "" if source.compression is None else f"{source.compression}-compressed file: "
+        if not head:
+            if source.error:
+                raise CaptureError(name, source.error)
+            raise CaptureError(name, "empty file (0 bytes)" if not prefix else prefix + "decompresses to nothing")
+        info = CaptureInfo(path=name, format="", compression=source.compression)
+        try:
+            if head[:4] in pcap.MAGICS:
+                walker: Any = pcap.PcapWalker(source, info, head, batch_bytes)
+            elif head[:4] == pcapng.SHB_MAGIC:
+                walker = pcapng.PcapngWalker(source, info, head, batch_bytes)
+            else:
+                raise ValueError(f"not a pcap or pcapng capture ({describe(head)})")
+        except ValueError as exc:
+            problem = str(exc)
+            if source.error and "ends inside" in problem:
+                problem += f"; {source.error}"
+            raise CaptureError(name, prefix + problem) from None
+    except BaseException:
+        raw.close()
+        raise
+    return Capture(info, source, walker)
+
+
+def _open_source(name: str, raw: BinaryIO) -> Source:
+    magic = b""
+    while len(magic) < 4:
+        part = raw.read(4 - len(magic))
+        if not part:
+            break
+        magic += part
+    raw.seek(0)
+    if magic.startswith(GZIP_MAGIC):
+        return Source(raw, gzip.GzipFile(fileobj=raw, mode="rb"), "gzip")
+    if magic == ZSTD_MAGIC:
+        import zstandard
+
+        stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        return Source(raw, stream, "zstd")
+    return Source(raw, raw, None)
