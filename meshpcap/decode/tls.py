@@ -23,10 +23,15 @@ HS_CERTIFICATE = 11
 
 # RFC 8446 section 4.2 (and the registries they cite): ExtensionType
 EXT_SERVER_NAME = 0  # RFC 6066 section 3
+EXT_STATUS_REQUEST = 5
 EXT_SUPPORTED_GROUPS = 10
+EXT_EC_POINT_FORMATS = 11
 EXT_SIGNATURE_ALGORITHMS = 13
 EXT_ALPN = 16  # RFC 7301 section 3.1
+EXT_SCT = 18
 EXT_PADDING = 21  # RFC 7685
+EXT_EXTENDED_MASTER_SECRET = 23
+EXT_SESSION_TICKET = 35
 EXT_SUPPORTED_VERSIONS = 43
 EXT_PSK_KEY_EXCHANGE_MODES = 45
 EXT_KEY_SHARE = 51
@@ -313,7 +318,7 @@ def read_client_hello(stream: bytes) -> ClientHello | None:
             raise DecodeError(f"bad handshake record length {length}")
         hs += stream[pos + 5 : pos + 5 + length]
         pos += 5 + length
-        if hs[0] != HS_CLIENT_HELLO:
+        if hs and hs[0] != HS_CLIENT_HELLO:
             raise DecodeError(f"first handshake message type {hs[0]} is not ClientHello")
         if len(hs) >= 4:
             need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
@@ -573,7 +578,12 @@ def build_client_hello(
     if sni is not None:
         raw = sni if isinstance(sni, bytes) else sni.encode("ascii")
         exts.append(_ext(EXT_SERVER_NAME, _vec(_u8(0) + _vec(raw, 2), 2)))
+    exts.append(_ext(EXT_EXTENDED_MASTER_SECRET, b""))
     exts.append(_ext(EXT_RENEGOTIATION_INFO, b"\x00"))
+    exts.append(_ext(EXT_EC_POINT_FORMATS, _vec(b"\x00", 1)))
+    exts.append(_ext(EXT_SESSION_TICKET, b""))
+    exts.append(_ext(EXT_STATUS_REQUEST, b"\x01\x00\x00\x00\x00"))
+    exts.append(_ext(EXT_SCT, b""))
     groups = ([0x2A2A] if grease else []) + ([GROUP_X25519MLKEM768] if pq_key_share else []) + [GROUP_X25519, GROUP_SECP256R1]
     exts.append(_ext(EXT_SUPPORTED_GROUPS, _vec(b"".join(_u16(g) for g in groups), 2)))
     if alpn:
