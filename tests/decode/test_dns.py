@@ -266,10 +266,7 @@ def test_truncation_mostly_needmore() -> None:
             parse_dns(CHAIN[:i])
 
 
-scapy_dns = pytest.importorskip("scapy.layers.dns")
-
-
-def _scapy_cases() -> list[bytes]:
+def _scapy_cases(scapy_dns) -> list[bytes]:  # noqa: ANN001 - a module
     DNS, DNSQR, DNSRR = scapy_dns.DNS, scapy_dns.DNSQR, scapy_dns.DNSRR
     return [
         bytes(DNS(id=1, rd=1, qd=[DNSQR(qname="teams.microsoft.com", qtype="AAAA")])),
@@ -297,7 +294,9 @@ def _scapy_cases() -> list[bytes]:
 
 
 def test_cross_check_with_scapy() -> None:
-    for raw in _scapy_cases():
+    scapy_dns = pytest.importorskip("scapy.layers.dns")
+    cases = _scapy_cases(scapy_dns)
+    for raw in cases:
         ours = parse_dns(raw)
         theirs = scapy_dns.DNS(raw)
         assert ours.id == theirs.id and ours.rcode == theirs.rcode and ours.is_response == bool(theirs.qr)
@@ -308,7 +307,7 @@ def test_cross_check_with_scapy() -> None:
             assert (mine.rtype, mine.ttl) == (rr.type, rr.ttl)
             rdata = rr.rdata.decode().rstrip(".") if isinstance(rr.rdata, bytes) else str(rr.rdata)
             assert mine.value == rdata
-    chain = answers_by_address(parse_dns(_scapy_cases()[2]))
+    chain = answers_by_address(parse_dns(cases[2]))
     assert chain == {
         "13.107.6.1": ("mesh.microsoft.com", "mesh.azureedge.net"),
         "2603:1063::1": ("mesh.microsoft.com", "mesh.azureedge.net"),
