@@ -99,8 +99,9 @@ def plan_mix(packets: int) -> Mix:
 
 
 # -- checksums ---------------------------------------------------------------------------------------
-# The ones' complement sum of 16-bit words (RFC 1071) equals the big-endian integer value mod 0xFFFF,
-# because 2**16 == 1 (mod 0xFFFF); int.from_bytes does the word loop in C.
+# All IPv4, TCP and UDP checksums are computed. The ones' complement sum of 16-bit words (RFC 1071)
+# equals the big-endian integer value mod 0xFFFF, because 2**16 == 1 (mod 0xFFFF), so int.from_bytes
+# does the word loop in C.
 
 
 def word_sum(data: bytes) -> int:
@@ -112,8 +113,9 @@ def word_sum(data: bytes) -> int:
 
 
 def finish_checksum(total: int) -> int:
-    """Checksum field for a running sum; 0xFFFF (negative zero) stands in for 0, valid for UDP too."""
-    return 0xFFFF - total % 0xFFFF
+    """Checksum field for a running sum of non-zero data: its complement, 0 when the sum is 0xFFFF
+    (RFC 1624 section 3); UDP must send 0 as 0xFFFF instead (RFC 768)."""
+    return (0xFFFF - total % 0xFFFF) % 0xFFFF
 
 
 @dataclass(slots=True)
@@ -156,7 +158,7 @@ def tcp_segment(path: Route, sport: int, dport: int, seq: int, ack: int, flags: 
 
 def udp_datagram(path: Route, sport: int, dport: int, payload: bytes) -> bytes:
     length = 8 + len(payload)
-    csum = finish_checksum(path.pseudo_sum + length + sport + dport + length + word_sum(payload))
+    csum = finish_checksum(path.pseudo_sum + length + sport + dport + length + word_sum(payload)) or 0xFFFF
     return path.frame(UDP.pack(sport, dport, length, csum) + payload)
 
 
