@@ -1,0 +1,540 @@
+"""Build bidirectional flows from decoded batches: the only stateful stage of the hot path.
+
+Packets are grouped per batch with numpy (a 64-bit hash of the canonical 5-tuple,
+verified against the full key), aggregated with ``bincount``, and only the packets
+that decide a flow's fate go through Python one by one: TCP SYN/FIN/RST, ICMP
+errors, IP fragments and the first packet of a 5-tuple in each batch.
+
+Flow boundaries (a 5-tuple reused): a TCP SYN starts a new flow when the current
+flow on that 5-tuple saw a FIN or RST, has no SYN of its own, or began with a SYN of
+another initial sequence number (a retransmitted SYN has the same one and is folded
+in, counted by ``syn_count``).  Any other transport starts a new flow after
+``idle_ns`` of silence on the 5-tuple.
+
+Besides the aggregates, the builder keeps *evidence*: the first payloads of each
+direction, every DNS payload and the STUN messages, bounded per flow, for the
+naming stage.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..decode import frames as F
+from .model import IcmpError, icmp_description
+
+UDP_IDLE_NS = 300 * 1_000_000_000
+TCP_SYN, TCP_RST, TCP_ACK, TCP_FIN = 0x02, 0x04, 0x10, 0x01
+STUN_COOKIE = 0x2112A442  # RFC 8489 section 5
+
+EVIDENCE_TCP = 16  # payload segments kept per flow direction (ClientHello, ServerHello, certificate, HTTP heads)
+EVIDENCE_UDP = 8  # datagrams kept per flow direction (QUIC Initials, first STUN messages)
+EVIDENCE_STUN = 64  # STUN messages kept per flow direction beyond the first datagrams
+EVIDENCE_DNS = 10_000  # DNS datagrams kept per flow
+
+_K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                             0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5)]
+
+
+class TcpFacts:
+    """Handshake and teardown facts of one TCP flow (mutable while the flow is built)."""
+
+    __slots__ = ("syn_count", "syn_dir", "isn", "synack_dir", "synack_ns", "rst_dir", "rst_ns", "rst_count",
+                 "fin_a", "fin_b", "first_syn_ns", "synack_isn")
+
+    def __init__(self) -> None:
+        self.syn_count = 0
+        self.syn_dir: int | None = None  # 1: the a-side sent the SYN
+        self.isn: int | None = None
+        self.synack_dir: int | None = None
+        self.synack_ns: int | None = None
+        self.rst_dir: int | None = None
+        self.rst_ns: int | None = None
+        self.rst_count = 0
+        self.fin_a = False
+        self.fin_b = False
+        self.first_syn_ns: int | None = None
+        self.synack_isn: int | None = None
+
+
+@dataclass(slots=True)
+class Evidence:
+    """One payload kept for the naming stage."""
+
+    record: int
+    ns: int
+    from_a: bool
+    seq: int
+    flags: int
+    data: bytes
+    wire_len: int
+
+
+class _Grow:
+    """A growable numpy column."""
+
+    __slots__ = ("a", "n")
+
+    def __init__(self, dtype, fill=0) -> None:
+        self.a = np.full(1024, fill, dtype)
+        self.n = 0
+
+    def ensure(self, n: int, fill=0) -> None:
+        if n > len(self.a):
+            new = np.full(max(n, 2 * len(self.a)), fill, self.a.dtype)
+            new[: len(self.a)] = self.a
+            self.a = new
+        self.n = max(self.n, n)
+
+
+@dataclass(slots=True)
+class RawFlows:
+    """What the builder hands to the naming stage and the record writer."""
+
+    slot_keys: list[tuple]
+    flow_slot: np.ndarray
+    pk_a: np.ndarray
+    pk_b: np.ndarray
+    by_a: np.ndarray
+    by_b: np.ndarray
+    first_ns: np.ndarray
+    last_ns: np.ndarray
+    first_rec: np.ndarray
+    first_from_a: np.ndarray
+    encapsulated: np.ndarray
+    stun_counts: np.ndarray  # (flows, 5): request, indication, success, error, channel data
+    tcp: dict[int, TcpFacts]
+    icmp: dict[int, list[tuple[IcmpError, bool]]]  # (error, quoted packet went a->b)
+    evidence: dict[int, list[Evidence]]
+    undecoded: Counter = field(default_factory=Counter)
+    decoded: int = 0
+
+
+class FlowBuilder:
+    """Feed it decoded batches in capture order; ``finish()`` returns :class:`RawFlows`."""
+
+    def __init__(self, idle_ns: int = UDP_IDLE_NS, evidence: bool = True) -> None:
+        self.idle_ns = idle_ns
+        self.keep_evidence = evidence
+        self.slots: dict[tuple, int] = {}
+        self.slot_keys: list[tuple] = []
+        self.slot_cur = _Grow(np.int64, -1)
+        self.slot_last = _Grow(np.int64, 0)
+        self.nflows = 0
+        self.f_slot = _Grow(np.int64)
+        self.f_pk_a = _Grow(np.int64)
+        self.f_pk_b = _Grow(np.int64)
+        self.f_by_a = _Grow(np.int64)
+        self.f_by_b = _Grow(np.int64)
+        self.f_first = _Grow(np.int64, np.iinfo(np.int64).max)
+        self.f_last = _Grow(np.int64, np.iinfo(np.int64).min)
+        self.f_first_rec = _Grow(np.int64, np.iinfo(np.int64).max)
+        self.f_first_a = _Grow(bool)
+        self.f_encap = _Grow(bool)
+        self.f_pay_a = _Grow(np.int64)  # payload packets seen so far per direction (evidence ranks)
+        self.f_pay_b = _Grow(np.int64)
+        self.f_stun_a = _Grow(np.int64)
+        self.f_stun_b = _Grow(np.int64)
+        self.f_stun = np.zeros((1024, 5), np.int64)
+        self.tcp: dict[int, TcpFacts] = {}
+        self.icmp: dict[int, list[tuple[IcmpError, bool]]] = {}
+        self.evidence: dict[int, list[Evidence]] = {}
+        self.frags: dict[tuple, tuple[int, int]] = {}
+        self.undecoded: Counter = Counter()
+        self.decoded = 0
+
+    # ------------------------------------------------------------------ flows
+    def _new_flow(self, slot: int, record: int, from_a: bool, ns: int) -> int:
+        fid = self.nflows
+        self.nflows += 1
+        for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap,
+                  self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b):
+            g.ensure(self.nflows)
+        self.f_first.ensure(self.nflows, np.iinfo(np.int64).max)
+        self.f_last.ensure(self.nflows, np.iinfo(np.int64).min)
+        self.f_first_rec.ensure(self.nflows, np.iinfo(np.int64).max)
+        if self.nflows > len(self.f_stun):
+            self.f_stun = np.concatenate([self.f_stun, np.zeros_like(self.f_stun)])
+        self.f_slot.a[fid] = slot
+        self.f_first_a.a[fid] = from_a
+        self.slot_cur.a[slot] = fid
+        if self.slot_keys[slot][0] == F.PROTO_TCP:
+            self.tcp[fid] = TcpFacts()
+        return fid
+
+    # ------------------------------------------------------------------ batches
+    def add(self, batch, d: F.Decoded) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        data = batch.data
+        rec0 = batch.first_record
+        ts = batch.ts_ns
+        self._fragments(d, rec0)
+        ok = d.reason == F.OK
+        bad = ~ok
+        if bad.any():
+            for code, cnt in zip(*np.unique(d.reason[bad], return_counts=True)):
+                self.undecoded[F.REASONS[int(code)]] += int(cnt)
+        pidx = np.nonzero(ok)[0]
+        self.decoded += int(pidx.size)
+        if pidx.size == 0:
+            return
+
+        # ---- canonical bidirectional key: the "a" endpoint is the smaller (addr, port)
+        proto = d.proto[pidx].astype(np.int64)
+        ver = d.ip_version[pidx].astype(np.int64)
+        sh, sl, dh, dl = d.src_hi[pidx], d.src_lo[pidx], d.dst_hi[pidx], d.dst_lo[pidx]
+        sp = np.maximum(d.sport[pidx], 0).astype(np.int64)
+        dp = np.maximum(d.dport[pidx], 0).astype(np.int64)
+        src_a = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp))))
+        ah, al, ap = np.where(src_a, sh, dh), np.where(src_a, sl, dl), np.where(src_a, sp, dp)
+        bh, bl, bp = np.where(src_a, dh, sh), np.where(src_a, dl, sl), np.where(src_a, dp, sp)
+        ports = ((ap << 16) | bp).astype(np.uint64)
+        pv = ((proto << 8) | ver).astype(np.uint64)
+        cols = (pv, ah, al, bh, bl, ports)
+        with np.errstate(over="ignore"):
+            h = np.zeros(pidx.size, np.uint64)
+            for c, k in zip(cols, _K):
+                h = (h ^ c) * k
+                h ^= h >> np.uint64(29)
+        _, first_pos, inv = np.unique(h, return_index=True, return_inverse=True)
+        if not all(np.array_equal(c, c[first_pos][inv]) for c in cols):  # a hash collision: group exactly
+            stacked = np.stack([c.astype(np.uint64) for c in cols], axis=1)
+            _, first_pos, inv = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+            inv = inv.reshape(-1)
+
+        # ---- map batch groups to global slots (one dict lookup per distinct 5-tuple)
+        gslot = np.empty(first_pos.size, np.int64)
+        rows = np.stack([proto[first_pos], ver[first_pos]], axis=1).tolist()
+        keys_ah, keys_al = ah[first_pos].tolist(), al[first_pos].tolist()
+        keys_bh, keys_bl = bh[first_pos].tolist(), bl[first_pos].tolist()
+        keys_ap, keys_bp = ap[first_pos].tolist(), bp[first_pos].tolist()
+        slots = self.slots
+        for g, (pr, vr) in enumerate(rows):
+            key = (pr, vr, keys_ah[g], keys_al[g], keys_bh[g], keys_bl[g], keys_ap[g], keys_bp[g])
+            s = slots.get(key)
+            if s is None:
+                s = len(self.slot_keys)
+                slots[key] = s
+                self.slot_keys.append(key)
+                self.slot_cur.ensure(s + 1, -1)
+                self.slot_last.ensure(s + 1, 0)
+            gslot[g] = s
+        pslot = gslot[inv]
+        cur_at_start = self.slot_cur.a[pslot].copy()
+
+        # ---- per-packet pass over the packets that decide flow boundaries and outcomes
+        anchor = np.full(pidx.size, -1, np.int64)
+        flags = d.tcp_flags[pidx].astype(np.int64)
+        is_tcp = proto == F.PROTO_TCP
+        ctrl = is_tcp & ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0)
+        itype = d.icmp_type[pidx].astype(np.int64)
+        icmp_err = ((proto == F.PROTO_ICMP) & np.isin(itype, F.ICMP4_ERRORS)) | (
+            (proto == F.PROTO_ICMPV6) & np.isin(itype, F.ICMP6_ERRORS))
+        firsts = np.zeros(pidx.size, bool)
+        firsts[first_pos[cur_at_start[first_pos] < 0]] = True  # 5-tuples with no flow yet
+        events = np.nonzero(ctrl | icmp_err | firsts)[0]
+        ts_p = ts[pidx]
+        seq_p = d.tcp_seq[pidx]
+        ev_slot = pslot[events].tolist()
+        ev_flags = flags[events].tolist()
+        ev_tcp = is_tcp[events].tolist()
+        ev_icmp = icmp_err[events].tolist()
+        ev_srca = src_a[events].tolist()
+        ev_ts = ts_p[events].tolist()
+        ev_seq = seq_p[events].tolist()
+        ev_rec = (pidx[events] + rec0).tolist()
+        slot_cur = self.slot_cur.a
+        tcpf = self.tcp
+        for j, e in enumerate(events.tolist()):
+            s = ev_slot[j]
+            fid = int(slot_cur[s])
+            fa = ev_srca[j]
+            created = False
+            if fid < 0:
+                fid = self._new_flow(s, ev_rec[j], fa, ev_ts[j])
+                anchor[e] = fid
+                created = True
+                slot_cur = self.slot_cur.a
+            if ev_tcp[j]:
+                fl = ev_flags[j]
+                t = tcpf[fid]
+                if fl & TCP_SYN and not fl & TCP_ACK:
+                    if not created and (t.rst_count or t.fin_a or t.fin_b or t.isn is None or t.isn != ev_seq[j]):
+                        fid = self._new_flow(s, ev_rec[j], fa, ev_ts[j])
+                        anchor[e] = fid
+                        slot_cur = self.slot_cur.a
+                        t = tcpf[fid]
+                    t.syn_count += 1
+                    if t.isn is None:
+                        t.isn = ev_seq[j]
+                        t.syn_dir = 1 if fa else 0
+                        t.first_syn_ns = ev_ts[j]
+                elif fl & TCP_SYN:
+                    if t.synack_dir is None:
+                        t.synack_dir = 1 if fa else 0
+                        t.synack_ns = ev_ts[j]
+                        t.synack_isn = ev_seq[j]
+                if fl & TCP_RST:
+                    t.rst_count += 1
+                    if t.rst_dir is None:
+                        t.rst_dir = 1 if fa else 0
+                        t.rst_ns = ev_ts[j]
+                if fl & TCP_FIN:
+                    if fa:
+                        t.fin_a = True
+                    else:
+                        t.fin_b = True
+            elif ev_icmp[j]:
+                self._icmp_error(data, d, int(pidx[e]), ev_ts[j])
+
+        # ---- idle gaps start new flows for transports without handshakes
+        order = np.argsort(pslot, kind="stable")
+        so = pslot[order]
+        ts_o = ts_p[order]
+        gstart = np.ones(order.size, bool)
+        gstart[1:] = so[1:] != so[:-1]
+        prev = np.empty(order.size, np.int64)
+        prev[1:] = ts_o[:-1]
+        prev[gstart] = self.slot_last.a[so[gstart]]
+        had_flow = cur_at_start[order] >= 0
+        idle = (~is_tcp[order]) & (ts_o - prev > self.idle_ns) & (~gstart | had_flow)
+        idle &= anchor[order] < 0
+        if idle.any():
+            for pos in np.nonzero(idle)[0].tolist():
+                e = int(order[pos])
+                anchor[e] = self._new_flow(int(so[pos]), int(pidx[e]) + rec0, bool(src_a[e]), int(ts_p[e]))
+        # forward-fill each packet's flow from the latest anchor in its 5-tuple
+        anc_o = anchor[order]
+        start_fill = gstart & (anc_o < 0)
+        anc_o[start_fill] = cur_at_start[order][start_fill]
+        pos = np.where(anc_o >= 0, np.arange(order.size), 0)
+        np.maximum.accumulate(pos, out=pos)
+        fid_o = anc_o[pos]
+        fid = np.empty(pidx.size, np.int64)
+        fid[order] = fid_o
+        gend = np.ones(order.size, bool)
+        gend[:-1] = so[1:] != so[:-1]
+        self.slot_cur.a[so[gend]] = fid_o[gend]
+        self.slot_last.a[so[gend]] = ts_o[gend]
+
+        # ---- aggregates
+        nf = self.nflows
+        iplen = d.ip_len[pidx]
+        wa = src_a
+        self.f_pk_a.a[:nf] += np.bincount(fid[wa], minlength=nf)
+        self.f_pk_b.a[:nf] += np.bincount(fid[~wa], minlength=nf)
+        self.f_by_a.a[:nf] += np.bincount(fid[wa], weights=iplen[wa], minlength=nf).astype(np.int64)
+        self.f_by_b.a[:nf] += np.bincount(fid[~wa], weights=iplen[~wa], minlength=nf).astype(np.int64)
+        np.minimum.at(self.f_first.a, fid, ts_p)
+        np.maximum.at(self.f_last.a, fid, ts_p)
+        np.minimum.at(self.f_first_rec.a, fid, pidx + rec0)
+        enc = d.encapsulated[pidx]
+        if enc.any():
+            self.f_encap.a[fid[enc]] = True
+
+        # ---- STUN and TURN ChannelData counted on every UDP datagram (RFC 8489 section 5, RFC 8656 section 12.4)
+        is_udp = proto == F.PROTO_UDP
+        pay = d.payload[pidx]
+        pcap_ = d.payload_cap[pidx]
+        g = F._Gather(data)
+        stun = np.zeros(pidx.size, bool)
+        if is_udp.any():
+            b0 = g.u8(pay)
+            cookie = g.u32(pay + 4)
+            mlen = g.u16(pay + 2)
+            stun = is_udp & (pcap_ >= 20) & (b0 < 4) & (cookie == STUN_COOKIE) & ((mlen & 3) == 0)
+            chan = is_udp & (pcap_ >= 4) & (b0 >= 0x40) & (b0 <= 0x7F) & (mlen + 4 <= d.payload_len[pidx])
+            if stun.any() or chan.any():
+                mtype = g.u16(pay)
+                cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
+                for k in range(4):
+                    sel = stun & (cls == k)
+                    if sel.any():
+                        self.f_stun[:nf, k] += np.bincount(fid[sel], minlength=nf)
+                if chan.any():
+                    self.f_stun[:nf, 4] += np.bincount(fid[chan], minlength=nf)
+
+        if self.keep_evidence:
+            self._evidence(data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf)
+
+    # ------------------------------------------------------------------ helpers
+    def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf) -> None:
+        pcap_ = d.payload_cap[pidx]
+        has = pcap_ > 0
+        if not has.any():
+            return
+        sp, dp = d.sport[pidx], d.dport[pidx]
+        dns = is_udp & ((sp == 53) | (dp == 53) | (sp == 5353) | (dp == 5353) | (sp == 5355) | (dp == 5355))
+        cand = np.nonzero(has & (is_tcp | is_udp))[0]
+        if cand.size == 0:
+            return
+        # rank of each payload packet within its flow direction, counting earlier batches
+        key = fid[cand] * 2 + src_a[cand]
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        gstart = np.ones(ks.size, bool)
+        gstart[1:] = ks[1:] != ks[:-1]
+        starts = np.nonzero(gstart)[0]
+        rank_o = np.arange(ks.size) - np.repeat(starts, np.diff(np.append(starts, ks.size)))
+        base = np.where(src_a[cand][order], self.f_pay_a.a[fid[cand][order]], self.f_pay_b.a[fid[cand][order]])
+        rank = np.empty(cand.size, np.int64)
+        rank[order] = rank_o + base
+        # stun rank similarly
+        st = stun[cand]
+        srank = np.zeros(cand.size, np.int64)
+        if st.any():
+            sc = cand[st]
+            skey = fid[sc] * 2 + src_a[sc]
+            so = np.argsort(skey, kind="stable")
+            sks = skey[so]
+            sg = np.ones(sks.size, bool)
+            sg[1:] = sks[1:] != sks[:-1]
+            sst = np.nonzero(sg)[0]
+            r = np.arange(sks.size) - np.repeat(sst, np.diff(np.append(sst, sks.size)))
+            sb = np.where(src_a[sc][so], self.f_stun_a.a[fid[sc][so]], self.f_stun_b.a[fid[sc][so]])
+            tmp = np.empty(sc.size, np.int64)
+            tmp[so] = r + sb
+            srank[st] = tmp
+            np.add.at(self.f_stun_a.a, fid[sc][src_a[sc]], 1)
+            np.add.at(self.f_stun_b.a, fid[sc][~src_a[sc]], 1)
+        keep = np.where(is_tcp[cand], rank < EVIDENCE_TCP,
+                        (rank < EVIDENCE_UDP) | (dns[cand] & (rank < EVIDENCE_DNS)) | (st & (srank < EVIDENCE_STUN)))
+        np.add.at(self.f_pay_a.a, fid[cand][src_a[cand]], 1)
+        np.add.at(self.f_pay_b.a, fid[cand][~src_a[cand]], 1)
+        sel = cand[keep]
+        if sel.size == 0:
+            return
+        pay = d.payload[pidx][sel].tolist()
+        cap = pcap_[sel].tolist()
+        wl = d.payload_len[pidx][sel].tolist()
+        fl = fid[sel].tolist()
+        fa = src_a[sel].tolist()
+        tsl = ts_p[sel].tolist()
+        seq = d.tcp_seq[pidx][sel].tolist()
+        flg = d.tcp_flags[pidx][sel].tolist()
+        recs = (pidx[sel] + rec0).tolist()
+        ev = self.evidence
+        for j in range(sel.size):
+            p = pay[j]
+            item = Evidence(recs[j], tsl[j], fa[j], seq[j], flg[j], data[p : p + cap[j]], wl[j])
+            lst = ev.get(fl[j])
+            if lst is None:
+                ev[fl[j]] = [item]
+            else:
+                lst.append(item)
+
+    def _fragments(self, d: F.Decoded, rec0: int) -> None:
+        """Give later IP fragments the ports of their first fragment (RFC 791 section 3.2, RFC 8200 section 4.5)."""
+        ok = d.reason == F.OK
+        firsts = ok & d.more_frags & (d.frag_offset == 0)
+        later = ok & (d.frag_offset > 0)
+        if not (firsts.any() or later.any()):
+            return
+        for i in np.nonzero(firsts | later)[0].tolist():
+            key = (int(d.ip_version[i]), int(d.src_hi[i]), int(d.src_lo[i]), int(d.dst_hi[i]), int(d.dst_lo[i]),
+                   int(d.proto[i]), int(d.ip_id[i]))
+            if d.frag_offset[i] == 0:
+                self.frags[key] = (int(d.sport[i]), int(d.dport[i]))
+                if len(self.frags) > 65536:
+                    self.frags.pop(next(iter(self.frags)))
+            else:
+                ports = self.frags.get(key)
+                if ports is None:
+                    if d.proto[i] in (F.PROTO_TCP, F.PROTO_UDP):
+                        d.reason[i] = F.R_ORPHANFRAG
+                    continue
+                d.sport[i], d.dport[i] = ports
+                d.payload_cap[i] = 0
+
+    def _icmp_error(self, data: bytes, d: F.Decoded, i: int, ns: int) -> None:
+        """Match an ICMP error to the flow whose packet it quotes (RFC 792; RFC 4443 section 2.4)."""
+        q = int(d.payload[i])
+        cap = int(d.payload_cap[i])
+        quoted = data[q : q + cap]
+        ver = int(d.ip_version[i])
+        try:
+            if ver == 4:
+                ihl = (quoted[0] & 0x0F) * 4
+                if quoted[0] >> 4 != 4 or ihl < 20:
+                    return
+                proto = quoted[9]
+                src = int.from_bytes(quoted[12:16], "big")
+                dst = int.from_bytes(quoted[16:20], "big")
+                sh = dh = 0
+                sl, dl = src, dst
+                l4 = ihl
+            else:
+                if quoted[0] >> 4 != 6:
+                    return
+                proto = quoted[6]
+                sh, sl = struct.unpack_from("!QQ", quoted, 8)
+                dh, dl = struct.unpack_from("!QQ", quoted, 24)
+                l4 = 40
+                for _ in range(8):
+                    if proto in (0, 43, 60):
+                        proto, hlen = quoted[l4], (quoted[l4 + 1] + 1) * 8
+                        l4 += hlen
+                    elif proto == 44:
+                        proto = quoted[l4]
+                        l4 += 8
+                    else:
+                        break
+            if proto in (F.PROTO_TCP, F.PROTO_UDP):
+                sp, dp = struct.unpack_from("!HH", quoted, l4)
+            else:
+                sp = dp = 0
+        except (IndexError, struct.error):
+            return
+        a_is_src = (sh, sl, sp) <= (dh, dl, dp)
+        if a_is_src:
+            key = (proto, ver, sh, sl, dh, dl, sp, dp)
+        else:
+            key = (proto, ver, dh, dl, sh, sl, dp, sp)
+        slot = self.slots.get(key)
+        if slot is None:
+            return
+        fid = int(self.slot_cur.a[slot])
+        if fid < 0:
+            return
+        sender = _addr(ver, int(d.src_hi[i]), int(d.src_lo[i]))
+        t, c = int(d.icmp_type[i]), int(d.icmp_code[i])
+        err = IcmpError(t, c, sender, ns, icmp_description(ver, t, c))
+        self.icmp.setdefault(fid, []).append((err, a_is_src))
+
+    def finish(self) -> RawFlows:
+        nf = self.nflows
+        return RawFlows(
+            slot_keys=self.slot_keys,
+            flow_slot=self.f_slot.a[:nf].copy(),
+            pk_a=self.f_pk_a.a[:nf].copy(),
+            pk_b=self.f_pk_b.a[:nf].copy(),
+            by_a=self.f_by_a.a[:nf].copy(),
+            by_b=self.f_by_b.a[:nf].copy(),
+            first_ns=self.f_first.a[:nf].copy(),
+            last_ns=self.f_last.a[:nf].copy(),
+            first_rec=self.f_first_rec.a[:nf].copy(),
+            first_from_a=self.f_first_a.a[:nf].copy(),
+            encapsulated=self.f_encap.a[:nf].copy(),
+            stun_counts=self.f_stun[:nf].copy(),
+            tcp=self.tcp,
+            icmp=self.icmp,
+            evidence=self.evidence,
+            undecoded=self.undecoded,
+            decoded=self.decoded,
+        )
+
+
+def _addr(ver: int, hi: int, lo: int) -> str:
+    if ver == 4:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+addr_text = _addr

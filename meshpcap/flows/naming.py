@@ -1,0 +1,394 @@
+"""Name every flow from the evidence the builder kept: TLS and QUIC ClientHellos, DNS,
+HTTP Host and CONNECT, STUN/TURN, and how each handshake ended.
+
+The parsers in ``meshpcap.decode`` are pure; the state lives here: TCP streams are
+reassembled in sequence order (retransmissions and out-of-order segments handled,
+bounded), QUIC CRYPTO data is gathered over several Initials, and DNS answers are
+kept in a time-aware address -> names map so that a flow is only named by lookups
+that finished before it began.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+from typing import Any
+
+from ..decode import dns as dnsp
+from ..decode import frames as F
+from ..decode import http as httpp
+from ..decode import quic as quicp
+from ..decode import stun as stunp
+from ..decode import tls as tlsp
+from ..decode.buffer import DecodeError
+from .engine import Evidence, RawFlows, addr_text
+from .model import DnsEvent, Flow, StunSummary
+
+MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
+DNS_PORTS = (53, 5353, 5355)
+NAME_PRIORITY = ("sni", "connect", "http", "dns")
+
+
+def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MAX_STREAM) -> tuple[bytes, bool]:
+    """The contiguous byte stream of one TCP direction from its first byte.
+
+    ``isn`` is the direction's initial sequence number when its SYN was seen (the
+    stream then starts at isn + 1, RFC 9293 section 3.4); otherwise the lowest
+    sequence number seen starts it.  Retransmitted and overlapping segments are
+    merged; the stream stops at the first gap.  Returns (bytes, has_gap).
+    """
+    segs = [s for s in segments if s.data]
+    if not segs:
+        return b"", False
+    if isn is not None:
+        base = (isn + 1) & 0xFFFFFFFF
+    else:
+        s0 = segs[0].seq
+        signed = [((s.seq - s0) & 0xFFFFFFFF) - (0x100000000 if ((s.seq - s0) & 0xFFFFFFFF) >= 0x80000000 else 0)
+                  for s in segs]
+        base = (s0 + min(signed)) & 0xFFFFFFFF
+    rel = []
+    for s in segs:
+        off = (s.seq - base) & 0xFFFFFFFF
+        if off >= 0x80000000:  # before the stream start (wrapped): drop what precedes it
+            back = 0x100000000 - off
+            if back >= len(s.data):
+                continue
+            rel.append((0, s.data[back:]))
+        else:
+            rel.append((off, s.data))
+    rel.sort(key=lambda x: x[0])
+    out = bytearray()
+    gap = False
+    for off, data in rel:
+        if off > len(out):
+            gap = True
+            break
+        tail = data[len(out) - off :]
+        if tail:
+            out += tail
+        if len(out) >= limit:
+            break
+    return bytes(out[:limit]), gap
+
+
+class Namer:
+    """Derives names and handshake outcomes for the flows of one :class:`RawFlows`."""
+
+    def __init__(self, raw: RawFlows) -> None:
+        self.raw = raw
+        self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
+        self._resolved: dict[str, list[tuple[int, str]]] = defaultdict(list)  # address -> [(ns, question name)]
+        self._resolved_ns: dict[str, list[int]] = {}
+        self.dns_events: list[DnsEvent] = []
+        self._dns_event_fid: list[int] = []
+        self._dns_pass()
+
+    # ------------------------------------------------------------------ DNS
+    def _dns_pass(self) -> None:
+        raw = self.raw
+        for fid, evs in raw.evidence.items():
+            key = raw.slot_keys[int(raw.flow_slot[fid])]
+            proto, ver, ah, al, bh, bl, pa, pb = key
+            if not (pa in DNS_PORTS or pb in DNS_PORTS):
+                continue
+            a, b = addr_text(ver, ah, al), addr_text(ver, bh, bl)
+            messages: list[tuple[int, bool, bytes]] = []
+            if proto == F.PROTO_UDP:
+                messages = [(e.ns, e.from_a, e.data) for e in evs]
+            elif proto == F.PROTO_TCP:
+                t = raw.tcp.get(fid)
+                for from_a in (True, False):
+                    segs = [e for e in evs if e.from_a == from_a]
+                    isn = None
+                    if t is not None and t.isn is not None and (t.syn_dir == 1) == from_a:
+                        isn = t.isn
+                    stream, _ = reassemble(segs, isn)
+                    try:
+                        msgs, _ = dnsp.split_dns_tcp(stream)
+                    except DecodeError:
+                        continue
+                    ns0 = segs[0].ns if segs else 0
+                    messages += [(ns0, from_a, m) for m in msgs]
+            pending: dict[tuple, tuple[int, str, str, str, str]] = {}
+            for ns, from_a, data in messages:
+                try:
+                    msg = dnsp.parse_dns(data)
+                except DecodeError:
+                    self.stats["malformed"]["dns"] += 1
+                    continue
+                self.stats["invalid_names"] += msg.invalid_names
+                if msg.opcode != 0 or not msg.questions or msg.questions[0].name is None:
+                    continue
+                q = msg.questions[0]
+                client, server = (a, b) if from_a != msg.is_response else (b, a)
+                k = (msg.id, q.name, q.qtype)
+                qtype = dnsp.TYPE_NAMES.get(q.qtype, str(q.qtype))
+                transport = "udp" if proto == F.PROTO_UDP else "tcp"
+                if not msg.is_response:
+                    if k not in pending:
+                        pending[k] = (ns, client, server, q.name, qtype)
+                    continue
+                qns = pending.pop(k, (ns,))[0]
+                rcode = dnsp.RCODE_NAMES.get(msg.rcode, str(msg.rcode))
+                answers = tuple(r.value for r in msg.answers if r.value is not None)
+                addrs = dnsp.answers_by_address(msg)
+                sinkhole = bool(addrs) and all(x in dnsp.SINKHOLE_ADDRESSES for x in addrs)
+                self.dns_events.append(DnsEvent(qns, client, server, transport, q.name, qtype, rcode, answers, sinkhole))
+                self._dns_event_fid.append(fid)
+                if msg.rcode == 0 and not sinkhole:
+                    for address, chain in addrs.items():
+                        if address in dnsp.SINKHOLE_ADDRESSES:
+                            continue
+                        # the question name first, then the CNAME chain behind it
+                        for name in chain:
+                            self._resolved[address].append((ns, name))
+            for ns, client, server, qname, qtype in pending.values():
+                self.dns_events.append(DnsEvent(ns, client, server, "udp" if proto == F.PROTO_UDP else "tcp",
+                                                qname, qtype, None))
+                self._dns_event_fid.append(fid)
+        for address, lst in self._resolved.items():
+            lst.sort()
+            self._resolved_ns[address] = [x[0] for x in lst]
+        order = sorted(range(len(self.dns_events)), key=lambda i: (self.dns_events[i].ns, self.dns_events[i].qname))
+        self.dns_events = [self.dns_events[i] for i in order]
+        self._dns_event_fid = [self._dns_event_fid[i] for i in order]
+
+    def names_resolving_to(self, address: str, before_ns: int) -> tuple[str, ...]:
+        """Names whose answers pointed at ``address`` before ``before_ns``, newest lookup first;
+        the name asked for comes before the CNAME targets behind it."""
+        lst = self._resolved.get(address)
+        if not lst:
+            return ()
+        i = bisect.bisect_right(self._resolved_ns[address], before_ns)
+        if i == 0:
+            return ()
+        latest = lst[i - 1][0]
+        out: list[str] = []
+        # group by lookup time (newest first); within one answer keep chain order
+        times = sorted({ns for ns, _ in lst[:i]}, reverse=True)
+        for t in times:
+            for ns, name in lst[:i]:
+                if ns == t and name not in out:
+                    out.append(name)
+        del latest
+        return tuple(out)
+
+    def link_dns_events(self, flows: list[Flow]) -> list[DnsEvent]:
+        """Give each DNS event the id of the flow that carried it."""
+        from dataclasses import replace
+
+        by_first = {}
+        order = sorted(range(len(self.raw.flow_slot)), key=lambda f: int(self.raw.first_rec[f]))
+        for new_id, fid in enumerate(order, start=1):
+            by_first[fid] = new_id
+        return [replace(e, flow_id=by_first.get(fid)) for e, fid in zip(self.dns_events, self._dns_event_fid)]
+
+    # ------------------------------------------------------------------ per flow
+    def names_for(self, fid: int, a_is_client: bool) -> dict[str, Any]:
+        raw = self.raw
+        key = raw.slot_keys[int(raw.flow_slot[fid])]
+        proto, ver, ah, al, bh, bl, pa, pb = key
+        server = addr_text(ver, bh, bl) if a_is_client else addr_text(ver, ah, al)
+        out: dict[str, Any] = {}
+        evs = raw.evidence.get(fid, [])
+        client_ev = [e for e in evs if e.from_a == a_is_client]
+        server_ev = [e for e in evs if e.from_a != a_is_client]
+        if proto == F.PROTO_TCP:
+            t = raw.tcp.get(fid)
+            c_isn = s_isn = None
+            if t is not None and t.isn is not None:
+                if (t.syn_dir == 1) == a_is_client:
+                    c_isn = t.isn
+            if t is not None and t.synack_isn is not None and (t.synack_dir == 1) != a_is_client:
+                s_isn = t.synack_isn
+            self._tcp(out, reassemble(client_ev, c_isn)[0], reassemble(server_ev, s_isn)[0])
+        elif proto == F.PROTO_UDP:
+            self._udp(out, client_ev, server_ev)
+        dns_names = self.names_resolving_to(server, int(raw.first_ns[fid]))
+        out["dns_names"] = dns_names or None
+        for source in NAME_PRIORITY:
+            if source == "sni" and out.get("sni"):
+                out["name"], out["name_source"] = out["sni"], "sni"
+                break
+            if source == "connect" and out.get("connect_target"):
+                host = out["connect_target"].rsplit(":", 1)[0].strip("[]")
+                out["name"], out["name_source"] = host, "connect"
+                break
+            if source == "http" and out.get("http_host"):
+                out["name"], out["name_source"] = out["http_host"], "http"
+                break
+            if source == "dns" and dns_names:
+                out["name"], out["name_source"] = dns_names[0], "dns"
+                break
+        return out
+
+    def _tcp(self, out: dict[str, Any], cs: bytes, ss: bytes) -> None:
+        if not cs and not ss:
+            return
+        if cs and httpp.looks_like_http_request(cs[:8]):
+            try:
+                req = httpp.read_request_head(cs)
+            except DecodeError:
+                req = None
+                self.stats["malformed"]["http"] += 1
+            if req is not None:
+                if req.method == "CONNECT":
+                    if req.connect_host:
+                        port = req.connect_port if req.connect_port is not None else 443
+                        host = f"[{req.connect_host}]" if ":" in req.connect_host else req.connect_host
+                        out["connect_target"] = f"{host}:{port}"
+                    else:
+                        self.stats["invalid_names"] += 1
+                    try:
+                        resp = httpp.read_response_head(ss) if ss else None
+                    except DecodeError:
+                        resp = None
+                    if resp is not None:
+                        out["connect_status"] = resp.status
+                        if 200 <= resp.status < 300:  # tunnel open: TLS follows inside it
+                            self._tls(out, cs[req.header_bytes :], ss[resp.header_bytes :])
+                    return
+                if req.host:
+                    out["http_host"] = req.host
+                elif req.host is None and _has_host_header(cs):
+                    self.stats["invalid_names"] += 1
+                return
+        if cs and cs[0] < 4 and len(cs) >= 8 and cs[4:8] == stunp._COOKIE_BYTES:
+            self._stun_tcp(out, cs, ss)
+            return
+        self._tls(out, cs, ss)
+
+    def _tls(self, out: dict[str, Any], cs: bytes, ss: bytes) -> None:
+        hello = None
+        if cs and tlsp.looks_like_tls(cs[:5]):
+            try:
+                hello = tlsp.read_client_hello(cs)
+            except DecodeError:
+                self.stats["malformed"]["tls"] += 1
+        if hello is not None:
+            if hello.sni_raw_invalid:
+                self.stats["invalid_names"] += 1
+            out["sni"] = hello.sni
+            out["alpn"] = hello.alpn or None
+            out["ech"] = hello.ech
+        if ss and tlsp.looks_like_tls(ss[:5]) or (ss and ss[0] == tlsp.CT_ALERT):
+            try:
+                flight = tlsp.read_server_flight(ss)
+            except DecodeError:
+                flight = None
+            if flight is not None:
+                if flight.version is not None:
+                    out["tls_version"] = tlsp.TLS_VERSION_NAMES.get(flight.version, hex(flight.version))
+                if flight.alert is not None:
+                    out["tls_alert"] = flight.alert.name
+                    out["tls_alert_from"] = "server"
+                out["cert_subject"] = flight.cert_subject
+                out["cert_issuer"] = flight.cert_issuer
+        if "tls_alert" not in out and hello is not None and cs:
+            try:
+                alert = tlsp.read_alerts(cs)
+            except DecodeError:
+                alert = None
+            if alert is not None:
+                out["tls_alert"] = alert.name
+                out["tls_alert_from"] = "client"
+
+    def _udp(self, out: dict[str, Any], client_ev: list[Evidence], server_ev: list[Evidence]) -> None:
+        first = client_ev[0].data if client_ev else b""
+        if first and _looks_like_quic(first):
+            try:
+                res = quicp.client_hello_from_initials([e.data for e in client_ev if quicp.is_long_header(e.data)])
+            except DecodeError:
+                res = None
+                self.stats["malformed"]["quic"] += 1
+            if res is not None:
+                version, hello = res
+                out["quic_version"] = quicp.version_name(version)
+                if hello.sni_raw_invalid:
+                    self.stats["invalid_names"] += 1
+                out["sni"] = hello.sni
+                out["alpn"] = hello.alpn or None
+                out["ech"] = hello.ech
+                out["tls_version"] = "TLS 1.3"
+            elif first[0] & 0x40:
+                out["quic_version"] = quicp.version_name(_quic_version(first))
+        msgs = []
+        for e in client_ev + server_ev:
+            if len(e.data) >= 20 and e.data[0] < 4:
+                try:
+                    msgs.append(stunp.parse_stun(e.data))
+                except DecodeError:
+                    continue
+        if msgs:
+            out["stun"] = _stun_summary(msgs)
+
+    def _stun_tcp(self, out: dict[str, Any], cs: bytes, ss: bytes) -> None:
+        msgs = []
+        for stream in (cs, ss):
+            try:
+                frames, _ = stunp.split_stun_tcp(stream)
+            except DecodeError:
+                continue
+            for fr in frames:
+                if fr and fr[0] < 4:
+                    try:
+                        msgs.append(stunp.parse_stun(fr))
+                    except DecodeError:
+                        pass
+        if msgs:
+            out["stun"] = _stun_summary(msgs)
+
+
+def _quic_version(datagram: bytes) -> int:
+    return int.from_bytes(datagram[1:5], "big")
+
+
+def _looks_like_quic(datagram: bytes) -> bool:
+    """A QUIC long-header packet of a version we know (RFC 9000 section 17.2; RFC 8999 invariants)."""
+    if len(datagram) < 7 or not quicp.is_long_header(datagram):
+        return False
+    v = _quic_version(datagram)
+    return v in quicp.SUPPORTED_VERSIONS or (v & 0x0F0F0F0F) == 0x0A0A0A0A
+
+
+def _has_host_header(stream: bytes) -> bool:
+    head = stream.split(b"\r\n\r\n", 1)[0].lower()
+    return b"\nhost:" in head
+
+
+def _stun_summary(msgs) -> StunSummary:
+    counts = Counter(m.class_name for m in msgs)
+    methods: list[str] = []
+    errors: list[int] = []
+    mapped: list[str] = []
+    relayed: list[str] = []
+    realm = None
+    ms = False
+    for m in msgs:
+        label = f"{m.method_name} {m.class_name}"
+        if m.error_code is not None:
+            label += f" {m.error_code}"
+            if m.error_code not in errors:
+                errors.append(m.error_code)
+        if label not in methods:
+            methods.append(label)
+        for addr, lst in ((m.xor_mapped or m.mapped, mapped), (m.relayed, relayed)):
+            if addr is not None:
+                text = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+                if text not in lst:
+                    lst.append(text)
+        realm = realm or m.realm
+        ms = ms or m.ms_version is not None or not m.magic_cookie
+    return StunSummary(
+        requests=counts.get("request", 0),
+        indications=counts.get("indication", 0),
+        successes=counts.get("success", 0),
+        errors=counts.get("error", 0),
+        methods=tuple(methods),
+        error_codes=tuple(errors),
+        mapped=tuple(mapped),
+        relayed=tuple(relayed),
+        realm=realm,
+        ms_turn=ms,
+    )
