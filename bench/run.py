@@ -1,0 +1,275 @@
+"""Time `meshpcap flows` against tshark's conversation tables on a generated capture."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out"
+sys.path.insert(0, str(BENCH))
+import gen  # noqa: E402  (bench/gen.py, next to this file)
+
+
+@dataclass(slots=True)
+class Run:
+    wall_s: float
+    max_rss_kib: int
+    exit_code: int
+
+
+@dataclass(slots=True)
+class Tool:
+    name: str  # label in the table
+    argv: list[str]
+    runs: list[Run] = field(default_factory=list)
+    error: str | None = None
+
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.exit_code == 0]
+
+    def median_s(self) -> float | None:
+        ok = self.ok_runs()
+        return statistics.median(r.wall_s for r in ok) if ok else None
+
+    def peak_rss_mib(self) -> float | None:
+        ok = self.ok_runs()
+        return max(r.max_rss_kib for r in ok) / 1024 if ok else None
+
+
+def measure(argv: list[str]) -> tuple[Run, str]:
+    """Run argv once; wall time from perf_counter, peak RSS of this child alone from os.wait4."""
+    with tempfile.TemporaryFile() as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; tell Popen
+        err.seek(0)
+        tail = err.read()[-2000:].decode("utf-8", "replace").strip()
+    rss_kib = usage.ru_maxrss // 1024 if sys.platform == "darwin" else usage.ru_maxrss  # macOS reports bytes
+    return Run(wall, rss_kib, proc.returncode), tail
+
+
+def meshpcap_argv() -> tuple[list[str], bool] | None:
+    """The meshpcap console script, or `python -m meshpcap.cli`, whichever answers `flows --help`,
+    and whether `flows` offers --no-names."""
+    candidates = []
+    if script := shutil.which("meshpcap"):
+        candidates.append([script])
+    candidates.append([sys.executable, "-m", "meshpcap.cli"])
+    for argv in candidates:
+        try:
+            done = subprocess.run(argv + ["flows", "--help"], capture_output=True, text=True, timeout=60,
+                                  cwd=BENCH.parent)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return argv, "--no-names" in done.stdout
+    return None
+
+
+def tools_for(capture: Path) -> list[Tool]:
+    tools: list[Tool] = []
+    found = meshpcap_argv()
+    if found is None:
+        print("run.py: skipping meshpcap: neither `meshpcap flows --help` nor `python -m meshpcap.cli flows "
+              "--help` works", file=sys.stderr)
+    else:
+        base, no_names = found
+        flows = base + ["flows", str(capture), "--format", "json", "-o", os.devnull]
+        tools.append(Tool("meshpcap flows --format json", flows))
+        if no_names:
+            tools.append(Tool("meshpcap flows --no-names --format json", flows[:-4] + ["--no-names"] + flows[-4:]))
+        else:
+            print("run.py: `meshpcap flows --help` has no --no-names; timing flows with names only", file=sys.stderr)
+    if tshark := shutil.which("tshark"):
+        tools.append(Tool("tshark -z conv,tcp -z conv,udp",
+                          [tshark, "-q", "-n", "-r", str(capture), "-z", "conv,tcp", "-z", "conv,udp"]))
+    else:
+        print("run.py: skipping tshark: not installed (apt-get install tshark)", file=sys.stderr)
+    return tools
+
+
+def count_packets(path: Path) -> int:
+    """Records in a classic pcap (walking record headers), or capinfos' count for anything else."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        head = f.read(24)
+        magic = head[:4]
+        order = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
+                 b"\xa1\xb2\x3c\x4d": ">"}.get(magic)
+        if order is not None:
+            rec = struct.Struct(order + "IIII")
+            n = 0
+            while len(hdr := f.read(16)) == 16:
+                f.seek(rec.unpack(hdr)[2], 1)
+                n += 1
+            return n
+    capinfos = shutil.which("capinfos")
+    if capinfos is None:
+        raise SystemExit(f"run.py: {path}: not a classic pcap and capinfos is not installed to count packets")
+    done = subprocess.run([capinfos, "-M", "-c", str(path)], capture_output=True, text=True, check=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("Number of packets"):
+            return int(line.split(":", 1)[1].strip())
+    raise SystemExit(f"run.py: {path}: capinfos did not report a packet count")
+
+
+def ensure_capture(packets: int, seed: int) -> tuple[Path, bool, float | None]:
+    """Path of the generated capture, whether this call created it, and how long generating took."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"synthetic-{packets}p-seed{seed}-v{gen.GEN_VERSION}.pcap"
+    if path.exists():
+        print(f"run.py: reusing {path}", file=sys.stderr)
+        return path, False, None
+    tmp = path.with_suffix(".pcap.partial")
+    print(f"run.py: generating {packets} packets into {path} ...", file=sys.stderr)
+    began = time.perf_counter()
+    gen.write_pcap(tmp, packets, seed)
+    elapsed = time.perf_counter() - began
+    tmp.rename(path)  # only a complete file carries the final name, so reuse is safe
+    print(f"run.py: generated {path.stat().st_size / 1e6:.1f} MB in {elapsed:.1f} s", file=sys.stderr)
+    return path, True, elapsed
+
+
+def warm_cache(path: Path) -> None:
+    """Read the file once so that every timed run finds it in the page cache."""
+    with open(path, "rb", buffering=0) as f:
+        while f.read(1 << 24):
+            pass
+
+
+def machine() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 ** 2, 1)
+                break
+    except OSError:
+        info.setdefault("cpu", platform.processor() or "unknown")
+    if tshark := shutil.which("tshark"):
+        done = subprocess.run([tshark, "--version"], capture_output=True, text=True)
+        info["tshark"] = done.stdout.splitlines()[0] if done.stdout else "unknown"
+    done = subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True)
+    info["meshpcap_commit"] = done.stdout.strip() or "unknown"
+    return info
+
+
+def markdown(tools: list[Tool], packets: int, size: int, runs: int) -> str:
+    """The results table, ready to paste into bench/README.md."""
+    tshark = next((t.median_s() for t in tools if t.name.startswith("tshark")), None)
+    lines = [
+        f"{packets:,} packets, {size / 1e6:.1f} MB, median of {runs} alternating run(s)",
+        "",
+        "| Command | Median wall (s) | Packets/s | Peak RSS (MiB) | tshark time ÷ this |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in tools:
+        med = t.median_s()
+        if med is None:
+            lines.append(f"| `{t.name}` | failed | | | |")
+            continue
+        ratio = f"{tshark / med:.2f}×" if tshark else "n/a"
+        lines.append(f"| `{t.name}` | {med:.2f} | {packets / med:,.0f} | {t.peak_rss_mib():,.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--packets", type=int, default=1_000_000, help="packets to generate (default 1000000)")
+    parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per command (default 3)")
+    parser.add_argument("--keep", action="store_true", help="keep a capture this run generated (700 MB per 1M)")
+    parser.add_argument("--file", type=Path, help="time this capture instead of generating one")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    generated, gen_seconds = False, None
+    if args.file is not None:
+        capture = args.file
+        if not capture.is_file():
+            print(f"run.py: {capture}: no such file", file=sys.stderr)
+            return 2
+        packets = count_packets(capture)
+    else:
+        try:
+            capture, generated, gen_seconds = ensure_capture(args.packets, args.seed)
+        except ValueError as exc:
+            print(f"run.py: {exc}", file=sys.stderr)
+            return 2
+        packets = args.packets
+    size = capture.stat().st_size
+
+    try:
+        tools = tools_for(capture)
+        if not tools:
+            print("run.py: nothing to time", file=sys.stderr)
+            return 1
+        warm_cache(capture)
+        for i in range(args.runs):  # alternate the tools so drift in machine load hits all alike
+            for t in tools:
+                if t.error:
+                    continue
+                run, tail = measure(t.argv)
+                t.runs.append(run)
+                status = "ok" if run.exit_code == 0 else f"exit {run.exit_code}"
+                print(f"run.py: run {i + 1}/{args.runs} {t.name}: {run.wall_s:.2f} s, "
+                      f"{run.max_rss_kib / 1024:.0f} MiB, {status}", file=sys.stderr)
+                if run.exit_code != 0:
+                    t.error = f"exit {run.exit_code}: {tail.splitlines()[-1] if tail else '(no stderr)'}"
+                    print(f"run.py: {t.name} failed; not timing it again.\n{tail}", file=sys.stderr)
+    finally:
+        if generated and not args.keep:
+            capture.unlink(missing_ok=True)
+
+    table = markdown(tools, packets, size, args.runs)
+    print(table)
+    tshark = next((t.median_s() for t in tools if t.name.startswith("tshark")), None)
+    results = {
+        "capture": {"path": str(capture), "packets": packets, "bytes": size,
+                    "generated": generated, "generate_seconds": gen_seconds,
+                    "seed": None if args.file else args.seed, "generator_version": None if args.file else gen.GEN_VERSION},
+        "runs": args.runs,
+        "machine": machine(),
+        "tools": [{
+            "name": t.name,
+            "argv": t.argv,
+            "runs": [asdict(r) for r in t.runs],
+            "median_wall_s": t.median_s(),
+            "packets_per_s": packets / t.median_s() if t.median_s() else None,
+            "peak_rss_mib": t.peak_rss_mib(),
+            "tshark_over_this": tshark / t.median_s() if tshark and t.median_s() else None,
+            "error": t.error,
+        } for t in tools],
+        "markdown": table,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"run.py: wrote {OUT / 'results.json'}", file=sys.stderr)
+    return 1 if any(t.error for t in tools) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
