@@ -196,20 +196,29 @@ class PrefixIndex:
     __slots__ = ("_v4", "_v6", "_size")
 
     def __init__(self, items: Iterable[tuple[object, Hashable]]) -> None:
-        v4: dict[int, tuple[list[int], list[Hashable]]] = {}
+        self._build((*parse_prefix(prefix), label) for prefix, label in items)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_parsed(cls, items: Iterable[tuple[int, bytes, int, Hashable]]) -> PrefixIndex:
+        """Build from ``(version, packed network, length, label)`` as returned by ``parse_prefix``."""
+        index = cls.__new__(cls)
+        index._build(items)
+        return index
+
+    def _build(self, items: Iterable[tuple[int, bytes, int, Hashable]]) -> None:
+        v4: dict[int, tuple[list[bytes], list[Hashable]]] = {}
         v6: dict[int, tuple[list[bytes], list[Hashable]]] = {}
         size = 0
-        for prefix, label in items:
-            version, packed, length = parse_prefix(prefix)  # type: ignore[arg-type]
+        for version, packed, length, label in items:
             size += 1
-            if version == 4:
-                starts, labels = v4.setdefault(length, ([], []))
-                starts.append(int.from_bytes(packed, "big"))
-            else:
-                starts, labels = v6.setdefault(length, ([], []))  # type: ignore[assignment]
-                starts.append(packed)  # type: ignore[arg-type]
-            labels.append(label)
-        self._v4 = [(n, *_level(np.array(s, dtype=np.uint32), lab)) for n, (s, lab) in sorted(v4.items())]
+            level = (v4 if version == 4 else v6).get(length)
+            if level is None:
+                level = (v4 if version == 4 else v6)[length] = ([], [])
+            level[0].append(packed)
+            level[1].append(label)
+        self._v4 = [
+            (n, *_level(np.frombuffer(b"".join(s), dtype=">u4").astype(np.uint32), lab)) for n, (s, lab) in sorted(v4.items())
+        ]
         self._v6 = [(n, *_level(np.array(s, dtype="S16"), lab)) for n, (s, lab) in sorted(v6.items())]
         self._size = size
 

@@ -28,13 +28,13 @@ class PortSet:
     text: str = field(default="", compare=False)
 
     @classmethod
-    def parse(cls, value: int | str | Iterable[int | str]) -> PortSet:
+    def parse(cls, value: int | str | list[int | str] | tuple[int | str, ...]) -> PortSet:
         """Build from an int, ``"a-b"``, ``"80,443"`` or a list of those; ValueError names the bad item."""
         items: list[int | str] = []
-        if isinstance(value, (int, str)):
-            items = [value]
-        else:
+        if isinstance(value, (list, tuple)):
             items = list(value)
+        else:
+            items = [value]
         raw: list[tuple[int, int]] = []
         shown: list[str] = []
         for item in items:
