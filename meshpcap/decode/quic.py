@@ -418,7 +418,7 @@ def encrypt_client_initial(
     if pad_to is not None and total < pad_to:
         payload += bytes(pad_to - total)
         length, total = size(payload)
-        if pad_to is not None and total > pad_to:  # the Length field grew by 2 bytes
+        if total > pad_to:  # the Length field grew by 2 bytes
             payload = payload[: len(payload) - (total - pad_to)]
             length, total = size(payload)
     length_size = 2 if length < 0x4000 else 4

@@ -244,7 +244,7 @@ def test_coalesced_v2():
     datagram = encrypt_client_initial(QUIC_V2, dcid, SCID, 0, crypto_frame(0, hello), pad_to=None)
     datagram += build_long_header_packet(QUIC_V2, PT_0RTT, dcid, SCID, bytes(100))
     assert parse_long_header(datagram).packet_type == PT_INITIAL
-    assert client_hello_from_initials([datagram]) [0] == QUIC_V2
+    assert client_hello_from_initials([datagram])[0] == QUIC_V2
 
 
 def test_draft29():
