@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -273,10 +272,102 @@ def _open_source(name: str, raw: BinaryIO) -> Source:
         magic += part
     raw.seek(0)
     if magic.startswith(GZIP_MAGIC):
-        return Source(raw, gzip.GzipFile(fileobj=raw, mode="rb"), "gzip")
+        return Source(raw, _GunzipStream(raw), "gzip")
     if magic == ZSTD_MAGIC:
+        return Source(raw, _UnzstdStream(raw), "zstd")
+    return Source(raw, raw, None)
+
+
+class _GunzipStream:
+    """Streaming gzip (RFC 1952) reader that hands out every byte decoded before an error.
+
+    gzip.GzipFile reads ahead through a buffer and loses the decoded tail of a cut file;
+    this keeps it, so the packets before the cut are still delivered."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""
+
+    def read(self, n: int) -> bytes:
+        out: list[bytes] = []
+        have = 0
+        while have < n:
+            if self.inflater.eof:
+                # RFC 1952 section 2.2: members may follow one another; zero padding is tolerated.
+                rest = (self.inflater.unused_data + self.pending).lstrip(b"\0")
+                while not rest:
+                    more = self.raw.read(self.CHUNK)
+                    if not more:
+                        return b"".join(out)
+                    rest = more.lstrip(b"\0")
+                self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self.pending = rest
+            if not self.pending:
+                self.pending = self.raw.read(self.CHUNK)
+                if not self.pending:
+                    if out:
+                        break
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            part = self.inflater.decompress(self.pending, n - have)
+            self.pending = b"" if self.inflater.eof else self.inflater.unconsumed_tail
+            if part:
+                out.append(part)
+                have += len(part)
+        return b"".join(out)
+
+    def close(self) -> None:
+        pass
+
+
+class _UnzstdStream:
+    """Streaming zstd (RFC 8878) reader over consecutive frames that notices a cut frame.
+
+    ZstdDecompressor().stream_reader ends silently on a cut file; a decompressobj says
+    whether its frame ended, so a cut is reported instead of looking like a clean end."""
+
+    CHUNK = 1 << 13  # small input pieces bound the output of one call (blocks are <= 128 KiB)
+
+    def __init__(self, raw: BinaryIO) -> None:
         import zstandard
 
-        stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
-        return Source(raw, stream, "zstd")
-    return Source(raw, raw, None)
+        self.raw = raw
+        self.new = zstandard.ZstdDecompressor().decompressobj
+        self.inflater = self.new()
+        self.pending = b""
+        self.out = b""
+        self.started = False  # the current frame has been fed something
+
+    def read(self, n: int) -> bytes:
+        out: list[bytes] = [self.out] if self.out else []
+        have = len(self.out)
+        self.out = b""
+        while have < n:
+            if self.inflater.eof:
+                # RFC 8878 section 3: a file may hold several frames back to back.
+                self.pending = self.inflater.unused_data + self.pending
+                self.inflater = self.new()
+                self.started = False
+            if not self.pending:
+                self.pending = self.raw.read(self.CHUNK)
+                if not self.pending:
+                    if self.started and not self.inflater.eof:
+                        if out:
+                            break
+                        raise EOFError("compressed file ended before the end of its zstd frame")
+                    break
+            data, self.pending = self.pending, b""
+            self.started = True
+            part = self.inflater.decompress(data)
+            if part:
+                out.append(part)
+                have += len(part)
+        joined = b"".join(out)
+        if len(joined) > n:
+            joined, self.out = joined[:n], joined[n:]
+        return joined
+
+    def close(self) -> None:
+        pass
