@@ -1,0 +1,1080 @@
+"""Build the bundled sample captures (samples/*.pcap[ng]) and the sample service-tag file, deterministically."""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import hashlib
+import hmac
+import ipaddress
+import json
+import random
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from cryptography.x509.oid import NameOID
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+SEED = 20240612
+EPOCH_NS = calendar.timegm((2024, 6, 20, 14, 0, 0)) * 1_000_000_000  # 2024-06-20T14:00:00Z
+MS = 1_000_000  # nanoseconds per millisecond
+SEC = 1_000_000_000
+
+# --- addresses (see samples/README.md for which AzureCloud prefix covers each one) ---
+CLIENT = "10.20.0.15"
+CLIENT6 = "2001:db8:20::15"
+GATEWAY = "10.20.0.1"  # resolver, firewall, default gateway
+PROXY = "10.20.0.2"
+PROXY_PORT = 8080
+NAT_PUBLIC = "203.0.113.45"  # the client's address as the relay sees it (documentation range)
+RELAY = "52.113.144.132"  # Teams transport relay; AzureCloud 52.113.144.0/21 (westeurope), M365 ID 11
+RELAY2 = "52.115.136.55"  # second relay; AzureCloud 52.115.136.0/22 (centralfrance)
+MEDIA_PEER = "52.112.146.55"  # media processor behind the relay; AzureCloud 52.112.144.0/20
+MEDIA30K = "20.73.100.20"  # multi-room media on 30000-30499; AzureCloud 20.73.0.0/16
+UNEXPECTED = "198.51.100.77"  # documentation range: in no Microsoft list
+
+CLIENT_MAC = "3c:22:fb:20:00:15"
+GATEWAY_MAC = "00:1b:17:20:00:01"
+PROXY_MAC = "00:1b:17:20:00:02"
+
+TTL_CLIENT = 128
+TTL_LAN = 64  # resolver, firewall and proxy are one hop away
+TTL_INTERNET = 114  # servers on the Internet
+
+# name -> (CNAME chain, address). The DNS answers in the captures follow these.
+HOSTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "mesh.office.com": (
+        ("mesh-prod.trafficmanager.net", "meshprod-weu.westeurope.cloudapp.azure.com"),
+        "20.73.96.14",  # AzureCloud 20.73.0.0/16
+    ),
+    "meshsvc-weu.westeurope.cloudapp.azure.com": ((), "20.50.2.40"),  # AzureCloud 20.50.0.0/18
+    "ecs.office.com": (("s-0005.s-msedge.net",), "52.113.194.132"),  # not AzureCloud
+    "ocws.officeapps.live.com": (("prod-ocws-weu.officeapps.live.com",), "52.108.8.12"),  # M365 ID 46
+    "mesh.cloud.microsoft": ((), "13.107.246.60"),  # AzureFrontDoor.Frontend, not AzureCloud
+    "graph.microsoft.com": (
+        ("ags.privatelink.msidentity.com", "www.tm.ags.trafficmanager.net"),
+        "40.126.32.134",  # AzureCloud 40.126.32.0/24
+    ),
+    "substrate.office.com": (("outlook.ms-acdc.office.com",), "2603:1026:2405::1a"),  # AzureCloud v6
+    "res-1.cdn.office.net": (("res-1.cdn.office.net.edgekey.net",), "13.107.6.171"),
+    "teams.cloud.microsoft": (("teams-cloud-microsoft.s-0005.dc-msedge.net",), "52.123.128.14"),
+    "teams.microsoft.com": (("teams-office-com.s-0005.dc-msedge.net",), "52.123.130.7"),
+    "api.flightproxy.teams.microsoft.com": (
+        ("api-flightproxy-teams-microsoft-com.trafficmanager.net",),
+        "52.112.97.20",  # AzureCloud 52.112.97.0/24
+    ),
+    "config.edge.skype.com": (("config.edge.skype.com.trafficmanager.net",), "13.107.42.16"),
+    "aka.ms": ((), "20.76.201.171"),  # AzureCloud 20.76.0.0/16
+    "compass-ssl.microsoft.com": (("compass-ssl.microsoft.com.akadns.net",), "13.107.42.254"),
+    "proxy.corp.example": ((), PROXY),
+}
+
+# Prefixes copied verbatim from ServiceTags_Public_20251028.json (tests check this when shared/ is present).
+SAMPLE_TAGS = [
+    ("AzureCloud", 273, "", 0, "", ["API", "NSG"], [
+        "20.50.0.0/18", "20.73.0.0/16", "20.76.0.0/16", "40.126.32.0/24", "52.112.97.0/24",
+        "52.112.144.0/20", "52.113.144.0/21", "52.115.136.0/22", "2603:1026:2405::/48",
+    ]),
+    ("AzureCloud.westeurope", 168, "westeurope", 18, "", ["API", "NSG"], [
+        "20.50.0.0/18", "20.73.0.0/16", "20.76.0.0/16", "40.126.32.0/24", "52.112.97.0/24",
+        "52.112.144.0/20", "52.113.144.0/21", "2603:1026:2405::/48",
+    ]),
+    ("AppService.WestEurope", 6, "westeurope", 18, "AzureAppService", ["API", "NSG", "UDR", "FW"], [
+        "20.50.2.0/23",
+    ]),
+    ("AzureFrontDoor.FirstParty", 20, "", 0, "AzureFrontDoor", ["API", "NSG", "UDR", "FW"], [
+        "13.107.4.0/22", "13.107.42.0/23",
+    ]),
+]
+SAMPLE_TAGS_COMMENT = (
+    "SAMPLE for meshpcap tests - NOT Microsoft's list; prefixes copied from ServiceTags_Public_20251028.json"
+)
+
+
+# =====================================================================================
+# Protocol builders (private stand-ins for meshpcap.decode.{tls,quic,stun} builders)
+# =====================================================================================
+
+def _u8(n: int) -> bytes:
+    return struct.pack("!B", n)
+
+
+def _u16(n: int) -> bytes:
+    return struct.pack("!H", n)
+
+
+def _u24(n: int) -> bytes:
+    return struct.pack("!I", n)[1:]
+
+
+def _vec8(b: bytes) -> bytes:
+    return _u8(len(b)) + b
+
+
+def _vec16(b: bytes) -> bytes:
+    return _u16(len(b)) + b
+
+
+def _vec24(b: bytes) -> bytes:
+    return _u24(len(b)) + b
+
+
+# --- TLS (RFC 8446; RFC 5246 for 1.2) ---
+TLS_HANDSHAKE, TLS_CCS, TLS_ALERT, TLS_APPDATA = 22, 20, 21, 23
+GREASE = 0x0A0A  # RFC 8701: real clients send these; parsers must skip them
+X25519, X25519MLKEM768 = 0x001D, 0x11EC
+
+
+def tls_record(content_type: int, body: bytes, version: int = 0x0303) -> bytes:
+    """One TLSPlaintext record (RFC 8446 section 5.1)."""
+    return _u8(content_type) + _u16(version) + _vec16(body)
+
+
+def _ext(ext_type: int, body: bytes) -> bytes:
+    return _u16(ext_type) + _vec16(body)
+
+
+def client_hello_message(rng: random.Random, sni: str | None, alpn=(), versions=(0x0304, 0x0303),
+                         pq_key_share=False, ech=False, padding_to=None, quic_params: bytes | None = None) -> bytes:
+    """A ClientHello handshake message (RFC 8446 section 4.1.2), shaped like a Chromium/Edge hello."""
+    tls13_only = min(versions) >= 0x0304
+    suites = [GREASE, 0x1301, 0x1302, 0x1303]
+    if not tls13_only:
+        suites += [0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8, 0xC013, 0xC014, 0x009C, 0x009D, 0x002F, 0x0035]
+    exts = [_ext(GREASE, b"")]
+    if sni is not None:  # RFC 6066 section 3
+        name = sni.encode("ascii")
+        exts.append(_ext(0x0000, _vec16(_u8(0) + _vec16(name))))
+    exts.append(_ext(0x0017, b""))  # extended_master_secret
+    exts.append(_ext(0xFF01, b"\x00"))  # renegotiation_info
+    groups = ([X25519MLKEM768] if pq_key_share else []) + [X25519, 0x0017, 0x0018]
+    exts.append(_ext(0x000A, _vec16(_u16(GREASE) + b"".join(_u16(g) for g in groups))))
+    exts.append(_ext(0x000B, b"\x01\x00"))  # ec_point_formats
+    exts.append(_ext(0x0023, b""))  # session_ticket
+    if alpn:  # RFC 7301
+        exts.append(_ext(0x0010, _vec16(b"".join(_vec8(p.encode()) for p in alpn))))
+    exts.append(_ext(0x0005, b"\x01\x00\x00\x00\x00"))  # status_request
+    sigalgs = [0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601]
+    exts.append(_ext(0x000D, _vec16(b"".join(_u16(s) for s in sigalgs))))
+    exts.append(_ext(0x0012, b""))  # signed_certificate_timestamp
+    shares = _u16(GREASE) + _vec16(b"\x00")
+    if pq_key_share:  # draft-kwiatkowski-tls-ecdhe-mlkem: ML-KEM-768 key (1184) + X25519 (32)
+        shares += _u16(X25519MLKEM768) + _vec16(rng.randbytes(1216))
+    shares += _u16(X25519) + _vec16(rng.randbytes(32))
+    exts.append(_ext(0x0033, _vec16(shares)))  # key_share
+    exts.append(_ext(0x002D, b"\x01\x01"))  # psk_key_exchange_modes: psk_dhe_ke
+    exts.append(_ext(0x002B, _vec8(_u16(GREASE) + b"".join(_u16(v) for v in versions))))
+    exts.append(_ext(0x001B, b"\x02\x00\x02"))  # compress_certificate: brotli
+    if quic_params is not None:  # RFC 9001 section 8.2
+        exts.append(_ext(0x0039, quic_params))
+    if ech:  # GREASE ECH (draft-ietf-tls-esni section 6.2): outer, HPKE suite, config id, enc, payload
+        exts.append(_ext(0xFE0D, b"\x00\x00\x01\x00\x01" + _u8(rng.getrandbits(8)) + _vec16(rng.randbytes(32))
+                         + _vec16(rng.randbytes(208))))
+    exts.append(_ext(GREASE + 0x1010, b"\x00"))
+    session_id = b"" if quic_params is not None else rng.randbytes(32)  # RFC 9001 section 8.4
+    body = (_u16(0x0303) + rng.randbytes(32) + _vec8(session_id)
+            + _vec16(b"".join(_u16(s) for s in suites)) + b"\x01\x00")
+    ext_bytes = b"".join(exts)
+    if padding_to is not None:  # RFC 7685 padding extension
+        missing = padding_to - (4 + len(body) + 2 + len(ext_bytes)) - 4
+        if missing >= 0:
+            ext_bytes += _ext(0x0015, bytes(missing))
+    body += _vec16(ext_bytes)
+    return _u8(1) + _vec24(body)
+
+
+def build_client_hello(rng, sni, alpn=(), versions=(0x0304, 0x0303), ech=False, padding_to=None,
+                       pq_key_share=False) -> bytes:
+    """A ClientHello in a TLS record (record version 0x0301 as clients send it)."""
+    msg = client_hello_message(rng, sni, alpn, versions, pq_key_share, ech, padding_to)
+    return tls_record(TLS_HANDSHAKE, msg, version=0x0301)
+
+
+def server_hello_message(rng: random.Random, version: int, session_id: bytes = b"", alpn: str | None = None) -> bytes:
+    """A ServerHello handshake message; TLS 1.3 puts the version in supported_versions (RFC 8446 4.2.1)."""
+    if version == 0x0304:
+        exts = _ext(0x002B, _u16(0x0304)) + _ext(0x0033, _u16(X25519) + _vec16(rng.randbytes(32)))
+        suite = 0x1301
+    else:
+        exts = _ext(0xFF01, b"\x00") + _ext(0x0017, b"") + _ext(0x000B, b"\x01\x00")
+        if alpn:
+            exts += _ext(0x0010, _vec16(_vec8(alpn.encode())))
+        suite = 0xC02F
+    body = _u16(0x0303) + rng.randbytes(32) + _vec8(session_id) + _u16(suite) + b"\x00" + _vec16(exts)
+    return _u8(2) + _vec24(body)
+
+
+def build_server_hello(rng, version: int, session_id: bytes = b"") -> bytes:
+    return tls_record(TLS_HANDSHAKE, server_hello_message(rng, version, session_id))
+
+
+def build_alert(level: int, desc: int) -> bytes:
+    """A plaintext alert record (RFC 8446 section 6): level 2 = fatal; 40 handshake_failure, 49 access_denied."""
+    return tls_record(TLS_ALERT, _u8(level) + _u8(desc))
+
+
+def build_certificate_record(der_cert: bytes) -> bytes:
+    """A TLS 1.2 Certificate handshake message with one certificate (RFC 5246 section 7.4.2)."""
+    return tls_record(TLS_HANDSHAKE, _u8(11) + _vec24(_vec24(_vec24(der_cert))))
+
+
+CCS_RECORD = tls_record(TLS_CCS, b"\x01")
+
+
+def app_data(rng: random.Random, n: int) -> bytes:
+    """An encrypted application_data record with n bytes of ciphertext."""
+    return tls_record(TLS_APPDATA, rng.randbytes(n))
+
+
+def sample_certificate(common_name: str) -> bytes:
+    """A DER certificate for common_name, signed by a fixed sample Ed25519 key (deterministic)."""
+    ca_key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"meshpcap sample CA").digest())
+    leaf_key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(common_name.encode()).digest())
+    issuer = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Microsoft Corporation"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "Microsoft Azure RSA TLS Issuing CA 04"),
+    ])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    import datetime as _dt  # local: only the certificate needs calendar dates
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(leaf_key.public_key())
+        .serial_number(int.from_bytes(hashlib.sha256(common_name.encode()).digest()[:15], "big"))
+        .not_valid_before(_dt.datetime(2024, 5, 2, tzinfo=_dt.timezone.utc))
+        .not_valid_after(_dt.datetime(2025, 4, 27, tzinfo=_dt.timezone.utc))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(ca_key, None)
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+# --- QUIC v1 Initial packets (RFC 9000 section 17.2.2, RFC 9001 section 5) ---
+QUIC_V1 = 0x00000001
+QUIC_V1_SALT = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")  # RFC 9001 section 5.2
+
+
+def quic_varint(n: int) -> bytes:
+    """RFC 9000 section 16 variable-length integer."""
+    if n < 0x40:
+        return _u8(n)
+    if n < 0x4000:
+        return _u16(0x4000 | n)
+    if n < 0x40000000:
+        return struct.pack("!I", 0x80000000 | n)
+    return struct.pack("!Q", 0xC000000000000000 | n)
+
+
+def _hkdf_expand_label(secret: bytes, label: str, length: int) -> bytes:
+    full = b"tls13 " + label.encode()
+    info = _u16(length) + _vec8(full) + _vec8(b"")  # RFC 8446 section 7.1
+    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+
+
+def _initial_keys(dcid: bytes, side: str) -> tuple[bytes, bytes, bytes]:
+    initial_secret = hmac.new(QUIC_V1_SALT, dcid, hashlib.sha256).digest()  # HKDF-Extract
+    secret = _hkdf_expand_label(initial_secret, f"{side} in", 32)
+    return (_hkdf_expand_label(secret, "quic key", 16), _hkdf_expand_label(secret, "quic iv", 12),
+            _hkdf_expand_label(secret, "quic hp", 16))
+
+
+def _encrypt_initial(side: str, version: int, key_dcid: bytes, dcid: bytes, scid: bytes, pn: int,
+                     frames: bytes, pad_to: int | None) -> bytes:
+    key, iv, hp = _initial_keys(key_dcid, side)
+    pn_len = 4
+    head_fixed = (_u8(0xC0 | (pn_len - 1)) + struct.pack("!I", version) + _vec8(dcid) + _vec8(scid)
+                  + quic_varint(0))  # token length 0
+    if pad_to is not None:  # PADDING frames (type 0x00) fill the datagram to pad_to (RFC 9000 section 14.1)
+        overhead = len(head_fixed) + 2 + pn_len + 16
+        frames = frames + bytes(max(0, pad_to - overhead - len(frames)))
+    length = pn_len + len(frames) + 16
+    header = head_fixed + _u16(0x4000 | length) + struct.pack("!I", pn)
+    nonce = (int.from_bytes(iv, "big") ^ pn).to_bytes(12, "big")
+    ciphertext = AESGCM(key).encrypt(nonce, frames, header)
+    pn_offset = len(header) - pn_len
+    sample = ciphertext[4 - pn_len:4 - pn_len + 16]  # RFC 9001 section 5.4.2
+    encryptor = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+    mask = encryptor.update(sample) + encryptor.finalize()
+    first = header[0] ^ (mask[0] & 0x0F)
+    pn_bytes = bytes(b ^ m for b, m in zip(header[pn_offset:], mask[1:1 + pn_len]))
+    return _u8(first) + header[1:pn_offset] + pn_bytes + ciphertext
+
+
+def encrypt_client_initial(version: int, dcid: bytes, scid: bytes, pn: int, frames_bytes: bytes,
+                           pad_to: int | None = 1200) -> bytes:
+    """A protected client Initial packet; keys derive from the client's chosen dcid."""
+    return _encrypt_initial("client", version, dcid, dcid, scid, pn, frames_bytes, pad_to)
+
+
+def encrypt_server_initial(version: int, client_dcid: bytes, dcid: bytes, scid: bytes, pn: int,
+                           frames_bytes: bytes) -> bytes:
+    """A protected server Initial packet (keys still derive from the client's first dcid)."""
+    return _encrypt_initial("server", version, client_dcid, dcid, scid, pn, frames_bytes, None)
+
+
+def crypto_frame(offset: int, data: bytes) -> bytes:
+    return b"\x06" + quic_varint(offset) + quic_varint(len(data)) + data  # RFC 9000 section 19.6
+
+
+# --- STUN / TURN (RFC 8489, RFC 8656) ---
+MAGIC_COOKIE = 0x2112A442  # RFC 8489 section 5
+BINDING, ALLOCATE, REFRESH, CREATE_PERMISSION, CHANNEL_BIND = 0x001, 0x003, 0x004, 0x008, 0x009
+REQUEST, INDICATION, SUCCESS, ERROR = 0, 1, 2, 3
+A_USERNAME, A_MESSAGE_INTEGRITY, A_ERROR_CODE, A_CHANNEL_NUMBER, A_LIFETIME = 0x0006, 0x0008, 0x0009, 0x000C, 0x000D
+A_XOR_PEER, A_REALM, A_NONCE, A_XOR_RELAYED, A_REQ_TRANSPORT = 0x0012, 0x0014, 0x0015, 0x0016, 0x0019
+A_XOR_MAPPED, A_SOFTWARE, A_FINGERPRINT = 0x0020, 0x8022, 0x8028
+TURN_REALM = "rtcmedia"
+TURN_USER = "AgAAJMk2ZyQB2mE0p9Zy7X3o0lWk"  # opaque token-style user name
+TURN_PASSWORD = "sample-password"
+
+
+def stun_type(method: int, cls: int) -> int:
+    """RFC 8489 section 5: the class bits C0/C1 sit at bits 4 and 8 of the message type."""
+    return ((method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2)
+            | ((cls & 1) << 4) | ((cls & 2) << 7))
+
+
+def _attr(attr_type: int, value: bytes) -> bytes:
+    return _u16(attr_type) + _vec16(value) + bytes(-len(value) % 4)  # padded to 4 (RFC 8489 section 14)
+
+
+def build_stun(method: int, cls: int, attrs, transaction_id: bytes, integrity_key: bytes | None = None,
+               fingerprint: bool = False) -> bytes:
+    """A STUN message; MESSAGE-INTEGRITY (RFC 8489 14.5) and FINGERPRINT (14.7) are computed if asked."""
+    body = b"".join(_attr(t, v) for t, v in attrs)
+    head = _u16(stun_type(method, cls))
+    tail = _u32(MAGIC_COOKIE) + transaction_id
+    if integrity_key is not None:
+        mac = hmac.new(integrity_key, head + _u16(len(body) + 24) + tail + body, hashlib.sha1).digest()
+        body += _attr(A_MESSAGE_INTEGRITY, mac)
+    if fingerprint:
+        crc = zlib.crc32(head + _u16(len(body) + 8) + tail + body) ^ 0x5354554E
+        body += _attr(A_FINGERPRINT, _u32(crc))
+    return head + _u16(len(body)) + tail + body
+
+
+def _u32(n: int) -> bytes:
+    return struct.pack("!I", n)
+
+
+def build_error_code(code: int, reason: str) -> tuple[int, bytes]:
+    return A_ERROR_CODE, b"\x00\x00" + _u8(code // 100) + _u8(code % 100) + reason.encode()
+
+
+def build_xor_address(attr_type: int, ip: str, port: int, transaction_id: bytes) -> tuple[int, bytes]:
+    addr = ipaddress.ip_address(ip)
+    xport = port ^ (MAGIC_COOKIE >> 16)
+    if addr.version == 4:
+        return attr_type, b"\x00\x01" + _u16(xport) + _u32(int(addr) ^ MAGIC_COOKIE)
+    mask = int.from_bytes(_u32(MAGIC_COOKIE) + transaction_id, "big")
+    return attr_type, b"\x00\x02" + _u16(xport) + (int(addr) ^ mask).to_bytes(16, "big")
+
+
+def build_channel_data(channel: int, payload: bytes, pad: bool = False) -> bytes:
+    """RFC 8656 section 12.4; over TCP the message is padded to a multiple of 4 (section 12.5)."""
+    msg = _u16(channel) + _vec16(payload)
+    return msg + bytes(-len(msg) % 4) if pad else msg
+
+
+def long_term_key(user: str = TURN_USER, realm: str = TURN_REALM, password: str = TURN_PASSWORD) -> bytes:
+    return hashlib.md5(f"{user}:{realm}:{password}".encode()).digest()  # RFC 8489 section 9.2.2
+
+
+def rtp_packet(rng: random.Random, seq: int, ts: int, ssrc: int, size: int, pt: int = 111) -> bytes:
+    """An SRTP packet: 12-byte RTP header (RFC 3550), opaque payload, 10-byte auth tag."""
+    return b"\x80" + _u8(pt) + _u16(seq & 0xFFFF) + _u32(ts & 0xFFFFFFFF) + _u32(ssrc) + rng.randbytes(size + 10)
+
+
+# =====================================================================================
+# Capture model and file writers
+# =====================================================================================
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    name: str
+    description: str
+    tsresol: int = 6  # decimal digits: 6 = microseconds, 9 = nanoseconds
+
+
+@dataclass
+class Capture:
+    """Frames of one sample; helpers append (time, order, interface, bytes) and the writer sorts by time."""
+
+    name: str
+    interfaces: tuple[Interface, ...] = (Interface(r"\Device\NPF_{4C1B7E2A-20F5-4D15-9E0C-2024061200A1}", "Ethernet"),)
+    rng: random.Random = field(init=False)
+    frames: list[tuple[int, int, int, bytes]] = field(default_factory=list)
+    _client_ip_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(f"{SEED}:{self.name}")  # str seeds are stable across runs and hash seeds
+        self._client_ip_id = self.rng.randrange(0x1000, 0x8000)
+
+    def ip_id(self, src: str) -> int:
+        if src == CLIENT:  # Windows: one global counter
+            self._client_ip_id = (self._client_ip_id + 1) & 0xFFFF
+            return self._client_ip_id
+        return self.rng.randrange(0, 0x10000)
+
+    def emit(self, t: int, l4, src: str, dst: str, iface: int = 0, ttl: int | None = None, df: bool = True) -> None:
+        """Wrap a layer-4 scapy packet in IP/IPv6 and Ethernet and record it at time t (ns from EPOCH)."""
+        assert t % 1000 == 0, "keep times on whole microseconds so every resolution stores them exactly"
+        if ttl is None:
+            ttl = TTL_CLIENT if src in (CLIENT, CLIENT6) else (TTL_LAN if src in (GATEWAY, PROXY) else TTL_INTERNET)
+        if ":" in src:
+            net = IPv6(src=src, dst=dst, hlim=ttl)
+        else:
+            net = IP(src=src, dst=dst, ttl=ttl, id=self.ip_id(src), flags="DF" if df else 0)
+        outbound = src in (CLIENT, CLIENT6)
+        lan_peer = PROXY_MAC if PROXY in (src, dst) else GATEWAY_MAC
+        eth = Ether(src=CLIENT_MAC, dst=lan_peer) if outbound else Ether(src=lan_peer, dst=CLIENT_MAC)
+        self.frames.append((t, len(self.frames), iface, bytes(eth / net / l4)))
+
+    def sorted_frames(self) -> list[tuple[int, int, bytes]]:
+        return [(t, iface, data) for t, _, iface, data in sorted(self.frames)]
+
+
+def _pad4(b: bytes) -> bytes:
+    return b + bytes(-len(b) % 4)
+
+
+def _option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + _pad4(value)
+
+
+def _block(block_type: int, body: bytes) -> bytes:
+    body = _pad4(body)
+    total = 12 + len(body)
+    return struct.pack("<II", block_type, total) + body + struct.pack("<I", total)
+
+
+def pcapng_bytes(cap: Capture) -> bytes:
+    """pcapng (draft-ietf-opsawg-pcapng): SHB, one IDB per interface, one EPB per frame."""
+    shb_opts = _option(4, b"meshpcap samples/make_samples.py") + _option(0, b"")
+    out = [_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + shb_opts)]
+    for itf in cap.interfaces:
+        opts = (_option(2, itf.name.encode()) + _option(3, itf.description.encode())
+                + _option(9, bytes([itf.tsresol])) + _option(0, b""))
+        out.append(_block(1, struct.pack("<HHI", 1, 0, 262144) + opts))  # LINKTYPE_ETHERNET
+    for t, iface, data in cap.sorted_frames():
+        ticks = (EPOCH_NS + t) // 10 ** (9 - cap.interfaces[iface].tsresol)
+        out.append(_block(6, struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data)) + data))
+    return b"".join(out)
+
+
+def pcap_bytes(cap: Capture) -> bytes:
+    """Classic libpcap file, microsecond timestamps, Ethernet."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)]
+    for t, _, data in cap.sorted_frames():
+        sec, ns = divmod(EPOCH_NS + t, SEC)
+        out.append(struct.pack("<IIII", sec, ns // 1000, len(data), len(data)) + data)
+    return b"".join(out)
+
+
+# =====================================================================================
+# Traffic helpers
+# =====================================================================================
+
+class TcpConn:
+    """One TCP connection with correct sequence/acknowledgement numbers (RFC 9293)."""
+
+    SYN_OPTS = [("MSS", 1460), ("NOP", None), ("WScale", 8), ("NOP", None), ("NOP", None), ("SAckOK", b"")]
+    SYNACK_OPTS = [("MSS", 1440), ("NOP", None), ("WScale", 8), ("SAckOK", b""), ("EOL", None)]
+
+    def __init__(self, cap: Capture, server: str, sport: int, dport: int = 443, client: str = CLIENT,
+                 iface: int = 0, server_ttl: int | None = None, mss: int = 1460):
+        self.cap, self.client, self.server = cap, client, server
+        self.sport, self.dport, self.iface, self.server_ttl = sport, dport, iface, server_ttl
+        self.mss = mss - (20 if ":" in client else 0)
+        self.cseq = cap.rng.getrandbits(32)  # next sequence number to send, per side
+        self.sseq = cap.rng.getrandbits(32)
+        self.cack = 0  # what the client acknowledges
+        self.sack = 0
+
+    def seg(self, t: int, from_client: bool, flags: str, payload: bytes = b"", options=None) -> None:
+        """Send one segment from one side; sequence numbers advance by payload length (+1 for SYN/FIN)."""
+        if from_client:
+            seq, ack, src, dst, sp, dp, win, ttl = (self.cseq, self.cack, self.client, self.server, self.sport,
+                                                    self.dport, 1026, None)
+        else:
+            seq, ack, src, dst, sp, dp, win, ttl = (self.sseq, self.sack, self.server, self.client, self.dport,
+                                                    self.sport, 2050, self.server_ttl)
+        if "S" in flags and "A" not in flags:
+            win = 64240
+        if "S" in flags and "A" in flags:
+            win = 65535
+        tcp = TCP(sport=sp, dport=dp, seq=seq, ack=ack if "A" in flags else 0, flags=flags, window=win,
+                  options=options or [])
+        self.cap.emit(t, tcp / Raw(payload) if payload else tcp, src, dst, self.iface, ttl)
+        advance = len(payload) + ("S" in flags) + ("F" in flags)
+        if from_client:
+            self.cseq = (self.cseq + advance) & 0xFFFFFFFF
+            self.sack = self.cseq if advance else self.sack
+        else:
+            self.sseq = (self.sseq + advance) & 0xFFFFFFFF
+            self.cack = self.sseq if advance else self.cack
+
+    def handshake(self, t: int, rtt: int) -> int:
+        self.seg(t, True, "S", options=self.SYN_OPTS)
+        self.seg(t + rtt, False, "SA", options=self.SYNACK_OPTS)
+        self.seg(t + rtt + 60_000, True, "A")
+        return t + rtt + 60_000
+
+    def send(self, t: int, from_client: bool, data: bytes, gap: int = 40_000) -> int:
+        """Send data in MSS-sized segments, PSH on the last one; returns the time of the last segment."""
+        chunks = [data[i:i + self.mss] for i in range(0, len(data), self.mss)]
+        for i, chunk in enumerate(chunks):
+            self.seg(t, from_client, "PA" if i == len(chunks) - 1 else "A", chunk)
+            if i < len(chunks) - 1:
+                t += gap
+        return t
+
+    def ack(self, t: int, from_client: bool) -> int:
+        self.seg(t, from_client, "A")
+        return t
+
+    def close(self, t: int, rtt: int, from_client: bool = True) -> int:
+        """FIN from one side, FIN/ACK back, last ACK (RFC 9293 section 3.6)."""
+        self.seg(t, from_client, "FA")
+        self.seg(t + rtt, not from_client, "FA")
+        self.seg(t + rtt + 50_000, from_client, "A")
+        return t + rtt + 50_000
+
+
+def ephemeral_port(cap: Capture) -> int:
+    return cap.rng.randrange(49152, 65536)  # Windows dynamic port range
+
+
+def dns_exchange(cap: Capture, t: int, name: str, qtype: str = "A", nxdomain: bool = False, rtt: int = 9 * MS) -> int:
+    """Client query to the resolver and its answer (CNAME chain then address), names compressed (RFC 1035 4.1.4)."""
+    sport = ephemeral_port(cap)
+    txid = cap.rng.getrandbits(16)
+    query = DNS(id=txid, rd=1, qd=DNSQR(qname=name, qtype=qtype))
+    cap.emit(t, UDP(sport=sport, dport=53) / query, CLIENT, GATEWAY)
+    if nxdomain:
+        reply = DNS(id=txid, qr=1, rd=1, ra=1, rcode=3, qd=DNSQR(qname=name, qtype=qtype))
+    else:
+        chain, addr = HOSTS[name]
+        rrs, owner = [], name
+        for target in chain:
+            rrs.append(DNSRR(rrname=owner, type="CNAME", ttl=cap.rng.randrange(30, 3600), rdata=target))
+            owner = target
+        rrs.append(DNSRR(rrname=owner, type=qtype, ttl=cap.rng.randrange(10, 300), rdata=addr))
+        reply = DNS(id=txid, qr=1, rd=1, ra=1, qd=DNSQR(qname=name, qtype=qtype), an=rrs)
+    cap.emit(t + rtt, UDP(sport=53, dport=sport) / DNS(bytes(reply)).compress(), GATEWAY, CLIENT)
+    return t + rtt
+
+
+def tls13_session(cap: Capture, t: int, sni: str, server: str | None = None, *, rtt: int = 18 * MS,
+                  pq_key_share: bool = False, requests: int = 2, close: bool = True, dns: bool = True,
+                  client: str = CLIENT, iface: int = 0) -> int:
+    """DNS, then a TCP 443 connection carrying a TLS 1.3 handshake and a few request/response records."""
+    if dns:
+        t = dns_exchange(cap, t, sni, "AAAA" if ":" in client else "A") + 2 * MS
+    server = server or HOSTS[sni][1]
+    conn = TcpConn(cap, server, ephemeral_port(cap), client=client, iface=iface)
+    t = conn.handshake(t, rtt)
+    hello = build_client_hello(cap.rng, sni, alpn=("h2", "http/1.1"), pq_key_share=pq_key_share, ech=True)
+    return _tls13_after_hello(cap, conn, t, hello, rtt, requests, close)
+
+
+def _tls13_after_hello(cap: Capture, conn: TcpConn, t: int, hello: bytes, rtt: int, requests: int,
+                       close: bool, session_id: bytes | None = None) -> int:
+    rng = cap.rng
+    t = conn.send(t + 1 * MS, True, hello)
+    sid = hello[44:44 + hello[43]] if session_id is None else session_id
+    flight = (tls_record(TLS_HANDSHAKE, server_hello_message(rng, 0x0304, sid)) + CCS_RECORD
+              + app_data(rng, rng.randrange(1800, 3200)) + app_data(rng, 53))  # EE+Cert+CV, Finished
+    t = conn.send(t + rtt, False, flight, gap=80_000)
+    t = conn.send(t + 2 * MS, True, CCS_RECORD + app_data(rng, 53) + app_data(rng, rng.randrange(300, 700)))
+    for _ in range(requests):
+        t = conn.send(t + rtt, False, app_data(rng, rng.randrange(200, 1600)), gap=60_000)
+        t = conn.ack(t + 30 * MS, True)
+        t = conn.send(t + rng.randrange(50, 400) * MS, True, app_data(rng, rng.randrange(120, 900)))
+    t = conn.ack(t + rtt, False)
+    if close:
+        t = conn.close(t + 200 * MS, rtt)
+    return t
+
+
+def tls12_session_with_certificate(cap: Capture, t: int, sni: str, rtt: int = 21 * MS) -> int:
+    """TLS 1.2 (ECDHE-RSA-AES128-GCM): the server's Certificate is visible in clear (RFC 5246 section 7.3)."""
+    rng = cap.rng
+    t = dns_exchange(cap, t, sni) + 2 * MS
+    conn = TcpConn(cap, HOSTS[sni][1], ephemeral_port(cap))
+    t = conn.handshake(t, rtt)
+    t = conn.send(t + 1 * MS, True, build_client_hello(rng, sni, alpn=("http/1.1",), padding_to=517))
+    ske = _u8(12) + _vec24(b"\x03" + _u16(X25519) + _vec8(rng.randbytes(32)) + _u16(0x0804) + _vec16(rng.randbytes(256)))
+    flight = (tls_record(TLS_HANDSHAKE, server_hello_message(rng, 0x0303, rng.randbytes(32), alpn="http/1.1"))
+              + build_certificate_record(sample_certificate(sni))
+              + tls_record(TLS_HANDSHAKE, ske) + tls_record(TLS_HANDSHAKE, b"\x0e\x00\x00\x00"))
+    t = conn.send(t + rtt, False, flight)
+    cke = tls_record(TLS_HANDSHAKE, _u8(16) + _vec24(_vec8(rng.randbytes(32))))
+    t = conn.send(t + 2 * MS, True, cke + CCS_RECORD + tls_record(TLS_HANDSHAKE, rng.randbytes(40)))
+    t = conn.send(t + rtt, False, CCS_RECORD + tls_record(TLS_HANDSHAKE, rng.randbytes(40)))
+    t = conn.send(t + 1 * MS, True, app_data(rng, 420))
+    t = conn.send(t + rtt + 30 * MS, False, app_data(rng, 1900))
+    t = conn.ack(t + 1 * MS, True)
+    return conn.close(t + 300 * MS, rtt)
+
+
+@dataclass
+class TurnClient:
+    """One TURN allocation from one client 5-tuple (RFC 8656), over UDP or framed on TCP."""
+
+    cap: Capture
+    relay: str
+    relay_port: int = 3478
+    sport: int = 0
+    iface: int = 0
+    tcp: TcpConn | None = None
+    channel: int = 0x4000
+    ssrc: int = 0
+    rtp_seq: int = 0
+    mapped_port: int = 0  # the client's port as the relay sees it, after NAT
+    auth: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.sport = self.sport or ephemeral_port(self.cap)
+        self.mapped_port = self.cap.rng.randrange(1024, 65536)
+        self.ssrc = self.cap.rng.getrandbits(32)
+        self.rtp_seq = self.cap.rng.getrandbits(16)
+
+    def tid(self) -> bytes:
+        return self.cap.rng.randbytes(12)
+
+    def send(self, t: int, data: bytes, from_client: bool = True) -> None:
+        if self.tcp is not None:
+            self.tcp.send(t, from_client, data)
+        elif from_client:
+            self.cap.emit(t, UDP(sport=self.sport, dport=self.relay_port) / Raw(data), CLIENT, self.relay, self.iface)
+        else:
+            self.cap.emit(t, UDP(sport=self.relay_port, dport=self.sport) / Raw(data), self.relay, CLIENT, self.iface)
+
+    def exchange(self, t: int, request: bytes, response: bytes, rtt: int) -> int:
+        self.send(t, request)
+        self.send(t + rtt, response, from_client=False)
+        return t + rtt
+
+    def binding(self, t: int, rtt: int = 22 * MS) -> int:
+        """Server-reflexive discovery: Binding request -> success with XOR-MAPPED-ADDRESS (RFC 8489)."""
+        tid = self.tid()
+        req = build_stun(BINDING, REQUEST, [], tid, fingerprint=True)
+        resp = build_stun(BINDING, SUCCESS, [build_xor_address(A_XOR_MAPPED, NAT_PUBLIC, self.mapped_port, tid),
+                                             (A_SOFTWARE, b"Microsoft Teams Transport Relay")], tid, fingerprint=True)
+        return self.exchange(t, req, resp, rtt)
+
+    def allocate(self, t: int, peer: str = MEDIA_PEER, rtt: int = 22 * MS) -> int:
+        """Allocate -> 401 (REALM, NONCE) -> authenticated Allocate -> success; CreatePermission; ChannelBind."""
+        rng, key = self.cap.rng, long_term_key()
+        transport = (A_REQ_TRANSPORT, b"\x11\x00\x00\x00")  # UDP (RFC 8656 section 18.11)
+        tid, nonce = self.tid(), rng.randbytes(16).hex().encode()
+        t = self.exchange(t, build_stun(ALLOCATE, REQUEST, [transport], tid, fingerprint=True),
+                          build_stun(ALLOCATE, ERROR, [build_error_code(401, "Unauthorized"),
+                                                       (A_REALM, TURN_REALM.encode()), (A_NONCE, nonce)],
+                                     tid, fingerprint=True), rtt)
+        # The retry carries the credentials and the NONCE from the 401 (RFC 8489 section 9.2.4).
+        auth = [(A_USERNAME, TURN_USER.encode()), (A_REALM, TURN_REALM.encode()), (A_NONCE, nonce)]
+        tid = self.tid()
+        relayed_port = rng.randrange(50000, 60000)
+        t = self.exchange(t + 2 * MS, build_stun(ALLOCATE, REQUEST, [transport, (A_LIFETIME, _u32(600))] + auth, tid,
+                                                 key, fingerprint=True),
+                          build_stun(ALLOCATE, SUCCESS, [build_xor_address(A_XOR_RELAYED, self.relay, relayed_port, tid),
+                                                         build_xor_address(A_XOR_MAPPED, NAT_PUBLIC,
+                                                                           self.mapped_port, tid),
+                                                         (A_LIFETIME, _u32(600))], tid, key, fingerprint=True), rtt)
+        peer_port = rng.randrange(50000, 60000)
+        tid = self.tid()
+        t = self.exchange(t + 2 * MS, build_stun(CREATE_PERMISSION, REQUEST,
+                                                 [build_xor_address(A_XOR_PEER, peer, peer_port, tid)] + auth, tid,
+                                                 key, fingerprint=True),
+                          build_stun(CREATE_PERMISSION, SUCCESS, [], tid, key, fingerprint=True), rtt)
+        tid = self.tid()
+        t = self.exchange(t + 2 * MS, build_stun(CHANNEL_BIND, REQUEST,
+                                                 [(A_CHANNEL_NUMBER, _u16(self.channel) + b"\x00\x00"),
+                                                  build_xor_address(A_XOR_PEER, peer, peer_port, tid)] + auth, tid,
+                                                 key, fingerprint=True),
+                          build_stun(CHANNEL_BIND, SUCCESS, [], tid, key, fingerprint=True), rtt)
+        self.auth = auth
+        return t
+
+    def media(self, t: int, seconds: float, interval: int = 40 * MS, rtt: int = 22 * MS) -> int:
+        """Audio both ways as ChannelData (RFC 8656 section 12) carrying SRTP."""
+        rng = self.cap.rng
+        remote_ssrc, remote_seq = rng.getrandbits(32), rng.getrandbits(16)
+        n = int(seconds * SEC / interval)
+        for i in range(n):
+            at = t + i * interval + rng.randrange(0, 3000) * 1000
+            up = rtp_packet(rng, self.rtp_seq + i, i * 1920, self.ssrc, rng.randrange(60, 140))
+            self.send(at, build_channel_data(self.channel, up, pad=self.tcp is not None))
+            down = rtp_packet(rng, remote_seq + i, i * 1920, remote_ssrc, rng.randrange(60, 140))
+            self.send(at + rtt // 2 + rng.randrange(0, 4000) * 1000, build_channel_data(self.channel, down,
+                                                                                       pad=self.tcp is not None),
+                      from_client=False)
+        self.rtp_seq += n
+        return t + n * interval + rtt
+
+    def refresh(self, t: int, lifetime: int, rtt: int = 22 * MS) -> int:
+        """Refresh (RFC 8656 section 7); lifetime 0 deletes the allocation."""
+        key, tid = long_term_key(), self.tid()
+        auth = self.auth or [(A_USERNAME, TURN_USER.encode()), (A_REALM, TURN_REALM.encode()),
+                             (A_NONCE, self.cap.rng.randbytes(16).hex().encode())]
+        return self.exchange(t, build_stun(REFRESH, REQUEST, [(A_LIFETIME, _u32(lifetime))] + auth, tid, key,
+                                           fingerprint=True),
+                             build_stun(REFRESH, SUCCESS, [(A_LIFETIME, _u32(lifetime))], tid, key,
+                                        fingerprint=True), rtt)
+
+
+def udp_media(cap: Capture, t: int, server: str, dport: int, seconds: float, *, sport: int | None = None,
+              both_ways: bool = True, interval: int = 50 * MS, iface: int = 0, rtt: int = 24 * MS) -> int:
+    """Opaque UDP datagrams (e.g. the multi-room 30000-30499 traffic, whose protocol is undocumented)."""
+    rng = cap.rng
+    sport = sport or ephemeral_port(cap)
+    n = int(seconds * SEC / interval)
+    for i in range(n):
+        at = t + i * interval + rng.randrange(0, 2000) * 1000
+        cap.emit(at, UDP(sport=sport, dport=dport) / Raw(rng.randbytes(rng.randrange(80, 260))), CLIENT, server, iface)
+        if both_ways:
+            cap.emit(at + rtt, UDP(sport=dport, dport=sport) / Raw(rng.randbytes(rng.randrange(80, 400))), server,
+                     CLIENT, iface)
+    return t + n * interval + rtt
+
+
+def syn_retries(cap: Capture, t: int, server: str, dport: int, tries: int = 3) -> int:
+    """A SYN that nobody answers: Windows retransmits after 1 s, then 2 s (RFC 6298 doubling)."""
+    conn = TcpConn(cap, server, ephemeral_port(cap), dport)
+    gap = 1 * SEC
+    for _ in range(tries):
+        conn.seg(t, True, "S", options=TcpConn.SYN_OPTS)
+        conn.cseq = (conn.cseq - 1) & 0xFFFFFFFF  # a retransmission reuses the sequence number
+        t += gap
+        gap *= 2
+    return t
+
+
+def icmp_unreachable(cap: Capture, t: int, code: int, original: bytes, quote: int | None) -> None:
+    """ICMP type 3 from the firewall quoting the dropped packet (RFC 792; RFC 1812 4.3.2.3 allows more)."""
+    quoted = original if quote is None else original[:quote]
+    cap.emit(t, ICMP(type=3, code=code) / Raw(quoted), GATEWAY, CLIENT, df=False)
+
+
+def last_ip_packet(cap: Capture) -> bytes:
+    """The IP datagram of the frame appended last (strip the 14-byte Ethernet header)."""
+    return cap.frames[-1][3][14:]
+
+
+# =====================================================================================
+# The samples (one function each; samples/README.md says what meshpcap should report)
+# =====================================================================================
+
+ETH0 = Interface(r"\Device\NPF_{4C1B7E2A-20F5-4D15-9E0C-2024061200A1}", "Ethernet")
+ETH1 = Interface(r"\Device\NPF_{9D02A6F3-7B44-4E51-A1C8-2024061200B2}", "Ethernet 2", tsresol=9)
+
+
+def signalling(cap: Capture, t: int, names=("mesh.office.com", "ecs.office.com", "mesh.cloud.microsoft")) -> int:
+    """The healthy HTTPS part of a session; the first hello carries a post-quantum key share (two segments)."""
+    end = t
+    for i, name in enumerate(names):
+        end = max(end, tls13_session(cap, t + i * 150 * MS, name, pq_key_share=(i == 0)))
+    return end
+
+
+def healthy_multi_room() -> Capture:
+    cap = Capture("healthy-multi-room", interfaces=(ETH0, ETH1))
+    signalling(cap, 0, ("mesh.office.com", "ocws.officeapps.live.com", "mesh.cloud.microsoft", "ecs.office.com",
+                        "graph.microsoft.com"))
+    tls12_session_with_certificate(cap, 900 * MS, "meshsvc-weu.westeurope.cloudapp.azure.com")
+    turn = TurnClient(cap, RELAY, 3478, iface=1)
+    t = turn.allocate(1500 * MS)
+    t = turn.media(t + 20 * MS, 2.0)
+    turn.refresh(t + 50 * MS, 0)
+    udp_media(cap, 2000 * MS, MEDIA30K, 30012, 2.5, interval=100 * MS, iface=1)
+    return cap
+
+
+def relay_udp_dropped() -> Capture:
+    cap = Capture("relay-udp-dropped")
+    signalling(cap, 0)
+    turn = TurnClient(cap, RELAY, 3478)
+    tid = turn.tid()
+    request = build_stun(ALLOCATE, REQUEST, [(A_REQ_TRANSPORT, b"\x11\x00\x00\x00")], tid, fingerprint=True)
+    start = 1000 * MS
+    for at in (0, 500, 1500, 3500, 7500):  # RFC 8489 section 6.2.1: RTO 500 ms, doubling; same transaction ID
+        turn.send(start + at * MS, request)
+    # Fallback: TURN framed directly on TCP 443 to the same relay (RFC 8656 section 3.1, no TLS).
+    conn = TcpConn(cap, RELAY, ephemeral_port(cap), 443)
+    t = conn.handshake(start + 9500 * MS, 22 * MS)
+    tcp_turn = TurnClient(cap, RELAY, 443, sport=conn.sport, tcp=conn)
+    t = tcp_turn.allocate(t + 1 * MS)
+    t = tcp_turn.media(t + 20 * MS, 1.5)
+    t = conn.ack(t + 1 * MS, True)
+    conn.close(t + 100 * MS, 22 * MS)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
+    return cap
+
+
+def azure_30000_dropped() -> Capture:
+    cap = Capture("azure-30000-dropped")
+    signalling(cap, 0)
+    turn = TurnClient(cap, RELAY, 3478)
+    t = turn.allocate(1200 * MS)
+    turn.media(t + 20 * MS, 2.0)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 3.0, both_ways=False, interval=100 * MS)
+    udp_media(cap, 1700 * MS, MEDIA30K, 30013, 1.0, both_ways=False, interval=250 * MS)
+    syn_retries(cap, 1600 * MS, MEDIA30K, 30012, tries=3)
+    return cap
+
+
+def rst_refused(cap: Capture, t: int, name: str, tries: int = 3) -> int:
+    """SYN answered by RST/ACK carrying the server's address but the firewall's TTL; Windows retries twice."""
+    t = dns_exchange(cap, t, name) + 2 * MS
+    conn = TcpConn(cap, HOSTS[name][1], ephemeral_port(cap), 443, server_ttl=TTL_LAN)
+    for _ in range(tries):
+        conn.seg(t, True, "S", options=TcpConn.SYN_OPTS)
+        conn.sseq = 0
+        conn.seg(t + 1 * MS, False, "RA")
+        conn.cseq = (conn.cseq - 1) & 0xFFFFFFFF
+        t += 500 * MS
+    return t
+
+
+def reject_rst() -> Capture:
+    cap = Capture("reject-rst")
+    signalling(cap, 0, ("mesh.office.com", "ecs.office.com"))
+    rst_refused(cap, 400 * MS, "meshsvc-weu.westeurope.cloudapp.azure.com")
+    rst_refused(cap, 700 * MS, "mesh.cloud.microsoft")
+    turn = TurnClient(cap, RELAY, 3478)
+    t = turn.allocate(1200 * MS)
+    turn.media(t + 20 * MS, 2.0)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
+    return cap
+
+
+def reject_icmp() -> Capture:
+    cap = Capture("reject-icmp")
+    signalling(cap, 0)
+    turn = TurnClient(cap, RELAY, 3478)
+    tid = turn.tid()
+    request = build_stun(ALLOCATE, REQUEST, [(A_REQ_TRANSPORT, b"\x11\x00\x00\x00")], tid, fingerprint=True)
+    start = 1000 * MS
+    for at in (0, 500, 1500):
+        turn.send(start + at * MS, request)
+        # RFC 792 minimum quote: the IP header and the first 8 bytes of the datagram (the UDP header).
+        icmp_unreachable(cap, start + at * MS + 1 * MS, 13, last_ip_packet(cap), quote=28)
+    t = dns_exchange(cap, 1200 * MS, "meshsvc-weu.westeurope.cloudapp.azure.com") + 2 * MS
+    conn = TcpConn(cap, HOSTS["meshsvc-weu.westeurope.cloudapp.azure.com"][1], ephemeral_port(cap), 443)
+    for _ in range(2):
+        conn.seg(t, True, "S", options=TcpConn.SYN_OPTS)
+        conn.cseq = (conn.cseq - 1) & 0xFFFFFFFF
+        icmp_unreachable(cap, t + 1 * MS, 10, last_ip_packet(cap), quote=None)  # RFC 1812: whole SYN quoted
+        t += 1 * SEC
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
+    return cap
+
+
+def tls_refused() -> Capture:
+    cap = Capture("tls-refused")
+    signalling(cap, 0)
+    name = "res-1.cdn.office.net"
+    t = dns_exchange(cap, 600 * MS, name) + 2 * MS
+    for desc in (49, 49):  # fatal access_denied, then the client's retry gets the same
+        conn = TcpConn(cap, HOSTS[name][1], ephemeral_port(cap), 443)
+        t = conn.handshake(t, 20 * MS)
+        t = conn.send(t + 1 * MS, True, build_client_hello(cap.rng, name, alpn=("h2", "http/1.1"), ech=True))
+        conn.seg(t + 3 * MS, False, "PA", build_alert(2, desc))
+        conn.seg(t + 3 * MS + 10_000, False, "RA")
+        t += 1 * SEC
+    turn = TurnClient(cap, RELAY, 3478)
+    t = turn.allocate(1200 * MS)
+    turn.media(t + 20 * MS, 2.0)
+    return cap
+
+
+def http_connect(cap: Capture, t: int, host: str, allowed: bool) -> int:
+    """CONNECT host:443 through the explicit proxy (RFC 9110 section 9.3.6), TLS inside when allowed."""
+    conn = TcpConn(cap, PROXY, ephemeral_port(cap), PROXY_PORT)
+    t = conn.handshake(t, 1 * MS)
+    request = (f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Connection: keep-alive\r\n"
+               "User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) Mesh/5.2406\r\n\r\n").encode()
+    t = conn.send(t + 1 * MS, True, request)
+    if not allowed:
+        body = (b"<html><head><title>403 Forbidden</title></head><body><h1>Access denied</h1>"
+                b"<p>The requested URL is blocked by policy.</p></body></html>\n")
+        answer = (b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nContent-Length: " + str(len(body)).encode()
+                  + b"\r\nConnection: close\r\nProxy-Connection: close\r\n\r\n" + body)
+        t = conn.send(t + 2 * MS, False, answer)
+        return conn.close(t + 1 * MS, 1 * MS, from_client=False)
+    t = conn.send(t + 35 * MS, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
+    hello = build_client_hello(cap.rng, host, alpn=("h2", "http/1.1"), ech=True)
+    return _tls13_after_hello(cap, conn, t, hello, 36 * MS, 1, True)
+
+
+def proxy_403() -> Capture:
+    cap = Capture("proxy-403")
+    t = dns_exchange(cap, 0, "proxy.corp.example")
+    for i, (host, allowed) in enumerate((("mesh.office.com", True), ("ecs.office.com", True),
+                                         ("ocws.officeapps.live.com", True), ("mesh.cloud.microsoft", False),
+                                         ("graph.microsoft.com", True))):
+        http_connect(cap, t + 5 * MS + i * 120 * MS, host, allowed)
+    turn = TurnClient(cap, RELAY, 3478)  # media goes direct: the proxy only carries HTTP
+    t = turn.allocate(1000 * MS)
+    turn.media(t + 20 * MS, 1.5)
+    return cap
+
+
+def mid_session() -> Capture:
+    cap = Capture("mid-session")
+    rng = cap.rng
+    # Established connections: no SYN; the first segment of one starts in the middle of a TLS record.
+    for i, name in enumerate(("mesh.office.com", "ecs.office.com", "graph.microsoft.com")):
+        conn = TcpConn(cap, HOSTS[name][1], ephemeral_port(cap), 443)
+        conn.cack, conn.sack = conn.sseq, conn.cseq
+        t = i * 70 * MS
+        if i == 0:
+            t = conn.send(t, False, rng.randbytes(700)) + 1 * MS  # tail of a record that began before the capture
+            conn.ack(t, True)
+        for _ in range(4):
+            t = conn.send(t + rng.randrange(150, 450) * MS, True, app_data(rng, rng.randrange(90, 600)))
+            t = conn.send(t + 25 * MS, False, app_data(rng, rng.randrange(90, 1800)))
+            conn.ack(t + 20 * MS, True)
+        if name == "ecs.office.com":
+            conn.close(t + 300 * MS, 25 * MS, from_client=False)
+    turn = TurnClient(cap, RELAY, 3478)  # allocation and ChannelBind happened before the capture started
+    turn.media(0, 3.0)
+    turn.refresh(2000 * MS + 7 * MS, 600)
+    udp_media(cap, 10 * MS, MEDIA30K, 30012, 3.0, interval=100 * MS)
+    tls13_session(cap, 1500 * MS, "ocws.officeapps.live.com", requests=1)
+    return cap
+
+
+def single_room_teams() -> Capture:
+    cap = Capture("single-room-teams")
+    signalling(cap, 0, ("teams.microsoft.com", "api.flightproxy.teams.microsoft.com", "config.edge.skype.com",
+                        "aka.ms", "compass-ssl.microsoft.com"))
+    audio = TurnClient(cap, RELAY, 3478, sport=50010)
+    audio.binding(900 * MS)
+    TurnClient(cap, RELAY2, 3480, sport=50020).binding(920 * MS)
+    turn = TurnClient(cap, RELAY, 3479, sport=50010)
+    t = turn.allocate(1000 * MS)
+    t = turn.media(t + 20 * MS, 2.0)
+    turn.refresh(t + 30 * MS, 0)
+    return cap
+
+
+def quic_connection(cap: Capture, t: int, name: str, rtt: int = 20 * MS) -> int:
+    """QUIC v1 on UDP 443: a ClientHello too large for one Initial is split over two datagrams (RFC 9000 17.2.2)."""
+    rng = cap.rng
+    t = dns_exchange(cap, t, name) + 2 * MS
+    server, sport = HOSTS[name][1], ephemeral_port(cap)
+    dcid, scid, server_cid = rng.randbytes(8), rng.randbytes(8), rng.randbytes(8)
+    params = b"".join(quic_varint(k) + quic_varint(len(v)) + v for k, v in (
+        (0x01, quic_varint(30000)), (0x04, quic_varint(15728640)), (0x05, quic_varint(6291456)),
+        (0x08, quic_varint(100)), (0x0F, scid)))
+    hello = client_hello_message(rng, name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, quic_params=params)
+    first = 1100
+    parts = [crypto_frame(0, hello[:first]), crypto_frame(first, hello[first:])]
+    assert len(hello) > first + 200, "the hello must really need two Initials"
+
+    def up(at: int, payload: bytes) -> None:
+        cap.emit(at, UDP(sport=sport, dport=443) / Raw(payload), CLIENT, server)
+
+    def down(at: int, payload: bytes) -> None:
+        cap.emit(at, UDP(sport=443, dport=sport) / Raw(payload), server, CLIENT)
+
+    up(t, encrypt_client_initial(QUIC_V1, dcid, scid, 0, parts[0]))
+    up(t + 100_000, encrypt_client_initial(QUIC_V1, dcid, scid, 1, parts[1]))
+    sh = server_hello_message(rng, 0x0304)
+    ack = b"\x02\x01\x00\x00\x01"  # ACK largest 1, delay 0, 0 extra ranges, first range 1 (RFC 9000 19.3)
+    initial = encrypt_server_initial(QUIC_V1, dcid, scid, server_cid, 0, ack + crypto_frame(0, sh))
+    handshake = (_u8(0xE3) + struct.pack("!I", QUIC_V1) + _vec8(scid) + _vec8(server_cid)
+                 + _u16(0x4000 | 1000) + rng.randbytes(1000))  # Handshake packet: opaque without the TLS keys
+    t += rtt
+    down(t, initial + handshake)
+    down(t + 200_000, _u8(0xE1) + struct.pack("!I", QUIC_V1) + _vec8(scid) + _vec8(server_cid)
+         + _u16(0x4000 | 900) + rng.randbytes(900))
+    t += 1 * MS
+    client_hs = (_u8(0xE1) + struct.pack("!I", QUIC_V1) + _vec8(server_cid) + _vec8(scid)
+                 + _u16(0x4000 | 80) + rng.randbytes(80))
+    ack0 = b"\x02\x00\x00\x00\x00"  # ACK of the server's Initial 0
+    # Keys stay those of the client's first dcid; the datagram is padded to 1200 (RFC 9000 section 14.1).
+    up(t, _encrypt_initial("client", QUIC_V1, dcid, server_cid, scid, 2, ack0, 1200 - len(client_hs)) + client_hs)
+    for i in range(12):  # 1-RTT packets, short header (RFC 9000 section 17.3)
+        at = t + (i + 1) * 60 * MS
+        up(at, _u8(0x40 | rng.getrandbits(5)) + server_cid + rng.randbytes(rng.randrange(40, 300)))
+        down(at + rtt, _u8(0x40 | rng.getrandbits(5)) + scid + rng.randbytes(rng.randrange(40, 1200)))
+    return t + 13 * 60 * MS
+
+
+def quic_and_ipv6() -> Capture:
+    cap = Capture("quic-and-ipv6")
+    signalling(cap, 0, ("mesh.office.com",))
+    quic_connection(cap, 300 * MS, "teams.cloud.microsoft")
+    tls13_session(cap, 600 * MS, "substrate.office.com", client=CLIENT6)
+    dns_exchange(cap, 900 * MS, "mesh-telemetry.office.com", nxdomain=True)
+    udp_media(cap, 1000 * MS, UNEXPECTED, 30005, 2.0, interval=100 * MS)
+    return cap
+
+
+SAMPLES = {
+    "healthy-multi-room.pcapng": healthy_multi_room,
+    "relay-udp-dropped.pcapng": relay_udp_dropped,
+    "azure-30000-dropped.pcapng": azure_30000_dropped,
+    "reject-rst.pcapng": reject_rst,
+    "reject-icmp.pcapng": reject_icmp,
+    "tls-refused.pcapng": tls_refused,
+    "proxy-403.pcapng": proxy_403,
+    "mid-session.pcapng": mid_session,
+    "single-room-teams.pcap": single_room_teams,
+    "quic-and-ipv6.pcapng": quic_and_ipv6,
+}
+SERVICE_TAGS_FILE = "ServiceTags_Public_SAMPLE.json"
+
+
+def service_tags_json() -> str:
+    """The sample service-tag file in the official layout (SPEC 4a) plus a _comment key."""
+    values = [{
+        "name": name, "id": name,
+        "properties": {"changeNumber": cn, "region": region, "regionId": region_id, "platform": "Azure",
+                       "systemService": system_service, "addressPrefixes": prefixes, "networkFeatures": features},
+    } for name, cn, region, region_id, system_service, features, prefixes in SAMPLE_TAGS]
+    doc = {"_comment": SAMPLE_TAGS_COMMENT, "changeNumber": 375, "cloud": "Public", "values": values}
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def build_all() -> dict[str, bytes]:
+    """File name -> bytes for every sample file."""
+    files = {}
+    for fname, make in SAMPLES.items():
+        cap = make()
+        files[fname] = pcap_bytes(cap) if fname.endswith(".pcap") else pcapng_bytes(cap)
+    files[SERVICE_TAGS_FILE] = service_tags_json().encode()
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output directory")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for fname, data in build_all().items():
+        (args.out / fname).write_bytes(data)
+        print(f"{fname}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()
