@@ -211,7 +211,7 @@ class PcapngWalker:
         btype = struct.unpack_from("<I", tail)[0]
         order = self.order
         if btype == SHB:
-            order = _byte_order(tail, 8) or order
+            order = (_byte_order(tail, 8) if rem >= 12 else None) or order
         else:
             btype = _S[order]["u32"].unpack_from(tail)[0]
         blen = _S[order]["u32"].unpack_from(tail, 4)[0]
