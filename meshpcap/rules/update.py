@@ -19,6 +19,7 @@ DOWNLOAD_PAGE = "https://www.microsoft.com/en-us/download/details.aspx?id=56519"
 MAX_PAGE = 4 << 20  # the download page is ~100 kB
 MAX_FILE = 64 << 20  # the JSON is ~4 MB
 _LINK = re.compile(r"""(?:https?:)?[^"'\s<>()]*?ServiceTags_Public_(\d{8})\.json""")
+_HREF = re.compile(r"""href\s*=\s*["']([^"'<>]*?ServiceTags_Public_(\d{8})\.json)["']""", re.IGNORECASE)
 
 
 class UpdateError(MeshpcapError):
@@ -32,10 +33,12 @@ class UpdateError(MeshpcapError):
 def find_download_link(page: str, page_url: str) -> tuple[str, str]:
     """(absolute URL, YYYYMMDD) of the newest ServiceTags_Public_YYYYMMDD.json link on the page."""
     text = html.unescape(page).replace("\\/", "/")  # links also appear JSON-escaped in scripts
-    found = [(m.group(1), "://" in m.group(0), m.group(0)) for m in _LINK.finditer(text)]
+    # rank: absolute URL (the real download link) > href attribute > bare file name in the text
+    found = [(2 if "://" in m.group(0) else 0, m.group(1), m.group(0)) for m in _LINK.finditer(text)]
+    found += [(1, m.group(2), m.group(1)) for m in _HREF.finditer(text)]
     if not found:
         raise UpdateError(f"no ServiceTags_Public_YYYYMMDD.json link on {page_url}")
-    stamp, _absolute, link = max(found)
+    _rank, stamp, link = max(found)
     return urljoin(page_url, link), stamp
 
 
