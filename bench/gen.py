@@ -94,7 +94,7 @@ def plan_mix(packets: int) -> Mix:
     media_packets = round(rest * 0.28)
     tls_packets = rest - media_packets
     if tls_packets < tls_flows * TLS_MAX_OVERHEAD + tls_flows or media_packets < media_flows * 3:
-        raise ValueError(f"--packets {packets} is too small for the traffic mix (use at least 1000)")
+        raise ValueError(f"--packets {packets} is too small for the traffic mix (use at least 100)")
     return Mix(tls_flows, media_flows, dns_pairs, failed, rst, tls_packets, media_packets)
 
 
