@@ -132,36 +132,38 @@ class DomainMatcher:
 # -- IP prefixes ---------------------------------------------------------------------------
 
 
+_HOST_BITS = {4: [(1 << (32 - n)) - 1 for n in range(33)], 6: [(1 << (128 - n)) - 1 for n in range(129)]}
+_LENGTHS = {str(n): n for n in range(129)}
+
+
 def parse_prefix(text: str | ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, bytes, int]:
     """Parse a CIDR string fast: (version, packed network address, prefix length).
 
     Strict like ``ipaddress.ip_network``: host bits must be zero. ValueError on anything else.
     A bare address counts as a host prefix (/32 or /128).
     """
-    if isinstance(text, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return text.version, text.network_address.packed, text.prefixlen
-    if not isinstance(text, str):
+    if type(text) is not str:
+        if isinstance(text, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            return text.version, text.network_address.packed, text.prefixlen
         raise ValueError(f"{text!r} is not a CIDR prefix")
     addr, slash, plen = text.partition("/")
+    version = 6 if ":" in addr else 4
     try:
-        if ":" in addr:
-            version, packed, bits = 6, socket.inet_pton(socket.AF_INET6, addr), 128
-        else:
-            version, packed, bits = 4, socket.inet_pton(socket.AF_INET, addr), 32
+        if "%" in addr:
+            raise OSError
+        packed = _pton(socket.AF_INET6 if version == 6 else socket.AF_INET, addr)
     except (OSError, ValueError):
         raise ValueError(f"'{text}' is not a CIDR prefix") from None
-    if "%" in addr:
+    bits = 128 if version == 6 else 32
+    length = _LENGTHS.get(plen) if slash else bits
+    if length is None or length > bits:
         raise ValueError(f"'{text}' is not a CIDR prefix")
-    if slash:
-        if not (plen.isascii() and plen.isdigit()) or len(plen) > 3 or int(plen) > bits:
-            raise ValueError(f"'{text}' is not a CIDR prefix")
-        length = int(plen)
-    else:
-        length = bits
-    value = int.from_bytes(packed, "big")
-    if value & ((1 << (bits - length)) - 1):
+    if int.from_bytes(packed, "big") & _HOST_BITS[version][length]:
         raise ValueError(f"'{text}' has host bits set")
     return version, packed, length
+
+
+_pton = socket.inet_pton
 
 
 def _packed_address(address: object) -> bytes:
@@ -288,3 +290,47 @@ def _search(starts: np.ndarray, masked: np.ndarray) -> tuple[np.ndarray, np.ndar
     idx = np.searchsorted(starts, masked)
     np.minimum(idx, len(starts) - 1, out=idx)
     return starts[idx] == masked, idx
+
+
+# -- a profile compiled for lookups ------------------------------------------------------------
+
+
+class RuleMatcher:
+    """Which rules of a profile a destination (host name or address) falls under.
+
+    Ports and transports are not checked here: ask ``Rule.allows(transport, port)``.
+    ``service_tags`` is a loaded ``ServiceTags`` snapshot (or None: service-tag rules then
+    match nothing and their tags are listed in ``unresolved_tags``).
+    """
+
+    __slots__ = ("rules", "_names", "_cidrs", "_tagged", "_tags", "any_destination", "unresolved_tags")
+
+    def __init__(self, rules: Sequence, service_tags: object | None = None) -> None:
+        self.rules = tuple(rules)
+        self._names = DomainMatcher((d, i) for i, r in enumerate(self.rules) for d in r.domains)
+        self._cidrs = PrefixIndex((c, i) for i, r in enumerate(self.rules) for c in r.cidrs)
+        self.any_destination = tuple(r for r in self.rules if r.any_destination)
+        self._tags = service_tags
+        known = getattr(service_tags, "tags", {})
+        tagged: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rules):
+            if r.service_tag:
+                tagged.setdefault(r.service_tag, []).append(i)
+        self._tagged = {t: ids for t, ids in tagged.items() if t in known}
+        self.unresolved_tags = tuple(sorted(t for t in tagged if t not in known))
+
+    def by_name(self, name: str) -> list:
+        """Rules whose domain patterns match ``name``, in profile order."""
+        return [self.rules[i] for i in sorted(self._names.match(name))]
+
+    def by_address(self, address: object) -> list:
+        """Rules whose CIDRs or service tag contain ``address``, in profile order."""
+        return self.by_address_many([address])[0]
+
+    def by_address_many(self, addresses: Sequence[object]) -> list[list]:
+        hits: list[set[int]] = [set(ids) for ids in self._cidrs.lookup_many(addresses)]  # type: ignore[arg-type]
+        for tag, ids in self._tagged.items():
+            inside = self._tags.membership(tag, addresses)  # type: ignore[union-attr]
+            for k in np.nonzero(inside)[0].tolist():
+                hits[k].update(ids)
+        return [[self.rules[i] for i in sorted(h)] for h in hits]

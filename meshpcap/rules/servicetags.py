@@ -125,8 +125,9 @@ def parse_service_tags(data: bytes, source: str, snapshot_date: date | None = No
     tags: dict[str, tuple[str, ...]] = {}
     changes: dict[str, int] = {}
     parsed: dict[str, list[tuple[int, bytes, int]]] = {}
+    memo: dict[str, tuple[int, bytes, int]] = {}  # regional and service tags repeat AzureCloud's prefixes
     for i, value in enumerate(values):
-        name, prefixes, tag_change, parsed_prefixes = _value(value, i, source)
+        name, prefixes, tag_change, parsed_prefixes = _value(value, i, source, memo)
         if name in tags:
             raise RuleError(source, f"values[{i}]: duplicate tag '{name}'")
         tags[name] = prefixes
@@ -138,7 +139,9 @@ def parse_service_tags(data: bytes, source: str, snapshot_date: date | None = No
     return tags_file
 
 
-def _value(value: Any, i: int, source: str) -> tuple[str, tuple[str, ...], int, list[tuple[int, bytes, int]]]:
+def _value(
+    value: Any, i: int, source: str, memo: dict[str, tuple[int, bytes, int]],
+) -> tuple[str, tuple[str, ...], int, list[tuple[int, bytes, int]]]:
     if not isinstance(value, dict):
         raise RuleError(source, f"values[{i}]: not an object")
     value = {k[:1].lower() + k[1:]: v for k, v in value.items()}
@@ -155,7 +158,10 @@ def _value(value: Any, i: int, source: str) -> tuple[str, tuple[str, ...], int, 
     parsed = []
     for j, prefix in enumerate(prefixes):
         try:
-            parsed.append(parse_prefix(prefix))
+            found = memo.get(prefix) if type(prefix) is str else None
+            if found is None:
+                found = memo[prefix] = parse_prefix(prefix)
+            parsed.append(found)
         except ValueError as exc:
             raise RuleError(source, f"values[{i}] ('{name}'): properties.addressPrefixes[{j}]: {exc}") from None
     tag_change = props.get("changeNumber", 0)

@@ -1,0 +1,28 @@
+"""RuleMatcher: a profile's rules found by host name and by address (CIDRs and service tags)."""
+
+from __future__ import annotations
+
+import json
+
+from meshpcap.rules.load import load_profile
+from meshpcap.rules.match import RuleMatcher
+from meshpcap.rules.servicetags import load_service_tags
+
+
+def test_rule_matcher(tmp_path):
+    doc = {"changeNumber": 1, "cloud": "Public", "values": [
+        {"name": "AzureCloud", "id": "AzureCloud", "properties": {"addressPrefixes": ["52.112.0.0/15", "2603:1063::/40"]}}]}
+    path = tmp_path / "ServiceTags_Public_20251028.json"
+    path.write_text(json.dumps(doc))
+    tags = load_service_tags(path)
+    mesh = load_profile("mesh-2024-10")
+    matcher = RuleMatcher(mesh.rules, tags)
+    assert [r.id for r in matcher.by_name("teams.microsoft.com")] == ["X-3", "X-4c", "M365-12"]
+    assert [r.id for r in matcher.by_name("foo.cloud.microsoft.com")] == ["X-3", "X-4c"]
+    assert [r.id for r in matcher.by_name("foo.cloud.microsoft")] == ["X-3b"]
+    assert [r.id for r in matcher.by_address("52.113.0.9")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
+    assert [r.id for r in matcher.by_address("52.114.0.9")] == ["M365-11", "M365-12"]
+    assert [r.id for r in matcher.by_address("2603:1063::5")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
+    assert matcher.by_address("8.8.8.8") == [] and matcher.unresolved_tags == ()
+    bare = RuleMatcher(load_profile("multi-room").rules)
+    assert bare.unresolved_tags == ("AzureCloud",) and bare.by_address("52.113.0.9") == []
