@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import datetime
 import hashlib
 import hmac
-import ipaddress
 import json
 import random
 import struct
-import zlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,9 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's meshpcap, installed or not
+from meshpcap.decode import quic, stun, tls  # noqa: E402
 
 SEED = 20240612
 EPOCH_NS = calendar.timegm((2024, 6, 20, 14, 0, 0)) * 1_000_000_000  # 2024-06-20T14:00:00Z
@@ -104,7 +107,7 @@ SAMPLE_TAGS_COMMENT = (
 
 
 # =====================================================================================
-# Protocol builders (private stand-ins for meshpcap.decode.{tls,quic,stun} builders)
+# Protocol bytes: the public builders of meshpcap.decode, plus the few pieces they lack
 # =====================================================================================
 
 def _u8(n: int) -> bytes:
@@ -115,8 +118,8 @@ def _u16(n: int) -> bytes:
     return struct.pack("!H", n)
 
 
-def _u24(n: int) -> bytes:
-    return struct.pack("!I", n)[1:]
+def _u32(n: int) -> bytes:
+    return struct.pack("!I", n)
 
 
 def _vec8(b: bytes) -> bytes:
@@ -127,119 +130,18 @@ def _vec16(b: bytes) -> bytes:
     return _u16(len(b)) + b
 
 
-def _vec24(b: bytes) -> bytes:
-    return _u24(len(b)) + b
-
-
-# --- TLS (RFC 8446; RFC 5246 for 1.2) ---
-TLS_HANDSHAKE, TLS_CCS, TLS_ALERT, TLS_APPDATA = 22, 20, 21, 23
-GREASE = 0x0A0A  # RFC 8701: real clients send these; parsers must skip them
-X25519, X25519MLKEM768 = 0x001D, 0x11EC
-
-
-def tls_record(content_type: int, body: bytes, version: int = 0x0303) -> bytes:
-    """One TLSPlaintext record (RFC 8446 section 5.1)."""
-    return _u8(content_type) + _u16(version) + _vec16(body)
-
-
-def _ext(ext_type: int, body: bytes) -> bytes:
-    return _u16(ext_type) + _vec16(body)
-
-
-def client_hello_message(rng: random.Random, sni: str | None, alpn=(), versions=(0x0304, 0x0303),
-                         pq_key_share=False, ech=False, padding_to=None, quic_params: bytes | None = None) -> bytes:
-    """A ClientHello handshake message (RFC 8446 section 4.1.2), shaped like a Chromium/Edge hello."""
-    tls13_only = min(versions) >= 0x0304
-    suites = [GREASE, 0x1301, 0x1302, 0x1303]
-    if not tls13_only:
-        suites += [0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8, 0xC013, 0xC014, 0x009C, 0x009D, 0x002F, 0x0035]
-    exts = [_ext(GREASE, b"")]
-    if sni is not None:  # RFC 6066 section 3
-        name = sni.encode("ascii")
-        exts.append(_ext(0x0000, _vec16(_u8(0) + _vec16(name))))
-    exts.append(_ext(0x0017, b""))  # extended_master_secret
-    exts.append(_ext(0xFF01, b"\x00"))  # renegotiation_info
-    groups = ([X25519MLKEM768] if pq_key_share else []) + [X25519, 0x0017, 0x0018]
-    exts.append(_ext(0x000A, _vec16(_u16(GREASE) + b"".join(_u16(g) for g in groups))))
-    exts.append(_ext(0x000B, b"\x01\x00"))  # ec_point_formats
-    exts.append(_ext(0x0023, b""))  # session_ticket
-    if alpn:  # RFC 7301
-        exts.append(_ext(0x0010, _vec16(b"".join(_vec8(p.encode()) for p in alpn))))
-    exts.append(_ext(0x0005, b"\x01\x00\x00\x00\x00"))  # status_request
-    sigalgs = [0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601]
-    exts.append(_ext(0x000D, _vec16(b"".join(_u16(s) for s in sigalgs))))
-    exts.append(_ext(0x0012, b""))  # signed_certificate_timestamp
-    shares = _u16(GREASE) + _vec16(b"\x00")
-    if pq_key_share:  # draft-kwiatkowski-tls-ecdhe-mlkem: ML-KEM-768 key (1184) + X25519 (32)
-        shares += _u16(X25519MLKEM768) + _vec16(rng.randbytes(1216))
-    shares += _u16(X25519) + _vec16(rng.randbytes(32))
-    exts.append(_ext(0x0033, _vec16(shares)))  # key_share
-    exts.append(_ext(0x002D, b"\x01\x01"))  # psk_key_exchange_modes: psk_dhe_ke
-    exts.append(_ext(0x002B, _vec8(_u16(GREASE) + b"".join(_u16(v) for v in versions))))
-    exts.append(_ext(0x001B, b"\x02\x00\x02"))  # compress_certificate: brotli
-    if quic_params is not None:  # RFC 9001 section 8.2
-        exts.append(_ext(0x0039, quic_params))
-    if ech:  # GREASE ECH (draft-ietf-tls-esni section 6.2): outer, HPKE suite, config id, enc, payload
-        exts.append(_ext(0xFE0D, b"\x00\x00\x01\x00\x01" + _u8(rng.getrandbits(8)) + _vec16(rng.randbytes(32))
-                         + _vec16(rng.randbytes(208))))
-    exts.append(_ext(GREASE + 0x1010, b"\x00"))
-    session_id = b"" if quic_params is not None else rng.randbytes(32)  # RFC 9001 section 8.4
-    body = (_u16(0x0303) + rng.randbytes(32) + _vec8(session_id)
-            + _vec16(b"".join(_u16(s) for s in suites)) + b"\x01\x00")
-    ext_bytes = b"".join(exts)
-    if padding_to is not None:  # RFC 7685 padding extension
-        missing = padding_to - (4 + len(body) + 2 + len(ext_bytes)) - 4
-        if missing >= 0:
-            ext_bytes += _ext(0x0015, bytes(missing))
-    body += _vec16(ext_bytes)
-    return _u8(1) + _vec24(body)
-
-
-def build_client_hello(rng, sni, alpn=(), versions=(0x0304, 0x0303), ech=False, padding_to=None,
-                       pq_key_share=False) -> bytes:
-    """A ClientHello in a TLS record (record version 0x0301 as clients send it)."""
-    msg = client_hello_message(rng, sni, alpn, versions, pq_key_share, ech, padding_to)
-    return tls_record(TLS_HANDSHAKE, msg, version=0x0301)
-
-
-def server_hello_message(rng: random.Random, version: int, session_id: bytes = b"", alpn: str | None = None) -> bytes:
-    """A ServerHello handshake message; TLS 1.3 puts the version in supported_versions (RFC 8446 4.2.1)."""
-    if version == 0x0304:
-        exts = _ext(0x002B, _u16(0x0304)) + _ext(0x0033, _u16(X25519) + _vec16(rng.randbytes(32)))
-        suite = 0x1301
-    else:
-        exts = _ext(0xFF01, b"\x00") + _ext(0x0017, b"") + _ext(0x000B, b"\x01\x00")
-        if alpn:
-            exts += _ext(0x0010, _vec16(_vec8(alpn.encode())))
-        suite = 0xC02F
-    body = _u16(0x0303) + rng.randbytes(32) + _vec8(session_id) + _u16(suite) + b"\x00" + _vec16(exts)
-    return _u8(2) + _vec24(body)
-
-
-def build_server_hello(rng, version: int, session_id: bytes = b"") -> bytes:
-    return tls_record(TLS_HANDSHAKE, server_hello_message(rng, version, session_id))
-
-
-def build_alert(level: int, desc: int) -> bytes:
-    """A plaintext alert record (RFC 8446 section 6): level 2 = fatal; 40 handshake_failure, 49 access_denied."""
-    return tls_record(TLS_ALERT, _u8(level) + _u8(desc))
-
-
-def build_certificate_record(der_cert: bytes) -> bytes:
-    """A TLS 1.2 Certificate handshake message with one certificate (RFC 5246 section 7.4.2)."""
-    return tls_record(TLS_HANDSHAKE, _u8(11) + _vec24(_vec24(_vec24(der_cert))))
-
-
-CCS_RECORD = tls_record(TLS_CCS, b"\x01")
+# --- TLS (RFC 8446; RFC 5246 for the 1.2 flow) ---
+CCS_RECORD = tls.build_change_cipher_spec()
+ALERT_FATAL, ACCESS_DENIED = 2, 49  # RFC 8446 section 6
 
 
 def app_data(rng: random.Random, n: int) -> bytes:
-    """An encrypted application_data record with n bytes of ciphertext."""
-    return tls_record(TLS_APPDATA, rng.randbytes(n))
+    """An encrypted application_data record with n bytes of (random-looking) ciphertext."""
+    return tls.build_record(tls.CT_APPLICATION_DATA, rng.randbytes(n))
 
 
 def sample_certificate(common_name: str) -> bytes:
-    """A DER certificate for common_name, signed by a fixed sample Ed25519 key (deterministic)."""
+    """A DER certificate for common_name, signed by a fixed sample Ed25519 key (Ed25519 signs deterministically)."""
     ca_key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"meshpcap sample CA").digest())
     leaf_key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(common_name.encode()).digest())
     issuer = x509.Name([
@@ -247,148 +149,62 @@ def sample_certificate(common_name: str) -> bytes:
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Microsoft Corporation"),
         x509.NameAttribute(NameOID.COMMON_NAME, "Microsoft Azure RSA TLS Issuing CA 04"),
     ])
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    import datetime as _dt  # local: only the certificate needs calendar dates
-
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(issuer)
         .public_key(leaf_key.public_key())
         .serial_number(int.from_bytes(hashlib.sha256(common_name.encode()).digest()[:15], "big"))
-        .not_valid_before(_dt.datetime(2024, 5, 2, tzinfo=_dt.timezone.utc))
-        .not_valid_after(_dt.datetime(2025, 4, 27, tzinfo=_dt.timezone.utc))
+        .not_valid_before(datetime.datetime(2024, 5, 2, tzinfo=datetime.timezone.utc))
+        .not_valid_after(datetime.datetime(2025, 4, 27, tzinfo=datetime.timezone.utc))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
         .sign(ca_key, None)
     )
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-# --- QUIC v1 Initial packets (RFC 9000 section 17.2.2, RFC 9001 section 5) ---
-QUIC_V1 = 0x00000001
+# --- QUIC v1: the server's Initial (meshpcap.decode.quic builds only the client's) ---
 QUIC_V1_SALT = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")  # RFC 9001 section 5.2
 
 
-def quic_varint(n: int) -> bytes:
-    """RFC 9000 section 16 variable-length integer."""
-    if n < 0x40:
-        return _u8(n)
-    if n < 0x4000:
-        return _u16(0x4000 | n)
-    if n < 0x40000000:
-        return struct.pack("!I", 0x80000000 | n)
-    return struct.pack("!Q", 0xC000000000000000 | n)
-
-
 def _hkdf_expand_label(secret: bytes, label: str, length: int) -> bytes:
-    full = b"tls13 " + label.encode()
-    info = _u16(length) + _vec8(full) + _vec8(b"")  # RFC 8446 section 7.1
+    info = _u16(length) + _vec8(b"tls13 " + label.encode()) + _vec8(b"")  # RFC 8446 section 7.1
     return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
 
 
 def _initial_keys(dcid: bytes, side: str) -> tuple[bytes, bytes, bytes]:
+    """(key, iv, hp) of the client or server Initial keys for the client's first dcid (RFC 9001 section 5.2)."""
     initial_secret = hmac.new(QUIC_V1_SALT, dcid, hashlib.sha256).digest()  # HKDF-Extract
     secret = _hkdf_expand_label(initial_secret, f"{side} in", 32)
     return (_hkdf_expand_label(secret, "quic key", 16), _hkdf_expand_label(secret, "quic iv", 12),
             _hkdf_expand_label(secret, "quic hp", 16))
 
 
-def _encrypt_initial(side: str, version: int, key_dcid: bytes, dcid: bytes, scid: bytes, pn: int,
-                     frames: bytes, pad_to: int | None) -> bytes:
-    key, iv, hp = _initial_keys(key_dcid, side)
-    pn_len = 4
-    head_fixed = (_u8(0xC0 | (pn_len - 1)) + struct.pack("!I", version) + _vec8(dcid) + _vec8(scid)
-                  + quic_varint(0))  # token length 0
-    if pad_to is not None:  # PADDING frames (type 0x00) fill the datagram to pad_to (RFC 9000 section 14.1)
-        overhead = len(head_fixed) + 2 + pn_len + 16
-        frames = frames + bytes(max(0, pad_to - overhead - len(frames)))
-    length = pn_len + len(frames) + 16
-    header = head_fixed + _u16(0x4000 | length) + struct.pack("!I", pn)
-    nonce = (int.from_bytes(iv, "big") ^ pn).to_bytes(12, "big")
-    ciphertext = AESGCM(key).encrypt(nonce, frames, header)
-    pn_offset = len(header) - pn_len
-    sample = ciphertext[4 - pn_len:4 - pn_len + 16]  # RFC 9001 section 5.4.2
+def encrypt_server_initial(client_dcid: bytes, dcid: bytes, scid: bytes, pn: int, frames: bytes) -> bytes:
+    """A protected QUIC v1 server Initial packet, 4-byte packet number (RFC 9001 sections 5.3-5.4)."""
+    key, iv, hp = _initial_keys(client_dcid, "server")
+    length = 4 + len(frames) + 16
+    header = (_u8(0xC3) + _u32(quic.QUIC_V1) + _vec8(dcid) + _vec8(scid) + b"\x00"  # no token
+              + _u16(0x4000 | length) + _u32(pn))
+    sealed = AESGCM(key).encrypt((int.from_bytes(iv, "big") ^ pn).to_bytes(12, "big"), frames, header)
     encryptor = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
-    mask = encryptor.update(sample) + encryptor.finalize()
-    first = header[0] ^ (mask[0] & 0x0F)
-    pn_bytes = bytes(b ^ m for b, m in zip(header[pn_offset:], mask[1:1 + pn_len]))
-    return _u8(first) + header[1:pn_offset] + pn_bytes + ciphertext
+    mask = encryptor.update(sealed[:16]) + encryptor.finalize()  # sample starts 4 bytes after the pn start
+    pn_bytes = bytes(b ^ m for b, m in zip(header[-4:], mask[1:5]))
+    return _u8(header[0] ^ (mask[0] & 0x0F)) + header[1:-4] + pn_bytes + sealed
 
 
-def encrypt_client_initial(version: int, dcid: bytes, scid: bytes, pn: int, frames_bytes: bytes,
-                           pad_to: int | None = 1200) -> bytes:
-    """A protected client Initial packet; keys derive from the client's chosen dcid."""
-    return _encrypt_initial("client", version, dcid, dcid, scid, pn, frames_bytes, pad_to)
-
-
-def encrypt_server_initial(version: int, client_dcid: bytes, dcid: bytes, scid: bytes, pn: int,
-                           frames_bytes: bytes) -> bytes:
-    """A protected server Initial packet (keys still derive from the client's first dcid)."""
-    return _encrypt_initial("server", version, client_dcid, dcid, scid, pn, frames_bytes, None)
-
-
-def crypto_frame(offset: int, data: bytes) -> bytes:
-    return b"\x06" + quic_varint(offset) + quic_varint(len(data)) + data  # RFC 9000 section 19.6
+def quic_varint(n: int) -> bytes:
+    """RFC 9000 section 16 variable-length integer (up to 2**30 - 1 here)."""
+    return _u8(n) if n < 0x40 else _u16(0x4000 | n) if n < 0x4000 else _u32(0x80000000 | n)
 
 
 # --- STUN / TURN (RFC 8489, RFC 8656) ---
-MAGIC_COOKIE = 0x2112A442  # RFC 8489 section 5
 BINDING, ALLOCATE, REFRESH, CREATE_PERMISSION, CHANNEL_BIND = 0x001, 0x003, 0x004, 0x008, 0x009
-REQUEST, INDICATION, SUCCESS, ERROR = 0, 1, 2, 3
-A_USERNAME, A_MESSAGE_INTEGRITY, A_ERROR_CODE, A_CHANNEL_NUMBER, A_LIFETIME = 0x0006, 0x0008, 0x0009, 0x000C, 0x000D
-A_XOR_PEER, A_REALM, A_NONCE, A_XOR_RELAYED, A_REQ_TRANSPORT = 0x0012, 0x0014, 0x0015, 0x0016, 0x0019
-A_XOR_MAPPED, A_SOFTWARE, A_FINGERPRINT = 0x0020, 0x8022, 0x8028
+REQUEST, SUCCESS, ERROR = 0, 2, 3  # RFC 8489 section 5 classes
+UDP_TRANSPORT = (stun.REQUESTED_TRANSPORT, b"\x11\x00\x00\x00")  # RFC 8656 section 18.11: protocol 17
 TURN_REALM = "rtcmedia"
 TURN_USER = "AgAAJMk2ZyQB2mE0p9Zy7X3o0lWk"  # opaque token-style user name
 TURN_PASSWORD = "sample-password"
-
-
-def stun_type(method: int, cls: int) -> int:
-    """RFC 8489 section 5: the class bits C0/C1 sit at bits 4 and 8 of the message type."""
-    return ((method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2)
-            | ((cls & 1) << 4) | ((cls & 2) << 7))
-
-
-def _attr(attr_type: int, value: bytes) -> bytes:
-    return _u16(attr_type) + _vec16(value) + bytes(-len(value) % 4)  # padded to 4 (RFC 8489 section 14)
-
-
-def build_stun(method: int, cls: int, attrs, transaction_id: bytes, integrity_key: bytes | None = None,
-               fingerprint: bool = False) -> bytes:
-    """A STUN message; MESSAGE-INTEGRITY (RFC 8489 14.5) and FINGERPRINT (14.7) are computed if asked."""
-    body = b"".join(_attr(t, v) for t, v in attrs)
-    head = _u16(stun_type(method, cls))
-    tail = _u32(MAGIC_COOKIE) + transaction_id
-    if integrity_key is not None:
-        mac = hmac.new(integrity_key, head + _u16(len(body) + 24) + tail + body, hashlib.sha1).digest()
-        body += _attr(A_MESSAGE_INTEGRITY, mac)
-    if fingerprint:
-        crc = zlib.crc32(head + _u16(len(body) + 8) + tail + body) ^ 0x5354554E
-        body += _attr(A_FINGERPRINT, _u32(crc))
-    return head + _u16(len(body)) + tail + body
-
-
-def _u32(n: int) -> bytes:
-    return struct.pack("!I", n)
-
-
-def build_error_code(code: int, reason: str) -> tuple[int, bytes]:
-    return A_ERROR_CODE, b"\x00\x00" + _u8(code // 100) + _u8(code % 100) + reason.encode()
-
-
-def build_xor_address(attr_type: int, ip: str, port: int, transaction_id: bytes) -> tuple[int, bytes]:
-    addr = ipaddress.ip_address(ip)
-    xport = port ^ (MAGIC_COOKIE >> 16)
-    if addr.version == 4:
-        return attr_type, b"\x00\x01" + _u16(xport) + _u32(int(addr) ^ MAGIC_COOKIE)
-    mask = int.from_bytes(_u32(MAGIC_COOKIE) + transaction_id, "big")
-    return attr_type, b"\x00\x02" + _u16(xport) + (int(addr) ^ mask).to_bytes(16, "big")
-
-
-def build_channel_data(channel: int, payload: bytes, pad: bool = False) -> bytes:
-    """RFC 8656 section 12.4; over TCP the message is padded to a multiple of 4 (section 12.5)."""
-    msg = _u16(channel) + _vec16(payload)
-    return msg + bytes(-len(msg) % 4) if pad else msg
 
 
 def long_term_key(user: str = TURN_USER, realm: str = TURN_REALM, password: str = TURN_PASSWORD) -> bytes:
@@ -589,16 +405,15 @@ def tls13_session(cap: Capture, t: int, sni: str, server: str | None = None, *, 
     server = server or HOSTS[sni][1]
     conn = TcpConn(cap, server, ephemeral_port(cap), client=client, iface=iface)
     t = conn.handshake(t, rtt)
-    hello = build_client_hello(cap.rng, sni, alpn=("h2", "http/1.1"), pq_key_share=pq_key_share, ech=True)
+    hello = tls.build_client_hello(sni, alpn=("h2", "http/1.1"), ech=True, pq_key_share=pq_key_share, grease=True)
     return _tls13_after_hello(cap, conn, t, hello, rtt, requests, close)
 
 
 def _tls13_after_hello(cap: Capture, conn: TcpConn, t: int, hello: bytes, rtt: int, requests: int,
-                       close: bool, session_id: bytes | None = None) -> int:
+                       close: bool) -> int:
     rng = cap.rng
     t = conn.send(t + 1 * MS, True, hello)
-    sid = hello[44:44 + hello[43]] if session_id is None else session_id
-    flight = (tls_record(TLS_HANDSHAKE, server_hello_message(rng, 0x0304, sid)) + CCS_RECORD
+    flight = (tls.build_server_hello(0x0304, alpn="h2") + CCS_RECORD
               + app_data(rng, rng.randrange(1800, 3200)) + app_data(rng, 53))  # EE+Cert+CV, Finished
     t = conn.send(t + rtt, False, flight, gap=80_000)
     t = conn.send(t + 2 * MS, True, CCS_RECORD + app_data(rng, 53) + app_data(rng, rng.randrange(300, 700)))
@@ -618,15 +433,16 @@ def tls12_session_with_certificate(cap: Capture, t: int, sni: str, rtt: int = 21
     t = dns_exchange(cap, t, sni) + 2 * MS
     conn = TcpConn(cap, HOSTS[sni][1], ephemeral_port(cap))
     t = conn.handshake(t, rtt)
-    t = conn.send(t + 1 * MS, True, build_client_hello(rng, sni, alpn=("http/1.1",), padding_to=517))
-    ske = _u8(12) + _vec24(b"\x03" + _u16(X25519) + _vec8(rng.randbytes(32)) + _u16(0x0804) + _vec16(rng.randbytes(256)))
-    flight = (tls_record(TLS_HANDSHAKE, server_hello_message(rng, 0x0303, rng.randbytes(32), alpn="http/1.1"))
-              + build_certificate_record(sample_certificate(sni))
-              + tls_record(TLS_HANDSHAKE, ske) + tls_record(TLS_HANDSHAKE, b"\x0e\x00\x00\x00"))
+    t = conn.send(t + 1 * MS, True, tls.build_client_hello(sni, alpn=("http/1.1",), padding_to=517, grease=True))
+    # ServerKeyExchange (ECDHE x25519, rsa_pss_rsae_sha256 signature) and ServerHelloDone: RFC 8422 section 5.4
+    ske = b"\x03" + _u16(tls.GROUP_X25519) + _vec8(rng.randbytes(32)) + _u16(0x0804) + _vec16(rng.randbytes(256))
+    flight = (tls.build_server_hello(0x0303, alpn="http/1.1") + tls.build_certificate_record(sample_certificate(sni))
+              + tls.build_record(tls.CT_HANDSHAKE, tls.build_handshake(12, ske) + tls.build_handshake(14, b"")))
     t = conn.send(t + rtt, False, flight)
-    cke = tls_record(TLS_HANDSHAKE, _u8(16) + _vec24(_vec8(rng.randbytes(32))))
-    t = conn.send(t + 2 * MS, True, cke + CCS_RECORD + tls_record(TLS_HANDSHAKE, rng.randbytes(40)))
-    t = conn.send(t + rtt, False, CCS_RECORD + tls_record(TLS_HANDSHAKE, rng.randbytes(40)))
+    cke = tls.build_record(tls.CT_HANDSHAKE, tls.build_handshake(16, _vec8(rng.randbytes(32))))
+    finished = tls.build_record(tls.CT_HANDSHAKE, rng.randbytes(40))  # encrypted Finished
+    t = conn.send(t + 2 * MS, True, cke + CCS_RECORD + finished)
+    t = conn.send(t + rtt, False, CCS_RECORD + tls.build_record(tls.CT_HANDSHAKE, rng.randbytes(40)))
     t = conn.send(t + 1 * MS, True, app_data(rng, 420))
     t = conn.send(t + rtt + 30 * MS, False, app_data(rng, 1900))
     t = conn.ack(t + 1 * MS, True)
@@ -674,42 +490,42 @@ class TurnClient:
     def binding(self, t: int, rtt: int = 22 * MS) -> int:
         """Server-reflexive discovery: Binding request -> success with XOR-MAPPED-ADDRESS (RFC 8489)."""
         tid = self.tid()
-        req = build_stun(BINDING, REQUEST, [], tid, fingerprint=True)
-        resp = build_stun(BINDING, SUCCESS, [build_xor_address(A_XOR_MAPPED, NAT_PUBLIC, self.mapped_port, tid),
-                                             (A_SOFTWARE, b"Microsoft Teams Transport Relay")], tid, fingerprint=True)
+        req = stun.build_stun(BINDING, REQUEST, [], tid, fingerprint=True)
+        resp = stun.build_stun(BINDING, SUCCESS, [stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid),
+                                             (stun.SOFTWARE, b"Microsoft Teams Transport Relay")], tid, fingerprint=True)
         return self.exchange(t, req, resp, rtt)
 
     def allocate(self, t: int, peer: str = MEDIA_PEER, rtt: int = 22 * MS) -> int:
         """Allocate -> 401 (REALM, NONCE) -> authenticated Allocate -> success; CreatePermission; ChannelBind."""
         rng, key = self.cap.rng, long_term_key()
-        transport = (A_REQ_TRANSPORT, b"\x11\x00\x00\x00")  # UDP (RFC 8656 section 18.11)
+        transport = UDP_TRANSPORT
         tid, nonce = self.tid(), rng.randbytes(16).hex().encode()
-        t = self.exchange(t, build_stun(ALLOCATE, REQUEST, [transport], tid, fingerprint=True),
-                          build_stun(ALLOCATE, ERROR, [build_error_code(401, "Unauthorized"),
-                                                       (A_REALM, TURN_REALM.encode()), (A_NONCE, nonce)],
+        t = self.exchange(t, stun.build_stun(ALLOCATE, REQUEST, [transport], tid, fingerprint=True),
+                          stun.build_stun(ALLOCATE, ERROR, [stun.build_error_code(401, "Unauthorized"),
+                                                       (stun.REALM, TURN_REALM.encode()), (stun.NONCE, nonce)],
                                      tid, fingerprint=True), rtt)
         # The retry carries the credentials and the NONCE from the 401 (RFC 8489 section 9.2.4).
-        auth = [(A_USERNAME, TURN_USER.encode()), (A_REALM, TURN_REALM.encode()), (A_NONCE, nonce)]
+        auth = [(stun.USERNAME, TURN_USER.encode()), (stun.REALM, TURN_REALM.encode()), (stun.NONCE, nonce)]
         tid = self.tid()
         relayed_port = rng.randrange(50000, 60000)
-        t = self.exchange(t + 2 * MS, build_stun(ALLOCATE, REQUEST, [transport, (A_LIFETIME, _u32(600))] + auth, tid,
-                                                 key, fingerprint=True),
-                          build_stun(ALLOCATE, SUCCESS, [build_xor_address(A_XOR_RELAYED, self.relay, relayed_port, tid),
-                                                         build_xor_address(A_XOR_MAPPED, NAT_PUBLIC,
+        t = self.exchange(t + 2 * MS, stun.build_stun(ALLOCATE, REQUEST, [transport, (stun.LIFETIME, _u32(600))] + auth, tid,
+                                                 integrity_key=key, fingerprint=True),
+                          stun.build_stun(ALLOCATE, SUCCESS, [stun.build_xor_address(stun.XOR_RELAYED_ADDRESS, self.relay, relayed_port, tid),
+                                                         stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC,
                                                                            self.mapped_port, tid),
-                                                         (A_LIFETIME, _u32(600))], tid, key, fingerprint=True), rtt)
+                                                         (stun.LIFETIME, _u32(600))], tid, integrity_key=key, fingerprint=True), rtt)
         peer_port = rng.randrange(50000, 60000)
         tid = self.tid()
-        t = self.exchange(t + 2 * MS, build_stun(CREATE_PERMISSION, REQUEST,
-                                                 [build_xor_address(A_XOR_PEER, peer, peer_port, tid)] + auth, tid,
-                                                 key, fingerprint=True),
-                          build_stun(CREATE_PERMISSION, SUCCESS, [], tid, key, fingerprint=True), rtt)
+        t = self.exchange(t + 2 * MS, stun.build_stun(CREATE_PERMISSION, REQUEST,
+                                                 [stun.build_xor_address(stun.XOR_PEER_ADDRESS, peer, peer_port, tid)] + auth, tid,
+                                                 integrity_key=key, fingerprint=True),
+                          stun.build_stun(CREATE_PERMISSION, SUCCESS, [], tid, integrity_key=key, fingerprint=True), rtt)
         tid = self.tid()
-        t = self.exchange(t + 2 * MS, build_stun(CHANNEL_BIND, REQUEST,
-                                                 [(A_CHANNEL_NUMBER, _u16(self.channel) + b"\x00\x00"),
-                                                  build_xor_address(A_XOR_PEER, peer, peer_port, tid)] + auth, tid,
-                                                 key, fingerprint=True),
-                          build_stun(CHANNEL_BIND, SUCCESS, [], tid, key, fingerprint=True), rtt)
+        t = self.exchange(t + 2 * MS, stun.build_stun(CHANNEL_BIND, REQUEST,
+                                                 [(stun.CHANNEL_NUMBER, _u16(self.channel) + b"\x00\x00"),
+                                                  stun.build_xor_address(stun.XOR_PEER_ADDRESS, peer, peer_port, tid)] + auth, tid,
+                                                 integrity_key=key, fingerprint=True),
+                          stun.build_stun(CHANNEL_BIND, SUCCESS, [], tid, integrity_key=key, fingerprint=True), rtt)
         self.auth = auth
         return t
 
@@ -721,9 +537,9 @@ class TurnClient:
         for i in range(n):
             at = t + i * interval + rng.randrange(0, 3000) * 1000
             up = rtp_packet(rng, self.rtp_seq + i, i * 1920, self.ssrc, rng.randrange(60, 140))
-            self.send(at, build_channel_data(self.channel, up, pad=self.tcp is not None))
+            self.send(at, stun.build_channel_data(self.channel, up, pad=self.tcp is not None))
             down = rtp_packet(rng, remote_seq + i, i * 1920, remote_ssrc, rng.randrange(60, 140))
-            self.send(at + rtt // 2 + rng.randrange(0, 4000) * 1000, build_channel_data(self.channel, down,
+            self.send(at + rtt // 2 + rng.randrange(0, 4000) * 1000, stun.build_channel_data(self.channel, down,
                                                                                        pad=self.tcp is not None),
                       from_client=False)
         self.rtp_seq += n
@@ -732,11 +548,11 @@ class TurnClient:
     def refresh(self, t: int, lifetime: int, rtt: int = 22 * MS) -> int:
         """Refresh (RFC 8656 section 7); lifetime 0 deletes the allocation."""
         key, tid = long_term_key(), self.tid()
-        auth = self.auth or [(A_USERNAME, TURN_USER.encode()), (A_REALM, TURN_REALM.encode()),
-                             (A_NONCE, self.cap.rng.randbytes(16).hex().encode())]
-        return self.exchange(t, build_stun(REFRESH, REQUEST, [(A_LIFETIME, _u32(lifetime))] + auth, tid, key,
+        auth = self.auth or [(stun.USERNAME, TURN_USER.encode()), (stun.REALM, TURN_REALM.encode()),
+                             (stun.NONCE, self.cap.rng.randbytes(16).hex().encode())]
+        return self.exchange(t, stun.build_stun(REFRESH, REQUEST, [(stun.LIFETIME, _u32(lifetime))] + auth, tid, integrity_key=key,
                                            fingerprint=True),
-                             build_stun(REFRESH, SUCCESS, [(A_LIFETIME, _u32(lifetime))], tid, key,
+                             stun.build_stun(REFRESH, SUCCESS, [(stun.LIFETIME, _u32(lifetime))], tid, integrity_key=key,
                                         fingerprint=True), rtt)
 
 
@@ -812,7 +628,7 @@ def relay_udp_dropped() -> Capture:
     signalling(cap, 0)
     turn = TurnClient(cap, RELAY, 3478)
     tid = turn.tid()
-    request = build_stun(ALLOCATE, REQUEST, [(A_REQ_TRANSPORT, b"\x11\x00\x00\x00")], tid, fingerprint=True)
+    request = stun.build_stun(ALLOCATE, REQUEST, [UDP_TRANSPORT], tid, fingerprint=True)
     start = 1000 * MS
     for at in (0, 500, 1500, 3500, 7500):  # RFC 8489 section 6.2.1: RTO 500 ms, doubling; same transaction ID
         turn.send(start + at * MS, request)
@@ -870,7 +686,7 @@ def reject_icmp() -> Capture:
     signalling(cap, 0)
     turn = TurnClient(cap, RELAY, 3478)
     tid = turn.tid()
-    request = build_stun(ALLOCATE, REQUEST, [(A_REQ_TRANSPORT, b"\x11\x00\x00\x00")], tid, fingerprint=True)
+    request = stun.build_stun(ALLOCATE, REQUEST, [UDP_TRANSPORT], tid, fingerprint=True)
     start = 1000 * MS
     for at in (0, 500, 1500):
         turn.send(start + at * MS, request)
@@ -892,11 +708,11 @@ def tls_refused() -> Capture:
     signalling(cap, 0)
     name = "res-1.cdn.office.net"
     t = dns_exchange(cap, 600 * MS, name) + 2 * MS
-    for desc in (49, 49):  # fatal access_denied, then the client's retry gets the same
+    for desc in (ACCESS_DENIED, ACCESS_DENIED):  # fatal access_denied, then the client's retry gets the same
         conn = TcpConn(cap, HOSTS[name][1], ephemeral_port(cap), 443)
         t = conn.handshake(t, 20 * MS)
-        t = conn.send(t + 1 * MS, True, build_client_hello(cap.rng, name, alpn=("h2", "http/1.1"), ech=True))
-        conn.seg(t + 3 * MS, False, "PA", build_alert(2, desc))
+        t = conn.send(t + 1 * MS, True, tls.build_client_hello(name, alpn=("h2", "http/1.1"), ech=True, grease=True))
+        conn.seg(t + 3 * MS, False, "PA", tls.build_alert(ALERT_FATAL, desc))
         conn.seg(t + 3 * MS + 10_000, False, "RA")
         t += 1 * SEC
     turn = TurnClient(cap, RELAY, 3478)
@@ -920,7 +736,7 @@ def http_connect(cap: Capture, t: int, host: str, allowed: bool) -> int:
         t = conn.send(t + 2 * MS, False, answer)
         return conn.close(t + 1 * MS, 1 * MS, from_client=False)
     t = conn.send(t + 35 * MS, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
-    hello = build_client_hello(cap.rng, host, alpn=("h2", "http/1.1"), ech=True)
+    hello = tls.build_client_hello(host, alpn=("h2", "http/1.1"), ech=True, grease=True)
     return _tls13_after_hello(cap, conn, t, hello, 36 * MS, 1, True)
 
 
@@ -985,9 +801,10 @@ def quic_connection(cap: Capture, t: int, name: str, rtt: int = 20 * MS) -> int:
     params = b"".join(quic_varint(k) + quic_varint(len(v)) + v for k, v in (
         (0x01, quic_varint(30000)), (0x04, quic_varint(15728640)), (0x05, quic_varint(6291456)),
         (0x08, quic_varint(100)), (0x0F, scid)))
-    hello = client_hello_message(rng, name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, quic_params=params)
+    hello = tls.build_client_hello(name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, grease=True,
+                                   quic_transport_parameters=params, record=False)
     first = 1100
-    parts = [crypto_frame(0, hello[:first]), crypto_frame(first, hello[first:])]
+    parts = [quic.crypto_frame(0, hello[:first]), quic.crypto_frame(first, hello[first:])]
     assert len(hello) > first + 200, "the hello must really need two Initials"
 
     def up(at: int, payload: bytes) -> None:
@@ -996,23 +813,23 @@ def quic_connection(cap: Capture, t: int, name: str, rtt: int = 20 * MS) -> int:
     def down(at: int, payload: bytes) -> None:
         cap.emit(at, UDP(sport=443, dport=sport) / Raw(payload), server, CLIENT)
 
-    up(t, encrypt_client_initial(QUIC_V1, dcid, scid, 0, parts[0]))
-    up(t + 100_000, encrypt_client_initial(QUIC_V1, dcid, scid, 1, parts[1]))
-    sh = server_hello_message(rng, 0x0304)
+    up(t, quic.encrypt_client_initial(quic.QUIC_V1, dcid, scid, 0, parts[0]))
+    up(t + 100_000, quic.encrypt_client_initial(quic.QUIC_V1, dcid, scid, 1, parts[1]))
+    sh = tls.build_server_hello(0x0304, alpn="h3", record=False)
     ack = b"\x02\x01\x00\x00\x01"  # ACK largest 1, delay 0, 0 extra ranges, first range 1 (RFC 9000 19.3)
-    initial = encrypt_server_initial(QUIC_V1, dcid, scid, server_cid, 0, ack + crypto_frame(0, sh))
-    handshake = (_u8(0xE3) + struct.pack("!I", QUIC_V1) + _vec8(scid) + _vec8(server_cid)
-                 + _u16(0x4000 | 1000) + rng.randbytes(1000))  # Handshake packet: opaque without the TLS keys
+    initial = encrypt_server_initial(dcid, scid, server_cid, 0, ack + quic.crypto_frame(0, sh))
+    # Handshake packets are opaque without the TLS secrets: random bytes stand for them
+    handshake = quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, scid, server_cid, rng.randbytes(1000))
     t += rtt
     down(t, initial + handshake)
-    down(t + 200_000, _u8(0xE1) + struct.pack("!I", QUIC_V1) + _vec8(scid) + _vec8(server_cid)
-         + _u16(0x4000 | 900) + rng.randbytes(900))
+    down(t + 200_000, quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, scid, server_cid,
+                                                    rng.randbytes(900)))
     t += 1 * MS
-    client_hs = (_u8(0xE1) + struct.pack("!I", QUIC_V1) + _vec8(server_cid) + _vec8(scid)
-                 + _u16(0x4000 | 80) + rng.randbytes(80))
+    client_hs = quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, server_cid, scid, rng.randbytes(80))
     ack0 = b"\x02\x00\x00\x00\x00"  # ACK of the server's Initial 0
     # Keys stay those of the client's first dcid; the datagram is padded to 1200 (RFC 9000 section 14.1).
-    up(t, _encrypt_initial("client", QUIC_V1, dcid, server_cid, scid, 2, ack0, 1200 - len(client_hs)) + client_hs)
+    up(t, quic.encrypt_client_initial(quic.QUIC_V1, server_cid, scid, 2, ack0, pad_to=1200 - len(client_hs),
+                                      key_dcid=dcid) + client_hs)
     for i in range(12):  # 1-RTT packets, short header (RFC 9000 section 17.3)
         at = t + (i + 1) * 60 * MS
         up(at, _u8(0x40 | rng.getrandbits(5)) + server_cid + rng.randbytes(rng.randrange(40, 300)))
