@@ -47,11 +47,11 @@ def load_profile(name_or_path: str | Path) -> Profile:
     """Load a shipped profile by name (``multi-room``) or any profile file by path."""
     text = str(name_or_path)
     path = Path(text)
-    if isinstance(name_or_path, Path) or text.endswith(".toml") or "/" in text or "\\" in text:
+    if isinstance(name_or_path, Path) or "/" in text or "\\" in text or path.is_file():
         if not path.is_file():
             raise RuleError(text, "no such rule file")
         return _load(path, require_profile=True)
-    candidate = profiles_dir() / f"{text}.toml"
+    candidate = profiles_dir() / (text if text.endswith(".toml") else f"{text}.toml")
     if not candidate.is_file():
         raise RuleError(f"profile '{text}'", f"unknown profile; known profiles: {', '.join(profile_names())}")
     return _load(candidate, require_profile=True)

@@ -276,3 +276,7 @@ def test_cloud_scripting_rule():
     with pytest.raises(RuleError) as exc:
         cloud_scripting_rule("my.app")
     assert str(exc.value) == "--cloud-scripting: 'my.app' is not an App Service name (letters, digits, hyphens; 1-60)"
+
+
+def test_profile_by_file_name():
+    assert load_profile("single-room.toml").id == "single-room"
