@@ -40,6 +40,10 @@ class PcapWalker:
         # draft-ietf-opsawg-pcap section 4: the upper bits of LinkType carry FCS information;
         # the link type proper is the low 16 bits.
         self.linktype = linkfield & 0xFFFF
+        # libpcap sf-pcap.c: before version 2.3 the record header held orig_len before incl_len;
+        # 2.3 files may hold either order (the smaller one is the captured length).
+        self.swapped = "yes" if minor < 3 else "maybe" if minor == 3 else "no"
+        self.version = (major, minor)
         self.snaplen = snaplen
         self.limit = min(MAX_CAPLEN, max(snaplen, NORMAL_MAX_SNAPLEN))
         self.order = order
@@ -67,8 +71,18 @@ class PcapWalker:
     def batches(self) -> Iterator[Batch]:
         info, source = self.info, self.source
         hl, limit = self.rec_len, self.limit
-        unpack = struct.Struct(self.order + "I").unpack_from
         caplen_at = struct.Struct(self.order + "8xI").unpack_from  # incl_len, 8 bytes into the record
+        len_end = 12
+        if self.swapped == "yes":
+            caplen_at = struct.Struct(self.order + "12xI").unpack_from
+            len_end = 16
+        elif self.swapped == "maybe":
+            both = struct.Struct(self.order + "8xII").unpack_from
+
+            def caplen_at(data: bytes, pos: int) -> tuple[int]:
+                return (min(both(data, pos)),)
+
+            len_end = 16
         struct_error = struct.error
         tail = self.rest
         base = FILE_HEADER_LEN  # decompressed file offset of tail[0]
@@ -93,7 +107,7 @@ class PcapWalker:
             if offs:
                 yield self._batch(data, offs)
             rem = n - pos
-            incl = unpack(data, pos + 8)[0] if rem >= 12 else -1
+            incl = caplen_at(data, pos)[0] if rem >= len_end else -1
             if incl > limit:
                 info._truncate(
                     info.records,
@@ -125,6 +139,10 @@ class PcapWalker:
         fields = _gather_u32(data, o, 4, self.order)
         caplen = fields[:, 2].astype(np.int64)
         origlen = fields[:, 3].astype(np.int64)
+        if self.swapped == "yes":
+            caplen, origlen = origlen, caplen
+        elif self.swapped == "maybe":
+            caplen, origlen = np.minimum(caplen, origlen), np.maximum(caplen, origlen)
         ts_ns = fields[:, 0].astype(np.int64) * 1_000_000_000 + fields[:, 1].astype(np.int64) * self.frac_ns
         info = self.info
         batch = Batch(

@@ -375,3 +375,14 @@ def test_tiny_batches_and_big_packet(tmp_path, fmt):
         info, pkts = read_all(p, batch_bytes=bb)
         assert pkts == ref and info.truncated is None
     assert [x[2] for x in ref] == sizes
+
+
+@pytest.mark.parametrize("minor", [0, 2, 3])
+def test_pcap_old_versions_swap_lengths(tmp_path, minor):
+    # libpcap: before 2.3 the record header holds orig_len first; 2.3 may hold either order.
+    hdr = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, minor, 0, 0, 65535, 1)
+    rec1 = struct.pack("<IIII", 1, 0, 1500, 4) + b"abcd"  # swapped order
+    rec2 = struct.pack("<IIII", 2, 0, 3, 3) + b"xyz"
+    info, pkts = read_all(write(tmp_path, "old.pcap", hdr + rec1 + rec2))
+    assert [(x[0], x[3]) for x in pkts] == [(b"abcd", 1500), (b"xyz", 3)]
+    assert info.truncated is None
