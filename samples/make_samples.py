@@ -227,12 +227,16 @@ class Interface:
     tsresol: int = 6  # decimal digits: 6 = microseconds, 9 = nanoseconds
 
 
+ETH0 = Interface(r"\Device\NPF_{4C1B7E2A-20F5-4D15-9E0C-2024061200A1}", "Ethernet")
+ETH1 = Interface(r"\Device\NPF_{9D02A6F3-7B44-4E51-A1C8-2024061200B2}", "Ethernet 2", tsresol=9)
+
+
 @dataclass
 class Capture:
     """Frames of one sample; helpers append (time, order, interface, bytes) and the writer sorts by time."""
 
     name: str
-    interfaces: tuple[Interface, ...] = (Interface(r"\Device\NPF_{4C1B7E2A-20F5-4D15-9E0C-2024061200A1}", "Ethernet"),)
+    interfaces: tuple[Interface, ...] = (ETH0,)
     rng: random.Random = field(init=False)
     frames: list[tuple[int, int, int, bytes]] = field(default_factory=list)
     _client_ip_id: int = 0
@@ -289,7 +293,8 @@ def pcapng_bytes(cap: Capture) -> bytes:
         out.append(_block(1, struct.pack("<HHI", 1, 0, 262144) + opts))  # LINKTYPE_ETHERNET
     for t, iface, data in cap.sorted_frames():
         ticks = (EPOCH_NS + t) // 10 ** (9 - cap.interfaces[iface].tsresol)
-        out.append(_block(6, struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data)) + data))
+        header = struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data))
+        out.append(_block(6, header + data))
     return b"".join(out)
 
 
@@ -487,73 +492,75 @@ class TurnClient:
         self.send(t + rtt, response, from_client=False)
         return t + rtt
 
+    def transaction(self, t: int, method: int, request_attrs, response_cls: int, response_attrs, *,
+                    signed: bool, rtt: int) -> int:
+        """One request and its response on the same transaction ID; signed ones carry MESSAGE-INTEGRITY."""
+        tid = self.tid()
+        key = long_term_key() if signed else None
+        extra = self.auth if signed else []
+        request = stun.build_stun(method, REQUEST, request_attrs(tid) + extra, tid, integrity_key=key,
+                                  fingerprint=True)
+        response = stun.build_stun(method, response_cls, response_attrs(tid), tid,
+                                   integrity_key=key if response_cls == SUCCESS else None, fingerprint=True)
+        return self.exchange(t, request, response, rtt)
+
     def binding(self, t: int, rtt: int = 22 * MS) -> int:
         """Server-reflexive discovery: Binding request -> success with XOR-MAPPED-ADDRESS (RFC 8489)."""
-        tid = self.tid()
-        req = stun.build_stun(BINDING, REQUEST, [], tid, fingerprint=True)
-        resp = stun.build_stun(BINDING, SUCCESS, [stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid),
-                                             (stun.SOFTWARE, b"Microsoft Teams Transport Relay")], tid, fingerprint=True)
-        return self.exchange(t, req, resp, rtt)
+        return self.transaction(
+            t, BINDING, lambda tid: [], SUCCESS,
+            lambda tid: [stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid),
+                         (stun.SOFTWARE, b"Microsoft Teams Transport Relay")],
+            signed=False, rtt=rtt)
 
     def allocate(self, t: int, peer: str = MEDIA_PEER, rtt: int = 22 * MS) -> int:
         """Allocate -> 401 (REALM, NONCE) -> authenticated Allocate -> success; CreatePermission; ChannelBind."""
-        rng, key = self.cap.rng, long_term_key()
-        transport = UDP_TRANSPORT
-        tid, nonce = self.tid(), rng.randbytes(16).hex().encode()
-        t = self.exchange(t, stun.build_stun(ALLOCATE, REQUEST, [transport], tid, fingerprint=True),
-                          stun.build_stun(ALLOCATE, ERROR, [stun.build_error_code(401, "Unauthorized"),
-                                                       (stun.REALM, TURN_REALM.encode()), (stun.NONCE, nonce)],
-                                     tid, fingerprint=True), rtt)
+        rng = self.cap.rng
+        nonce = rng.randbytes(16).hex().encode()
+        realm = (stun.REALM, TURN_REALM.encode())
+        t = self.transaction(t, ALLOCATE, lambda tid: [UDP_TRANSPORT], ERROR,
+                             lambda tid: [stun.build_error_code(401, "Unauthorized"), realm, (stun.NONCE, nonce)],
+                             signed=False, rtt=rtt)
         # The retry carries the credentials and the NONCE from the 401 (RFC 8489 section 9.2.4).
-        auth = [(stun.USERNAME, TURN_USER.encode()), (stun.REALM, TURN_REALM.encode()), (stun.NONCE, nonce)]
-        tid = self.tid()
-        relayed_port = rng.randrange(50000, 60000)
-        t = self.exchange(t + 2 * MS, stun.build_stun(ALLOCATE, REQUEST, [transport, (stun.LIFETIME, _u32(600))] + auth, tid,
-                                                 integrity_key=key, fingerprint=True),
-                          stun.build_stun(ALLOCATE, SUCCESS, [stun.build_xor_address(stun.XOR_RELAYED_ADDRESS, self.relay, relayed_port, tid),
-                                                         stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC,
-                                                                           self.mapped_port, tid),
-                                                         (stun.LIFETIME, _u32(600))], tid, integrity_key=key, fingerprint=True), rtt)
-        peer_port = rng.randrange(50000, 60000)
-        tid = self.tid()
-        t = self.exchange(t + 2 * MS, stun.build_stun(CREATE_PERMISSION, REQUEST,
-                                                 [stun.build_xor_address(stun.XOR_PEER_ADDRESS, peer, peer_port, tid)] + auth, tid,
-                                                 integrity_key=key, fingerprint=True),
-                          stun.build_stun(CREATE_PERMISSION, SUCCESS, [], tid, integrity_key=key, fingerprint=True), rtt)
-        tid = self.tid()
-        t = self.exchange(t + 2 * MS, stun.build_stun(CHANNEL_BIND, REQUEST,
-                                                 [(stun.CHANNEL_NUMBER, _u16(self.channel) + b"\x00\x00"),
-                                                  stun.build_xor_address(stun.XOR_PEER_ADDRESS, peer, peer_port, tid)] + auth, tid,
-                                                 integrity_key=key, fingerprint=True),
-                          stun.build_stun(CHANNEL_BIND, SUCCESS, [], tid, integrity_key=key, fingerprint=True), rtt)
-        self.auth = auth
-        return t
+        self.auth = [(stun.USERNAME, TURN_USER.encode()), realm, (stun.NONCE, nonce)]
+        lifetime = (stun.LIFETIME, _u32(600))
+        relayed_port, peer_port = rng.randrange(50000, 60000), rng.randrange(50000, 60000)
+        t = self.transaction(
+            t + 2 * MS, ALLOCATE, lambda tid: [UDP_TRANSPORT, lifetime], SUCCESS,
+            lambda tid: [stun.build_xor_address(stun.XOR_RELAYED_ADDRESS, self.relay, relayed_port, tid),
+                         stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid), lifetime],
+            signed=True, rtt=rtt)
+
+        def peer_address(tid: bytes) -> tuple[int, bytes]:
+            return stun.build_xor_address(stun.XOR_PEER_ADDRESS, peer, peer_port, tid)
+
+        t = self.transaction(t + 2 * MS, CREATE_PERMISSION, lambda tid: [peer_address(tid)], SUCCESS,
+                             lambda tid: [], signed=True, rtt=rtt)
+        channel = (stun.CHANNEL_NUMBER, _u16(self.channel) + b"\x00\x00")  # RFC 8656 section 18.1
+        return self.transaction(t + 2 * MS, CHANNEL_BIND, lambda tid: [channel, peer_address(tid)], SUCCESS,
+                                lambda tid: [], signed=True, rtt=rtt)
 
     def media(self, t: int, seconds: float, interval: int = 40 * MS, rtt: int = 22 * MS) -> int:
-        """Audio both ways as ChannelData (RFC 8656 section 12) carrying SRTP."""
-        rng = self.cap.rng
+        """Audio both ways as ChannelData (RFC 8656 section 12) carrying SRTP; padded to 4 bytes over TCP."""
+        rng, pad = self.cap.rng, self.tcp is not None
         remote_ssrc, remote_seq = rng.getrandbits(32), rng.getrandbits(16)
         n = int(seconds * SEC / interval)
         for i in range(n):
             at = t + i * interval + rng.randrange(0, 3000) * 1000
             up = rtp_packet(rng, self.rtp_seq + i, i * 1920, self.ssrc, rng.randrange(60, 140))
-            self.send(at, stun.build_channel_data(self.channel, up, pad=self.tcp is not None))
+            self.send(at, stun.build_channel_data(self.channel, up, pad=pad))
             down = rtp_packet(rng, remote_seq + i, i * 1920, remote_ssrc, rng.randrange(60, 140))
-            self.send(at + rtt // 2 + rng.randrange(0, 4000) * 1000, stun.build_channel_data(self.channel, down,
-                                                                                       pad=self.tcp is not None),
-                      from_client=False)
+            back = at + rtt // 2 + rng.randrange(0, 4000) * 1000
+            self.send(back, stun.build_channel_data(self.channel, down, pad=pad), from_client=False)
         self.rtp_seq += n
         return t + n * interval + rtt
 
     def refresh(self, t: int, lifetime: int, rtt: int = 22 * MS) -> int:
         """Refresh (RFC 8656 section 7); lifetime 0 deletes the allocation."""
-        key, tid = long_term_key(), self.tid()
-        auth = self.auth or [(stun.USERNAME, TURN_USER.encode()), (stun.REALM, TURN_REALM.encode()),
-                             (stun.NONCE, self.cap.rng.randbytes(16).hex().encode())]
-        return self.exchange(t, stun.build_stun(REFRESH, REQUEST, [(stun.LIFETIME, _u32(lifetime))] + auth, tid, integrity_key=key,
-                                           fingerprint=True),
-                             stun.build_stun(REFRESH, SUCCESS, [(stun.LIFETIME, _u32(lifetime))], tid, integrity_key=key,
-                                        fingerprint=True), rtt)
+        if not self.auth:  # allocated before the capture began: credentials and nonce not seen
+            self.auth = [(stun.USERNAME, TURN_USER.encode()), (stun.REALM, TURN_REALM.encode()),
+                         (stun.NONCE, self.cap.rng.randbytes(16).hex().encode())]
+        attrs = [(stun.LIFETIME, _u32(lifetime))]
+        return self.transaction(t, REFRESH, lambda tid: attrs, SUCCESS, lambda tid: attrs, signed=True, rtt=rtt)
 
 
 def udp_media(cap: Capture, t: int, server: str, dport: int, seconds: float, *, sport: int | None = None,
@@ -597,9 +604,6 @@ def last_ip_packet(cap: Capture) -> bytes:
 # =====================================================================================
 # The samples (one function each; samples/README.md says what meshpcap should report)
 # =====================================================================================
-
-ETH0 = Interface(r"\Device\NPF_{4C1B7E2A-20F5-4D15-9E0C-2024061200A1}", "Ethernet")
-ETH1 = Interface(r"\Device\NPF_{9D02A6F3-7B44-4E51-A1C8-2024061200B2}", "Ethernet 2", tsresol=9)
 
 
 def signalling(cap: Capture, t: int, names=("mesh.office.com", "ecs.office.com", "mesh.cloud.microsoft")) -> int:

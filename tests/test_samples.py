@@ -39,7 +39,8 @@ def test_regeneration_is_byte_identical(regenerated: Path) -> None:
     names = CAPTURES + [gen.SERVICE_TAGS_FILE]
     assert sorted(p.name for p in regenerated.iterdir()) == sorted(names)
     for name in names:
-        assert (regenerated / name).read_bytes() == (SAMPLES / name).read_bytes(), f"{name} differs: rerun make_samples.py"
+        fresh = (regenerated / name).read_bytes()
+        assert fresh == (SAMPLES / name).read_bytes(), f"{name} differs: run python samples/make_samples.py"
 
 
 def test_samples_stay_small() -> None:
