@@ -220,6 +220,16 @@ def _link(g: _Gather, idx, offset, end, lt, d: Decoded):
         d.reason[idx[m][(offset[m] + 1 > end[m]) | (e < 0)]] = R_IPVER
         known |= m
 
+    m = (lt == 9) | (lt == 50) | (lt == 204)  # PPP, PPP in HDLC framing, PPP from pppd (RFC 1662 section 3.1)
+    if m.any():
+        acf = g.u16(offset[m]) == 0xFF03  # address and control fields, unless compressed away (ACFC)
+        start = offset[m] + np.where(acf, 2, 0)
+        e, hl = _ppp_protocol(g, start)
+        l3[m] = start + hl
+        eth[m] = e
+        d.reason[idx[m][start + hl > end[m]]] = R_LINKHDR
+        known |= m
+
     m = (lt == 0) | (lt == 108)  # BSD null (host byte order) / OpenBSD loop (network byte order)
     if m.any():
         fam_be = g.u32(offset[m])
@@ -227,6 +237,9 @@ def _link(g: _Gather, idx, offset, end, lt, d: Decoded):
         fam = np.where((lt[m] == 0) & (fam_be > 0xFFFF), fam_le, fam_be)
         l3[m] = offset[m] + 4
         e = np.where(fam == 2, ETH_IPV4, np.where(np.isin(fam, (10, 24, 28, 30)), ETH_IPV6, -2))
+        # some writers put an ethertype in the low 16 bits instead of an address family
+        low = fam_be & 0xFFFF
+        e = np.where((e == -2) & ((low == ETH_IPV4) | (low == ETH_IPV6)), low, e)
         eth[m] = e
         d.reason[idx[m][offset[m] + 4 > end[m]]] = R_LINKHDR
         known |= m
@@ -246,10 +259,10 @@ def _ethernet(g: _Gather, idx, start, end, d: Decoded):
         eth = np.where(tagged, g.u16(l3 + 2), eth)
         l3 = np.where(tagged, l3 + 4, l3)
     pppoe = eth == ETH_PPPOE_SESSION
-    if pppoe.any():
-        ppp = g.u16(l3 + 6)  # RFC 2516 section 4: 6-byte PPPoE header, then the PPP protocol field
-        eth = np.where(pppoe, np.where(ppp == 0x0021, ETH_IPV4, np.where(ppp == 0x0057, ETH_IPV6, -3)), eth)
-        l3 = np.where(pppoe, l3 + 8, l3)
+    if pppoe.any():  # RFC 2516 section 4: 6-byte PPPoE header, then the PPP protocol field
+        e, hl = _ppp_protocol(g, l3 + 6)
+        eth = np.where(pppoe, e, eth)
+        l3 = np.where(pppoe, l3 + 6 + hl, l3)
     mpls = np.isin(eth, ETH_MPLS)
     if mpls.any():
         for _ in range(8):  # RFC 3032: pop labels until bottom of stack
@@ -265,6 +278,17 @@ def _ethernet(g: _Gather, idx, start, end, d: Decoded):
     eth = np.where(llc & (eth >= 0), -4, eth)
     d.reason[idx[l3 > end]] = R_LINKHDR
     return l3, eth
+
+
+def _ppp_protocol(g: _Gather, pos):
+    """PPP protocol field at ``pos`` -> (ethertype-like code, header bytes).
+
+    RFC 1661 section 6.5: with Protocol-Field-Compression the field is one byte (odd value)."""
+    b = g.u8(pos)
+    short = (b & 1) == 1
+    proto = np.where(short, b, g.u16(pos))
+    code = np.where(proto == 0x0021, ETH_IPV4, np.where(proto == 0x0057, ETH_IPV6, -3))
+    return code, np.where(short, 1, 2)
 
 
 def _network(g: _Gather, idx, l3, eth, end, d: Decoded):

@@ -107,6 +107,7 @@ class RawFlows:
     first_rec: np.ndarray
     first_from_a: np.ndarray
     encapsulated: np.ndarray
+    fragments: np.ndarray
     stun_counts: np.ndarray  # (flows, 5): request, indication, success, error, channel data
     tcp: dict[int, TcpFacts]
     icmp: dict[int, list[tuple[IcmpError, bool]]]  # (error, quoted packet went a->b)
@@ -136,6 +137,7 @@ class FlowBuilder:
         self.f_first_rec = _Grow(np.int64, np.iinfo(np.int64).max)
         self.f_first_a = _Grow(bool)
         self.f_encap = _Grow(bool)
+        self.f_frag = _Grow(np.int64)  # IP fragments that are not the last of their datagram
         self.f_pay_a = _Grow(np.int64)  # payload packets seen so far per direction (evidence ranks)
         self.f_pay_b = _Grow(np.int64)
         self.f_stun_a = _Grow(np.int64)
@@ -152,7 +154,7 @@ class FlowBuilder:
     def _new_flow(self, slot: int, record: int, from_a: bool, ns: int) -> int:
         fid = self.nflows
         self.nflows += 1
-        for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap,
+        for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap, self.f_frag,
                   self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b):
             g.ensure(self.nflows)
         self.f_first.ensure(self.nflows, np.iinfo(np.int64).max)
@@ -266,7 +268,8 @@ class FlowBuilder:
                 fl = ev_flags[j]
                 t = tcpf[fid]
                 if fl & TCP_SYN and not fl & TCP_ACK:
-                    if not created and (t.rst_count or t.fin_a or t.fin_b or t.isn is None or t.isn != ev_seq[j]):
+                    # same ISN: a retransmitted SYN of the same attempt, even after a RST (Wireshark agrees)
+                    if not created and (t.isn is None or t.isn != ev_seq[j]):
                         fid = self._new_flow(s, ev_rec[j], fa, ev_ts[j])
                         anchor[e] = fid
                         slot_cur = self.slot_cur.a
@@ -335,6 +338,9 @@ class FlowBuilder:
         np.minimum.at(self.f_first.a, fid, ts_p)
         np.maximum.at(self.f_last.a, fid, ts_p)
         np.minimum.at(self.f_first_rec.a, fid, pidx + rec0)
+        mf = d.more_frags[pidx]
+        if mf.any():
+            self.f_frag.a[:nf] += np.bincount(fid[mf], minlength=nf)
         enc = d.encapsulated[pidx]
         if enc.any():
             self.f_encap.a[fid[enc]] = True
@@ -522,6 +528,7 @@ class FlowBuilder:
             first_rec=self.f_first_rec.a[:nf].copy(),
             first_from_a=self.f_first_a.a[:nf].copy(),
             encapsulated=self.f_encap.a[:nf].copy(),
+            fragments=self.f_frag.a[:nf].copy(),
             stun_counts=self.f_stun[:nf].copy(),
             tcp=self.tcp,
             icmp=self.icmp,

@@ -146,6 +146,7 @@ class Flow:
     icmp_errors: tuple[IcmpError, ...] = ()
     orientation: str = "ports"  # how the client was chosen: syn | syn-ack | ports | first-packet
     encapsulated: bool = False
+    ip_fragments: int = 0  # packets that were IP fragments other than the last of their datagram
     # names and handshake outcomes (the naming stage fills these)
     sni: str | None = None
     alpn: tuple[str, ...] | None = None

@@ -126,6 +126,7 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
             icmp_errors=tuple(icmp),
             orientation=how,
             encapsulated=bool(raw.encapsulated[fid]),
+            ip_fragments=int(raw.fragments[fid]),
             **extra,
         ))
     return out
