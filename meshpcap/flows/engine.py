@@ -254,6 +254,7 @@ class FlowBuilder:
         ev_rec = (pidx[events] + rec0).tolist()
         slot_cur = self.slot_cur.a
         tcpf = self.tcp
+        icmp_events: list[tuple[int, int]] = []  # matched once every packet of the batch has its flow
         for j, e in enumerate(events.tolist()):
             s = ev_slot[j]
             fid = int(slot_cur[s])
@@ -295,7 +296,7 @@ class FlowBuilder:
                     else:
                         t.fin_b = True
             elif ev_icmp[j]:
-                self._icmp_error(data, d, int(pidx[e]), ev_ts[j])
+                icmp_events.append((e, ev_ts[j]))
 
         # ---- idle gaps start new flows for transports without handshakes
         order = np.argsort(pslot, kind="stable")
@@ -322,6 +323,8 @@ class FlowBuilder:
         fid_o = anc_o[pos]
         fid = np.empty(pidx.size, np.int64)
         fid[order] = fid_o
+        for e, ns in icmp_events:
+            self._icmp_error(data, d, int(pidx[e]), ns, e, order, so, fid, cur_at_start)
         gend = np.ones(order.size, bool)
         gend[:-1] = so[1:] != so[:-1]
         self.slot_cur.a[so[gend]] = fid_o[gend]
@@ -459,8 +462,11 @@ class FlowBuilder:
                 d.sport[i], d.dport[i] = ports
                 d.payload_cap[i] = 0
 
-    def _icmp_error(self, data: bytes, d: F.Decoded, i: int, ns: int) -> None:
-        """Match an ICMP error to the flow whose packet it quotes (RFC 792; RFC 4443 section 2.4)."""
+    def _icmp_error(self, data: bytes, d: F.Decoded, i: int, ns: int, e: int, order, so, fid_b, cur_at_start) -> None:
+        """Match an ICMP error to the flow whose packet it quotes (RFC 792; RFC 4443 section 2.4).
+
+        The flow is the one the quoted 5-tuple had at the error's position ``e`` in the batch
+        (after SYN and idle-gap splits), so the match does not depend on batch boundaries."""
         q = int(d.payload[i])
         cap = int(d.payload_cap[i])
         quoted = data[q : q + cap]
@@ -506,7 +512,12 @@ class FlowBuilder:
         slot = self.slots.get(key)
         if slot is None:
             return
-        fid = int(self.slot_cur.a[slot])
+        lo, hi = np.searchsorted(so, slot, "left"), np.searchsorted(so, slot, "right")
+        if lo == hi:  # no packet of that 5-tuple in this batch
+            fid = int(self.slot_cur.a[slot])
+        else:
+            k = int(np.searchsorted(order[lo:hi], e))  # packets of the 5-tuple before the error
+            fid = int(fid_b[order[lo + k - 1]]) if k > 0 else int(cur_at_start[order[lo]])
         if fid < 0:
             return
         sender = _addr(ver, int(d.src_hi[i]), int(d.src_lo[i]))
