@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from .errors import MeshpcapError
+from .report.analysis import ReportFormat
 from .report.flows import FlowFormat
+
+
+class FailOn(str, Enum):
+    blocked = "blocked"
+    missing = "missing"
+    unexpected = "unexpected"
+    never = "never"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Check packet captures of Microsoft Mesh and Teams sessions against Microsoft's firewall requirements.")
@@ -49,6 +58,120 @@ def flows(
     try:
         ft = read_flows(capture, names=not no_names)
         _write(render_flows(ft, format), output)
+    except MeshpcapError as exc:
+        _fail(exc)
+
+
+@app.command()
+def analyze(
+    capture: Path = typer.Argument(..., help="pcap or pcapng file of the session"),
+    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`"),
+    service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
+                                                "(default: the copy cached by `meshpcap tags update`)"),
+    m365_endpoints: Optional[Path] = typer.Option(None, "--m365-endpoints", help="Microsoft 365 endpoints JSON "
+                                                  "(endpoints/worldwide download) for the Teams rows"),
+    webslate: List[str] = typer.Option([], "--webslate", help="URL a WebSlate renders (repeatable)"),
+    webslate_allow: List[str] = typer.Option([], "--webslate-allow", help="a WebSlate's allowed domain (repeatable)"),
+    cloud_scripting: List[str] = typer.Option([], "--cloud-scripting", help="cloud scripting app name (APP.azurewebsites.net)"),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="extra rules of your organisation (TOML)"),
+    format: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, json, csv or markdown"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
+    show_unrelated: bool = typer.Option(False, "--show-unrelated", help="also list flows unrelated to the profile"),
+    fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 when findings at or above this kind "
+                                   "exist: blocked > missing > unexpected; never (default: blocked or missing)"),
+) -> None:
+    """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
+
+    Exit codes: 0 nothing at or above --fail-on, 1 findings, 2 bad input."""
+    from . import analyze as run
+    from .classify import failing
+    from .report.analysis import render_report
+
+    try:
+        report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
+                     webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
+                     rules=rules, fail_on=fail_on.value)
+        show = show_unrelated if format in (ReportFormat.table, ReportFormat.markdown) else (
+            True if show_unrelated or format == ReportFormat.json else False)
+        if format in (ReportFormat.json, ReportFormat.csv) and not show_unrelated:
+            show = format == ReportFormat.json
+        _write(render_report(report, format, show), output)
+    except MeshpcapError as exc:
+        _fail(exc)
+    if failing(report.judgement.findings, fail_on.value):
+        raise typer.Exit(1)
+
+
+@app.command()
+def profiles(
+    format: str = typer.Option("table", "--format", "-f", help="table or json"),
+) -> None:
+    """List the rule sets with their date and source."""
+    import json
+
+    from tabulate import tabulate
+
+    from .rules import list_profiles
+
+    try:
+        items = list_profiles()
+    except MeshpcapError as exc:
+        _fail(exc)
+    data = [{"id": p.id, "date": p.date.isoformat() if p.date else None, "rules": len(p.rules),
+             "default": p.default, "title": p.title, "source": p.source} for p in items]
+    if format == "json":
+        typer.echo(json.dumps(data, indent=2))
+        return
+    rows = [[d["id"] + (" (default)" if d["default"] else ""), d["date"], d["rules"], d["title"]] for d in data]
+    typer.echo(tabulate(rows, ["profile", "date", "rules", "title"], tablefmt="simple"))
+    typer.echo("")
+    for d in data:
+        typer.echo(f"{d['id']}: {d['source']}")
+
+
+tags_app = typer.Typer(no_args_is_help=True, help="Azure service-tag snapshots: download and look up.")
+app.add_typer(tags_app, name="tags")
+
+
+@tags_app.command("update")
+def tags_update(
+    url: str = typer.Option("https://www.microsoft.com/en-us/download/details.aspx?id=56519", "--url",
+                            help="download page that links the dated JSON"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache directory (default: the user cache)"),
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds per request"),
+) -> None:
+    """Download the current ServiceTags_Public JSON into the cache (the old copy is kept on failure)."""
+    from .rules.update import update_service_tags
+
+    try:
+        path, date, change = update_service_tags(url, cache=cache, timeout=timeout)
+    except MeshpcapError as exc:
+        _fail(exc)
+    typer.echo(f"{path}: date {date}, changeNumber {change}")
+
+
+@tags_app.command("which")
+def tags_which(
+    addresses: List[str] = typer.Argument(..., help="IPv4 or IPv6 addresses"),
+    service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="snapshot (default: the cached one)"),
+) -> None:
+    """List every service tag that contains each address."""
+    import ipaddress
+
+    from .rules import cached_service_tags, load_service_tags
+
+    try:
+        path = service_tags or cached_service_tags()
+        if path is None:
+            raise MeshpcapError("no service-tag snapshot: give --service-tags FILE or run `meshpcap tags update`")
+        for a in addresses:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise MeshpcapError(f"'{a}' is not an IPv4 or IPv6 address") from None
+        tags = load_service_tags(path)
+        for a, found in zip(addresses, tags.tags_for_many(addresses)):
+            typer.echo(f"{a}: {', '.join(found) if found else '(no tag)'}")
     except MeshpcapError as exc:
         _fail(exc)
 

@@ -53,3 +53,94 @@ def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float 
     capture["decoded"] = raw.decoded
     capture["undecoded"] = dict(sorted(raw.undecoded.items()))
     return FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
+
+
+def load_rules(
+    profile: str = "multi-room",
+    m365_endpoints: str | os.PathLike | None = None,
+    webslates: tuple[str, ...] | list[str] = (),
+    webslate_allow: tuple[str, ...] | list[str] = (),
+    cloud_scripting: tuple[str, ...] | list[str] | str | None = (),
+    rules: str | os.PathLike | None = None,
+):
+    """The profile to judge against, with the add-ons of the command line."""
+    from dataclasses import replace
+
+    from .rules import cloud_scripting_rule, load_m365_profile, load_profile, load_rules_file, merge_profiles
+    from .rules import webslate_rules
+
+    base = load_profile(profile)
+    if m365_endpoints is not None:
+        m365 = load_m365_profile(m365_endpoints)
+        if base.id == "single-room":
+            base = replace(m365, id=base.id, title=f"{base.title} (endpoints from {Path(m365_endpoints).name})")
+        else:
+            base = merge_profiles(base, m365)
+    extra = []
+    if webslates or webslate_allow:
+        extra += list(webslate_rules(list(webslates), list(webslate_allow)))
+    if isinstance(cloud_scripting, str):
+        cloud_scripting = (cloud_scripting,)
+    for app in cloud_scripting or ():
+        extra.append(cloud_scripting_rule(app))
+    if extra:
+        base = replace(base, rules=base.rules + tuple(extra))
+    if rules is not None:
+        base = merge_profiles(base, load_rules_file(rules, base))
+    return base
+
+
+def analyze(
+    path: str | os.PathLike,
+    profile: str = "multi-room",
+    service_tags: str | os.PathLike | None = None,
+    m365_endpoints: str | os.PathLike | None = None,
+    webslates: tuple[str, ...] | list[str] = (),
+    webslate_allow: tuple[str, ...] | list[str] = (),
+    cloud_scripting: tuple[str, ...] | list[str] | str | None = (),
+    rules: str | os.PathLike | None = None,
+    fail_on: str = "missing",
+    use_cache: bool = True,
+):
+    """Judge a capture against a profile and return a :class:`meshpcap.report.analysis.Report`.
+
+    ``service_tags`` is an official ``ServiceTags_Public_YYYYMMDD.json``; without it the
+    snapshot cached by ``meshpcap tags update`` is used (``use_cache=False`` to not), and
+    with neither, AzureCloud rules are judged on transport and port alone and every such
+    verdict says "AzureCloud membership not verified".
+    """
+    from .classify import FAIL_ON, judge
+    from .errors import MeshpcapError
+    from .report.analysis import Report
+    from .rules import cached_service_tags, load_service_tags
+    from .rules.match import RuleMatcher
+
+    if fail_on not in FAIL_ON:
+        raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
+    prof = load_rules(profile, m365_endpoints, webslates, webslate_allow, cloud_scripting, rules)
+    tags = None
+    tags_path = service_tags
+    if tags_path is None and use_cache:
+        tags_path = cached_service_tags()
+    if tags_path is not None:
+        tags = load_service_tags(tags_path)
+    ft = read_flows(path)
+    matcher = RuleMatcher(prof.rules, tags)
+    judgement = judge(ft, prof, matcher, tags is not None, fail_on)
+    profile_info = {
+        "id": prof.id,
+        "title": prof.title,
+        "source": prof.source,
+        "date": prof.date.isoformat() if prof.date else None,
+        "url": prof.url,
+        "rules": len(prof.rules),
+    }
+    tags_info = None
+    if tags is not None:
+        tags_info = {
+            "file": str(tags_path),
+            "date": tags.date.isoformat() if tags.date else None,
+            "change_number": tags.change_number,
+            "cloud": tags.cloud,
+        }
+    return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on})

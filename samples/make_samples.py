@@ -722,6 +722,7 @@ def tls_refused() -> Capture:
     turn = TurnClient(cap, RELAY, 3478)
     t = turn.allocate(1200 * MS)
     turn.media(t + 20 * MS, 2.0)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
     return cap
 
 
@@ -754,6 +755,7 @@ def proxy_403() -> Capture:
     turn = TurnClient(cap, RELAY, 3478)  # media goes direct: the proxy only carries HTTP
     t = turn.allocate(1000 * MS)
     turn.media(t + 20 * MS, 1.5)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
     return cap
 
 
@@ -848,6 +850,10 @@ def quic_and_ipv6() -> Capture:
     tls13_session(cap, 600 * MS, "substrate.office.com", client=CLIENT6)
     dns_exchange(cap, 900 * MS, "mesh-telemetry.office.com", nxdomain=True)
     udp_media(cap, 1000 * MS, UNEXPECTED, 30005, 2.0, interval=100 * MS)
+    turn = TurnClient(cap, RELAY, 3478)  # the rest of the session is healthy
+    t = turn.allocate(1100 * MS)
+    turn.media(t + 20 * MS, 1.5)
+    udp_media(cap, 1200 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
     return cap
 
 

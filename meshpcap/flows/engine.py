@@ -549,10 +549,22 @@ class FlowBuilder:
         )
 
 
+_ADDR_TEXT: dict[tuple[int, int, int], str] = {}
+
+
 def _addr(ver: int, hi: int, lo: int) -> str:
-    if ver == 4:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
-    return str(ipaddress.IPv6Address((hi << 64) | lo))
+    """Text form of an address (memoised: a capture has few distinct addresses, each seen many times)."""
+    key = (ver, hi, lo)
+    text = _ADDR_TEXT.get(key)
+    if text is None:
+        if ver == 4:
+            text = str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+        else:
+            text = str(ipaddress.IPv6Address((hi << 64) | lo))
+        if len(_ADDR_TEXT) >= 1 << 16:
+            _ADDR_TEXT.clear()
+        _ADDR_TEXT[key] = text
+    return text
 
 
 addr_text = _addr

@@ -70,6 +70,13 @@ def is_admin_prohibited(ip_version: int, icmp_type: int, code: int) -> bool:
     return icmp_type == 1 and code in (1, 5, 6)
 
 
+def endpoint(addr: str, port: int | None) -> str:
+    """``addr:port``, with IPv6 addresses in brackets."""
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class IcmpError:
     """An ICMP error that quoted one of the flow's packets."""

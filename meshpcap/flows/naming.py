@@ -27,6 +27,8 @@ from .model import DnsEvent, Flow, StunSummary
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
 DNS_PORTS = (53, 5353, 5355)
 NAME_PRIORITY = ("sni", "connect", "http", "dns")
+MAX_DNS_NAMES = 8  # names kept per flow from DNS
+MAX_LOOKUPS_SCANNED = 64  # earlier answers for one address looked at per flow
 
 
 def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MAX_STREAM) -> tuple[bytes, bool]:
@@ -78,7 +80,7 @@ class Namer:
     def __init__(self, raw: RawFlows) -> None:
         self.raw = raw
         self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
-        self._resolved: dict[str, list[tuple[int, str]]] = defaultdict(list)  # address -> [(ns, question name)]
+        self._resolved: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)  # address -> [(ns, question name)]
         self._resolved_ns: dict[str, list[int]] = {}
         self.dns_events: list[DnsEvent] = []
         self._dns_event_fid: list[int] = []
@@ -103,13 +105,18 @@ class Namer:
                     isn = None
                     if t is not None and t.isn is not None and (t.syn_dir == 1) == from_a:
                         isn = t.isn
+                    elif t is not None and t.synack_isn is not None and (t.synack_dir == 1) == from_a:
+                        isn = t.synack_isn
                     stream, _ = reassemble(segs, isn)
                     try:
                         msgs, _ = dnsp.split_dns_tcp(stream)
                     except DecodeError:
                         continue
-                    ns0 = segs[0].ns if segs else 0
+                    ns0 = min(e.ns for e in segs) if segs else 0
                     messages += [(ns0, from_a, m) for m in msgs]
+                # both directions in time order, queries before answers at the same time (the QR bit,
+                # RFC 1035 section 4.1.1): answers must meet their pending query
+                messages.sort(key=lambda m: (m[0], m[2][2] >> 7))
             pending: dict[tuple, tuple[int, str, str, str, str]] = {}
             for ns, from_a, data in messages:
                 try:
@@ -141,38 +148,33 @@ class Namer:
                         if address in dnsp.SINKHOLE_ADDRESSES:
                             continue
                         # the question name first, then the CNAME chain behind it
-                        for name in chain:
-                            self._resolved[address].append((ns, name))
+                        self._resolved[address].append((ns, chain))
             for ns, client, server, qname, qtype in pending.values():
                 self.dns_events.append(DnsEvent(ns, client, server, "udp" if proto == F.PROTO_UDP else "tcp",
                                                 qname, qtype, None))
                 self._dns_event_fid.append(fid)
         for address, lst in self._resolved.items():
-            lst.sort()
+            lst.sort(key=lambda x: x[0])
             self._resolved_ns[address] = [x[0] for x in lst]
         order = sorted(range(len(self.dns_events)), key=lambda i: (self.dns_events[i].ns, self.dns_events[i].qname))
         self.dns_events = [self.dns_events[i] for i in order]
         self._dns_event_fid = [self._dns_event_fid[i] for i in order]
 
     def names_resolving_to(self, address: str, before_ns: int) -> tuple[str, ...]:
-        """Names whose answers pointed at ``address`` before ``before_ns``, newest lookup first;
-        the name asked for comes before the CNAME targets behind it."""
+        """Names whose answers pointed at ``address`` at or before ``before_ns``, newest lookup
+        first; within one answer the name asked for comes before the CNAME targets behind it."""
         lst = self._resolved.get(address)
         if not lst:
             return ()
         i = bisect.bisect_right(self._resolved_ns[address], before_ns)
-        if i == 0:
-            return ()
-        latest = lst[i - 1][0]
         out: list[str] = []
-        # group by lookup time (newest first); within one answer keep chain order
-        times = sorted({ns for ns, _ in lst[:i]}, reverse=True)
-        for t in times:
-            for ns, name in lst[:i]:
-                if ns == t and name not in out:
+        for k in range(i - 1, max(i - 1 - MAX_LOOKUPS_SCANNED, -1), -1):
+            for name in lst[k][1]:
+                if name not in out:
                     out.append(name)
-        del latest
-        return tuple(out)
+            if len(out) >= MAX_DNS_NAMES:
+                break
+        return tuple(out[:MAX_DNS_NAMES])
 
     def link_dns_events(self, flows: list[Flow]) -> list[DnsEvent]:
         """Give each DNS event the id of the flow that carried it."""
@@ -314,7 +316,7 @@ class Namer:
             elif first[0] & 0x40:
                 out["quic_version"] = quicp.version_name(_quic_version(first))
         msgs = []
-        for e in client_ev + server_ev:
+        for e in sorted(client_ev + server_ev, key=lambda e: e.record):  # capture order: "methods" reads in time
             if len(e.data) >= 20 and e.data[0] < 4:
                 try:
                     msgs.append(stunp.parse_stun(e.data))
@@ -325,6 +327,7 @@ class Namer:
 
     def _stun_tcp(self, out: dict[str, Any], cs: bytes, ss: bytes) -> None:
         msgs = []
+        channel_data = 0  # the builder counts ChannelData on UDP only; over TCP count the frames reassembled here
         for stream in (cs, ss):
             try:
                 frames, _ = stunp.split_stun_tcp(stream)
@@ -336,8 +339,10 @@ class Namer:
                         msgs.append(stunp.parse_stun(fr))
                     except DecodeError:
                         pass
+                elif fr:  # 0x40-0x7F: ChannelData (RFC 8656 section 12.5), the only other frame split_stun_tcp returns
+                    channel_data += 1
         if msgs:
-            out["stun"] = _stun_summary(msgs)
+            out["stun"] = _stun_summary(msgs, channel_data)
 
 
 def _quic_version(datagram: bytes) -> int:
@@ -357,7 +362,7 @@ def _has_host_header(stream: bytes) -> bool:
     return b"\nhost:" in head
 
 
-def _stun_summary(msgs) -> StunSummary:
+def _stun_summary(msgs, channel_data: int = 0) -> StunSummary:
     counts = Counter(m.class_name for m in msgs)
     methods: list[str] = []
     errors: list[int] = []
@@ -385,6 +390,7 @@ def _stun_summary(msgs) -> StunSummary:
         indications=counts.get("indication", 0),
         successes=counts.get("success", 0),
         errors=counts.get("error", 0),
+        channel_data=channel_data,
         methods=tuple(methods),
         error_codes=tuple(errors),
         mapped=tuple(mapped),

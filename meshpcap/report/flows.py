@@ -6,10 +6,9 @@ import csv
 import io
 import json
 from enum import Enum
+from json.encoder import INFINITY, encode_basestring_ascii
 
-from tabulate import tabulate
-
-from ..flows.model import FLOW_COLUMNS, FlowTable
+from ..flows.model import FLOW_COLUMNS, FlowTable, endpoint
 
 
 class FlowFormat(str, Enum):
@@ -27,12 +26,6 @@ def ns_text(ns: int | None) -> str:
     secs, rem = divmod(int(ns), 1_000_000_000)
     t = dt.datetime.fromtimestamp(secs, dt.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{rem // 1000:06d}Z"
-
-
-def endpoint(addr: str, port: int | None) -> str:
-    if port is None:
-        return addr
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def capture_summary(capture: dict) -> list[str]:
@@ -70,7 +63,12 @@ def flows_table(ft: FlowTable) -> str:
     out = capture_summary(ft.capture)
     out.append(f"flows: {len(ft.flows)}")
     out.append("")
-    out.append(tabulate(rows, head, tablefmt="simple") if rows else "(no flows)")
+    if rows:
+        from tabulate import tabulate  # imported here: json and csv output do not need it
+
+        out.append(tabulate(rows, head, tablefmt="simple"))
+    else:
+        out.append("(no flows)")
     return "\n".join(out) + "\n"
 
 
@@ -101,7 +99,91 @@ def _outcome(f) -> str:
 
 
 def flows_json(ft: FlowTable) -> str:
-    return json.dumps(ft.to_dict(), indent=2, sort_keys=False) + "\n"
+    return json_indent2(ft.to_dict()) + "\n"
+
+
+def json_indent2(obj) -> str:
+    """Exactly ``json.dumps(obj, indent=2)``, about twice as fast.
+
+    With an indent, ``json.dumps`` falls back to its pure-Python generator encoder; this
+    builds the same text with one list of pieces and the C string escaper."""
+    out: list[str] = []
+    app = out.append
+
+    def enc(o, ind: str) -> None:
+        t = type(o)
+        if t is str:
+            app(encode_basestring_ascii(o))
+        elif o is None:
+            app("null")
+        elif o is True:
+            app("true")
+        elif o is False:
+            app("false")
+        elif t is int:
+            app(int.__repr__(o))
+        elif t is float:
+            app(_json_float(o))
+        elif isinstance(o, dict):
+            if not o:
+                app("{}")
+                return
+            ni = ind + "  "
+            lead = "{\n" + ni
+            for k, v in o.items():
+                app(lead + encode_basestring_ascii(k if type(k) is str else _json_key(k)) + ": ")
+                lead = ",\n" + ni
+                enc(v, ni)
+            app("\n" + ind + "}")
+        elif isinstance(o, (list, tuple)):
+            if not o:
+                app("[]")
+                return
+            ni = ind + "  "
+            lead = "[\n" + ni
+            for v in o:
+                app(lead)
+                lead = ",\n" + ni
+                enc(v, ni)
+            app("\n" + ind + "]")
+        elif isinstance(o, str):
+            app(encode_basestring_ascii(o))
+        elif isinstance(o, int):
+            app(int.__repr__(o))
+        elif isinstance(o, float):
+            app(_json_float(o))
+        else:
+            raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    enc(obj, "")
+    return "".join(out)
+
+
+def _json_float(o: float) -> str:
+    if o != o:
+        return "NaN"
+    if o == INFINITY:
+        return "Infinity"
+    if o == -INFINITY:
+        return "-Infinity"
+    return float.__repr__(o)
+
+
+def _json_key(k) -> str:
+    """json.dumps' rules for dict keys that are not strings."""
+    if isinstance(k, str):
+        return k
+    if isinstance(k, float):
+        return _json_float(k)
+    if k is True:
+        return "true"
+    if k is False:
+        return "false"
+    if k is None:
+        return "null"
+    if isinstance(k, int):
+        return int.__repr__(k)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
 
 
 def flows_csv(ft: FlowTable) -> str:
@@ -110,11 +192,12 @@ def flows_csv(ft: FlowTable) -> str:
     w.writerow(FLOW_COLUMNS)
     for f in ft.flows:
         d = f.to_dict()
-        w.writerow([_cell(d[c]) for c in FLOW_COLUMNS])
+        w.writerow([cell(d[c]) for c in FLOW_COLUMNS])
     return buf.getvalue()
 
 
-def _cell(v) -> str:
+def cell(v) -> str:
+    """One CSV cell: empty for None, lower-case booleans, compact JSON for lists and dicts."""
     if v is None:
         return ""
     if isinstance(v, bool):

@@ -1,0 +1,251 @@
+"""A verdict for every flow: which rule it falls under and whether the network let it through.
+
+Matching order for a flow: the names it carries (SNI, CONNECT target, HTTP Host,
+DNS names that resolved to its server before it began) against the rules' domain
+patterns; then its server address against the rules' CIDRs and service tags.  A
+rule applies when it also lists the flow's transport and destination port.
+
+* ``allowed``: a rule applies and the flow worked.
+* ``blocked``: a rule applies (or the flow is Mesh/Teams traffic by name or address)
+  and it failed; ``blocked_by`` says how (see :data:`BLOCKED_BY`).
+* ``unexpected``: it looks like Mesh traffic but falls outside the profile: a
+  Mesh-specific port (UDP 3478-3481, 30000-30499) to an address outside every rule,
+  or a destination named by the profile on a transport or port it does not list.
+* ``unrelated``: nothing to do with the profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..flows.model import DnsEvent, Flow, is_admin_prohibited
+from ..rules.match import RuleMatcher
+from ..rules.model import Profile, Rule
+
+VERDICTS = ("allowed", "blocked", "unexpected", "unrelated")
+BLOCKED_BY = ("no-answer", "rejected", "icmp-unreachable", "tls-alert", "proxy-denied", "dns-failure", "tls-intercepted")
+
+# Ports that only Mesh/Teams media use (SPEC.md 2a MR-A2..A4, 2b ID 11): traffic on them to an
+# address outside every rule is "unexpected", not "unrelated".
+MESH_UDP_PORTS = set(range(3478, 3482)) | set(range(30000, 30500))
+MESH_TCP_PORTS = set(range(30000, 30500))
+
+# Issuers of the certificates Microsoft's services present (Microsoft's own CAs and the public
+# CAs it chains to).  A Microsoft name served with another issuer is being intercepted.
+MICROSOFT_ISSUERS = ("microsoft", "digicert", "baltimore cybertrust")
+
+# A flow whose first packet came this close to the end of the capture cannot be judged
+# "no answer": the capture may have stopped before the answer came.
+END_GRACE_NS = 3_000_000_000
+
+TAG_UNVERIFIED = "AzureCloud membership not verified"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowVerdict:
+    """A flow with the rule it falls under and what became of it."""
+
+    flow: Flow
+    verdict: str
+    rule: str | None = None
+    blocked_by: str | None = None
+    detail: str | None = None  # one sentence: what the evidence shows
+    confidence: str = "high"  # "low" when the capture itself cannot show the outcome
+    matched_by: str | None = None  # name | address | service-tag | port (no service-tag snapshot)
+    destination: str | None = None  # the name or address the verdict is about
+    tag_verified: bool | None = None  # False: AzureCloud judged on transport and port alone
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.flow.to_dict()
+        d.update(
+            rule=self.rule,
+            verdict=self.verdict,
+            blocked_by=self.blocked_by,
+            detail=self.detail,
+            confidence=self.confidence,
+            matched_by=self.matched_by,
+            destination=self.destination,
+            tag_verified=self.tag_verified,
+        )
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the verdicts need besides the flow."""
+
+    profile: Profile
+    matcher: RuleMatcher
+    tags_loaded: bool
+    capture_last_ns: int | None
+    one_direction: bool  # the capture shows (almost) only one direction of traffic
+
+
+def _names(f: Flow) -> list[str]:
+    out: list[str] = []
+    for n in (f.sni, _connect_host(f), f.http_host, *(f.dns_names or ())):
+        if n and n not in out:
+            out.append(n)
+    return out
+
+
+def _connect_host(f: Flow) -> str | None:
+    if not f.connect_target:
+        return None
+    return f.connect_target.rsplit(":", 1)[0].strip("[]")
+
+
+def _dest_port(f: Flow) -> int | None:
+    if f.connect_target:
+        try:
+            return int(f.connect_target.rsplit(":", 1)[1])
+        except ValueError:
+            return 443
+    return f.server_port
+
+
+def _rule_rank(r: Rule) -> int:
+    """Prefer the most specific rule: names, then CIDRs, then service tags."""
+    if r.domains:
+        return 0
+    if r.cidrs:
+        return 1
+    return 2
+
+
+def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
+    if f.transport not in ("tcp", "udp"):
+        return FlowVerdict(f, "unrelated")
+    transport = f.transport
+    port = _dest_port(f)
+    names = _names(f)
+    via_proxy = f.connect_target is not None
+    by_name: list[Rule] = []
+    for n in names:
+        for r in ctx.matcher.by_name(n):
+            if r not in by_name:
+                by_name.append(r)
+    by_addr: list[Rule] = [] if via_proxy else ctx.matcher.by_address(f.server)
+    tag_unverified: list[Rule] = []
+    if not ctx.tags_loaded and not via_proxy:
+        tag_unverified = [r for r in ctx.profile.rules if r.service_tag and not r.domains and not r.cidrs]
+
+    def fits(rules: list[Rule]) -> list[Rule]:
+        return sorted((r for r in rules if port is not None and r.allows(transport, port)), key=_rule_rank)
+
+    applicable = fits(by_name)
+    matched_by = "name"
+    if not applicable:
+        applicable = fits(by_addr)
+        matched_by = "address"
+        if applicable and applicable[0].service_tag and not applicable[0].cidrs:
+            matched_by = "service-tag"
+    tag_verified: bool | None = None
+    if not applicable and tag_unverified:
+        applicable = fits(tag_unverified)
+        if applicable:
+            matched_by = "port"
+            tag_verified = False
+    elif applicable and applicable[0].service_tag:
+        tag_verified = True
+
+    destination = names[0] if names else f.server
+    if applicable:
+        rule = applicable[0]
+        dest = names[0] if (matched_by == "name" and names) else f.server
+        return _outcome(f, ctx, rule.id, matched_by, dest, tag_verified)
+
+    # a destination the profile names, on a transport or port it does not list
+    named = [r for r in by_name + [r for r in by_addr if r.domains or r.cidrs]]
+    if named:
+        r = named[0]
+        detail = (f"{destination} is covered by {r.id} ({r.ports_text()}), but this flow used "
+                  f"{transport.upper()} {port}" + (" (QUIC)" if f.quic_version else ""))
+        return FlowVerdict(f, "unexpected", r.id, None, detail, matched_by="name" if by_name else "address",
+                           destination=destination)
+    mesh_port = port is not None and ((transport == "udp" and port in MESH_UDP_PORTS)
+                                      or (transport == "tcp" and port in MESH_TCP_PORTS))
+    if mesh_port and not via_proxy:
+        if ctx.tags_loaded:
+            detail = f"{transport.upper()} {port} is a Mesh media port, but {f.server} is in no rule of the profile"
+            tag_rules = [r for r in ctx.profile.rules if r.service_tag and r.allows(transport, port)]
+            if tag_rules:
+                detail += f" (not in the {tag_rules[0].service_tag} service tag)"
+                return FlowVerdict(f, "unexpected", tag_rules[0].id, None, detail, matched_by="address",
+                                   destination=f.server, tag_verified=True)
+            return FlowVerdict(f, "unexpected", None, None, detail, destination=f.server)
+    return FlowVerdict(f, "unrelated", destination=destination)
+
+
+def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_verified: bool | None) -> FlowVerdict:
+    """Did the flow work?  Evidence in order of strength."""
+    low = "high"
+
+    def blocked(by: str, detail: str, confidence: str = "high") -> FlowVerdict:
+        return FlowVerdict(f, "blocked", rule, by, detail, confidence, matched_by, dest, tag_verified)
+
+    def allowed(detail: str | None = None) -> FlowVerdict:
+        return FlowVerdict(f, "allowed", rule, None, detail, low, matched_by, dest, tag_verified)
+
+    if f.connect_status is not None and not 200 <= f.connect_status < 300:
+        return blocked("proxy-denied", f"the proxy {f.server}:{f.server_port} answered CONNECT {f.connect_target} "
+                                       f"with HTTP {f.connect_status}")
+    icmp = [e for e in f.icmp_errors if e.toward == "server"]
+    if icmp and f.packets_s2c == 0:
+        e = icmp[0]
+        how = "a firewall rejected it" if is_admin_prohibited(f.ip_version, e.type, e.code) else "it was unreachable"
+        return blocked("icmp-unreachable", f"{e.sender} answered ICMP {e.description} ({how}), "
+                                           f"{len(icmp)} time{'s' if len(icmp) != 1 else ''}")
+    if f.transport == "tcp":
+        if f.state == "rejected":
+            return blocked("rejected", f"every SYN ({f.syn_count}) was answered by a TCP RST")
+        if f.state == "no-answer":
+            return _no_answer(f, ctx, blocked, f"{f.syn_count} SYN{'s' if f.syn_count != 1 else ''} got no answer")
+        if f.tls_alert and not f.tls_version and f.tls_alert_from == "server":
+            return blocked("tls-alert", f"TLS alert {f.tls_alert} right after the ClientHello"
+                                        + (f" for {f.sni}" if f.sni else "") + " (SNI filtering)")
+        if f.state == "reset" and f.sni and not f.tls_version and not f.tls_alert:
+            return blocked("rejected", f"the connection was reset right after the ClientHello for {f.sni} "
+                                       "(SNI filtering)")
+        if f.cert_issuer and f.sni and not any(m in f.cert_issuer.lower() for m in MICROSOFT_ISSUERS):
+            return blocked("tls-intercepted", f"{f.sni} was served a certificate issued by {f.cert_issuer}, "
+                                              "not by Microsoft's CAs: a TLS-inspecting proxy")
+        if f.state == "one-way":
+            return allowed("only one direction is in the capture")
+        return allowed()
+    # UDP
+    if f.packets_s2c == 0 and f.packets_c2s > 0:
+        s = f.stun
+        what = (f"{s.requests} STUN request{'s' if s.requests != 1 else ''}" if s and s.requests
+                else f"{f.packets_c2s} datagram{'s' if f.packets_c2s != 1 else ''}")
+        return _no_answer(f, ctx, blocked, f"{what} got no answer")
+    if f.packets_c2s == 0:
+        return allowed("only the server side is in the capture")
+    return allowed()
+
+
+def _no_answer(f: Flow, ctx: Context, blocked, detail: str) -> FlowVerdict:
+    if ctx.one_direction:
+        return blocked("no-answer", detail + "; the capture shows only one direction of traffic, so the answers "
+                                             "may simply not have been captured", "low")
+    if ctx.capture_last_ns is not None and ctx.capture_last_ns - f.first_ns < END_GRACE_NS:
+        return blocked("no-answer", detail + "; the capture ended too soon after to be sure", "low")
+    return blocked("no-answer", detail + " (silent drop)")
+
+
+def judge_dns(ev: DnsEvent, matcher: RuleMatcher) -> tuple[Rule, str] | None:
+    """A failed lookup of a name a rule needs: (rule, reason) or None."""
+    failed = ev.rcode is None or ev.rcode in ("NXDOMAIN", "SERVFAIL", "REFUSED") or ev.sinkhole
+    if not failed:
+        return None
+    rules = matcher.by_name(ev.qname)
+    if not rules:
+        return None
+    if ev.sinkhole:
+        why = "a sinkhole address (" + ", ".join(ev.answers[:2]) + ")"
+    elif ev.rcode is None:
+        why = "no answer"
+    else:
+        why = ev.rcode
+    return rules[0], why
