@@ -465,6 +465,9 @@ def _transport(g: _Gather, i, l4, wire_end, cap_end, d: Decoded, inner_idx, inne
             start = np.where(e3, start + 12 + np.where(o_flag, 8, 0), start)
         ether = np.isin(ptype, (ETH_TEB, ETH_ERSPAN2, ETH_ERSPAN3)) & (start + 14 <= ce)
         ip = np.isin(ptype, (ETH_IPV4, ETH_IPV6)) & (start + 20 <= ce)
+        # a GRE header, or the frame it says it carries, cut short: count it, not a GRE flow
+        cut = (s + 4 > ce) | (np.isin(ptype, (ETH_TEB, ETH_ERSPAN2, ETH_ERSPAN3, ETH_IPV4, ETH_IPV6)) & ~ether & ~ip)
+        d.reason[r[cut]] = R_TUNNEL
         for sel, kind in ((ether, K_ETHER), (ip, K_IP)):
             if sel.any():
                 inner_idx.append(r[sel])

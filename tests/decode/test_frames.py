@@ -296,3 +296,18 @@ def test_decode_batch_valid_prefix_plus_random(name, cut, tail):
     if d.reason[1] == 0:
         assert d.ip_version[1] in (4, 6)
     assert np.all(d.payload_cap >= 0)
+
+
+@pytest.mark.parametrize("name", ["gre-ip", "gre-teb", "erspan2", "erspan3"])
+def test_gre_cut_inside_its_header_or_inner_frame_is_a_truncated_tunnel(name):
+    # regression: such packets used to become a GRE flow between the mirror and the collector
+    outer = TUNNELS[name]()
+    inner = INNER if name == "gre-ip" else INNER_FRAME
+    cuts = [20 + 2, 20 + 4 + 4, len(outer) - len(inner) + 8]  # in GRE, in ERSPAN or inner header, in the inner frame
+    d = B.decode([outer[:c] for c in cuts], 101)
+    assert [F.REASONS[int(r)] for r in d.reason] == ["truncated tunnel header"] * len(cuts)
+
+
+def test_gre_with_another_payload_stays_a_gre_packet():
+    d = B.decode([B.gre(b"\xc0\x21" + b"\0" * 30, 0x880B, flags=0x2001, extra=b"\0" * 4)], 101)  # PPTP
+    assert d.reason[0] == 0 and d.proto[0] == 47 and not d.encapsulated[0]
