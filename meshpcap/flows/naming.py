@@ -350,11 +350,15 @@ def _quic_version(datagram: bytes) -> int:
 
 
 def _looks_like_quic(datagram: bytes) -> bool:
-    """A QUIC long-header packet of a version we know (RFC 9000 section 17.2; RFC 8999 invariants)."""
+    """A QUIC long-header packet of a version we know (RFC 9000 section 17.2; RFC 8999 invariants).
+
+    Besides the versions we decrypt: reserved versions that force Version Negotiation (RFC 9000
+    section 15) and the IETF drafts 0xff0000xx, so that their flows still report a quic_version.
+    """
     if len(datagram) < 7 or not quicp.is_long_header(datagram):
         return False
     v = _quic_version(datagram)
-    return v in quicp.SUPPORTED_VERSIONS or (v & 0x0F0F0F0F) == 0x0A0A0A0A
+    return v in quicp.SUPPORTED_VERSIONS or (v & 0x0F0F0F0F) == 0x0A0A0A0A or (v >> 8) == 0xFF0000
 
 
 def _has_host_header(stream: bytes) -> bool:
