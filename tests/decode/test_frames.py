@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 
-from meshpcap import read_flows
+from meshpcap import read_flows as _read_flows
 from meshpcap.decode import frames as F
 from tests import builders as B
 
@@ -45,6 +45,14 @@ LINK_CASES = {
 }
 
 
+def read_flows(path, names=False):
+    """read_flows plus the accounting invariant: every record is decoded or counted by reason."""
+    ft = _read_flows(path, names=names)
+    c = ft.capture
+    assert c["packets"] == c["decoded"] + sum(c["undecoded"].values())
+    return ft
+
+
 def _addr4(d, i):
     return int(d.src_lo[i]), int(d.dst_lo[i])
 
@@ -66,10 +74,16 @@ def test_link_types_decode_ipv4_and_ipv6(name):
 
 
 @pytest.mark.parametrize("lt,ip", [(228, TCP4), (229, UDP6)])
-def test_raw_ipv4_and_ipv6_link_types(lt, ip):
+def test_raw_ipv4_and_ipv6_link_types(tmp_path, lt, ip):
     d = B.decode([ip], lt)
     assert d.reason[0] == 0
     assert d.ip_version[0] == (4 if lt == 228 else 6)
+    p = B.write_pcap(tmp_path / f"lt{lt}.pcap", [(B.T0, ip), (B.T0 + 1, ip)], linktype=lt)
+    (f,) = read_flows(p, names=False).flows
+    assert (f.ip_version, f.packets_c2s, f.bytes_c2s) == (d.ip_version[0], 2, 2 * len(ip))
+    wrong = TCP4 if lt == 229 else UDP6  # the link type fixes the IP version
+    p = B.write_pcap(tmp_path / f"wrong{lt}.pcap", [(B.T0, wrong)], linktype=lt)
+    assert read_flows(p, names=False).capture["undecoded"] == {"bad IP version": 1}
 
 
 @pytest.mark.parametrize("name", list(LINK_CASES))
@@ -185,6 +199,15 @@ def test_ipv6_hop_by_hop_and_destination_options_before_tcp():
     assert (d.proto[0], d.sport[0], d.dport[0], d.tcp_flags[0]) == (6, 50000, 443, 2)
     assert d.ip_len[0] == len(pkt)
     assert d.l4[0] == 14 + 40 + 8 + 8
+
+
+def test_ipv6_extension_headers_in_a_capture(tmp_path):
+    syn = bytes(IPv6(src=C6, dst=S6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / TCP(sport=50000, dport=443, flags="S"))
+    synack = bytes(IPv6(src=S6, dst=C6) / IPv6ExtHdrDestOpt() / TCP(sport=443, dport=50000, flags="SA"))
+    p = B.write_pcap(tmp_path / "ext.pcap", [(B.T0, B.ether(syn)), (B.T0 + 7, B.ether(synack))])
+    (f,) = read_flows(p, names=False).flows
+    assert (f.client, f.client_port, f.server, f.server_port, f.state) == (C6, 50000, S6, 443, "established")
+    assert (f.bytes_c2s, f.bytes_s2c) == (len(syn), len(synack))
 
 
 def test_ipv6_fragment_header():
