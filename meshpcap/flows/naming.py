@@ -21,7 +21,7 @@ from ..decode import quic as quicp
 from ..decode import stun as stunp
 from ..decode import tls as tlsp
 from ..decode.buffer import DecodeError
-from .engine import Evidence, RawFlows, addr_text
+from .engine import TCP_SYN, Evidence, RawFlows, addr_text
 from .model import DnsEvent, Flow, StunSummary
 
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
@@ -42,16 +42,18 @@ def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MA
     segs = [s for s in segments if s.data]
     if not segs:
         return b"", False
+    # Data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own sequence number (RFC 9293 section 3.4).
+    starts = [(s.seq + 1) & 0xFFFFFFFF if s.flags & TCP_SYN else s.seq for s in segs]
     if isn is not None:
         base = (isn + 1) & 0xFFFFFFFF
     else:
-        s0 = segs[0].seq
-        signed = [((s.seq - s0) & 0xFFFFFFFF) - (0x100000000 if ((s.seq - s0) & 0xFFFFFFFF) >= 0x80000000 else 0)
-                  for s in segs]
+        s0 = starts[0]
+        signed = [((q - s0) & 0xFFFFFFFF) - (0x100000000 if ((q - s0) & 0xFFFFFFFF) >= 0x80000000 else 0)
+                  for q in starts]
         base = (s0 + min(signed)) & 0xFFFFFFFF
     rel = []
-    for s in segs:
-        off = (s.seq - base) & 0xFFFFFFFF
+    for s, q in zip(segs, starts):
+        off = (q - base) & 0xFFFFFFFF
         if off >= 0x80000000:  # before the stream start (wrapped): drop what precedes it
             back = 0x100000000 - off
             if back >= len(s.data):

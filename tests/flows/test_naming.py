@@ -120,6 +120,19 @@ def test_hello_without_syn_seen(tmp_path) -> None:
     assert f.sni == "mesh.office.com"
 
 
+def test_client_hello_on_the_syn(tmp_path) -> None:
+    """TCP Fast Open (RFC 7413): the ClientHello rides on the SYN."""
+    cap = ms.Capture("tfo")
+    conn = ms.TcpConn(cap, SERVER, ms.ephemeral_port(cap), 443)
+    hello = tls.build_client_hello("mesh.office.com", alpn=("h2",))
+    conn.seg(0, True, "S", hello, options=[("MSS", 1460), ("TFO", b"\x01\x02\x03\x04\x05\x06\x07\x08")])
+    conn.seg(20 * MS, False, "SA", options=ms.TcpConn.SYNACK_OPTS)
+    conn.seg(21 * MS, True, "A")
+    conn.send(22 * MS, False, SERVER_FLIGHT)
+    f = flow_to(read(tmp_path, cap), SERVER, 443)
+    assert (f.sni, f.tls_version, f.state) == ("mesh.office.com", "TLS 1.3", "established")
+
+
 def test_ech_keeps_outer_sni(tmp_path) -> None:
     cap = ms.Capture("ech")
     hello = tls.build_client_hello("public.cloudflare-ech.example", alpn=("h2",), ech=True, pq_key_share=True)

@@ -96,6 +96,14 @@ def test_bytes_before_the_stream_start_are_cut() -> None:
     assert reassemble([seg(96, b"xxx")], isn=99) == (b"", False)
 
 
+def test_data_on_the_syn() -> None:
+    """TCP Fast Open (RFC 7413): the SYN's data starts at isn + 1, the SYN itself takes isn."""
+    syn = Evidence(record=0, ns=0, from_a=True, seq=MOD - 1, flags=0x02, data=DATA[:100], wire_len=100)
+    rest = seg(100 - 1 + 1, DATA[100:])  # next byte after the SYN's data: isn + 1 + 100, wrapped
+    assert reassemble([syn, rest], isn=MOD - 1) == (DATA, False)
+    assert reassemble([rest, syn]) == (DATA, False)
+
+
 def test_limit() -> None:
     big = bytes(3 * MAX_STREAM)
     segs = [seg(1 + i, big[i : i + 1460]) for i in range(0, len(big), 1460)]
