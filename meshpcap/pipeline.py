@@ -73,7 +73,9 @@ def load_rules(
     if m365_endpoints is not None:
         m365 = load_m365_profile(m365_endpoints)
         if base.id == "single-room":
-            base = replace(m365, id=base.id, title=f"{base.title} (endpoints from {Path(m365_endpoints).name})")
+            # the report needs the rules' date: the endpoints version's (YYYYMMDDNN), as the shipped profile has
+            base = replace(m365, id=base.id, title=f"{base.title} (endpoints from {Path(m365_endpoints).name})",
+                           date=m365.date or _version_date(m365.source))
         else:
             base = merge_profiles(base, m365)
     extra = []
@@ -88,6 +90,20 @@ def load_rules(
     if rules is not None:
         base = merge_profiles(base, load_rules_file(rules, base))
     return base
+
+
+def _version_date(text: str):
+    """The date of an M365 endpoints version (``version 2025043000`` -> 2025-04-30), or None."""
+    import re
+    from datetime import date
+
+    m = re.search(r"version (\d{4})(\d{2})(\d{2})\d{2}\b", text)
+    if not m:
+        return None
+    try:
+        return date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        return None
 
 
 def analyze(

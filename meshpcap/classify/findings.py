@@ -15,7 +15,7 @@ from typing import Any
 from ..flows.model import DnsEvent, FlowTable, endpoint
 from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
-from .verdicts import TAG_UNVERIFIED, Context, FlowVerdict, judge_dns, judge_flow
+from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, judge_dns, judge_flow
 
 KINDS = ("blocked", "missing", "unexpected")
 SEVERITIES = ("error", "warning", "info")
@@ -157,7 +157,8 @@ def _capture_warnings(ft: FlowTable, verdicts: list[FlowVerdict]) -> tuple[list[
 def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bool,
           fail_on: str = "missing") -> Judgement:
     pre_warn, one_direction, mid_session = _capture_warnings(ft, [])
-    ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), one_direction)
+    ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), one_direction,
+                  ft.capture.get("dropped_by_capture") or 0)
     verdicts = [judge_flow(f, ctx) for f in ft.flows]
     rules = {r.id: r for r in profile.rules}
     by_id = {v.flow.id: i for i, v in enumerate(verdicts)}
@@ -169,6 +170,9 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
         if res is None:
             continue
         rule, why = res
+        if ev.rcode is None and _answer_may_be_uncaptured(ev.ns, ctx):
+            # "no answer" rests on what the capture lacks: say so rather than claim a failure
+            why = "no answer in the capture (which may simply have missed it)"
         dns_fail.append((ev, rule, why))
         if ev.flow_id is not None and ev.flow_id in by_id:
             i = by_id[ev.flow_id]
@@ -176,7 +180,8 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
             if v.verdict == "unrelated":
                 verdicts[i] = FlowVerdict(v.flow, "blocked", rule.id, "dns-failure",
                                           f"{ev.qname} ({ev.qtype}): {why} from {ev.server}",
-                                          "low" if ev.rcode == "NXDOMAIN" else "high", "name", ev.qname)
+                                          "low" if ev.rcode == "NXDOMAIN" or why.startswith("no answer in")
+                                          else "high", "name", ev.qname)
 
     findings: list[Finding] = []
     groups_of: OrderedDict[tuple, list[FlowVerdict]] = OrderedDict()
@@ -194,7 +199,7 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
         dns_groups.setdefault((item[0].qname, item[2]), []).append(item)
     for (qname, why), items in dns_groups.items():
         ev, rule, _ = items[0]
-        severity = "warning" if why == "NXDOMAIN" else "error"
+        severity = "warning" if why == "NXDOMAIN" or why.startswith("no answer in") else "error"
         findings.append(Finding(
             id="", kind="blocked", severity=severity, rule=rule.id, source=rule.source,
             title=f"DNS lookup of {qname} failed: {why}",
@@ -226,7 +231,8 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
         elif st.status == "met-by-fallback":
             findings.append(Finding(
                 id="", kind="blocked", severity="info", rule=",".join(g.fallback) or None,
-                source=_group_source(g, rules), title=f"{g.id}: {g.fallback_description or 'met by its fallback only'}",
+                source=_group_source(g, rules, fallback=True),
+                title=f"{g.id}: {g.fallback_description or 'met by its fallback only'}",
                 detail=st.detail, fix="allow the primary path so the client does not need the fallback: "
                 + "; ".join(f"{rules[r].id}: {ports_text(rules[r])} to {destination_text(rules[r])}"
                             for r in g.rules if r in rules),
@@ -245,6 +251,12 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
     counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("allowed", "blocked", "unexpected", "unrelated")}
     verdict = "fail" if failing(findings, fail_on) else "pass"
     return Judgement(verdicts, findings, checklist, group_status, warnings, verdict, counts)
+
+
+def _answer_may_be_uncaptured(ns: int, ctx: Context) -> bool:
+    """True when a missing answer to something sent at ``ns`` may be the capture's fault."""
+    near_end = ctx.capture_last_ns is not None and ctx.capture_last_ns - ns < END_GRACE_NS
+    return ctx.one_direction or bool(ctx.dropped) or near_end
 
 
 def failing(findings: list[Finding], fail_on: str) -> list[Finding]:
@@ -297,7 +309,7 @@ def _flow_finding(kind: str, vs: list[FlowVerdict], rules: dict[str, Rule]) -> F
         if low:
             title = "possibly blocked: " + title
         detail = f"{v.detail}. {attempts}" + (f"; rule {rule.id}: {rule.description}" if rule else "") + "."
-        if v.tag_verified is False:
+        if v.tag_verified is False and TAG_UNVERIFIED not in detail:
             detail += f" {TAG_UNVERIFIED}."
         fix = _fix(v, rule, vs)
         return Finding("", "blocked", sev, v.rule, src, title, detail, fix,
@@ -379,8 +391,9 @@ def _group_status(g: ExpectedGroup, verdicts: list[FlowVerdict]) -> GroupStatus:
     return GroupStatus(g.id, g.description, "missing", "no flow in the capture")
 
 
-def _group_source(g: ExpectedGroup, rules: dict[str, Rule]) -> str | None:
-    for r in g.rules:
+def _group_source(g: ExpectedGroup, rules: dict[str, Rule], fallback: bool = False) -> str | None:
+    """The source of the group's first rule (of its fallback rules with ``fallback``), as the finding's rule."""
+    for r in (g.fallback if fallback else g.rules):
         if r in rules:
             return rules[r].source
     return None
@@ -402,7 +415,9 @@ def _checklist(profile: Profile, verdicts: list[FlowVerdict], groups: list[Group
         allowed = [v for v in vs if v.verdict == "allowed"]
         blocked = [v for v in vs if v.verdict == "blocked"]
         unexpected = [v for v in vs if v.verdict == "unexpected"]
-        if allowed:
+        if any(v.confidence == "high" and v.blocked_by != "dns-failure" for v in blocked):
+            status = "blocked"  # some flow under the rule was surely blocked, even if others got through
+        elif allowed:
             status = "ok"
         elif blocked or any(rule.id == r.id for _, rule, _ in dns_fail):
             status = "blocked"

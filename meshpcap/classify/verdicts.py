@@ -80,6 +80,7 @@ class Context:
     tags_loaded: bool
     capture_last_ns: int | None
     one_direction: bool  # the capture shows (almost) only one direction of traffic
+    dropped: int = 0  # packets the capturing host said it dropped: missing answers may be capture loss
 
 
 def _names(f: Flow) -> list[str]:
@@ -182,11 +183,17 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
     """Did the flow work?  Evidence in order of strength."""
     low = "high"
 
+    def unverified(detail: str | None) -> str | None:
+        # judged on transport and port alone: every such verdict says so, not only the report
+        if tag_verified is not False:
+            return detail
+        return f"{detail}; {TAG_UNVERIFIED}" if detail else TAG_UNVERIFIED
+
     def blocked(by: str, detail: str, confidence: str = "high") -> FlowVerdict:
-        return FlowVerdict(f, "blocked", rule, by, detail, confidence, matched_by, dest, tag_verified)
+        return FlowVerdict(f, "blocked", rule, by, unverified(detail), confidence, matched_by, dest, tag_verified)
 
     def allowed(detail: str | None = None) -> FlowVerdict:
-        return FlowVerdict(f, "allowed", rule, None, detail, low, matched_by, dest, tag_verified)
+        return FlowVerdict(f, "allowed", rule, None, unverified(detail), low, matched_by, dest, tag_verified)
 
     if f.connect_status is not None and not 200 <= f.connect_status < 300:
         return blocked("proxy-denied", f"the proxy {f.server}:{f.server_port} answered CONNECT {f.connect_target} "
@@ -195,7 +202,8 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
     if icmp and f.packets_s2c == 0:
         e = icmp[0]
         how = "a firewall rejected it" if is_admin_prohibited(f.ip_version, e.type, e.code) else "it was unreachable"
-        return blocked("icmp-unreachable", f"{e.sender} answered ICMP {e.description} ({how}), "
+        return blocked("icmp-unreachable", f"{e.sender} answered ICMP {e.description} "
+                                           f"(type {e.type} code {e.code}: {how}), "
                                            f"{len(icmp)} time{'s' if len(icmp) != 1 else ''}")
     if f.transport == "tcp":
         if f.state == "rejected":
@@ -231,6 +239,9 @@ def _no_answer(f: Flow, ctx: Context, blocked, detail: str) -> FlowVerdict:
                                              "may simply not have been captured", "low")
     if ctx.capture_last_ns is not None and ctx.capture_last_ns - f.first_ns < END_GRACE_NS:
         return blocked("no-answer", detail + "; the capture ended too soon after to be sure", "low")
+    if ctx.dropped:
+        return blocked("no-answer", detail + f"; the capturing host dropped {ctx.dropped} packets, so the answers "
+                                             "may have been lost by the capture", "low")
     return blocked("no-answer", detail + " (silent drop)")
 
 
