@@ -359,7 +359,8 @@ def _group_status(g: ExpectedGroup, verdicts: list[FlowVerdict]) -> GroupStatus:
     primary, fallback, tried = [], [], []
     relay_servers = set()
     for v in verdicts:
-        if not v.rule or v.flow.transport not in ("tcp", "udp"):
+        # an "unexpected" flow only names the rule it fell outside of: it is no attempt at the group
+        if not v.rule or v.verdict == "unexpected" or v.flow.transport not in ("tcp", "udp"):
             continue
         port = v.flow.server_port if not v.flow.connect_target else 443
         how = g.satisfied_by(v.rule, v.flow.transport, port or 0)

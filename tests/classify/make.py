@@ -81,7 +81,9 @@ def dns(qname: str, rcode: str | None = "NOERROR", flow_id: int | None = None, a
 
 
 def dns_flow(id: int, **kw) -> Flow:
-    return flow(id, "udp", FIREWALL, 53, packets_c2s=1, packets_s2c=1, bytes_c2s=80, bytes_s2c=120, **kw)
+    base = dict(packets_c2s=1, packets_s2c=1, bytes_c2s=80, bytes_s2c=120)
+    base.update(kw)
+    return flow(id, "udp", FIREWALL, 53, **base)
 
 
 def table(flows, dns_events=(), **capture) -> FlowTable:
