@@ -86,7 +86,7 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
             client, cport, server, sport = b_addr, pb, a_addr, pa
             c2s, s2c = int(raw.pk_b[fid]), int(raw.pk_a[fid])
             bc2s, bs2c = int(raw.by_b[fid]), int(raw.by_a[fid])
-        has_ports = proto in (F.PROTO_TCP, F.PROTO_UDP, 132)
+        has_ports = proto in (F.PROTO_TCP, F.PROTO_UDP)
         if t is not None:
             state = tcp_state(t, a_client, c2s, s2c)
             syn_count = t.syn_count
