@@ -91,10 +91,8 @@ def analyze(
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
                      rules=rules, fail_on=fail_on.value)
-        show = show_unrelated if format in (ReportFormat.table, ReportFormat.markdown) else (
-            True if show_unrelated or format == ReportFormat.json else False)
-        if format in (ReportFormat.json, ReportFormat.csv) and not show_unrelated:
-            show = format == ReportFormat.json
+        # JSON is for machines and carries every flow; the other formats list unrelated flows on request
+        show = show_unrelated or format == ReportFormat.json
         _write(render_report(report, format, show), output)
     except MeshpcapError as exc:
         _fail(exc)
