@@ -155,7 +155,12 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
     if applicable:
         rule = applicable[0]
         dest = names[0] if (matched_by == "name" and names) else f.server
-        return _outcome(f, ctx, rule.id, matched_by, dest, tag_verified)
+        v = _outcome(f, ctx, rule.id, matched_by, dest, tag_verified)
+        if tag_verified is False:  # never a silent pass: say what was not checked
+            from dataclasses import replace
+
+            v = replace(v, detail=f"{v.detail}; {TAG_UNVERIFIED}" if v.detail else TAG_UNVERIFIED)
+        return v
 
     # a destination the profile names, on a transport or port it does not list
     named = [r for r in by_name + [r for r in by_addr if r.domains or r.cidrs]]
