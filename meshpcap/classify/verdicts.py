@@ -188,17 +188,11 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
     """Did the flow work?  Evidence in order of strength."""
     low = "high"
 
-    def unverified(detail: str | None) -> str | None:
-        # judged on transport and port alone: every such verdict says so, not only the report
-        if tag_verified is not False:
-            return detail
-        return f"{detail}; {TAG_UNVERIFIED}" if detail else TAG_UNVERIFIED
-
     def blocked(by: str, detail: str, confidence: str = "high") -> FlowVerdict:
-        return FlowVerdict(f, "blocked", rule, by, unverified(detail), confidence, matched_by, dest, tag_verified)
+        return FlowVerdict(f, "blocked", rule, by, detail, confidence, matched_by, dest, tag_verified)
 
     def allowed(detail: str | None = None) -> FlowVerdict:
-        return FlowVerdict(f, "allowed", rule, None, unverified(detail), low, matched_by, dest, tag_verified)
+        return FlowVerdict(f, "allowed", rule, None, detail, low, matched_by, dest, tag_verified)
 
     if f.connect_status is not None and not 200 <= f.connect_status < 300:
         return blocked("proxy-denied", f"the proxy {f.server}:{f.server_port} answered CONNECT {f.connect_target} "
