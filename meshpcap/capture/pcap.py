@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import stat
 import struct
 from array import array
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -25,6 +28,10 @@ MAGICS: dict[bytes, tuple[str, int, int]] = {
 FILE_HEADER_LEN = 24
 MAX_CAPLEN = 256 << 20  # a record claiming more than this is damage, not a packet
 NORMAL_MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
+PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in this process (a fork costs more than it saves)
+
+_MSG = struct.Struct("<BqqQ")  # kind, chunk file offset, chunk length, payload bytes
+_MSG_BATCH, _MSG_END = 1, 2
 
 
 class PcapWalker:
@@ -69,7 +76,20 @@ class PcapWalker:
         ]
 
     def batches(self) -> Iterator[Batch]:
-        info, source = self.info, self.source
+        if self._parallel_ok():
+            yield from self._batches_parallel()
+            return
+        for item in self._walk(self.source, self.rest, FILE_HEADER_LEN):
+            if item[0] == "batch":
+                yield self._batch(item[2], item[3])
+            else:
+                self._end(item)
+
+    def _walk(self, source: Source, tail: bytes, base: int) -> Iterator[tuple]:
+        """Walk the record headers from ``base`` (the file offset of ``tail[0]``).
+
+        Yields ("batch", base, data, offsets) per chunk, then one ("end", ...) item that
+        :meth:`_end` turns into the capture's truncation note, if any."""
         hl, limit = self.rec_len, self.limit
         caplen_at = struct.Struct(self.order + "8xI").unpack_from  # incl_len, 8 bytes into the record
         len_end = 12
@@ -84,8 +104,6 @@ class PcapWalker:
 
             len_end = 16
         struct_error = struct.error
-        tail = self.rest
-        base = FILE_HEADER_LEN  # decompressed file offset of tail[0]
         want = self.batch_bytes
         while True:
             data = source.read_after(tail, want)
@@ -105,33 +123,110 @@ class PcapWalker:
             except struct_error:
                 pass
             if offs:
-                yield self._batch(data, offs)
+                yield ("batch", base, data, offs)
             rem = n - pos
             incl = caplen_at(data, pos)[0] if rem >= len_end else -1
             if incl > limit:
-                info._truncate(
-                    info.records,
-                    base + pos,
-                    f"record {info.records} claims {incl} captured bytes, more than the snapshot length "
-                    f"allows ({self.snaplen}): the file is damaged from here on",
-                )
+                yield ("end", "damaged", base + pos, rem, incl, None)
                 return
             tail = data[pos:] if pos else data
             base += pos
             if source.eof:
-                if rem:
-                    if rem < hl:
-                        why = f"file ends inside the header of record {info.records} ({rem} of {hl} bytes present)"
-                    else:
-                        why = f"file ends inside record {info.records} ({rem - hl} of {incl} captured bytes present)"
-                    if source.error:
-                        why += f"; {source.error}"
-                    info._truncate(info.records, base, why)
-                elif source.error:
-                    info._truncate(info.records, base, source.error)
+                yield ("end", "eof", base, rem, incl, source.error)
                 return
             need = hl + incl - rem if incl >= 0 else hl - rem
             want = max(self.batch_bytes, need)
+
+    def _end(self, item: tuple) -> None:
+        """Record how the walk ended (see :meth:`_walk`) in the capture info."""
+        _, how, offset, rem, incl, error = item
+        info, hl = self.info, self.rec_len
+        if how == "damaged":
+            info._truncate(
+                info.records,
+                offset,
+                f"record {info.records} claims {incl} captured bytes, more than the snapshot length "
+                f"allows ({self.snaplen}): the file is damaged from here on",
+            )
+        elif rem:
+            if rem < hl:
+                why = f"file ends inside the header of record {info.records} ({rem} of {hl} bytes present)"
+            else:
+                why = f"file ends inside record {info.records} ({rem - hl} of {incl} captured bytes present)"
+            if error:
+                why += f"; {error}"
+            info._truncate(info.records, offset, why)
+        elif error:
+            info._truncate(info.records, offset, error)
+
+    # ------------------------------------------------------------------ two processes
+    def _parallel_ok(self) -> bool:
+        """Walk in a second process? Only for a large plain file on a machine with a spare core."""
+        if self.source.compression is not None or not hasattr(os, "fork") or os.environ.get("MESHPCAP_NO_FORK"):
+            return False
+        try:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            st = os.fstat(self.source.raw.fileno())
+        except (OSError, AttributeError, ValueError):
+            return False
+        return cpus >= 2 and stat.S_ISREG(st.st_mode) and st.st_size >= max(PARALLEL_MIN_BYTES, 2 * self.batch_bytes)
+
+    def _batches_parallel(self) -> Iterator[Batch]:
+        """The record walk runs in a forked child, which sends each chunk's span and record
+        offsets through a pipe; this process reads the chunk itself (``pread``) and makes the
+        same batches as the serial walk would, so decoding here overlaps the walk there.
+
+        The child walks exactly like :meth:`_walk` on its own descriptor of the same file.
+        Should it die early, the walk goes on here from the last record it reported."""
+        path = self.info.path
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: walk and report, never return into the caller's code
+            code = 1
+            try:
+                os.close(rfd)
+                code = _child_walk(self, path, wfd)
+            except BaseException:
+                pass
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        fd = self.source.raw.fileno()
+        resume = FILE_HEADER_LEN  # the file offset just past the last record reported
+        ended = False
+        try:
+            with os.fdopen(rfd, "rb", buffering=1 << 16) as pipe:
+                while True:
+                    head = _read_exact(pipe, _MSG.size)
+                    if head is None:
+                        break
+                    kind, base, length, nbytes = _MSG.unpack(head)
+                    payload = _read_exact(pipe, nbytes)
+                    if payload is None:
+                        break
+                    if kind == _MSG_BATCH:
+                        data = os.pread(fd, length, base)
+                        if len(data) != length:
+                            break
+                        offs = array("q")
+                        offs.frombytes(payload)
+                        batch = self._batch(data, offs)
+                        resume = base + int(offs[-1]) + self.rec_len + int(batch.caplen[-1])
+                        yield batch
+                    else:
+                        self._end(pickle.loads(payload))
+                        ended = True
+                        break
+        finally:
+            _reap(pid)
+        if not ended:  # the child failed: walk the rest here
+            self.source.raw.seek(resume)
+            self.source.eof = False
+            for item in self._walk(self.source, b"", resume):
+                if item[0] == "batch":
+                    yield self._batch(item[2], item[3])
+                else:
+                    self._end(item)
 
     def _batch(self, data: bytes, offs: array) -> Batch:
         o = np.frombuffer(offs, dtype=np.int64)
@@ -170,3 +265,42 @@ def _gather_u32(data: bytes, offs: np.ndarray, nfields: int, order: str) -> np.n
         for f in range(nfields):
             out[:, f] = words[offs + 4 * f]
     return out
+
+
+def _child_walk(walker: PcapWalker, path: str, wfd: int) -> int:
+    """In the forked child: walk the file on a descriptor of its own and report each chunk."""
+    raw = open(path, "rb", buffering=0)
+    raw.seek(FILE_HEADER_LEN)
+    source = Source(raw, raw, None)
+    write = os.write
+
+    def send(kind: int, base: int, length: int, payload: bytes) -> None:
+        buf = memoryview(_MSG.pack(kind, base, length, len(payload)) + payload)
+        while buf:
+            buf = buf[write(wfd, buf):]
+
+    for item in walker._walk(source, b"", FILE_HEADER_LEN):
+        if item[0] == "batch":
+            _, base, data, offs = item
+            send(_MSG_BATCH, base, len(data), offs.tobytes())
+        else:
+            send(_MSG_END, 0, 0, pickle.dumps(item))
+    os.close(wfd)
+    return 0
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes | None:
+    data = f.read(n)
+    return data if len(data) == n else None
+
+
+def _reap(pid: int) -> None:
+    """End the child (if it still runs) and collect it."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

@@ -92,21 +92,36 @@ class Decoded:
 class _Gather:
     """Bounds-clipped big-endian field gathers over one batch's bytes."""
 
-    __slots__ = ("buf", "lim")
+    __slots__ = ("buf", "lim", "w16", "w32")
 
     def __init__(self, data: bytes) -> None:
         self.buf = np.frombuffer(data, dtype=np.uint8)
         self.lim = max(len(self.buf) - 1, 0)
+        # Views with a one-byte stride: element i is the big-endian word at byte i, so a
+        # 16- or 32-bit field is one gather instead of two or four.
+        n = len(self.buf)
+        self.w16 = np.ndarray((n - 1,), np.dtype(">u2"), data, 0, (1,)) if n >= 2 else None
+        self.w32 = np.ndarray((n - 3,), np.dtype(">u4"), data, 0, (1,)) if n >= 4 else None
+
+    def _inside(self, pos: np.ndarray, width: int) -> bool:
+        """Every position reads a whole field inside the buffer (no clipping needed)."""
+        return pos.size > 0 and int(pos.min()) >= 0 and int(pos.max()) <= len(self.buf) - width
 
     def u8(self, pos: np.ndarray) -> np.ndarray:
         if self.buf.size == 0:
             return np.zeros(len(pos), dtype=np.int64)
+        if self._inside(pos, 1):
+            return self.buf[pos].astype(np.int64)
         return self.buf[np.clip(pos, 0, self.lim)].astype(np.int64)
 
     def u16(self, pos: np.ndarray) -> np.ndarray:
+        if self.w16 is not None and self._inside(pos, 2):
+            return self.w16[pos].astype(np.int64)
         return (self.u8(pos) << 8) | self.u8(pos + 1)
 
     def u32(self, pos: np.ndarray) -> np.ndarray:
+        if self.w32 is not None and self._inside(pos, 4):
+            return self.w32[pos].astype(np.int64)
         return (self.u16(pos) << 16) | self.u16(pos + 2)
 
     def u64(self, pos: np.ndarray) -> np.ndarray:
