@@ -132,6 +132,10 @@ def _capture_warnings(ft: FlowTable, verdicts: list[FlowVerdict]) -> tuple[list[
             f"the capture began mid-session: {len(midstream)} of {len(tcp)} TCP flows have no handshake in it, "
             "so their names and outcomes may be unknown, and traffic set up before the capture cannot be checked"
         )
+    proxies = sorted({endpoint(f.server, f.server_port) for f in ft.flows if f.connect_target})
+    if proxies:
+        warns.append(f"HTTPS goes through an explicit proxy at {', '.join(proxies)}: the proxy, not the client, "
+                     "connects to the Microsoft endpoints, so its policy and its own firewall path decide what works")
     both = sum(1 for f in ft.flows if f.packets_c2s and f.packets_s2c)
     one_direction = bool(ft.flows) and both == 0
     if one_direction:
