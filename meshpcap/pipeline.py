@@ -13,7 +13,7 @@ from .capture import open_capture
 from .decode.frames import decode_batch
 from .flows.engine import FlowBuilder
 from .flows.model import FlowTable
-from .flows.records import build_records
+from .flows.records import build_records, flow_order
 
 
 def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,
@@ -42,7 +42,12 @@ def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float 
         from .flows.naming import Namer
 
         n = Namer(raw)
-        namer = n.names_for
+        jobs = flow_order(raw)
+        named = dict(zip((fid for fid, _ in jobs), n.names_for_many(jobs)))
+
+        def namer(fid: int, a_is_client: bool) -> dict:
+            return named[fid]
+
         dns_events = n.dns_events
         stats = n.stats
     flows = build_records(raw, namer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import stat
@@ -173,8 +174,9 @@ class PcapWalker:
 
     def _batches_parallel(self) -> Iterator[Batch]:
         """The record walk runs in a forked child, which sends each chunk's span and record
-        offsets through a pipe; this process reads the chunk itself (``pread``) and makes the
-        same batches as the serial walk would, so decoding here overlaps the walk there.
+        offsets through a pipe; this process maps the chunk (``batch.data`` is then a
+        read-only mmap, whose slices are bytes) and makes batches of the same records as the
+        serial walk would, so decoding here overlaps the walk there.
 
         The child walks exactly like :meth:`_walk` on its own descriptor of the same file.
         Should it die early, the walk goes on here from the last record it reported."""
@@ -205,13 +207,16 @@ class PcapWalker:
                     if payload is None:
                         break
                     if kind == _MSG_BATCH:
-                        data = os.pread(fd, length, base)
-                        if len(data) != length:
+                        # Map the chunk instead of copying it: slices of an mmap are bytes, and
+                        # numpy reads it in place.  The mapping starts on a page boundary.
+                        start = base - base % mmap.ALLOCATIONGRANULARITY
+                        try:
+                            data = mmap.mmap(fd, base + length - start, access=mmap.ACCESS_READ, offset=start)
+                        except (OSError, ValueError):
                             break
-                        offs = array("q")
-                        offs.frombytes(payload)
+                        offs = np.frombuffer(payload, dtype=np.int64) + (base - start)
                         batch = self._batch(data, offs)
-                        resume = base + int(offs[-1]) + self.rec_len + int(batch.caplen[-1])
+                        resume = start + int(offs[-1]) + self.rec_len + int(batch.caplen[-1])
                         yield batch
                     else:
                         self._end(pickle.loads(payload))
@@ -228,7 +233,7 @@ class PcapWalker:
                 else:
                     self._end(item)
 
-    def _batch(self, data: bytes, offs: array) -> Batch:
+    def _batch(self, data: bytes, offs: array | np.ndarray) -> Batch:
         o = np.frombuffer(offs, dtype=np.int64)
         k = len(o)
         fields = _gather_u32(data, o, 4, self.order)

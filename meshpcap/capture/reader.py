@@ -22,7 +22,8 @@ INT64_MIN = -(1 << 63)
 @dataclass(slots=True)
 class Batch:
     """Packets from one chunk of the (decompressed) file, as columns; packet i is
-    ``data[offset[i]:offset[i] + caplen[i]]``."""
+    ``data[offset[i]:offset[i] + caplen[i]]``.  ``data`` is bytes, or a read-only mmap of
+    the chunk when a large plain pcap is walked in two processes (its slices are bytes too)."""
 
     data: bytes
     offset: np.ndarray

@@ -11,6 +11,8 @@ that finished before it began.
 from __future__ import annotations
 
 import bisect
+import os
+import pickle
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -25,6 +27,7 @@ from .engine import TCP_SYN, Evidence, RawFlows, addr_text
 from .model import DnsEvent, Flow, StunSummary
 
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
+PARALLEL_MIN_FLOWS = 1000  # fewer flows are named in this process (a fork costs more than it saves)
 DNS_PORTS = (53, 5353, 5355)
 NAME_PRIORITY = ("sni", "connect", "http", "dns")
 MAX_DNS_NAMES = 8  # names kept per flow from DNS
@@ -189,6 +192,57 @@ class Namer:
         return [replace(e, flow_id=by_first.get(fid)) for e, fid in zip(self.dns_events, self._dns_event_fid)]
 
     # ------------------------------------------------------------------ per flow
+    def names_for_many(self, jobs: list[tuple[int, bool]]) -> list[dict[str, Any]]:
+        """:meth:`names_for` over (flow, a_is_client) pairs, in order.
+
+        With many flows and a spare core, the second half is named in a forked child that
+        sends back its results and what it added to :attr:`stats`; both come out exactly
+        as a serial pass would make them (the child's new counter keys follow the parent's)."""
+        if len(jobs) < PARALLEL_MIN_FLOWS or not _can_fork() or not all(
+                type(v) is int or isinstance(v, Counter) for v in self.stats.values()):
+            return [self.names_for(f, a) for f, a in jobs]
+        half = len(jobs) // 2
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: name the second half, report, never return into the caller
+            code = 1
+            try:
+                os.close(rfd)
+                before = _stats_copy(self.stats)
+                out = [self.names_for(f, a) for f, a in jobs[half:]]
+                buf = memoryview(pickle.dumps((out, _stats_delta(before, self.stats)), protocol=pickle.HIGHEST_PROTOCOL))
+                while buf:
+                    buf = buf[os.write(wfd, buf):]
+                code = 0
+            except BaseException:
+                pass
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        try:
+            mine = [self.names_for(f, a) for f, a in jobs[:half]]
+            with os.fdopen(rfd, "rb") as pipe:
+                payload = pipe.read()
+        finally:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+        try:
+            theirs, delta = pickle.loads(payload)
+        except Exception:  # the child failed: name its half here
+            theirs, delta = None, None
+        if theirs is None or len(theirs) != len(jobs) - half:
+            return mine + [self.names_for(f, a) for f, a in jobs[half:]]
+        for key, d in delta:
+            if type(d) is int:
+                self.stats[key] += d
+            else:
+                for k, v in d:
+                    self.stats[key][k] += v
+        return mine + theirs
+
     def names_for(self, fid: int, a_is_client: bool) -> dict[str, Any]:
         raw = self.raw
         key = raw.slot_keys[int(raw.flow_slot[fid])]
@@ -345,6 +399,29 @@ class Namer:
                     channel_data += 1
         if msgs:
             out["stun"] = _stun_summary(msgs, channel_data)
+
+
+def _can_fork() -> bool:
+    if not hasattr(os, "fork") or os.environ.get("MESHPCAP_NO_FORK"):
+        return False
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpus >= 2
+
+
+def _stats_copy(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if type(v) is int else Counter(v)) for k, v in stats.items()}
+
+
+def _stats_delta(before: dict[str, Any], after: dict[str, Any]) -> list:
+    """What naming added to the stats, counters in first-seen order."""
+    out: list = []
+    for key, v in after.items():
+        if type(v) is int:
+            out.append((key, v - before.get(key, 0)))
+        else:
+            old = before.get(key) or {}
+            out.append((key, [(k, n - old.get(k, 0)) for k, n in v.items() if n != old.get(k, 0)]))
+    return out
 
 
 def _quic_version(datagram: bytes) -> int:

@@ -68,6 +68,14 @@ def tcp_state(t: TcpFacts, a_is_client: bool, c2s: int, s2c: int) -> str:
     return "one-way"
 
 
+def flow_order(raw: RawFlows) -> list[tuple[int, bool]]:
+    """(flow, a_is_client) in record order: the calls :func:`build_records` makes to ``names``."""
+    out = []
+    for fid in sorted(range(len(raw.flow_slot)), key=lambda f: int(raw.first_rec[f])):
+        out.append((fid, orient(raw.slot_keys[int(raw.flow_slot[fid])], raw.tcp.get(fid), bool(raw.first_from_a[fid]))[0]))
+    return out
+
+
 def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | None = None) -> list[Flow]:
     """Oriented flow records sorted by their first packet; ids count from 1 in that order."""
     order = sorted(range(len(raw.flow_slot)), key=lambda f: int(raw.first_rec[f]))
