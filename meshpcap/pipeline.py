@@ -16,6 +16,11 @@ from .flows.model import FlowTable
 from .flows.records import build_records, flow_order
 
 
+def _decode(batch):
+    """The per-batch step that may run beside the walk, in the capture reader's second process."""
+    return decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+
+
 def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,
                batch_bytes: int | None = None) -> FlowTable:
     """Read a capture and return its flows (``.to_dataframe()`` for pandas).
@@ -31,8 +36,8 @@ def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float 
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
     builder = FlowBuilder(evidence=names, **kwargs)
     with open_capture(path, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
-        for batch in cap.batches():
-            builder.add(batch, decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype))
+        for batch, decoded in cap.batches_with(_decode):
+            builder.add(batch, decoded)
         info = cap.info
     raw = builder.finish()
     namer = None

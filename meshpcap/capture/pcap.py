@@ -8,9 +8,14 @@ import pickle
 import stat
 import struct
 from array import array
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not on Windows, where there is no fork either
+    fcntl = None  # type: ignore[assignment]
 
 from meshpcap.capture.linktypes import linktype_name
 from meshpcap.capture.reader import Batch, CaptureInfo, Source
@@ -31,7 +36,8 @@ MAX_CAPLEN = 256 << 20  # a record claiming more than this is damage, not a pack
 NORMAL_MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
 PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in this process (a fork costs more than it saves)
 
-_MSG = struct.Struct("<BqqQ")  # kind, chunk file offset, chunk length, payload bytes
+_MSG = struct.Struct("<BqqQQ")  # kind, chunk file offset, chunk length, out-of-band buffers, pickle bytes
+F_SETPIPE_SZ = 1031  # Linux fcntl
 _MSG_BATCH, _MSG_END = 1, 2
 
 
@@ -76,21 +82,28 @@ class PcapWalker:
             }
         ]
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self, work: Callable[[Batch], Any] | None = None) -> Iterator[Any]:
+        """The batches in file order; with ``work``, (batch, work(batch)) pairs instead.
+
+        A large plain file is walked (and ``work`` done) in a forked child; see
+        :meth:`_batches_parallel`."""
         if self._parallel_ok():
-            yield from self._batches_parallel()
+            yield from self._batches_parallel(work)
             return
         for item in self._walk(self.source, self.rest, FILE_HEADER_LEN):
             if item[0] == "batch":
-                yield self._batch(item[2], item[3])
+                batch = self._batch(item[2], item[3])
+                yield batch if work is None else (batch, work(batch))
             else:
                 self._end(item)
 
-    def _walk(self, source: Source, tail: bytes, base: int) -> Iterator[tuple]:
-        """Walk the record headers from ``base`` (the file offset of ``tail[0]``).
+    def _walk(self, source: Source, tail: bytes, base: int, skip: int = 0, align: int = 0) -> Iterator[tuple]:
+        """Walk the record headers from ``tail[skip]``; ``base`` is the file offset of ``tail[0]``.
 
-        Yields ("batch", base, data, offsets) per chunk, then one ("end", ...) item that
-        :meth:`_end` turns into the capture's truncation note, if any."""
+        Yields ("batch", base, data, offsets) per chunk (offsets index ``data``, whose first
+        byte is at file offset ``base``), then one ("end", ...) item that :meth:`_end` turns
+        into the capture's truncation note, if any.  With ``align``, every chunk after the
+        first starts on a multiple of it (a few bytes already walked come first)."""
         hl, limit = self.rec_len, self.limit
         caplen_at = struct.Struct(self.order + "8xI").unpack_from  # incl_len, 8 bytes into the record
         len_end = 12
@@ -111,7 +124,7 @@ class PcapWalker:
             n = len(data)
             offs = array("q")
             app = offs.append
-            pos = 0
+            pos = skip
             # The hot loop: one unpack per record, nothing allocated but the offset.
             try:
                 while True:
@@ -130,10 +143,12 @@ class PcapWalker:
             if incl > limit:
                 yield ("end", "damaged", base + pos, rem, incl, None)
                 return
-            tail = data[pos:] if pos else data
-            base += pos
+            keep = max(pos - (base + pos) % align, 0) if align else pos
+            tail = data[keep:] if keep else data
+            skip = pos - keep
+            base += keep
             if source.eof:
-                yield ("end", "eof", base, rem, incl, source.error)
+                yield ("end", "eof", base + skip, rem, incl, source.error)
                 return
             need = hl + incl - rem if incl >= 0 else hl - rem
             want = max(self.batch_bytes, need)
@@ -163,7 +178,8 @@ class PcapWalker:
     # ------------------------------------------------------------------ two processes
     def _parallel_ok(self) -> bool:
         """Walk in a second process? Only for a large plain file on a machine with a spare core."""
-        if self.source.compression is not None or not hasattr(os, "fork") or os.environ.get("MESHPCAP_NO_FORK"):
+        if (self.source.compression is not None or not hasattr(os, "fork") or fcntl is None
+                or os.environ.get("MESHPCAP_NO_FORK")):
             return False
         try:
             cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -172,56 +188,68 @@ class PcapWalker:
             return False
         return cpus >= 2 and stat.S_ISREG(st.st_mode) and st.st_size >= max(PARALLEL_MIN_BYTES, 2 * self.batch_bytes)
 
-    def _batches_parallel(self) -> Iterator[Batch]:
-        """The record walk runs in a forked child, which sends each chunk's span and record
-        offsets through a pipe; this process maps the chunk (``batch.data`` is then a
-        read-only mmap, whose slices are bytes) and makes batches of the same records as the
-        serial walk would, so decoding here overlaps the walk there.
+    def _batches_parallel(self, work: Callable[[Batch], Any] | None) -> Iterator[Any]:
+        """The record walk, and ``work`` on each batch, run in a forked child.
 
-        The child walks exactly like :meth:`_walk` on its own descriptor of the same file.
-        Should it die early, the walk goes on here from the last record it reported."""
-        path = self.info.path
+        The child walks exactly like :meth:`_walk`, on its own descriptor of the same file,
+        in page-aligned chunks; for each it sends the batch's columns and what ``work``
+        returned (pickled, arrays out of band) through a pipe.  This process maps the same
+        chunk (``batch.data`` is then a read-only mmap, whose slices are bytes), so its batches
+        hold the same records at the same offsets as the child's.  Should the child die, the
+        walk goes on here from the last record it reported."""
         rfd, wfd = os.pipe()
+        try:
+            fcntl.fcntl(wfd, F_SETPIPE_SZ, 1 << 20)  # fewer, larger pipe transfers
+        except OSError:
+            pass
         pid = os.fork()
         if pid == 0:  # the child: walk and report, never return into the caller's code
             code = 1
             try:
                 os.close(rfd)
-                code = _child_walk(self, path, wfd)
+                code = _child_walk(self, self.info.path, wfd, work)
             except BaseException:
                 pass
             finally:
                 os._exit(code)
         os.close(wfd)
         fd = self.source.raw.fileno()
+        info = self.info
         resume = FILE_HEADER_LEN  # the file offset just past the last record reported
         ended = False
         try:
-            with os.fdopen(rfd, "rb", buffering=1 << 16) as pipe:
+            with os.fdopen(rfd, "rb", buffering=0) as pipe:
                 while True:
                     head = _read_exact(pipe, _MSG.size)
                     if head is None:
                         break
-                    kind, base, length, nbytes = _MSG.unpack(head)
-                    payload = _read_exact(pipe, nbytes)
-                    if payload is None:
+                    kind, base, length, nbufs, nhead = _MSG.unpack(head)
+                    body = _read_exact(pipe, nhead)
+                    sizes = _read_exact(pipe, 8 * nbufs)
+                    if body is None or sizes is None:
                         break
-                    if kind == _MSG_BATCH:
-                        # Map the chunk instead of copying it: slices of an mmap are bytes, and
-                        # numpy reads it in place.  The mapping starts on a page boundary.
-                        start = base - base % mmap.ALLOCATIONGRANULARITY
-                        try:
-                            data = mmap.mmap(fd, base + length - start, access=mmap.ACCESS_READ, offset=start)
-                        except (OSError, ValueError):
-                            break
-                        offs = np.frombuffer(payload, dtype=np.int64) + (base - start)
-                        batch = self._batch(data, offs)
-                        resume = start + int(offs[-1]) + self.rec_len + int(batch.caplen[-1])
-                        yield batch
-                    else:
-                        self._end(pickle.loads(payload))
+                    bufs = [_read_exact(pipe, n, writable=True) for n in struct.unpack(f"<{nbufs}Q", sizes)]
+                    if any(b is None for b in bufs):
+                        break
+                    if kind != _MSG_BATCH:
+                        self._end(pickle.loads(body, buffers=bufs))
                         ended = True
                         break
+                    offset, caplen, origlen, ts_ns, linktype, interface, result = pickle.loads(body, buffers=bufs)
+                    try:
+                        if base % mmap.ALLOCATIONGRANULARITY == 0:
+                            data = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=base)
+                        else:  # a chunk the walk could not align: copy it
+                            data = os.pread(fd, length, base)
+                    except (OSError, ValueError):
+                        break
+                    if len(data) != length:
+                        break
+                    batch = Batch(data=data, offset=offset, caplen=caplen, origlen=origlen, ts_ns=ts_ns,
+                                  linktype=linktype, interface=interface, first_record=info.records)
+                    info._account(caplen, origlen, ts_ns)
+                    resume = base + int(offset[-1]) + int(caplen[-1])
+                    yield batch if work is None else (batch, result)
         finally:
             _reap(pid)
         if not ended:  # the child failed: walk the rest here
@@ -229,7 +257,8 @@ class PcapWalker:
             self.source.eof = False
             for item in self._walk(self.source, b"", resume):
                 if item[0] == "batch":
-                    yield self._batch(item[2], item[3])
+                    batch = self._batch(item[2], item[3])
+                    yield batch if work is None else (batch, work(batch))
                 else:
                     self._end(item)
 
@@ -272,31 +301,72 @@ def _gather_u32(data: bytes, offs: np.ndarray, nfields: int, order: str) -> np.n
     return out
 
 
-def _child_walk(walker: PcapWalker, path: str, wfd: int) -> int:
+def _child_walk(walker: PcapWalker, path: str, wfd: int, work: Callable[[Batch], Any] | None) -> int:
     """In the forked child: walk the file on a descriptor of its own and report each chunk."""
     raw = open(path, "rb", buffering=0)
-    raw.seek(FILE_HEADER_LEN)
-    source = Source(raw, raw, None)
+    source = _MappedSource(raw.fileno(), os.fstat(raw.fileno()).st_size)
     write = os.write
 
-    def send(kind: int, base: int, length: int, payload: bytes) -> None:
-        buf = memoryview(_MSG.pack(kind, base, length, len(payload)) + payload)
-        while buf:
-            buf = buf[write(wfd, buf):]
+    def send(kind: int, base: int, length: int, obj: Any) -> None:
+        bufs: list = []
+        body = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+        views = [b.raw() for b in bufs]
+        parts = [_MSG.pack(kind, base, length, len(views), len(body)), body,
+                 struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))] + views
+        for part in parts:
+            buf = memoryview(part).cast("B")
+            while buf:
+                buf = buf[write(wfd, buf):]
 
-    for item in walker._walk(source, b"", FILE_HEADER_LEN):
+    # Start at the file's first byte so that every chunk begins on a page boundary.
+    for item in walker._walk(source, b"", 0, skip=FILE_HEADER_LEN, align=mmap.ALLOCATIONGRANULARITY):
         if item[0] == "batch":
             _, base, data, offs = item
-            send(_MSG_BATCH, base, len(data), offs.tobytes())
+            b = walker._batch(data, offs)
+            result = work(b) if work is not None else None
+            send(_MSG_BATCH, base, len(data), (b.offset, b.caplen, b.origlen, b.ts_ns, b.linktype, b.interface, result))
         else:
-            send(_MSG_END, 0, 0, pickle.dumps(item))
+            send(_MSG_END, 0, 0, item)
     os.close(wfd)
     return 0
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes | None:
-    data = f.read(n)
-    return data if len(data) == n else None
+class _MappedSource:
+    """What :meth:`PcapWalker._walk` needs of a :class:`Source`, over a plain file whose chunks
+    are mapped rather than read (no copy; the pages are the page cache's)."""
+
+    compression = None
+    error = None
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.pos = 0  # file offset just past the bytes handed out
+        self.eof = False
+
+    def read_after(self, tail: bytes, n: int) -> Any:
+        start = self.pos - len(tail)
+        end = min(self.pos + n, self.size)
+        self.pos = end
+        self.eof = end >= self.size
+        if end <= start:
+            return b""
+        if start % mmap.ALLOCATIONGRANULARITY:
+            return os.pread(self.fd, end - start, start)
+        return mmap.mmap(self.fd, end - start, access=mmap.ACCESS_READ, offset=start)
+
+
+def _read_exact(f: BinaryIO, n: int, writable: bool = False) -> bytes | bytearray | None:
+    """Exactly ``n`` bytes from an unbuffered pipe, or None at its end."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])
+        if not k:
+            return None
+        got += k
+    return buf if writable else bytes(buf)
 
 
 def _reap(pid: int) -> None:

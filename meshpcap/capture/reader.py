@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -173,6 +173,24 @@ class Capture:
         self._used = True
         try:
             yield from self._walker.batches()
+        finally:
+            self.close()
+
+    def batches_with(self, work: Callable[[Batch], Any]) -> Iterator[tuple[Batch, Any]]:
+        """Like :meth:`batches`, yielding (batch, work(batch)) pairs.
+
+        ``work`` must be a pure function of the batch whose result pickles (a later stage's
+        per-batch step, e.g. header decoding): where the walk runs in a second process, so
+        does ``work``, overlapping what the caller does with the previous pairs."""
+        if self._used:
+            raise RuntimeError("Capture.batches() is single pass")
+        self._used = True
+        try:
+            if hasattr(self._walker, "_batches_parallel"):
+                yield from self._walker.batches(work)
+            else:
+                for batch in self._walker.batches():
+                    yield batch, work(batch)
         finally:
             self.close()
 
