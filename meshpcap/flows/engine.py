@@ -376,66 +376,50 @@ class FlowBuilder:
     # ------------------------------------------------------------------ helpers
     def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf) -> None:
         pcap_ = d.payload_cap[pidx]
-        has = pcap_ > 0
-        if not has.any():
-            return
-        sp, dp = d.sport[pidx], d.dport[pidx]
-        dns = is_udp & ((sp == 53) | (dp == 53) | (sp == 5353) | (dp == 5353) | (sp == 5355) | (dp == 5355))
-        cand = np.nonzero(has & (is_tcp | is_udp))[0]
+        cand = np.nonzero((pcap_ > 0) & (is_tcp | is_udp))[0]
         if cand.size == 0:
             return
-        # rank of each payload packet within its flow direction, counting earlier batches
-        key = fid[cand] * 2 + src_a[cand]
-        order = np.argsort(key, kind="stable")
-        ks = key[order]
-        gstart = np.ones(ks.size, bool)
-        gstart[1:] = ks[1:] != ks[:-1]
-        starts = np.nonzero(gstart)[0]
-        rank_o = np.arange(ks.size) - np.repeat(starts, np.diff(np.append(starts, ks.size)))
-        base = np.where(src_a[cand][order], self.f_pay_a.a[fid[cand][order]], self.f_pay_b.a[fid[cand][order]])
-        rank = np.empty(cand.size, np.int64)
-        rank[order] = rank_o + base
-        # stun rank similarly
+        cf, ca = fid[cand], src_a[cand]
+        # payloads each flow direction had before this batch; then count this batch's
+        base = np.where(ca, self.f_pay_a.a[cf], self.f_pay_b.a[cf])
+        self.f_pay_a.a[:nf] += np.bincount(cf[ca], minlength=nf)
+        self.f_pay_b.a[:nf] += np.bincount(cf[~ca], minlength=nf)
+        c_tcp = is_tcp[cand]
+        sp, dp = d.sport[pidx[cand]], d.dport[pidx[cand]]
+        c_dns = (~c_tcp) & ((sp == 53) | (dp == 53) | (sp == 5353) | (dp == 5353) | (sp == 5355) | (dp == 5355))
+        keep = np.zeros(cand.size, bool)
+        # A flow direction's rank-bounded payloads: the whole direction (same 5-tuple, so the
+        # same transport and ports) is past its bound when its earlier count is, so only the
+        # directions still under it are ranked.
+        live = np.nonzero(np.where(c_tcp, base < EVIDENCE_TCP, (base < EVIDENCE_UDP) | (c_dns & (base < EVIDENCE_DNS))))[0]
+        if live.size:
+            rank = base[live] + _rank_in_group(cf[live] * 2 + ca[live])
+            keep[live] = np.where(c_tcp[live], rank < EVIDENCE_TCP,
+                                  (rank < EVIDENCE_UDP) | (c_dns[live] & (rank < EVIDENCE_DNS)))
         st = stun[cand]
-        srank = np.zeros(cand.size, np.int64)
-        if st.any():
-            sc = cand[st]
-            skey = fid[sc] * 2 + src_a[sc]
-            so = np.argsort(skey, kind="stable")
-            sks = skey[so]
-            sg = np.ones(sks.size, bool)
-            sg[1:] = sks[1:] != sks[:-1]
-            sst = np.nonzero(sg)[0]
-            r = np.arange(sks.size) - np.repeat(sst, np.diff(np.append(sst, sks.size)))
-            sb = np.where(src_a[sc][so], self.f_stun_a.a[fid[sc][so]], self.f_stun_b.a[fid[sc][so]])
-            tmp = np.empty(sc.size, np.int64)
-            tmp[so] = r + sb
-            srank[st] = tmp
-            np.add.at(self.f_stun_a.a, fid[sc][src_a[sc]], 1)
-            np.add.at(self.f_stun_b.a, fid[sc][~src_a[sc]], 1)
-        keep = np.where(is_tcp[cand], rank < EVIDENCE_TCP,
-                        (rank < EVIDENCE_UDP) | (dns[cand] & (rank < EVIDENCE_DNS)) | (st & (srank < EVIDENCE_STUN)))
-        np.add.at(self.f_pay_a.a, fid[cand][src_a[cand]], 1)
-        np.add.at(self.f_pay_b.a, fid[cand][~src_a[cand]], 1)
+        if st.any():  # STUN messages: their own rank per flow direction
+            si = np.nonzero(st)[0]
+            sf, sa = cf[si], ca[si]
+            sbase = np.where(sa, self.f_stun_a.a[sf], self.f_stun_b.a[sf])
+            self.f_stun_a.a[:nf] += np.bincount(sf[sa], minlength=nf)
+            self.f_stun_b.a[:nf] += np.bincount(sf[~sa], minlength=nf)
+            srank = sbase + _rank_in_group(sf * 2 + sa)
+            keep[si] |= (~c_tcp[si]) & (srank < EVIDENCE_STUN)
         sel = cand[keep]
         if sel.size == 0:
             return
-        pay = d.payload[pidx][sel].tolist()
+        ps = pidx[sel]
+        pay = d.payload[ps].tolist()
         cap = pcap_[sel].tolist()
-        wl = d.payload_len[pidx][sel].tolist()
-        fl = fid[sel].tolist()
-        fa = src_a[sel].tolist()
-        tsl = ts_p[sel].tolist()
-        seq = d.tcp_seq[pidx][sel].tolist()
-        flg = d.tcp_flags[pidx][sel].tolist()
-        recs = (pidx[sel] + rec0).tolist()
+        items = list(map(Evidence, (ps + rec0).tolist(), ts_p[sel].tolist(), src_a[sel].tolist(),
+                         d.tcp_seq[ps].tolist(), d.tcp_flags[ps].tolist(),
+                         [data[p : p + c] for p, c in zip(pay, cap)], d.payload_len[ps].tolist()))
         ev = self.evidence
-        for j in range(sel.size):
-            p = pay[j]
-            item = Evidence(recs[j], tsl[j], fa[j], seq[j], flg[j], data[p : p + cap[j]], wl[j])
-            lst = ev.get(fl[j])
+        get = ev.get
+        for f, item in zip(fid[sel].tolist(), items):
+            lst = get(f)
             if lst is None:
-                ev[fl[j]] = [item]
+                ev[f] = [item]
             else:
                 lst.append(item)
 
@@ -550,6 +534,18 @@ class FlowBuilder:
 
 
 _ADDR_TEXT: dict[tuple[int, int, int], str] = {}
+
+
+def _rank_in_group(key: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements have the same key."""
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    gstart = np.ones(ks.size, bool)
+    gstart[1:] = ks[1:] != ks[:-1]
+    starts = np.nonzero(gstart)[0]
+    rank = np.empty(key.size, np.int64)
+    rank[order] = np.arange(ks.size) - np.repeat(starts, np.diff(np.append(starts, ks.size)))
+    return rank
 
 
 def _addr(ver: int, hi: int, lo: int) -> str:
