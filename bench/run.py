@@ -63,9 +63,14 @@ def measure(argv: list[str]) -> tuple[Run, str]:
 
 
 def meshpcap_argv() -> tuple[list[str], bool] | None:
-    """The meshpcap console script, or `python -m meshpcap.cli`, whichever answers `flows --help`,
-    and whether `flows` offers --no-names."""
+    """The meshpcap console script (the one beside this Python, else the first on PATH), or
+    `python -m meshpcap.cli`, whichever answers `flows --help`, and whether `flows` offers --no-names."""
     candidates = []
+    # The script installed for this interpreter first: a version manager's shim on PATH (pyenv's is
+    # a bash script that runs `pyenv exec`) would add its own start-up to every timed run.
+    beside = Path(sys.executable).with_name("meshpcap")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        candidates.append([str(beside)])
     if script := shutil.which("meshpcap"):
         candidates.append([script])
     candidates.append([sys.executable, "-m", "meshpcap.cli"])
