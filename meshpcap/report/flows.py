@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 from enum import Enum
@@ -211,4 +212,13 @@ RENDERERS = {FlowFormat.table: flows_table, FlowFormat.json: flows_json, FlowFor
 
 
 def render_flows(ft: FlowTable, fmt: FlowFormat | str) -> str:
-    return RENDERERS[FlowFormat(fmt)](ft)
+    renderer = RENDERERS[FlowFormat(fmt)]
+    # Rendering builds many short-lived objects and no reference cycles; the cyclic
+    # collector's passes over a large flow table would only slow it down.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return renderer(ft)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
