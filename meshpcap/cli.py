@@ -10,8 +10,7 @@ from typing import List, Optional
 import typer
 
 from .errors import MeshpcapError
-from .report.analysis import ReportFormat
-from .report.flows import FlowFormat
+from .report.formats import FlowFormat, ReportFormat
 
 
 class FailOn(str, Enum):

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from tabulate import tabulate
@@ -17,19 +16,13 @@ from tabulate import tabulate
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
 from .flows import capture_summary, cell, endpoint
+from .formats import ReportFormat
 
 REPORT_SCHEMA = "meshpcap.report/1"
 VERDICT_COLUMNS = ("rule", "verdict", "blocked_by", "detail", "confidence", "matched_by", "destination", "tag_verified")
 FLOW_REPORT_COLUMNS = tuple(FLOW_COLUMNS) + VERDICT_COLUMNS
 FINDING_COLUMNS = ("id", "kind", "severity", "rule", "source", "title", "detail", "fix", "flow_ids", "blocked_by",
                    "destination")
-
-
-class ReportFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
 
 
 @dataclass(slots=True)

@@ -6,16 +6,10 @@ import csv
 import gc
 import io
 import json
-from enum import Enum
 from json.encoder import INFINITY, encode_basestring_ascii
 
+from .formats import FlowFormat
 from ..flows.model import FLOW_COLUMNS, FlowTable, endpoint
-
-
-class FlowFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
 
 
 def ns_text(ns: int | None) -> str:
