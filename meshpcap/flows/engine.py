@@ -78,18 +78,16 @@ class Evidence:
 class _Grow:
     """A growable numpy column."""
 
-    __slots__ = ("a", "n")
+    __slots__ = ("a",)
 
     def __init__(self, dtype, fill=0) -> None:
         self.a = np.full(1024, fill, dtype)
-        self.n = 0
 
     def ensure(self, n: int, fill=0) -> None:
         if n > len(self.a):
             new = np.full(max(n, 2 * len(self.a)), fill, self.a.dtype)
             new[: len(self.a)] = self.a
             self.a = new
-        self.n = max(self.n, n)
 
 
 @dataclass(slots=True)
@@ -154,12 +152,13 @@ class FlowBuilder:
     def _new_flow(self, slot: int, record: int, from_a: bool, ns: int) -> int:
         fid = self.nflows
         self.nflows += 1
-        for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap, self.f_frag,
-                  self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b):
-            g.ensure(self.nflows)
-        self.f_first.ensure(self.nflows, np.iinfo(np.int64).max)
-        self.f_last.ensure(self.nflows, np.iinfo(np.int64).min)
-        self.f_first_rec.ensure(self.nflows, np.iinfo(np.int64).max)
+        if self.nflows > len(self.f_slot.a):  # grow every per-flow column at once, doubling
+            for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap,
+                      self.f_frag, self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b):
+                g.ensure(self.nflows)
+            self.f_first.ensure(self.nflows, np.iinfo(np.int64).max)
+            self.f_last.ensure(self.nflows, np.iinfo(np.int64).min)
+            self.f_first_rec.ensure(self.nflows, np.iinfo(np.int64).max)
         if self.nflows > len(self.f_stun):
             self.f_stun = np.concatenate([self.f_stun, np.zeros_like(self.f_stun)])
         self.f_slot.a[fid] = slot
