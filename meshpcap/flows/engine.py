@@ -204,11 +204,19 @@ class FlowBuilder:
             for c, k in zip(cols, _K):
                 h = (h ^ c) * k
                 h ^= h >> np.uint64(29)
-        _, first_pos, inv = np.unique(h, return_index=True, return_inverse=True)
+        # one stable sort groups the batch: ``perm`` lists each 5-tuple's packets together, in capture order
+        perm = np.argsort(h, kind="stable")
+        hs = h[perm]
+        newgrp = np.ones(perm.size, bool)
+        newgrp[1:] = hs[1:] != hs[:-1]
+        first_pos = perm[newgrp]
+        inv = np.empty(perm.size, np.int64)
+        inv[perm] = np.cumsum(newgrp) - 1
         if not all(np.array_equal(c, c[first_pos][inv]) for c in cols):  # a hash collision: group exactly
             stacked = np.stack([c.astype(np.uint64) for c in cols], axis=1)
             _, first_pos, inv = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
             inv = inv.reshape(-1)
+            perm = np.argsort(inv, kind="stable")
 
         # ---- map batch groups to global slots (one dict lookup per distinct 5-tuple)
         gslot = np.empty(first_pos.size, np.int64)
@@ -298,7 +306,7 @@ class FlowBuilder:
                 icmp_events.append((e, ev_ts[j]))
 
         # ---- idle gaps start new flows for transports without handshakes
-        order = np.argsort(pslot, kind="stable")
+        order = perm  # grouped by 5-tuple (hence by slot), capture order within each group
         so = pslot[order]
         ts_o = ts_p[order]
         gstart = np.ones(order.size, bool)
@@ -353,21 +361,25 @@ class FlowBuilder:
         pcap_ = d.payload_cap[pidx]
         g = F._Gather(data)
         stun = np.zeros(pidx.size, bool)
-        if is_udp.any():
-            b0 = g.u8(pay)
-            cookie = g.u32(pay + 4)
-            mlen = g.u16(pay + 2)
-            stun = is_udp & (pcap_ >= 20) & (b0 < 4) & (cookie == STUN_COOKIE) & ((mlen & 3) == 0)
-            chan = is_udp & (pcap_ >= 4) & (b0 >= 0x40) & (b0 <= 0x7F) & (mlen + 4 <= d.payload_len[pidx])
-            if stun.any() or chan.any():
-                mtype = g.u16(pay)
+        ui = np.nonzero(is_udp & (pcap_ >= 4))[0]  # only UDP payloads are looked at
+        if ui.size:
+            upay = pay[ui]
+            b0 = g.u8(upay)
+            mlen = g.u16(upay + 2)
+            cookie = g.u32(upay + 4)
+            ustun = (pcap_[ui] >= 20) & (b0 < 4) & (cookie == STUN_COOKIE) & ((mlen & 3) == 0)
+            uchan = (b0 >= 0x40) & (b0 <= 0x7F) & (mlen + 4 <= d.payload_len[pidx][ui])
+            stun[ui] = ustun
+            if ustun.any():
+                mtype = g.u16(upay[ustun])
                 cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
+                sfid = fid[ui[ustun]]
                 for k in range(4):
-                    sel = stun & (cls == k)
+                    sel = cls == k
                     if sel.any():
-                        self.f_stun[:nf, k] += np.bincount(fid[sel], minlength=nf)
-                if chan.any():
-                    self.f_stun[:nf, 4] += np.bincount(fid[chan], minlength=nf)
+                        self.f_stun[:nf, k] += np.bincount(sfid[sel], minlength=nf)
+            if uchan.any():
+                self.f_stun[:nf, 4] += np.bincount(fid[ui[uchan]], minlength=nf)
 
         if self.keep_evidence:
             self._evidence(data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf)
