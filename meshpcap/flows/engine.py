@@ -330,8 +330,12 @@ class FlowBuilder:
         fid_o = anc_o[pos]
         fid = np.empty(pidx.size, np.int64)
         fid[order] = fid_o
-        for e, ns in icmp_events:
-            self._icmp_error(data, d, int(pidx[e]), ns, e, order, so, fid, cur_at_start)
+        if icmp_events:
+            starts = np.flatnonzero(gstart)  # each 5-tuple's packets are contiguous in ``order``
+            ends = np.append(starts[1:], order.size)
+            ranges = dict(zip(so[starts].tolist(), zip(starts.tolist(), ends.tolist())))
+            for e, ns in icmp_events:
+                self._icmp_error(data, d, int(pidx[e]), ns, e, order, ranges, fid, cur_at_start)
         gend = np.ones(order.size, bool)
         gend[:-1] = so[1:] != so[:-1]
         self.slot_cur.a[so[gend]] = fid_o[gend]
@@ -457,7 +461,8 @@ class FlowBuilder:
                 d.sport[i], d.dport[i] = ports
                 d.payload_cap[i] = 0
 
-    def _icmp_error(self, data: bytes, d: F.Decoded, i: int, ns: int, e: int, order, so, fid_b, cur_at_start) -> None:
+    def _icmp_error(self, data: bytes, d: F.Decoded, i: int, ns: int, e: int, order, ranges, fid_b,
+                    cur_at_start) -> None:
         """Match an ICMP error to the flow whose packet it quotes (RFC 792; RFC 4443 section 2.4).
 
         The flow is the one the quoted 5-tuple had at the error's position ``e`` in the batch
@@ -507,7 +512,7 @@ class FlowBuilder:
         slot = self.slots.get(key)
         if slot is None:
             return
-        lo, hi = np.searchsorted(so, slot, "left"), np.searchsorted(so, slot, "right")
+        lo, hi = ranges.get(slot, (0, 0))
         if lo == hi:  # no packet of that 5-tuple in this batch
             fid = int(self.slot_cur.a[slot])
         else:

@@ -6,7 +6,7 @@ import random
 from dataclasses import asdict
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scapy.all import fragment
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -362,6 +362,9 @@ _POOL = [
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# found by CI: ICMP errors quoting a 5-tuple whose own packets follow later in the same batch
+@example(pkts=[(8, 1), (10, 1), (10, 1), (11, 1), (0, 1)], batch_bytes=64)
+@example(pkts=[(8, 1), (10, 1), (10, 1), (11, 1), (0, 1)], batch_bytes=300)
 @given(st.lists(st.tuples(st.integers(0, len(_POOL) - 1), st.sampled_from([1, 1000, 200 * B.SEC, 400 * B.SEC])),
                 min_size=1, max_size=40),
        st.sampled_from([1, 64, 300]))
