@@ -9,7 +9,7 @@ by snaplen, drops) become warnings and soften the verdicts that depend on them.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..flows.model import DnsEvent, FlowTable, endpoint
@@ -243,6 +243,15 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
                 flow_ids=st.flow_ids,
             ))
 
+    # a blocked primary path whose group the client reached through its fallback: say so on the finding itself
+    for st in group_status:
+        if st.status != "met-by-fallback":
+            continue
+        ids = set(st.flow_ids)
+        findings = [replace(f, detail=f"{f.detail} {st.detail[:1].upper()}{st.detail[1:]}.")
+                    if f.kind == "blocked" and f.severity != "info" and ids & set(f.flow_ids) else f
+                    for f in findings]
+
     warnings = list(pre_warn)
     if not tags_loaded and any(r.service_tag for r in profile.rules):
         tags = sorted({r.service_tag for r in profile.rules if r.service_tag})
@@ -277,8 +286,6 @@ def _number(findings: list[Finding]) -> list[Finding]:
     order = {"error": 0, "warning": 1, "info": 2}
     kind_order = {"blocked": 0, "missing": 1, "unexpected": 2}
     findings = sorted(findings, key=lambda f: (order[f.severity], kind_order[f.kind], f.flow_ids[:1] or (1 << 30,)))
-    from dataclasses import replace
-
     return [replace(f, id=f"F{i}") for i, f in enumerate(findings, start=1)]
 
 
