@@ -49,8 +49,19 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
     builder = FlowBuilder(evidence=names, **kwargs)
     with open_capture(path, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
+        early = None
+        if names:
+            from .flows.engine import EVIDENCE_TCP
+            from .flows.naming import EarlyNamer, prefetch_dns
+
+            early = EarlyNamer(builder, EVIDENCE_TCP)
         for batch, decoded in cap.batches_with(_decode):
             builder.add(batch, decoded)
+            if early is not None:  # name what is final now: this process would otherwise wait for the reader
+                if builder.dns_new:
+                    prefetch_dns(builder.dns_new)
+                    builder.dns_new = []
+                early.step()
         info = cap.info
     raw = builder.finish()
     namer = None
@@ -60,14 +71,15 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
         from .flows.naming import name_flows
 
         jobs = flow_order(raw)
-        n, names_list = name_flows(raw, jobs)
+        n, names_list = name_flows(raw, jobs, early)
         named = dict(zip((fid for fid, _ in jobs), names_list))
 
         def namer(fid: int, a_is_client: bool) -> dict:
             return named[fid]
 
         dns_events = n.dns_events
-        stats = n.stats
+        # counters sorted by key: the same output whichever flows were named early or in which process
+        stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
     flows = build_records(raw, namer)
     if names:
         dns_events = n.link_dns_events(flows)

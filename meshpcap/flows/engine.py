@@ -73,6 +73,7 @@ class Evidence:
     flags: int
     data: bytes
     wire_len: int
+    parsed: object = None  # a DNS datagram's parse (or its DecodeError), made early by the naming stage
 
 
 class _Grow:
@@ -144,6 +145,7 @@ class FlowBuilder:
         self.tcp: dict[int, TcpFacts] = {}
         self.icmp: dict[int, list[tuple[IcmpError, bool]]] = {}
         self.evidence: dict[int, list[Evidence]] = {}
+        self.dns_new: list[Evidence] = []  # DNS datagrams kept since the caller last took them
         self.frags: dict[tuple, tuple[int, int]] = {}
         self.undecoded: Counter = Counter()
         self.decoded = 0
@@ -420,6 +422,7 @@ class FlowBuilder:
             self.f_stun_b.a[:nf] += np.bincount(sf[~sa], minlength=nf)
             srank = sbase + _rank_in_group(sf * 2 + sa)
             keep[si] |= (~c_tcp[si]) & (srank < EVIDENCE_STUN)
+        sel_dns = c_dns[keep]
         sel = cand[keep]
         if sel.size == 0:
             return
@@ -429,6 +432,8 @@ class FlowBuilder:
         items = list(map(Evidence, (ps + rec0).tolist(), ts_p[sel].tolist(), src_a[sel].tolist(),
                          d.tcp_seq[ps].tolist(), d.tcp_flags[ps].tolist(),
                          [data[p : p + c] for p, c in zip(pay, cap)], d.payload_len[ps].tolist()))
+        if sel_dns.any():  # DNS datagrams can be parsed before the capture ends
+            self.dns_new.extend(item for item, is_dns in zip(items, sel_dns.tolist()) if is_dns)
         ev = self.evidence
         get = ev.get
         for f, item in zip(fid[sel].tolist(), items):

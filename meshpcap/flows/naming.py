@@ -16,6 +16,8 @@ import pickle
 from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
+
 from ..decode import dns as dnsp
 from ..decode import frames as F
 from ..decode import http as httpp
@@ -27,7 +29,7 @@ from .engine import TCP_SYN, Evidence, RawFlows, addr_text
 from .model import DnsEvent, Flow, StunSummary
 
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
-PARALLEL_MIN_FLOWS = 1000  # fewer flows are named in this process (a fork costs more than it saves)
+PARALLEL_MIN_FLOWS = 8000  # fewer flows left to name after EarlyNamer: one process (a fork costs more than it saves)
 DNS_PORTS = (53, 5353, 5355)
 NAME_PRIORITY = ("sni", "connect", "http", "dns")
 MAX_DNS_NAMES = 8  # names kept per flow from DNS
@@ -79,6 +81,74 @@ def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MA
     return bytes(out[:limit]), gap
 
 
+def parse_dns_or_error(data: bytes) -> "dnsp.DnsMessage | DecodeError":
+    try:
+        return dnsp.parse_dns(data)
+    except DecodeError as exc:
+        return exc
+
+
+def prefetch_dns(items: list[Evidence]) -> None:
+    """Parse DNS datagrams ahead of the naming stage (the pipeline calls it while the capture is
+    still being read, when this process would otherwise wait for the reader)."""
+    for e in items:
+        if e.parsed is None:
+            e.parsed = parse_dns_or_error(e.data)
+
+
+class EarlyNamer:
+    """Names TCP flows from their payloads while the capture is still being read.
+
+    A TCP flow's evidence is final once both its SYN and SYN-ACK are known (so the
+    streams' starts and the orientation are fixed) and both directions have reached
+    the builder's bound on kept segments: its names then cannot change, and working
+    them out early uses time this process would otherwise spend waiting for the
+    reader.  The result is the same as naming the flow at the end."""
+
+    def __init__(self, builder, bound: int) -> None:
+        self.builder = builder
+        self.bound = bound
+        self.done: dict[int, tuple[bool, dict[str, Any]]] = {}
+        self.seen = np.zeros(1024, bool)  # flows already looked at
+        self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
+
+    def step(self) -> None:
+        b = self.builder
+        nf = b.nflows
+        if not nf:
+            return
+        if nf > len(self.seen):
+            self.seen = np.concatenate([self.seen, np.zeros(max(nf, len(self.seen)), bool)])
+        ready = np.nonzero((b.f_pay_a.a[:nf] >= self.bound) & (b.f_pay_b.a[:nf] >= self.bound) & ~self.seen[:nf])[0]
+        if not ready.size:
+            return
+        self.seen[ready] = True
+        view = _LiveFlows(b)
+        namer = Namer(view, dns_pass=False)  # type: ignore[arg-type]
+        namer.stats = self.stats
+        for fid in ready.tolist():
+            t = b.tcp.get(fid)
+            if t is None or t.isn is None or t.synack_isn is None:
+                continue
+            key = b.slot_keys[int(view.flow_slot[fid])]
+            if key[6] in DNS_PORTS or key[7] in DNS_PORTS:
+                continue
+            a_is_client = t.syn_dir == 1
+            self.done[fid] = (a_is_client, namer._from_evidence(fid, a_is_client))
+
+
+class _LiveFlows:
+    """The parts of RawFlows that Namer._from_evidence reads, taken from a builder at work."""
+
+    __slots__ = ("slot_keys", "flow_slot", "evidence", "tcp")
+
+    def __init__(self, b) -> None:
+        self.slot_keys = b.slot_keys
+        self.flow_slot = b.f_slot.a
+        self.evidence = b.evidence
+        self.tcp = b.tcp
+
+
 class Namer:
     """Derives names and handshake outcomes for the flows of one :class:`RawFlows`."""
 
@@ -103,7 +173,7 @@ class Namer:
             a, b = addr_text(ver, ah, al), addr_text(ver, bh, bl)
             messages: list[tuple[int, bool, bytes]] = []
             if proto == F.PROTO_UDP:
-                messages = [(e.ns, e.from_a, e.data) for e in evs]
+                messages = [(e.ns, e.from_a, e.parsed if e.parsed is not None else e.data) for e in evs]
             elif proto == F.PROTO_TCP:
                 t = raw.tcp.get(fid)
                 for from_a in (True, False):
@@ -125,11 +195,12 @@ class Namer:
                 messages.sort(key=lambda m: (m[0], m[2][2] >> 7))
             pending: dict[tuple, tuple[int, str, str, str, str]] = {}
             for ns, from_a, data in messages:
-                try:
-                    msg = dnsp.parse_dns(data)
-                except DecodeError:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    data = parse_dns_or_error(data)
+                if isinstance(data, DecodeError):
                     self.stats["malformed"]["dns"] += 1
                     continue
+                msg = data
                 self.stats["invalid_names"] += msg.invalid_names
                 if msg.opcode != 0 or not msg.questions or msg.questions[0].name is None:
                     continue
@@ -361,7 +432,25 @@ class Namer:
             out["stun"] = _stun_summary(msgs, channel_data)
 
 
-def name_flows(raw: RawFlows, jobs: list[tuple[int, bool]]) -> tuple[Namer, list[dict[str, Any]]]:
+def name_flows(raw: RawFlows, jobs: list[tuple[int, bool]],
+               early: EarlyNamer | None = None) -> tuple[Namer, list[dict[str, Any]]]:
+    """:func:`name_flows_now` for the flows ``early`` has not named yet; the early ones only
+    get their DNS names and their choice of name here."""
+    if early is None or not early.done:
+        return name_flows_now(raw, jobs)
+    done = early.done
+    todo = [(f, a) for f, a in jobs if not (f in done and done[f][0] == a)]
+    n, names = name_flows_now(raw, todo)
+    _stats_add(n.stats, _stats_delta(_stats_copy({"invalid_names": 0, "malformed": Counter()}), early.stats))
+    by_fid = dict(zip((f for f, _ in todo), names))
+    out = []
+    for f, a in jobs:
+        got = by_fid.get(f)
+        out.append(got if got is not None else n._dns_and_choice(f, a, dict(done[f][1])))
+    return n, out
+
+
+def name_flows_now(raw: RawFlows, jobs: list[tuple[int, bool]]) -> tuple[Namer, list[dict[str, Any]]]:
     """A :class:`Namer` for ``raw`` and its :meth:`Namer.names_for` of each (flow, a_is_client)
     job, in order.
 
@@ -435,7 +524,7 @@ def _split_point(raw: RawFlows, jobs: list[tuple[int, bool]]) -> int:
     for fid, evs in raw.evidence.items():
         key = raw.slot_keys[int(raw.flow_slot[fid])]
         if key[6] in DNS_PORTS or key[7] in DNS_PORTS:
-            dns += len(evs)
+            dns += sum(1 for e in evs if e.parsed is None)  # datagrams prefetch_dns parsed cost little now
     # parent: split jobs; child: 0.6 * dns + (len(jobs) - split) jobs
     return min(max(int((len(jobs) + 0.6 * dns) / 2), 1), len(jobs) - 1)
 

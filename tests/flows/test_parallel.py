@@ -64,3 +64,22 @@ def test_parallel_on_truncated_capture(bench_capture, tmp_path, monkeypatch):
     serial, parallel = _both(cut, monkeypatch, 64 << 10)
     assert serial["capture"]["truncated"] is not None
     assert parallel == serial
+
+
+@pytest.mark.parametrize("batch_bytes", [16 << 10, 1 << 20])
+def test_early_naming_changes_nothing(bench_capture, monkeypatch, batch_bytes):
+    """TCP flows named while the capture is read get exactly the names of the final pass."""
+    monkeypatch.setenv("MESHPCAP_NO_FORK", "1")
+    done = []
+    real_step = naming_mod.EarlyNamer.step
+
+    def spy(self):
+        real_step(self)
+        done.append(len(self.done))
+
+    monkeypatch.setattr(naming_mod.EarlyNamer, "step", spy)
+    early = read_flows(bench_capture, batch_bytes=batch_bytes).to_dict()
+    assert done and done[-1] > 0, "no flow was named early"
+    monkeypatch.setattr(naming_mod.EarlyNamer, "step", lambda self: None)
+    late = read_flows(bench_capture, batch_bytes=batch_bytes).to_dict()
+    assert early == late
