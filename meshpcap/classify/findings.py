@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..flows.model import DnsEvent, FlowTable, endpoint
+from ..flows.model import DnsEvent, FlowTable, endpoint, hops_away
 from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
 from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, judge_dns, judge_flow
@@ -352,7 +352,10 @@ def _fix(v: FlowVerdict, rule: Rule | None, vs: list[FlowVerdict]) -> str:
         if e is not None:
             return f"{base}; the firewall at {e.sender} answered ICMP {e.description}"
     if by == "rejected":
-        return f"{base}; a firewall (or the server) answered with TCP RST" + (
+        hops = hops_away(f.rst_ttl) if f.rst_from == "server" else None
+        who = (f"a firewall {hops} hop{'s' if hops != 1 else ''} from the capture point (RST TTL {f.rst_ttl})"
+               if hops is not None and hops <= 2 else "a firewall (or the server)")
+        return f"{base}; {who} answered with TCP RST" + (
             f" right after the ClientHello for {f.sni}: remove the SNI filter for it" if f.sni and f.state == "reset" else "")
     if by == "no-answer":
         return f"{base}; packets to {f.server}:{f.server_port} are dropped silently"

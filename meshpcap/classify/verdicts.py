@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..flows.model import DnsEvent, Flow, is_admin_prohibited
+from ..flows.model import DnsEvent, Flow, hops_away, is_admin_prohibited
 from ..rules.match import RuleMatcher
 from ..rules.model import Profile, Rule
 
@@ -206,7 +206,7 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
                                            f"{len(icmp)} time{'s' if len(icmp) != 1 else ''}")
     if f.transport == "tcp":
         if f.state == "rejected":
-            return blocked("rejected", f"every SYN ({f.syn_count}) was answered by a TCP RST")
+            return blocked("rejected", f"every SYN ({f.syn_count}) was answered by a TCP RST" + _rst_origin(f))
         if f.state == "no-answer":
             return _no_answer(f, ctx, blocked, f"{f.syn_count} SYN{'s' if f.syn_count != 1 else ''} got no answer")
         if f.tls_alert and not f.tls_version and f.tls_alert_from == "server":
@@ -230,6 +230,17 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
     if f.packets_c2s == 0:
         return allowed("only the server side is in the capture")
     return allowed()
+
+
+def _rst_origin(f: Flow) -> str:
+    """Where the RST came from, judged by its TTL: a server far away would not be 0-2 hops off."""
+    hops = hops_away(f.rst_ttl)
+    if hops is None:
+        return ""
+    if hops <= 2:
+        return (f" (its TTL {f.rst_ttl} says it came from {hops} hop{'s' if hops != 1 else ''} away: "
+                "forged by a firewall near the capture point, not sent by the server)")
+    return f" (TTL {f.rst_ttl}, about {hops} hops away)"
 
 
 def _no_answer(f: Flow, ctx: Context, blocked, detail: str) -> FlowVerdict:

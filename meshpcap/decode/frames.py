@@ -82,6 +82,7 @@ class Decoded:
     tcp_ack: np.ndarray  # int64
     icmp_type: np.ndarray  # int16, -1 when not ICMP
     icmp_code: np.ndarray
+    ttl: np.ndarray  # uint8: IPv4 TTL or IPv6 hop limit (who sent a packet: how many hops away)
     l4: np.ndarray  # int64: offset of the transport header in the batch data
     payload: np.ndarray  # int64: offset of the transport payload
     payload_len: np.ndarray  # int64: payload bytes on the wire (from the IP length)
@@ -154,6 +155,7 @@ def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: 
         tcp_ack=np.zeros(n, np.int64),
         icmp_type=np.full(n, -1, np.int16),
         icmp_code=np.full(n, -1, np.int16),
+        ttl=np.zeros(n, np.uint8),
         l4=np.zeros(n, np.int64),
         payload=np.zeros(n, np.int64),
         payload_len=np.zeros(n, np.int64),
@@ -342,6 +344,7 @@ def _network(g: _Gather, idx, l3, eth, end, d: Decoded):
         d.more_frags[i] = (ff & 0x2000) != 0
         d.frag_offset[i] = (ff & 0x1FFF) * 8
         d.proto[i] = g.u8(s + 9)
+        d.ttl[i] = g.u8(s + 8)
         d.src_lo[i] = g.u32(s + 12).astype(np.uint64)
         d.dst_lo[i] = g.u32(s + 16).astype(np.uint64)
         ip_end = np.minimum(s + total, e)
@@ -360,6 +363,7 @@ def _network(g: _Gather, idx, l3, eth, end, d: Decoded):
         plen = g.u16(s + 4)
         plen = np.where(plen == 0, e - s - 40, plen)  # jumbogram or offload: trust the capture
         nh = g.u8(s + 6)
+        d.ttl[i] = g.u8(s + 7)
         d.ip_version[i] = 6
         d.ip_len[i] = 40 + plen
         d.src_hi[i] = g.u64(s + 8)

@@ -44,7 +44,7 @@ _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19
 class TcpFacts:
     """Handshake and teardown facts of one TCP flow (mutable while the flow is built)."""
 
-    __slots__ = ("syn_count", "syn_dir", "isn", "synack_dir", "synack_ns", "rst_dir", "rst_ns", "rst_count",
+    __slots__ = ("syn_count", "syn_dir", "isn", "synack_dir", "synack_ns", "rst_dir", "rst_ns", "rst_ttl", "rst_count",
                  "fin_a", "fin_b", "first_syn_ns", "synack_isn")
 
     def __init__(self) -> None:
@@ -55,6 +55,7 @@ class TcpFacts:
         self.synack_ns: int | None = None
         self.rst_dir: int | None = None
         self.rst_ns: int | None = None
+        self.rst_ttl: int | None = None  # TTL / hop limit of the first RST
         self.rst_count = 0
         self.fin_a = False
         self.fin_b = False
@@ -260,6 +261,7 @@ class FlowBuilder:
         ev_srca = src_a[events].tolist()
         ev_ts = ts_p[events].tolist()
         ev_seq = seq_p[events].tolist()
+        ev_ttl = d.ttl[pidx[events]].tolist()
         ev_rec = (pidx[events] + rec0).tolist()
         slot_cur = self.slot_cur.a
         tcpf = self.tcp
@@ -299,6 +301,7 @@ class FlowBuilder:
                     if t.rst_dir is None:
                         t.rst_dir = 1 if fa else 0
                         t.rst_ns = ev_ts[j]
+                        t.rst_ttl = ev_ttl[j]
                 if fl & TCP_FIN:
                     if fa:
                         t.fin_a = True

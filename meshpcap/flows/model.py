@@ -63,6 +63,16 @@ def icmp_description(ip_version: int, icmp_type: int, code: int) -> str:
     return f"ICMP type {icmp_type} code {code}"
 
 
+def hops_away(ttl: int | None) -> int | None:
+    """Hops a packet travelled, from its TTL and the usual initial values 64, 128 and 255."""
+    if ttl is None or ttl <= 0:
+        return None
+    for initial in (64, 128, 255):
+        if ttl <= initial:
+            return initial - ttl
+    return None
+
+
 def is_admin_prohibited(ip_version: int, icmp_type: int, code: int) -> bool:
     """ICMP codes that firewalls send when they reject on purpose."""
     if ip_version == 4:
@@ -151,6 +161,8 @@ class Flow:
     first_ns: int
     last_ns: int
     icmp_errors: tuple[IcmpError, ...] = ()
+    rst_from: str | None = None  # which side sent the first TCP RST: client | server
+    rst_ttl: int | None = None  # its IPv4 TTL / IPv6 hop limit (a forged RST comes from fewer hops away)
     orientation: str = "ports"  # how the client was chosen: syn | syn-ack | ports | first-packet
     encapsulated: bool = False
     ip_fragments: int = 0  # packets that were IP fragments other than the last of their datagram

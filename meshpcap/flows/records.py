@@ -95,9 +95,13 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
             c2s, s2c = int(raw.pk_b[fid]), int(raw.pk_a[fid])
             bc2s, bs2c = int(raw.by_b[fid]), int(raw.by_a[fid])
         has_ports = proto in (F.PROTO_TCP, F.PROTO_UDP)
+        rst_from = rst_ttl = None
         if t is not None:
             state = tcp_state(t, a_client, c2s, s2c)
             syn_count = t.syn_count
+            if t.rst_dir is not None:
+                rst_from = "client" if (t.rst_dir == 1) == a_client else "server"
+                rst_ttl = t.rst_ttl
         else:
             state = "bidirectional" if (c2s and s2c) else "one-way"
             syn_count = 0
@@ -132,6 +136,8 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
             first_ns=int(raw.first_ns[fid]),
             last_ns=int(raw.last_ns[fid]),
             icmp_errors=tuple(icmp),
+            rst_from=rst_from,
+            rst_ttl=rst_ttl,
             orientation=how,
             encapsulated=bool(raw.encapsulated[fid]),
             ip_fragments=int(raw.fragments[fid]),
