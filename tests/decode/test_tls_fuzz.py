@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 from functools import lru_cache
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,26 +30,14 @@ from meshpcap.decode.tls import (
     read_client_hello,
     read_server_flight,
 )
+from tests.decode.test_tls import self_signed_der
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @lru_cache(maxsize=1)
 def _cert() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz.example")])
-    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.DER)
+    return self_signed_der("fuzz.example")
 
 
 HELLO_RECORDS = build_client_hello("fuzz.example", alpn=("h2", "http/1.1"), grease=True, ech=True, max_fragment=400)
