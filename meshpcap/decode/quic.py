@@ -22,11 +22,13 @@ DRAFT_29 = 0xFF00001D
 VERSION_NEGOTIATION = 0x00000000  # RFC 9000 section 17.2.1
 
 # Initial salts.  RFC 9001 section 5.2 (v1); RFC 9369 section 3.3.1 (v2);
-# draft-ietf-quic-tls-29 section 5.2, unchanged through draft-32.
+# draft-ietf-quic-tls-29 section 5.2, unchanged through draft-32;
+# draft-ietf-quic-tls-23 section 5.2, unchanged through draft-28 (same labels and header protection).
 INITIAL_SALTS: dict[int, bytes] = {
     QUIC_V1: bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"),
     QUIC_V2: bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"),
     **{v: bytes.fromhex("afbfec289993d24c9e9786f19c6111e04390a899") for v in range(0xFF00001D, 0xFF000021)},
+    **{v: bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502") for v in range(0xFF000017, 0xFF00001D)},
 }
 SUPPORTED_VERSIONS = frozenset(INITIAL_SALTS)
 

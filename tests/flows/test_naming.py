@@ -193,7 +193,8 @@ def quic_flow(cap: ms.Capture, version: int, name: str, server: str, *, reverse:
     return sport
 
 
-@pytest.mark.parametrize("version,label", [(quic.QUIC_V1, "v1"), (quic.QUIC_V2, "v2")])
+@pytest.mark.parametrize("version,label", [(quic.QUIC_V1, "v1"), (quic.QUIC_V2, "v2"), (0xFF00001B, "draft-27"),
+                                           (quic.DRAFT_29, "draft-29")])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_quic_client_hello_over_two_initials(tmp_path, version, label, reverse) -> None:
     cap = ms.Capture(f"quic-{label}")
@@ -206,7 +207,7 @@ def test_quic_client_hello_over_two_initials(tmp_path, version, label, reverse) 
     assert (f.name, f.name_source) == ("teams.cloud.microsoft", "sni")
 
 
-@pytest.mark.parametrize("version,label", [(0xFF000017, "draft-23"), (0x0A0A0A0A, "0x0a0a0a0a")])
+@pytest.mark.parametrize("version,label", [(0xFF000016, "draft-22"), (0x0A0A0A0A, "0x0a0a0a0a")])
 def test_quic_version_without_keys(tmp_path, version, label) -> None:
     """Versions we cannot decrypt (an old draft; a reserved version forcing Version Negotiation) still report it."""
     cap = ms.Capture(f"quic-{label}")

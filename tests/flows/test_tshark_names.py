@@ -24,20 +24,10 @@ _IP_LITERAL = (
     "addresses are not permitted in HostName', so meshpcap drops it (counted in stats['invalid_names']) and does "
     "not name the flow by it; tshark shows it as the SNI"
 )
-_OLD_DRAFT = (
-    "QUIC {} Initials: meshpcap decrypts v1, v2 and drafts 29-32 (their Initial salts are in "
-    "meshpcap.decode.quic); the drafts before 29 used another salt and are obsolete since 2020, tshark still "
-    "knows them; meshpcap reports quic_version '{}' without a name"
-)
-
 # capture id -> (why meshpcap and tshark differ, how many (server, port, sni) triples differ)
 EXPLAINED: dict[str, tuple[str, int]] = {
     "nDPI/teams.pcap": (_IP_LITERAL + " (52.114.250.152 and 52.114.250.153)", 2),
     "zeek/tls/tls-fragmented-handshake.pcap.gz": (_IP_LITERAL + " (104.236.167.107)", 1),
-    "nDPI/quic-23.pcap": (_OLD_DRAFT.format("draft-23 (0xff000017)", "draft-23"), 1),
-    "nDPI/quic-27.pcap": (_OLD_DRAFT.format("draft-27 (0xff00001b)", "draft-27"), 1),
-    "nDPI/quic_0RTT.pcap": (
-        _OLD_DRAFT.format("draft-28 (0xff00001c)", "draft-28") + "; the v1 connection in the same file is named by both", 1),
     "nDPI/quic_interop_V.pcapng": (
         "the interop runner's version-negotiation test: every client Initial carries the reserved version "
         "0x0a0a0a0a (RFC 9000 section 15), which has no Initial keys (RFC 9001 section 5.2 defines the salt per "
