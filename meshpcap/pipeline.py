@@ -74,8 +74,10 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
         n, names_list = name_flows(raw, jobs, early)
         named = dict(zip((fid for fid, _ in jobs), names_list))
 
-        def namer(fid: int, a_is_client: bool) -> dict:
+        def _named(fid: int, a_is_client: bool) -> dict:
             return named[fid]
+
+        namer = _named
 
         dns_events = n.dns_events
         # counters sorted by key: the same output whichever flows were named early or in which process

@@ -102,7 +102,7 @@ class Judgement:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def destination_text(rule: Rule, tags_loaded: bool = True) -> str:
+def destination_text(rule: Rule) -> str:
     parts = []
     if rule.domains:
         parts.append(", ".join(rule.domains))
@@ -120,7 +120,7 @@ def ports_text(rule: Rule) -> str:
     return " + ".join(f"{t.upper()} {ps}" for t, ps in rule.port_map)
 
 
-def _capture_warnings(ft: FlowTable, verdicts: list[FlowVerdict]) -> tuple[list[str], bool, bool]:
+def _capture_warnings(ft: FlowTable) -> tuple[list[str], bool, bool]:
     """Warnings about the capture itself; also (one_direction, mid_session)."""
     c = ft.capture
     warns: list[str] = []
@@ -160,7 +160,7 @@ def _capture_warnings(ft: FlowTable, verdicts: list[FlowVerdict]) -> tuple[list[
 
 def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bool,
           fail_on: str = "missing") -> Judgement:
-    pre_warn, one_direction, mid_session = _capture_warnings(ft, [])
+    pre_warn, one_direction, mid_session = _capture_warnings(ft)
     ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), one_direction,
                   ft.capture.get("dropped_by_capture") or 0)
     verdicts = [judge_flow(f, ctx) for f in ft.flows]
@@ -445,7 +445,3 @@ def _checklist(profile: Profile, verdicts: list[FlowVerdict], groups: list[Group
         out.append(CheckItem(r.id, r.description, destination_text(r), ports_text(r), r.requirement, status,
                              len(vs), r.source))
     return out
-
-
-def build_matcher(profile: Profile, service_tags) -> RuleMatcher:
-    return RuleMatcher(profile.rules, service_tags)
