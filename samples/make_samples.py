@@ -479,6 +479,10 @@ class TurnClient:
     def tid(self) -> bytes:
         return self.cap.rng.randbytes(12)
 
+    def allocate_request(self) -> bytes:
+        """An unauthenticated Allocate request with a new transaction ID (resent unchanged on retransmission)."""
+        return stun.build_stun(ALLOCATE, REQUEST, [UDP_TRANSPORT], self.tid(), fingerprint=True)
+
     def send(self, t: int, data: bytes, from_client: bool = True) -> None:
         if self.tcp is not None:
             self.tcp.send(t, from_client, data)
@@ -631,8 +635,7 @@ def relay_udp_dropped() -> Capture:
     cap = Capture("relay-udp-dropped")
     signalling(cap, 0)
     turn = TurnClient(cap, RELAY, 3478)
-    tid = turn.tid()
-    request = stun.build_stun(ALLOCATE, REQUEST, [UDP_TRANSPORT], tid, fingerprint=True)
+    request = turn.allocate_request()
     start = 1000 * MS
     for at in (0, 500, 1500, 3500, 7500):  # RFC 8489 section 6.2.1: RTO 500 ms, doubling; same transaction ID
         turn.send(start + at * MS, request)
@@ -689,8 +692,7 @@ def reject_icmp() -> Capture:
     cap = Capture("reject-icmp")
     signalling(cap, 0)
     turn = TurnClient(cap, RELAY, 3478)
-    tid = turn.tid()
-    request = stun.build_stun(ALLOCATE, REQUEST, [UDP_TRANSPORT], tid, fingerprint=True)
+    request = turn.allocate_request()
     start = 1000 * MS
     for at in (0, 500, 1500):
         turn.send(start + at * MS, request)
