@@ -12,14 +12,16 @@ from pathlib import Path
 
 from .capture import open_capture
 from .decode.frames import decode_batch
-from .flows.engine import FlowBuilder
+from .flows.engine import FlowBuilder, prepare
 from .flows.model import FlowTable
 from .flows.records import build_records, flow_order
 
 
 def _decode(batch):
-    """The per-batch step that may run beside the walk, in the capture reader's second process."""
-    return decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+    """The per-batch steps that may run beside the walk, in the capture reader's second process:
+    header decoding and the stateless half of flow building."""
+    decoded = decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+    return decoded, prepare(batch, decoded)
 
 
 def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,
@@ -55,8 +57,8 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
             from .flows.naming import EarlyNamer, prefetch_dns
 
             early = EarlyNamer(builder, EVIDENCE_TCP)
-        for batch, decoded in cap.batches_with(_decode):
-            builder.add(batch, decoded)
+        for batch, (decoded, grouped) in cap.batches_with(_decode):
+            builder.add(batch, decoded, grouped)
             if early is not None:  # name what is final now: this process would otherwise wait for the reader
                 if builder.dns_new:
                     prefetch_dns(builder.dns_new)

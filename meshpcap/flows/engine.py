@@ -116,6 +116,96 @@ class RawFlows:
     decoded: int = 0
 
 
+@dataclass(slots=True)
+class Grouped:
+    """The stateless half of adding a batch: which packets decoded, their canonical 5-tuples
+    grouped, and the STUN / TURN ChannelData datagrams among them.  A pure function of the
+    batch (:func:`group_batch`), so the reader's second process can make it."""
+
+    undecoded: list[tuple[str, int]]  # (reason, packets)
+    pidx: np.ndarray  # batch indices of the decoded packets; the arrays below follow this order
+    proto: np.ndarray  # int64
+    src_a: np.ndarray  # bool: the source is the canonical "a" endpoint, the smaller (address, port)
+    perm: np.ndarray  # stable order grouping each 5-tuple's packets, capture order within a group
+    first_pos: np.ndarray  # each group's first packet
+    inv: np.ndarray  # each packet's group
+    keys: tuple[np.ndarray, ...]  # per group: proto, ip version, a_hi, a_lo, b_hi, b_lo, a_port, b_port
+    stun_at: np.ndarray  # packets that are STUN messages (RFC 8489 section 5)
+    stun_cls: np.ndarray  # their class: 0 request, 1 indication, 2 success, 3 error
+    chan_at: np.ndarray  # packets that are TURN ChannelData (RFC 8656 section 12.4)
+
+
+def group_batch(data, d: F.Decoded) -> Grouped:
+    """Group a decoded batch by canonical 5-tuple (see :class:`Grouped`)."""
+    ok = d.reason == F.OK
+    bad = ~ok
+    undecoded: list[tuple[str, int]] = []
+    if bad.any():
+        for code, cnt in zip(*np.unique(d.reason[bad], return_counts=True)):
+            undecoded.append((F.REASONS[int(code)], int(cnt)))
+    pidx = np.nonzero(ok)[0]
+    proto = d.proto[pidx].astype(np.int64)
+    ver = d.ip_version[pidx].astype(np.int64)
+    # ---- canonical bidirectional key: the "a" endpoint is the smaller (addr, port)
+    sh, sl, dh, dl = d.src_hi[pidx], d.src_lo[pidx], d.dst_hi[pidx], d.dst_lo[pidx]
+    sp = np.maximum(d.sport[pidx], 0).astype(np.int64)
+    dp = np.maximum(d.dport[pidx], 0).astype(np.int64)
+    src_a = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp))))
+    ah, al, ap = np.where(src_a, sh, dh), np.where(src_a, sl, dl), np.where(src_a, sp, dp)
+    bh, bl, bp = np.where(src_a, dh, sh), np.where(src_a, dl, sl), np.where(src_a, dp, sp)
+    ports = ((ap << 16) | bp).astype(np.uint64)
+    pv = ((proto << 8) | ver).astype(np.uint64)
+    cols = (pv, ah, al, bh, bl, ports)
+    with np.errstate(over="ignore"):
+        h = np.zeros(pidx.size, np.uint64)
+        for c, k in zip(cols, _K):
+            h = (h ^ c) * k
+            h ^= h >> np.uint64(29)
+    # one stable sort groups the batch: ``perm`` lists each 5-tuple's packets together, in capture order
+    perm = np.argsort(h, kind="stable")
+    hs = h[perm]
+    newgrp = np.ones(perm.size, bool)
+    newgrp[1:] = hs[1:] != hs[:-1]
+    first_pos = perm[newgrp]
+    inv = np.empty(perm.size, np.int64)
+    inv[perm] = np.cumsum(newgrp) - 1
+    if not all(np.array_equal(c, c[first_pos][inv]) for c in cols):  # a hash collision: group exactly
+        stacked = np.stack([c.astype(np.uint64) for c in cols], axis=1)
+        _, first_pos, inv = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        perm = np.argsort(inv, kind="stable")
+    keys = (proto[first_pos], ver[first_pos], ah[first_pos], al[first_pos], bh[first_pos], bl[first_pos],
+            ap[first_pos], bp[first_pos])
+
+    # ---- STUN and TURN ChannelData, looked for in UDP payloads only (RFC 8489 section 5, RFC 8656 section 12.4)
+    stun_at = chan_at = np.zeros(0, np.int64)
+    stun_cls = np.zeros(0, np.int8)
+    pcap_ = d.payload_cap[pidx]
+    ui = np.nonzero((proto == F.PROTO_UDP) & (pcap_ >= 4))[0]
+    if ui.size:
+        g = F._Gather(data)
+        upay = d.payload[pidx[ui]]
+        b0 = g.u8(upay)
+        mlen = g.u16(upay + 2)
+        cookie = g.u32(upay + 4)
+        ustun = (pcap_[ui] >= 20) & (b0 < 4) & (cookie == STUN_COOKIE) & ((mlen & 3) == 0)
+        uchan = (b0 >= 0x40) & (b0 <= 0x7F) & (mlen + 4 <= d.payload_len[pidx[ui]])
+        stun_at = ui[ustun]
+        chan_at = ui[uchan]
+        if stun_at.size:
+            mtype = g.u16(upay[ustun])
+            stun_cls = (((mtype >> 4) & 1) | ((mtype >> 7) & 2)).astype(np.int8)
+    return Grouped(undecoded, pidx, proto, src_a, perm, first_pos, inv, keys, stun_at, stun_cls, chan_at)
+
+
+def prepare(batch, d: F.Decoded) -> Grouped | None:
+    """:func:`group_batch` where it does not depend on earlier batches: None for a batch with
+    IP fragments, whose later fragments take their ports from state (FlowBuilder._fragments)."""
+    if len(batch) == 0 or ((d.reason == F.OK) & (d.more_frags | (d.frag_offset > 0))).any():
+        return None
+    return group_batch(batch.data, d)
+
+
 class FlowBuilder:
     """Feed it decoded batches in capture order; ``finish()`` returns :class:`RawFlows`."""
 
@@ -172,7 +262,9 @@ class FlowBuilder:
         return fid
 
     # ------------------------------------------------------------------ batches
-    def add(self, batch, d: F.Decoded) -> None:
+    def add(self, batch, d: F.Decoded, grouped: Grouped | None = None) -> None:
+        """Add one decoded batch; ``grouped`` is :func:`group_batch` of it, when already made
+        (by :func:`prepare`, beside the reader), else it is made here."""
         n = len(batch)
         if n == 0:
             return
@@ -180,56 +272,19 @@ class FlowBuilder:
         rec0 = batch.first_record
         ts = batch.ts_ns
         self._fragments(d, rec0)
-        ok = d.reason == F.OK
-        bad = ~ok
-        if bad.any():
-            for code, cnt in zip(*np.unique(d.reason[bad], return_counts=True)):
-                self.undecoded[F.REASONS[int(code)]] += int(cnt)
-        pidx = np.nonzero(ok)[0]
+        gb = grouped if grouped is not None else group_batch(data, d)
+        for reason, cnt in gb.undecoded:
+            self.undecoded[reason] += cnt
+        pidx = gb.pidx
         self.decoded += int(pidx.size)
         if pidx.size == 0:
             return
-
-        # ---- canonical bidirectional key: the "a" endpoint is the smaller (addr, port)
-        proto = d.proto[pidx].astype(np.int64)
-        ver = d.ip_version[pidx].astype(np.int64)
-        sh, sl, dh, dl = d.src_hi[pidx], d.src_lo[pidx], d.dst_hi[pidx], d.dst_lo[pidx]
-        sp = np.maximum(d.sport[pidx], 0).astype(np.int64)
-        dp = np.maximum(d.dport[pidx], 0).astype(np.int64)
-        src_a = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp))))
-        ah, al, ap = np.where(src_a, sh, dh), np.where(src_a, sl, dl), np.where(src_a, sp, dp)
-        bh, bl, bp = np.where(src_a, dh, sh), np.where(src_a, dl, sl), np.where(src_a, dp, sp)
-        ports = ((ap << 16) | bp).astype(np.uint64)
-        pv = ((proto << 8) | ver).astype(np.uint64)
-        cols = (pv, ah, al, bh, bl, ports)
-        with np.errstate(over="ignore"):
-            h = np.zeros(pidx.size, np.uint64)
-            for c, k in zip(cols, _K):
-                h = (h ^ c) * k
-                h ^= h >> np.uint64(29)
-        # one stable sort groups the batch: ``perm`` lists each 5-tuple's packets together, in capture order
-        perm = np.argsort(h, kind="stable")
-        hs = h[perm]
-        newgrp = np.ones(perm.size, bool)
-        newgrp[1:] = hs[1:] != hs[:-1]
-        first_pos = perm[newgrp]
-        inv = np.empty(perm.size, np.int64)
-        inv[perm] = np.cumsum(newgrp) - 1
-        if not all(np.array_equal(c, c[first_pos][inv]) for c in cols):  # a hash collision: group exactly
-            stacked = np.stack([c.astype(np.uint64) for c in cols], axis=1)
-            _, first_pos, inv = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
-            inv = inv.reshape(-1)
-            perm = np.argsort(inv, kind="stable")
+        proto, src_a, perm, first_pos, inv = gb.proto, gb.src_a, gb.perm, gb.first_pos, gb.inv
 
         # ---- map batch groups to global slots (one dict lookup per distinct 5-tuple)
         gslot = np.empty(first_pos.size, np.int64)
-        rows = np.stack([proto[first_pos], ver[first_pos]], axis=1).tolist()
-        keys_ah, keys_al = ah[first_pos].tolist(), al[first_pos].tolist()
-        keys_bh, keys_bl = bh[first_pos].tolist(), bl[first_pos].tolist()
-        keys_ap, keys_bp = ap[first_pos].tolist(), bp[first_pos].tolist()
         slots = self.slots
-        for g, (pr, vr) in enumerate(rows):
-            key = (pr, vr, keys_ah[g], keys_al[g], keys_bh[g], keys_bl[g], keys_ap[g], keys_bp[g])
+        for g, key in enumerate(zip(*(c.tolist() for c in gb.keys))):
             s = slots.get(key)
             if s is None:
                 s = len(self.slot_keys)
@@ -364,31 +419,18 @@ class FlowBuilder:
         if enc.any():
             self.f_encap.a[fid[enc]] = True
 
-        # ---- STUN and TURN ChannelData counted on every UDP datagram (RFC 8489 section 5, RFC 8656 section 12.4)
+        # ---- STUN and TURN ChannelData counted on every UDP datagram (classified by group_batch)
         is_udp = proto == F.PROTO_UDP
-        pay = d.payload[pidx]
-        pcap_ = d.payload_cap[pidx]
-        g = F._Gather(data)
+        if gb.stun_cls.size:
+            sfid = fid[gb.stun_at]
+            for k in range(4):
+                sel = gb.stun_cls == k
+                if sel.any():
+                    self.f_stun[:nf, k] += np.bincount(sfid[sel], minlength=nf)
+        if gb.chan_at.size:
+            self.f_stun[:nf, 4] += np.bincount(fid[gb.chan_at], minlength=nf)
         stun = np.zeros(pidx.size, bool)
-        ui = np.nonzero(is_udp & (pcap_ >= 4))[0]  # only UDP payloads are looked at
-        if ui.size:
-            upay = pay[ui]
-            b0 = g.u8(upay)
-            mlen = g.u16(upay + 2)
-            cookie = g.u32(upay + 4)
-            ustun = (pcap_[ui] >= 20) & (b0 < 4) & (cookie == STUN_COOKIE) & ((mlen & 3) == 0)
-            uchan = (b0 >= 0x40) & (b0 <= 0x7F) & (mlen + 4 <= d.payload_len[pidx][ui])
-            stun[ui] = ustun
-            if ustun.any():
-                mtype = g.u16(upay[ustun])
-                cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
-                sfid = fid[ui[ustun]]
-                for k in range(4):
-                    sel = cls == k
-                    if sel.any():
-                        self.f_stun[:nf, k] += np.bincount(sfid[sel], minlength=nf)
-            if uchan.any():
-                self.f_stun[:nf, 4] += np.bincount(fid[ui[uchan]], minlength=nf)
+        stun[gb.stun_at] = True
 
         if self.keep_evidence:
             self._evidence(data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf)
