@@ -61,7 +61,7 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
             builder.add(batch, decoded, grouped)
             if early is not None:  # name what is final now: this process would otherwise wait for the reader
                 if builder.dns_new:
-                    prefetch_dns(builder.dns_new)
+                    prefetch_dns(builder.dns_new, builder.dns_parsed)
                     builder.dns_new = []
                 early.step()
         info = cap.info

@@ -22,6 +22,9 @@ import ipaddress
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import compress
+from typing import NamedTuple
 
 import numpy as np
 
@@ -63,9 +66,8 @@ class TcpFacts:
         self.synack_isn: int | None = None
 
 
-@dataclass(slots=True)
-class Evidence:
-    """One payload kept for the naming stage."""
+class Evidence(NamedTuple):
+    """One payload kept for the naming stage (a tuple: the builder makes tens of thousands)."""
 
     record: int
     ns: int
@@ -74,7 +76,9 @@ class Evidence:
     flags: int
     data: bytes
     wire_len: int
-    parsed: object = None  # a DNS datagram's parse (or its DecodeError), made early by the naming stage
+
+
+_new_evidence = partial(tuple.__new__, Evidence)  # Evidence from one row, without a Python-level call
 
 
 class _Grow:
@@ -113,6 +117,7 @@ class RawFlows:
     icmp: dict[int, list[tuple[IcmpError, bool]]]  # (error, quoted packet went a->b)
     evidence: dict[int, list[Evidence]]
     undecoded: Counter = field(default_factory=Counter)
+    dns_parsed: dict[int, object] = field(default_factory=dict)  # record -> DNS parse (or DecodeError) made early
     decoded: int = 0
 
 
@@ -237,6 +242,7 @@ class FlowBuilder:
         self.icmp: dict[int, list[tuple[IcmpError, bool]]] = {}
         self.evidence: dict[int, list[Evidence]] = {}
         self.dns_new: list[Evidence] = []  # DNS datagrams kept since the caller last took them
+        self.dns_parsed: dict[int, object] = {}  # record -> parse, filled by naming.prefetch_dns
         self.frags: dict[tuple, tuple[int, int]] = {}
         self.undecoded: Counter = Counter()
         self.decoded = 0
@@ -474,11 +480,11 @@ class FlowBuilder:
         ps = pidx[sel]
         pay = d.payload[ps].tolist()
         cap = pcap_[sel].tolist()
-        items = list(map(Evidence, (ps + rec0).tolist(), ts_p[sel].tolist(), src_a[sel].tolist(),
-                         d.tcp_seq[ps].tolist(), d.tcp_flags[ps].tolist(),
-                         [data[p : p + c] for p, c in zip(pay, cap)], d.payload_len[ps].tolist()))
+        items = list(map(_new_evidence, zip((ps + rec0).tolist(), ts_p[sel].tolist(), src_a[sel].tolist(),
+                                            d.tcp_seq[ps].tolist(), d.tcp_flags[ps].tolist(),
+                                            [data[p : p + c] for p, c in zip(pay, cap)], d.payload_len[ps].tolist())))
         if sel_dns.any():  # DNS datagrams can be parsed before the capture ends
-            self.dns_new.extend(item for item, is_dns in zip(items, sel_dns.tolist()) if is_dns)
+            self.dns_new.extend(compress(items, sel_dns.tolist()))
         ev = self.evidence
         get = ev.get
         for f, item in zip(fid[sel].tolist(), items):
@@ -595,6 +601,7 @@ class FlowBuilder:
             icmp=self.icmp,
             evidence=self.evidence,
             undecoded=self.undecoded,
+            dns_parsed=self.dns_parsed,
             decoded=self.decoded,
         )
 

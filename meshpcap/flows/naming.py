@@ -88,12 +88,13 @@ def parse_dns_or_error(data: bytes) -> "dnsp.DnsMessage | DecodeError":
         return exc
 
 
-def prefetch_dns(items: list[Evidence]) -> None:
-    """Parse DNS datagrams ahead of the naming stage (the pipeline calls it while the capture is
-    still being read, when this process would otherwise wait for the reader)."""
+def prefetch_dns(items: list[Evidence], parsed: dict[int, object]) -> None:
+    """Parse DNS datagrams ahead of the naming stage into ``parsed`` (record -> parse; the
+    builder's ``dns_parsed``); the pipeline calls it while the capture is still being read,
+    when this process would otherwise wait for the reader."""
     for e in items:
-        if e.parsed is None:
-            e.parsed = parse_dns_or_error(e.data)
+        if e.record not in parsed:
+            parsed[e.record] = parse_dns_or_error(e.data)
 
 
 class EarlyNamer:
@@ -173,7 +174,8 @@ class Namer:
             a, b = addr_text(ver, ah, al), addr_text(ver, bh, bl)
             messages: list[tuple[int, bool, bytes]] = []
             if proto == F.PROTO_UDP:
-                messages = [(e.ns, e.from_a, e.parsed if e.parsed is not None else e.data) for e in evs]
+                early = raw.dns_parsed
+                messages = [(e.ns, e.from_a, early.get(e.record, e.data)) for e in evs]
             elif proto == F.PROTO_TCP:
                 t = raw.tcp.get(fid)
                 for from_a in (True, False):
@@ -524,7 +526,7 @@ def _split_point(raw: RawFlows, jobs: list[tuple[int, bool]]) -> int:
     for fid, evs in raw.evidence.items():
         key = raw.slot_keys[int(raw.flow_slot[fid])]
         if key[6] in DNS_PORTS or key[7] in DNS_PORTS:
-            dns += sum(1 for e in evs if e.parsed is None)  # datagrams prefetch_dns parsed cost little now
+            dns += sum(1 for e in evs if e.record not in raw.dns_parsed)  # those prefetch_dns parsed cost little now
     # parent: split jobs; child: 0.6 * dns + (len(jobs) - split) jobs
     return min(max(int((len(jobs) + 0.6 * dns) / 2), 1), len(jobs) - 1)
 
