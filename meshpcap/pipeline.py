@@ -21,7 +21,7 @@ def _decode(batch):
     """The per-batch steps that may run beside the walk, in the capture reader's second process:
     header decoding and the stateless half of flow building."""
     decoded = decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
-    return decoded, prepare(batch, decoded)
+    return decoded, prepare(batch, decoded, trim=True)
 
 
 def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,

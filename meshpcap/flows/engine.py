@@ -203,12 +203,23 @@ def group_batch(data, d: F.Decoded) -> Grouped:
     return Grouped(undecoded, pidx, proto, src_a, perm, first_pos, inv, keys, stun_at, stun_cls, chan_at)
 
 
-def prepare(batch, d: F.Decoded) -> Grouped | None:
+# Decoded columns FlowBuilder.add does not read for a batch that prepare grouped
+UNUSED_WHEN_PREPARED = ("proto", "dst_hi", "dst_lo", "ip_id", "frag_offset", "more_frags", "tcp_ack", "l4")
+
+
+def prepare(batch, d: F.Decoded, trim: bool = False) -> Grouped | None:
     """:func:`group_batch` where it does not depend on earlier batches: None for a batch with
-    IP fragments, whose later fragments take their ports from state (FlowBuilder._fragments)."""
+    IP fragments, whose later fragments take their ports from state (FlowBuilder._fragments).
+
+    With ``trim``, a batch it grouped loses the :data:`UNUSED_WHEN_PREPARED` columns of ``d``
+    (set to None), so that less crosses from the reader's process."""
     if len(batch) == 0 or ((d.reason == F.OK) & (d.more_frags | (d.frag_offset > 0))).any():
         return None
-    return group_batch(batch.data, d)
+    grouped = group_batch(batch.data, d)
+    if trim:
+        for name in UNUSED_WHEN_PREPARED:
+            setattr(d, name, None)
+    return grouped
 
 
 class FlowBuilder:
@@ -277,8 +288,11 @@ class FlowBuilder:
         data = batch.data
         rec0 = batch.first_record
         ts = batch.ts_ns
-        self._fragments(d, rec0)
-        gb = grouped if grouped is not None else group_batch(data, d)
+        if grouped is None:
+            self._fragments(d, rec0)
+            gb = group_batch(data, d)
+        else:  # made by prepare: the batch has no IP fragments
+            gb = grouped
         for reason, cnt in gb.undecoded:
             self.undecoded[reason] += cnt
         pidx = gb.pidx
@@ -418,8 +432,8 @@ class FlowBuilder:
         np.minimum.at(self.f_first.a, fid, ts_p)
         np.maximum.at(self.f_last.a, fid, ts_p)
         np.minimum.at(self.f_first_rec.a, fid, pidx + rec0)
-        mf = d.more_frags[pidx]
-        if mf.any():
+        mf = d.more_frags[pidx] if grouped is None else None
+        if mf is not None and mf.any():
             self.f_frag.a[:nf] += np.bincount(fid[mf], minlength=nf)
         enc = d.encapsulated[pidx]
         if enc.any():

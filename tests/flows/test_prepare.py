@@ -21,7 +21,7 @@ def _raw(path, pre: bool, batch_bytes: int):
     with open_capture(path, batch_bytes=batch_bytes) as cap:
         for batch in cap.batches():
             d = decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
-            g = prepare(batch, d) if pre else None
+            g = prepare(batch, d, trim=True) if pre else None  # trimmed, as the pipeline sends them
             used += g is not None
             fb.add(batch, d, g)
     return fb.finish(), used
