@@ -6,12 +6,11 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+# cryptography is imported on first use (about 20 ms): most flows carry no QUIC.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore
 from meshpcap.decode.tls import ClientHello, parse_client_hello
@@ -119,6 +118,8 @@ def parse_long_header(datagram: bytes) -> LongHeader:
 
 
 def _hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes, hmac
+
     h = hmac.HMAC(salt, hashes.SHA256())
     h.update(ikm)
     return h.finalize()
@@ -128,6 +129,9 @@ def _hkdf_expand_label(secret: bytes, label: str, length: int) -> bytes:
     # RFC 8446 section 7.1: HkdfLabel = length, "tls13 " + label, empty context
     full = b"tls13 " + label.encode("ascii")
     info = struct.pack("!HB", length, len(full)) + full + b"\x00"
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
     return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(secret)
 
 
@@ -148,11 +152,15 @@ def _client_keys(version: int, dcid: bytes) -> _Keys:
     key = _hkdf_expand_label(secret, prefix + "key", 16)
     iv = _hkdf_expand_label(secret, prefix + "iv", 12)
     hp = _hkdf_expand_label(secret, prefix + "hp", 16)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return _Keys(AESGCM(key), iv, hp)
 
 
 def _hp_mask(hp: bytes, sample: bytes) -> bytes:
     # RFC 9001 section 5.4.3: mask = AES-ECB(hp_key, sample)
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     enc = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
     return enc.update(sample) + enc.finalize()
 
@@ -214,6 +222,8 @@ def _decrypt_initial(datagram: bytes, start: int, pn_offset: int, end: int, keys
     # (RFC 9000 appendix A.3), so the truncated number is the number.
     pn = int.from_bytes(pn_bytes, "big")
     header = bytes((first,)) + datagram[start + 1 : pn_offset] + pn_bytes
+    from cryptography.exceptions import InvalidTag
+
     try:
         plain = keys.aead.decrypt(_nonce(keys.iv, pn), datagram[pn_offset + pn_len : end], header)
     except InvalidTag:
