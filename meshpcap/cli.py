@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -175,9 +176,26 @@ def tags_which(
 
 def main() -> None:
     try:
-        app()
+        app()  # click's standalone mode ends with SystemExit
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    # The flows and payloads of a large capture are hundreds of thousands of objects, and the
+    # process ends now: leave without freeing them one by one (tens of milliseconds of
+    # interpreter teardown).  Output is flushed first; files were closed by the commands.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        code = code or 1
+    os._exit(code)
 
 
 if __name__ == "__main__":
