@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 FLOWS_SCHEMA = "meshpcap.flows/1"
@@ -185,20 +186,26 @@ class Flow:
     name_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "icmp_errors":
-                v = [e.to_dict() for e in v]
-            elif isinstance(v, StunSummary):
-                v = v.to_dict()
+        out: dict[str, Any] = dict(zip(FLOW_COLUMNS, _flow_values(self)))
+        out["icmp_errors"] = [e.to_dict() for e in self.icmp_errors]
+        for name in _FLOW_NESTED:
+            v = out[name]
+            if isinstance(v, StunSummary):
+                out[name] = v.to_dict()
             elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
+                out[name] = list(v)
         return out
 
 
 FLOW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Flow))
+# For Flow.to_dict, worked out once rather than per flow: all field values in one call, and
+# the fields whose declared type can hold a tuple or a StunSummary (alpn, dns_names, stun),
+# the only ones to_dict converts besides icmp_errors.
+_flow_values = attrgetter(*FLOW_COLUMNS)
+_FLOW_NESTED: tuple[str, ...] = tuple(
+    f.name for f in fields(Flow)
+    if f.name != "icmp_errors" and ("tuple" in str(f.type).lower() or "StunSummary" in str(f.type))
+)
 
 
 @dataclass(frozen=True, slots=True)

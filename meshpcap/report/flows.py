@@ -98,17 +98,108 @@ def flows_json(ft: FlowTable) -> str:
 
 
 def json_indent2(obj) -> str:
-    """Exactly ``json.dumps(obj, indent=2)``, about twice as fast.
+    """Exactly ``json.dumps(obj, indent=2)``, about three times faster.
 
     With an indent, ``json.dumps`` falls back to its pure-Python generator encoder; this
-    builds the same text with one list of pieces and the C string escaper."""
+    builds the same text with one list of pieces and the C string escaper.  The values
+    that make up almost all of a flow table (None, int, str, bool, empty lists) are
+    written inline in the dict and list loops rather than through a call per value, and
+    each string key is escaped once per depth, together with the separator before it.
+    Everything else (subclasses of str/int/float/list/tuple/dict, non-str keys, floats)
+    takes the general path, which follows ``json.encoder._make_iterencode``."""
     out: list[str] = []
     app = out.append
+    ebs = encode_basestring_ascii
+    # depth's indent -> {key: ",\n<indent>\"key\": "}; only keys whose type is exactly str
+    # go in, so a lookup never meets a key with its own __eq__/__hash__ (or True == 1).
+    key_pieces: dict[str, dict[str, str]] = {}
+
+    def enc_dict(o, ind: str) -> None:  # o: a non-empty dict
+        ni = ind + "  "
+        kc = key_pieces.get(ni)
+        if kc is None:
+            kc = key_pieces[ni] = {}
+        lead = ",\n" + ni
+        first = len(out)
+        for k, v in o.items():
+            if type(k) is str:
+                ek = kc.get(k)
+                if ek is None:
+                    ek = kc[k] = lead + ebs(k) + ": "
+            else:
+                ek = lead + ebs(_json_key(k)) + ": "
+            app(ek)
+            if v is None:
+                app("null")
+            else:
+                t = type(v)
+                if t is int:
+                    app(repr(v))
+                elif t is str:
+                    app(ebs(v))
+                elif t is bool:
+                    app("true" if v else "false")
+                elif t is list or t is tuple:
+                    if v:
+                        enc_list(v, ni)
+                    else:
+                        app("[]")
+                elif t is dict:
+                    if v:
+                        enc_dict(v, ni)
+                    else:
+                        app("{}")
+                else:
+                    enc(v, ni)
+        if len(out) > first:
+            out[first] = "{" + out[first][1:]  # the first item's lead: "{\n" instead of ",\n"
+        else:  # a dict subclass whose items() yielded nothing: what json.dumps writes then
+            app("{\n" + ni)
+        app("\n" + ind + "}")
+
+    def enc_list(o, ind: str) -> None:  # o: a non-empty list or tuple
+        ni = ind + "  "
+        t = type(o)
+        if (t is list or t is tuple) and type(o[0]) is str:
+            try:  # a list of strings (ALPN ids, names, addresses): one join
+                app("[\n" + ni + (",\n" + ni).join(map(ebs, o)) + "\n" + ind + "]")
+                return
+            except TypeError:  # not all strings: the loop below
+                pass
+        lead = ",\n" + ni
+        first = len(out)
+        for v in o:
+            app(lead)
+            if v is None:
+                app("null")
+            else:
+                t = type(v)
+                if t is int:
+                    app(repr(v))
+                elif t is str:
+                    app(ebs(v))
+                elif t is bool:
+                    app("true" if v else "false")
+                elif t is dict:
+                    if v:
+                        enc_dict(v, ni)
+                    else:
+                        app("{}")
+                elif t is list or t is tuple:
+                    if v:
+                        enc_list(v, ni)
+                    else:
+                        app("[]")
+                else:
+                    enc(v, ni)
+        if len(out) > first:  # (a list subclass that iterates as empty gets no "[", as in json.dumps)
+            out[first] = "[\n" + ni
+        app("\n" + ind + "]")
 
     def enc(o, ind: str) -> None:
         t = type(o)
         if t is str:
-            app(encode_basestring_ascii(o))
+            app(ebs(o))
         elif o is None:
             app("null")
         elif o is True:
@@ -119,34 +210,22 @@ def json_indent2(obj) -> str:
             app(int.__repr__(o))
         elif t is float:
             app(_json_float(o))
-        elif isinstance(o, dict):
-            if not o:
-                app("{}")
-                return
-            ni = ind + "  "
-            lead = "{\n" + ni
-            for k, v in o.items():
-                app(lead + encode_basestring_ascii(k if type(k) is str else _json_key(k)) + ": ")
-                lead = ",\n" + ni
-                enc(v, ni)
-            app("\n" + ind + "}")
-        elif isinstance(o, (list, tuple)):
-            if not o:
-                app("[]")
-                return
-            ni = ind + "  "
-            lead = "[\n" + ni
-            for v in o:
-                app(lead)
-                lead = ",\n" + ni
-                enc(v, ni)
-            app("\n" + ind + "]")
         elif isinstance(o, str):
-            app(encode_basestring_ascii(o))
+            app(ebs(o))
         elif isinstance(o, int):
             app(int.__repr__(o))
         elif isinstance(o, float):
             app(_json_float(o))
+        elif isinstance(o, (list, tuple)):
+            if o:
+                enc_list(o, ind)
+            else:
+                app("[]")
+        elif isinstance(o, dict):
+            if o:
+                enc_dict(o, ind)
+            else:
+                app("{}")
         else:
             raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
