@@ -10,6 +10,7 @@ frames) catches ``NeedMore`` first and waits for more bytes.
 from __future__ import annotations
 
 import struct
+from typing import NoReturn
 
 
 class DecodeError(ValueError):
@@ -111,3 +112,16 @@ class Buffer:
         b = Buffer(self.data, self.pos, self.pos + n)
         self.pos += n
         return b
+
+
+def raise_short(data: bytes, pos: int, end: int, *sizes: int) -> NoReturn:
+    """Raise what reading fields of ``sizes`` bytes one after another from ``pos`` raises.
+
+    For parsers that check several fields with one comparison instead of one :class:`Buffer`
+    read each: when the comparison fails, this gives exactly the error those reads would have
+    given.  The caller must have found that the fields do not all fit before ``end``.
+    """
+    buf = Buffer(data, pos, end)
+    for n in sizes:
+        buf.pull_bytes(n)
+    raise AssertionError(f"fields of {sizes} bytes at offset {pos} fit before {end}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass
 
-from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore
+from meshpcap.decode.buffer import DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import normalize_hostname
 
 HEADER_LEN = 12  # RFC 1035 section 4.1.1
@@ -54,6 +55,11 @@ SINKHOLE_ADDRESSES = frozenset({"0.0.0.0", "::", "127.0.0.1", "::1"})
 _NAME_TYPES = frozenset({TYPE_NS, TYPE_CNAME, TYPE_PTR})
 # RFC 1123 section 2.1 host-name characters, plus "_" which real DNS data carries (SRV, DKIM, ACME labels).
 _HOST_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_HOST_BYTES_AND_DOT = bytes(sorted(_HOST_BYTES | {0x2E}))  # a bytes.translate deletion table
+
+_HEADER = struct.Struct("!HHHHHH").unpack_from  # RFC 1035 section 4.1.1
+_QUESTION_TAIL = struct.Struct("!HH").unpack_from  # QTYPE, QCLASS (section 4.1.2)
+_RR_FIXED = struct.Struct("!HHIH").unpack_from  # TYPE, CLASS, TTL, RDLENGTH (section 4.1.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,16 +155,39 @@ def _read_name(data: bytes, pos: int, end: int) -> tuple[list[bytes], int]:
     return labels, (after if after is not None else pos)
 
 
-def _name_text(labels: list[bytes]) -> tuple[str | None, bool]:
-    """(normalised name or None, whether it counts as invalid)."""
+def _name_at(data: bytes, pos: int, end: int, seen: dict[int, tuple[str | None, bool]]) -> tuple[str | None, bool, int]:
+    """(normalised name or None, whether it counts as invalid, offset after it) of the name at ``pos``.
+
+    ``end`` bounds the uncompressed part, as for :func:`_read_name`.  ``seen`` maps the offset
+    of each name without pointers read so far in this message to its text.  A name that is
+    nothing but a pointer to one of them (RFC 1035 section 4.1.4; typically ``c00c``, the
+    question name) gets that text without reading it again: :func:`_read_name` would follow
+    the same labels from the same start, with the same limit (the rest of the message) and
+    the same 255-octet count, after one hop.
+    """
+    if pos + 1 < end and data[pos] >= 0xC0:
+        target = ((data[pos] & 0x3F) << 8) | data[pos + 1]
+        if target < pos:
+            hit = seen.get(target)
+            if hit is not None:
+                return hit[0], hit[1], pos + 2
+    labels, after = _read_name(data, pos, end)
     if not labels:
-        return None, False  # the root name: not a host name, but nothing wrong with it
-    for label in labels:
-        # Check per label: a "." byte inside a label would otherwise pass as a separator.
-        if not _HOST_BYTES.issuperset(label):
-            return None, True
-    name = normalize_hostname(b".".join(labels))
-    return name, name is None
+        return None, False, after  # the root name: not a host name, but nothing wrong with it
+    joined = b".".join(labels)
+    # Every label holds host-name bytes only exactly when the joined name holds nothing but
+    # those bytes and dots, and no more dots than the join put in: a "." byte inside a label
+    # must not pass as a separator.
+    if joined.count(b".") != len(labels) - 1 or joined.translate(None, _HOST_BYTES_AND_DOT):
+        name, bad = None, True
+    else:
+        name = normalize_hostname(joined)
+        bad = name is None
+    # Without a pointer the name is its labels with their length octets, and the root label;
+    # a name that stops at a pointer has fewer wire bytes than that.
+    if after - pos == len(joined) + 2:
+        seen[pos] = (name, bad)
+    return name, bad, after
 
 
 def parse_dns(payload: bytes) -> DnsMessage:
@@ -169,51 +198,50 @@ def parse_dns(payload: bytes) -> DnsMessage:
     in ``invalid_names``; they do not fail the message.
     """
     data = bytes(payload)
-    buf = Buffer(data)
-    # RFC 1035 section 4.1.1 header.
-    msg_id = buf.pull_u16()
-    flags = buf.pull_u16()
-    qdcount = buf.pull_u16()
-    ancount = buf.pull_u16()
-    buf.pull_u16()  # NSCOUNT: authority section is not decoded
-    buf.pull_u16()  # ARCOUNT: additional section is not decoded
+    n = len(data)
+    # RFC 1035 section 4.1.1 header; NSCOUNT and ARCOUNT are read but their sections not decoded.
+    if n < HEADER_LEN:
+        raise_short(data, 0, n, 2, 2, 2, 2, 2, 2)
+    msg_id, flags, qdcount, ancount, _, _ = _HEADER(data)
+    pos = HEADER_LEN
     invalid = 0
+    seen: dict[int, tuple[str | None, bool]] = {}
 
     questions: list[Question] = []
     for _ in range(qdcount):
-        labels, buf.pos = _read_name(data, buf.pos, len(data))
-        name, bad = _name_text(labels)
+        name, bad, pos = _name_at(data, pos, n, seen)
         invalid += bad
-        qtype = buf.pull_u16()
-        qclass = buf.pull_u16()
+        if pos + 4 > n:
+            raise_short(data, pos, n, 2, 2)
+        qtype, qclass = _QUESTION_TAIL(data, pos)
+        pos += 4
         questions.append(Question(name, qtype, qclass))
 
     answers: list[Record] = []
     for _ in range(ancount):
-        labels, buf.pos = _read_name(data, buf.pos, len(data))
-        name, bad = _name_text(labels)
+        name, bad, pos = _name_at(data, pos, n, seen)
         invalid += bad
-        rtype = buf.pull_u16()
-        rclass = buf.pull_u16()
-        ttl = buf.pull_u32()
-        rdlength = buf.pull_u16()
-        rd_start = buf.pos
-        rdata = buf.pull_bytes(rdlength)
+        if pos + 10 > n:
+            raise_short(data, pos, n, 2, 2, 4, 2)
+        rtype, rclass, ttl, rdlength = _RR_FIXED(data, pos)
+        rd_start = pos + 10
+        pos = rd_end = rd_start + rdlength
+        if rd_end > n:
+            raise_short(data, rd_start, n, rdlength)
         value: str | None = None
         if rtype == TYPE_A:
             if rdlength != 4:
                 raise DecodeError(f"DNS A record with {rdlength}-byte RDATA")
-            value = str(ipaddress.IPv4Address(rdata))
+            value = "%d.%d.%d.%d" % (data[rd_start], data[rd_start + 1], data[rd_start + 2], data[rd_start + 3])
         elif rtype == TYPE_AAAA:
             # RFC 3596 section 2.2: 16 octets.
             if rdlength != 16:
                 raise DecodeError(f"DNS AAAA record with {rdlength}-byte RDATA")
-            value = ipaddress.IPv6Address(rdata).compressed
+            value = ipaddress.IPv6Address(data[rd_start:rd_end]).compressed
         elif rtype in _NAME_TYPES:
-            target_labels, target_end = _read_name(data, rd_start, rd_start + rdlength)
-            if target_end != rd_start + rdlength:
+            value, bad, target_end = _name_at(data, rd_start, rd_end, seen)
+            if target_end != rd_end:
                 raise DecodeError(f"DNS {TYPE_NAMES[rtype]} RDATA length {rdlength} does not match its name")
-            value, bad = _name_text(target_labels)
             invalid += bad
         answers.append(Record(name, rtype, rclass, ttl, value))
 

@@ -6,7 +6,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore
+from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 
 # RFC 8446 section 5.1: ContentType
@@ -100,6 +100,15 @@ def is_grease(value: int) -> bool:
     return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
 
 
+# The same code points as a set, for 16-bit values (cipher suites, extensions, versions).
+_GREASE = frozenset(range(0x0A0A, 0x10000, 0x1010))
+_EXT_HEADER = struct.Struct("!HH").unpack_from  # extension_type, extension_data length (RFC 8446 section 4.2)
+
+
+def _without_grease(values: tuple[int, ...]) -> tuple[int, ...]:
+    return values if _GREASE.isdisjoint(values) else tuple(v for v in values if v not in _GREASE)
+
+
 def _is_grease_alpn(proto: bytes) -> bool:
     # RFC 8701 section 2: GREASE ALPN identifiers are the two-byte strings 0x0A0A ... 0xFAFA
     return len(proto) == 2 and is_grease((proto[0] << 8) | proto[1])
@@ -172,6 +181,12 @@ def looks_like_tls(first_bytes: bytes) -> bool:
 
 def _parse_sni(data: bytes) -> bytes | None:
     # RFC 6066 section 3: ServerNameList; take the first host_name (type 0)
+    if len(data) >= 5 and data[2] == 0:
+        # the usual list, a host_name first: the loop below would return just this
+        end = 2 + ((data[0] << 8) | data[1])
+        stop = 5 + ((data[3] << 8) | data[4])
+        if stop <= end <= len(data):
+            return data[5:stop]
     b = Buffer(data)
     names = b.sub(b.pull_u16())
     while not names.eof():
@@ -184,14 +199,23 @@ def _parse_sni(data: bytes) -> bytes | None:
 
 def _parse_alpn_list(data: bytes) -> list[bytes]:
     # RFC 7301 section 3.1: ProtocolNameList protocol_name_list<2..2^16-1>
-    b = Buffer(data)
-    lst = b.sub(b.pull_u16())
+    n = len(data)
+    if n < 2:
+        raise_short(data, 0, n, 2)
+    end = 2 + ((data[0] << 8) | data[1])
+    if end > n:
+        raise_short(data, 2, n, end - 2)
+    pos = 2
     out = []
-    while not lst.eof():
-        proto = lst.pull_vector(1)
-        if not proto:
+    while pos < end:
+        k = data[pos]  # ProtocolName opaque<1..2^8-1>
+        pos += 1
+        if end - pos < k:
+            raise_short(data, pos, end, k)
+        if not k:
             raise DecodeError("empty ALPN protocol name")
-        out.append(proto)
+        out.append(data[pos : pos + k])
+        pos += k
     return out
 
 
@@ -201,71 +225,113 @@ def parse_client_hello(handshake: bytes) -> ClientHello:
     Raises :class:`NeedMore` when ``handshake`` is shorter than the message says, and
     :class:`DecodeError` when it is not a well-formed ClientHello.
     """
-    b = Buffer(handshake)
-    msg_type = b.pull_u8()
+    data = handshake if isinstance(handshake, bytes) else bytes(handshake)
+    n = len(data)
+    if n < 1:
+        raise_short(data, 0, n, 1)
+    msg_type = data[0]
     if msg_type != HS_CLIENT_HELLO:
         raise DecodeError(f"handshake type {msg_type} is not ClientHello")
-    length = b.pull_u24()
-    body = b.sub(length)
+    if n < 4:
+        raise_short(data, 1, n, 3)
+    length = (data[1] << 16) | (data[2] << 8) | data[3]
+    if n - 4 < length:
+        raise_short(data, 4, n, length)
     try:
-        return _parse_client_hello_body(body, 4 + length)
+        return _parse_client_hello_body(data, 4, 4 + length)
     except NeedMore as exc:
         # the message length is known, so a short field inside it is malformed
         raise DecodeError(f"ClientHello field overruns the message: {exc}") from None
 
 
-def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
-    # RFC 8446 section 4.1.2
-    legacy_version = b.pull_u16()
+def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
+    """The ClientHello whose body is ``data[pos:end]`` (its 4-byte header just before ``pos``)."""
+    # RFC 8446 section 4.1.2.  Fields are read by index, several to a bounds check; when a
+    # check fails, raise_short raises what Buffer reads of those fields always raised.
+    length = end - pos + 4
+    if end - pos < 2:
+        raise_short(data, pos, end, 2)
+    legacy_version = (data[pos] << 8) | data[pos + 1]
     if legacy_version >> 8 != 3:
         raise DecodeError(f"ClientHello legacy_version 0x{legacy_version:04x} is not TLS")
-    b.pull_bytes(32)  # random
-    session_id = b.pull_vector(1)
-    if len(session_id) > 32:
+    pos += 2
+    if end - pos < 33:
+        raise_short(data, pos, end, 32, 1)  # random, legacy_session_id length
+    n = data[pos + 32]
+    pos += 33
+    if end - pos < n:
+        raise_short(data, pos, end, n)
+    if n > 32:
         raise DecodeError("ClientHello session id longer than 32 bytes")
-    suites_raw = b.pull_vector(2)
-    if len(suites_raw) % 2 or not suites_raw:
+    pos += n
+    if end - pos < 2:
+        raise_short(data, pos, end, 2)
+    n = (data[pos] << 8) | data[pos + 1]
+    pos += 2
+    if end - pos < n:
+        raise_short(data, pos, end, n)
+    if n % 2 or not n:
         raise DecodeError("ClientHello cipher_suites has a bad length")
-    suites = struct.unpack(f"!{len(suites_raw) // 2}H", suites_raw)
-    if not b.pull_vector(1):
+    suites = struct.unpack_from(f"!{n // 2}H", data, pos)
+    pos += n
+    if end - pos < 1:
+        raise_short(data, pos, end, 1)
+    n = data[pos]
+    pos += 1
+    if end - pos < n:
+        raise_short(data, pos, end, n)
+    if not n:
         raise DecodeError("ClientHello has no compression methods")
+    pos += n
     sni: str | None = None
     sni_invalid = False
     alpn: tuple[str, ...] = ()
     versions: tuple[int, ...] | None = None
     ech = False
     ext_types: list[int] = []
-    if not b.eof():  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
-        exts = b.sub(b.pull_u16())
-        if not b.eof():
+    if pos < end:  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
+        if end - pos < 2:
+            raise_short(data, pos, end, 2)
+        n = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if end - pos < n:
+            raise_short(data, pos, end, n)
+        if pos + n != end:
             raise DecodeError("bytes after ClientHello extensions")
         seen: set[int] = set()
-        while not exts.eof():
-            ext_type = exts.pull_u16()
-            data = exts.pull_vector(2)
+        while pos < end:
+            if end - pos < 4:
+                raise_short(data, pos, end, 2, 2)  # extension_type, extension_data length
+            ext_type, n = _EXT_HEADER(data, pos)
+            start = pos + 4
+            pos = start + n
+            if pos > end:
+                raise_short(data, start, end, n)
             if ext_type in seen:
                 # RFC 8446 section 4.2: "There MUST NOT be more than one extension of the same type"
                 raise DecodeError(f"duplicate extension {ext_type}")
             seen.add(ext_type)
-            if not is_grease(ext_type):
+            if ext_type not in _GREASE:
                 ext_types.append(ext_type)
             if ext_type == EXT_SERVER_NAME:
-                raw = _parse_sni(data)
+                raw = _parse_sni(data[start:pos])
                 if raw is not None:
                     sni = normalize_hostname(raw)
                     # RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName"
-                    if sni is None or is_ip_literal(sni):
+                    # (a host name can only be an IPv4 literal, which ends in a digit)
+                    if sni is None or (sni[-1] in "0123456789" and is_ip_literal(sni)):
                         sni, sni_invalid = None, True
             elif ext_type == EXT_ALPN:
-                alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data) if not _is_grease_alpn(p))
+                alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data[start:pos]) if not _is_grease_alpn(p))
             elif ext_type == EXT_SUPPORTED_VERSIONS:
-                vb = Buffer(data)
-                raw_versions = vb.pull_vector(1)
-                if len(raw_versions) % 2:
+                # RFC 8446 section 4.2.1: ProtocolVersion versions<2..254>, a u8-length vector
+                k = data[start] if start < pos else 0
+                if pos - start < 1 + k:
+                    ext = data[start:pos]
+                    raise_short(ext, 0, len(ext), 1, k)  # offsets within the extension, as always
+                if k % 2:
                     raise DecodeError("supported_versions has an odd length")
-                versions = tuple(
-                    v for v in struct.unpack(f"!{len(raw_versions) // 2}H", raw_versions) if not is_grease(v)
-                )
+                versions = _without_grease(struct.unpack_from(f"!{k // 2}H", data, start + 1))
             elif ext_type == EXT_ECH:
                 ech = True
     return ClientHello(
@@ -275,7 +341,7 @@ def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
         versions=versions if versions else (legacy_version,),
         legacy_version=legacy_version,
         ech=ech,
-        cipher_suites=tuple(s for s in suites if not is_grease(s)),
+        cipher_suites=_without_grease(suites),
         extensions=tuple(ext_types),
         length=length,
     )
@@ -316,6 +382,11 @@ def read_client_hello(stream: bytes) -> ClientHello | None:
         if length == 0 or length > MAX_RECORD:
             # RFC 8446 section 5.1: zero-length handshake fragments MUST NOT be sent
             raise DecodeError(f"bad handshake record length {length}")
+        if not hs and length >= 4 and n - pos >= 9 and stream[pos + 5] == HS_CLIENT_HELLO:
+            # the usual case, a first record that holds the whole hello: no copy into hs
+            need = 4 + ((stream[pos + 6] << 16) | (stream[pos + 7] << 8) | stream[pos + 8])
+            if need <= length and pos + 5 + need <= n:
+                return parse_client_hello(stream[pos + 5 : pos + 5 + need])
         hs += stream[pos + 5 : pos + 5 + length]
         pos += 5 + length
         if hs and hs[0] != HS_CLIENT_HELLO:
@@ -333,24 +404,45 @@ def read_client_hello(stream: bytes) -> ClientHello | None:
 
 def _parse_server_hello(body: Buffer) -> tuple[int, int, str | None, bool]:
     """(version, cipher_suite, alpn, hello_retry) of a ServerHello body (RFC 8446 section 4.1.3)."""
-    legacy_version = body.pull_u16()
-    random = body.pull_bytes(32)
-    sid = body.pull_vector(1)
-    if len(sid) > 32:
+    # Read by index like the ClientHello; raise_short gives the errors of field-by-field reads.
+    data, pos, end = body.data, body.pos, body.end
+    if end - pos < 35:
+        raise_short(data, pos, end, 2, 32, 1)  # legacy_version, random, legacy_session_id_echo length
+    legacy_version = (data[pos] << 8) | data[pos + 1]
+    random = data[pos + 2 : pos + 34]
+    n = data[pos + 34]
+    pos += 35
+    if end - pos < n:
+        raise_short(data, pos, end, n)
+    if n > 32:
         raise DecodeError("ServerHello session id longer than 32 bytes")
-    suite = body.pull_u16()
-    body.pull_u8()  # compression
+    pos += n
+    if end - pos < 3:
+        raise_short(data, pos, end, 2, 1)  # cipher_suite, legacy_compression_method
+    suite = (data[pos] << 8) | data[pos + 1]
+    pos += 3
     version = legacy_version
     alpn = None
-    if not body.eof():
-        exts = body.sub(body.pull_u16())
-        while not exts.eof():
-            ext_type = exts.pull_u16()
-            data = exts.pull_vector(2)
-            if ext_type == EXT_SUPPORTED_VERSIONS and len(data) == 2:
-                version = (data[0] << 8) | data[1]
+    if pos < end:
+        if end - pos < 2:
+            raise_short(data, pos, end, 2)
+        n = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if end - pos < n:
+            raise_short(data, pos, end, n)
+        end = pos + n  # bytes after the extensions are not looked at
+        while pos < end:
+            if end - pos < 4:
+                raise_short(data, pos, end, 2, 2)
+            ext_type, n = _EXT_HEADER(data, pos)
+            start = pos + 4
+            pos = start + n
+            if pos > end:
+                raise_short(data, start, end, n)
+            if ext_type == EXT_SUPPORTED_VERSIONS and n == 2:
+                version = (data[start] << 8) | data[start + 1]
             elif ext_type == EXT_ALPN:
-                protos = _parse_alpn_list(data)
+                protos = _parse_alpn_list(data[start:pos])
                 if protos:
                     alpn = _alpn_text(protos[0])
     return version, suite, alpn, random == HELLO_RETRY_RANDOM
