@@ -1,9 +1,12 @@
-"""Build hook: compile meshpcap/capture/_walk.c, the optional record-header walker.
+"""Build hook: compile the optional C helpers of the hot path.
 
-The package works without it (pcap.py and pcapng.py carry the same walks in Python), so a
-machine without a C compiler still installs; the build only says so.  An editable install
-gets the module in the source tree (gitignored), a wheel gets it packed in.  Set
-MESHPCAP_NO_EXTENSION=1 to build without it.
+- meshpcap/capture/_walk.c: the record-header walks (twin: pcap.py, pcapng.py)
+- meshpcap/decode/_headers.c: header decoding of common packets (twin: decode/frames.py)
+
+The package works without them (their Python twins give the same results), so a machine
+without a C compiler still installs; the build only says so.  An editable install gets the
+modules in the source tree (gitignored), a wheel gets them packed in.  Set
+MESHPCAP_NO_EXTENSION=1 to build without them.
 """
 
 from __future__ import annotations
@@ -18,17 +21,16 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("meshpcap") / "capture" / "_walk.c"
-MODULE = "meshpcap/capture/_walk"
+MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers")  # each built from MODULE + ".c"
 
 
-def compile_extension(root: Path, out: Path) -> str | None:
-    """Compile SOURCE into the shared library ``out``; the compiler's complaint on failure."""
+def compile_extension(root: Path, source: Path, out: Path) -> str | None:
+    """Compile ``source`` into the shared library ``out``; the compiler's complaint on failure."""
     ldshared = sysconfig.get_config_var("LDSHARED")
     include = sysconfig.get_paths().get("include")
     if not ldshared or not include:
         return "this Python has no recorded way to link extension modules"
-    cmd = [*shlex.split(ldshared), "-O2", "-fPIC", "-Wall", f"-I{include}", str(root / SOURCE), "-o", str(out)]
+    cmd = [*shlex.split(ldshared), "-O2", "-fPIC", "-Wall", f"-I{include}", str(source), "-o", str(out)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -46,16 +48,20 @@ class CustomBuildHook(BuildHookInterface):
             return
         root = Path(self.root)
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-        if version == "editable":
-            out = root / (MODULE + suffix)
-        else:
-            out = Path(tempfile.mkdtemp(prefix="meshpcap-build-")) / ("_walk" + suffix)
-        problem = compile_extension(root, out)
-        if problem:
-            print(f"meshpcap: building without the compiled record walker ({problem}); "
-                  "captures are read by the pure-Python walk, about 2x slower", file=sys.stderr)
+        tmp = None if version == "editable" else Path(tempfile.mkdtemp(prefix="meshpcap-build-"))
+        built = []
+        for module in MODULES:
+            out = root / (module + suffix) if tmp is None else tmp / (Path(module).name + suffix)
+            problem = compile_extension(root, root / (module + ".c"), out)
+            if problem:
+                print(f"meshpcap: building without {module}.c ({problem}); its pure-Python twin "
+                      "does the same work, more slowly", file=sys.stderr)
+                continue
+            built.append((out, module + suffix))
+        if not built:
             return
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
-        if version != "editable":
-            build_data["force_include"][str(out)] = MODULE + suffix
+        if tmp is not None:
+            for out, target in built:
+                build_data["force_include"][str(out)] = target

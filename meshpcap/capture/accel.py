@@ -6,20 +6,15 @@ the compiled module."""
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
+
+from meshpcap._native import load as _load
 
 ABI = 1  # must equal WALK_ABI in _walk.c
 
 
 def load() -> ModuleType | None:
-    if os.environ.get("MESHPCAP_PURE_PYTHON"):
-        return None
-    try:
-        from meshpcap.capture import _walk
-    except ImportError:
-        return None
-    return _walk if getattr(_walk, "ABI", None) == ABI else None
+    return _load("meshpcap.capture._walk", ABI)
 
 
 WALK: ModuleType | None = load()

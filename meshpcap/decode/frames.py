@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meshpcap._native import load as _load_native
+
 # Reason codes for undecoded packets; 0 means decoded.
 OK = 0
 REASONS: dict[int, str] = {
@@ -131,6 +133,13 @@ class _Gather:
         return (hi << np.uint64(32)) | lo
 
 
+# The compiled twin of this module's common path (None: not built, or MESHPCAP_PURE_PYTHON=1),
+# and the Decoded columns it fills, in the order _headers.c expects.
+HEADERS = _load_native("meshpcap.decode._headers", 1)
+_COMMON_COLUMNS = ("reason", "ip_version", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "ip_len", "ip_id", "sport",
+                   "dport", "tcp_flags", "tcp_seq", "tcp_ack", "ttl", "l4", "payload", "payload_len", "payload_cap")
+
+
 def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: np.ndarray) -> Decoded:
     """Decode every packet of a batch down to its transport header."""
     n = len(offset)
@@ -164,8 +173,19 @@ def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: 
     )
     if n == 0:
         return d
-    idx = np.arange(n)
-    l3, eth = _link(g, idx, offset, end, linktype.astype(np.int64), d)
+    fast = HEADERS
+    if fast is not None:  # the common packets, compiled (_headers.c); the rest go on below
+        rest = np.empty(n, np.int64)
+        k = fast.decode_common(data, np.ascontiguousarray(offset, np.int64), np.ascontiguousarray(caplen, np.int64),
+                               np.ascontiguousarray(linktype, np.int32), tuple(getattr(d, c) for c in _COMMON_COLUMNS),
+                               rest)
+        if k == 0:
+            return d
+        idx = rest[:k]
+        l3, eth = _link(g, idx, offset[idx], end[idx], linktype[idx].astype(np.int64), d)
+    else:
+        idx = np.arange(n)
+        l3, eth = _link(g, idx, offset, end, linktype.astype(np.int64), d)
     # peel tunnels: at most 3 levels
     for depth in range(4):
         inner_idx, inner_start, inner_kind = _network(g, idx, l3, eth, end, d)
