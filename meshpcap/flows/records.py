@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from ..decode import frames as F
 from .engine import RawFlows, TcpFacts, addr_text
 from .model import Flow, StunSummary
@@ -68,32 +70,39 @@ def tcp_state(t: TcpFacts, a_is_client: bool, c2s: int, s2c: int) -> str:
     return "one-way"
 
 
+def record_order(raw: RawFlows) -> list[int]:
+    """The builder's flow numbers in record order: by first packet (ties cannot happen: one
+    packet starts one flow); record ids count from 1 in this order."""
+    return np.argsort(raw.first_rec, kind="stable").tolist()
+
+
 def flow_order(raw: RawFlows) -> list[tuple[int, bool]]:
     """(flow, a_is_client) in record order: the calls :func:`build_records` makes to ``names``."""
-    out = []
-    for fid in sorted(range(len(raw.flow_slot)), key=lambda f: int(raw.first_rec[f])):
-        out.append((fid, orient(raw.slot_keys[int(raw.flow_slot[fid])], raw.tcp.get(fid), bool(raw.first_from_a[fid]))[0]))
-    return out
+    keys, slot, first_a = raw.slot_keys, raw.flow_slot.tolist(), raw.first_from_a.tolist()
+    return [(fid, orient(keys[slot[fid]], raw.tcp.get(fid), first_a[fid])[0]) for fid in record_order(raw)]
 
 
 def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | None = None) -> list[Flow]:
     """Oriented flow records sorted by their first packet; ids count from 1 in that order."""
-    order = sorted(range(len(raw.flow_slot)), key=lambda f: int(raw.first_rec[f]))
     out: list[Flow] = []
-    for new_id, fid in enumerate(order, start=1):
-        key = raw.slot_keys[int(raw.flow_slot[fid])]
+    # whole columns as Python ints once, rather than a numpy scalar per field and flow
+    slot, first_a = raw.flow_slot.tolist(), raw.first_from_a.tolist()
+    pk_a, pk_b, by_a, by_b = raw.pk_a.tolist(), raw.pk_b.tolist(), raw.by_a.tolist(), raw.by_b.tolist()
+    first_ns, last_ns = raw.first_ns.tolist(), raw.last_ns.tolist()
+    encap, frags = raw.encapsulated.tolist(), raw.fragments.tolist()
+    has_stun = raw.stun_counts.any(axis=1).tolist() if len(raw.stun_counts) else []
+    for new_id, fid in enumerate(record_order(raw), start=1):
+        key = raw.slot_keys[slot[fid]]
         proto, ver, ah, al, bh, bl, pa, pb = key
         t = raw.tcp.get(fid)
-        a_client, how = orient(key, t, bool(raw.first_from_a[fid]))
+        a_client, how = orient(key, t, first_a[fid])
         a_addr, b_addr = addr_text(ver, ah, al), addr_text(ver, bh, bl)
         if a_client:
             client, cport, server, sport = a_addr, pa, b_addr, pb
-            c2s, s2c = int(raw.pk_a[fid]), int(raw.pk_b[fid])
-            bc2s, bs2c = int(raw.by_a[fid]), int(raw.by_b[fid])
+            c2s, s2c, bc2s, bs2c = pk_a[fid], pk_b[fid], by_a[fid], by_b[fid]
         else:
             client, cport, server, sport = b_addr, pb, a_addr, pa
-            c2s, s2c = int(raw.pk_b[fid]), int(raw.pk_a[fid])
-            bc2s, bs2c = int(raw.by_b[fid]), int(raw.by_a[fid])
+            c2s, s2c, bc2s, bs2c = pk_b[fid], pk_a[fid], by_b[fid], by_a[fid]
         has_ports = proto in (F.PROTO_TCP, F.PROTO_UDP)
         rst_from = rst_ttl = None
         if t is not None:
@@ -109,11 +118,10 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
         for err, quoted_a_to_b in raw.icmp.get(fid, ()):
             toward_server = quoted_a_to_b == a_client
             icmp.append(err if toward_server else _toward(err, "client"))
-        sc = raw.stun_counts[fid]
         stun = None
-        if sc.any():
-            stun = StunSummary(requests=int(sc[0]), indications=int(sc[1]), successes=int(sc[2]), errors=int(sc[3]),
-                               channel_data=int(sc[4]))
+        if has_stun[fid]:
+            sc = raw.stun_counts[fid].tolist()
+            stun = StunSummary(requests=sc[0], indications=sc[1], successes=sc[2], errors=sc[3], channel_data=sc[4])
         extra = names(fid, a_client) if names is not None else {}
         if stun is not None and extra.get("stun") is not None:
             extra["stun"] = _merge_stun(stun, extra["stun"])
@@ -133,14 +141,14 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
             packets_s2c=s2c,
             bytes_c2s=bc2s,
             bytes_s2c=bs2c,
-            first_ns=int(raw.first_ns[fid]),
-            last_ns=int(raw.last_ns[fid]),
+            first_ns=first_ns[fid],
+            last_ns=last_ns[fid],
             icmp_errors=tuple(icmp),
             rst_from=rst_from,
             rst_ttl=rst_ttl,
             orientation=how,
-            encapsulated=bool(raw.encapsulated[fid]),
-            ip_fragments=int(raw.fragments[fid]),
+            encapsulated=encap[fid],
+            ip_fragments=frags[fid],
             **extra,
         ))
     return out

@@ -527,3 +527,27 @@ def test_bad_dns_question_dropped(tmp_path) -> None:
     assert ft.dns == []  # no question name to report
     assert flow_to(ft, SERVER, 443).dns_names is None
     assert ft.stats["invalid_names"] == 3  # the question in the query and the answer, the answer's owner
+
+
+
+def test_linked_dns_events_keep_every_field():
+    """link_dns_events gives each event its flow id and changes nothing else."""
+    import dataclasses
+
+    from meshpcap.flows.engine import FlowBuilder
+    from meshpcap.flows.naming import Namer
+    from meshpcap.flows.records import build_records
+    from meshpcap.capture import open_capture
+    from meshpcap.decode.frames import decode_batch
+    from tests.conftest import SAMPLES
+
+    fb = FlowBuilder()
+    with open_capture(SAMPLES / "healthy-multi-room.pcapng") as cap:
+        for b in cap.batches():
+            fb.add(b, decode_batch(b.data, b.offset, b.caplen, b.linktype))
+    raw = fb.finish()
+    n = Namer(raw)
+    linked = n.link_dns_events(build_records(raw, lambda fid, a: n.names_for(fid, a)))
+    assert linked and all(e.flow_id for e in linked)
+    assert [dataclasses.replace(e, flow_id=None) for e in linked] == [dataclasses.replace(e, flow_id=None)
+                                                                       for e in n.dns_events]
