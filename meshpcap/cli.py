@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from enum import Enum
@@ -175,6 +176,10 @@ def tags_which(
 
 
 def main() -> None:
+    # One command, then the process ends: the cyclic garbage collector would only walk the
+    # ever larger heap of flows and payloads again and again (the objects made here hold no
+    # reference cycles worth collecting; memory is returned when the process exits).
+    gc.disable()
     try:
         app()  # click's standalone mode ends with SystemExit
         code = 0
