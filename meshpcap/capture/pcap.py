@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import pickle
@@ -318,7 +319,9 @@ def _child_walk(walker: PcapWalker, path: str, wfd: int, work: Callable[[Batch],
 
     def send(kind: int, base: int, length: int, obj: Any) -> None:
         bufs: list = []
-        body = pickle.dumps(obj, protocol=5, buffer_callback=bufs.append)
+        out = io.BytesIO()
+        _ArrayPickler(out, protocol=5, buffer_callback=bufs.append).dump(obj)
+        body = out.getbuffer()
         views = [b.raw() for b in bufs]
         parts = [_MSG.pack(kind, base, length, len(views), len(body)), body,
                  struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))] + views
@@ -338,6 +341,24 @@ def _child_walk(walker: PcapWalker, path: str, wfd: int, work: Callable[[Batch],
             send(_MSG_END, 0, 0, item)
     os.close(wfd)
     return 0
+
+
+def _array_from(buf: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Rebuild an array sent by :class:`_ArrayPickler` (in the reading process)."""
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+class _ArrayPickler(pickle.Pickler):
+    """Sends contiguous arrays out of band with their dtype as a string.
+
+    numpy's own pickling rebuilds each dtype as a new, equal, object; ufunc.at and other
+    paths then take a slow generic route (np.minimum.at ran 30 times slower on such arrays),
+    while np.frombuffer with a dtype string gives numpy's canonical dtype objects."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and obj.flags.c_contiguous and obj.dtype.names is None and not obj.dtype.hasobject:
+            return _array_from, (pickle.PickleBuffer(obj.reshape(-1)), obj.dtype.str, obj.shape)
+        return NotImplemented
 
 
 class _MappedSource:

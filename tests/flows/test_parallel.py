@@ -83,3 +83,27 @@ def test_early_naming_changes_nothing(bench_capture, monkeypatch, batch_bytes):
     monkeypatch.setattr(naming_mod.EarlyNamer, "step", lambda self: None)
     late = read_flows(bench_capture, batch_bytes=batch_bytes).to_dict()
     assert early == late
+
+
+def test_arrays_from_the_reader_process_have_numpy_s_own_dtypes(bench_capture, monkeypatch):
+    """Arrays unpickled with their own dtype objects send numpy down slow generic paths
+    (ufunc.at ran 30 times slower); the reader's pickler sends dtypes by name instead."""
+    import dataclasses
+
+    import numpy as np
+
+    from meshpcap.capture import open_capture
+    from meshpcap.pipeline import _decode
+
+    monkeypatch.setattr(pcap_mod, "PARALLEL_MIN_BYTES", 0)
+    seen = 0
+    with open_capture(bench_capture, batch_bytes=64 << 10) as cap:
+        for batch, (decoded, grouped) in cap.batches_with(_decode):
+            arrays = [batch.offset, batch.caplen, batch.ts_ns, batch.linktype]
+            for obj in (decoded, grouped):
+                arrays += [v for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)] if isinstance(v, np.ndarray)]
+            for a in arrays:
+                assert a.dtype is np.dtype(a.dtype.type), a.dtype
+            assert decoded.reason.flags.writeable
+            seen += 1
+    assert seen > 1
