@@ -15,7 +15,7 @@
 
 /* Bumped whenever a signature or a stopping rule changes; the Python side ignores a
  * module built from another version (a stale in-place build of an editable install). */
-#define WALK_ABI 1
+#define WALK_ABI 2
 
 static inline uint32_t rd32(const unsigned char *p, int big) {
     uint32_t v;
@@ -24,36 +24,43 @@ static inline uint32_t rd32(const unsigned char *p, int big) {
     return v;
 }
 
-/* pcap_records(data, pos, rec_len, mode, big_endian, limit, out) -> (count, pos)
+/* pcap_records(data, pos, rec_len, mode, big_endian, limit, out, fields) -> (count, pos)
  *
  * draft-ietf-opsawg-pcap section 5: each record is a rec_len-byte header whose captured
  * length (incl_len) is at byte 8 (mode 0), at byte 12 in files older than 2.3 (mode 1), or the
  * smaller of bytes 8 and 12 in 2.3 files (mode 2), followed by that many bytes.  Writes the
  * offset of each complete record, from ``pos`` on, into ``out`` (a writable int64 buffer) and
- * stops at the first record that is not complete in ``data`` or claims more than ``limit``
- * bytes, or when ``out`` is full. */
+ * its first four header words as read (ts_sec, ts_frac, incl_len, orig_len; the caller sorts
+ * out swapped files) into ``fields`` (writable uint32, four per slot of ``out``), and stops at
+ * the first record that is not complete in ``data`` or claims more than ``limit`` bytes, or
+ * when ``out`` is full. */
 static PyObject *pcap_records(PyObject *self, PyObject *args) {
-    Py_buffer data, out;
+    Py_buffer data, out, fld;
     Py_ssize_t pos, hl;
     int mode, big;
     unsigned long long limit;
-    if (!PyArg_ParseTuple(args, "y*nniiKw*", &data, &pos, &hl, &mode, &big, &limit, &out))
+    if (!PyArg_ParseTuple(args, "y*nniiKw*w*", &data, &pos, &hl, &mode, &big, &limit, &out, &fld))
         return NULL;
-    if (out.len % 8) {
+    if (out.len % 8 || fld.len != 2 * out.len || hl < 16) {
         PyBuffer_Release(&data);
         PyBuffer_Release(&out);
-        PyErr_SetString(PyExc_ValueError, "out must be an int64 buffer");
+        PyBuffer_Release(&fld);
+        PyErr_SetString(PyExc_ValueError, "out must be int64, fields uint32 four per slot of out, rec_len >= 16");
         return NULL;
     }
     const unsigned char *p = (const unsigned char *)data.buf;
     const uint64_t n = (uint64_t)data.len;
     int64_t *o = (int64_t *)out.buf;
+    uint32_t *f = (uint32_t *)fld.buf;
     const Py_ssize_t room = out.len / 8;
     const uint64_t len_end = mode == 0 ? 12 : 16;
     Py_ssize_t k = 0;
     uint64_t at = pos < 0 ? 0 : (uint64_t)pos;
+    uint64_t pf = at;  /* next cache line to prefetch: the walk's loads form a dependent chain */
     Py_BEGIN_ALLOW_THREADS
     while (k < room && at + len_end <= n) {
+        uint64_t want = at + 4096 < n ? at + 4096 : n;
+        for (; pf < want; pf += 64) __builtin_prefetch(p + pf);
         uint64_t incl = rd32(p + at + 8, big);
         if (mode == 1) {
             incl = rd32(p + at + 12, big);
@@ -63,12 +70,18 @@ static PyObject *pcap_records(PyObject *self, PyObject *args) {
         }
         uint64_t end = at + (uint64_t)hl + incl;
         if (end > n || incl > limit) break;
+        uint32_t *row = f + 4 * k;
+        row[0] = rd32(p + at, big);
+        row[1] = rd32(p + at + 4, big);
+        row[2] = rd32(p + at + 8, big);
+        row[3] = rd32(p + at + 12, big);
         o[k++] = (int64_t)at;
         at = end;
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
     PyBuffer_Release(&out);
+    PyBuffer_Release(&fld);
     return Py_BuildValue("nK", k, (unsigned long long)at);
 }
 

@@ -10,7 +10,7 @@ from types import ModuleType
 
 from meshpcap._native import load as _load
 
-ABI = 1  # must equal WALK_ABI in _walk.c
+ABI = 2  # must equal WALK_ABI in _walk.c
 
 
 def load() -> ModuleType | None:

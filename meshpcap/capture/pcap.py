@@ -94,7 +94,7 @@ class PcapWalker:
             return
         for item in self._walk(self.source, self.rest, FILE_HEADER_LEN):
             if item[0] == "batch":
-                batch = self._batch(item[2], item[3])
+                batch = self._batch(item[2], item[3], item[4])
                 yield batch if work is None else (batch, work(batch))
             else:
                 self._end(item)
@@ -102,8 +102,9 @@ class PcapWalker:
     def _walk(self, source: Source, tail: bytes, base: int, skip: int = 0, align: int = 0) -> Iterator[tuple]:
         """Walk the record headers from ``tail[skip]``; ``base`` is the file offset of ``tail[0]``.
 
-        Yields ("batch", base, data, offsets) per chunk (offsets index ``data``, whose first
-        byte is at file offset ``base``), then one ("end", ...) item that :meth:`_end` turns
+        Yields ("batch", base, data, offsets, fields) per chunk (offsets index ``data``, whose
+        first byte is at file offset ``base``; fields are the record headers' four words when the
+        compiled walk read them, else None), then one ("end", ...) item that :meth:`_end` turns
         into the capture's truncation note, if any.  With ``align``, every chunk after the
         first starts on a multiple of it (a few bytes already walked come first)."""
         hl, limit = self.rec_len, self.limit
@@ -128,10 +129,13 @@ class PcapWalker:
             n = len(data)
             pos = skip
             fast = accel.WALK
-            if fast is not None:  # the same loop, compiled (_walk.c)
-                out = np.empty(max(n - pos, 0) // hl + 1, dtype=np.int64)
-                k, pos = fast.pcap_records(data, pos, hl, mode, big, limit, out)
-                offs = out[:k]
+            fields = None
+            if fast is not None:  # the same loop, compiled (_walk.c), which also reads the record headers
+                room = max(n - pos, 0) // hl + 1
+                out = np.empty(room, dtype=np.int64)
+                words = np.empty((room, 4), dtype=np.uint32)
+                k, pos = fast.pcap_records(data, pos, hl, mode, big, limit, out, words)
+                offs, fields = out[:k], words[:k]
             else:
                 offs = array("q")
                 app = offs.append
@@ -147,7 +151,7 @@ class PcapWalker:
                 except struct_error:
                     pass
             if len(offs):
-                yield ("batch", base, data, offs)
+                yield ("batch", base, data, offs, fields)
             rem = n - pos
             incl = caplen_at(data, pos)[0] if rem >= len_end else -1
             if incl > limit:
@@ -267,15 +271,16 @@ class PcapWalker:
             self.source.eof = False
             for item in self._walk(self.source, b"", resume):
                 if item[0] == "batch":
-                    batch = self._batch(item[2], item[3])
+                    batch = self._batch(item[2], item[3], item[4])
                     yield batch if work is None else (batch, work(batch))
                 else:
                     self._end(item)
 
-    def _batch(self, data: bytes, offs: array | np.ndarray) -> Batch:
+    def _batch(self, data: bytes, offs: array | np.ndarray, fields: np.ndarray | None = None) -> Batch:
         o = offs if isinstance(offs, np.ndarray) else np.frombuffer(offs, dtype=np.int64)
         k = len(o)
-        fields = _gather_u32(data, o, 4, self.order)
+        if fields is None:
+            fields = _gather_u32(data, o, 4, self.order)
         caplen = fields[:, 2].astype(np.int64)
         origlen = fields[:, 3].astype(np.int64)
         if self.swapped == "yes":
@@ -333,8 +338,8 @@ def _child_walk(walker: PcapWalker, path: str, wfd: int, work: Callable[[Batch],
     # Start at the file's first byte so that every chunk begins on a page boundary.
     for item in walker._walk(source, b"", 0, skip=FILE_HEADER_LEN, align=mmap.ALLOCATIONGRANULARITY):
         if item[0] == "batch":
-            _, base, data, offs = item
-            b = walker._batch(data, offs)
+            _, base, data, offs, fields = item
+            b = walker._batch(data, offs, fields)
             result = work(b) if work is not None else None
             send(_MSG_BATCH, base, len(data), (b.offset, b.caplen, b.origlen, b.ts_ns, b.linktype, b.interface, result))
         else:

@@ -106,21 +106,27 @@ def test_pcap_modified_format_and_large_batches():
 @needs_ext
 def test_pcap_records_stops_where_the_python_loop_stops():
     data = w.pcap([(1, 2, b"abc"), (3, 4, b"defg")])
-    out = np.empty(8, np.int64)
-    k, pos = COMPILED.pcap_records(data, 24, 16, 0, 0, 1000, out)
+    out, words = np.empty(8, np.int64), np.empty((8, 4), np.uint32)
+
+    def walk(buf, limit=1000, slots=8):
+        return COMPILED.pcap_records(buf, 24, 16, 0, 0, limit, out[:slots], words[:slots])
+
+    k, pos = walk(data)
     assert (k, pos, out[:k].tolist()) == (2, len(data), [24, 43])
+    assert words[:2].tolist() == [[1, 2, 3, 3], [3, 4, 4, 4]]  # ts_sec, ts_frac, incl_len, orig_len
     # a record over the limit stops the walk before it
-    k, pos = COMPILED.pcap_records(data, 24, 16, 0, 0, 3, out)
-    assert (k, pos) == (1, 43)
+    assert walk(data, limit=3) == (1, 43)
     # an incomplete record, and a header cut before its length field
-    assert COMPILED.pcap_records(data[:-1], 24, 16, 0, 0, 1000, out) == (1, 43)
-    assert COMPILED.pcap_records(data[:43 + 11], 24, 16, 0, 0, 1000, out) == (1, 43)
+    assert walk(data[:-1]) == (1, 43)
+    assert walk(data[:43 + 11]) == (1, 43)
     # a full output buffer stops it too
-    assert COMPILED.pcap_records(data, 24, 16, 0, 0, 1000, out[:1]) == (1, 43)
+    assert walk(data, slots=1) == (1, 43)
     with pytest.raises(ValueError):
-        COMPILED.pcap_records(data, 24, 16, 0, 0, 1000, bytearray(7))
+        COMPILED.pcap_records(data, 24, 16, 0, 0, 1000, bytearray(7), bytearray(14))
+    with pytest.raises(ValueError):  # fields must have four words per offset
+        COMPILED.pcap_records(data, 24, 16, 0, 0, 1000, out, words[:7])
     with pytest.raises(TypeError):
-        COMPILED.pcap_records(data, 24, 16, 0, 0, 1000, b"read-only")
+        COMPILED.pcap_records(data, 24, 16, 0, 0, 1000, b"read-only", words)
 
 
 # ---------------------------------------------------------------- pcapng
