@@ -178,8 +178,12 @@ def tags_which(
 def main() -> None:
     # One command, then the process ends: the cyclic garbage collector would only walk the
     # ever larger heap of flows and payloads again and again (the objects made here hold no
-    # reference cycles worth collecting; memory is returned when the process exits).
+    # reference cycles worth collecting; memory is returned when the process exits), and
+    # what the reading stage built is left for the exit to drop rather than freed piece by piece.
     gc.disable()
+    from .pipeline import retain_until_exit
+
+    retain_until_exit()
     try:
         app()  # click's standalone mode ends with SystemExit
         code = 0

@@ -24,6 +24,18 @@ def _decode(batch):
     return decoded, prepare(batch, decoded, trim=True)
 
 
+_retained: list | None = None  # see retain_until_exit
+
+
+def retain_until_exit() -> None:
+    """For a process that runs one analysis and then ends with ``os._exit`` (the CLI): keep the
+    builder's intermediate state (payloads, per-flow arrays) referenced instead of freeing it
+    object by object when :func:`read_flows` returns (about 30 ms per million packets)."""
+    global _retained
+    if _retained is None:
+        _retained = []
+
+
 def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,
                batch_bytes: int | None = None) -> FlowTable:
     """Read a capture and return its flows (``.to_dataframe()`` for pandas).
@@ -87,6 +99,8 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
     flows = build_records(raw, namer)
     if names:
         dns_events = n.link_dns_events(flows)
+    if _retained is not None:
+        _retained.append((builder, raw, early, namer))
     capture = info.to_dict()
     capture["path"] = str(Path(path))
     capture["decoded"] = raw.decoded

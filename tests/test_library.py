@@ -101,3 +101,16 @@ def test_errors_are_library_exceptions(tmp_path):
                    'requirement = "required"\nevent = "MR"\nsource = "s"\n')
     with pytest.raises(RuleError, match="X-1"):
         meshpcap.analyze(SAMPLES / "healthy-multi-room.pcapng", service_tags=TAGS, rules=bad)
+
+
+def test_retain_until_exit_keeps_the_reading_state(monkeypatch):
+    """The CLI's one-shot mode keeps what reading built (it ends with os._exit); the library default frees it."""
+    import meshpcap.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_retained", None)
+    first = pipeline.read_flows(SAMPLES / "reject-rst.pcapng")
+    assert pipeline._retained is None
+    pipeline.retain_until_exit()
+    second = pipeline.read_flows(SAMPLES / "reject-rst.pcapng")
+    assert len(pipeline._retained) == 1
+    assert first.to_dict() == second.to_dict()

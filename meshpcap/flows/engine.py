@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress
@@ -251,7 +251,7 @@ class FlowBuilder:
         self.f_stun = np.zeros((1024, 5), np.int64)
         self.tcp: dict[int, TcpFacts] = {}
         self.icmp: dict[int, list[tuple[IcmpError, bool]]] = {}
-        self.evidence: dict[int, list[Evidence]] = {}
+        self.evidence: defaultdict[int, list[Evidence]] = defaultdict(list)
         self.dns_new: list[Evidence] = []  # DNS datagrams kept since the caller last took them
         self.dns_parsed: dict[int, object] = {}  # record -> parse, filled by naming.prefetch_dns
         self.frags: dict[tuple, tuple[int, int]] = {}
@@ -423,12 +423,14 @@ class FlowBuilder:
 
         # ---- aggregates
         nf = self.nflows
-        iplen = d.ip_len[pidx]
-        wa = src_a
-        self.f_pk_a.a[:nf] += np.bincount(fid[wa], minlength=nf)
-        self.f_pk_b.a[:nf] += np.bincount(fid[~wa], minlength=nf)
-        self.f_by_a.a[:nf] += np.bincount(fid[wa], weights=iplen[wa], minlength=nf).astype(np.int64)
-        self.f_by_b.a[:nf] += np.bincount(fid[~wa], weights=iplen[~wa], minlength=nf).astype(np.int64)
+        # one count over (flow, direction): even slots the b->a direction, odd slots a->b
+        fdir = fid * 2 + src_a
+        pk = np.bincount(fdir, minlength=2 * nf)
+        self.f_pk_a.a[:nf] += pk[1::2]
+        self.f_pk_b.a[:nf] += pk[0::2]
+        by = np.bincount(fdir, weights=d.ip_len[pidx], minlength=2 * nf).astype(np.int64)
+        self.f_by_a.a[:nf] += by[1::2]
+        self.f_by_b.a[:nf] += by[0::2]
         np.minimum.at(self.f_first.a, fid, ts_p)
         np.maximum.at(self.f_last.a, fid, ts_p)
         np.minimum.at(self.f_first_rec.a, fid, pidx + rec0)
@@ -500,13 +502,8 @@ class FlowBuilder:
         if sel_dns.any():  # DNS datagrams can be parsed before the capture ends
             self.dns_new.extend(compress(items, sel_dns.tolist()))
         ev = self.evidence
-        get = ev.get
         for f, item in zip(fid[sel].tolist(), items):
-            lst = get(f)
-            if lst is None:
-                ev[f] = [item]
-            else:
-                lst.append(item)
+            ev[f].append(item)
 
     def _fragments(self, d: F.Decoded, rec0: int) -> None:
         """Give later IP fragments the ports of their first fragment (RFC 791 section 3.2, RFC 8200 section 4.5)."""
@@ -613,7 +610,7 @@ class FlowBuilder:
             stun_counts=self.f_stun[:nf].copy(),
             tcp=self.tcp,
             icmp=self.icmp,
-            evidence=self.evidence,
+            evidence=dict(self.evidence),
             undecoded=self.undecoded,
             dns_parsed=self.dns_parsed,
             decoded=self.decoded,
