@@ -20,7 +20,7 @@ except ImportError:  # not on Windows, where there is no fork either
 
 from meshpcap.capture import accel
 from meshpcap.capture.linktypes import linktype_name
-from meshpcap.capture.reader import Batch, CaptureInfo, Source
+from meshpcap.capture.reader import Batch, CaptureInfo, MappedSource, Source, mapped_source
 
 # draft-ietf-opsawg-pcap section 4: magic -> (byte order, ns per fraction unit, record header length).
 # 0xA1B2CD34 is Alexey Kuznetzov's "modified" pcap whose record headers carry 8 more bytes.
@@ -92,7 +92,12 @@ class PcapWalker:
         if self._parallel_ok():
             yield from self._batches_parallel(work)
             return
-        for item in self._walk(self.source, self.rest, FILE_HEADER_LEN):
+        mapped = mapped_source(self.source)
+        if mapped is not None:  # chunks on page boundaries, so that each can be mapped
+            items = self._walk(mapped, b"", 0, skip=FILE_HEADER_LEN, align=mmap.ALLOCATIONGRANULARITY)
+        else:
+            items = self._walk(self.source, self.rest, FILE_HEADER_LEN)
+        for item in items:
             if item[0] == "batch":
                 batch = self._batch(item[2], item[3], item[4])
                 yield batch if work is None else (batch, work(batch))
@@ -319,7 +324,7 @@ def _gather_u32(data: bytes, offs: np.ndarray, nfields: int, order: str) -> np.n
 def _child_walk(walker: PcapWalker, path: str, wfd: int, work: Callable[[Batch], Any] | None) -> int:
     """In the forked child: walk the file on a descriptor of its own and report each chunk."""
     raw = open(path, "rb", buffering=0)
-    source = _MappedSource(raw.fileno(), os.fstat(raw.fileno()).st_size)
+    source = MappedSource(raw.fileno(), os.fstat(raw.fileno()).st_size)
     write = os.write
 
     def send(kind: int, base: int, length: int, obj: Any) -> None:
@@ -364,31 +369,6 @@ class _ArrayPickler(pickle.Pickler):
         if type(obj) is np.ndarray and obj.flags.c_contiguous and obj.dtype.names is None and not obj.dtype.hasobject:
             return _array_from, (pickle.PickleBuffer(obj.reshape(-1)), obj.dtype.str, obj.shape)
         return NotImplemented
-
-
-class _MappedSource:
-    """What :meth:`PcapWalker._walk` needs of a :class:`Source`, over a plain file whose chunks
-    are mapped rather than read (no copy; the pages are the page cache's)."""
-
-    compression = None
-    error = None
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        self.size = size
-        self.pos = 0  # file offset just past the bytes handed out
-        self.eof = False
-
-    def read_after(self, tail: bytes, n: int) -> Any:
-        start = self.pos - len(tail)
-        end = min(self.pos + n, self.size)
-        self.pos = end
-        self.eof = end >= self.size
-        if end <= start:
-            return b""
-        if start % mmap.ALLOCATIONGRANULARITY:
-            return os.pread(self.fd, end - start, start)
-        return mmap.mmap(self.fd, end - start, access=mmap.ACCESS_READ, offset=start)
 
 
 def _read_exact(f: BinaryIO, n: int, writable: bool = False) -> bytes | bytearray | None:

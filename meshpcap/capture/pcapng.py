@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import struct
 from array import array
 from typing import Iterator
@@ -11,7 +12,7 @@ import numpy as np
 from meshpcap.capture import accel
 from meshpcap.capture.linktypes import linktype_name
 from meshpcap.capture.pcap import MAX_CAPLEN
-from meshpcap.capture.reader import INT64_MAX, INT64_MIN, Batch, CaptureInfo, Source
+from meshpcap.capture.reader import INT64_MAX, INT64_MIN, Batch, CaptureInfo, MappedSource, Source, mapped_source
 
 SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 # draft-ietf-opsawg-pcapng section 11.1 (block type codes)
@@ -146,9 +147,14 @@ class PcapngWalker:
         self.need = 0
 
     def batches(self) -> Iterator[Batch]:
-        info, source = self.info, self.source
-        tail = self.head
-        self.base = 0
+        info = self.info
+        source: Source | MappedSource | None = mapped_source(self.source)
+        if source is not None:  # mapped chunks from the file's first byte, kept on page boundaries
+            tail, align = b"", mmap.ALLOCATIONGRANULARITY
+        else:
+            source, tail, align = self.source, self.head, 0
+        self.base = 0  # file offset of data[0]
+        skip = 0  # bytes at the start of the next chunk that were walked already
         want = self.batch_bytes
         while True:
             data = source.read_after(tail, want)
@@ -156,7 +162,7 @@ class PcapngWalker:
             rec = array("q")
             ext = rec.extend
             spb_rows: list[int] = []
-            pos = 0
+            pos = skip
             damaged = None
             self.need = 0
             order, sec_base, nif = self.order, self.sec_base, self.sec_nif
@@ -200,16 +206,18 @@ class PcapngWalker:
                 info._truncate(info.records, self.base + pos, damaged)
                 return
             rem = n - pos
-            tail = data[pos:] if pos else data
-            self.base += pos
+            keep = max(pos - (self.base + pos) % align, 0) if align else pos
+            tail = data[keep:] if keep else data
+            skip = pos - keep
+            self.base += keep
             if source.eof:
                 if rem:
-                    why = self._cut_reason(tail)
+                    why = self._cut_reason(data[pos:])
                     if source.error:
                         why += f"; {source.error}"
-                    info._truncate(info.records, self.base, why)
+                    info._truncate(info.records, self.base + skip, why)
                 elif source.error:
-                    info._truncate(info.records, self.base, source.error)
+                    info._truncate(info.records, self.base + skip, source.error)
                 return
             want = max(self.batch_bytes, self.need if rem >= 8 else 8 - rem)
 
@@ -365,15 +373,13 @@ class PcapngWalker:
                 sel = iface == g
                 ts_ns[sel] = ticks_to_ns(ticks[sel], *self.if_ts[g])
         if spb_rows:
-            # Simple packet blocks carry no timestamp: take the previous packet's (section 4.4).
+            # Simple packet blocks carry no timestamp: take the previous packet's (section 4.4);
+            # before any packet with a timestamp, 0 (whatever the batch boundaries).
             has = np.ones(k, dtype=bool)
             has[spb_rows] = False
             src = np.where(has, np.arange(k), -1)
             np.maximum.accumulate(src, out=src)
-            if self.last_ts is None and has.any():
-                fallback = int(ts_ns[int(np.argmax(has))])
-            else:
-                fallback = self.last_ts if self.last_ts is not None else 0
+            fallback = self.last_ts if self.last_ts is not None else 0
             ts_ns = np.where(src >= 0, ts_ns[np.maximum(src, 0)], fallback)
         self.last_ts = int(ts_ns[-1])
         caplen = np.ascontiguousarray(cols[:, 4])
