@@ -8,7 +8,7 @@ from meshpcap.classify import BLOCKED_BY, TAG_UNVERIFIED, VERDICTS
 from meshpcap.classify.verdicts import END_GRACE_NS, judge_dns, judge_flow
 from meshpcap.flows.model import StunSummary
 from tests.classify import make as M
-from tests.classify.make import FIREWALL, MEDIA, MESHSVC, OTHER, RELAY, S, T0
+from tests.classify.make import FIREWALL, MESHSVC, OTHER, RELAY, S, T0
 
 
 def judged(f, **ctx):

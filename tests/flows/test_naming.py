@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from meshpcap import read_flows
-from meshpcap.decode import quic, stun, tls
+from meshpcap.decode import quic, tls
 from meshpcap.flows.model import Flow, FlowTable
 from meshpcap.flows.naming import NAME_PRIORITY
 from tests.conftest import SAMPLES

@@ -1,0 +1,45 @@
+"""The optional compiled helpers (hatch_build.py builds them): present wherever a C compiler is."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sysconfig
+
+import pytest
+
+from meshpcap._native import load
+from meshpcap.capture import accel
+
+MODULES = {"meshpcap.capture._walk": accel.ABI, "meshpcap.decode._headers": 1}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_built_where_a_compiler_exists(name):
+    if os.environ.get("MESHPCAP_NO_EXTENSION"):
+        pytest.skip("MESHPCAP_NO_EXTENSION is set")
+    cc = (sysconfig.get_config_var("CC") or "").split()
+    if not cc or shutil.which(cc[0]) is None:
+        pytest.skip("no C compiler on this machine")
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        pytest.fail(f"installed without {name}: run pip install -e . again")
+    assert module.ABI == MODULES[name], f"{name} is stale: run pip install -e . again"
+
+
+def test_pure_python_is_selectable(monkeypatch):
+    monkeypatch.setenv("MESHPCAP_PURE_PYTHON", "1")
+    assert all(load(name, abi) is None for name, abi in MODULES.items())
+    monkeypatch.delenv("MESHPCAP_PURE_PYTHON")
+    assert load("meshpcap.no_such_module", 1) is None
+
+
+def test_a_stale_build_is_ignored():
+    for name, abi in MODULES.items():
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        assert load(name, abi + 1) is None
