@@ -47,6 +47,23 @@ def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MA
     segs = [s for s in segments if s.data]
     if not segs:
         return b"", False
+    # The usual case first: segments in order, each starting where the previous one ended
+    # (no SYN data, retransmission, overlap or gap): the stream is their concatenation.
+    pos = segs[0].seq if isn is None else (isn + 1) & 0xFFFFFFFF
+    total = 0
+    for s in segs:
+        if s.seq != pos or s.flags & TCP_SYN:
+            break
+        pos = (pos + len(s.data)) & 0xFFFFFFFF
+        total += len(s.data)
+    else:
+        if total < 0x80000000:  # within half the sequence space, as the general path assumes
+            return b"".join([s.data for s in segs])[:limit], False
+    return _reassemble_general(segs, isn, limit)
+
+
+def _reassemble_general(segs: list[Evidence], isn: int | None, limit: int) -> tuple[bytes, bool]:
+    """:func:`reassemble` for any order, overlap and gaps (``segs`` all carry data)."""
     # Data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own sequence number (RFC 9293 section 3.4).
     starts = [(s.seq + 1) & 0xFFFFFFFF if s.flags & TCP_SYN else s.seq for s in segs]
     if isn is not None:

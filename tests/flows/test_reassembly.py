@@ -121,3 +121,24 @@ def test_any_cut_order_and_duplicates(isn, cuts, seed, dups, known) -> None:
     segs += [rng.choice(segs) for _ in range(dups)]
     rng.shuffle(segs)
     assert reassemble(segs, isn=isn if known else None) == (DATA, False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(isn=st.integers(0, MOD - 1), cuts=st.lists(st.integers(1, len(DATA) - 1), max_size=8, unique=True),
+       shuffle=st.booleans(), drop=st.integers(-1, 8), syn=st.booleans(), known=st.booleans(),
+       limit=st.sampled_from([MAX_STREAM, 1, 100, len(DATA) - 1]), shift=st.integers(-3, 3))
+def test_in_order_shortcut_equals_the_general_path(isn, cuts, shuffle, drop, syn, known, limit, shift) -> None:
+    """reassemble's shortcut for in-order contiguous segments gives what the general path gives."""
+    from meshpcap.flows.naming import _reassemble_general
+
+    segs = segments(isn, DATA, sorted(cuts))
+    if 0 <= drop < len(segs):
+        del segs[drop]  # a gap
+    if shuffle:
+        random.Random(isn).shuffle(segs)
+    if syn and segs:  # data on a SYN (TCP Fast Open): one before the stream start
+        first = segs[0]
+        segs[0] = first._replace(seq=(first.seq - 1) % MOD, flags=0x02)
+    hint = (isn + shift) % MOD if known else None
+    if segs:
+        assert reassemble(segs, isn=hint, limit=limit) == _reassemble_general(segs, hint, limit)
