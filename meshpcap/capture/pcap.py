@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import mmap
-import os
-import pickle
-import stat
 import struct
 from array import array
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # not on Windows, where there is no fork either
-    fcntl = None  # type: ignore[assignment]
-
 from meshpcap.capture import accel
 from meshpcap.capture.linktypes import linktype_name
+from meshpcap.capture.parallel import parallel_batches, parallel_ok
 from meshpcap.capture.reader import Batch, CaptureInfo, MappedSource, Source, mapped_source
 
 # draft-ietf-opsawg-pcap section 4: magic -> (byte order, ns per fraction unit, record header length).
@@ -36,11 +28,6 @@ MAGICS: dict[bytes, tuple[str, int, int]] = {
 FILE_HEADER_LEN = 24
 MAX_CAPLEN = 256 << 20  # a record claiming more than this is damage, not a packet
 NORMAL_MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN
-PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in this process (a fork costs more than it saves)
-
-_MSG = struct.Struct("<BqqQQ")  # kind, chunk file offset, chunk length, out-of-band buffers, pickle bytes
-F_SETPIPE_SZ = 1031  # Linux fcntl
-_MSG_BATCH, _MSG_END = 1, 2
 
 
 class PcapWalker:
@@ -87,10 +74,9 @@ class PcapWalker:
     def batches(self, work: Callable[[Batch], Any] | None = None) -> Iterator[Any]:
         """The batches in file order; with ``work``, (batch, work(batch)) pairs instead.
 
-        A large plain file is walked (and ``work`` done) in a forked child; see
-        :meth:`_batches_parallel`."""
-        if self._parallel_ok():
-            yield from self._batches_parallel(work)
+        A large plain file is walked (and ``work`` done) in a forked child; see parallel.py."""
+        if parallel_ok(self):
+            yield from parallel_batches(self, work)
             return
         mapped = mapped_source(self.source)
         if mapped is not None:  # chunks on page boundaries, so that each can be mapped
@@ -194,92 +180,31 @@ class PcapWalker:
         elif error:
             info._truncate(info.records, offset, error)
 
-    # ------------------------------------------------------------------ two processes
-    def _parallel_ok(self) -> bool:
-        """Walk in a second process? Only for a large plain file on a machine with a spare core."""
-        if (self.source.compression is not None or not hasattr(os, "fork") or fcntl is None
-                or os.environ.get("MESHPCAP_NO_FORK")):
-            return False
-        try:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            st = os.fstat(self.source.raw.fileno())
-        except (OSError, AttributeError, ValueError):
-            return False
-        return cpus >= 2 and stat.S_ISREG(st.st_mode) and st.st_size >= max(PARALLEL_MIN_BYTES, 2 * self.batch_bytes)
+    # ------------------------------------------------------------------ two processes (parallel.py)
+    def child_items(self, source: MappedSource) -> Iterator[tuple]:
+        # From the file's first byte, so that every chunk begins on a page boundary.
+        for item in self._walk(source, b"", 0, skip=FILE_HEADER_LEN, align=mmap.ALLOCATIONGRANULARITY):
+            if item[0] == "batch":
+                _, base, data, offs, fields = item
+                yield "batch", base, len(data), self._batch(data, offs, fields), None
+            else:
+                yield "end", item
 
-    def _batches_parallel(self, work: Callable[[Batch], Any] | None) -> Iterator[Any]:
-        """The record walk, and ``work`` on each batch, run in a forked child.
+    def parent_state(self, state: None) -> None:
+        """Nothing to carry: a pcap walk has no state beyond the file offset."""
 
-        The child walks exactly like :meth:`_walk`, on its own descriptor of the same file,
-        in page-aligned chunks; for each it sends the batch's columns and what ``work``
-        returned (pickled, arrays out of band) through a pipe.  This process maps the same
-        chunk (``batch.data`` is then a read-only mmap, whose slices are bytes), so its batches
-        hold the same records at the same offsets as the child's.  Should the child die, the
-        walk goes on here from the last record it reported."""
-        rfd, wfd = os.pipe()
-        try:
-            fcntl.fcntl(wfd, F_SETPIPE_SZ, 1 << 20)  # fewer, larger pipe transfers
-        except OSError:
-            pass
-        pid = os.fork()
-        if pid == 0:  # the child: walk and report, never return into the caller's code
-            code = 1
-            try:
-                os.close(rfd)
-                code = _child_walk(self, self.info.path, wfd, work)
-            except BaseException:
-                pass
-            finally:
-                os._exit(code)
-        os.close(wfd)
-        fd = self.source.raw.fileno()
-        info = self.info
-        resume = FILE_HEADER_LEN  # the file offset just past the last record reported
-        ended = False
-        try:
-            with os.fdopen(rfd, "rb", buffering=0) as pipe:
-                while True:
-                    head = _read_exact(pipe, _MSG.size)
-                    if head is None:
-                        break
-                    kind, base, length, nbufs, nhead = _MSG.unpack(head)
-                    body = _read_exact(pipe, nhead)
-                    sizes = _read_exact(pipe, 8 * nbufs)
-                    if body is None or sizes is None:
-                        break
-                    bufs = [_read_exact(pipe, n, writable=True) for n in struct.unpack(f"<{nbufs}Q", sizes)]
-                    if any(b is None for b in bufs):
-                        break
-                    if kind != _MSG_BATCH:
-                        self._end(pickle.loads(body, buffers=bufs))
-                        ended = True
-                        break
-                    offset, caplen, origlen, ts_ns, linktype, interface, result = pickle.loads(body, buffers=bufs)
-                    try:
-                        if base % mmap.ALLOCATIONGRANULARITY == 0:
-                            data = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=base)
-                        else:  # a chunk the walk could not align: copy it
-                            data = os.pread(fd, length, base)
-                    except (OSError, ValueError):
-                        break
-                    if len(data) != length:
-                        break
-                    batch = Batch(data=data, offset=offset, caplen=caplen, origlen=origlen, ts_ns=ts_ns,
-                                  linktype=linktype, interface=interface, first_record=info.records)
-                    info._account(caplen, origlen, ts_ns)
-                    resume = base + int(offset[-1]) + int(caplen[-1])
-                    yield batch if work is None else (batch, result)
-        finally:
-            _reap(pid)
-        if not ended:  # the child failed: walk the rest here
-            self.source.raw.seek(resume)
-            self.source.eof = False
-            for item in self._walk(self.source, b"", resume):
-                if item[0] == "batch":
-                    batch = self._batch(item[2], item[3], item[4])
-                    yield batch if work is None else (batch, work(batch))
-                else:
-                    self._end(item)
+    def parent_end(self, item: tuple) -> None:
+        self._end(item)
+
+    def resume(self, offset: int | None, state: None) -> Iterator[Batch]:
+        offset = FILE_HEADER_LEN if offset is None else offset
+        self.source.raw.seek(offset)
+        self.source.eof = False
+        for item in self._walk(self.source, b"", offset):
+            if item[0] == "batch":
+                yield self._batch(item[2], item[3], item[4])
+            else:
+                self._end(item)
 
     def _batch(self, data: bytes, offs: array | np.ndarray, fields: np.ndarray | None = None) -> Batch:
         o = offs if isinstance(offs, np.ndarray) else np.frombuffer(offs, dtype=np.int64)
@@ -319,78 +244,3 @@ def _gather_u32(data: bytes, offs: np.ndarray, nfields: int, order: str) -> np.n
         for f in range(nfields):
             out[:, f] = words[offs + 4 * f]
     return out
-
-
-def _child_walk(walker: PcapWalker, path: str, wfd: int, work: Callable[[Batch], Any] | None) -> int:
-    """In the forked child: walk the file on a descriptor of its own and report each chunk."""
-    raw = open(path, "rb", buffering=0)
-    source = MappedSource(raw.fileno(), os.fstat(raw.fileno()).st_size)
-    write = os.write
-
-    def send(kind: int, base: int, length: int, obj: Any) -> None:
-        bufs: list = []
-        out = io.BytesIO()
-        _ArrayPickler(out, protocol=5, buffer_callback=bufs.append).dump(obj)
-        body = out.getbuffer()
-        views = [b.raw() for b in bufs]
-        parts = [_MSG.pack(kind, base, length, len(views), len(body)), body,
-                 struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))] + views
-        for part in parts:
-            buf = memoryview(part).cast("B")
-            while buf:
-                buf = buf[write(wfd, buf):]
-
-    # Start at the file's first byte so that every chunk begins on a page boundary.
-    for item in walker._walk(source, b"", 0, skip=FILE_HEADER_LEN, align=mmap.ALLOCATIONGRANULARITY):
-        if item[0] == "batch":
-            _, base, data, offs, fields = item
-            b = walker._batch(data, offs, fields)
-            result = work(b) if work is not None else None
-            send(_MSG_BATCH, base, len(data), (b.offset, b.caplen, b.origlen, b.ts_ns, b.linktype, b.interface, result))
-        else:
-            send(_MSG_END, 0, 0, item)
-    os.close(wfd)
-    return 0
-
-
-def _array_from(buf: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Rebuild an array sent by :class:`_ArrayPickler` (in the reading process)."""
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
-
-
-class _ArrayPickler(pickle.Pickler):
-    """Sends contiguous arrays out of band with their dtype as a string.
-
-    numpy's own pickling rebuilds each dtype as a new, equal, object; ufunc.at and other
-    paths then take a slow generic route (np.minimum.at ran 30 times slower on such arrays),
-    while np.frombuffer with a dtype string gives numpy's canonical dtype objects."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is np.ndarray and obj.flags.c_contiguous and obj.dtype.names is None and not obj.dtype.hasobject:
-            return _array_from, (pickle.PickleBuffer(obj.reshape(-1)), obj.dtype.str, obj.shape)
-        return NotImplemented
-
-
-def _read_exact(f: BinaryIO, n: int, writable: bool = False) -> bytes | bytearray | None:
-    """Exactly ``n`` bytes from an unbuffered pipe, or None at its end."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = f.readinto(view[got:])
-        if not k:
-            return None
-        got += k
-    return buf if writable else bytes(buf)
-
-
-def _reap(pid: int) -> None:
-    """End the child (if it still runs) and collect it."""
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

@@ -5,12 +5,13 @@ from __future__ import annotations
 import mmap
 import struct
 from array import array
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from meshpcap.capture import accel
 from meshpcap.capture.linktypes import linktype_name
+from meshpcap.capture.parallel import parallel_batches, parallel_ok
 from meshpcap.capture.pcap import MAX_CAPLEN
 from meshpcap.capture.reader import INT64_MAX, INT64_MIN, Batch, CaptureInfo, MappedSource, Source, mapped_source
 
@@ -145,16 +146,35 @@ class PcapngWalker:
         self.last_ts: int | None = None
         self.base = 0
         self.need = 0
+        self.resume_at = 0
 
-    def batches(self) -> Iterator[Batch]:
+    def batches(self, work: Callable[[Batch], Any] | None = None) -> Iterator[Any]:
+        """The batches in file order; with ``work``, (batch, work(batch)) pairs instead.
+
+        A large plain file is walked (and ``work`` done) in a forked child; see parallel.py."""
+        if parallel_ok(self):
+            yield from parallel_batches(self, work)
+            return
+        for batch in self._batches():
+            yield batch if work is None else (batch, work(batch))
+
+    def _batches(self, start: int = 0, source: MappedSource | None = None) -> Iterator[Batch]:
+        """Walk the blocks from file offset ``start`` (a block boundary, with the walker's state
+        as it was there), from ``source`` or, if None, the file mapped or read."""
         info = self.info
-        source: Source | MappedSource | None = mapped_source(self.source)
-        if source is not None:  # mapped chunks from the file's first byte, kept on page boundaries
-            tail, align = b"", mmap.ALLOCATIONGRANULARITY
+        if source is None:
+            source = mapped_source(self.source)
+        if source is not None:  # mapped chunks, kept on page boundaries
+            align = mmap.ALLOCATIONGRANULARITY
+            self.base = source.pos = start - start % align  # file offset of data[0]
+            tail, skip = b"", start - self.base  # skip: bytes at the start of the chunk walked already
+        elif start:
+            source = self.source
+            source.raw.seek(start)
+            source.eof = False
+            tail, align, skip, self.base = b"", 0, 0, start
         else:
-            source, tail, align = self.source, self.head, 0
-        self.base = 0  # file offset of data[0]
-        skip = 0  # bytes at the start of the next chunk that were walked already
+            source, tail, align, skip, self.base = self.source, self.head, 0, 0, 0
         want = self.batch_bytes
         while True:
             data = source.read_after(tail, want)
@@ -201,6 +221,7 @@ class PcapngWalker:
             except _Damaged as exc:
                 damaged = str(exc)
             if rec:
+                self.resume_at = self.base + pos  # where the walk goes on after this batch
                 yield self._batch(data, rec, spb_rows)
             if damaged:
                 info._truncate(info.records, self.base + pos, damaged)
@@ -220,6 +241,36 @@ class PcapngWalker:
                     info._truncate(info.records, self.base + skip, source.error)
                 return
             want = max(self.batch_bytes, self.need if rem >= 8 else 8 - rem)
+
+    # ------------------------------------------------------------------ two processes (parallel.py)
+    _INFO_STATE = ("interfaces", "link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture")
+
+    def _state(self) -> dict[str, Any]:
+        """What the walk has learnt so far (sections, interfaces, drops) and where it goes on."""
+        info = self.info
+        return {"resume_at": self.resume_at, "order": self.order, "sec_base": self.sec_base, "sec_nif": self.sec_nif,
+                "if_ts": list(self.if_ts), "if_lt": list(self.if_lt), "drops": dict(self.drops),
+                "last_ts": self.last_ts, "info": {k: getattr(info, k) for k in self._INFO_STATE}}
+
+    def child_items(self, source: MappedSource) -> Iterator[tuple]:
+        for batch in self._batches(0, source):
+            yield "batch", self.base, len(batch.data), batch, self._state()
+        yield "end", (self._state(), self.info.truncated)
+
+    def parent_state(self, state: dict[str, Any]) -> None:
+        for k in ("resume_at", "order", "sec_base", "sec_nif", "if_ts", "if_lt", "drops", "last_ts"):
+            setattr(self, k, state[k])
+        for k, v in state["info"].items():
+            setattr(self.info, k, v)
+
+    def parent_end(self, end: tuple) -> None:
+        state, truncated = end
+        self.parent_state(state)
+        self.info.truncated = truncated
+
+    def resume(self, offset: int | None, state: dict[str, Any] | None) -> Iterator[Batch]:
+        """The batches after the last one the child reported (``state`` came with it)."""
+        yield from self._batches(state["resume_at"] if state is not None else 0)
 
     def _cut_reason(self, tail: bytes) -> str:
         rem = len(tail)

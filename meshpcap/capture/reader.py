@@ -234,11 +234,7 @@ class Capture:
             raise RuntimeError("Capture.batches() is single pass")
         self._used = True
         try:
-            if hasattr(self._walker, "_batches_parallel"):
-                yield from self._walker.batches(work)
-            else:
-                for batch in self._walker.batches():
-                    yield batch, work(batch)
+            yield from self._walker.batches(work)
         finally:
             self.close()
 

@@ -1,7 +1,8 @@
-"""The two-process paths (record walk in a forked child, naming split across two processes)
-must give exactly what the single-process path gives.
+"""The two-process paths (record walk in a forked child, for pcap and pcapng; naming split
+across two processes) must give exactly what the single-process path gives, also when the
+reading child dies part way.
 
-They only switch on for large captures (64 MiB, 1000 flows); the tests lower the thresholds.
+They only switch on for large captures (64 MiB, 8000 flows); the tests lower the thresholds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-import meshpcap.capture.pcap as pcap_mod
+import meshpcap.capture.parallel as parallel_mod
 import meshpcap.flows.naming as naming_mod
 from meshpcap.pipeline import read_flows
 from tests.conftest import REPO, SAMPLES
@@ -30,7 +31,7 @@ def _both(path, monkeypatch, batch_bytes):
     monkeypatch.setenv("MESHPCAP_NO_FORK", "1")
     serial = read_flows(path, batch_bytes=batch_bytes).to_dict()
     monkeypatch.delenv("MESHPCAP_NO_FORK")
-    monkeypatch.setattr(pcap_mod, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(naming_mod, "PARALLEL_MIN_FLOWS", 1)
     forks = []
     real_fork = os.fork
@@ -95,7 +96,7 @@ def test_arrays_from_the_reader_process_have_numpy_s_own_dtypes(bench_capture, m
     from meshpcap.capture import open_capture
     from meshpcap.pipeline import _decode
 
-    monkeypatch.setattr(pcap_mod, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
     seen = 0
     with open_capture(bench_capture, batch_bytes=64 << 10) as cap:
         for batch, (decoded, grouped) in cap.batches_with(_decode):
@@ -107,3 +108,71 @@ def test_arrays_from_the_reader_process_have_numpy_s_own_dtypes(bench_capture, m
             assert decoded.reason.flags.writeable
             seen += 1
     assert seen > 1
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcapng")))
+def test_parallel_equals_serial_on_pcapng_samples(sample, monkeypatch):
+    serial, parallel = _both(SAMPLES / sample, monkeypatch, 4 << 10)
+    assert parallel == serial
+
+
+@pytest.fixture(scope="module")
+def odd_pcapng(tmp_path_factory, bench_capture):
+    """The generated capture as pcapng with blocks that change the walk's state between packets:
+    a second section in the other byte order, interfaces described late, statistics, simple
+    packet blocks and an unknown block; cut short at the end."""
+    import struct
+
+    from tests.capture import writers as w
+
+    data = bench_capture.read_bytes()
+    recs, pos = [], 24
+    while pos + 16 <= len(data):
+        sec, frac, incl, orig = struct.unpack_from("<IIII", data, pos)
+        recs.append((sec * 10**6 + frac, data[pos + 16:pos + 16 + incl]))
+        pos += 16 + incl
+    half = len(recs) // 2
+    out = [w.shb(), w.idb(linktype=1, tsresol=6)]
+    for i, (ts, pkt) in enumerate(recs[:half]):
+        out.append(w.epb(iface=0, ts=ts, data=pkt))
+        if i == 100:
+            out += [w.idb(linktype=1, tsresol=9, name="late"), w.isb(iface=0, ifdrop=5), w.spb(data=pkt)]
+        if i == 200:
+            out.append(w.block("<", 0x0BADF00D, b"junk"))
+    out += [w.shb(">"), w.idb(">", linktype=1, tsresol=6)]
+    out += [w.epb(">", iface=0, ts=ts, data=pkt) for ts, pkt in recs[half:]]
+    path = tmp_path_factory.mktemp("odd") / "odd.pcapng"
+    path.write_bytes(b"".join(out)[:-7])
+    return path
+
+
+@pytest.mark.parametrize("batch_bytes", [64 << 10, 1 << 20])
+def test_parallel_equals_serial_on_odd_pcapng(odd_pcapng, monkeypatch, batch_bytes):
+    serial, parallel = _both(odd_pcapng, monkeypatch, batch_bytes)
+    assert serial["capture"]["sections"] == 2 and len(serial["capture"]["interfaces"]) == 3
+    assert serial["capture"]["truncated"] is not None and serial["capture"]["unknown_blocks"] == 1
+    assert parallel == serial
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+@pytest.mark.parametrize("reported", [0, 1, 3])
+def test_reader_child_dying_part_way(bench_capture, odd_pcapng, monkeypatch, fmt, reported):
+    """The child reports ``reported`` batches and dies: the walk goes on here from there."""
+    from meshpcap.capture.pcap import PcapWalker
+    from meshpcap.capture.pcapng import PcapngWalker
+
+    path, walker = (bench_capture, PcapWalker) if fmt == "pcap" else (odd_pcapng, PcapngWalker)
+    monkeypatch.setenv("MESHPCAP_NO_FORK", "1")
+    serial = read_flows(path, batch_bytes=64 << 10).to_dict()
+    monkeypatch.delenv("MESHPCAP_NO_FORK")
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    real = walker.child_items
+
+    def dying(self, source):
+        for n, item in enumerate(real(self, source)):
+            if n == reported:
+                raise SystemExit(1)  # the child ends without its last reports
+            yield item
+
+    monkeypatch.setattr(walker, "child_items", dying)
+    assert read_flows(path, batch_bytes=64 << 10).to_dict() == serial
