@@ -81,12 +81,13 @@ static PyObject *decode_common(PyObject *self, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < n; i++) {
             /* the headers of a packet a few ahead: each packet is a cache miss otherwise */
-            if (i + 8 < n && o[i + 8] >= 0 && o[i + 8] + 64 <= size) {
+            if (i + 8 < n && o[i + 8] >= 0 && o[i + 8] <= size - 64) {
                 __builtin_prefetch(buf + o[i + 8]);
                 __builtin_prefetch(buf + o[i + 8] + 63);
             }
-            const int64_t start = o[i], e = o[i] + c[i];
-            if (start < 0 || c[i] < 0 || e > size) goto other;
+            const int64_t start = o[i];
+            if (start < 0 || c[i] < 0 || start > size || c[i] > size - start) goto other;  /* no overflow */
+            const int64_t e = start + c[i];
             int64_t s;  /* network header */
             uint32_t eth;
             switch (link[i]) {
