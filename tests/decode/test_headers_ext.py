@@ -165,3 +165,12 @@ def test_bad_arguments_raise():
     with pytest.raises(TypeError):
         COMPILED.decode_common(data, offs, caplen, lt, cols, bytes(8))
 
+
+
+@needs_ext
+def test_offsets_outside_the_data_are_left_to_numpy():
+    """decode_batch is public: lengths and offsets past the data, negative or huge, must not be read."""
+    data = bytes(200)
+    offs = np.array([0, 2**62, -5, 150, 0, 190], np.int64)
+    caps = np.array([2**62, 10, 10, 100, -1, 2**63 - 1], np.int64)
+    _decode_both(data, offs, caps, np.ones(len(offs), np.int32))
