@@ -5,12 +5,14 @@
 
 The package works without them (their Python twins give the same results), so a machine
 without a C compiler still installs; the build only says so.  An editable install gets the
-modules in the source tree (gitignored), a wheel gets them packed in.  Set
-MESHPCAP_NO_EXTENSION=1 to build without them.
+modules in the source tree (gitignored), a wheel gets them packed in.  Each module carries the
+hash of the source it was built from (SOURCE_HASH); meshpcap._native ignores a module whose
+source has changed since.  Set MESHPCAP_NO_EXTENSION=1 to build without them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -24,13 +26,20 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers")  # each built from MODULE + ".c"
 
 
+def source_hash(text: bytes) -> str:
+    """What meshpcap._native.source_hash computes of the same file."""
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
 def compile_extension(root: Path, source: Path, out: Path) -> str | None:
     """Compile ``source`` into the shared library ``out``; the compiler's complaint on failure."""
     ldshared = sysconfig.get_config_var("LDSHARED")
     include = sysconfig.get_paths().get("include")
     if not ldshared or not include:
         return "this Python has no recorded way to link extension modules"
-    cmd = [*shlex.split(ldshared), "-O2", "-fPIC", "-Wall", f"-I{include}", str(source), "-o", str(out)]
+    digest = source_hash(source.read_bytes())
+    cmd = [*shlex.split(ldshared), "-O2", "-fPIC", "-Wall", f"-I{include}", f'-DMESHPCAP_SOURCE_HASH="{digest}"',
+           str(source), "-o", str(out)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -52,6 +61,7 @@ class CustomBuildHook(BuildHookInterface):
         built = []
         for module in MODULES:
             out = root / (module + suffix) if tmp is None else tmp / (Path(module).name + suffix)
+            out.unlink(missing_ok=True)  # an earlier in-place build must not outlive a failed one
             problem = compile_extension(root, root / (module + ".c"), out)
             if problem:
                 print(f"meshpcap: building without {module}.c ({problem}); its pure-Python twin "

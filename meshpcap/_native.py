@@ -1,14 +1,33 @@
 """Loading the optional compiled helpers (``capture/_walk.c``, ``decode/_headers.c``).
 
 Each has a pure-Python twin that gives the same results; a helper that is missing, was
-built for another ABI version (a stale in-place build), or is switched off with
-MESHPCAP_PURE_PYTHON=1 is None and the twin runs instead."""
+built for another ABI version or from another version of its source (a stale in-place
+build: its SOURCE_HASH differs from the hash of the ``.c`` file beside it), or is switched
+off with MESHPCAP_PURE_PYTHON=1 is None and the twin runs instead."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+from pathlib import Path
 from types import ModuleType
+
+
+def source_hash(text: bytes) -> str:
+    """The hash hatch_build.py compiles into a helper (SOURCE_HASH) of its source."""
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def is_current(module: ModuleType) -> bool:
+    """Was ``module`` built from the ``.c`` file beside it (when that file is there to compare)?"""
+    built = getattr(module, "SOURCE_HASH", "")
+    source = Path(module.__file__ or "").parent / (module.__name__.rsplit(".", 1)[-1] + ".c")
+    try:
+        text = source.read_bytes()
+    except OSError:
+        return True  # an installed wheel may ship without sources: nothing to compare
+    return not built or built == source_hash(text)
 
 
 def load(name: str, abi: int) -> ModuleType | None:
@@ -18,4 +37,4 @@ def load(name: str, abi: int) -> ModuleType | None:
         module = importlib.import_module(name)
     except ImportError:
         return None
-    return module if getattr(module, "ABI", None) == abi else None
+    return module if getattr(module, "ABI", None) == abi and is_current(module) else None

@@ -43,3 +43,31 @@ def test_a_stale_build_is_ignored():
         except ImportError:
             continue
         assert load(name, abi + 1) is None
+
+
+def test_a_build_from_older_source_is_ignored(tmp_path):
+    """A module whose SOURCE_HASH is not the hash of the .c beside it (edited, not rebuilt) is not used."""
+    import types
+
+    from meshpcap._native import is_current, source_hash
+
+    (tmp_path / "_fake.c").write_bytes(b"int x;\n")
+    module = types.ModuleType("meshpcap.fake._fake")
+    module.__file__ = str(tmp_path / "_fake.cpython-311-x86_64-linux-gnu.so")
+    module.SOURCE_HASH = source_hash(b"int x;\n")
+    assert is_current(module)
+    module.SOURCE_HASH = source_hash(b"int y;\n")
+    assert not is_current(module)
+    module.__file__ = str(tmp_path / "elsewhere" / "_fake.so")  # no source to compare: trusted
+    assert is_current(module)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_built_from_the_source_in_this_tree(name):
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        pytest.skip(f"{name} is not built")
+    from meshpcap._native import is_current
+
+    assert is_current(module), f"{name} was built from an older {name.rsplit('.', 1)[-1]}.c: run pip install -e . again"

@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifndef MESHPCAP_SOURCE_HASH  /* hatch_build.py passes the hash of this file */
+#define MESHPCAP_SOURCE_HASH ""
+#endif
+
 /* Bumped whenever a signature or a stopping rule changes; the Python side ignores a
  * module built from another version (a stale in-place build of an editable install). */
 #define WALK_ABI 2
@@ -158,7 +162,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__walk(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "ABI", WALK_ABI) < 0) {
+    if (m != NULL && (PyModule_AddIntConstant(m, "ABI", WALK_ABI) < 0 ||
+                      PyModule_AddStringConstant(m, "SOURCE_HASH", MESHPCAP_SOURCE_HASH) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -16,6 +16,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifndef MESHPCAP_SOURCE_HASH  /* hatch_build.py passes the hash of this file */
+#define MESHPCAP_SOURCE_HASH ""
+#endif
+
 #define HEADERS_ABI 1
 
 #define ETH_IPV4 0x0800u
@@ -227,7 +231,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__headers(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "ABI", HEADERS_ABI) < 0) {
+    if (m != NULL && (PyModule_AddIntConstant(m, "ABI", HEADERS_ABI) < 0 ||
+                      PyModule_AddStringConstant(m, "SOURCE_HASH", MESHPCAP_SOURCE_HASH) < 0)) {
         Py_DECREF(m);
         return NULL;
     }
