@@ -303,7 +303,7 @@ class RuleMatcher:
     match nothing and their tags are listed in ``unresolved_tags``).
     """
 
-    __slots__ = ("rules", "_names", "_cidrs", "_tagged", "_tags", "any_destination", "unresolved_tags")
+    __slots__ = ("rules", "_names", "_cidrs", "_tagged", "_tags", "any_destination", "unresolved_tags", "_by_address")
 
     def __init__(self, rules: Sequence, service_tags: object | None = None) -> None:
         self.rules = tuple(rules)
@@ -318,6 +318,7 @@ class RuleMatcher:
                 tagged.setdefault(r.service_tag, []).append(i)
         self._tagged = {t: ids for t, ids in tagged.items() if t in known}
         self.unresolved_tags = tuple(sorted(t for t in tagged if t not in known))
+        self._by_address: dict[object, list] = {}  # a capture has few servers and many flows to each
 
     def by_name(self, name: str) -> list:
         """Rules whose domain patterns match ``name``, in profile order."""
@@ -325,7 +326,10 @@ class RuleMatcher:
 
     def by_address(self, address: object) -> list:
         """Rules whose CIDRs or service tag contain ``address``, in profile order."""
-        return self.by_address_many([address])[0]
+        found = self._by_address.get(address)
+        if found is None:
+            found = self._by_address[address] = self.by_address_many([address])[0]
+        return list(found)
 
     def by_address_many(self, addresses: Sequence[object]) -> list[list]:
         hits: list[set[int]] = [set(ids) for ids in self._cidrs.lookup_many(addresses)]  # type: ignore[arg-type]

@@ -24,5 +24,10 @@ def test_rule_matcher(tmp_path):
     assert [r.id for r in matcher.by_address("52.114.0.9")] == ["M365-11", "M365-12"]
     assert [r.id for r in matcher.by_address("2603:1063::5")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
     assert matcher.by_address("8.8.8.8") == [] and matcher.unresolved_tags == ()
+    # answers are remembered per address (a capture has many flows to few servers); each caller gets its own list
+    first = matcher.by_address("52.113.0.9")
+    first.clear()
+    assert [r.id for r in matcher.by_address("52.113.0.9")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
+    assert matcher.by_address_many(["52.113.0.9", "8.8.8.8"]) == [matcher.by_address("52.113.0.9"), []]
     bare = RuleMatcher(load_profile("multi-room").rules)
     assert bare.unresolved_tags == ("AzureCloud",) and bare.by_address("52.113.0.9") == []
