@@ -135,8 +135,7 @@ def parse_service_tags(data: bytes, source: str, snapshot_date: date | None = No
         parsed[name] = parsed_prefixes
     tags_file = ServiceTags(file=source, date=snapshot_date, change_number=change, cloud=cloud, tags=tags,
                             tag_change_numbers=changes, _parsed=parsed)
-    tags_file.index  # noqa: B018  build the all-tags index now, from the prefixes parsed above
-    return tags_file
+    return tags_file  # the all-tags index (``tags which``) is built on first use: judging needs only a few tags
 
 
 def _value(
