@@ -193,8 +193,8 @@ def mapped_source(source: Source) -> MappedSource | None:
     """A :class:`MappedSource` over the file of ``source`` when it is an uncompressed regular
     file (and MESHPCAP_NO_MMAP is not set: a file cut short while it is mapped and read would
     end the process with SIGBUS); else None."""
-    if source.compression is not None or os.environ.get("MESHPCAP_NO_MMAP"):
-        return None
+    if source.compression is not None or os.environ.get("MESHPCAP_NO_MMAP") or not hasattr(os, "pread"):
+        return None  # (no os.pread, for a chunk that does not start on a page: Windows)
     try:
         fd = source.raw.fileno()
         st = os.fstat(fd)
