@@ -164,3 +164,22 @@ def test_truncated_capture_is_not_an_error(small, tmp_path):
     assert res.exit_code == 0
     doc = json.loads(res.stdout)
     assert doc["capture"]["truncated"] is not None and len(doc["flows"]) == 1
+
+
+def test_real_entry_point_flushes_its_output_before_leaving(tmp_path):
+    """main() leaves with os._exit (no interpreter teardown): stdout, files and exit codes must be whole."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    entry = [sys.executable, "-c", "from meshpcap.cli import main; main()"]
+    sample = SAMPLES / "reject-icmp.pcapng"
+    proc = subprocess.run(entry + ["flows", str(sample), "--format", "json"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == json.loads(runner.invoke(app, ["flows", str(sample), "--format", "json"]).stdout)
+    out = tmp_path / "flows.csv"
+    proc = subprocess.run(entry + ["flows", str(sample), "--format", "csv", "-o", str(out)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "" and out.read_text().count("\n") > 2
+    proc = subprocess.run(entry + ["analyze", str(sample), "--service-tags", str(SAMPLES / "ServiceTags_Public_SAMPLE.json"),
+                                   "--format", "json"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1  # the sample's blocked relay
+    assert json.loads(proc.stdout)["verdict"] == "fail"
