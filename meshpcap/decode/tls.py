@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import warnings
 from dataclasses import dataclass
 
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore, raise_short
@@ -465,8 +466,13 @@ def _cert_names(der: bytes) -> tuple[str | None, str | None]:
     try:
         from cryptography import x509
 
-        cert = x509.load_der_x509_certificate(der)
-        return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+        # cryptography warns about certificates it means to refuse one day (a serial number that
+        # is not positive, RFC 5280 section 4.1.2.2): a capture's certificates are what they are,
+        # and a warning on the user's terminal helps nobody
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cert = x509.load_der_x509_certificate(der)
+            return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
     except Exception:  # any failure in a hostile certificate only loses the names
         return None, None
 

@@ -314,3 +314,33 @@ def test_truncation_server_flight(cert_der):
         assert read_alerts(stream[:i]) is None or i == len(stream)
     full = read_server_flight(stream)
     assert full.complete and full.alert.name == "certificate_unknown" and full.cert_subject
+
+
+def test_certificate_names_without_a_warning_for_a_zero_serial_number():
+    """cryptography warns about (and one day refuses) a serial number that is not positive
+    (RFC 5280 section 4.1.2.2); the names still come out, and no warning reaches the user."""
+    import datetime
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from meshpcap.decode.tls import _cert_names
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zero.example")])
+    start = datetime.datetime(2024, 1, 1)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(start).not_valid_after(start + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    version_and_serial = b"\xa0\x03\x02\x01\x02\x02\x01\x01"  # [0] v3, INTEGER 1
+    assert der.count(version_and_serial) == 1
+    der = der.replace(version_and_serial, version_and_serial[:-1] + b"\x00")  # INTEGER 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = _cert_names(der)
+    assert not caught
+    assert names in ((("CN=zero.example", "CN=zero.example")), (None, None))  # a future cryptography refuses it
