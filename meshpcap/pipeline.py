@@ -71,7 +71,7 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
             early = EarlyNamer(builder, EVIDENCE_TCP)
         for batch, (decoded, grouped) in cap.batches_with(_decode):
             builder.add(batch, decoded, grouped)
-            if early is not None:  # name what is final now: this process would otherwise wait for the reader
+            if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
                 if builder.dns_new:
                     prefetch_dns(builder.dns_new, builder.dns_parsed)
                     builder.dns_new = []

@@ -107,8 +107,7 @@ def parse_dns_or_error(data: bytes) -> "dnsp.DnsMessage | DecodeError":
 
 def prefetch_dns(items: list[Evidence], parsed: dict[int, object]) -> None:
     """Parse DNS datagrams ahead of the naming stage into ``parsed`` (record -> parse; the
-    builder's ``dns_parsed``); the pipeline calls it while the capture is still being read,
-    when this process would otherwise wait for the reader."""
+    builder's ``dns_parsed``); the pipeline calls it while the capture is still being read."""
     for e in items:
         if e.record not in parsed:
             parsed[e.record] = parse_dns_or_error(e.data)
@@ -120,8 +119,9 @@ class EarlyNamer:
     A TCP flow's evidence is final once both its SYN and SYN-ACK are known (so the
     streams' starts and the orientation are fixed) and both directions have reached
     the builder's bound on kept segments: its names then cannot change, and working
-    them out early uses time this process would otherwise spend waiting for the
-    reader.  The result is the same as naming the flow at the end."""
+    them out while the reader's second process reads on shortens what is left after
+    the last batch (whenever this process would wait for the reader, it fills that
+    wait).  The result is the same as naming the flow at the end."""
 
     def __init__(self, builder, bound: int) -> None:
         self.builder = builder
