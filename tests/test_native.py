@@ -11,8 +11,9 @@ import pytest
 
 from meshpcap._native import load
 from meshpcap.capture import accel
+from meshpcap.decode import frames
 
-MODULES = {"meshpcap.capture._walk": accel.ABI, "meshpcap.decode._headers": 1}
+MODULES = {"meshpcap.capture._walk": accel.ABI, "meshpcap.decode._headers": frames.HEADERS_ABI}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -135,7 +135,8 @@ class _Gather:
 
 # The compiled twin of this module's common path (None: not built, or MESHPCAP_PURE_PYTHON=1),
 # and the Decoded columns it fills, in the order _headers.c expects.
-HEADERS = _load_native("meshpcap.decode._headers", 1)
+HEADERS_ABI = 1  # must equal HEADERS_ABI in _headers.c
+HEADERS = _load_native("meshpcap.decode._headers", HEADERS_ABI)
 _COMMON_COLUMNS = ("reason", "ip_version", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "ip_len", "ip_id", "sport",
                    "dport", "tcp_flags", "tcp_seq", "tcp_ack", "ttl", "l4", "payload", "payload_len", "payload_cap")
 
