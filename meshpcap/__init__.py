@@ -14,8 +14,30 @@ def read_flows(path, names: bool = True, idle_seconds: float | None = None, batc
     return _read_flows(path, names=names, idle_seconds=idle_seconds, batch_bytes=batch_bytes)
 
 
-def analyze(path, profile: str = "multi-room", **kwargs):
-    """Judge a capture against a profile; returns a :class:`meshpcap.report.Report`."""
+def analyze(
+    source,
+    profile: str = "multi-room",
+    *,
+    service_tags=None,
+    m365_endpoints=None,
+    webslates=(),
+    webslate_allow=(),
+    cloud_scripting=(),
+    rules=None,
+    fail_on: str = "missing",
+    use_cache: bool = True,
+):
+    """Judge a capture against a profile; returns a :class:`meshpcap.report.analysis.Report`.
+
+    ``source``: a capture path, or a FlowTable from :func:`read_flows` (judge one capture against
+    several profiles without reading it again).  ``service_tags``: a ServiceTags_Public JSON (default:
+    the cached one unless ``use_cache=False``); ``m365_endpoints``: an M365 endpoints JSON;
+    ``webslates``, ``webslate_allow``, ``cloud_scripting``: a string or a list of strings;
+    ``rules``: your own TOML rules; ``fail_on``: blocked, missing (default), unexpected, warning or
+    never.  ``.verdict`` is "pass", "fail" or "inconclusive" (see ``.reason``).
+    """
     from .pipeline import analyze as _analyze
 
-    return _analyze(path, profile=profile, **kwargs)
+    return _analyze(source, profile, service_tags=service_tags, m365_endpoints=m365_endpoints, webslates=webslates,
+                    webslate_allow=webslate_allow, cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on,
+                    use_cache=use_cache)

@@ -1,4 +1,4 @@
-"""The ``meshpcap`` command: a thin layer over the library (exit 0 clean, 1 findings, 2 bad input)."""
+"""The ``meshpcap`` command: a thin layer over the library (exit 0 pass, 1 fail, 2 bad input, 3 inconclusive)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ class FailOn(str, Enum):
     blocked = "blocked"
     missing = "missing"
     unexpected = "unexpected"
+    warning = "warning"
     never = "never"
+
+
+class ProfilesFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Check packet captures of Microsoft Mesh and Teams sessions against Microsoft's firewall requirements.")
@@ -57,10 +64,40 @@ def flows(
     from .report.flows import render_flows
 
     try:
+        _not_the_capture(output, capture)
         ft = read_flows(capture, names=not no_names)
         _write(render_flows(ft, format), output)
     except MeshpcapError as exc:
         _fail(exc)
+
+
+_EXTENSIONS = {".json": ReportFormat.json, ".csv": ReportFormat.csv, ".md": ReportFormat.markdown,
+               ".markdown": ReportFormat.markdown, ".txt": ReportFormat.table}
+
+
+def _output_format(given: Optional[ReportFormat], output: Optional[Path]) -> ReportFormat:
+    """``--format`` when given; else the one ``-o FILE``'s extension names; else the table."""
+    if given is not None:
+        return given
+    if output is None or str(output) == "-":
+        return ReportFormat.table
+    ext = output.suffix.lower()
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    raise MeshpcapError(f"{output}: cannot tell the format from the extension '{ext or '(none)'}' "
+                        f"(known: {', '.join(sorted(_EXTENSIONS))}): give --format")
+
+
+def _not_the_capture(output: Optional[Path], capture: Path) -> None:
+    """``-o`` must never overwrite the capture being read."""
+    if output is None or str(output) == "-" or str(capture) == "-":
+        return
+    try:
+        same = output.exists() and capture.exists() and os.path.samefile(output, capture)
+    except OSError:
+        same = False
+    if same or output.resolve() == capture.resolve():
+        raise MeshpcapError(f"{output}: is the capture being read; refusing to overwrite it (choose another -o)")
 
 
 @app.command()
@@ -75,37 +112,45 @@ def analyze(
     webslate_allow: List[str] = typer.Option([], "--webslate-allow", help="a WebSlate's allowed domain (repeatable)"),
     cloud_scripting: List[str] = typer.Option([], "--cloud-scripting", help="cloud scripting app name (APP.azurewebsites.net)"),
     rules: Optional[Path] = typer.Option(None, "--rules", help="extra rules of your organisation (TOML)"),
-    format: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, json, csv or markdown"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
+    format: Optional[ReportFormat] = typer.Option(None, "--format", "-f", help="table, json, csv or markdown "
+                                                  "(default: from the -o file's extension, else table)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output "
+                                          "(never the capture itself)"),
     show_unrelated: bool = typer.Option(False, "--show-unrelated", help="also list flows unrelated to the profile"),
-    fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 when findings at or above this kind "
-                                   "exist: blocked > missing > unexpected; never (default: blocked or missing)"),
+    fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 on error-severity findings of this "
+                                   "kind or a kind before it: blocked > missing > unexpected; warning: strict, any "
+                                   "finding or capture warning; never (default: missing = blocked or missing)"),
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
-    Exit codes: 0 nothing at or above --fail-on, 1 findings, 2 bad input."""
+    Exit codes: 0 pass, 1 fail (findings at or above --fail-on), 2 bad input, 3 inconclusive (the capture
+    cannot show a session: no packets, nothing decodable, nothing the profile covers; or it cannot tell
+    whether an expected group worked)."""
     from . import analyze as run
-    from .classify import failing
     from .report.analysis import render_report
 
     try:
+        fmt = _output_format(format, output)
+        _not_the_capture(output, capture)
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
                      rules=rules, fail_on=fail_on.value)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
-        show = show_unrelated or format == ReportFormat.json
-        _write(render_report(report, format, show), output)
+        show = show_unrelated or fmt == ReportFormat.json
+        _write(render_report(report, fmt, show), output)
     except MeshpcapError as exc:
         _fail(exc)
-    if failing(report.judgement.findings, fail_on.value):
-        raise typer.Exit(1)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 @app.command()
 def profiles(
-    format: str = typer.Option("table", "--format", "-f", help="table or json"),
+    format: ProfilesFormat = typer.Option(ProfilesFormat.table, "--format", "-f", help="table, json or csv"),
 ) -> None:
     """List the rule sets with their date and source."""
+    import csv
+    import io
     import json
 
     from tabulate import tabulate
@@ -118,8 +163,15 @@ def profiles(
         _fail(exc)
     data = [{"id": p.id, "date": p.date.isoformat() if p.date else None, "rules": len(p.rules),
              "default": p.default, "title": p.title, "source": p.source} for p in items]
-    if format == "json":
+    if format == ProfilesFormat.json:
         typer.echo(json.dumps(data, indent=2))
+        return
+    if format == ProfilesFormat.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(data[0]) if data else ["id"], lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: ("true" if v is True else "false" if v is False else v) for k, v in d.items()} for d in data)
+        sys.stdout.write(buf.getvalue())
         return
     rows = [[d["id"] + (" (default)" if d["default"] else ""), d["date"], d["rules"], d["title"]] for d in data]
     typer.echo(tabulate(rows, ["profile", "date", "rules", "title"], tablefmt="simple"))

@@ -159,41 +159,67 @@ def _version_date(text: str):
         return None
 
 
+def _items(value, what: str) -> tuple[str, ...]:
+    """A list option: a single string is one item (not its characters); None is none."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, os.PathLike)):
+        return (str(value),)
+    try:
+        return tuple(str(v) for v in value)
+    except TypeError:
+        from .errors import MeshpcapError
+
+        raise MeshpcapError(f"{what}: expected a string or a list of strings, got {type(value).__name__}") from None
+
+
 def analyze(
-    path: str | os.PathLike,
+    source: str | os.PathLike | FlowTable,
     profile: str = "multi-room",
+    *,
     service_tags: str | os.PathLike | None = None,
     m365_endpoints: str | os.PathLike | None = None,
-    webslates: tuple[str, ...] | list[str] = (),
-    webslate_allow: tuple[str, ...] | list[str] = (),
-    cloud_scripting: tuple[str, ...] | list[str] | str | None = (),
+    webslates: str | tuple[str, ...] | list[str] = (),
+    webslate_allow: str | tuple[str, ...] | list[str] = (),
+    cloud_scripting: str | tuple[str, ...] | list[str] | None = (),
     rules: str | os.PathLike | None = None,
     fail_on: str = "missing",
     use_cache: bool = True,
 ):
     """Judge a capture against a profile and return a :class:`meshpcap.report.analysis.Report`.
 
+    ``source`` is a capture path or a :class:`FlowTable` already read with :func:`read_flows`
+    (so one capture can be judged against several profiles without reading it again).
     ``service_tags`` is an official ``ServiceTags_Public_YYYYMMDD.json``; without it the
     snapshot cached by ``meshpcap tags update`` is used (``use_cache=False`` to not), and
     with neither, AzureCloud rules are judged on transport and port alone and every such
-    verdict says "AzureCloud membership not verified".
+    verdict says "AzureCloud membership not verified".  ``webslates``, ``webslate_allow``
+    and ``cloud_scripting`` take a string (one item) or a list.  ``fail_on`` is one of
+    ``blocked``, ``missing`` (default), ``unexpected``, ``warning`` (strict) or ``never``.
+    ``Report.verdict`` is ``pass``, ``fail`` or ``inconclusive``.
     """
+    from dataclasses import replace
+
     from .classify import FAIL_ON, judge
     from .errors import MeshpcapError
     from .report.analysis import Report
-    from .rules import cached_service_tags, load_service_tags
+    from .rules import cached_service_tags, load_profile, load_service_tags
     from .rules.match import RuleMatcher
 
     if fail_on not in FAIL_ON:
         raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
-    prof = load_rules(profile, m365_endpoints, webslates, webslate_allow, cloud_scripting, rules)
+    prof = load_rules(profile, m365_endpoints, _items(webslates, "webslates"),
+                      _items(webslate_allow, "webslate_allow"), _items(cloud_scripting, "cloud_scripting"), rules)
+    if not prof.media_ports and m365_endpoints is not None:
+        # an endpoints file replaces the rules of single-room, not what marks its media traffic
+        prof = replace(prof, media_ports=load_profile(profile).media_ports)
     tags = None
     tags_path = service_tags
     if tags_path is None and use_cache:
         tags_path = cached_service_tags()
     if tags_path is not None:
         tags = load_service_tags(tags_path)
-    ft = read_flows(path)
+    ft = source if isinstance(source, FlowTable) else read_flows(source)
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
     profile_info = {

@@ -140,7 +140,7 @@ def test_output_file(tmp_path):
     res = analyze("tls-refused.pcapng", "--format", "json", "-o", out)
     assert res.exit_code == 1 and res.stdout == ""
     d = json.loads(out.read_text())
-    assert d["schema"] == "meshpcap.report/1" and d["verdict"] == "fail"
+    assert d["schema"] == "meshpcap.report/2" and d["verdict"] == "fail"
     assert [f["blocked_by"] for f in d["findings"]] == ["tls-alert"]
 
 

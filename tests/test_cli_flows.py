@@ -62,7 +62,7 @@ def test_json(sample):
     res = _run(sample, "--format", "json")
     assert res.exit_code == 0
     doc = json.loads(res.stdout)
-    assert doc["schema"] == FLOWS_SCHEMA == "meshpcap.flows/1"
+    assert doc["schema"] == FLOWS_SCHEMA == "meshpcap.flows/2"
     assert {"schema", "capture", "flows", "dns", "stats"} <= set(doc)
     for key in ("path", "format", "link_types", "packets", "bytes", "first_ns", "last_ns", "truncated", "undecoded",
                 "decoded", "dropped_by_capture"):
@@ -95,7 +95,7 @@ def test_output_file(small, tmp_path):
     out = tmp_path / "flows.json"
     res = _run(small, "-f", "json", "-o", out)
     assert res.exit_code == 0 and res.stdout == ""
-    assert json.loads(out.read_text())["schema"] == "meshpcap.flows/1"
+    assert json.loads(out.read_text())["schema"] == "meshpcap.flows/2"
     out_csv = tmp_path / "flows.csv"
     assert _run(small, "--format", "csv", "--output", out_csv).exit_code == 0
     assert out_csv.read_text().splitlines()[0] == ",".join(FLOW_COLUMNS)

@@ -1,9 +1,24 @@
-"""Findings a network engineer acts on: blocked, unexpected and missing traffic, each with a fix.
+"""Findings a network engineer acts on: blocked, unexpected and missing traffic, each with a fix,
+and the headline verdict: ``pass``, ``fail`` or ``inconclusive``.
 
 Flows are grouped so that 40 retries to one destination make one finding.  Expected
-groups (traffic every working session shows) decide what is ``missing``; the
+groups (traffic every working session shows) decide what is ``missing``.  The
 capture's own shortcomings (started mid-session, one direction only, truncated, cut
-by snaplen, drops) become warnings and soften the verdicts that depend on them.
+by snaplen, drops) become warnings, and each softens only what it can explain:
+
+* a capture that began mid-session explains a TCP flow without a handshake (its name
+  may be unknown), so it softens a missing group only when an unnamed mid-session TCP
+  flow on a port of the group could have been that group's traffic; it never explains
+  absent UDP media or absent 30000-30499 traffic, which a running session shows in any
+  window of time;
+* a one-direction capture explains missing replies (``no-answer`` verdicts are
+  low-confidence), never a missing flow;
+* a truncated capture explains what would have come after the cut: a missing group
+  only when the cut came less than :data:`SESSION_SETTLE_NS` after the session's first
+  traffic.
+
+``judge`` runs the steps in order: flow verdicts, DNS failures, flow findings, expected
+groups, the checklist and the headline verdict (:func:`headline`).
 """
 
 from __future__ import annotations
@@ -12,18 +27,31 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..flows.model import DnsEvent, FlowTable, endpoint, hops_away
+from ..flows.model import DnsEvent, Flow, FlowTable, endpoint, hops_away
 from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
-from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, judge_dns, judge_flow
+from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, _names, judge_dns, judge_flow
 
 KINDS = ("blocked", "missing", "unexpected")
 SEVERITIES = ("error", "warning", "info")
-FAIL_ON = ("blocked", "missing", "unexpected", "never")  # each includes the kinds before it
+# --fail-on: each value includes the kinds before it; "warning" is strict (any finding, of any
+# severity, or any capture-quality warning fails); "never" fails on nothing
+FAIL_ON = ("blocked", "missing", "unexpected", "warning", "never")
+HEADLINE_VERDICTS = ("pass", "fail", "inconclusive")
+
+# A truncated capture explains a missing group only when it was cut this soon after the
+# session's first traffic (a running session reaches the relay and media within seconds).
+SESSION_SETTLE_NS = 30_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One thing to act on.  ``severity``: ``error`` when the capture shows it surely,
+    ``warning`` when the capture itself may be the reason (low confidence), ``info`` for
+    advice (a group met only through its fallback).  ``clients`` are the client addresses
+    of the flows or lookups it rests on, ``first_ns``/``last_ns`` the first and last time of
+    those attempts (None for ``missing``, which rests on no attempt)."""
+
     id: str
     kind: str
     severity: str
@@ -35,6 +63,9 @@ class Finding:
     flow_ids: tuple[int, ...] = ()
     blocked_by: str | None = None
     destination: str | None = None
+    clients: tuple[str, ...] = ()
+    first_ns: int | None = None
+    last_ns: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +80,9 @@ class Finding:
             "flow_ids": list(self.flow_ids),
             "blocked_by": self.blocked_by,
             "destination": self.destination,
+            "clients": list(self.clients),
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
         }
 
 
@@ -93,6 +127,9 @@ class GroupStatus:
 
 @dataclass(slots=True)
 class Judgement:
+    """Everything ``judge`` decided.  ``verdict`` is ``pass``, ``fail`` or ``inconclusive``;
+    ``reason`` says why when it is inconclusive (what the capture lacks), else None."""
+
     flows: list[FlowVerdict]
     findings: list[Finding]
     checklist: list[CheckItem]
@@ -100,6 +137,29 @@ class Judgement:
     warnings: list[str]
     verdict: str
     counts: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None
+    fail_on: str = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureQuality:
+    """What the capture itself lacks: warnings for the report and the facts that soften verdicts."""
+
+    warnings: tuple[str, ...]
+    one_direction: bool
+    midstream_tcp: tuple[Flow, ...]  # TCP flows without a handshake in the capture
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DnsFailure:
+    """A failed lookup of a name a rule needs.  ``uncertain``: the failure may be the capture's
+    (no answer in a capture that may have missed it, or NXDOMAIN, which may be harmless)."""
+
+    event: DnsEvent
+    rule: Rule
+    why: str
+    uncertain: bool
 
 
 def destination_text(rule: Rule) -> str:
@@ -120,13 +180,12 @@ def ports_text(rule: Rule) -> str:
     return " + ".join(f"{t.upper()} {ps}" for t, ps in rule.port_map)
 
 
-def _capture_warnings(ft: FlowTable) -> tuple[list[str], bool, bool]:
-    """Warnings about the capture itself; also (one_direction, mid_session)."""
+def _capture_quality(ft: FlowTable) -> CaptureQuality:
+    """Warnings about the capture itself, and the facts the verdicts need."""
     c = ft.capture
     warns: list[str] = []
     tcp = [f for f in ft.flows if f.transport == "tcp"]
-    midstream = [f for f in tcp if f.orientation not in ("syn", "syn-ack")]
-    mid_session = bool(tcp) and len(midstream) >= max(1, len(tcp) // 4)
+    midstream = tuple(f for f in tcp if f.orientation not in ("syn", "syn-ack"))
     if midstream:
         warns.append(
             f"the capture began mid-session: {len(midstream)} of {len(tcp)} TCP flows have no handshake in it, "
@@ -155,84 +214,188 @@ def _capture_warnings(ft: FlowTable) -> tuple[list[str], bool, bool]:
     damaged = {k: v for k, v in und.items() if not k.startswith("not IP")}
     if damaged:
         warns.append("packets that could not be decoded: " + ", ".join(f"{k}: {v}" for k, v in damaged.items()))
-    return warns, one_direction, mid_session
+    return CaptureQuality(tuple(warns), one_direction, midstream, bool(c.get("truncated")))
 
 
 def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bool,
           fail_on: str = "missing") -> Judgement:
-    pre_warn, one_direction, mid_session = _capture_warnings(ft)
-    ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), one_direction,
+    """Judge every flow and DNS lookup of ``ft`` against ``profile`` and decide the headline.
+
+    ``matcher`` is the profile's :class:`RuleMatcher` (with the service-tag snapshot when
+    ``tags_loaded``); ``fail_on`` is one of :data:`FAIL_ON`.
+    """
+    quality = _capture_quality(ft)
+    ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), quality.one_direction,
                   ft.capture.get("dropped_by_capture") or 0)
     verdicts = [judge_flow(f, ctx) for f in ft.flows]
     rules = {r.id: r for r in profile.rules}
-    by_id = {v.flow.id: i for i, v in enumerate(verdicts)}
 
-    # DNS failures for names a rule needs: they block the flow that carried the lookup
-    dns_fail: list[tuple[DnsEvent, Rule, str]] = []
+    dns_fail = _dns_failures(ft, matcher, ctx, verdicts)
+    findings = _flow_findings(verdicts, rules) + _dns_findings(dns_fail)
+    group_status, group_findings = _expected_groups(profile, verdicts, rules, quality, ft, dns_fail)
+    findings = _note_fallbacks(findings + group_findings, group_status)
+
+    warnings = list(quality.warnings)
+    if not tags_loaded and any(r.service_tag for r in profile.rules):
+        tags = sorted({r.service_tag for r in profile.rules if r.service_tag})
+        warnings.insert(0, f"{TAG_UNVERIFIED}: no service-tag snapshot was given or cached, so rules for "
+                           f"{', '.join(tags)} were judged on transport and port alone "
+                           "(use --service-tags FILE or `meshpcap tags update`)")
+
+    lacks = _what_the_capture_lacks(ft, verdicts, matcher, profile)
+    if lacks is not None:
+        # no session to judge: no firewall advice ("allow UDP 3478-3481" on an empty file is wrong)
+        findings = [f for f in findings if f.kind != "missing"]
+    findings = _number(findings)
+    checklist = _checklist(profile, verdicts, group_status, dns_fail)
+    counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("allowed", "blocked", "unexpected", "unrelated")}
+    verdict, reason = headline(findings, warnings, group_status, fail_on, lacks)
+    return Judgement(verdicts, findings, checklist, group_status, warnings, verdict, counts, reason, fail_on)
+
+
+def headline(findings: list[Finding], warnings: list[str], groups: list[GroupStatus], fail_on: str,
+             lacks: str | None = None) -> tuple[str, str | None]:
+    """The headline verdict and, when inconclusive, why.
+
+    1. ``inconclusive`` when the capture cannot show a session at all (``lacks``);
+    2. ``fail`` when a finding fails under ``fail_on`` (:func:`failing`), or, with
+       ``fail_on="warning"``, when the capture has any capture-quality warning;
+    3. ``inconclusive`` when an expected group is unmet (``missing`` or ``blocked``) and its
+       kind is within ``fail_on``, but no error-severity finding rests on it: every finding
+       about it is softened by what the capture lacks, so the capture cannot tell;
+    4. otherwise ``pass``.
+    """
+    if lacks is not None:
+        return "inconclusive", lacks
+    if failing(findings, fail_on) or (fail_on == "warning" and warnings):
+        return "fail", None
+    if fail_on != "never":
+        kinds = FAIL_ON[: FAIL_ON.index(fail_on) + 1]
+        unsure = []
+        for g in groups:
+            if g.status == "missing" and "missing" in kinds:
+                unsure.append(g.id)
+            elif g.status == "blocked" and "blocked" in kinds:
+                unsure.append(g.id)
+        if unsure:
+            return "inconclusive", (f"the capture cannot show whether {', '.join(unsure)} worked: every finding "
+                                    "about it may be the capture's own shortcoming (see warnings)")
+    return "pass", None
+
+
+def _what_the_capture_lacks(ft: FlowTable, verdicts: list[FlowVerdict], matcher: RuleMatcher,
+                            profile: Profile) -> str | None:
+    """Why the capture cannot show a session at all, or None when it can.
+
+    It can when at least one flow falls under a rule of the profile by name or address (a
+    flow matched on transport and port alone, without a service-tag snapshot, does not
+    count), or at least one DNS lookup asks for a name a rule covers."""
+    c = ft.capture
+    packets = c.get("packets")
+    if packets == 0:
+        return "the capture holds no packets"
+    if c.get("decoded") == 0:
+        why = ", ".join(f"{k}: {v}" for k, v in (c.get("undecoded") or {}).items())
+        return f"none of its {packets} packets could be decoded as IP traffic" + (f" ({why})" if why else "")
+    if any(v.rule and v.matched_by != "port" for v in verdicts):
+        return None
+    if any(matcher.by_name(ev.qname) for ev in ft.dns):
+        return None
+    return (f"not one of its {len(ft.flows)} flows or {len(ft.dns)} DNS lookups touches a destination that a rule "
+            f"of {profile.id} covers: the client did not run while it was captured, or the capture point did not "
+            "see it")
+
+
+def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: list[FlowVerdict]) -> list[DnsFailure]:
+    """Failed lookups of names a rule needs.  Each blocks the (otherwise unrelated) flow that
+    carried it: ``verdicts`` is updated in place."""
+    by_id = {v.flow.id: i for i, v in enumerate(verdicts)}
+    out: list[DnsFailure] = []
     for ev in ft.dns:
         res = judge_dns(ev, matcher)
         if res is None:
             continue
         rule, why = res
-        if ev.rcode is None and _answer_may_be_uncaptured(ev.ns, ctx):
+        uncaptured = ev.rcode is None and _answer_may_be_uncaptured(ev.ns, ctx)
+        if uncaptured:
             # "no answer" rests on what the capture lacks: say so rather than claim a failure
             why = "no answer in the capture (which may simply have missed it)"
-        dns_fail.append((ev, rule, why))
-        if ev.flow_id is not None and ev.flow_id in by_id:
-            i = by_id[ev.flow_id]
+        failure = DnsFailure(ev, rule, why, uncertain=uncaptured or ev.rcode == "NXDOMAIN")
+        out.append(failure)
+        i = by_id.get(ev.flow_id) if ev.flow_id is not None else None
+        if i is not None and verdicts[i].verdict == "unrelated":
             v = verdicts[i]
-            if v.verdict == "unrelated":
-                verdicts[i] = FlowVerdict(v.flow, "blocked", rule.id, "dns-failure",
-                                          f"{ev.qname} ({ev.qtype}): {why} from {ev.server}",
-                                          "low" if ev.rcode == "NXDOMAIN" or why.startswith("no answer in")
-                                          else "high", "name", ev.qname)
+            verdicts[i] = FlowVerdict(v.flow, "blocked", rule.id, "dns-failure",
+                                      f"{ev.qname} ({ev.qtype}): {why} from {ev.server}",
+                                      "low" if failure.uncertain else "high", "name", ev.qname, rules=(rule.id,))
+    return out
 
-    findings: list[Finding] = []
-    groups_of: OrderedDict[tuple, list[FlowVerdict]] = OrderedDict()
-    for v in verdicts:
-        if v.verdict == "blocked" and v.blocked_by != "dns-failure":
-            groups_of.setdefault(("blocked", v.rule, v.destination, v.blocked_by,
-                                  v.flow.transport, v.flow.server_port), []).append(v)
-        elif v.verdict == "unexpected":
-            groups_of.setdefault(("unexpected", v.rule, v.flow.server, v.flow.transport, v.flow.server_port),
-                                 []).append(v)
-    for key, vs in groups_of.items():
-        findings.append(_flow_finding(key[0], vs, rules))
-    dns_groups: OrderedDict[tuple, list[tuple[DnsEvent, Rule, str]]] = OrderedDict()
+
+def _dns_findings(dns_fail: list[DnsFailure]) -> list[Finding]:
+    """One finding per name and reason."""
+    groups: OrderedDict[tuple, list[DnsFailure]] = OrderedDict()
     for item in dns_fail:
-        dns_groups.setdefault((item[0].qname, item[2]), []).append(item)
-    for (qname, why), items in dns_groups.items():
-        ev, rule, _ = items[0]
-        severity = "warning" if why == "NXDOMAIN" or why.startswith("no answer in") else "error"
-        findings.append(Finding(
-            id="", kind="blocked", severity=severity, rule=rule.id, source=rule.source,
+        groups.setdefault((item.event.qname, item.why), []).append(item)
+    out = []
+    for (qname, why), items in groups.items():
+        first = items[0]
+        ev, rule = first.event, first.rule
+        times = [i.event.ns for i in items]
+        out.append(Finding(
+            id="", kind="blocked", severity="warning" if first.uncertain else "error", rule=rule.id,
+            source=rule.source,
             title=f"DNS lookup of {qname} failed: {why}",
             detail=(f"{len(items)} lookup{'s' if len(items) != 1 else ''} of {qname}, a name {rule.id} needs "
                     f"({destination_text(rule)}), got {why} from {ev.server}."),
             fix=(f"make {qname} resolvable for clients: the resolver {ev.server} answered {why}"
                  + ("; check DNS filtering for Microsoft names" if why != "NXDOMAIN" else
                     "; if the name really does not exist this is harmless")),
-            flow_ids=tuple(sorted({e.flow_id for e, _, _ in items if e.flow_id is not None})),
+            flow_ids=tuple(sorted({i.event.flow_id for i in items if i.event.flow_id is not None})),
             blocked_by="dns-failure", destination=qname,
+            clients=tuple(sorted({i.event.client for i in items})), first_ns=min(times), last_ns=max(times),
         ))
+    return out
 
-    # expected groups: what every working session shows
-    group_status: list[GroupStatus] = []
+
+def _flow_findings(verdicts: list[FlowVerdict], rules: dict[str, Rule]) -> list[Finding]:
+    """Blocked and unexpected flows, grouped by rule, destination, outcome, transport and port."""
+    groups: OrderedDict[tuple, list[FlowVerdict]] = OrderedDict()
+    for v in verdicts:
+        if v.verdict == "blocked" and v.blocked_by != "dns-failure":
+            groups.setdefault(("blocked", v.rule, v.destination, v.blocked_by,
+                               v.flow.transport, v.flow.server_port), []).append(v)
+        elif v.verdict == "unexpected":
+            groups.setdefault(("unexpected", v.rule, v.flow.server, v.flow.transport, v.flow.server_port),
+                              []).append(v)
+    return [_flow_finding(key[0], vs, rules) for key, vs in groups.items()]
+
+
+def _expected_groups(profile: Profile, verdicts: list[FlowVerdict], rules: dict[str, Rule],
+                     quality: CaptureQuality, ft: FlowTable,
+                     dns_fail: list[DnsFailure]) -> tuple[list[GroupStatus], list[Finding]]:
+    """The status of every expected group, with a ``missing`` finding for each group no flow
+    tried (softened to a warning only when the capture explains the absence) and an ``info``
+    finding for each group met only through its fallback."""
+    statuses: list[GroupStatus] = []
+    findings: list[Finding] = []
+    session_start = _session_start(verdicts, dns_fail)
     for g in profile.expected:
         st = _group_status(g, verdicts)
-        group_status.append(st)
+        statuses.append(st)
         if st.status == "missing":
-            soft = mid_session or one_direction or bool(ft.capture.get("truncated"))
+            why = _explains_missing(g, rules, quality, ft, session_start)
             findings.append(Finding(
-                id="", kind="missing", severity="warning" if soft else "error", rule=",".join(g.rules) or None,
+                id="", kind="missing", severity="warning" if why else "error", rule=",".join(g.rules) or None,
                 source=_group_source(g, rules),
                 title=f"no traffic: a working session {g.description}",
                 detail=("The capture has no flow for " + (", ".join(g.rules) or g.id) + "."
-                        + (" The capture itself may be the reason (see warnings)." if soft else "")),
+                        + (f" The capture itself may be the reason: {why}." if why else "")),
                 fix=_missing_fix(g, rules),
                 destination=None,
             ))
         elif st.status == "met-by-fallback":
+            by_id = {v.flow.id: v.flow for v in verdicts}
+            fl = [by_id[i] for i in st.flow_ids if i in by_id]
             findings.append(Finding(
                 id="", kind="blocked", severity="info", rule=",".join(g.fallback) or None,
                 source=_group_source(g, rules, fallback=True),
@@ -240,30 +403,58 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
                 detail=st.detail, fix="allow the primary path so the client does not need the fallback: "
                 + "; ".join(f"{rules[r].id}: {ports_text(rules[r])} to {destination_text(rules[r])}"
                             for r in g.rules if r in rules),
-                flow_ids=st.flow_ids,
+                flow_ids=st.flow_ids, **_when_and_who(fl),
             ))
+    return statuses, findings
 
-    # a blocked primary path whose group the client reached through its fallback: say so on the finding itself
-    for st in group_status:
+
+def _session_start(verdicts: list[FlowVerdict], dns_fail: list[DnsFailure]) -> int | None:
+    """The time of the first traffic the profile covers (a flow under a rule or a failed lookup)."""
+    times = [v.flow.first_ns for v in verdicts if v.rule and v.matched_by != "port"]
+    times += [d.event.ns for d in dns_fail]
+    return min(times) if times else None
+
+
+def _explains_missing(g: ExpectedGroup, rules: dict[str, Rule], quality: CaptureQuality, ft: FlowTable,
+                      session_start: int | None) -> str | None:
+    """What in the capture explains that group ``g`` has no flow at all, or None (a real absence)."""
+    # mid-session: an unnamed TCP flow without a handshake, on a port of the group, to be matched by name
+    for f in quality.midstream_tcp:
+        if _names(f) or f.server_port is None:
+            continue
+        named = [rules[r] for r in g.rules if r in rules and rules[r].domains]
+        if any(r.allows("tcp", f.server_port) and g.satisfied_by(r.id, "tcp", f.server_port) == "primary"
+               for r in named):
+            return (f"the capture began mid-session and TCP flow {f.id} to {endpoint(f.server, f.server_port)} has "
+                    "no handshake in it, so the name that would place it under " + ", ".join(r.id for r in named)
+                    + " is not in the capture")
+    last = ft.capture.get("last_ns")
+    if quality.truncated and last is not None:
+        start = session_start if session_start is not None else ft.capture.get("first_ns")
+        if start is not None and last - start < SESSION_SETTLE_NS:
+            return (f"the capture is truncated {(last - start) / 1e9:.1f} s after the session's first traffic, "
+                    "and this traffic may have come after the cut")
+    return None
+
+
+def _note_fallbacks(findings: list[Finding], groups: list[GroupStatus]) -> list[Finding]:
+    """A blocked primary path whose group the client reached through its fallback: say so on the finding."""
+    for st in groups:
         if st.status != "met-by-fallback":
             continue
         ids = set(st.flow_ids)
         findings = [replace(f, detail=f"{f.detail} {st.detail[:1].upper()}{st.detail[1:]}.")
                     if f.kind == "blocked" and f.severity != "info" and ids & set(f.flow_ids) else f
                     for f in findings]
+    return findings
 
-    warnings = list(pre_warn)
-    if not tags_loaded and any(r.service_tag for r in profile.rules):
-        tags = sorted({r.service_tag for r in profile.rules if r.service_tag})
-        warnings.insert(0, f"{TAG_UNVERIFIED}: no service-tag snapshot was given or cached, so rules for "
-                           f"{', '.join(tags)} were judged on transport and port alone "
-                           "(use --service-tags FILE or `meshpcap tags update`)")
 
-    findings = _number(findings)
-    checklist = _checklist(profile, verdicts, group_status, dns_fail)
-    counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("allowed", "blocked", "unexpected", "unrelated")}
-    verdict = "fail" if failing(findings, fail_on) else "pass"
-    return Judgement(verdicts, findings, checklist, group_status, warnings, verdict, counts)
+def _when_and_who(flows: list[Flow]) -> dict[str, Any]:
+    """``clients``, ``first_ns`` and ``last_ns`` of a finding that rests on ``flows``."""
+    if not flows:
+        return {}
+    return {"clients": tuple(sorted({f.client for f in flows})), "first_ns": min(f.first_ns for f in flows),
+            "last_ns": max(f.last_ns for f in flows)}
 
 
 def _answer_may_be_uncaptured(ns: int, ctx: Context) -> bool:
@@ -273,19 +464,27 @@ def _answer_may_be_uncaptured(ns: int, ctx: Context) -> bool:
 
 
 def failing(findings: list[Finding], fail_on: str) -> list[Finding]:
-    """Findings at or above ``fail_on`` (blocked > missing > unexpected) with severity error
-    (unexpected counts at warning too, since it is never an error)."""
+    """The findings that fail under ``fail_on``.
+
+    ``blocked``/``missing``/``unexpected``: findings of that kind or a kind before it
+    (blocked > missing > unexpected) with severity ``error``; warning- and info-severity
+    findings never fail, whatever their kind.  ``warning``: every finding (any kind, any
+    severity).  ``never``: none.  (With ``warning``, capture-quality warnings also fail the
+    headline: see :func:`headline`.)
+    """
     if fail_on == "never":
         return []
+    if fail_on == "warning":
+        return list(findings)
     kinds = FAIL_ON[: FAIL_ON.index(fail_on) + 1]
-    return [f for f in findings if f.kind in kinds and (f.severity == "error" or
-                                                      (f.kind == "unexpected" and f.severity == "warning"))]
+    return [f for f in findings if f.kind in kinds and f.severity == "error"]
 
 
 def _number(findings: list[Finding]) -> list[Finding]:
     order = {"error": 0, "warning": 1, "info": 2}
     kind_order = {"blocked": 0, "missing": 1, "unexpected": 2}
-    findings = sorted(findings, key=lambda f: (order[f.severity], kind_order[f.kind], f.flow_ids[:1] or (1 << 30,)))
+    findings = sorted(findings, key=lambda f: (order[f.severity], kind_order.get(f.kind, 9),
+                                               f.flow_ids[:1] or (1 << 30,)))
     return [replace(f, id=f"F{i}") for i, f in enumerate(findings, start=1)]
 
 
@@ -324,7 +523,7 @@ def _flow_finding(kind: str, vs: list[FlowVerdict], rules: dict[str, Rule]) -> F
             detail += f" {TAG_UNVERIFIED}."
         fix = _fix(v, rule, vs)
         return Finding("", "blocked", sev, v.rule, src, title, detail, fix,
-                       tuple(x.flow.id for x in vs), v.blocked_by, dest)
+                       tuple(x.flow.id for x in vs), v.blocked_by, dest, **_when_and_who([x.flow for x in vs]))
     title = f"unexpected {target} {'via' if f.connect_target else 'to'} {where}"
     detail = f"{v.detail}. {attempts}."
     if rule and v.flow.server_port is not None and v.detail and "not in the" in v.detail:
@@ -336,8 +535,9 @@ def _flow_finding(kind: str, vs: list[FlowVerdict], rules: dict[str, Rule]) -> F
                "client to fall back")
     else:
         fix = f"find out which application sends {target} to {f.server}"
-    return Finding("", "unexpected", "warning", v.rule, src, title, detail, fix, tuple(x.flow.id for x in vs),
-                   None, dest)
+    # sure: the flows did go outside the profile (it fails under --fail-on unexpected, as any error does)
+    return Finding("", "unexpected", "error", v.rule, src, title, detail, fix, tuple(x.flow.id for x in vs),
+                   None, dest, **_when_and_who([x.flow for x in vs]))
 
 
 def _fix(v: FlowVerdict, rule: Rule | None, vs: list[FlowVerdict]) -> str:
@@ -370,6 +570,8 @@ def _fix(v: FlowVerdict, rule: Rule | None, vs: list[FlowVerdict]) -> str:
 
 
 def _group_status(g: ExpectedGroup, verdicts: list[FlowVerdict]) -> GroupStatus:
+    """Met (a working flow on the primary path), met-by-fallback, blocked (every attempt failed)
+    or missing (no attempt).  A flow counts for the group through any rule it satisfies."""
     primary, fallback, tried = [], [], []
     relay_servers = set()
     for v in verdicts:
@@ -377,7 +579,8 @@ def _group_status(g: ExpectedGroup, verdicts: list[FlowVerdict]) -> GroupStatus:
         if not v.rule or v.verdict == "unexpected" or v.flow.transport not in ("tcp", "udp"):
             continue
         port = v.flow.server_port if not v.flow.connect_target else 443
-        how = g.satisfied_by(v.rule, v.flow.transport, port or 0)
+        ways = {g.satisfied_by(r, v.flow.transport, port or 0) for r in v.all_rules}
+        how = "primary" if "primary" in ways else "fallback" if "fallback" in ways else None
         if how == "primary":
             tried.append(v)
             relay_servers.add(v.flow.server)
@@ -422,11 +625,13 @@ def _missing_fix(g: ExpectedGroup, rules: dict[str, Rule]) -> str:
 
 
 def _checklist(profile: Profile, verdicts: list[FlowVerdict], groups: list[GroupStatus],
-               dns_fail: list) -> list[CheckItem]:
+               dns_fail: list[DnsFailure]) -> list[CheckItem]:
+    """Every rule of the profile with what the capture showed for it (a flow counts under
+    every rule it satisfies, not only its primary one)."""
     missing_groups = {g.id for g in groups if g.status == "missing"}
     out = []
     for r in profile.rules:
-        vs = [v for v in verdicts if v.rule == r.id]
+        vs = [v for v in verdicts if r.id in v.all_rules]
         allowed = [v for v in vs if v.verdict == "allowed"]
         blocked = [v for v in vs if v.verdict == "blocked"]
         unexpected = [v for v in vs if v.verdict == "unexpected"]
@@ -434,7 +639,7 @@ def _checklist(profile: Profile, verdicts: list[FlowVerdict], groups: list[Group
             status = "blocked"  # some flow under the rule was surely blocked, even if others got through
         elif allowed:
             status = "ok"
-        elif blocked or any(rule.id == r.id for _, rule, _ in dns_fail):
+        elif blocked or any(d.rule.id == r.id for d in dns_fail):
             status = "blocked"
         elif r.expected and r.expected in missing_groups:
             status = "missing"

@@ -8,15 +8,22 @@ rule applies when it also lists the flow's transport and destination port.
 * ``allowed``: a rule applies and the flow worked.
 * ``blocked``: a rule applies (or the flow is Mesh/Teams traffic by name or address)
   and it failed; ``blocked_by`` says how (see :data:`BLOCKED_BY`).
-* ``unexpected``: it looks like Mesh traffic but falls outside the profile: a
-  Mesh-specific port (UDP 3478-3481, 30000-30499) to an address outside every rule,
-  or a destination named by the profile on a transport or port it does not list.
+* ``unexpected``: it looks like Mesh traffic but falls outside the profile: one of the
+  profile's ``media_ports`` (multi-room: UDP 3478-3481, 30000-30499, TCP 30000-30499)
+  to an address outside every rule, or a destination named by the profile on a
+  transport or port it does not list.
+
+A flow's ``rule`` is the most specific rule it falls under (for display and grouping);
+``rules`` lists every rule it satisfies by name or by address, so that every rule and
+expected group that applies sees it.
 * ``unrelated``: nothing to do with the profile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..flows.model import DnsEvent, Flow, hops_away, is_admin_prohibited
@@ -26,14 +33,17 @@ from ..rules.model import Profile, Rule
 VERDICTS = ("allowed", "blocked", "unexpected", "unrelated")
 BLOCKED_BY = ("no-answer", "rejected", "icmp-unreachable", "tls-alert", "proxy-denied", "dns-failure", "tls-intercepted")
 
-# Ports that only Mesh/Teams media use (SPEC.md 2a MR-A2..A4, 2b ID 11): traffic on them to an
-# address outside every rule is "unexpected", not "unrelated".
-MESH_UDP_PORTS = set(range(3478, 3482)) | set(range(30000, 30500))
-MESH_TCP_PORTS = set(range(30000, 30500))
 
-# Issuers of the certificates Microsoft's services present (Microsoft's own CAs and the public
-# CAs it chains to).  A Microsoft name served with another issuer is being intercepted.
-MICROSOFT_ISSUERS = ("microsoft", "digicert", "baltimore cybertrust")
+def _load_issuers() -> tuple[tuple[str, ...], str]:
+    """The issuer substrings of ``issuers.toml`` (beside this module) and the source it cites."""
+    with (Path(__file__).with_name("issuers.toml")).open("rb") as fh:
+        doc = tomllib.load(fh)["issuers"]
+    return tuple(s.lower() for s in doc["substrings"]), doc["source"]
+
+
+# Issuers of the certificates Microsoft's services present (data: issuers.toml, with its source).
+# A Microsoft name served with another issuer is being intercepted.
+MICROSOFT_ISSUERS, MICROSOFT_ISSUERS_SOURCE = _load_issuers()
 
 # A flow whose first packet came this close to the end of the capture cannot be judged
 # "no answer": the capture may have stopped before the answer came.
@@ -48,18 +58,25 @@ class FlowVerdict:
 
     flow: Flow
     verdict: str
-    rule: str | None = None
+    rule: str | None = None  # the primary rule: the most specific one, for display and grouping
     blocked_by: str | None = None
     detail: str | None = None  # one sentence: what the evidence shows
     confidence: str = "high"  # "low" when the capture itself cannot show the outcome
     matched_by: str | None = None  # name | address | service-tag | port (no service-tag snapshot)
     destination: str | None = None  # the name or address the verdict is about
     tag_verified: bool | None = None  # False: AzureCloud judged on transport and port alone
+    rules: tuple[str, ...] = ()  # every rule the flow satisfies by name or address (``rule`` first)
+
+    @property
+    def all_rules(self) -> tuple[str, ...]:
+        """``rules``, or ``(rule,)`` for a verdict built without the list."""
+        return self.rules or ((self.rule,) if self.rule else ())
 
     def to_dict(self) -> dict[str, Any]:
         d = self.flow.to_dict()
         d.update(
             rule=self.rule,
+            rules=list(self.all_rules),
             verdict=self.verdict,
             blocked_by=self.blocked_by,
             detail=self.detail,
@@ -135,10 +152,11 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
     def fits(rules: list[Rule]) -> list[Rule]:
         return sorted((r for r in rules if port is not None and r.allows(transport, port)), key=_rule_rank)
 
-    applicable = fits(by_name)
+    fit_name, fit_addr = fits(by_name), fits(by_addr)
+    applicable = fit_name
     matched_by = "name"
     if not applicable:
-        applicable = fits(by_addr)
+        applicable = fit_addr
         matched_by = "address"
         if applicable and applicable[0].service_tag and not applicable[0].cidrs:
             matched_by = "service-tag"
@@ -155,10 +173,10 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
     if applicable:
         rule = applicable[0]
         dest = names[0] if (matched_by == "name" and names) else f.server
+        every = tuple(dict.fromkeys(r.id for r in applicable + fit_name + fit_addr))
         v = _outcome(f, ctx, rule.id, matched_by, dest, tag_verified)
+        v = replace(v, rules=every)
         if tag_verified is False:  # never a silent pass: say what was not checked
-            from dataclasses import replace
-
             v = replace(v, detail=f"{v.detail}; {TAG_UNVERIFIED}" if v.detail else TAG_UNVERIFIED)
         return v
 
@@ -169,17 +187,16 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
         detail = (f"{destination} is covered by {r.id} ({r.ports_text()}), but this flow used "
                   f"{transport.upper()} {port}" + (" (QUIC)" if f.quic_version else ""))
         return FlowVerdict(f, "unexpected", r.id, None, detail, matched_by="name" if by_name else "address",
-                           destination=destination)
-    mesh_port = port is not None and ((transport == "udp" and port in MESH_UDP_PORTS)
-                                      or (transport == "tcp" and port in MESH_TCP_PORTS))
-    if mesh_port and not via_proxy:
+                           destination=destination, rules=(r.id,))
+    if ctx.profile.looks_like(transport, port) and not via_proxy:
         if ctx.tags_loaded:
-            detail = f"{transport.upper()} {port} is a Mesh media port, but {f.server} is in no rule of the profile"
+            detail = (f"{transport.upper()} {port} is a media port of the profile, but {f.server} is in no rule "
+                      "of the profile")
             tag_rules = [r for r in ctx.profile.rules if r.service_tag and r.allows(transport, port)]
             if tag_rules:
                 detail += f" (not in the {tag_rules[0].service_tag} service tag)"
                 return FlowVerdict(f, "unexpected", tag_rules[0].id, None, detail, matched_by="address",
-                                   destination=f.server, tag_verified=True)
+                                   destination=f.server, tag_verified=True, rules=(tag_rules[0].id,))
             return FlowVerdict(f, "unexpected", None, None, detail, destination=f.server)
     return FlowVerdict(f, "unrelated", destination=destination)
 

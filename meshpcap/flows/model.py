@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
 
-FLOWS_SCHEMA = "meshpcap.flows/1"
+FLOWS_SCHEMA = "meshpcap.flows/2"
 
 TCP_STATES = ("established", "rejected", "no-answer", "reset", "closed", "midstream", "one-way")
 UDP_STATES = ("bidirectional", "one-way")

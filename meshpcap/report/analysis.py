@@ -17,11 +17,11 @@ from ..flows.model import FLOW_COLUMNS, FlowTable
 from .flows import capture_summary, cell, endpoint, json_indent2
 from .formats import ReportFormat
 
-REPORT_SCHEMA = "meshpcap.report/1"
-VERDICT_COLUMNS = ("rule", "verdict", "blocked_by", "detail", "confidence", "matched_by", "destination", "tag_verified")
+REPORT_SCHEMA = "meshpcap.report/2"
+VERDICT_COLUMNS = ("rule", "rules", "verdict", "blocked_by", "detail", "confidence", "matched_by", "destination", "tag_verified")
 FLOW_REPORT_COLUMNS = tuple(FLOW_COLUMNS) + VERDICT_COLUMNS
 FINDING_COLUMNS = ("id", "kind", "severity", "rule", "source", "title", "detail", "fix", "flow_ids", "blocked_by",
-                   "destination")
+                   "destination", "clients", "first_ns", "last_ns")
 
 
 @dataclass(slots=True)
@@ -29,7 +29,8 @@ class Report:
     """What ``meshpcap.analyze()`` returns.
 
     ``flows`` and ``findings`` are pandas DataFrames (columns present even when empty);
-    ``verdict`` is "pass" or "fail"; ``to_json()`` gives the ``meshpcap.report/1`` document.
+    ``verdict`` is "pass", "fail" or "inconclusive" (``reason`` says what the capture lacks);
+    ``to_json()`` gives the ``meshpcap.report/2`` document.
     """
 
     flow_table: FlowTable
@@ -41,6 +42,16 @@ class Report:
     @property
     def verdict(self) -> str:
         return self.judgement.verdict
+
+    @property
+    def reason(self) -> str | None:
+        """Why the verdict is inconclusive (what the capture lacks), else None."""
+        return self.judgement.reason
+
+    @property
+    def exit_code(self) -> int:
+        """What ``meshpcap analyze`` exits with: 0 pass, 1 fail, 3 inconclusive."""
+        return EXIT_CODES[self.judgement.verdict]
 
     @property
     def capture(self) -> dict[str, Any]:
@@ -74,6 +85,8 @@ class Report:
             "profile": self.profile,
             "service_tags": self.service_tags,
             "verdict": j.verdict,
+            "reason": j.reason,
+            "fail_on": j.fail_on,
             "counts": {**j.counts, "findings": len(j.findings)},
             "findings": [f.to_dict() for f in j.findings],
             "expected": [g.to_dict() for g in j.groups],
@@ -98,14 +111,35 @@ class Report:
         return render_markdown(self)
 
 
+EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}  # 2: bad input (the CLI)
+
+
+def _counted(findings) -> str:
+    """``2 blocked, 1 unexpected (warning)``: findings counted by kind, severity named unless error."""
+    kinds: dict[tuple[str, str], int] = {}
+    for f in findings:
+        kinds[(f.kind, f.severity)] = kinds.get((f.kind, f.severity), 0) + 1
+    return ", ".join(f"{n} {k}" + ("" if sev == "error" else f" ({sev})") for (k, sev), n in kinds.items())
+
+
 def _headline(r: Report) -> str:
+    """One line that agrees with the exit code: what failed (FAIL), what the capture lacks
+    (INCONCLUSIVE), or that nothing fails under --fail-on (PASS); then what does not fail."""
+    from ..classify import failing
+
     j = r.judgement
-    errors = [f for f in j.findings if f.severity == "error"]
-    kinds = {k: sum(1 for f in j.findings if f.kind == k and f.severity != "info")
-             for k in ("blocked", "missing", "unexpected")}
-    return (f"{j.verdict.upper()}: {kinds['blocked']} blocked, {kinds['missing']} missing, "
-            f"{kinds['unexpected']} unexpected ({len(errors)} error{'s' if len(errors) != 1 else ''}) "
-            f"under profile {r.profile['id']} ({r.profile.get('date')})")
+    under = f"under profile {r.profile['id']} ({r.profile.get('date')})"
+    fails = failing(j.findings, j.fail_on)
+    rest = [f for f in j.findings if f not in fails]
+    others = f"; not failing under --fail-on {j.fail_on}: {_counted(rest)}" if rest else ""
+    if j.verdict == "inconclusive":
+        return f"INCONCLUSIVE: {j.reason} ({under}){others}"
+    if j.verdict == "fail":
+        if not fails:
+            return f"FAIL: {len(j.warnings)} capture warning(s) under --fail-on warning, {under}"
+        return f"FAIL: {_counted(fails)} {under}{others}"
+    return f"PASS: nothing fails under --fail-on {j.fail_on}, {under}" + (f"; not failing: {_counted(rest)}"
+                                                                           if rest else "")
 
 
 def _tags_line(r: Report) -> str:

@@ -17,7 +17,7 @@ from meshpcap.rules.match import parse_domain_pattern, parse_prefix
 from meshpcap.rules.model import REQUIREMENTS, TRANSPORTS, ExpectedGroup, PortSet, Profile, Rule
 
 _TOP_KEYS = ("profile", "rule", "expected")
-_PROFILE_KEYS = ("id", "title", "source", "url", "date", "default", "notes")
+_PROFILE_KEYS = ("id", "title", "source", "url", "date", "default", "notes", "media_ports")
 _RULE_KEYS = (
     "id", "description", "domains", "service_tag", "cidrs", "any_destination", "transport", "ports",
     "tcp_ports", "udp_ports", "requirement", "expected", "event", "source",
@@ -104,7 +104,7 @@ def merge_profiles(base: Profile, extra: Profile) -> Profile:
     return Profile(
         id=base.id, title=base.title, source=base.source, url=base.url, date=base.date,
         notes=base.notes, rules=base.rules + extra.rules, expected=tuple(merged), path=base.path,
-        default=base.default,
+        default=base.default, media_ports=base.media_ports or extra.media_ports,
     )
 
 
@@ -160,6 +160,7 @@ def parse_profile_data(
     if not isinstance(default, bool):
         raise RuleError(src, "must be true or false", field="profile: default")
     pdate = _date(head.get("date"), src)
+    media_ports = _media_ports(head.get("media_ports", {}), src)
 
     raw_rules = data.get("rule", [])
     raw_groups = data.get("expected", [])
@@ -189,8 +190,24 @@ def parse_profile_data(
     groups = [_parse_group(raw, gid, src, rules, ids | base_rules) for raw, gid in zip(raw_groups, group_ids)]
     return Profile(
         id=pid, title=title, source=psource, url=url, date=pdate, notes=notes, rules=tuple(rules),
-        expected=tuple(groups), path=path, default=default,
+        expected=tuple(groups), path=path, default=default, media_ports=media_ports,
     )
+
+
+def _media_ports(value: Any, src: str) -> tuple[tuple[str, PortSet], ...]:
+    """``media_ports = { udp = ["3478-3481"], tcp = [...] }``: the ports that mark the profile's traffic."""
+    if not isinstance(value, dict):
+        raise RuleError(src, "must be a table such as { udp = [\"3478-3481\"] }", field="profile: media_ports")
+    out = []
+    for transport, ports in value.items():
+        if transport not in TRANSPORTS:
+            raise RuleError(src, f"unknown transport (expected one of: {', '.join(TRANSPORTS)})",
+                            field=f"profile: media_ports: {transport}")
+        try:
+            out.append((transport, PortSet.parse(ports)))
+        except ValueError as exc:
+            raise RuleError(src, str(exc), field=f"profile: media_ports: {transport}") from None
+    return tuple(out)
 
 
 def _str(value: Any, src: str, rule: str | None, field: str) -> str:

@@ -215,6 +215,13 @@ class Profile:
     expected: tuple[ExpectedGroup, ...]
     path: Path | None
     default: bool = False
+    # ports on which traffic "looks like" this profile's (media) traffic even to an address outside
+    # every rule: such a flow is "unexpected", not "unrelated" ([profile] media_ports in the TOML)
+    media_ports: tuple[tuple[str, PortSet], ...] = ()
+
+    def looks_like(self, transport: str, port: int | None) -> bool:
+        """True when ``transport``/``port`` is one of the profile's ``media_ports``."""
+        return port is not None and any(t == transport and port in ps for t, ps in self.media_ports)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:

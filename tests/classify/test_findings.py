@@ -49,8 +49,9 @@ def test_healthy_session_passes_with_no_findings():
 def test_checklist_has_every_rule_in_profile_order():
     j = run(healthy())
     assert [c.rule for c in j.checklist] == [r.id for r in M.profile().rules]
+    # the flow to mesh.office.com at an AzureCloud address counts under both MR-D4 and MR-A5 (issue 8 section 2)
     assert {c.rule: c.status for c in j.checklist if c.status != "not seen"} == {
-        "MR-D4": "ok", "MR-A4": "ok", "MR-A3": "ok"}
+        "MR-D4": "ok", "MR-A5": "ok", "MR-A4": "ok", "MR-A3": "ok"}
     mr_a4 = next(c for c in j.checklist if c.rule == "MR-A4")
     assert (mr_a4.ports, mr_a4.destination, mr_a4.flows) == ("UDP 3478-3481", "the AzureCloud service tag", 1)
 
@@ -99,7 +100,7 @@ def test_unexpected_flows_group_by_server_and_port():
     flows = [M.flow(i, "udp", OTHER, 30005, client_port=41000 + i) for i in range(1, 4)]
     j = run(healthy() + flows)
     (f,) = by_kind(j, "unexpected")
-    assert (f.severity, f.rule, f.flow_ids, f.destination) == ("warning", "MR-A3", (1, 2, 3), OTHER)
+    assert (f.severity, f.rule, f.flow_ids, f.destination) == ("error", "MR-A3", (1, 2, 3), OTHER)
     assert f.title == "unexpected UDP 30005 to 198.51.100.77"
     assert "3 flows" in f.detail
     assert "service-tag snapshot may be out of date" in f.fix
@@ -184,17 +185,26 @@ def test_dns_without_answer_at_the_end_of_the_capture_is_not_claimed():
 
 # -- expected groups: missing and fallback --------------------------------------------------------
 
-def test_empty_capture_misses_every_expected_group():
-    j = run([])
+def test_session_without_relay_and_media_misses_those_groups():
+    j = run(healthy()[:1])
     missing = by_kind(j, "missing")
     assert [f.title for f in missing] == [
-        "no traffic: a working session contacts at least one Mesh service endpoint over TCP 443",
         "no traffic: a working session reaches the media relay on UDP 3478-3481",
         "no traffic: a working session exchanges Mesh traffic with AzureCloud on ports 30000-30499",
     ]
     assert all(f.severity == "error" for f in missing)
-    assert missing[2].rule == "MR-A2,MR-A3"
-    assert j.verdict == "fail"
+    assert missing[1].rule == "MR-A2,MR-A3"
+    assert (missing[0].clients, missing[0].first_ns, missing[0].last_ns) == ((), None, None)
+    assert j.verdict == "fail" and j.reason is None
+
+
+def test_empty_capture_is_inconclusive_and_gives_no_advice():
+    # it used to give three "missing" errors, each with firewall advice, for a capture with nothing in it
+    j = run([])
+    assert j.verdict == "inconclusive"
+    assert "not one of its 0 flows or 0 DNS lookups" in j.reason
+    assert by_kind(j, "missing") == []
+    assert {g.status for g in j.groups} == {"missing"}
     statuses = {c.rule: c.status for c in j.checklist}
     assert statuses["MR-A4"] == "missing" and statuses["MR-D1"] == "missing"
     assert statuses["MR-A1"] == "not seen"  # TCP 80 to AzureCloud is never "missing"
@@ -247,14 +257,27 @@ def test_checklist_unexpected():
 
 # -- the capture judges itself -------------------------------------------------------------------
 
-def test_mid_session_capture_warns_and_softens_missing():
+def test_mid_session_capture_warns_but_does_not_explain_missing_media():
+    # a capture that began mid-session explains a TCP flow without a handshake, not absent UDP media or
+    # absent 30000-30499 traffic (it used to soften both to warnings and PASS)
     flows = [M.flow(i, server="20.73.96.14", orientation="ports", state="midstream", syn_count=0) for i in (1, 2)]
     j = run(flows)
     assert any(w.startswith("the capture began mid-session: 2 of 2 TCP flows have no handshake") for w in j.warnings)
     missing = by_kind(j, "missing")
-    assert len(missing) == 2 and all(f.severity == "warning" for f in missing)
-    assert all("The capture itself may be the reason" in f.detail for f in missing)
-    assert j.verdict == "pass"
+    assert [(f.rule, f.severity) for f in missing] == [("MR-A4", "error"), ("MR-A2,MR-A3", "error")]
+    assert j.verdict == "fail"
+
+
+def test_mid_session_explains_a_missing_group_matched_by_name_only():
+    # an unnamed TCP 443 flow without a handshake may be the Mesh service contact: its SNI came before the capture
+    prof = M.profile("single-room")
+    flows = [M.flow(1, server="198.51.100.9", orientation="ports", state="midstream", syn_count=0)]
+    j = run(flows + [M.flow(2, "udp", "52.112.0.9", 3478, sni=None)], prof=prof)
+    soft = [f for f in by_kind(j, "missing") if f.severity == "warning"]
+    assert soft and all("flow 1 to 198.51.100.9:443 has no handshake" in f.detail for f in soft)
+    # the same flow with a handshake explains nothing
+    j2 = run([M.flow(1, server="198.51.100.9")] + [M.flow(2, "udp", "52.112.0.9", 3478)], prof=prof)
+    assert {f.severity for f in by_kind(j2, "missing")} == {"error"}
 
 
 def test_one_direction_capture_warns_and_nothing_is_surely_blocked():
@@ -265,7 +288,9 @@ def test_one_direction_capture_warns_and_nothing_is_surely_blocked():
     blocked = by_kind(j, "blocked")
     assert len(blocked) == 3
     assert all(f.severity == "warning" and f.title.startswith("possibly blocked: ") for f in blocked)
-    assert j.verdict == "pass"
+    # every expected group was tried and nothing shows whether it worked: neither pass nor fail
+    assert j.verdict == "inconclusive"
+    assert j.reason.startswith("the capture cannot show whether mesh-service, media-relay, mesh-30000 worked")
 
 
 @pytest.mark.parametrize("capture, text", [
@@ -288,10 +313,16 @@ def test_drops_soften_no_answer():
     assert j.verdict == "pass"
 
 
-def test_truncated_capture_softens_missing():
-    j = run([M.flow(1, server="20.73.96.14", sni="mesh.office.com")],
-            truncated={"record": 3, "offset": 100, "reason": "cut"})
+def test_truncated_capture_softens_missing_only_after_the_cut():
+    cut = {"record": 3, "offset": 100, "reason": "cut"}
+    # cut 4 s after the session began: relay and media may have come after the cut
+    j = run([M.flow(1, server="20.73.96.14", sni="mesh.office.com")], truncated=cut, last_ns=T0 + 5 * S)
     assert {f.severity for f in by_kind(j, "missing")} == {"warning"}
+    assert all("truncated 4.0 s after the session's first traffic" in f.detail for f in by_kind(j, "missing"))
+    assert j.verdict == "inconclusive"
+    # a minute of session before the cut: the absence is before it, and the truncation explains nothing
+    j = run([M.flow(1, server="20.73.96.14", sni="mesh.office.com")], truncated=cut)
+    assert {f.severity for f in by_kind(j, "missing")} == {"error"} and j.verdict == "fail"
 
 
 # -- no service-tag snapshot ------------------------------------------------------------------------
@@ -318,17 +349,31 @@ def _finding(kind, severity="error"):
     ("blocked", {"blocked"}),
     ("missing", {"blocked", "missing"}),
     ("unexpected", {"blocked", "missing", "unexpected"}),
+    ("warning", {"blocked", "missing", "unexpected"}),
     ("never", set()),
 ])
 def test_fail_on_order(fail_on, fails):
-    found = {"blocked": _finding("blocked"), "missing": _finding("missing"),
-             "unexpected": _finding("unexpected", "warning")}
+    found = {"blocked": _finding("blocked"), "missing": _finding("missing"), "unexpected": _finding("unexpected")}
     assert {k for k, f in found.items() if failing([f], fail_on)} == fails
 
 
-def test_fail_on_ignores_info_and_soft_findings():
-    for fail_on in FAIL_ON:
-        assert failing([_finding("blocked", "info"), _finding("missing", "warning")], fail_on) == []
+def test_fail_on_treats_warning_severity_alike_for_every_kind():
+    # a warning-severity unexpected finding used to fail under --fail-on unexpected while a warning-severity
+    # blocked one never did
+    soft = [_finding(k, "warning") for k in ("blocked", "missing", "unexpected")] + [_finding("blocked", "info")]
+    for fail_on in ("blocked", "missing", "unexpected", "never"):
+        assert failing(soft, fail_on) == []
+    assert failing(soft, "warning") == soft
+
+
+def test_fail_on_warning_is_strict():
+    j = run(healthy() + [M.unanswered(1, "udp", MEDIA, 30013)], dropped_by_capture=3)
+    assert j.verdict == "pass" and run(healthy() + [M.unanswered(1, "udp", MEDIA, 30013)], dropped_by_capture=3,
+                                       fail_on="warning").verdict == "fail"
+    # a capture-quality warning alone fails too
+    assert run(healthy(), cut_by_snaplen=2).verdict == "pass"
+    assert run(healthy(), cut_by_snaplen=2, fail_on="warning").verdict == "fail"
+    assert run(healthy(), fail_on="warning").verdict == "pass"
 
 
 def test_unexpected_flow_is_no_attempt_at_an_expected_group():
@@ -340,7 +385,7 @@ def test_unexpected_flow_is_no_attempt_at_an_expected_group():
 
 def test_fail_on_changes_the_verdict():
     flows = healthy()[:2] + [M.flow(1, "udp", OTHER, 30005)]  # mesh-30000 missing, one unexpected
-    assert [run(flows, fail_on=x).verdict for x in FAIL_ON] == ["pass", "fail", "fail", "pass"]
+    assert [run(flows, fail_on=x).verdict for x in FAIL_ON] == ["pass", "fail", "fail", "fail", "pass"]
     assert run(healthy() + [M.unanswered(1, "udp", MEDIA, 30013)], fail_on="blocked").verdict == "fail"
 
 
@@ -348,4 +393,4 @@ def test_findings_are_numbered_errors_first():
     flows = [M.flow(1, "udp", OTHER, 30005), M.unanswered(2, "udp", MEDIA, 30012)] + healthy()[:2]
     j = run(flows)
     assert [(f.id, f.kind, f.severity) for f in j.findings] == [
-        ("F1", "blocked", "error"), ("F2", "unexpected", "warning")]
+        ("F1", "blocked", "error"), ("F2", "unexpected", "error")]

@@ -226,7 +226,7 @@ def test_named_destination_on_an_unlisted_port():
 def test_mesh_port_to_an_address_outside_azurecloud(transport, port, rule):
     v = judged(M.flow(transport=transport, server=OTHER, server_port=port))
     assert (v.verdict, v.rule, v.destination) == ("unexpected", rule, OTHER)
-    assert f"{transport.upper()} {port} is a Mesh media port, but {OTHER} is in no rule of the profile" in v.detail
+    assert f"{transport.upper()} {port} is a media port of the profile, but {OTHER} is in no rule of the profile" in v.detail
     assert "not in the AzureCloud service tag" in v.detail
 
 

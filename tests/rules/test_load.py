@@ -154,7 +154,7 @@ def _error(tmp_path, text, require_profile=True):
          "F: rule 'relay-udp': requirement: 'must' is not one of required, optional, conditional"),
         ('source = "SPEC MR-A4"', 'source = "s"\nexpected = "relay"',
          "F: rule 'relay-udp': expected: 'relay' is not a defined [[expected]] group"),
-        ('id = "t"', 'id = "t"\nversion = 2', "F: profile: version: unknown key (expected one of: id, title, source, url, date, default, notes)"),
+        ('id = "t"', 'id = "t"\nversion = 2', "F: profile: version: unknown key (expected one of: id, title, source, url, date, default, notes, media_ports)"),
         ('source = "test"', "", "F: profile: source: missing"),
         ('source = "test"', 'source = "t"\ndate = "June"', "F: profile: date: 'June' is not a date (YYYY-MM-DD)"),
         ('source = "test"', 'source = "t"\ndefault = "yes"', "F: profile: default: must be true or false"),
