@@ -287,9 +287,12 @@ def _what_the_capture_lacks(ft: FlowTable, verdicts: list[FlowVerdict], matcher:
                             profile: Profile) -> str | None:
     """Why the capture cannot show a session at all, or None when it can.
 
-    It can when at least one flow falls under a rule of the profile by name or address (a
-    flow matched on transport and port alone, without a service-tag snapshot, does not
-    count), or at least one DNS lookup asks for a name a rule covers."""
+    It can when at least one flow falls under a rule of the profile by name, or by address
+    under a rule on the primary path of an expected group (TCP 80 to AzureCloud, which no
+    session needs, or a TCP 443 fallback alone, is any Azure-hosted web site), or when at
+    least one DNS lookup asks for a name a rule covers.  A flow judged on transport and port
+    alone (no service-tag snapshot, or a media port to an address outside every rule) does
+    not count."""
     c = ft.capture
     packets = c.get("packets")
     if packets == 0:
@@ -297,13 +300,23 @@ def _what_the_capture_lacks(ft: FlowTable, verdicts: list[FlowVerdict], matcher:
     if c.get("decoded") == 0:
         why = ", ".join(f"{k}: {v}" for k, v in (c.get("undecoded") or {}).items())
         return f"none of its {packets} packets could be decoded as IP traffic" + (f" ({why})" if why else "")
-    if any(v.rule and v.matched_by != "port" for v in verdicts):
+    if any(_is_session_evidence(v, profile) for v in verdicts):
         return None
     if any(matcher.by_name(ev.qname) for ev in ft.dns):
         return None
     return (f"not one of its {len(ft.flows)} flows or {len(ft.dns)} DNS lookups touches a destination that a rule "
             f"of {profile.id} covers: the client did not run while it was captured, or the capture point did not "
             "see it")
+
+
+def _is_session_evidence(v: FlowVerdict, profile: Profile) -> bool:
+    """Does this flow show that a session of the profile was running (see _what_the_capture_lacks)?"""
+    if not v.rule or v.matched_by in ("port", "media-port"):
+        return False
+    if v.matched_by == "name" or not profile.expected:
+        return True
+    port = 443 if v.flow.connect_target else (v.flow.server_port or 0)
+    return any(g.satisfied_by(r, v.flow.transport, port) == "primary" for g in profile.expected for r in v.all_rules)
 
 
 def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: list[FlowVerdict]) -> list[DnsFailure]:

@@ -62,7 +62,9 @@ class FlowVerdict:
     blocked_by: str | None = None
     detail: str | None = None  # one sentence: what the evidence shows
     confidence: str = "high"  # "low" when the capture itself cannot show the outcome
-    matched_by: str | None = None  # name | address | service-tag | port (no service-tag snapshot)
+    # name | address | service-tag | port (no service-tag snapshot: transport and port alone) |
+    # media-port ("unexpected": a media port of the profile to an address outside every rule)
+    matched_by: str | None = None
     destination: str | None = None  # the name or address the verdict is about
     tag_verified: bool | None = None  # False: AzureCloud judged on transport and port alone
     rules: tuple[str, ...] = ()  # every rule the flow satisfies by name or address (``rule`` first)
@@ -195,7 +197,7 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
             tag_rules = [r for r in ctx.profile.rules if r.service_tag and r.allows(transport, port)]
             if tag_rules:
                 detail += f" (not in the {tag_rules[0].service_tag} service tag)"
-                return FlowVerdict(f, "unexpected", tag_rules[0].id, None, detail, matched_by="address",
+                return FlowVerdict(f, "unexpected", tag_rules[0].id, None, detail, matched_by="media-port",
                                    destination=f.server, tag_verified=True, rules=(tag_rules[0].id,))
             return FlowVerdict(f, "unexpected", None, None, detail, destination=f.server)
     return FlowVerdict(f, "unrelated", destination=destination)

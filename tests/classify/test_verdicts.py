@@ -165,10 +165,39 @@ def test_judge_dns_ignores_good_answers_and_other_names():
     assert judge_dns(M.dns("www.example.org", "NXDOMAIN"), m) is None
 
 
+# One hand-built situation per documented blocked_by value: a value added to BLOCKED_BY without a
+# situation here (or one that no longer produces its value) fails the test below.
+BLOCKED_BY_CASES = {
+    "no-answer": lambda: M.unanswered(transport="tcp"),
+    "rejected": lambda: M.flow(server=MESHSVC, state="rejected", syn_count=3, packets_s2c=3),
+    "icmp-unreachable": lambda: M.unanswered(1, "udp", RELAY, 3478, icmp_errors=(M.icmp_error(3, 13),)),
+    "tls-alert": lambda: M.flow(server="13.107.6.171", state="reset", sni="res-1.cdn.office.net",
+                                tls_alert="access_denied", tls_alert_from="server"),
+    "proxy-denied": lambda: M.flow(server="10.20.0.2", server_port=8080, connect_target="mesh.cloud.microsoft:443",
+                                   connect_status=403),
+    "tls-intercepted": lambda: M.flow(server="20.73.96.14", sni="mesh.office.com", tls_version="TLS 1.2",
+                                      cert_issuer="Contoso Outbound Inspection CA"),
+    # judged by findings.judge: the flow that carried a failed lookup of a name a rule needs
+    "dns-failure": lambda: (M.dns_flow(9), M.dns("mesh.office.com", "SERVFAIL", flow_id=9)),
+}
+
+
+def _blocked_by_of(case):
+    from meshpcap.classify import judge
+
+    built = case()
+    if isinstance(built, tuple):
+        f, ev = built
+        j = judge(M.table([f], [ev]), M.profile(), M.matcher(), True)
+        return j.flows[0].blocked_by
+    return judged(built).blocked_by
+
+
 def test_every_blocked_by_is_covered():
-    # the tests above (and dns-failure in test_findings) cover every documented value
-    assert set(BLOCKED_BY) == {"no-answer", "rejected", "icmp-unreachable", "tls-alert", "proxy-denied",
-                               "dns-failure", "tls-intercepted"}
+    # it used to compare the constant with a literal copy of itself
+    assert set(BLOCKED_BY) == set(BLOCKED_BY_CASES), "every blocked_by value needs a case in BLOCKED_BY_CASES"
+    for by, case in BLOCKED_BY_CASES.items():
+        assert _blocked_by_of(case) == by, by
     assert VERDICTS == ("allowed", "blocked", "unexpected", "unrelated")
 
 
