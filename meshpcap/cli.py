@@ -130,8 +130,8 @@ def analyze(
     from .report.analysis import render_report
 
     try:
-        fmt = _output_format(format, output)
         _not_the_capture(output, capture)
+        fmt = _output_format(format, output)
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
                      rules=rules, fail_on=fail_on.value)

@@ -277,3 +277,80 @@ def test_tags_update_then_analyze_uses_the_cache(tags_server, empty_cache):
 
 def test_tags_update_failure_is_one_line(tags_server):
     one_line_error(run("tags", "update", "--url", f"{tags_server}/nothing-here", "--timeout", "5"), "404")
+
+
+# -- issue 8 section 4: field input -------------------------------------------------------------------
+
+_ORG_RULES = ('[[rule]]\nid = "ORG-1"\ndescription = "our TURN"\ndomains = ["turn.contoso.com"]\n'
+              'transport = "udp"\nports = ["3478"]\nrequirement = "optional"\nevent = "MR"\nsource = "our policy \u00e9"\n')
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom"])
+def test_rule_file_saved_by_notepad_is_read(tmp_path, encoding):
+    rules = tmp_path / "org.toml"
+    if encoding.endswith("-bom"):
+        codec = encoding[:-4]
+        bom = "\ufeff".encode(codec)
+        rules.write_bytes(bom + _ORG_RULES.replace("\n", "\r\n").encode(codec))
+    else:
+        rules.write_bytes(_ORG_RULES.encode(encoding))
+    res = analyze("healthy-multi-room.pcapng", "--rules", rules, "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    org = next(c for c in json.loads(res.stdout)["checklist"] if c["rule"] == "ORG-1")
+    assert org["source"] == "our policy \u00e9"
+
+
+def test_rule_file_in_another_encoding_is_one_line(tmp_path):
+    rules = tmp_path / "org.toml"
+    rules.write_bytes(_ORG_RULES.encode("latin-1"))
+    one_line_error(analyze("healthy-multi-room.pcapng", "--rules", rules), str(rules), "not UTF-8 text",
+                   "save it as UTF-8")
+
+
+def test_output_never_overwrites_the_capture(tmp_path):
+    cap = tmp_path / "session.pcapng"
+    cap.write_bytes((SAMPLES / "tls-refused.pcapng").read_bytes())
+    before = cap.read_bytes()
+    for args in (["-o", cap], ["-o", tmp_path / "." / "session.pcapng", "--format", "json"]):
+        one_line_error(run("analyze", cap, "--service-tags", TAGS, *args), "is the capture being read")
+    link = tmp_path / "link.pcapng"
+    link.symlink_to(cap)
+    one_line_error(run("analyze", cap, "--service-tags", TAGS, "-o", link, "-f", "json"), "is the capture being read")
+    one_line_error(run("flows", cap, "-o", cap), "is the capture being read")
+    assert cap.read_bytes() == before
+
+
+@pytest.mark.parametrize("ext, check", [
+    ("json", lambda t: json.loads(t)["schema"] == "meshpcap.report/2"),
+    ("csv", lambda t: t.startswith("id,transport,")),
+    ("md", lambda t: t.startswith("# meshpcap: FAIL")),
+    ("txt", lambda t: t.startswith("FAIL: ")),
+])
+def test_output_format_from_the_extension(tmp_path, ext, check):
+    out = tmp_path / f"report.{ext.upper() if ext == 'json' else ext}"
+    res = analyze("tls-refused.pcapng", "-o", out)
+    assert res.exit_code == 1 and res.stdout == ""
+    assert check(out.read_text())
+    # --format wins over the extension
+    assert analyze("tls-refused.pcapng", "-o", out, "--format", "table").exit_code == 1
+    assert out.read_text().startswith("FAIL: ")
+
+
+def test_output_extension_unknown_says_why(tmp_path):
+    one_line_error(analyze("tls-refused.pcapng", "-o", tmp_path / "report.xyz"), "report.xyz",
+                   "cannot tell the format from the extension '.xyz'", "--format")
+    assert not (tmp_path / "report.xyz").exists()
+
+
+def test_profiles_csv_and_unknown_format():
+    res = run("profiles", "--format", "csv")
+    assert res.exit_code == 0
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert {r["id"]: (r["date"], r["default"]) for r in rows} == {
+        "multi-room": ("2024-06-12", "true"), "mesh-2024-10": ("2024-10-28", "false"),
+        "single-room": ("2025-04-30", "false")}
+    bad = run("profiles", "--format", "xml")
+    assert bad.exit_code == 2 and bad.stdout == "" and "xml" in bad.stderr

@@ -116,3 +116,52 @@ def test_retain_until_exit_keeps_the_reading_state(monkeypatch):
     second = pipeline.read_flows(SAMPLES / "reject-rst.pcapng")
     assert len(pipeline._retained) == 1
     assert first.to_dict() == second.to_dict()
+
+
+# -- issue 8 section 5: a FlowTable already read, explicit keywords, one string is one item ----------------
+
+def test_analyze_a_flow_table_against_several_profiles_without_reading_again(monkeypatch):
+    import meshpcap.pipeline as pipeline
+
+    ft = meshpcap.read_flows(SAMPLES / "single-room-teams.pcap")
+
+    def no_reading(*a, **k):
+        raise AssertionError("the capture was read again")
+
+    monkeypatch.setattr(pipeline, "read_flows", no_reading)
+    single = meshpcap.analyze(ft, "single-room", service_tags=TAGS, use_cache=False)
+    multi = meshpcap.analyze(ft, "multi-room", service_tags=TAGS, use_cache=False)
+    assert (single.verdict, multi.verdict) == ("pass", "fail")
+    assert single.flow_table is ft and multi.capture["path"].endswith("single-room-teams.pcap")
+
+
+def test_analyze_options_are_explicit_keywords():
+    import inspect
+
+    for fn in (meshpcap.analyze, __import__("meshpcap.pipeline", fromlist=["analyze"]).analyze):
+        params = inspect.signature(fn).parameters
+        for name in ("service_tags", "m365_endpoints", "webslates", "webslate_allow", "cloud_scripting", "rules",
+                     "fail_on", "use_cache"):
+            assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, (fn, name)
+        assert "kwargs" not in params
+    assert "FlowTable" in meshpcap.analyze.__doc__
+
+
+def test_a_single_string_is_one_item():
+    ft = meshpcap.read_flows(SAMPLES / "healthy-multi-room.pcapng")
+    one = meshpcap.analyze(ft, service_tags=TAGS, use_cache=False, webslates="https://slate.contoso.com/board",
+                           webslate_allow="cdn.contoso.com")
+    listed = meshpcap.analyze(ft, service_tags=TAGS, use_cache=False, webslates=["https://slate.contoso.com/board"],
+                              webslate_allow=["cdn.contoso.com"])
+    assert one.profile["rules"] == listed.profile["rules"]
+    assert one.checklist.rule.tolist() == listed.checklist.rule.tolist()
+
+
+def test_findings_dataframe_has_clients_and_times():
+    r = meshpcap.analyze(SAMPLES / "azure-30000-dropped.pcapng", service_tags=TAGS, use_cache=False)
+    f = r.findings
+    assert {"clients", "first_ns", "last_ns"} <= set(f.columns)
+    blocked = r.judgement.findings[0]
+    flows = [v.flow for v in r.judgement.flows if v.flow.id in blocked.flow_ids]
+    assert list(blocked.clients) == sorted({x.client for x in flows})
+    assert (blocked.first_ns, blocked.last_ns) == (min(x.first_ns for x in flows), max(x.last_ns for x in flows))

@@ -120,13 +120,29 @@ def _replace_group(g: ExpectedGroup, **changes: Any) -> ExpectedGroup:
 def _load(path: Path, require_profile: bool, base: Profile | None = None) -> Profile:
     src = str(path)
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(src, f"not valid TOML: {exc}") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise RuleError(src, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(_decode_text(raw, src))
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleError(src, f"not valid TOML: {exc}") from None
     return parse_profile_data(data, src, path=path, require_profile=require_profile, base=base)
+
+
+def _decode_text(raw: bytes, src: str) -> str:
+    """A rule file's text: UTF-8 (with or without the BOM Windows Notepad writes) or UTF-16 with its BOM;
+    any other encoding is one clear error."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw, enc = raw[3:], "utf-8"
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        enc = "utf-16"  # the BOM says which byte order; the codec reads and drops it
+    else:
+        enc = "utf-8"
+    try:
+        return raw.decode(enc)
+    except UnicodeDecodeError as exc:
+        raise RuleError(src, f"not {enc.upper()} text (byte {exc.start}): save it as UTF-8") from None
 
 
 def parse_profile_data(

@@ -394,3 +394,98 @@ def test_findings_are_numbered_errors_first():
     j = run(flows)
     assert [(f.id, f.kind, f.severity) for f in j.findings] == [
         ("F1", "blocked", "error"), ("F2", "unexpected", "error")]
+
+
+# -- a flow counts for every rule it satisfies (issue 8 section 2) ---------------------------------------
+
+def test_flow_counts_for_every_rule_and_group_it_satisfies():
+    # teams.cloud.microsoft matches *.cloud.microsoft (X-3b, mesh-service) and the Teams set ID 12 (M365-12,
+    # teams-service) by name, and M365-12 by address too: only X-3b used to be credited, so teams-service was
+    # "missing" in a healthy session
+    prof = M.profile("mesh-2024-10")
+    flows = [M.flow(1, server="52.113.194.132", sni="teams.cloud.microsoft", tls_version="TLS 1.3"),
+             M.flow(2, "udp", "52.112.0.9", 3478)]
+    j = run(flows, prof=prof)
+    v = j.flows[0]
+    assert v.rule == "X-3b" and v.rules[0] == "X-3b" and "M365-12" in v.rules
+    assert v.to_dict()["rules"] == list(v.rules)
+    assert {g.id: g.status for g in j.groups} == {"mesh-service": "met", "teams-service": "met", "media-relay": "met"}
+    assert status(j, "M365-12") == "ok" and status(j, "X-3b") == "ok"
+    assert j.verdict == "pass"
+
+
+def test_flow_blocked_under_its_primary_rule_blocks_every_rule_it_satisfies():
+    prof = M.profile("mesh-2024-10")
+    flows = [M.flow(1, server="52.113.194.132", sni="teams.cloud.microsoft", state="rejected", syn_count=3)]
+    j = run(flows + [M.flow(2, "udp", "52.112.0.9", 3478)], prof=prof)
+    assert group(j, "teams-service").status == "blocked" and group(j, "mesh-service").status == "blocked"
+    (f,) = by_kind(j, "blocked")
+    assert f.rule == "X-3b"  # one finding, under the primary rule
+
+
+# -- findings name their clients and times (issue 8 section 5) -------------------------------------------
+
+def test_findings_carry_clients_and_first_last_failing_attempt():
+    retries = [M.unanswered(i, "tcp", MEDIA, 30012, client_port=40000 + i, first_ns=T0 + i * S,
+                            last_ns=T0 + i * S + S // 2, client="10.20.0.%d" % (10 + i % 2)) for i in range(1, 5)]
+    evs = [M.dns("mesh.cloud.microsoft", "SERVFAIL", ns=T0 + 7 * S), M.dns("mesh.cloud.microsoft", "SERVFAIL",
+                                                                           ns=T0 + 9 * S)]
+    j = run(healthy() + retries, evs)
+    f = next(f for f in by_kind(j, "blocked") if f.blocked_by == "no-answer")
+    assert (f.clients, f.first_ns, f.last_ns) == (("10.20.0.10", "10.20.0.11"), T0 + S, T0 + 4 * S + S // 2)
+    d = next(f for f in by_kind(j, "blocked") if f.blocked_by == "dns-failure")
+    assert (d.clients, d.first_ns, d.last_ns) == ((M.CLIENT,), T0 + 7 * S, T0 + 9 * S)
+    assert f.to_dict()["clients"] == ["10.20.0.10", "10.20.0.11"] and f.to_dict()["first_ns"] == T0 + S
+
+
+# -- uncertainty is a field, not a string prefix (issue 10 item 3) ---------------------------------------
+
+def test_dns_no_answer_near_the_end_is_uncertain_whatever_its_wording():
+    from meshpcap.classify.findings import _dns_failures
+    from meshpcap.classify.verdicts import judge_flow
+
+    ctx = M.context()
+    ft = M.table([], [M.dns("mesh.cloud.microsoft", None, ns=END - S), M.dns("mesh.cloud.microsoft", None, ns=T0)])
+    late, early = _dns_failures(ft, ctx.matcher, ctx, [judge_flow(f, ctx) for f in ft.flows])
+    assert late.uncertain and not early.uncertain
+    assert _dns_failures(M.table([], [M.dns("a.office.com", "NXDOMAIN")]), ctx.matcher, ctx, [])[0].uncertain
+
+
+# -- media ports come from the profile (issue 10 item 4) -----------------------------------------------
+
+def test_media_ports_are_the_profiles():
+    # single-room (the Teams rows) names UDP 3478-3481 only: 30000-30499 to an unknown address is unrelated there
+    flows = [M.flow(1, "udp", OTHER, 30005), M.flow(2, "udp", OTHER, 3478)]
+    single = run(flows, prof=M.profile("single-room"))
+    assert [v.verdict for v in single.flows] == ["unrelated", "unexpected"]
+    multi = run(flows)
+    assert [v.verdict for v in multi.flows] == ["unexpected", "unexpected"]
+    assert [v.matched_by for v in multi.flows] == ["media-port", "media-port"]
+
+
+def test_media_ports_field_is_validated(tmp_path):
+    from meshpcap.errors import RuleError
+    from meshpcap.rules import load_profile
+
+    base = '[profile]\nid = "p"\nsource = "s"\n'
+    ok = tmp_path / "ok.toml"
+    ok.write_text(base + 'media_ports = { udp = ["5000-5010", 6000] }\n')
+    assert load_profile(ok).looks_like("udp", 5005) and not load_profile(ok).looks_like("tcp", 5005)
+    for bad, msg in [('media_ports = { sctp = [1] }', "media_ports: sctp: unknown transport"),
+                     ('media_ports = { udp = ["9-1"] }', "media_ports: udp"),
+                     ('media_ports = [1, 2]', "media_ports")]:
+        p = tmp_path / "bad.toml"
+        p.write_text(base + bad + "\n")
+        with pytest.raises(RuleError, match=msg):
+            load_profile(p)
+    # a profile without the field has no media ports: nothing "looks like" its traffic
+    none = tmp_path / "none.toml"
+    none.write_text(base)
+    assert load_profile(none).media_ports == ()
+
+
+def test_microsoft_issuers_are_data_with_a_source():
+    from meshpcap.classify import verdicts
+
+    assert verdicts.MICROSOFT_ISSUERS == ("microsoft", "digicert", "baltimore cybertrust")
+    assert "Azure Certificate Authority details" in verdicts.MICROSOFT_ISSUERS_SOURCE
