@@ -232,10 +232,15 @@ def analyze(
     }
     tags_info = None
     if tags is not None:
+        from .classify.snapshots import distance_warning, snapshot_date
+
+        snap, how = snapshot_date(tags.date, tags.cloud, tags.change_number)
         tags_info = {
             "file": str(tags_path),
-            "date": tags.date.isoformat() if tags.date else None,
+            "date": snap.isoformat() if snap else None,
+            "date_from": how,
             "change_number": tags.change_number,
             "cloud": tags.cloud,
+            "warning": distance_warning(snap, ft.capture.get("first_ns"), ft.capture.get("last_ns")),
         }
     return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on})

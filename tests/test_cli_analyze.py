@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -354,3 +355,40 @@ def test_profiles_csv_and_unknown_format():
         "single-room": ("2025-04-30", "false")}
     bad = run("profiles", "--format", "xml")
     assert bad.exit_code == 2 and bad.stdout == "" and "xml" in bad.stderr
+
+
+# -- the service-tag snapshot's date, even renamed, and its distance from the capture ---------------------
+
+def test_renamed_snapshot_is_dated_from_its_content(tmp_path):
+    # the quick-start sample used to print "date None"
+    renamed = tmp_path / "tags.json"
+    renamed.write_bytes(Path(TAGS).read_bytes())
+    res = run("analyze", sample("healthy-multi-room.pcapng"), "--service-tags", renamed, "--format", "json")
+    st = json.loads(res.stdout)["service_tags"]
+    assert (st["date"], st["date_from"], st["change_number"], st["cloud"]) == ("2025-10-28", "changeNumber", 375,
+                                                                               "Public")
+    table = run("analyze", sample("healthy-multi-room.pcapng"), "--service-tags", renamed).stdout
+    assert f"service tags: {renamed} (Public cloud, changeNumber 375, date 2025-10-28 from its changeNumber)" in table
+
+
+def test_unknown_snapshot_date_is_said(tmp_path):
+    doc = json.loads(Path(TAGS).read_text())
+    doc["changeNumber"] = 9999
+    p = tmp_path / "tags.json"
+    p.write_text(json.dumps(doc))
+    res = run("analyze", sample("healthy-multi-room.pcapng"), "--service-tags", p)
+    assert "date unknown: not in the file name, and the changeNumber is not a known snapshot" in res.stdout
+    assert json.loads(run("analyze", sample("healthy-multi-room.pcapng"), "--service-tags", p, "-f", "json")
+                      .stdout)["service_tags"]["date"] is None
+
+
+def test_snapshot_far_from_the_capture_warns(tmp_path):
+    # the samples were captured on 2024-06-20; the sample snapshot is of 2025-10-28
+    res = analyze("healthy-multi-room.pcapng")
+    assert ("! the service-tag snapshot is dated 2025-10-28, 495 days after the capture (2024-06-20)"
+            in res.stdout)
+    near = tmp_path / "ServiceTags_Public_20240617.json"
+    near.write_bytes(Path(TAGS).read_bytes())
+    res = run("analyze", sample("healthy-multi-room.pcapng"), "--service-tags", near, "-f", "json")
+    st = json.loads(res.stdout)["service_tags"]
+    assert (st["date"], st["date_from"], st["warning"]) == ("2024-06-17", "file name", None)

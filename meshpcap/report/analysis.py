@@ -146,7 +146,20 @@ def _tags_line(r: Report) -> str:
     st = r.service_tags
     if st is None:
         return "service tags: none (AzureCloud membership not verified)"
-    return f"service tags: {st.get('file')} (date {st.get('date')}, changeNumber {st.get('change_number')})"
+    how = st.get("date_from")
+    if st.get("date") is None:
+        date = "unknown: not in the file name, and the changeNumber is not a known snapshot"
+    else:
+        date = st["date"] + (f" from its {how}" if how else "")
+    return f"service tags: {st.get('file')} ({st.get('cloud')} cloud, changeNumber {st.get('change_number')}, date {date})"
+
+
+def _warnings(r: Report) -> list[str]:
+    """The capture's warnings, then the one about the service-tag snapshot's date (reference data)."""
+    out = list(r.judgement.warnings)
+    if r.service_tags and r.service_tags.get("warning"):
+        out.append(r.service_tags["warning"])
+    return out
 
 
 def _flow_rows(r: Report, show_unrelated: bool) -> list[list[Any]]:
@@ -170,10 +183,10 @@ def render_table(r: Report, show_unrelated: bool = False) -> str:
     out.append(f"source: {r.profile['source']}")
     out.append(_tags_line(r))
     out += capture_summary(r.capture)
-    if j.warnings:
+    if _warnings(r):
         out.append("")
         out.append("WARNINGS")
-        out += [f"  ! {w}" for w in j.warnings]
+        out += [f"  ! {w}" for w in _warnings(r)]
     out.append("")
     if j.findings:
         out.append("FINDINGS")
@@ -214,8 +227,8 @@ def render_markdown(r: Report, show_unrelated: bool = False) -> str:
     out.append(f"- capture: `{r.capture.get('path')}` ({r.capture.get('packets')} packets)")
     out.append(f"- profile: **{r.profile['id']}**: {r.profile['title']}; source: {r.profile['source']}")
     out.append(f"- {_tags_line(r)}")
-    if j.warnings:
-        out += ["", "## Warnings", ""] + [f"- {w}" for w in j.warnings]
+    if _warnings(r):
+        out += ["", "## Warnings", ""] + [f"- {w}" for w in _warnings(r)]
     out += ["", "## Findings", ""]
     if not j.findings:
         out.append("None.")
