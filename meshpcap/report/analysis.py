@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
-from .flows import capture_summary, cell, endpoint, json_indent2
+from .flows import capture_summary, cell, endpoint, json_indent2, ns_text
 from .formats import ReportFormat
 
 REPORT_SCHEMA = "meshpcap.report/2"
@@ -199,6 +199,8 @@ def render_table(r: Report, show_unrelated: bool = False) -> str:
             if f.flow_ids:
                 ids = ", ".join(map(str, f.flow_ids[:12])) + (" ..." if len(f.flow_ids) > 12 else "")
                 out.append(f"      flows: {ids}")
+            if f.clients:
+                out.append(f"      {_who_and_when(f)}")
     else:
         out.append("FINDINGS: none")
     out.append("")
@@ -215,6 +217,12 @@ def render_table(r: Report, show_unrelated: bool = False) -> str:
     rows = _flow_rows(r, show_unrelated)
     out.append(tabulate(rows, FLOW_HEAD, tablefmt="simple") if rows else "  (none)")
     return "\n".join(out) + "\n"
+
+
+def _who_and_when(f) -> str:
+    """``clients: 10.20.0.15; first 2024-...Z, last 2024-...Z`` for a finding that rests on attempts."""
+    who = ", ".join(f.clients[:6]) + (f" (+{len(f.clients) - 6} more)" if len(f.clients) > 6 else "")
+    return f"client{'s' if len(f.clients) != 1 else ''}: {who}; first {ns_text(f.first_ns)}, last {ns_text(f.last_ns)}"
 
 
 def _short(text: str, n: int) -> str:
@@ -241,6 +249,8 @@ def render_markdown(r: Report, show_unrelated: bool = False) -> str:
         out.append(f"- **fix:** {_md(f.fix)}")
         if f.flow_ids:
             out.append(f"- flows: {', '.join(map(str, f.flow_ids))}")
+        if f.clients:
+            out.append(f"- {_md(_who_and_when(f))}")
         out.append("")
     out += ["## Expected traffic", "", "| status | group | what a working session shows |", "|---|---|---|"]
     out += [f"| {g.status} | {g.id} | {_md(g.description)} |" for g in j.groups]
