@@ -116,7 +116,7 @@ class CheckItem:
 class GroupStatus:
     id: str
     description: str
-    status: str  # met | met-by-fallback | blocked | missing
+    status: str  # met | met-by-fallback | blocked | missing | not shown (the capture shows no session)
     detail: str
     flow_ids: tuple[int, ...] = ()
 
@@ -244,8 +244,11 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
 
     lacks = _what_the_capture_lacks(ft, verdicts, matcher, profile)
     if lacks is not None:
-        # no session to judge: no firewall advice ("allow UDP 3478-3481" on an empty file is wrong)
+        # no session to judge: no firewall advice ("allow UDP 3478-3481" on an empty file is wrong), and a
+        # group without traffic is "not shown" rather than "missing"
         findings = [f for f in findings if f.kind != "missing"]
+        group_status = [replace(g, status="not shown", detail="the capture shows no session")
+                        if g.status == "missing" else g for g in group_status]
     findings = _number(findings)
     checklist = _checklist(profile, verdicts, group_status, dns_fail)
     counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("allowed", "blocked", "unexpected", "unrelated")}

@@ -204,9 +204,15 @@ def test_empty_capture_is_inconclusive_and_gives_no_advice():
     assert j.verdict == "inconclusive"
     assert "not one of its 0 flows or 0 DNS lookups" in j.reason
     assert by_kind(j, "missing") == []
-    assert {g.status for g in j.groups} == {"missing"}
+    assert {(g.status, g.detail) for g in j.groups} == {("not shown", "the capture shows no session")}
     statuses = {c.rule: c.status for c in j.checklist}
-    assert statuses["MR-A4"] == "missing" and statuses["MR-D1"] == "missing"
+    assert statuses["MR-A4"] == "not seen" and statuses["MR-D1"] == "not seen"
+
+
+def test_groups_without_traffic_are_missing_in_a_session():
+    j = run(healthy()[:1])
+    statuses = {c.rule: c.status for c in j.checklist}
+    assert statuses["MR-A4"] == "missing" and statuses["MR-D4"] == "ok" and statuses["MR-D1"] == "not seen"
     assert statuses["MR-A1"] == "not seen"  # TCP 80 to AzureCloud is never "missing"
 
 
