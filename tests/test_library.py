@@ -58,6 +58,7 @@ def test_empty_capture_has_columns(empty_capture):
     assert list(r.findings.columns) == list(FINDING_COLUMNS)
     # nothing of a session is in it: inconclusive, with no firewall advice (it used to be three "missing" errors)
     assert r.verdict == "inconclusive" and r.exit_code == 3 and r.reason == "the capture holds no packets"
+    assert "INCONCLUSIVE (the capture holds no packets) under multi-room" in repr(r)
     assert list(r.findings.kind) == []
     assert len(r.checklist) == 11 and list(r.checklist.columns) == CHECKLIST_COLUMNS
     d = json.loads(r.to_json())

@@ -102,7 +102,8 @@ class Report:
     def __repr__(self) -> str:
         j = self.judgement
         kinds = {k: sum(1 for f in j.findings if f.kind == k) for k in ("blocked", "missing", "unexpected")}
-        return (f"<meshpcap Report {self.capture.get('path')}: {j.verdict.upper()} under {self.profile['id']}; "
+        why = f" ({j.reason})" if j.reason else ""
+        return (f"<meshpcap Report {self.capture.get('path')}: {j.verdict.upper()}{why} under {self.profile['id']}; "
                 f"{len(j.flows)} flows ({j.counts.get('allowed', 0)} allowed, {j.counts.get('blocked', 0)} blocked, "
                 f"{j.counts.get('unexpected', 0)} unexpected); findings: {kinds['blocked']} blocked, "
                 f"{kinds['missing']} missing, {kinds['unexpected']} unexpected>")
