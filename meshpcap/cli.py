@@ -66,7 +66,8 @@ def flows(
 @app.command()
 def analyze(
     capture: Path = typer.Argument(..., help="pcap or pcapng file of the session"),
-    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`"),
+    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`; "
+                                "`auto`: the one in force on the capture's date (or --as-of)"),
     service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
                                                 "(default: the copy cached by `meshpcap tags update`)"),
     m365_endpoints: Optional[Path] = typer.Option(None, "--m365-endpoints", help="Microsoft 365 endpoints JSON "
@@ -80,6 +81,8 @@ def analyze(
     show_unrelated: bool = typer.Option(False, "--show-unrelated", help="also list flows unrelated to the profile"),
     fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 when findings at or above this kind "
                                    "exist: blocked > missing > unexpected; never (default: blocked or missing)"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="judge as of this date (YYYY-MM-DD; default: the "
+                                        "capture's first packet): says when the profile was superseded or retired"),
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
@@ -91,7 +94,7 @@ def analyze(
     try:
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
-                     rules=rules, fail_on=fail_on.value)
+                     rules=rules, fail_on=fail_on.value, as_of=as_of)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or format == ReportFormat.json
         _write(render_report(report, format, show), output)
@@ -105,27 +108,38 @@ def analyze(
 def profiles(
     format: str = typer.Option("table", "--format", "-f", help="table or json"),
 ) -> None:
-    """List the rule sets with their date and source."""
+    """List the rule sets: when each was in force (with the source of each date), source and notes."""
     import json
 
     from tabulate import tabulate
 
     from .rules import list_profiles
+    from .rules.periods import profile_period
 
     try:
         items = list_profiles()
     except MeshpcapError as exc:
         _fail(exc)
-    data = [{"id": p.id, "date": p.date.isoformat() if p.date else None, "rules": len(p.rules),
-             "default": p.default, "title": p.title, "source": p.source} for p in items]
+    data = [profile_period(p) for p in items]
     if format == "json":
         typer.echo(json.dumps(data, indent=2))
         return
-    rows = [[d["id"] + (" (default)" if d["default"] else ""), d["date"], d["rules"], d["title"]] for d in data]
-    typer.echo(tabulate(rows, ["profile", "date", "rules", "title"], tablefmt="simple"))
-    typer.echo("")
+    rows = [[d["id"] + (" (default)" if d["default"] else ""), d["date"], d["in_force"], d["rules"], d["title"]]
+            for d in data]
+    typer.echo(tabulate(rows, ["profile", "date", "in force", "rules", "title"], tablefmt="simple"))
     for d in data:
+        typer.echo("")
         typer.echo(f"{d['id']}: {d['source']}")
+        for key, label in (("valid_from", "valid from"), ("superseded_on", "superseded on"), ("retired_on", "retired on")):
+            if d[key]:
+                by = d.get(key.replace("_on", "_by")) if key != "valid_from" else None
+                typer.echo(f"  {label} {d[key]}" + (f" (then: {by})" if by else "") + f": {d[key + '_source']}")
+        if d["endpoints"]:
+            e = d["endpoints"]
+            typer.echo(f"  endpoint files: {e['combine']} ({', '.join(e['selects'])})"
+                       + (f"; shipped rows: version {e['version']} ({e['file']})" if e["version"] else ""))
+        if d["notes"]:
+            typer.echo(f"  notes: {d['notes']}")
 
 
 tags_app = typer.Typer(no_args_is_help=True, help="Azure service-tag snapshots: download and look up.")

@@ -208,7 +208,7 @@ def test_profiles():
     assert "multi-room (default)" in res.stdout
     d = json.loads(run("profiles", "--format", "json").stdout)
     assert {p["id"]: p["date"] for p in d} == {"multi-room": "2024-06-12", "mesh-2024-10": "2024-10-28",
-                                               "single-room": "2025-04-30"}
+                                               "single-room": "2025-04-30", "teams": "2025-04-30"}
 
 
 def test_tags_which():

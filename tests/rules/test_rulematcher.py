@@ -17,9 +17,10 @@ def test_rule_matcher(tmp_path):
     tags = load_service_tags(path)
     mesh = load_profile("mesh-2024-10")
     matcher = RuleMatcher(mesh.rules, tags)
-    assert [r.id for r in matcher.by_name("teams.microsoft.com")] == ["X-3", "X-4c", "M365-12"]
-    assert [r.id for r in matcher.by_name("foo.cloud.microsoft.com")] == ["X-3", "X-4c"]
-    assert [r.id for r in matcher.by_name("foo.cloud.microsoft")] == ["X-3b"]
+    # M365-50/78 (*.microsoft.com) and 184 (*.cloud.microsoft) are the M365 Common rows the doc points at
+    assert [r.id for r in matcher.by_name("teams.microsoft.com")] == ["X-3", "X-4c", "M365-12", "M365-50", "M365-78"]
+    assert [r.id for r in matcher.by_name("foo.cloud.microsoft.com")] == ["X-3", "X-4c", "M365-50", "M365-78"]
+    assert [r.id for r in matcher.by_name("foo.cloud.microsoft")] == ["X-3b", "M365-184"]
     assert [r.id for r in matcher.by_address("52.113.0.9")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
     assert [r.id for r in matcher.by_address("52.114.0.9")] == ["M365-11", "M365-12"]
     assert [r.id for r in matcher.by_address("2603:1063::5")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
