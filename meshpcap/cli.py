@@ -163,6 +163,29 @@ def tags_update(
     typer.echo(f"{path}: date {date}, changeNumber {change}")
 
 
+@tags_app.command("import")
+def tags_import(
+    file: Path = typer.Argument(..., help="a ServiceTags_Public_YYYYMMDD.json copied by hand"),
+    date: Optional[str] = typer.Option(None, "--date", help="the snapshot's date (YYYY-MM-DD) when the name has none"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache directory (default: the user cache)"),
+) -> None:
+    """Check a service-tag file and put it in the cache (for machines without internet access)."""
+    from .rules.periods import parse_as_of
+    from .rules.update import import_service_tags
+
+    try:
+        stamp = None
+        if date is not None:
+            try:
+                stamp = parse_as_of(date)
+            except MeshpcapError:
+                raise MeshpcapError(f"--date: '{date}' is not a date (YYYY-MM-DD)") from None
+        path, when, change = import_service_tags(file, cache=cache, snapshot=stamp)
+    except MeshpcapError as exc:
+        _fail(exc)
+    typer.echo(f"{path}: date {when}, changeNumber {change}")
+
+
 @tags_app.command("which")
 def tags_which(
     addresses: List[str] = typer.Argument(..., help="IPv4 or IPv6 addresses"),
@@ -187,6 +210,45 @@ def tags_which(
             typer.echo(f"{a}: {', '.join(found) if found else '(no tag)'}")
     except MeshpcapError as exc:
         _fail(exc)
+
+
+endpoints_app = typer.Typer(no_args_is_help=True, help="Microsoft 365 endpoints (the Teams rows): download and import.")
+app.add_typer(endpoints_app, name="endpoints")
+
+
+@endpoints_app.command("update")
+def endpoints_update(
+    url: str = typer.Option("https://endpoints.office.com", "--url", help="the endpoints web service"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache directory (default: the user cache)"),
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds per request"),
+    force: bool = typer.Option(False, "--force", help="download even when the cache holds the latest version"),
+) -> None:
+    """Ask the endpoints web service for its version and download the worldwide endpoints into the cache
+    (checked first; a failed or malformed download keeps the old copy). Profiles with `use_cache`
+    (teams, single-room, mesh-2024-10) then judge by it when it is newer than their shipped rows."""
+    from .rules.update import update_m365_endpoints
+
+    try:
+        path, version, downloaded = update_m365_endpoints(url, cache=cache, timeout=timeout, force=force)
+    except MeshpcapError as exc:
+        _fail(exc)
+    typer.echo(f"{path}: version {version}" + ("" if downloaded else " (already the latest; nothing downloaded)"))
+
+
+@endpoints_app.command("import")
+def endpoints_import(
+    file: Path = typer.Argument(..., help="an endpoints/worldwide JSON copied by hand"),
+    version: Optional[str] = typer.Option(None, "--version", help="its version YYYYMMDDNN (default: from the name)"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache directory (default: the user cache)"),
+) -> None:
+    """Check an endpoints file and put it in the cache (for machines without internet access)."""
+    from .rules.update import import_m365_endpoints
+
+    try:
+        path, v = import_m365_endpoints(file, version=version, cache=cache)
+    except MeshpcapError as exc:
+        _fail(exc)
+    typer.echo(f"{path}: version {v}")
 
 
 def main() -> None:
