@@ -4,7 +4,7 @@ from .errors import CaptureError, MeshpcapError, RuleError
 
 __version__ = "0.1.0"
 
-__all__ = ["read_flows", "analyze", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
+__all__ = ["read_flows", "analyze", "analyze_profiles", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
 
 
 def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None):
@@ -19,3 +19,11 @@ def analyze(path, profile: str = "multi-room", **kwargs):
     from .pipeline import analyze as _analyze
 
     return _analyze(path, profile=profile, **kwargs)
+
+
+def analyze_profiles(source, profiles, **kwargs):
+    """Judge one capture (path or FlowTable, read once) under several profiles; returns a
+    :class:`meshpcap.report.compare.Comparison` (side-by-side findings, one Report per profile)."""
+    from .pipeline import analyze_profiles as _analyze_profiles
+
+    return _analyze_profiles(source, profiles, **kwargs)

@@ -66,8 +66,9 @@ def flows(
 @app.command()
 def analyze(
     capture: Path = typer.Argument(..., help="pcap or pcapng file of the session"),
-    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`; "
-                                "`auto`: the one in force on the capture's date (or --as-of)"),
+    profile: List[str] = typer.Option([], "--profile", "-p", help="rule set (default multi-room): see `meshpcap "
+                                      "profiles`; `auto`: the one in force on the capture's date (or --as-of); "
+                                      "repeat it to compare the capture under several side by side"),
     service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
                                                 "(default: the copy cached by `meshpcap tags update`)"),
     m365_endpoints: Optional[Path] = typer.Option(None, "--m365-endpoints", help="Microsoft 365 endpoints JSON "
@@ -86,13 +87,19 @@ def analyze(
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
-    Exit codes: 0 nothing at or above --fail-on, 1 findings, 2 bad input."""
+    Exit codes: 0 nothing at or above --fail-on, 1 findings, 2 bad input. With several --profile
+    options the exit code follows the first one."""
     from . import analyze as run
     from .classify import failing
     from .report.analysis import render_report
 
+    if len(profile) > 1:
+        _compare(capture, profile, format, output, fail_on.value, service_tags=service_tags,
+                 m365_endpoints=m365_endpoints, webslates=webslate, webslate_allow=webslate_allow,
+                 cloud_scripting=cloud_scripting, rules=rules, as_of=as_of)
+        return
     try:
-        report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
+        report = run(capture, profile=profile[0] if profile else "multi-room", service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
                      rules=rules, fail_on=fail_on.value, as_of=as_of)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
@@ -101,6 +108,21 @@ def analyze(
     except MeshpcapError as exc:
         _fail(exc)
     if failing(report.judgement.findings, fail_on.value):
+        raise typer.Exit(1)
+
+
+def _compare(capture: Path, profiles: List[str], format, output: Optional[Path], fail_on: str, **kwargs) -> None:
+    """`analyze` with several --profile options: one reading, a side-by-side table; exit code of the first."""
+    from . import analyze_profiles
+    from .classify import failing
+    from .report.compare import render_compare
+
+    try:
+        comparison = analyze_profiles(capture, profiles, fail_on=fail_on, **kwargs)
+        _write(render_compare(comparison, format.value), output)
+    except MeshpcapError as exc:
+        _fail(exc)
+    if failing(comparison.reports[0].judgement.findings, fail_on):
         raise typer.Exit(1)
 
 

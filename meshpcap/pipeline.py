@@ -167,11 +167,9 @@ def analyze(
     with neither, AzureCloud rules are judged on transport and port alone and every such
     verdict says "AzureCloud membership not verified".
     """
-    from .classify import FAIL_ON, judge
+    from .classify import FAIL_ON
     from .errors import MeshpcapError
-    from .report.analysis import Report
     from .rules import cached_service_tags, load_service_tags
-    from .rules.match import RuleMatcher
 
     if fail_on not in FAIL_ON:
         raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
@@ -185,6 +183,15 @@ def analyze(
         tags = load_service_tags(tags_path)
     ft = read_flows(path)
     prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
+    return _report(ft, prof, notices, tags, tags_path, fail_on)
+
+
+def _report(ft, prof, notices, tags, tags_path, fail_on):
+    """Judge a FlowTable already read against one profile (shared by analyze and analyze_profiles)."""
+    from .classify import judge
+    from .report.analysis import Report
+    from .rules.match import RuleMatcher
+
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
     profile_info = {
@@ -209,6 +216,46 @@ def analyze(
             "cloud": tags.cloud,
         }
     return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on})
+
+
+def analyze_profiles(
+    source,
+    profiles: list[str] | tuple[str, ...],
+    service_tags: str | os.PathLike | None = None,
+    m365_endpoints: str | os.PathLike | None = None,
+    webslates: tuple[str, ...] | list[str] = (),
+    webslate_allow: tuple[str, ...] | list[str] = (),
+    cloud_scripting: tuple[str, ...] | list[str] | str | None = (),
+    rules: str | os.PathLike | None = None,
+    fail_on: str = "missing",
+    use_cache: bool = True,
+    as_of=None,
+):
+    """Judge one capture under several profiles; a :class:`meshpcap.report.compare.Comparison`.
+
+    ``source`` is a capture path or a :class:`FlowTable` already read: the capture is read once
+    and each profile (``"auto"`` allowed; add-ons apply to every one) judges the same flows.
+    ``comparison.reports`` holds one Report per profile, in the order given.
+    """
+    from .classify import FAIL_ON
+    from .errors import MeshpcapError
+    from .report.compare import Comparison
+    from .rules import cached_service_tags, load_service_tags
+
+    if fail_on not in FAIL_ON:
+        raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
+    if not profiles:
+        raise MeshpcapError("--profile: give at least one profile to compare")
+    addons = (m365_endpoints, webslates, webslate_allow, cloud_scripting, rules)
+    loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
+    tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
+    tags = load_service_tags(tags_path) if tags_path is not None else None
+    ft = source if isinstance(source, FlowTable) else read_flows(source)
+    reports = []
+    for prof in loaded:
+        prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
+        reports.append(_report(ft, prof, notices, tags, tags_path, fail_on))
+    return Comparison(reports, fail_on)
 
 
 def _profile_for_date(prof, ft, as_of, addons, use_cache):
