@@ -191,13 +191,8 @@ def parse_profile_data(
         rules.append(rule)
     endpoints_version = use.version if use else None
     if use is not None and use.file is not None:  # the rules Microsoft publishes, generated from the file
-        for g in {g for _, g in use.expected} - set(group_ids):
-            raise RuleError(src, f"'{g}' is not a defined [[expected]] group", field="profile: endpoints: expected")
-        for rule in rules_for_use(load_m365_endpoints(use.file), use, use.version):
-            if rule.id in ids or rule.id in base_rules:
-                raise RuleError(src, f"duplicate id (also generated from {use.file.name})", rule=rule.id, field="id")
-            ids.add(rule.id)
-            rules.append(rule)
+        rules += _generated_rules(use, src, set(group_ids), ids | base_rules)
+        ids |= {r.id for r in rules}
     if use is not None:
         title = use.title.format(version=endpoints_version or "unknown") if use.title else title
         psource = use.source.format(version=endpoints_version or "unknown") if use.source else psource
@@ -210,6 +205,18 @@ def parse_profile_data(
         expected=tuple(groups), path=path, default=default, endpoints=use, endpoints_version=endpoints_version,
         endpoints_file=use.file if use else None, **period,
     )
+
+
+def _generated_rules(use: EndpointsUse, src: str, group_ids: set[str], taken: set[str]) -> list[Rule]:
+    """The rules of the endpoint sets ``use`` selects from its ``file`` (ids must not clash with ``taken``)."""
+    assert use.file is not None
+    for g in sorted({g for _, g in use.expected} - group_ids):
+        raise RuleError(src, f"'{g}' is not a defined [[expected]] group", field="profile: endpoints: expected")
+    out = rules_for_use(load_m365_endpoints(use.file), use, use.version)
+    for rule in out:
+        if rule.id in taken:
+            raise RuleError(src, f"duplicate id (also generated from {use.file.name})", rule=rule.id, field="id")
+    return out
 
 
 def _period(head: dict[str, Any], src: str) -> dict[str, Any]:

@@ -122,7 +122,7 @@ def profile_period(p: Profile) -> dict[str, Any]:
         return d.isoformat() if d else None
 
     end = p.ended_on
-    span = f"{iso(p.valid_from) or '?'} .. {iso(end) or 'now'}" if (p.valid_from or end) else ""
+    span = f"{iso(p.valid_from) or '?'} .. {iso(end) or 'now'}" if (p.valid_from or end) else "current"
     e = p.endpoints
     return {
         "id": p.id, "default": p.default, "date": iso(p.date), "in_force": span, "rules": len(p.rules),

@@ -9,7 +9,7 @@ import pytest
 
 from meshpcap.errors import RuleError
 from meshpcap.pipeline import load_rules
-from meshpcap.rules.load import load_profile, parse_profile_data
+from meshpcap.rules.load import load_profile, parse_profile_data, profiles_dir
 
 ROWS_2022 = [  # the shape of version 2022072800's Teams rows (two of them, trimmed)
     {"id": 11, "serviceArea": "Skype", "serviceAreaDisplayName": "Skype for Business Online and Microsoft Teams",
@@ -112,3 +112,26 @@ def test_shared_2022_file_with_every_shipped_profile(spec_file, monkeypatch, tmp
         p = load_rules(pid, m365_endpoints=path)
         assert p.endpoints_version == "2022072800" and "M365-26" in {r.id for r in p.rules}, pid
         assert "2025043000" not in p.title + p.source, pid
+
+
+def _profile_with_file(tmp_path, extra=""):
+    (tmp_path / "rows-2025043000.json").write_bytes((profiles_dir() / "endpoints" / "m365-worldwide-2025043000.json")
+                                                    .read_bytes())
+    path = tmp_path / "p.toml"
+    path.write_text('[profile]\nid = "p"\nsource = "s"\n[profile.endpoints]\ncombine = "replace"\n'
+                    'file = "rows-2025043000.json"\n' + extra)
+    return path
+
+
+def test_profile_file_generation_errors(tmp_path):
+    p = load_profile(_profile_with_file(tmp_path))
+    assert p.endpoints_version == "2025043000" and len(p.rules) == 9 and p.date == date(2025, 4, 30)
+    path = _profile_with_file(tmp_path, 'expected = { "11" = "nope" }\n')
+    with pytest.raises(RuleError) as exc:
+        load_profile(path)
+    assert str(exc.value) == f"{path}: profile: endpoints: expected: 'nope' is not a defined [[expected]] group"
+    path = _profile_with_file(tmp_path, '[[rule]]\nid = "M365-17"\nsource = "s"\ndomains = ["aka.ms"]\n'
+                                        'transport = "tcp"\nports = [443]\n')
+    with pytest.raises(RuleError) as exc:
+        load_profile(path)
+    assert str(exc.value) == f"{path}: rule 'M365-17': id: duplicate id (also generated from rows-2025043000.json)"
