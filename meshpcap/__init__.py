@@ -14,8 +14,13 @@ def read_flows(path, names: bool = True, idle_seconds: float | None = None, batc
     return _read_flows(path, names=names, idle_seconds=idle_seconds, batch_bytes=batch_bytes)
 
 
-def analyze(path, profile: str = "multi-room", **kwargs):
-    """Judge a capture against a profile; returns a :class:`meshpcap.report.Report`."""
+def analyze(path, profile: str = "multi-room", profiles=None, **kwargs):
+    """Judge a capture against a profile; returns a :class:`meshpcap.report.Report`.
+
+    With ``profiles=[...]`` the capture is judged under each of them instead (read once) and a
+    :class:`meshpcap.report.compare.Comparison` is returned, as from :func:`analyze_profiles`."""
+    if profiles is not None:
+        return analyze_profiles(path, profiles, **kwargs)
     from .pipeline import analyze as _analyze
 
     return _analyze(path, profile=profile, **kwargs)

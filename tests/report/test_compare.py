@@ -75,3 +75,9 @@ def test_cli_exit_code_follows_the_first_profile():
                                                  "markdown or json\n")
     res = runner.invoke(app, ["analyze", capture, "-p", "multi-room", "-p", "nope"])
     assert res.exit_code == 2 and res.stderr.startswith("meshpcap: profile 'nope': unknown profile")
+
+
+def test_analyze_with_profiles():
+    c = meshpcap.analyze(SAMPLES / "single-room-teams.pcap", profiles=["teams", "single-room"])
+    assert c.profiles == ["teams", "single-room"] and c.verdict == "pass"
+    assert repr(c).endswith("teams PASS, single-room PASS; 2 rows>")
