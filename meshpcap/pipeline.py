@@ -173,6 +173,7 @@ def analyze(
 
     if fail_on not in FAIL_ON:
         raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
+    as_of = _as_of(as_of)
     addons = (m365_endpoints, webslates, webslate_allow, cloud_scripting, rules)
     prof = None if profile == "auto" else load_rules(profile, *addons, use_cache=use_cache)
     tags = None
@@ -246,6 +247,7 @@ def analyze_profiles(
         raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
     if not profiles:
         raise MeshpcapError("--profile: give at least one profile to compare")
+    as_of = _as_of(as_of)
     addons = (m365_endpoints, webslates, webslate_allow, cloud_scripting, rules)
     loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
     tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
@@ -258,14 +260,21 @@ def analyze_profiles(
     return Comparison(reports, fail_on)
 
 
+def _as_of(value):
+    """``as_of`` as a date (a date, or ``"YYYY-MM-DD"``), checked before the capture is read."""
+    from .rules.periods import parse_as_of
+
+    if value is None or hasattr(value, "isoformat"):
+        return value
+    return parse_as_of(str(value))
+
+
 def _profile_for_date(prof, ft, as_of, addons, use_cache):
     """(profile, notices): ``prof`` (None for ``--profile auto``: the one in force on the date) and
     what the report must say about the fit between its dates and the capture's."""
     from .errors import MeshpcapError
-    from .rules.periods import capture_date, in_force, parse_as_of, profile_notice
+    from .rules.periods import capture_date, in_force, profile_notice
 
-    if as_of is not None and not hasattr(as_of, "isoformat"):
-        as_of = parse_as_of(str(as_of))
     on = as_of if as_of is not None else capture_date(ft.capture.get("first_ns"))
     notices = []
     if prof is None:

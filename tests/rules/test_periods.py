@@ -114,3 +114,21 @@ def test_capture_dated_2026_with_default_profile(tmp_path, monkeypatch):
     assert auto.profile["id"] == "teams" and auto.profile["notices"][0]["kind"] == "auto"
     assert meshpcap.analyze(path, profile="auto", as_of="2024-08-01").profile["id"] == "mesh-2024-10"
     assert "notices" not in meshpcap.analyze(path, as_of="2024-06-20").profile
+
+
+def test_cli_as_of_and_auto(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from meshpcap.cli import app
+
+    monkeypatch.setenv("MESHPCAP_CACHE_DIR", str(tmp_path / "cache"))
+    path = str(_capture_2026(tmp_path))
+    runner = CliRunner()
+    res = runner.invoke(app, ["analyze", path, "--as-of", "2026-13-01"])
+    assert res.exit_code == 2 and res.stderr == "meshpcap: --as-of: '2026-13-01' is not a date (YYYY-MM-DD)\n"
+    res = runner.invoke(app, ["analyze", path, "--profile", "auto"])
+    lines = res.stdout.splitlines()
+    assert lines[0].endswith("under profile teams (2025-04-30)")
+    assert lines[1] == "NOTE: --profile auto: `teams` is the profile in force on this capture's date (2026-01-15)"
+    res = runner.invoke(app, ["analyze", path, "--as-of", "2024-07-01"])
+    assert "NOTE" not in res.stdout.split("\n\n", 1)[0]
