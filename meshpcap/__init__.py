@@ -4,7 +4,7 @@ from .errors import CaptureError, MeshpcapError, RuleError
 
 __version__ = "0.1.0"
 
-__all__ = ["read_flows", "analyze", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
+__all__ = ["read_flows", "analyze", "analyze_profiles", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
 
 
 def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None):
@@ -18,6 +18,7 @@ def analyze(
     source,
     profile: str = "multi-room",
     *,
+    profiles=None,
     service_tags=None,
     m365_endpoints=None,
     webslates=(),
@@ -26,18 +27,33 @@ def analyze(
     rules=None,
     fail_on: str = "missing",
     use_cache: bool = True,
+    as_of=None,
 ):
     """Judge a capture against a profile; returns a :class:`meshpcap.report.analysis.Report`.
 
     ``source``: a capture path, or a FlowTable from :func:`read_flows` (judge one capture against
-    several profiles without reading it again).  ``service_tags``: a ServiceTags_Public JSON (default:
-    the cached one unless ``use_cache=False``); ``m365_endpoints``: an M365 endpoints JSON;
-    ``webslates``, ``webslate_allow``, ``cloud_scripting``: a string or a list of strings;
-    ``rules``: your own TOML rules; ``fail_on``: blocked, missing (default), unexpected, warning or
-    never.  ``.verdict`` is "pass", "fail" or "inconclusive" (see ``.reason``).
+    several profiles without reading it again).  ``profile``: a shipped profile id, a TOML file, or
+    ``"auto"`` (the profile in force on ``as_of``, default the capture's first packet).
+    ``service_tags``: a ServiceTags_Public JSON (default: the cached one unless ``use_cache=False``);
+    ``m365_endpoints``: an M365 endpoints JSON; ``webslates``, ``webslate_allow``, ``cloud_scripting``:
+    a string or a list of strings; ``rules``: your own TOML rules; ``fail_on``: blocked, missing
+    (default), unexpected, warning or never.  ``.verdict`` is "pass", "fail" or "inconclusive" (see
+    ``.reason``).  With ``profiles=[...]`` the capture is judged under each of them instead (read
+    once) and a :class:`meshpcap.report.compare.Comparison` is returned, as from :func:`analyze_profiles`.
     """
+    options = dict(service_tags=service_tags, m365_endpoints=m365_endpoints, webslates=webslates,
+                   webslate_allow=webslate_allow, cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on,
+                   use_cache=use_cache, as_of=as_of)
+    if profiles is not None:
+        return analyze_profiles(source, profiles, **options)
     from .pipeline import analyze as _analyze
 
-    return _analyze(source, profile, service_tags=service_tags, m365_endpoints=m365_endpoints, webslates=webslates,
-                    webslate_allow=webslate_allow, cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on,
-                    use_cache=use_cache)
+    return _analyze(source, profile, **options)
+
+
+def analyze_profiles(source, profiles, **kwargs):
+    """Judge one capture (path or FlowTable, read once) under several profiles; returns a
+    :class:`meshpcap.report.compare.Comparison` (side-by-side findings, one Report per profile)."""
+    from .pipeline import analyze_profiles as _analyze_profiles
+
+    return _analyze_profiles(source, profiles, **kwargs)

@@ -103,7 +103,9 @@ def _not_the_capture(output: Optional[Path], capture: Path) -> None:
 @app.command()
 def analyze(
     capture: Path = typer.Argument(..., help="pcap or pcapng file of the session"),
-    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`"),
+    profile: List[str] = typer.Option([], "--profile", "-p", help="rule set (default multi-room): see `meshpcap "
+                                      "profiles`; `auto`: the one in force on the capture's date (or --as-of); "
+                                      "repeat it to compare the capture under several side by side"),
     service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
                                                 "(default: the copy cached by `meshpcap tags update`)"),
     m365_endpoints: Optional[Path] = typer.Option(None, "--m365-endpoints", help="Microsoft 365 endpoints JSON "
@@ -120,21 +122,29 @@ def analyze(
     fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 on error-severity findings of this "
                                    "kind or a kind before it: blocked > missing > unexpected; warning: strict, any "
                                    "finding or capture warning; never (default: missing = blocked or missing)"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="judge as of this date (YYYY-MM-DD; default: the "
+                                        "capture's first packet): says when the profile was superseded or retired"),
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
     Exit codes: 0 pass, 1 fail (findings at or above --fail-on), 2 bad input, 3 inconclusive (the capture
     cannot show a session: no packets, nothing decodable, nothing the profile covers; or it cannot tell
-    whether an expected group worked)."""
+    whether an expected group worked). With several --profile options the exit code follows the first one."""
     from . import analyze as run
     from .report.analysis import render_report
 
+    if len(profile) > 1:
+        _compare(capture, profile, format, output, fail_on.value, service_tags=service_tags,
+                 m365_endpoints=m365_endpoints, webslates=webslate, webslate_allow=webslate_allow,
+                 cloud_scripting=cloud_scripting, rules=rules, as_of=as_of)
+        return
     try:
         _not_the_capture(output, capture)
         fmt = _output_format(format, output)
-        report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
+        report = run(capture, profile=profile[0] if profile else "multi-room", service_tags=service_tags,
+                     m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
-                     rules=rules, fail_on=fail_on.value)
+                     rules=rules, fail_on=fail_on.value, as_of=as_of)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or fmt == ReportFormat.json
         _write(render_report(report, fmt, show), output)
@@ -144,11 +154,28 @@ def analyze(
         raise typer.Exit(report.exit_code)
 
 
+def _compare(capture: Path, profiles: List[str], format, output: Optional[Path], fail_on: str, **kwargs) -> None:
+    """`analyze` with several --profile options: one reading, a side-by-side table; exit code of the first."""
+    from . import analyze_profiles
+    from .report.compare import render_compare
+
+    try:
+        _not_the_capture(output, capture)
+        fmt = _output_format(format, output)
+        comparison = analyze_profiles(capture, profiles, fail_on=fail_on, **kwargs)
+        _write(render_compare(comparison, fmt.value), output)
+    except MeshpcapError as exc:
+        _fail(exc)
+    code = comparison.reports[0].exit_code
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def profiles(
     format: ProfilesFormat = typer.Option(ProfilesFormat.table, "--format", "-f", help="table, json or csv"),
 ) -> None:
-    """List the rule sets with their date and source."""
+    """List the rule sets: when each was in force (with the source of each date), source and notes."""
     import csv
     import io
     import json
@@ -156,28 +183,40 @@ def profiles(
     from tabulate import tabulate
 
     from .rules import list_profiles
+    from .rules.periods import profile_period
 
     try:
         items = list_profiles()
     except MeshpcapError as exc:
         _fail(exc)
-    data = [{"id": p.id, "date": p.date.isoformat() if p.date else None, "rules": len(p.rules),
-             "default": p.default, "title": p.title, "source": p.source} for p in items]
+    data = [profile_period(p) for p in items]
     if format == ProfilesFormat.json:
         typer.echo(json.dumps(data, indent=2))
         return
     if format == ProfilesFormat.csv:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(data[0]) if data else ["id"], lineterminator="\n")
+        scalar = [k for k, v in data[0].items() if not isinstance(v, (dict, list))] if data else ["id"]
+        w = csv.DictWriter(buf, fieldnames=scalar, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows({k: ("true" if v is True else "false" if v is False else v) for k, v in d.items()} for d in data)
         sys.stdout.write(buf.getvalue())
         return
-    rows = [[d["id"] + (" (default)" if d["default"] else ""), d["date"], d["rules"], d["title"]] for d in data]
-    typer.echo(tabulate(rows, ["profile", "date", "rules", "title"], tablefmt="simple"))
-    typer.echo("")
+    rows = [[d["id"] + (" (default)" if d["default"] else ""), d["date"], d["in_force"], d["rules"], d["title"]]
+            for d in data]
+    typer.echo(tabulate(rows, ["profile", "date", "in force", "rules", "title"], tablefmt="simple"))
     for d in data:
+        typer.echo("")
         typer.echo(f"{d['id']}: {d['source']}")
+        for key, label in (("valid_from", "valid from"), ("superseded_on", "superseded on"), ("retired_on", "retired on")):
+            if d[key]:
+                by = d.get(key.replace("_on", "_by")) if key != "valid_from" else None
+                typer.echo(f"  {label} {d[key]}" + (f" (then: {by})" if by else "") + f": {d[key + '_source']}")
+        if d["endpoints"]:
+            e = d["endpoints"]
+            typer.echo(f"  endpoint files: {e['combine']} ({', '.join(e['selects'])})"
+                       + (f"; shipped rows: version {e['version']} ({e['file']})" if e["version"] else ""))
+        if d["notes"]:
+            typer.echo(f"  notes: {d['notes']}")
 
 
 tags_app = typer.Typer(no_args_is_help=True, help="Azure service-tag snapshots: download and look up.")
@@ -199,6 +238,29 @@ def tags_update(
     except MeshpcapError as exc:
         _fail(exc)
     typer.echo(f"{path}: date {date}, changeNumber {change}")
+
+
+@tags_app.command("import")
+def tags_import(
+    file: Path = typer.Argument(..., help="a ServiceTags_Public_YYYYMMDD.json copied by hand"),
+    date: Optional[str] = typer.Option(None, "--date", help="the snapshot's date (YYYY-MM-DD) when the name has none"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache directory (default: the user cache)"),
+) -> None:
+    """Check a service-tag file and put it in the cache (for machines without internet access)."""
+    from .rules.periods import parse_as_of
+    from .rules.update import import_service_tags
+
+    try:
+        stamp = None
+        if date is not None:
+            try:
+                stamp = parse_as_of(date)
+            except MeshpcapError:
+                raise MeshpcapError(f"--date: '{date}' is not a date (YYYY-MM-DD)") from None
+        path, when, change = import_service_tags(file, cache=cache, snapshot=stamp)
+    except MeshpcapError as exc:
+        _fail(exc)
+    typer.echo(f"{path}: date {when}, changeNumber {change}")
 
 
 @tags_app.command("which")
@@ -225,6 +287,45 @@ def tags_which(
             typer.echo(f"{a}: {', '.join(found) if found else '(no tag)'}")
     except MeshpcapError as exc:
         _fail(exc)
+
+
+endpoints_app = typer.Typer(no_args_is_help=True, help="Microsoft 365 endpoints (the Teams rows): download and import.")
+app.add_typer(endpoints_app, name="endpoints")
+
+
+@endpoints_app.command("update")
+def endpoints_update(
+    url: str = typer.Option("https://endpoints.office.com", "--url", help="the endpoints web service"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache directory (default: the user cache)"),
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds per request"),
+    force: bool = typer.Option(False, "--force", help="download even when the cache holds the latest version"),
+) -> None:
+    """Ask the endpoints web service for its version and download the worldwide endpoints into the cache
+    (checked first; a failed or malformed download keeps the old copy). Profiles with `use_cache`
+    (teams, single-room, mesh-2024-10) then judge by it when it is newer than their shipped rows."""
+    from .rules.update import update_m365_endpoints
+
+    try:
+        path, version, downloaded = update_m365_endpoints(url, cache=cache, timeout=timeout, force=force)
+    except MeshpcapError as exc:
+        _fail(exc)
+    typer.echo(f"{path}: version {version}" + ("" if downloaded else " (already the latest; nothing downloaded)"))
+
+
+@endpoints_app.command("import")
+def endpoints_import(
+    file: Path = typer.Argument(..., help="an endpoints/worldwide JSON copied by hand"),
+    version: Optional[str] = typer.Option(None, "--version", help="its version YYYYMMDDNN (default: from the name)"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="cache directory (default: the user cache)"),
+) -> None:
+    """Check an endpoints file and put it in the cache (for machines without internet access)."""
+    from .rules.update import import_m365_endpoints
+
+    try:
+        path, v = import_m365_endpoints(file, version=version, cache=cache)
+    except MeshpcapError as exc:
+        _fail(exc)
+    typer.echo(f"{path}: version {v}")
 
 
 def main() -> None:

@@ -115,22 +115,19 @@ def load_rules(
     webslate_allow: tuple[str, ...] | list[str] = (),
     cloud_scripting: tuple[str, ...] | list[str] | str | None = (),
     rules: str | os.PathLike | None = None,
+    use_cache: bool = True,
 ):
-    """The profile to judge against, with the add-ons of the command line."""
+    """The profile to judge against, with the add-ons of the command line.
+
+    Endpoint rows (``m365_endpoints``, else a newer cached download when the profile allows it)
+    combine with the profile as its ``[profile.endpoints]`` table says.
+    """
     from dataclasses import replace
 
-    from .rules import cloud_scripting_rule, load_m365_profile, load_profile, load_rules_file, merge_profiles
-    from .rules import webslate_rules
+    from .rules import cloud_scripting_rule, load_profile, load_rules_file, merge_profiles, webslate_rules
+    from .rules.m365 import resolve_endpoints
 
-    base = load_profile(profile)
-    if m365_endpoints is not None:
-        m365 = load_m365_profile(m365_endpoints)
-        if base.id == "single-room":
-            # the report needs the rules' date: the endpoints version's (YYYYMMDDNN), as the shipped profile has
-            base = replace(m365, id=base.id, title=f"{base.title} (endpoints from {Path(m365_endpoints).name})",
-                           date=m365.date or _version_date(m365.source))
-        else:
-            base = merge_profiles(base, m365)
+    base = resolve_endpoints(load_profile(profile), m365_endpoints, use_cache)
     extra = []
     if webslates or webslate_allow:
         extra += list(webslate_rules(list(webslates), list(webslate_allow)))
@@ -143,20 +140,6 @@ def load_rules(
     if rules is not None:
         base = merge_profiles(base, load_rules_file(rules, base))
     return base
-
-
-def _version_date(text: str):
-    """The date of an M365 endpoints version (``version 2025043000`` -> 2025-04-30), or None."""
-    import re
-    from datetime import date
-
-    m = re.search(r"version (\d{4})(\d{2})(\d{2})\d{2}\b", text)
-    if not m:
-        return None
-    try:
-        return date(int(m[1]), int(m[2]), int(m[3]))
-    except ValueError:
-        return None
 
 
 def _items(value, what: str) -> tuple[str, ...]:
@@ -185,11 +168,18 @@ def analyze(
     rules: str | os.PathLike | None = None,
     fail_on: str = "missing",
     use_cache: bool = True,
+    as_of=None,
 ):
     """Judge a capture against a profile and return a :class:`meshpcap.report.analysis.Report`.
 
     ``source`` is a capture path or a :class:`FlowTable` already read with :func:`read_flows`
     (so one capture can be judged against several profiles without reading it again).
+
+    ``profile="auto"`` picks the profile in force on ``as_of`` (a date or ``"YYYY-MM-DD"``;
+    default: the date of the capture's first packet). When that date falls after the chosen
+    profile was superseded or retired, ``report.profile["notices"]`` says so (and the table
+    and Markdown renderers print it under the headline).
+
     ``service_tags`` is an official ``ServiceTags_Public_YYYYMMDD.json``; without it the
     snapshot cached by ``meshpcap tags update`` is used (``use_cache=False`` to not), and
     with neither, AzureCloud rules are judged on transport and port alone and every such
@@ -198,21 +188,16 @@ def analyze(
     ``blocked``, ``missing`` (default), ``unexpected``, ``warning`` (strict) or ``never``.
     ``Report.verdict`` is ``pass``, ``fail`` or ``inconclusive``.
     """
-    from dataclasses import replace
-
-    from .classify import FAIL_ON, judge
+    from .classify import FAIL_ON
     from .errors import MeshpcapError
-    from .report.analysis import Report
-    from .rules import cached_service_tags, load_profile, load_service_tags
-    from .rules.match import RuleMatcher
+    from .rules import cached_service_tags, load_service_tags
 
     if fail_on not in FAIL_ON:
         raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
-    prof = load_rules(profile, m365_endpoints, _items(webslates, "webslates"),
-                      _items(webslate_allow, "webslate_allow"), _items(cloud_scripting, "cloud_scripting"), rules)
-    if not prof.media_ports and m365_endpoints is not None:
-        # an endpoints file replaces the rules of single-room, not what marks its media traffic
-        prof = replace(prof, media_ports=load_profile(profile).media_ports)
+    as_of = _as_of(as_of)
+    addons = (m365_endpoints, _items(webslates, "webslates"), _items(webslate_allow, "webslate_allow"),
+              _items(cloud_scripting, "cloud_scripting"), rules)
+    prof = None if profile == "auto" else load_rules(profile, *addons, use_cache=use_cache)
     tags = None
     tags_path = service_tags
     if tags_path is None and use_cache:
@@ -220,6 +205,16 @@ def analyze(
     if tags_path is not None:
         tags = load_service_tags(tags_path)
     ft = source if isinstance(source, FlowTable) else read_flows(source)
+    prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
+    return _report(ft, prof, notices, tags, tags_path, fail_on)
+
+
+def _report(ft, prof, notices, tags, tags_path, fail_on):
+    """Judge a FlowTable already read against one profile (shared by analyze and analyze_profiles)."""
+    from .classify import judge
+    from .report.analysis import Report
+    from .rules.match import RuleMatcher
+
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
     profile_info = {
@@ -230,6 +225,11 @@ def analyze(
         "url": prof.url,
         "rules": len(prof.rules),
     }
+    if prof.endpoints_version is not None:
+        profile_info["endpoints"] = {"version": prof.endpoints_version,
+                                     "file": prof.endpoints_file.name if prof.endpoints_file else None}
+    if notices:
+        profile_info["notices"] = notices
     tags_info = None
     if tags is not None:
         from .classify.snapshots import distance_warning, snapshot_date
@@ -244,3 +244,76 @@ def analyze(
             "warning": distance_warning(snap, ft.capture.get("first_ns"), ft.capture.get("last_ns")),
         }
     return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on})
+
+
+def analyze_profiles(
+    source,
+    profiles: list[str] | tuple[str, ...],
+    service_tags: str | os.PathLike | None = None,
+    m365_endpoints: str | os.PathLike | None = None,
+    webslates: tuple[str, ...] | list[str] = (),
+    webslate_allow: tuple[str, ...] | list[str] = (),
+    cloud_scripting: tuple[str, ...] | list[str] | str | None = (),
+    rules: str | os.PathLike | None = None,
+    fail_on: str = "missing",
+    use_cache: bool = True,
+    as_of=None,
+):
+    """Judge one capture under several profiles; a :class:`meshpcap.report.compare.Comparison`.
+
+    ``source`` is a capture path or a :class:`FlowTable` already read: the capture is read once
+    and each profile (``"auto"`` allowed; add-ons apply to every one) judges the same flows.
+    ``comparison.reports`` holds one Report per profile, in the order given.
+    """
+    from .classify import FAIL_ON
+    from .errors import MeshpcapError
+    from .report.compare import Comparison
+    from .rules import cached_service_tags, load_service_tags
+
+    if fail_on not in FAIL_ON:
+        raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
+    if not profiles:
+        raise MeshpcapError("--profile: give at least one profile to compare")
+    as_of = _as_of(as_of)
+    addons = (m365_endpoints, _items(webslates, "webslates"), _items(webslate_allow, "webslate_allow"),
+              _items(cloud_scripting, "cloud_scripting"), rules)
+    loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
+    tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
+    tags = load_service_tags(tags_path) if tags_path is not None else None
+    ft = source if isinstance(source, FlowTable) else read_flows(source)
+    reports = []
+    for prof in loaded:
+        prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
+        reports.append(_report(ft, prof, notices, tags, tags_path, fail_on))
+    return Comparison(reports, fail_on)
+
+
+def _as_of(value):
+    """``as_of`` as a date (a date, or ``"YYYY-MM-DD"``), checked before the capture is read."""
+    from .rules.periods import parse_as_of
+
+    if value is None or hasattr(value, "isoformat"):
+        return value
+    return parse_as_of(str(value))
+
+
+def _profile_for_date(prof, ft, as_of, addons, use_cache):
+    """(profile, notices): ``prof`` (None for ``--profile auto``: the one in force on the date) and
+    what the report must say about the fit between its dates and the capture's."""
+    from .errors import MeshpcapError
+    from .rules.periods import capture_date, in_force, profile_notice
+
+    on = as_of if as_of is not None else capture_date(ft.capture.get("first_ns"))
+    notices = []
+    if prof is None:
+        if on is None:
+            raise MeshpcapError("--profile auto: the capture has no packets to date it; give --as-of YYYY-MM-DD")
+        chosen = in_force(on)
+        prof = load_rules(chosen.id, *addons, use_cache=use_cache)
+        what = f"the date given ({on})" if as_of is not None else f"this capture's date ({on})"
+        notices.append({"kind": "auto", "date": on.isoformat(), "in_force": prof.id,
+                        "text": f"--profile auto: `{prof.id}` is the profile in force on {what}"})
+    notice = profile_notice(prof, on, as_of=as_of is not None)
+    if notice is not None:
+        notices.append(notice.to_dict())
+    return prof, notices

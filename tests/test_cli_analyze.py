@@ -209,7 +209,7 @@ def test_profiles():
     assert "multi-room (default)" in res.stdout
     d = json.loads(run("profiles", "--format", "json").stdout)
     assert {p["id"]: p["date"] for p in d} == {"multi-room": "2024-06-12", "mesh-2024-10": "2024-10-28",
-                                               "single-room": "2025-04-30"}
+                                               "single-room": "2025-04-30", "teams": "2025-04-30"}
 
 
 def test_tags_which():
@@ -352,7 +352,7 @@ def test_profiles_csv_and_unknown_format():
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert {r["id"]: (r["date"], r["default"]) for r in rows} == {
         "multi-room": ("2024-06-12", "true"), "mesh-2024-10": ("2024-10-28", "false"),
-        "single-room": ("2025-04-30", "false")}
+        "single-room": ("2025-04-30", "false"), "teams": ("2025-04-30", "false")}
     bad = run("profiles", "--format", "xml")
     assert bad.exit_code == 2 and bad.stdout == "" and "xml" in bad.stderr
 

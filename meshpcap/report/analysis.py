@@ -179,7 +179,7 @@ FLOW_HEAD = ["id", "proto", "server", "name", "state", "verdict", "blocked by", 
 
 def render_table(r: Report, show_unrelated: bool = False) -> str:
     j = r.judgement
-    out = [_headline(r), ""]
+    out = [_headline(r)] + [f"NOTE: {n['text']}" for n in r.profile.get("notices", ())] + [""]
     out.append(f"profile: {r.profile['id']}: {r.profile['title']}")
     out.append(f"source: {r.profile['source']}")
     out.append(_tags_line(r))
@@ -232,7 +232,7 @@ def _short(text: str, n: int) -> str:
 
 def render_markdown(r: Report, show_unrelated: bool = False) -> str:
     j = r.judgement
-    out = [f"# meshpcap: {_headline(r)}", ""]
+    out = [f"# meshpcap: {_headline(r)}", ""] + [f"> **Note:** {_md(n['text'])}\n" for n in r.profile.get("notices", ())]
     out.append(f"- capture: `{r.capture.get('path')}` ({r.capture.get('packets')} packets)")
     out.append(f"- profile: **{r.profile['id']}**: {r.profile['title']}; source: {r.profile['source']}")
     out.append(f"- {_tags_line(r)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import tomllib
@@ -14,13 +15,18 @@ from urllib.parse import urlsplit
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 from meshpcap.errors import RuleError
 from meshpcap.rules.match import parse_domain_pattern, parse_prefix
-from meshpcap.rules.model import REQUIREMENTS, TRANSPORTS, ExpectedGroup, PortSet, Profile, Rule
+from meshpcap.rules.m365 import load_m365_endpoints, rules_for_use, version_date, version_from_name
+from meshpcap.rules.model import COMBINE, REQUIREMENTS, TRANSPORTS, EndpointsUse, ExpectedGroup, PortSet, Profile, Rule
 
 _TOP_KEYS = ("profile", "rule", "expected")
-_PROFILE_KEYS = ("id", "title", "source", "url", "date", "default", "notes", "media_ports")
+_PROFILE_KEYS = (
+    "id", "title", "source", "url", "date", "default", "notes", "valid_from", "valid_from_source", "superseded_on",
+    "superseded_by", "superseded_source", "retired_on", "retired_by", "retired_source", "endpoints", "media_ports",
+)
+_ENDPOINTS_KEYS = ("combine", "service_areas", "ids", "expected", "event", "file", "use_cache")
 _RULE_KEYS = (
     "id", "description", "domains", "service_tag", "cidrs", "any_destination", "transport", "ports",
-    "tcp_ports", "udp_ports", "requirement", "expected", "event", "source",
+    "tcp_ports", "udp_ports", "requirement", "expected", "event", "source", "endpoint_set",
 )
 _EXPECTED_KEYS = (
     "id", "description", "transport", "ports", "fallback", "fallback_transport", "fallback_ports",
@@ -101,11 +107,8 @@ def merge_profiles(base: Profile, extra: Profile) -> Profile:
     for g in groups.values():
         add = tuple(i for i in extra_members.get(g.id, ()) if i not in g.rules)
         merged.append(_replace_group(g, rules=g.rules + add) if add else g)
-    return Profile(
-        id=base.id, title=base.title, source=base.source, url=base.url, date=base.date,
-        notes=base.notes, rules=base.rules + extra.rules, expected=tuple(merged), path=base.path,
-        default=base.default, media_ports=base.media_ports or extra.media_ports,
-    )
+    return dataclasses.replace(base, rules=base.rules + extra.rules, expected=tuple(merged),
+                               media_ports=base.media_ports or extra.media_ports)
 
 
 def _replace_group(g: ExpectedGroup, **changes: Any) -> ExpectedGroup:
@@ -177,6 +180,8 @@ def parse_profile_data(
         raise RuleError(src, "must be true or false", field="profile: default")
     pdate = _date(head.get("date"), src)
     media_ports = _media_ports(head.get("media_ports", {}), src)
+    period = _period(head, src)
+    use = _endpoints_use(head.get("endpoints"), src, path, title, psource) if "endpoints" in head else None
 
     raw_rules = data.get("rule", [])
     raw_groups = data.get("expected", [])
@@ -202,11 +207,99 @@ def parse_profile_data(
             raise RuleError(src, "duplicate id", rule=rule.id, field="id")
         ids.add(rule.id)
         rules.append(rule)
+    endpoints_version = use.version if use else None
+    if use is not None and use.file is not None:  # the rules Microsoft publishes, generated from the file
+        rules += _generated_rules(use, src, set(group_ids), ids | base_rules)
+        ids |= {r.id for r in rules}
+    if use is not None:
+        title = use.title.format(version=endpoints_version or "unknown") if use.title else title
+        psource = use.source.format(version=endpoints_version or "unknown") if use.source else psource
+        if use.combine == "replace" and pdate is None:
+            pdate = version_date(endpoints_version)
 
     groups = [_parse_group(raw, gid, src, rules, ids | base_rules) for raw, gid in zip(raw_groups, group_ids)]
     return Profile(
         id=pid, title=title, source=psource, url=url, date=pdate, notes=notes, rules=tuple(rules),
-        expected=tuple(groups), path=path, default=default, media_ports=media_ports,
+        expected=tuple(groups), path=path, default=default, media_ports=media_ports, endpoints=use, endpoints_version=endpoints_version,
+        endpoints_file=use.file if use else None, **period,
+    )
+
+
+def _generated_rules(use: EndpointsUse, src: str, group_ids: set[str], taken: set[str]) -> list[Rule]:
+    """The rules of the endpoint sets ``use`` selects from its ``file`` (ids must not clash with ``taken``)."""
+    assert use.file is not None
+    for g in sorted({g for _, g in use.expected} - group_ids):
+        raise RuleError(src, f"'{g}' is not a defined [[expected]] group", field="profile: endpoints: expected")
+    out = rules_for_use(load_m365_endpoints(use.file), use, use.version)
+    for rule in out:
+        if rule.id in taken:
+            raise RuleError(src, f"duplicate id (also generated from {use.file.name})", rule=rule.id, field="id")
+    return out
+
+
+def _period(head: dict[str, Any], src: str) -> dict[str, Any]:
+    """``valid_from``, ``superseded_on``/``_by``, ``retired_on``/``_by`` and the source of each date."""
+    out: dict[str, Any] = {}
+    for key, sfield in (("valid_from", "valid_from_source"), ("superseded_on", "superseded_source"),
+                        ("retired_on", "retired_source")):
+        out[key] = _date(head.get(key), src, f"profile: {key}")
+        out[sfield] = _str(head.get(sfield, ""), src, None, f"profile: {sfield}")
+        if out[key] is not None and not out[sfield].strip():
+            raise RuleError(src, f"missing (every date must cite its source; {key} is given)", field=f"profile: {sfield}")
+        if out[key] is None and out[sfield]:
+            raise RuleError(src, f"given without {key}", field=f"profile: {sfield}")
+    for stem in ("superseded", "retired"):
+        by = head.get(f"{stem}_by")
+        if by is not None:
+            by = _str(by, src, None, f"profile: {stem}_by")
+            if out[f"{stem}_on"] is None:
+                raise RuleError(src, f"given without {stem}_on", field=f"profile: {stem}_by")
+        out[f"{stem}_by"] = by
+    start, ends = out["valid_from"], [d for d in (out["superseded_on"], out["retired_on"]) if d]
+    if start is not None and any(d <= start for d in ends):
+        raise RuleError(src, "superseded_on / retired_on must come after valid_from", field="profile: valid_from")
+    return out
+
+
+def _endpoints_use(raw: Any, src: str, path: Path | None, title: str, psource: str) -> EndpointsUse:
+    where = "profile: endpoints"
+    if not isinstance(raw, dict):
+        raise RuleError(src, "must be a table", field=where)
+    for key in raw:
+        if key not in _ENDPOINTS_KEYS:
+            raise RuleError(src, f"unknown key (expected one of: {', '.join(_ENDPOINTS_KEYS)})", field=f"{where}: {key}")
+    combine = raw.get("combine")
+    if combine not in COMBINE:
+        raise RuleError(src, f"{combine!r} is not one of {', '.join(COMBINE)}", field=f"{where}: combine")
+    areas = _str_list(raw.get("service_areas", ["Skype"]), src, None, f"{where}: service_areas")
+    ids = raw.get("ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise RuleError(src, "must be a list of endpoint-set ids (integers)", field=f"{where}: ids")
+    expected_raw = raw.get("expected", {})
+    if not isinstance(expected_raw, dict):
+        raise RuleError(src, "must be a table of endpoint-set id = group id", field=f"{where}: expected")
+    expected = []
+    for key, group in expected_raw.items():
+        if not key.isdigit() or not isinstance(group, str):
+            raise RuleError(src, f"{key!r} = {group!r}: give endpoint-set id = \"group id\"", field=f"{where}: expected")
+        expected.append((int(key), group))
+    use_cache = raw.get("use_cache", False)
+    if not isinstance(use_cache, bool):
+        raise RuleError(src, "must be true or false", field=f"{where}: use_cache")
+    file = None
+    version = None
+    if "file" in raw:
+        name = _str(raw["file"], src, None, f"{where}: file")
+        file = (path.parent if path else Path.cwd()) / name
+        if not file.is_file():
+            raise RuleError(src, f"'{name}': no such endpoints file", field=f"{where}: file")
+        version = version_from_name(file)
+        if version is None:
+            raise RuleError(src, f"'{name}': the file name must carry its version (YYYYMMDDNN)", field=f"{where}: file")
+    return EndpointsUse(
+        combine=combine, service_areas=tuple(areas), ids=tuple(ids), expected=tuple(expected),
+        event=_str(raw.get("event", ""), src, None, f"{where}: event"), file=file, version=version,
+        use_cache=use_cache, title=title if "{version}" in title else "", source=psource if "{version}" in psource else "",
     )
 
 
@@ -232,7 +325,7 @@ def _str(value: Any, src: str, rule: str | None, field: str) -> str:
     return value
 
 
-def _date(value: Any, src: str) -> date | None:
+def _date(value: Any, src: str, field: str = "profile: date") -> date | None:
     if value is None:
         return None
     if isinstance(value, date):
@@ -242,7 +335,7 @@ def _date(value: Any, src: str) -> date | None:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    raise RuleError(src, f"{value!r} is not a date (YYYY-MM-DD)", field="profile: date")
+    raise RuleError(src, f"{value!r} is not a date (YYYY-MM-DD)", field=field)
 
 
 def _group_id(raw: dict[str, Any], index: int, src: str) -> str:
@@ -298,10 +391,13 @@ def _parse_rule(raw: dict[str, Any], index: int, src: str, groups: set[str]) -> 
         expected = _str(expected, src, rid, "expected")
         if expected not in groups:
             raise RuleError(src, f"'{expected}' is not a defined [[expected]] group", rule=rid, field="expected")
+    endpoint_set = raw.get("endpoint_set")
+    if endpoint_set is not None and (not isinstance(endpoint_set, int) or isinstance(endpoint_set, bool)):
+        raise RuleError(src, "must be an endpoint-set id (integer)", rule=rid, field="endpoint_set")
     return Rule(
         id=rid, description=description, domains=domains, service_tag=tag, cidrs=cidrs,
         port_map=port_map, requirement=requirement, expected=expected, event=event, source=source,
-        any_destination=any_dest,
+        any_destination=any_dest, endpoint_set=endpoint_set,
     )
 
 

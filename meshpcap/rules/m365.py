@@ -12,7 +12,10 @@ from typing import Any
 
 from meshpcap.errors import RuleError
 from meshpcap.rules.match import parse_domain_pattern, parse_prefix
-from meshpcap.rules.model import ExpectedGroup, PortSet, Profile, Rule
+import dataclasses
+from datetime import date
+
+from meshpcap.rules.model import EndpointsUse, ExpectedGroup, PortSet, Profile, Rule
 
 _VERSION = re.compile(r"(?<!\d)(\d{10})(?!\d)")
 SOURCE = "Microsoft 365 URLs and IP address ranges, endpoint set {id}, version {version}"
@@ -44,11 +47,17 @@ def version_from_name(path: str | Path) -> str | None:
 def load_m365_endpoints(path: str | Path) -> list[EndpointSet]:
     """Read and validate an endpoints/worldwide JSON file (array of endpoint-set records)."""
     path = Path(path)
-    src = str(path)
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8-sig"))
+        data = path.read_bytes()
     except OSError as exc:
-        raise RuleError(src, f"cannot read: {exc.strerror or exc}") from None
+        raise RuleError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    return parse_m365_endpoints(data, str(path))
+
+
+def parse_m365_endpoints(data: bytes, src: str) -> list[EndpointSet]:
+    """Validate the bytes of an endpoints/worldwide document; RuleError names ``src`` and the record."""
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RuleError(src, f"not valid JSON: {exc}") from None
     if not isinstance(doc, list):
@@ -93,6 +102,9 @@ def _record(raw: Any, i: int, src: str) -> EndpointSet:
         except ValueError as exc:
             raise RuleError(src, f"{where}: {key}: {exc}") from None
 
+    for key in ("expressRoute", "required"):
+        if key in raw and not isinstance(raw[key], bool):
+            raise RuleError(src, f"{where}: {key}: not true or false")
     ips = strings("ips")
     for ip in ips:
         try:
@@ -107,7 +119,8 @@ def _record(raw: Any, i: int, src: str) -> EndpointSet:
     )
 
 
-def endpoint_rule(record: EndpointSet, version: str | None, event: str = "SR", expected: str | None = None) -> Rule | None:
+def endpoint_rule(record: EndpointSet, version: str | None, event: str = "SR",
+                  expected: str | None = None) -> Rule | None:
     """The rule for one endpoint set (None when it has no usable destination or no ports).
 
     URLs with placeholders (``<tenant>.sharepoint.com``) cannot be matched and are left out.
@@ -129,7 +142,7 @@ def endpoint_rule(record: EndpointSet, version: str | None, event: str = "SR", e
         id=f"M365-{record.id}", description=description, domains=tuple(dict.fromkeys(domains)), service_tag=None,
         cidrs=tuple(ipaddress.ip_network(ip) for ip in record.ips), port_map=port_map,
         requirement="required" if record.required else "optional", expected=expected, event=event,
-        source=SOURCE.format(id=record.id, version=version or "unknown"),
+        source=SOURCE.format(id=record.id, version=version or "unknown"), endpoint_set=record.id,
     )
 
 
@@ -192,3 +205,111 @@ def load_m365_profile(path: str | Path, version: str | None = None, service_area
     """``profile_from_m365`` over a file; the version defaults to the one in the file name."""
     path = Path(path)
     return profile_from_m365(load_m365_endpoints(path), version or version_from_name(path), service_areas, path=path)
+
+
+def version_date(version: str | None) -> date | None:
+    """The date of an endpoints version (``2025043000`` -> 2025-04-30), or None."""
+    if not version or not re.fullmatch(r"\d{10}", version):
+        return None
+    try:
+        return date(int(version[:4]), int(version[4:6]), int(version[6:8]))
+    except ValueError:
+        return None
+
+
+def rules_for_use(records: Sequence[EndpointSet], use: EndpointsUse, version: str | None) -> list[Rule]:
+    """The rules of the endpoint sets ``use`` selects, joined to its expected groups, in file order."""
+    out = []
+    for record in records:
+        if use.selects(record.service_area, record.id):
+            rule = endpoint_rule(record, version, event=use.event, expected=use.group_for(record.id))
+            if rule is not None:
+                out.append(rule)
+    return out
+
+
+def apply_endpoints(profile: Profile, records: Sequence[EndpointSet], version: str | None,
+                    path: Path | None = None) -> Profile:
+    """``profile`` judged with the endpoint sets of one file, as its ``[profile.endpoints]`` says.
+
+    ``replace``: its ``endpoint_set`` rules give way to the file's; expected groups keep their
+    own rules and gain the file's mapped sets (a fallback that names a set the file no longer
+    lists is dropped, and so is a group left with no rule at all). ``add`` (also for a profile
+    that declares nothing): the file's rules are added; an id the profile already uses is an error.
+    Title and source name the version; the profile's date becomes the version's for ``replace``.
+    """
+    use = profile.endpoints or EndpointsUse(combine="add")
+    src = str(path) if path else "endpoints"
+    fresh = rules_for_use(records, use, version)
+    groups = {g.id for g in profile.expected}
+    fresh = [r if r.expected in groups or r.expected is None else _without_expected(r) for r in fresh]
+    if use.combine == "replace":
+        kept = [r for r in profile.rules if r.endpoint_set is None]
+    else:
+        kept = list(profile.rules)
+    known = {r.id for r in kept}
+    for r in fresh:
+        if r.id in known:
+            raise RuleError(src, f"duplicate id (already in profile '{profile.id}')", rule=r.id, field="id")
+    rules = kept + fresh
+    ids = {r.id for r in rules}
+    expected = []
+    for g in profile.expected:
+        members = tuple(r.id for r in rules if r.expected == g.id)
+        fallback = tuple(f for f in g.fallback if f in ids)
+        if not members and not fallback:
+            continue
+        changes: dict[str, Any] = {"rules": members, "fallback": fallback}
+        if not fallback:
+            changes.update(fallback_transports=None, fallback_ports=None, fallback_description="")
+        expected.append(dataclasses.replace(g, **changes))
+    v = version or "unknown"
+    changes = {"rules": tuple(rules), "expected": tuple(expected), "endpoints_version": version, "endpoints_file": path}
+    if use.combine == "replace":
+        if use.title:
+            changes["title"] = use.title.format(version=v)
+        if use.source:
+            changes["source"] = use.source.format(version=v)
+        if profile.date is None or profile.date == version_date(profile.endpoints_version):
+            changes["date"] = version_date(version) or profile.date  # the profile is dated by its rows
+    else:
+        changes["source"] = f"{profile.source}; plus Microsoft 365 endpoints version {v}" + (f" ({path.name})" if path else "")
+    return dataclasses.replace(profile, **changes)
+
+
+# -- the cached download (``meshpcap endpoints update`` / ``import``) -----------------------------
+
+CACHE_NAME = re.compile(r"m365-endpoints-worldwide-(\d{10})\.json\Z")
+
+
+def cached_m365_endpoints(cache: str | Path | None = None) -> tuple[Path, str] | None:
+    """(path, version) of the newest ``m365-endpoints-worldwide-YYYYMMDDNN.json`` in the cache, or None."""
+    from meshpcap.rules.servicetags import cache_dir
+
+    folder = Path(cache) if cache is not None else cache_dir()
+    if not folder.is_dir():
+        return None
+    found = sorted((m.group(1), p) for p in folder.iterdir() if (m := CACHE_NAME.fullmatch(p.name)) and p.is_file())
+    return (found[-1][1], found[-1][0]) if found else None
+
+
+def resolve_endpoints(profile: Profile, m365_endpoints: str | Path | None = None, use_cache: bool = True,
+                      cache: str | Path | None = None) -> Profile:
+    """The profile with the endpoint rows that judge the capture.
+
+    An explicit file (``--m365-endpoints``) always applies; otherwise a cached download applies
+    when the profile says ``use_cache = true`` and its version is newer than the profile's own.
+    """
+    if m365_endpoints is not None:
+        path = Path(m365_endpoints)
+        return apply_endpoints(profile, load_m365_endpoints(path), version_from_name(path), path)
+    use = profile.endpoints
+    if not use_cache or use is None or not use.use_cache:
+        return profile
+    found = cached_m365_endpoints(cache)
+    if found is None:
+        return profile
+    path, version = found
+    if profile.endpoints_version is not None and version <= profile.endpoints_version:
+        return profile
+    return apply_endpoints(profile, load_m365_endpoints(path), version, path)

@@ -295,6 +295,25 @@ def _search(starts: np.ndarray, masked: np.ndarray) -> tuple[np.ndarray, np.ndar
 # -- a profile compiled for lookups ------------------------------------------------------------
 
 
+def _specificity(patterns: Sequence[str], name: str) -> int:
+    """How closely the best of ``patterns`` (normalised as load.py writes them) fits ``name``, which one of
+    them matches: an exact name beats every wildcard; among wildcards, more labels in the fixed suffix win."""
+    best = -1
+    for p in patterns:
+        if not p.startswith("*"):
+            if p == name:
+                return 1 << 16
+            continue
+        head, _, suffix = p[1:].partition(".") if not p.startswith("*.") else ("", "", p[2:])
+        if not name.endswith("." + suffix):
+            continue
+        label = name[: -len(suffix) - 1]
+        if head and ("." in label or not label.endswith(head)):
+            continue
+        best = max(best, 2 * (suffix.count(".") + 1) + (1 if head else 0))
+    return best
+
+
 class RuleMatcher:
     """Which rules of a profile a destination (host name or address) falls under.
 
@@ -321,8 +340,14 @@ class RuleMatcher:
         self._by_address: dict[object, list] = {}  # a capture has few servers and many flows to each
 
     def by_name(self, name: str) -> list:
-        """Rules whose domain patterns match ``name``, in profile order."""
-        return [self.rules[i] for i in sorted(self._names.match(name))]
+        """Rules whose domain patterns match ``name``, the most specific first (an exact name before a
+        wildcard, a longer suffix before a shorter one: ``teams.microsoft.com`` before ``*.microsoft.com``),
+        then in profile order."""
+        ids = sorted(self._names.match(name))
+        if len(ids) < 2:
+            return [self.rules[i] for i in ids]
+        key = name.lower().rstrip(".")
+        return [self.rules[i] for i in sorted(ids, key=lambda i: (-_specificity(self.rules[i].domains, key), i))]
 
     def by_address(self, address: object) -> list:
         """Rules whose CIDRs or service tag contain ``address``, in profile order."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,7 @@ class Rule:
     event: str
     source: str
     any_destination: bool = False
+    endpoint_set: int | None = None  # the M365 endpoint-set id this rule was built from (``M365-12``: 12)
 
     @property
     def transports(self) -> frozenset[str]:
@@ -201,9 +203,51 @@ def _narrow_ok(transports: frozenset[str] | None, ports: PortSet | None, transpo
     return ports is None or port in ports
 
 
+COMBINE = ("replace", "add")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointsUse:
+    """How Microsoft 365 endpoint files (SPEC 4b) combine with a profile (``[profile.endpoints]``).
+
+    ``combine = "replace"``: the profile's rules that carry an ``endpoint_set`` are rebuilt from
+    the file (the sets of ``service_areas`` plus the sets listed in ``ids``); ``"add"``: the file's
+    rules are added beside the profile's own. ``expected`` maps endpoint-set ids to the profile's
+    expected groups; ``file`` is the endpoints file the shipped rules are generated from (its
+    ``YYYYMMDDNN`` version in its name); ``use_cache`` lets a newer cached copy (``meshpcap
+    endpoints update``/``import``) replace it.
+    """
+
+    combine: str
+    service_areas: tuple[str, ...] = ("Skype",)
+    ids: tuple[int, ...] = ()
+    expected: tuple[tuple[int, str], ...] = ()
+    event: str = ""
+    file: Path | None = None
+    version: str | None = None
+    use_cache: bool = False
+    title: str = ""  # templates with ``{version}``, formatted for the version in use
+    source: str = ""
+
+    def selects(self, service_area: str, set_id: int) -> bool:
+        return service_area in self.service_areas or set_id in self.ids
+
+    def group_for(self, set_id: int) -> str | None:
+        for i, g in self.expected:
+            if i == set_id:
+                return g
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A named, versioned rule set (one TOML file), e.g. ``multi-room``."""
+    """A named, versioned rule set (one TOML file), e.g. ``multi-room``.
+
+    ``valid_from`` / ``superseded_on`` / ``retired_on`` say when its requirements were in force
+    (each with its source); ``superseded_by`` / ``retired_by`` name the profile that followed.
+    ``endpoints`` says how Microsoft 365 endpoint files combine with it (None: they are added).
+    ``endpoints_version`` is the endpoints version its ``endpoint_set`` rules come from.
+    """
 
     id: str
     title: str
@@ -218,6 +262,33 @@ class Profile:
     # ports on which traffic "looks like" this profile's (media) traffic even to an address outside
     # every rule: such a flow is "unexpected", not "unrelated" ([profile] media_ports in the TOML)
     media_ports: tuple[tuple[str, PortSet], ...] = ()
+
+    valid_from: date | None = None
+    valid_from_source: str = ""
+    superseded_on: date | None = None
+    superseded_by: str | None = None
+    superseded_source: str = ""
+    retired_on: date | None = None
+    retired_by: str | None = None
+    retired_source: str = ""
+    endpoints: EndpointsUse | None = None
+    endpoints_version: str | None = None
+    endpoints_file: Path | None = None
+
+    @property
+    def ended_on(self) -> date | None:
+        """The first date on which these requirements no longer applied (superseded or retired)."""
+        ends = [d for d in (self.superseded_on, self.retired_on) if d is not None]
+        return min(ends) if ends else None
+
+    @property
+    def successor(self) -> str | None:
+        """The profile in force after :attr:`ended_on`."""
+        if self.ended_on is None:
+            return None
+        if self.superseded_on == self.ended_on and self.superseded_by:
+            return self.superseded_by
+        return self.retired_by or self.superseded_by
 
     def looks_like(self, transport: str, port: int | None) -> bool:
         """True when ``transport``/``port`` is one of the profile's ``media_ports``."""

@@ -1,9 +1,13 @@
-"""Fetch the newest Azure Service Tags file (SPEC 5) into the cache, atomically; old copies survive failures."""
+"""Fetch the newest Azure Service Tags file and Microsoft 365 endpoints (SPEC 5) into the cache, or import
+copies made by hand (for networks without internet access); every write is atomic and validated first,
+so a failed or malformed download keeps the old copy."""
 
 from __future__ import annotations
 
 import html
+import json
 import os
+import uuid
 import re
 import tempfile
 import urllib.error
@@ -13,7 +17,8 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from meshpcap.errors import MeshpcapError, RuleError
-from meshpcap.rules.servicetags import cache_dir, file_date, parse_service_tags
+from meshpcap.rules.m365 import CACHE_NAME, cached_m365_endpoints, parse_m365_endpoints, version_from_name
+from meshpcap.rules.servicetags import FILE_NAME, cache_dir, file_date, parse_service_tags
 
 DOWNLOAD_PAGE = "https://www.microsoft.com/en-us/download/details.aspx?id=56519"
 MAX_PAGE = 4 << 20  # the download page is ~100 kB
@@ -23,11 +28,11 @@ _HREF = re.compile(r"""href\s*=\s*["']([^"'<>]*?ServiceTags_Public_(\d{8})\.json
 
 
 class UpdateError(MeshpcapError):
-    """The service-tag update failed; the cached copy (if any) is unchanged."""
+    """The update or import failed; the cached copy (if any) is unchanged."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, what: str = "service-tag update") -> None:
         self.problem = problem
-        super().__init__(f"service-tag update failed: {problem}")
+        super().__init__(f"{what} failed: {problem}")
 
 
 def find_download_link(page: str, page_url: str) -> tuple[str, str]:
@@ -42,20 +47,40 @@ def find_download_link(page: str, page_url: str) -> tuple[str, str]:
     return urljoin(page_url, link), stamp
 
 
-def _fetch(url: str, timeout: float, limit: int) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "meshpcap (service-tag update)"})
+def _fetch(url: str, timeout: float, limit: int, what: str = "service-tag update") -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": f"meshpcap ({what})"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) URLs only
             body = response.read(limit + 1)
     except urllib.error.HTTPError as exc:
-        raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}", what) from None
     except urllib.error.URLError as exc:
-        raise UpdateError(f"{url}: {exc.reason}") from None
+        raise UpdateError(f"{url}: {exc.reason}", what) from None
     except (OSError, ValueError) as exc:
-        raise UpdateError(f"{url}: {exc}") from None
+        raise UpdateError(f"{url}: {exc}", what) from None
     if len(body) > limit:
-        raise UpdateError(f"{url}: larger than {limit >> 20} MB")
+        raise UpdateError(f"{url}: larger than {limit >> 20} MB", what)
     return body
+
+
+def _store(folder: Path, name: str, body: bytes, what: str) -> Path:
+    """Write ``body`` as ``folder/name`` atomically (a temporary file in the same folder, then os.replace)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            target = folder / name
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise UpdateError(f"cannot write to {folder}: {exc.strerror or exc}", what) from None
+    return target
 
 
 def update_service_tags(
@@ -80,19 +105,129 @@ def update_service_tags(
         tags = parse_service_tags(body, url, file_date(name))
     except RuleError as exc:
         raise UpdateError(str(exc)) from None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ServiceTags-", suffix=".part", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(body)
-                fh.flush()
-                os.fsync(fh.fileno())
-            target = folder / name
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise UpdateError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    target = _store(folder, name, body, "service-tag update")
     return target, tags.date, tags.change_number
+
+
+def import_service_tags(path: str | Path, cache: str | Path | None = None,
+                        snapshot: date | None = None) -> tuple[Path, date | None, int]:
+    """Copy a service-tag file made by hand into the cache after validating it; (path, date, changeNumber).
+
+    The date comes from the file name (``ServiceTags_Public_YYYYMMDD.json``) or ``snapshot``.
+    """
+    what = "service-tag import"
+    src = Path(path)
+    stamp = snapshot or file_date(src)
+    if stamp is None:
+        raise UpdateError(f"{src}: the name has no date (ServiceTags_Public_YYYYMMDD.json): give --date YYYY-MM-DD", what)
+    try:
+        body = src.read_bytes()
+    except OSError as exc:
+        raise UpdateError(f"{src}: cannot read: {exc.strerror or exc}", what) from None
+    try:
+        tags = parse_service_tags(body, str(src), stamp)
+    except RuleError as exc:
+        raise UpdateError(str(exc), what) from None
+    name = f"ServiceTags_Public_{stamp:%Y%m%d}.json"
+    assert FILE_NAME.fullmatch(name)
+    target = _store(Path(cache) if cache is not None else cache_dir(), name, body, what)
+    return target, stamp, tags.change_number
+
+
+# -- Microsoft 365 endpoints web service (SPEC 4b, 5) -------------------------------------------
+
+ENDPOINTS_SERVICE = "https://endpoints.office.com"
+MAX_ENDPOINTS = 16 << 20  # the worldwide list is ~100 kB
+_VERSION_TEXT = re.compile(r"\d{10}\Z")
+
+
+def client_request_id(cache: str | Path | None = None) -> str:
+    """The GUID the web service asks every machine to send (one per machine, kept in the cache)."""
+    folder = Path(cache) if cache is not None else cache_dir()
+    path = folder / "clientrequestid"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        return str(uuid.UUID(text))
+    except (OSError, ValueError):
+        pass
+    guid = str(uuid.uuid4())
+    try:
+        _store(folder, "clientrequestid", guid.encode() + b"\n", "endpoints update")
+    except UpdateError:
+        pass  # a read-only cache still gets an answer; the next run asks with a new GUID
+    return guid
+
+
+def _latest_version(body: bytes, url: str, instance: str = "Worldwide") -> str:
+    what = "endpoints update"
+    try:
+        doc = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UpdateError(f"{url}: not valid JSON: {exc}", what) from None
+    items = doc if isinstance(doc, list) else [doc]
+    for item in items:
+        if isinstance(item, dict) and str(item.get("instance", "")).lower() == instance.lower():
+            latest = item.get("latest")
+            if isinstance(latest, str) and _VERSION_TEXT.match(latest):
+                return latest
+            raise UpdateError(f"{url}: 'latest' is not a version (YYYYMMDDNN): {latest!r}", what)
+    raise UpdateError(f"{url}: no version for instance {instance}", what)
+
+
+def check_endpoints_shape(body: bytes, src: str, what: str = "endpoints update") -> int:
+    """Validate an endpoints/worldwide document; the number of Teams (Skype) endpoint sets in it."""
+    try:
+        records = parse_m365_endpoints(body, src)
+    except RuleError as exc:
+        raise UpdateError(str(exc), what) from None
+    teams = sum(1 for r in records if r.service_area == "Skype")
+    if not teams:
+        raise UpdateError(f"{src}: no Microsoft Teams (serviceArea Skype) endpoint sets in it", what)
+    return teams
+
+
+def update_m365_endpoints(service: str = ENDPOINTS_SERVICE, cache: str | Path | None = None, timeout: float = 30,
+                          force: bool = False) -> tuple[Path, str, bool]:
+    """Ask the endpoints web service for its version and download the worldwide list into the cache.
+
+    Returns (path, version, downloaded): when the cache already holds the latest version nothing
+    is downloaded (the service asks clients to check at most hourly and to fetch only on change)
+    unless ``force``. The download is validated before it replaces anything.
+    """
+    what = "endpoints update"
+    if not service.startswith(("http://", "https://")):
+        raise UpdateError(f"{service}: not an http(s) URL", what)
+    folder = Path(cache) if cache is not None else cache_dir()
+    guid = client_request_id(folder)
+    base = service.rstrip("/")
+    version_url = f"{base}/version/Worldwide?clientrequestid={guid}"
+    latest = _latest_version(_fetch(version_url, timeout, MAX_PAGE, what), version_url)
+    have = cached_m365_endpoints(folder)
+    if have is not None and have[1] == latest and not force:
+        return have[0], latest, False
+    url = f"{base}/endpoints/worldwide?clientrequestid={guid}"
+    body = _fetch(url, timeout, MAX_ENDPOINTS, what)
+    check_endpoints_shape(body, url, what)
+    name = f"m365-endpoints-worldwide-{latest}.json"
+    assert CACHE_NAME.fullmatch(name)
+    return _store(folder, name, body, what), latest, True
+
+
+def import_m365_endpoints(path: str | Path, version: str | None = None,
+                          cache: str | Path | None = None) -> tuple[Path, str]:
+    """Copy an endpoints/worldwide file made by hand into the cache after validating it; (path, version).
+
+    The version (YYYYMMDDNN) comes from ``version`` or the file name.
+    """
+    what = "endpoints import"
+    src = Path(path)
+    v = version or version_from_name(src)
+    if v is None or not _VERSION_TEXT.match(v):
+        raise UpdateError(f"{src}: no endpoints version (YYYYMMDDNN) in the name: give --version", what)
+    try:
+        body = src.read_bytes()
+    except OSError as exc:
+        raise UpdateError(f"{src}: cannot read: {exc.strerror or exc}", what) from None
+    check_endpoints_shape(body, str(src), what)
+    folder = Path(cache) if cache is not None else cache_dir()
+    return _store(folder, f"m365-endpoints-worldwide-{v}.json", body, what), v

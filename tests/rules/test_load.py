@@ -24,9 +24,9 @@ from meshpcap.rules.model import PortSet
 
 
 def test_shipped_profiles_load():
-    assert profile_names() == ["mesh-2024-10", "multi-room", "single-room"]
+    assert profile_names() == ["mesh-2024-10", "multi-room", "single-room", "teams"]
     profiles = list_profiles()
-    assert [p.id for p in profiles] == ["multi-room", "mesh-2024-10", "single-room"]
+    assert [p.id for p in profiles] == ["multi-room", "mesh-2024-10", "single-room", "teams"]
     assert default_profile().id == "multi-room"
     for p in profiles:
         assert p.path is not None and p.path.parent == profiles_dir()
@@ -81,7 +81,7 @@ def test_mesh_2024_10_profile():
 def test_unknown_profile():
     with pytest.raises(RuleError) as exc:
         load_profile("triple-room")
-    assert str(exc.value) == "profile 'triple-room': unknown profile; known profiles: mesh-2024-10, multi-room, single-room"
+    assert str(exc.value) == "profile 'triple-room': unknown profile; known profiles: mesh-2024-10, multi-room, single-room, teams"
 
 
 def test_load_by_path(tmp_path):
@@ -136,7 +136,7 @@ def _error(tmp_path, text, require_profile=True):
         ('id = "relay-udp"', "", "F: rule '#1': id: missing"),
         ('id = "relay-udp"', 'id = "relay-udp"\nprots = [1]',
          "F: rule 'relay-udp': prots: unknown key (expected one of: id, description, domains, service_tag, cidrs, "
-         "any_destination, transport, ports, tcp_ports, udp_ports, requirement, expected, event, source)"),
+         "any_destination, transport, ports, tcp_ports, udp_ports, requirement, expected, event, source, endpoint_set)"),
         ('service_tag = "AzureCloud"', 'cidrs = ["10.0.0.1/8"]', "F: rule 'relay-udp': cidrs: '10.0.0.1/8' has host bits set"),
         ('service_tag = "AzureCloud"', 'cidrs = ["10.0.0/8"]', "F: rule 'relay-udp': cidrs: '10.0.0/8' is not a CIDR prefix"),
         ('service_tag = "AzureCloud"', 'cidrs = "10.0.0.0/8"', "F: rule 'relay-udp': cidrs: must be a list of strings"),
@@ -154,7 +154,7 @@ def _error(tmp_path, text, require_profile=True):
          "F: rule 'relay-udp': requirement: 'must' is not one of required, optional, conditional"),
         ('source = "SPEC MR-A4"', 'source = "s"\nexpected = "relay"',
          "F: rule 'relay-udp': expected: 'relay' is not a defined [[expected]] group"),
-        ('id = "t"', 'id = "t"\nversion = 2', "F: profile: version: unknown key (expected one of: id, title, source, url, date, default, notes, media_ports)"),
+        ('id = "t"', 'id = "t"\nversion = 2', "F: profile: version: unknown key (expected one of: id, title, source, url, date, default, notes, valid_from, valid_from_source, superseded_on, superseded_by, superseded_source, retired_on, retired_by, retired_source, endpoints, media_ports)"),
         ('source = "test"', "", "F: profile: source: missing"),
         ('source = "test"', 'source = "t"\ndate = "June"', "F: profile: date: 'June' is not a date (YYYY-MM-DD)"),
         ('source = "test"', 'source = "t"\ndefault = "yes"', "F: profile: default: must be true or false"),

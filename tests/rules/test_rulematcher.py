@@ -17,9 +17,12 @@ def test_rule_matcher(tmp_path):
     tags = load_service_tags(path)
     mesh = load_profile("mesh-2024-10")
     matcher = RuleMatcher(mesh.rules, tags)
-    assert [r.id for r in matcher.by_name("teams.microsoft.com")] == ["X-3", "X-4c", "M365-12"]
-    assert [r.id for r in matcher.by_name("foo.cloud.microsoft.com")] == ["X-3", "X-4c"]
-    assert [r.id for r in matcher.by_name("foo.cloud.microsoft")] == ["X-3b"]
+    # M365-50/78 (*.microsoft.com) and 184 (*.cloud.microsoft) are the M365 Common rows the doc points at;
+    # the most specific pattern comes first (the exact teams.microsoft.com of M365-12 before *.microsoft.com)
+    assert [r.id for r in matcher.by_name("teams.microsoft.com")] == ["M365-12", "X-3", "X-4c", "M365-50", "M365-78"]
+    assert [r.id for r in matcher.by_name("x.substrate.office.com")] == ["X-3", "M365-147"]
+    assert [r.id for r in matcher.by_name("foo.cloud.microsoft.com")] == ["X-3", "X-4c", "M365-50", "M365-78"]
+    assert [r.id for r in matcher.by_name("foo.cloud.microsoft")] == ["X-3b", "M365-184"]
     assert [r.id for r in matcher.by_address("52.113.0.9")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
     assert [r.id for r in matcher.by_address("52.114.0.9")] == ["M365-11", "M365-12"]
     assert [r.id for r in matcher.by_address("2603:1063::5")] == ["X-4a", "X-4b", "M365-11", "M365-12"]
@@ -31,3 +34,18 @@ def test_rule_matcher(tmp_path):
     assert matcher.by_address_many(["52.113.0.9", "8.8.8.8"]) == [matcher.by_address("52.113.0.9"), []]
     bare = RuleMatcher(load_profile("multi-room").rules)
     assert bare.unresolved_tags == ("AzureCloud",) and bare.by_address("52.113.0.9") == []
+
+
+def test_by_name_most_specific_first():
+    from meshpcap.rules.model import PortSet, Rule
+
+    def rule(rid, *domains):
+        return Rule(id=rid, description="", domains=domains, service_tag=None, cidrs=(),
+                    port_map=(("tcp", PortSet.parse(443)),), requirement="required", expected=None, event="", source="s")
+
+    m = RuleMatcher([rule("wide", "*.com"), rule("mid", "*.example.com"), rule("cdn", "*cdn.example.com"),
+                     rule("exact", "a.cdn.example.com", "zcdn.example.com"), rule("mid2", "*.example.com")])
+    assert [r.id for r in m.by_name("a.cdn.example.com")] == ["exact", "mid", "mid2", "wide"]
+    assert [r.id for r in m.by_name("zcdn.example.com")] == ["exact", "cdn", "mid", "mid2", "wide"]
+    assert [r.id for r in m.by_name("xcdn.example.com")] == ["cdn", "mid", "mid2", "wide"]
+    assert [r.id for r in m.by_name("b.example.com")] == ["mid", "mid2", "wide"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,34 +12,6 @@ from meshpcap.rules.update import UpdateError, find_download_link, update_servic
 GOOD = json.dumps({"changeNumber": 376, "cloud": "Public", "values": [
     {"name": "AzureCloud", "id": "AzureCloud", "properties": {"changeNumber": 1, "addressPrefixes": ["20.0.0.0/10"]}},
 ]}).encode()
-
-
-@pytest.fixture
-def server():
-    """A local server on an ephemeral port; ``routes`` maps path -> (status, body)."""
-    routes: dict[str, tuple[int, bytes]] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server API
-            status, body = routes.get(self.path, (404, b"not found"))
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        yield base, routes
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def page(link: str) -> bytes:
