@@ -35,7 +35,8 @@ try:
 except ImportError:  # not on Windows, where there is no fork either
     fcntl = None  # type: ignore[assignment]
 
-from meshpcap.capture.reader import Batch, MappedSource
+from meshpcap import settings
+from meshpcap.capture.source import Batch, FileGuard, MappedSource
 
 PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in one process (a fork costs more than it saves)
 
@@ -48,7 +49,7 @@ def parallel_ok(walker: Any) -> bool:
     """Walk in a second process? Only a large plain file on a machine with a spare core."""
     source = walker.source
     if (source.compression is not None or not hasattr(os, "fork") or fcntl is None
-            or os.environ.get("MESHPCAP_NO_FORK") or os.environ.get("MESHPCAP_NO_MMAP")):
+            or settings.get().no_fork or settings.get().no_mmap):
         return False
     try:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -77,6 +78,9 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterat
             os._exit(code)
     os.close(wfd)
     fd = walker.source.raw.fileno()
+    if walker.source.guard is None:
+        walker.source.guard = FileGuard(fd, walker.source.size)
+    guard = walker.source.guard
     info = walker.info
     resume, state = None, None  # file offset just past the last record reported, and the state there
     ended = False
@@ -100,9 +104,9 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterat
                     break
                 offset, caplen, origlen, ts_ns, linktype, interface, result, new_state = pickle.loads(body, buffers=bufs)
                 try:
-                    if base % mmap.ALLOCATIONGRANULARITY == 0:
+                    if base % mmap.ALLOCATIONGRANULARITY == 0 and guard.mappable():
                         data = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=base)
-                    else:  # a chunk the walk could not align: copy it
+                    else:  # a chunk the walk could not align, or a file no longer safe to map: copy it
                         data = os.pread(fd, length, base)
                 except (OSError, ValueError):
                     break
@@ -124,7 +128,8 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterat
 def _child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> int:
     """In the forked child: walk the file on a descriptor of its own and report each batch."""
     raw = open(walker.info.path, "rb", buffering=0)
-    source = MappedSource(raw.fileno(), os.fstat(raw.fileno()).st_size)
+    size = os.fstat(raw.fileno()).st_size
+    source = MappedSource(raw.fileno(), size, FileGuard(raw.fileno(), size))
     write = os.write
 
     def send(kind: int, base: int, length: int, obj: Any) -> None:

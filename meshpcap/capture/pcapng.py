@@ -13,7 +13,7 @@ from meshpcap.capture import accel
 from meshpcap.capture.linktypes import linktype_name
 from meshpcap.capture.parallel import parallel_batches, parallel_ok
 from meshpcap.capture.pcap import MAX_CAPLEN
-from meshpcap.capture.reader import INT64_MAX, INT64_MIN, Batch, CaptureInfo, MappedSource, Source, mapped_source
+from meshpcap.capture.source import INT64_MAX, INT64_MIN, Batch, CaptureInfo, MappedSource, Source, mapped_source
 
 SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 # draft-ietf-opsawg-pcapng section 11.1 (block type codes)

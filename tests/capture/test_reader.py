@@ -69,7 +69,8 @@ def test_pcap_orders_and_resolutions(tmp_path, order, nano):
     assert info.truncated is None and info.dropped_by_capture is None and info.compression is None
     d = info.to_dict()
     assert set(d) == {"path", "format", "compression", "link_types", "packets", "bytes", "first_ns", "last_ns",
-                      "truncated", "dropped_by_capture", "unknown_blocks", "cut_by_snaplen", "sections", "interfaces"}
+                      "truncated", "dropped_by_capture", "unknown_blocks", "cut_by_snaplen", "sections", "interfaces",
+                      "damaged_blocks", "changed_while_read"}
     assert d["link_types"] == ["linux_sll"] and d["packets"] == 3
 
 
