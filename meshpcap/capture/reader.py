@@ -4,7 +4,6 @@ first bytes, and hand out columnar packet batches (the walkers live in pcap.py a
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, BinaryIO, Callable, Iterator
 
 from meshpcap.capture import pcap, pcapng
@@ -94,8 +93,8 @@ def describe(head: bytes) -> str:
 def _open_raw(name: str) -> BinaryIO:
     if name == STDIN:
         try:
-            return os.fdopen(os.dup(sys.stdin.fileno() if sys.stdin is not None else 0), "rb", buffering=0)
-        except (OSError, ValueError, AttributeError):
+            return os.fdopen(os.dup(0), "rb", buffering=0)  # the process's standard input, whatever sys.stdin is
+        except OSError:
             raise CaptureError("standard input", "cannot be read") from None
     try:
         raw = open(name, "rb", buffering=0)
