@@ -56,7 +56,11 @@ def parallel_ok(walker: Any) -> bool:
         st = os.fstat(source.raw.fileno())
     except (OSError, AttributeError, ValueError):
         return False
-    return cpus >= 2 and stat.S_ISREG(st.st_mode) and st.st_size >= max(PARALLEL_MIN_BYTES, 2 * walker.batch_bytes)
+    if not (cpus >= 2 and stat.S_ISREG(st.st_mode) and st.st_size >= max(PARALLEL_MIN_BYTES, 2 * walker.batch_bytes)):
+        return False
+    if source.guard is None:
+        source.guard = FileGuard(source.raw.fileno(), source.size)
+    return source.guard.mappable()  # both processes map the file: only while that is safe
 
 
 def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterator[Any]:
@@ -78,8 +82,6 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterat
             os._exit(code)
     os.close(wfd)
     fd = walker.source.raw.fileno()
-    if walker.source.guard is None:
-        walker.source.guard = FileGuard(fd, walker.source.size)
     guard = walker.source.guard
     info = walker.info
     resume, state = None, None  # file offset just past the last record reported, and the state there
@@ -103,10 +105,12 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterat
                     ended = True
                     break
                 offset, caplen, origlen, ts_ns, linktype, interface, result, new_state = pickle.loads(body, buffers=bufs)
+                if not guard.mappable():  # the file is about to change: end the child, read on here
+                    break
                 try:
-                    if base % mmap.ALLOCATIONGRANULARITY == 0 and guard.mappable():
+                    if base % mmap.ALLOCATIONGRANULARITY == 0:
                         data = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=base)
-                    else:  # a chunk the walk could not align, or a file no longer safe to map: copy it
+                    else:  # a chunk the walk could not align: copy it
                         data = os.pread(fd, length, base)
                 except (OSError, ValueError):
                     break
