@@ -50,15 +50,16 @@ class _Stream:
         if why is not None and self.error is None:
             self.error, self.error_at = why, at
 
-    def _limit(self, part: bytes) -> bytes:
-        """``part`` as far as the limits allow; past them the stream ends with the reason."""
+    def _limit(self, part: bytes, used: int) -> bytes:
+        """``part`` as far as the limits allow; past them the stream ends with the reason.
+        ``used``: the compressed bytes decoded so far (not those merely read ahead)."""
         total = self.produced + len(part)
         if self.max_out and total > self.max_out:
             part = part[: max(self.max_out - self.produced, 0)]
             self._end(f"decompression stopped after {self.max_out} bytes, the limit "
                       "(MESHPCAP_MAX_DECOMPRESSED)", self.consumed)
-        elif self.max_ratio and total > settings.RATIO_FLOOR and total > self.max_ratio * max(self.consumed, 1):
-            self._end(f"decompression stopped after {total} bytes from {self.consumed} compressed bytes: more than "
+        elif self.max_ratio and total > settings.RATIO_FLOOR and total > self.max_ratio * max(used, 1):
+            self._end(f"decompression stopped after {total} bytes from {used} compressed bytes: more than "
                       f"{self.max_ratio} times its size, which no capture compresses to (a decompression bomb?); "
                       "the limit is MESHPCAP_MAX_RATIO", self.consumed)
         self.produced += len(part)
@@ -99,11 +100,11 @@ class GunzipStream(_Stream):
                 part, at = self._salvage(saved)
                 self._end(f"the gzip stream is damaged at or before compressed byte {at} ({exc})", at)
                 if part:
-                    out.append(self._limit(part))
+                    out.append(self._limit(part, at))
                 break
             self.pending = b"" if self.inflater.eof else self.inflater.unconsumed_tail
             if part:
-                part = self._limit(part)
+                part = self._limit(part, self.consumed - len(self.pending))
                 out.append(part)
                 have += len(part)
         return b"".join(out)
@@ -210,7 +211,7 @@ class UnzstdStream(_Stream):
         while have < n and not self.done:
             part = self._step()
             if part:
-                part = self._limit(part)
+                part = self._limit(part, self._at())
                 out.append(part)
                 have += len(part)
         joined = b"".join(out)
