@@ -421,3 +421,30 @@ def test_pcap_old_versions_swap_lengths(tmp_path, minor):
     info, pkts = read_all(write(tmp_path, "old.pcap", hdr + rec1 + rec2))
     assert [(x[0], x[3]) for x in pkts] == [(b"abcd", 1500), (b"xyz", 3)]
     assert info.truncated is None
+
+
+def test_many_interfaces_cost_one_clock_conversion_per_batch(tmp_path, monkeypatch):
+    """Issue 9 item 6: 65,536 interfaces read 20x slower than one, a mask per interface and
+    batch; now the timestamp conversion runs once per distinct clock (tsresol, tsoffset)."""
+    import meshpcap.capture.pcapng as pcapng_mod
+
+    nif = 4096
+    blocks = [w.shb()] + [w.idb(linktype=1 if i % 3 else 101, tsresol=6 if i % 2 else 9) for i in range(nif)]
+    want = []
+    for k in range(3 * nif):
+        i = (k * 7919) % nif
+        blocks.append(w.epb(iface=i, ts=1_000_000 + k, data=b"p%d" % k))
+        want.append((i, (1_000_000 + k) * (1000 if i % 2 else 1), 1 if i % 3 else 101))
+    calls = []
+    real = pcapng_mod.ticks_to_ns
+
+    def counting(ticks, tsresol, offset):
+        calls.append(len(ticks))
+        return real(ticks, tsresol, offset)
+
+    monkeypatch.setattr(pcapng_mod, "ticks_to_ns", counting)
+    p = write(tmp_path, "many.pcapng", b"".join(blocks))
+    info, pkts = read_all(p, batch_bytes=1 << 20)
+    assert [(x[5], x[1], x[4]) for x in pkts] == want
+    assert len(info.interfaces) == nif and info.link_types == [1, 101]
+    assert len(calls) <= 2 * 2  # two clocks, at most two batches
