@@ -65,7 +65,10 @@ def flows(
 
 @app.command()
 def analyze(
-    capture: Path = typer.Argument(..., help="pcap or pcapng file of the session"),
+    captures: Optional[List[Path]] = typer.Argument(None, help="pcap or pcapng file of the session ('-': standard "
+                                                    "input); several files that continue one another are one capture"),
+    series: Optional[Path] = typer.Option(None, "--series", help="a directory of files that continue one another "
+                                          "(ring buffer, split capture), read as one capture"),
     profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`"),
     service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
                                                 "(default: the copy cached by `meshpcap tags update`)"),
@@ -89,6 +92,7 @@ def analyze(
     from .report.analysis import render_report
 
     try:
+        capture = _captures(captures, series)
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
                      rules=rules, fail_on=fail_on.value)
@@ -99,6 +103,16 @@ def analyze(
         _fail(exc)
     if failing(report.judgement.findings, fail_on.value):
         raise typer.Exit(1)
+
+
+def _captures(captures: Optional[List[Path]], series: Optional[Path]) -> Path | list[str]:
+    """The one capture, or the files of a series (``--series DIR`` and/or several arguments)."""
+    from .capture.series import series_in
+
+    paths = [str(p) for p in captures or []] + (series_in(series) if series is not None else [])
+    if not paths:
+        raise MeshpcapError("no capture given: name a file, '-' for standard input, or --series DIR")
+    return Path(paths[0]) if len(paths) == 1 else paths
 
 
 @app.command()
