@@ -30,8 +30,6 @@ class Settings:
     max_ratio: int = 200
     """MESHPCAP_MAX_RATIO: decompressed bytes per compressed byte allowed once more than
     :data:`RATIO_FLOOR` bytes came out (0: no limit); real captures compress 2-20x, bombs 1000x."""
-    cache_dir: str | None = None
-    """MESHPCAP_CACHE_DIR: where `tags update` keeps snapshots (else $XDG_CACHE_HOME/meshpcap)."""
 
 
 RATIO_FLOOR = 32 << 20  # the ratio limit applies after this many decompressed bytes
@@ -42,7 +40,6 @@ _VARS = {
     "pure_python": "MESHPCAP_PURE_PYTHON",
     "max_decompressed": "MESHPCAP_MAX_DECOMPRESSED",
     "max_ratio": "MESHPCAP_MAX_RATIO",
-    "cache_dir": "MESHPCAP_CACHE_DIR",
 }
 
 _current: Settings | None = None
@@ -73,10 +70,8 @@ def from_environ(environ: dict[str, str] | os._Environ = os.environ) -> Settings
         default = getattr(base, f.name)
         if isinstance(default, bool):
             values[f.name] = raw.strip().lower() not in ("0", "false", "no", "off")
-        elif isinstance(default, int):
-            values[f.name] = _size(raw, _VARS[f.name], default)
         else:
-            values[f.name] = raw
+            values[f.name] = _size(raw, _VARS[f.name], default)
     return replace(base, **values)
 
 
