@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 from pathlib import Path
 from types import ModuleType
 
@@ -31,7 +30,9 @@ def is_current(module: ModuleType) -> bool:
 
 
 def load(name: str, abi: int) -> ModuleType | None:
-    if os.environ.get("MESHPCAP_PURE_PYTHON"):
+    from meshpcap import settings
+
+    if settings.get().pure_python:
         return None
     try:
         module = importlib.import_module(name)

@@ -88,8 +88,12 @@ def _output_format(given: Optional[ReportFormat], output: Optional[Path]) -> Rep
                         f"(known: {', '.join(sorted(_EXTENSIONS))}): give --format")
 
 
-def _not_the_capture(output: Optional[Path], capture: Path) -> None:
-    """``-o`` must never overwrite the capture being read."""
+def _not_the_capture(output: Optional[Path], capture) -> None:
+    """``-o`` must never overwrite the capture being read (or any file of a series)."""
+    if isinstance(capture, list):
+        for one in capture:
+            _not_the_capture(output, Path(one))
+        return
     if output is None or str(output) == "-" or str(capture) == "-":
         return
     try:
@@ -102,7 +106,10 @@ def _not_the_capture(output: Optional[Path], capture: Path) -> None:
 
 @app.command()
 def analyze(
-    capture: Path = typer.Argument(..., help="pcap or pcapng file of the session"),
+    captures: Optional[List[Path]] = typer.Argument(None, help="pcap or pcapng file of the session ('-': standard "
+                                                    "input); several files that continue one another are one capture"),
+    series: Optional[Path] = typer.Option(None, "--series", help="a directory of files that continue one another "
+                                          "(ring buffer, split capture), read as one capture"),
     profile: List[str] = typer.Option([], "--profile", "-p", help="rule set (default multi-room): see `meshpcap "
                                       "profiles`; `auto`: the one in force on the capture's date (or --as-of); "
                                       "repeat it to compare the capture under several side by side"),
@@ -133,6 +140,10 @@ def analyze(
     from . import analyze as run
     from .report.analysis import render_report
 
+    try:
+        capture = _captures(captures, series)
+    except MeshpcapError as exc:
+        _fail(exc)
     if len(profile) > 1:
         _compare(capture, profile, format, output, fail_on.value, service_tags=service_tags,
                  m365_endpoints=m365_endpoints, webslates=webslate, webslate_allow=webslate_allow,
@@ -169,6 +180,16 @@ def _compare(capture: Path, profiles: List[str], format, output: Optional[Path],
     code = comparison.reports[0].exit_code
     if code:
         raise typer.Exit(code)
+
+
+def _captures(captures: Optional[List[Path]], series: Optional[Path]) -> Path | list[str]:
+    """The one capture, or the files of a series (``--series DIR`` and/or several arguments)."""
+    from .capture.series import series_in
+
+    paths = [str(p) for p in captures or []] + (series_in(series) if series is not None else [])
+    if not paths:
+        raise MeshpcapError("no capture given: name a file, '-' for standard input, or --series DIR")
+    return Path(paths[0]) if len(paths) == 1 else paths
 
 
 @app.command()

@@ -6,12 +6,13 @@ functions (re-exported from ``meshpcap``).
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
+from typing import Sequence
 
-from .capture import open_capture
+from .capture import open_capture, series
 from .decode.frames import decode_batch
+from .errors import CaptureError
 from .flows.engine import FlowBuilder, prepare
 from .flows.model import FlowTable
 from .flows.records import build_records, flow_order
@@ -36,47 +37,58 @@ def retain_until_exit() -> None:
         _retained = []
 
 
-def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,
-               batch_bytes: int | None = None) -> FlowTable:
+def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: bool = True,
+               idle_seconds: float | None = None, batch_bytes: int | None = None) -> FlowTable:
     """Read a capture and return its flows (``.to_dataframe()`` for pandas).
 
-    ``names=False`` skips the naming stage (SNI, QUIC, DNS, HTTP, STUN details):
-    only the flow table is built.  Raises :class:`meshpcap.errors.CaptureError` when
-    the file cannot be read at all; damage inside the capture is reported in
-    ``capture["truncated"]`` and ``capture["undecoded"]`` instead.  ``batch_bytes``
-    sets the reader's batch size (the result does not depend on it).
+    ``path`` is a file, a FIFO or ``"-"`` (standard input), or a list of files that continue
+    one another (a ring buffer, a capture split by ``editcap -c``): they are read as one
+    capture, in the order of their first packets, so that a flow crossing a file boundary is
+    one flow; ``capture["files"]`` then lists each file with its time span and the gap before
+    it.  ``names=False`` skips the naming stage (SNI, QUIC, DNS, HTTP, STUN details): only
+    the flow table is built.  Raises :class:`meshpcap.errors.CaptureError` when a file cannot
+    be read at all; damage inside the capture is reported in ``capture["truncated"]`` and
+    ``capture["undecoded"]`` instead.  ``batch_bytes`` sets the reader's batch size (the
+    result does not depend on it).  The garbage collector is left as it is (the CLI turns
+    it off for its one run; a notebook may do the same around a large read).
     """
-    # Reading builds many small objects and no reference cycles: the cyclic collector's passes
-    # over an ever larger heap would cost about a tenth of the run, so it waits until the end.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _read_flows(path, names, idle_seconds, batch_bytes)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    if isinstance(path, (str, os.PathLike)):
+        paths = [os.fspath(path)]
+    else:
+        paths = [os.fspath(p) for p in path]
+        if not paths:
+            raise CaptureError("(no files)", "no capture given")
+    return _read_flows(paths, names, idle_seconds, batch_bytes)
 
 
-def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None, batch_bytes: int | None) -> FlowTable:
+def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch_bytes: int | None) -> FlowTable:
     kwargs = {}
     if idle_seconds is not None:
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
     builder = FlowBuilder(evidence=names, **kwargs)
-    with open_capture(path, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
-        early = None
-        if names:
-            from .flows.engine import EVIDENCE_TCP
-            from .flows.naming import EarlyNamer, prefetch_dns
+    if len(paths) > 1:
+        paths = series.order(paths)
+    early = None
+    if names:
+        from .flows.engine import EVIDENCE_TCP
+        from .flows.naming import EarlyNamer, prefetch_dns
 
-            early = EarlyNamer(builder, EVIDENCE_TCP)
-        for batch, (decoded, grouped) in cap.batches_with(_decode):
-            builder.add(batch, decoded, grouped)
-            if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
-                if builder.dns_new:
-                    prefetch_dns(builder.dns_new, builder.dns_parsed)
-                    builder.dns_new = []
-                early.step()
-        info = cap.info
+        early = EarlyNamer(builder, EVIDENCE_TCP)
+    infos = []
+    first_record = 0  # records in the files before this one: record numbers run on across a series
+    for p in paths:
+        with open_capture(p, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
+            for batch, (decoded, grouped) in cap.batches_with(_decode):
+                batch.first_record += first_record
+                builder.add(batch, decoded, grouped)
+                if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
+                    if builder.dns_new:
+                        prefetch_dns(builder.dns_new, builder.dns_parsed)
+                        builder.dns_new = []
+                    early.step()
+            infos.append(cap.info)
+            first_record += cap.info.records
+    info = infos[0] if len(infos) == 1 else series.merge(infos)
     raw = builder.finish()
     namer = None
     dns_events = []
@@ -102,7 +114,7 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
     if _retained is not None:
         _retained.append((builder, raw, early, namer))
     capture = info.to_dict()
-    capture["path"] = str(Path(path))
+    capture["path"] = str(Path(paths[0]))
     capture["decoded"] = raw.decoded
     capture["undecoded"] = dict(sorted(raw.undecoded.items()))
     return FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)

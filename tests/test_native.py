@@ -31,9 +31,12 @@ def test_built_where_a_compiler_exists(name):
 
 
 def test_pure_python_is_selectable(monkeypatch):
+    from meshpcap import settings
+
     monkeypatch.setenv("MESHPCAP_PURE_PYTHON", "1")
+    monkeypatch.setattr(settings, "_current", settings.from_environ())
     assert all(load(name, abi) is None for name, abi in MODULES.items())
-    monkeypatch.delenv("MESHPCAP_PURE_PYTHON")
+    monkeypatch.setattr(settings, "_current", settings.Settings())
     assert load("meshpcap.no_such_module", 1) is None
 
 

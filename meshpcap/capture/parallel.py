@@ -26,106 +26,88 @@ import os
 import pickle
 import stat
 import struct
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # not on Windows, where there is no fork either
-    fcntl = None  # type: ignore[assignment]
-
-from meshpcap.capture.reader import Batch, MappedSource
+from meshpcap import _child, settings
+from meshpcap.capture.source import Batch, FileGuard, MappedSource
 
 PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in one process (a fork costs more than it saves)
 
 _MSG = struct.Struct("<BqqQQ")  # kind, chunk file offset, chunk length, out-of-band buffers, pickle bytes
-F_SETPIPE_SZ = 1031  # Linux fcntl
 _MSG_BATCH, _MSG_END = 1, 2
 
 
 def parallel_ok(walker: Any) -> bool:
-    """Walk in a second process? Only a large plain file on a machine with a spare core."""
+    """Walk in a second process? Only a large plain file, safe to map, with a spare core."""
     source = walker.source
-    if (source.compression is not None or not hasattr(os, "fork") or fcntl is None
-            or os.environ.get("MESHPCAP_NO_FORK") or os.environ.get("MESHPCAP_NO_MMAP")):
+    if source.compression is not None or not _child.can_fork() or settings.get().no_mmap:
         return False
     try:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         st = os.fstat(source.raw.fileno())
     except (OSError, AttributeError, ValueError):
         return False
-    return cpus >= 2 and stat.S_ISREG(st.st_mode) and st.st_size >= max(PARALLEL_MIN_BYTES, 2 * walker.batch_bytes)
+    if not (stat.S_ISREG(st.st_mode) and st.st_size >= max(PARALLEL_MIN_BYTES, 2 * walker.batch_bytes)):
+        return False
+    if source.guard is None:
+        source.guard = FileGuard(source.raw.fileno(), source.size)
+    return source.guard.mappable()  # both processes map the file: only while that is safe
 
 
 def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterator[Any]:
     """The walker's batches, or (batch, work(batch)) pairs with ``work``, walked in a child."""
-    rfd, wfd = os.pipe()
-    try:
-        fcntl.fcntl(wfd, F_SETPIPE_SZ, 1 << 20)  # fewer, larger pipe transfers
-    except OSError:
-        pass
-    pid = os.fork()
-    if pid == 0:  # the child: walk and report, never return into the caller's code
-        code = 1
-        try:
-            os.close(rfd)
-            code = _child(walker, wfd, work)
-        except BaseException:
-            pass
-        finally:
-            os._exit(code)
-    os.close(wfd)
     fd = walker.source.raw.fileno()
+    guard = walker.source.guard
     info = walker.info
     resume, state = None, None  # file offset just past the last record reported, and the state there
     ended = False
-    try:
-        with os.fdopen(rfd, "rb", buffering=0) as pipe:
-            while True:
-                head = _read_exact(pipe, _MSG.size)
-                if head is None:
-                    break
-                kind, base, length, nbufs, nhead = _MSG.unpack(head)
-                body = _read_exact(pipe, nhead)
-                sizes = _read_exact(pipe, 8 * nbufs)
-                if body is None or sizes is None:
-                    break
-                bufs = [_read_exact(pipe, n, writable=True) for n in struct.unpack(f"<{nbufs}Q", sizes)]
-                if any(b is None for b in bufs):
-                    break
-                if kind != _MSG_BATCH:
-                    walker.parent_end(pickle.loads(body, buffers=bufs))
-                    ended = True
-                    break
-                offset, caplen, origlen, ts_ns, linktype, interface, result, new_state = pickle.loads(body, buffers=bufs)
-                try:
-                    if base % mmap.ALLOCATIONGRANULARITY == 0:
-                        data = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=base)
-                    else:  # a chunk the walk could not align: copy it
-                        data = os.pread(fd, length, base)
-                except (OSError, ValueError):
-                    break
-                if len(data) != length:
-                    break
-                walker.parent_state(new_state)
-                batch = Batch(data=data, offset=offset, caplen=caplen, origlen=origlen, ts_ns=ts_ns,
-                              linktype=linktype, interface=interface, first_record=info.records)
-                info._account(caplen, origlen, ts_ns)
-                resume, state = base + int(offset[-1]) + int(caplen[-1]), new_state
-                yield batch if work is None else (batch, result)
-    finally:
-        _reap(pid)
+    read = _child.read_exact
+    with _child.beside(lambda wfd: _walk_in_child(walker, wfd, work), pipe_bytes=1 << 20) as pipe:
+        while True:
+            head = read(pipe, _MSG.size)
+            if head is None:
+                break
+            kind, base, length, nbufs, nhead = _MSG.unpack(head)
+            body = read(pipe, nhead)
+            sizes = read(pipe, 8 * nbufs)
+            if body is None or sizes is None:
+                break
+            bufs = [read(pipe, n, writable=True) for n in struct.unpack(f"<{nbufs}Q", sizes)]
+            if any(b is None for b in bufs):
+                break
+            if kind != _MSG_BATCH:
+                walker.parent_end(pickle.loads(body, buffers=bufs))
+                ended = True
+                break
+            offset, caplen, origlen, ts_ns, linktype, interface, result, new_state = pickle.loads(body, buffers=bufs)
+            if not guard.mappable():  # the file is about to change: end the child, read on here
+                break
+            try:
+                if base % mmap.ALLOCATIONGRANULARITY == 0:
+                    data = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=base)
+                else:  # a chunk the walk could not align: copy it
+                    data = os.pread(fd, length, base)
+            except (OSError, ValueError):
+                break
+            if len(data) != length:
+                break
+            walker.parent_state(new_state)
+            batch = Batch(data=data, offset=offset, caplen=caplen, origlen=origlen, ts_ns=ts_ns,
+                          linktype=linktype, interface=interface, first_record=info.records)
+            info._account(caplen, origlen, ts_ns)
+            resume, state = base + int(offset[-1]) + int(caplen[-1]), new_state
+            yield batch if work is None else (batch, result)
     if not ended:  # the child failed: walk the rest here
         for batch in walker.resume(resume, state):
             yield batch if work is None else (batch, work(batch))
 
 
-def _child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> int:
+def _walk_in_child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> None:
     """In the forked child: walk the file on a descriptor of its own and report each batch."""
     raw = open(walker.info.path, "rb", buffering=0)
-    source = MappedSource(raw.fileno(), os.fstat(raw.fileno()).st_size)
-    write = os.write
+    size = os.fstat(raw.fileno()).st_size
+    source = MappedSource(raw.fileno(), size, FileGuard(raw.fileno(), size))
 
     def send(kind: int, base: int, length: int, obj: Any) -> None:
         bufs: list = []
@@ -136,9 +118,7 @@ def _child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> int:
         parts = [_MSG.pack(kind, base, length, len(views), len(body)), body,
                  struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))] + views
         for part in parts:
-            buf = memoryview(part).cast("B")
-            while buf:
-                buf = buf[write(wfd, buf):]
+            _child.write_all(wfd, part)
 
     for item in walker.child_items(source):
         if item[0] == "batch":
@@ -149,7 +129,6 @@ def _child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> int:
         else:
             send(_MSG_END, 0, 0, item[1])
     os.close(wfd)
-    return 0
 
 
 def _array_from(buf: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -168,28 +147,3 @@ class _ArrayPickler(pickle.Pickler):
         if type(obj) is np.ndarray and obj.flags.c_contiguous and obj.dtype.names is None and not obj.dtype.hasobject:
             return _array_from, (pickle.PickleBuffer(obj.reshape(-1)), obj.dtype.str, obj.shape)
         return NotImplemented
-
-
-def _read_exact(f: BinaryIO, n: int, writable: bool = False) -> bytes | bytearray | None:
-    """Exactly ``n`` bytes from an unbuffered pipe, or None at its end."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = f.readinto(view[got:])
-        if not k:
-            return None
-        got += k
-    return buf if writable else bytes(buf)
-
-
-def _reap(pid: int) -> None:
-    """End the child (if it still runs) and collect it."""
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

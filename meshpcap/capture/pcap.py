@@ -12,7 +12,7 @@ import numpy as np
 from meshpcap.capture import accel
 from meshpcap.capture.linktypes import linktype_name
 from meshpcap.capture.parallel import parallel_batches, parallel_ok
-from meshpcap.capture.reader import Batch, CaptureInfo, MappedSource, Source, mapped_source
+from meshpcap.capture.source import Batch, CaptureInfo, MappedSource, Source, mapped_source
 
 # draft-ietf-opsawg-pcap section 4: magic -> (byte order, ns per fraction unit, record header length).
 # 0xA1B2CD34 is Alexey Kuznetzov's "modified" pcap whose record headers carry 8 more bytes.

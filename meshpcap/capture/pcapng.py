@@ -13,7 +13,7 @@ from meshpcap.capture import accel
 from meshpcap.capture.linktypes import linktype_name
 from meshpcap.capture.parallel import parallel_batches, parallel_ok
 from meshpcap.capture.pcap import MAX_CAPLEN
-from meshpcap.capture.reader import INT64_MAX, INT64_MIN, Batch, CaptureInfo, MappedSource, Source, mapped_source
+from meshpcap.capture.source import INT64_MAX, INT64_MIN, Batch, CaptureInfo, MappedSource, Source, mapped_source
 
 SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 # draft-ietf-opsawg-pcapng section 11.1 (block type codes)
@@ -142,6 +142,8 @@ class PcapngWalker:
         self.sec_nif = 0
         self.if_ts: list[tuple[int, int]] = []
         self.if_lt: list[int] = []
+        self._tables_for = -1  # len(if_lt) when _tables_cache was built
+        self._tables_cache: tuple = ()
         self.drops: dict[int, int] = {}
         self.last_ts: int | None = None
         self.base = 0
@@ -200,15 +202,35 @@ class PcapngWalker:
                     btype, blen = hdr(data, pos)
                     if btype == EPB:
                         end = pos + blen
-                        if blen & 3 or blen < 32 or blen > MAX_BLOCK:
-                            raise _Damaged(self._bad_len(pos, btype, blen, 32))
-                        if end > n:
+                        bad_len = blen & 3 or blen < 32 or blen > MAX_BLOCK
+                        if not bad_len and end > n and not source.eof:
                             self.need = end - n
                             break
-                        iface, tsh, tsl, cap, orig = epb(data, pos + 8)
-                        if cap > blen - 32 or iface >= nif or u32(data, end - 4)[0] != blen:
-                            raise _Damaged(self._bad_packet(data, pos, blen, iface, cap, nif, len(rec) // 6))
-                        ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
+                        if n - pos < 32 and not source.eof:
+                            self.need = 32 - (n - pos)
+                            break
+                        if bad_len or end > n or n - pos < 32:
+                            iface = cap = -1
+                            why = self._bad_len(pos, btype, blen, 32) if bad_len else None
+                        else:
+                            iface, tsh, tsl, cap, orig = epb(data, pos + 8)
+                            if cap <= blen - 32 and iface < nif and u32(data, end - 4)[0] == blen:
+                                ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
+                                pos = end
+                                continue
+                            why = self._bad_packet(data, pos, blen, iface, cap, nif, len(rec) // 6)
+                        end = self._recover(data, pos, n, source.eof, blen)
+                        if end == -1:  # the next block header is not in this chunk yet
+                            break
+                        if end is None:
+                            if why is None:  # cut inside the block: reported at the end of the walk
+                                break
+                            raise _Damaged(why)
+                        info.damaged_blocks += 1
+                        if n - pos >= 32:
+                            iface, tsh, tsl, cap, orig = epb(data, pos + 8)
+                            if cap <= end - pos - 32 and iface < nif:  # the packet itself is sound
+                                ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
                         pos = end
                         continue
                     end = self._block(data, pos, n, btype, blen, rec, spb_rows)
@@ -287,6 +309,59 @@ class PcapngWalker:
             return f"file ends inside record {self.info.records} ({rem} of {blen} block bytes present)"
         name = BLOCK_NAMES.get(btype, f"type 0x{btype:08x}")
         return f"file ends inside a {name} block ({rem} of {blen} bytes present)"
+
+    def _recover(self, data: bytes, pos: int, n: int, eof: bool, blen: int) -> int | None:
+        """Where a damaged Enhanced Packet Block really ends, when that is unambiguous; None
+        when it is not; -1 when more data is needed to tell.
+
+        Wireshark reads an EPB whose length is not a multiple of 4 as if rounded up; beyond
+        that, a block end is taken when the block's own trailing length agrees with it (or it
+        is where the leading length points) and a sound block header (or the end of the file)
+        follows it.  Candidates: the leading length (rounded up), and the end a block without
+        options would have (from the captured length)."""
+        u32 = _S[self.order]["u32"].unpack_from
+        cands = {pos + ((blen + 3) & ~3)} if 32 <= blen <= MAX_BLOCK else set()
+        if n - pos >= 24:
+            cap = u32(data, pos + 20)[0]
+            if cap <= MAX_CAPLEN:
+                cands.add(pos + 32 + ((cap + 3) & ~3))
+        found = []
+        for end in sorted(cands):
+            if end > n:
+                if not eof:
+                    self.need = end + 12 - n
+                    return -1
+                continue
+            trail = u32(data, end - 4)[0]
+            if trail not in (blen, end - pos) and end != pos + ((blen + 3) & ~3):
+                continue
+            ok = self._sound_header(data, end, n, eof)
+            if ok == -1:
+                return -1
+            if ok:
+                found.append(end)
+        return found[0] if len(found) == 1 else None
+
+    def _sound_header(self, data: bytes, pos: int, n: int, eof: bool) -> int | bool:
+        """Does a well-formed block start at ``pos`` (or the file end there)?  -1: cannot tell yet."""
+        if n - pos < 12:
+            self.need = pos + 12 - n
+            return -1 if not eof else pos == n
+        order = self.order
+        btype = _S[order]["u32"].unpack_from(data, pos)[0]
+        if btype == SHB:
+            order = _byte_order(data, pos + 8)
+            if order is None:
+                return False
+        elif btype not in (IDB, OPB, SPB, NRB, ISB, EPB) and btype not in KNOWN_SKIPPED:
+            return False
+        blen = _S[order]["u32"].unpack_from(data, pos + 4)[0]
+        if _block_len_problem(blen, 12):
+            return False
+        if pos + blen > n:
+            self.need = pos + blen - n
+            return -1 if not eof else False
+        return _S[order]["u32"].unpack_from(data, pos + blen - 4)[0] == blen
 
     def _bad_len(self, pos: int, btype: int, blen: int, minimum: int) -> str:
         problem = _block_len_problem(blen, minimum) or "its length is invalid"
@@ -410,19 +485,33 @@ class PcapngWalker:
             self.drops[self.sec_base + iface] = sum(said)  # the last ISB of an interface wins
             self.info.dropped_by_capture = sum(self.drops.values())
 
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        """Per-interface lookups as arrays (linktype; index of its clock in the distinct
+        (tsresol, tsoffset) pairs) and those pairs, rebuilt only when interfaces were added:
+        with 65,536 interfaces a batch costs what it costs with one (issue 9 item 6)."""
+        k = len(self.if_lt)
+        if self._tables_for != k:
+            kinds: dict[tuple[int, int], int] = {}
+            clock_of = np.fromiter((kinds.setdefault(t, len(kinds)) for t in self.if_ts), dtype=np.int32, count=k)
+            self._tables_cache = (np.asarray(self.if_lt, dtype=np.int32), clock_of, list(kinds))
+            self._tables_for = k
+        return self._tables_cache
+
     def _batch(self, data: bytes, rec: array, spb_rows: list[int]) -> Batch:
         cols = np.frombuffer(rec, dtype=np.int64).reshape(-1, 6)
         k = len(cols)
         iface = cols[:, 1].astype(np.int32)
         ticks = (cols[:, 2].astype(np.uint64) << np.uint64(32)) | cols[:, 3].astype(np.uint64)
         ts_ns = np.empty(k, dtype=np.int64)
-        present = np.unique(iface)
-        if len(present) == 1:
-            ts_ns[:] = ticks_to_ns(ticks, *self.if_ts[int(present[0])])
-        else:
+        linktypes, clock_of, clocks = self._tables()
+        if len(clocks) == 1:
+            ts_ns[:] = ticks_to_ns(ticks, *clocks[0])
+        else:  # one pass per distinct clock (resolution, offset), not per interface
+            clock = clock_of[iface]
+            present = np.unique(clock)
             for g in present.tolist():
-                sel = iface == g
-                ts_ns[sel] = ticks_to_ns(ticks[sel], *self.if_ts[g])
+                sel = clock == g if len(present) > 1 else slice(None)
+                ts_ns[sel] = ticks_to_ns(ticks[sel], *clocks[g])
         if spb_rows:
             # Simple packet blocks carry no timestamp: take the previous packet's (section 4.4);
             # before any packet with a timestamp, 0 (whatever the batch boundaries).
@@ -442,7 +531,7 @@ class PcapngWalker:
             caplen=caplen,
             origlen=origlen,
             ts_ns=ts_ns,
-            linktype=np.asarray(self.if_lt, dtype=np.int32)[iface],
+            linktype=linktypes[iface],
             interface=iface,
             first_record=info.records,
         )

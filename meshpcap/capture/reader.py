@@ -1,208 +1,20 @@
-"""open_capture: detect the format from the first bytes, decompress, and hand out columnar packet batches."""
+"""open_capture: open a file, pipe or standard input, detect compression and format from the
+first bytes, and hand out columnar packet batches (the walkers live in pcap.py and pcapng.py)."""
 
 from __future__ import annotations
 
-import mmap
 import os
-import stat
-import zlib
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 
-import numpy as np
-
-from meshpcap.capture.linktypes import linktype_name
+from meshpcap.capture import pcap, pcapng
+from meshpcap.capture.compressed import GZIP_MAGIC, ZSTD_MAGIC, ZSTD_SKIPPABLE, GunzipStream, UnzstdStream
+from meshpcap.capture.source import INT64_MAX, INT64_MIN, Batch, CaptureInfo, MappedSource, Source, regular_size
 from meshpcap.errors import CaptureError
 
-GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 section 2.3.1
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # RFC 8878 section 3.1.1
+__all__ = ["open_capture", "Capture", "Batch", "CaptureInfo", "MappedSource", "Source", "describe",
+           "INT64_MAX", "INT64_MIN", "STDIN"]
 
-INT64_MAX = (1 << 63) - 1
-INT64_MIN = -(1 << 63)
-
-
-@dataclass(slots=True)
-class Batch:
-    """Packets from one chunk of the (decompressed) file, as columns; packet i is
-    ``data[offset[i]:offset[i] + caplen[i]]``.  ``data`` is a read-only mmap of the chunk
-    for an uncompressed regular file (see :class:`MappedSource`), else bytes; its slices are
-    bytes either way."""
-
-    data: bytes
-    offset: np.ndarray
-    caplen: np.ndarray
-    origlen: np.ndarray
-    ts_ns: np.ndarray
-    linktype: np.ndarray
-    interface: np.ndarray
-    first_record: int
-
-    def __len__(self) -> int:
-        return len(self.offset)
-
-
-@dataclass(slots=True)
-class CaptureInfo:
-    """What the capture says about itself; counters are complete once iteration ends."""
-
-    path: str
-    format: str
-    compression: str | None = None
-    byte_order: str = "little"
-    link_types: list[int] = field(default_factory=list)
-    interfaces: list[dict] = field(default_factory=list)
-    snaplen: int | None = None
-    records: int = 0
-    bytes: int = 0
-    captured_bytes: int = 0
-    cut_by_snaplen: int = 0
-    first_ns: int | None = None
-    last_ns: int | None = None
-    truncated: dict | None = None
-    dropped_by_capture: int | None = None
-    unknown_blocks: int = 0
-    sections: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (link types as names)."""
-        return {
-            "path": self.path,
-            "format": self.format,
-            "compression": self.compression,
-            "link_types": [linktype_name(lt) for lt in self.link_types],
-            "packets": self.records,
-            "bytes": self.bytes,
-            "first_ns": self.first_ns,
-            "last_ns": self.last_ns,
-            "truncated": dict(self.truncated) if self.truncated is not None else None,
-            "dropped_by_capture": self.dropped_by_capture,
-            "unknown_blocks": self.unknown_blocks,
-            "cut_by_snaplen": self.cut_by_snaplen,
-            "sections": self.sections,
-            "interfaces": [dict(i) for i in self.interfaces],
-        }
-
-    def _account(self, caplen: np.ndarray, origlen: np.ndarray, ts_ns: np.ndarray) -> None:
-        """Add one batch's packets to the counters."""
-        if len(caplen) == 0:
-            return
-        self.records += len(caplen)
-        self.bytes += int(origlen.sum())
-        self.captured_bytes += int(caplen.sum())
-        self.cut_by_snaplen += int(np.count_nonzero(caplen < origlen))
-        lo, hi = int(ts_ns.min()), int(ts_ns.max())
-        self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
-        self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
-
-    def _truncate(self, record: int, offset: int, reason: str) -> None:
-        self.truncated = {"record": record, "offset": offset, "reason": reason}
-
-
-class Source:
-    """The decompressed byte stream: exact reads, and a decompression error turned into EOF."""
-
-    def __init__(self, raw: BinaryIO, stream: Any, compression: str | None) -> None:
-        self.raw = raw
-        self.stream = stream
-        self.compression = compression
-        self.error: str | None = None  # why the stream ended early, if it did
-        self.eof = False
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes; fewer only at the end of the stream."""
-        if self.eof or n <= 0:
-            return b""
-        parts = []
-        want = n
-        read = self.stream.read
-        while want > 0:
-            try:
-                part = read(want)
-            except (EOFError, OSError, zlib.error) as exc:
-                self._fail(exc)
-                break
-            except Exception as exc:  # zstandard.ZstdError and friends
-                if type(exc).__module__.startswith("zstandard") or type(exc).__name__ == "ZstdError":
-                    self._fail(exc)
-                    break
-                raise
-            if not part:
-                self.eof = True
-                break
-            parts.append(part)
-            want -= len(part)
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
-
-    def read_after(self, tail: bytes, n: int) -> bytes:
-        """``tail`` (the last bytes handed out) followed by up to ``n`` new bytes.
-
-        A plain file seeks back and reads the tail again, which is cheaper than
-        concatenating a large chunk; a decompressed stream has to concatenate."""
-        if not tail:
-            return self.read(n)
-        if self.compression is None and not self.eof:
-            self.raw.seek(-len(tail), os.SEEK_CUR)
-            return self.read(len(tail) + n)
-        return tail + self.read(n)
-
-    def _fail(self, exc: BaseException) -> None:
-        self.eof = True
-        detail = str(exc).strip().rstrip(".") or type(exc).__name__
-        self.error = f"the {self.compression or 'file'} stream is damaged or cut ({detail})"
-
-    def close(self) -> None:
-        for obj in (self.stream, self.raw):
-            try:
-                obj.close()
-            except Exception:
-                pass
-
-
-class MappedSource:
-    """What the walkers need of a :class:`Source`, over a plain regular file whose chunks are
-    mapped rather than read: no copy, and no fresh memory to fault in (reading 16 MiB chunks
-    into new buffers cost about five times as much).  A chunk that starts on a multiple of
-    ``mmap.ALLOCATIONGRANULARITY`` is a read-only mmap (its slices are bytes); the walkers keep
-    their chunks aligned, and any other chunk is read."""
-
-    compression = None
-    error = None
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        self.size = size
-        self.pos = 0  # file offset just past the bytes handed out
-        self.eof = False
-
-    def read_after(self, tail: bytes, n: int) -> Any:
-        """``tail`` (the last bytes handed out) followed by up to ``n`` new bytes."""
-        start = self.pos - len(tail)
-        end = min(self.pos + n, self.size)
-        self.pos = end
-        self.eof = end >= self.size
-        if end <= start:
-            return b""
-        if start % mmap.ALLOCATIONGRANULARITY:
-            return os.pread(self.fd, end - start, start)
-        return mmap.mmap(self.fd, end - start, access=mmap.ACCESS_READ, offset=start)
-
-
-def mapped_source(source: Source) -> MappedSource | None:
-    """A :class:`MappedSource` over the file of ``source`` when it is an uncompressed regular
-    file (and MESHPCAP_NO_MMAP is not set: a file cut short while it is mapped and read would
-    end the process with SIGBUS); else None."""
-    if source.compression is not None or os.environ.get("MESHPCAP_NO_MMAP") or not hasattr(os, "pread"):
-        return None  # (no os.pread, for a chunk that does not start on a page: Windows)
-    try:
-        fd = source.raw.fileno()
-        st = os.fstat(fd)
-    except (OSError, AttributeError, ValueError):
-        return None
-    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-        return None
-    return MappedSource(fd, st.st_size)
+STDIN = "-"  # the name that reads standard input
 
 
 class Capture:
@@ -216,13 +28,7 @@ class Capture:
 
     def batches(self) -> Iterator[Batch]:
         """Yield the packets in file order, one :class:`Batch` per chunk; closes the file at the end."""
-        if self._used:
-            raise RuntimeError("Capture.batches() is single pass")
-        self._used = True
-        try:
-            yield from self._walker.batches()
-        finally:
-            self.close()
+        yield from self._run(None)
 
     def batches_with(self, work: Callable[[Batch], Any]) -> Iterator[tuple[Batch, Any]]:
         """Like :meth:`batches`, yielding (batch, work(batch)) pairs.
@@ -230,11 +36,17 @@ class Capture:
         ``work`` must be a pure function of the batch whose result pickles (a later stage's
         per-batch step, e.g. header decoding): where the walk runs in a second process, so
         does ``work``, overlapping what the caller does with the previous pairs."""
+        yield from self._run(work)
+
+    def _run(self, work: Callable[[Batch], Any] | None) -> Iterator[Any]:
         if self._used:
             raise RuntimeError("Capture.batches() is single pass")
         self._used = True
         try:
-            yield from self._walker.batches(work)
+            yield from (self._walker.batches() if work is None else self._walker.batches(work))
+            if self.info.truncated is not None and self._source.error_at is not None:
+                self.info.truncated.setdefault("compressed_offset", self._source.error_at)
+            self._source.note_change(self.info)
         finally:
             self.close()
 
@@ -278,15 +90,12 @@ def describe(head: bytes) -> str:
     return "starts with bytes " + start.hex(" ")
 
 
-def open_capture(path: str | os.PathLike, batch_bytes: int = 16 << 20) -> Capture:
-    """Open a pcap or pcapng file (optionally gzip- or zstd-compressed) and validate its header.
-
-    Raises :class:`CaptureError` when the file as a whole cannot be read."""
-    from meshpcap.capture import pcap, pcapng
-
-    name = os.fspath(path)
-    if batch_bytes < 1:
-        raise ValueError("batch_bytes must be positive")
+def _open_raw(name: str) -> BinaryIO:
+    if name == STDIN:
+        try:
+            return os.fdopen(os.dup(0), "rb", buffering=0)  # the process's standard input, whatever sys.stdin is
+        except OSError:
+            raise CaptureError("standard input", "cannot be read") from None
     try:
         raw = open(name, "rb", buffering=0)
     except FileNotFoundError:
@@ -297,16 +106,34 @@ def open_capture(path: str | os.PathLike, batch_bytes: int = 16 << 20) -> Captur
         raise CaptureError(name, "permission denied") from None
     except OSError as exc:
         raise CaptureError(name, f"cannot open: {exc.strerror or exc}") from None
+    if os.path.isdir(name):
+        raw.close()
+        raise CaptureError(name, "is a directory, not a capture file")
+    return raw
+
+
+def open_capture(path: str | os.PathLike, batch_bytes: int = 16 << 20) -> Capture:
+    """Open a pcap or pcapng capture (optionally gzip- or zstd-compressed) and validate its header.
+
+    ``path`` may be a regular file, a FIFO, a device such as /dev/stdin, or ``"-"`` for
+    standard input; anything but a plain regular file is read as a stream (no seek, no
+    mapping).  Raises :class:`CaptureError` when the capture as a whole cannot be read."""
+    name = os.fspath(path)
+    if batch_bytes < 1:
+        raise ValueError("batch_bytes must be positive")
+    shown = "standard input" if name == STDIN else name
+    raw = _open_raw(name)
     try:
-        if os.path.isdir(name):
-            raise CaptureError(name, "is a directory, not a capture file")
-        source = _open_source(name, raw)
-        head = source.read(24)
+        try:
+            source = _open_source(raw)
+            head = source.read(24)
+        except OSError as exc:
+            raise CaptureError(shown, f"cannot read: {exc.strerror or exc}") from None
         prefix = "" if source.compression is None else f"{source.compression}-compressed file: "
         if not head:
             if source.error:
-                raise CaptureError(name, source.error)
-            raise CaptureError(name, "empty file (0 bytes)" if not prefix else prefix + "decompresses to nothing")
+                raise CaptureError(shown, source.error)
+            raise CaptureError(shown, "empty file (0 bytes)" if not prefix else prefix + "decompresses to nothing")
         info = CaptureInfo(path=name, format="", compression=source.compression)
         try:
             if head[:4] in pcap.MAGICS:
@@ -319,118 +146,55 @@ def open_capture(path: str | os.PathLike, batch_bytes: int = 16 << 20) -> Captur
             problem = str(exc)
             if source.error and "ends inside" in problem:
                 problem += f"; {source.error}"
-            raise CaptureError(name, prefix + problem) from None
+            raise CaptureError(shown, prefix + problem) from None
     except BaseException:
         raw.close()
         raise
     return Capture(info, source, walker)
 
 
-def _open_source(name: str, raw: BinaryIO) -> Source:
+class _Prefixed:
+    """A stream that cannot seek back, with the bytes already read to detect its kind put back."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self.head = head
+        self.raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n < 0:
+                out, self.head = self.head + self.raw.read(), b""
+                return out
+            out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.raw.read(n)
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _open_source(raw: BinaryIO) -> Source:
+    size = regular_size(raw.fileno())
     magic = b""
     while len(magic) < 4:
         part = raw.read(4 - len(magic))
         if not part:
             break
         magic += part
-    raw.seek(0)
+    if size is not None:
+        raw.seek(0)
+        stream: Any = raw
+    else:
+        stream = raw = _Prefixed(magic, raw)  # type: ignore[assignment]
     if magic.startswith(GZIP_MAGIC):
-        return Source(raw, _GunzipStream(raw), "gzip")
-    if magic == ZSTD_MAGIC:
-        return Source(raw, _UnzstdStream(raw), "zstd")
-    return Source(raw, raw, None)
-
-
-class _GunzipStream:
-    """Streaming gzip (RFC 1952) reader that hands out every byte decoded before an error.
-
-    gzip.GzipFile reads ahead through a buffer and loses the decoded tail of a cut file;
-    this keeps it, so the packets before the cut are still delivered."""
-
-    CHUNK = 1 << 16
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self.pending = b""
-
-    def read(self, n: int) -> bytes:
-        out: list[bytes] = []
-        have = 0
-        while have < n:
-            if self.inflater.eof:
-                # RFC 1952 section 2.2: members may follow one another; zero padding is tolerated.
-                rest = (self.inflater.unused_data + self.pending).lstrip(b"\0")
-                while not rest:
-                    more = self.raw.read(self.CHUNK)
-                    if not more:
-                        return b"".join(out)
-                    rest = more.lstrip(b"\0")
-                self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self.pending = rest
-            if not self.pending:
-                self.pending = self.raw.read(self.CHUNK)
-                if not self.pending:
-                    if out:
-                        break
-                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
-            part = self.inflater.decompress(self.pending, n - have)
-            self.pending = b"" if self.inflater.eof else self.inflater.unconsumed_tail
-            if part:
-                out.append(part)
-                have += len(part)
-        return b"".join(out)
-
-    def close(self) -> None:
-        pass
-
-
-class _UnzstdStream:
-    """Streaming zstd (RFC 8878) reader over consecutive frames that notices a cut frame.
-
-    ZstdDecompressor().stream_reader ends silently on a cut file; a decompressobj says
-    whether its frame ended, so a cut is reported instead of looking like a clean end."""
-
-    CHUNK = 1 << 13  # small input pieces bound the output of one call (blocks are <= 128 KiB)
-
-    def __init__(self, raw: BinaryIO) -> None:
-        import zstandard
-
-        self.raw = raw
-        self.new = zstandard.ZstdDecompressor().decompressobj
-        self.inflater = self.new()
-        self.pending = b""
-        self.out = b""
-        self.started = False  # the current frame has been fed something
-
-    def read(self, n: int) -> bytes:
-        out: list[bytes] = [self.out] if self.out else []
-        have = len(self.out)
-        self.out = b""
-        while have < n:
-            if self.inflater.eof:
-                # RFC 8878 section 3: a file may hold several frames back to back.
-                self.pending = self.inflater.unused_data + self.pending
-                self.inflater = self.new()
-                self.started = False
-            if not self.pending:
-                self.pending = self.raw.read(self.CHUNK)
-                if not self.pending:
-                    if self.started and not self.inflater.eof:
-                        if out:
-                            break
-                        raise EOFError("compressed file ended before the end of its zstd frame")
-                    break
-            data, self.pending = self.pending, b""
-            self.started = True
-            part = self.inflater.decompress(data)
-            if part:
-                out.append(part)
-                have += len(part)
-        joined = b"".join(out)
-        if len(joined) > n:
-            joined, self.out = joined[:n], joined[n:]
-        return joined
-
-    def close(self) -> None:
-        pass
+        return Source(raw, GunzipStream(stream), "gzip", size)
+    if magic == ZSTD_MAGIC or (len(magic) == 4 and int.from_bytes(magic, "little") & ~0xF == ZSTD_SKIPPABLE):
+        return Source(raw, UnzstdStream(stream), "zstd", size)
+    return Source(raw, stream, None, size)

@@ -11,13 +11,13 @@ that finished before it began.
 from __future__ import annotations
 
 import bisect
-import os
 import pickle
 from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
 
+from .. import _child
 from ..decode import dns as dnsp
 from ..decode import frames as F
 from ..decode import http as httpp
@@ -477,43 +477,25 @@ def name_flows_now(raw: RawFlows, jobs: list[tuple[int, bool]]) -> tuple[Namer, 
     names from the child's DNS pass.  The names, DNS events and stats (counter keys in
     first-seen order) come out exactly as a serial pass makes them."""
     n = Namer(raw, dns_pass=False)
-    if len(jobs) < PARALLEL_MIN_FLOWS or not _can_fork() or not all(
+    if len(jobs) < PARALLEL_MIN_FLOWS or not _child.can_fork() or not all(
             type(v) is int or isinstance(v, Counter) for v in n.stats.values()):
         n._dns_pass()
         return n, [n.names_for(f, a) for f, a in jobs]
     split = _split_point(raw, jobs)
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: DNS pass, the last jobs, report; never return into the caller
-        code = 1
-        try:
-            os.close(rfd)
-            before = _stats_copy(n.stats)
-            n._dns_pass()
-            dns = (n._resolved, n._resolved_ns, n.dns_events, n._dns_event_fid, _stats_delta(before, n.stats))
-            before = _stats_copy(n.stats)
-            theirs = [n.names_for(f, a) for f, a in jobs[split:]]
-            buf = memoryview(pickle.dumps((dns, theirs, _stats_delta(before, n.stats)), protocol=pickle.HIGHEST_PROTOCOL))
-            while buf:
-                buf = buf[os.write(wfd, buf):]
-            code = 0
-        except BaseException:
-            pass
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    try:
+
+    def child(wfd: int) -> None:  # the DNS pass and the last jobs, reported through the pipe
+        before = _stats_copy(n.stats)
+        n._dns_pass()
+        dns = (n._resolved, n._resolved_ns, n.dns_events, n._dns_event_fid, _stats_delta(before, n.stats))
+        before = _stats_copy(n.stats)
+        theirs = [n.names_for(f, a) for f, a in jobs[split:]]
+        _child.write_all(wfd, pickle.dumps((dns, theirs, _stats_delta(before, n.stats)), protocol=pickle.HIGHEST_PROTOCOL))
+
+    with _child.beside(child) as pipe:
         initial = _stats_copy(n.stats)
         mine = [n._from_evidence(f, a) for f, a in jobs[:split]]
         mine_delta = _stats_delta(initial, n.stats)
-        with os.fdopen(rfd, "rb") as pipe:
-            payload = pipe.read()
-    finally:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-        os.waitpid(pid, 0)
+        payload = pipe.read()
     try:
         dns, theirs, theirs_delta = pickle.loads(payload)
     except Exception:  # the child failed: do its part here
@@ -554,13 +536,6 @@ def _stats_add(stats: dict[str, Any], delta: list) -> None:
         else:
             for k, v in d:
                 stats[key][k] += v
-
-
-def _can_fork() -> bool:
-    if not hasattr(os, "fork") or os.environ.get("MESHPCAP_NO_FORK"):
-        return False
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cpus >= 2
 
 
 def _stats_copy(stats: dict[str, Any]) -> dict[str, Any]:

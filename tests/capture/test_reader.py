@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import mmap
 import os
+import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -69,7 +71,8 @@ def test_pcap_orders_and_resolutions(tmp_path, order, nano):
     assert info.truncated is None and info.dropped_by_capture is None and info.compression is None
     d = info.to_dict()
     assert set(d) == {"path", "format", "compression", "link_types", "packets", "bytes", "first_ns", "last_ns",
-                      "truncated", "dropped_by_capture", "unknown_blocks", "cut_by_snaplen", "sections", "interfaces"}
+                      "truncated", "dropped_by_capture", "unknown_blocks", "cut_by_snaplen", "sections", "interfaces",
+                      "damaged_blocks", "changed_while_read"}
     assert d["link_types"] == ["linux_sll"] and d["packets"] == 3
 
 
@@ -284,12 +287,17 @@ def test_pcap_damaged_caplen(tmp_path, claim, snaplen):
         assert len(pkts) == 1 and info.truncated["record"] == 1 and "damaged" in info.truncated["reason"]
 
 
-@pytest.mark.parametrize("damage", ["not4", "short", "trailer", "caplen", "iface", "big"])
-def test_pcapng_damaged_block(tmp_path, damage):
+@pytest.mark.parametrize("damage", ["not4", "not4-under", "short", "trailer", "caplen", "iface", "big"])
+def test_pcapng_damaged_block_is_read_past(tmp_path, damage):
+    """Issue 9 item 2: an EPB with inconsistent lengths is read past where its real end is
+    unambiguous (its trailing length or captured length agrees, and a sound block follows); the
+    block is counted; its packet is kept when the packet itself is sound."""
     good = w.shb() + w.idb() + w.epb(ts=1, data=b"good")
     bad = bytearray(w.epb(ts=2, data=b"bad!"))
     if damage == "not4":
         struct.pack_into("<I", bad, 4, len(bad) + 2)
+    elif damage == "not4-under":  # what Wireshark itself reads (the length rounded up)
+        struct.pack_into("<I", bad, 4, len(bad) - 2)
     elif damage == "short":
         struct.pack_into("<I", bad, 4, 8)
     elif damage == "trailer":
@@ -300,12 +308,35 @@ def test_pcapng_damaged_block(tmp_path, damage):
         struct.pack_into("<I", bad, 8, 1)
     elif damage == "big":
         struct.pack_into("<I", bad, 4, 0xFFFFFFF0)
-    data = good + bytes(bad) + w.epb(ts=3, data=b"after")
+    data = good + bytes(bad) + w.epb(ts=3, data=b"after") + w.isb(ifdrop=2)
+    kept = [b"good", b"after"] if damage in ("caplen", "iface") else [b"good", b"bad!", b"after"]
     for bb in (1 << 20, 16):
         info, pkts = read_all(write(tmp_path, "d.pcapng", data), batch_bytes=bb)
-        assert [x[0] for x in pkts] == [b"good"]
-        assert info.truncated["record"] == 1 and info.truncated["offset"] == len(good)
-        assert "stops here" in info.truncated["reason"]
+        assert [x[0] for x in pkts] == kept
+        assert info.damaged_blocks == 1 and info.truncated is None and info.dropped_by_capture == 2
+    if damage == "not4-under" and shutil.which("capinfos"):
+        res = subprocess.run(["capinfos", "-M", "-c", "--", str(tmp_path / "d.pcapng")], capture_output=True,
+                             text=True, timeout=60)
+        assert f"Number of packets:   {len(kept)}" in res.stdout
+
+
+@pytest.mark.parametrize("damage", ["garbage-after", "ambiguous"])
+def test_pcapng_damaged_block_without_a_clear_end_stops(tmp_path, damage):
+    good = w.shb() + w.idb() + w.epb(ts=1, data=b"good")
+    bad = bytearray(w.epb(ts=2, data=b"bad!" * 4))  # 48 bytes
+    struct.pack_into("<I", bad, len(bad) - 4, 99)  # trailing length wrong
+    if damage == "garbage-after":
+        after = b"\xee" * 64
+    else:  # the leading length (48) and the captured length (the first 4 bytes) give two ends,
+        struct.pack_into("<I", bad, 20, 4)  # each followed by a sound block
+        struct.pack_into("<I", bad, 32, 36)  # the trailer a 36-byte block would have
+        bad[36:48] = w.block("<", 4, b"")  # an empty (well-formed) name resolution block
+        after = w.epb(ts=3, data=b"after")
+    data = good + bytes(bad) + after
+    info, pkts = read_all(write(tmp_path, "d.pcapng", data))
+    assert [x[0] for x in pkts] == [b"good"]
+    assert info.truncated["record"] == 1 and info.truncated["offset"] == len(good)
+    assert "stops here" in info.truncated["reason"] and info.damaged_blocks == 0
 
 
 def test_damaged_unknown_block_length(tmp_path):
@@ -390,3 +421,30 @@ def test_pcap_old_versions_swap_lengths(tmp_path, minor):
     info, pkts = read_all(write(tmp_path, "old.pcap", hdr + rec1 + rec2))
     assert [(x[0], x[3]) for x in pkts] == [(b"abcd", 1500), (b"xyz", 3)]
     assert info.truncated is None
+
+
+def test_many_interfaces_cost_one_clock_conversion_per_batch(tmp_path, monkeypatch):
+    """Issue 9 item 6: 65,536 interfaces read 20x slower than one, a mask per interface and
+    batch; now the timestamp conversion runs once per distinct clock (tsresol, tsoffset)."""
+    import meshpcap.capture.pcapng as pcapng_mod
+
+    nif = 4096
+    blocks = [w.shb()] + [w.idb(linktype=1 if i % 3 else 101, tsresol=6 if i % 2 else 9) for i in range(nif)]
+    want = []
+    for k in range(3 * nif):
+        i = (k * 7919) % nif
+        blocks.append(w.epb(iface=i, ts=1_000_000 + k, data=b"p%d" % k))
+        want.append((i, (1_000_000 + k) * (1000 if i % 2 else 1), 1 if i % 3 else 101))
+    calls = []
+    real = pcapng_mod.ticks_to_ns
+
+    def counting(ticks, tsresol, offset):
+        calls.append(len(ticks))
+        return real(ticks, tsresol, offset)
+
+    monkeypatch.setattr(pcapng_mod, "ticks_to_ns", counting)
+    p = write(tmp_path, "many.pcapng", b"".join(blocks))
+    info, pkts = read_all(p, batch_bytes=1 << 20)
+    assert [(x[5], x[1], x[4]) for x in pkts] == want
+    assert len(info.interfaces) == nif and info.link_types == [1, 101]
+    assert len(calls) <= 2 * 2  # two clocks, at most two batches

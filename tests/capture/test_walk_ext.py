@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshpcap import settings as mp_settings
 from meshpcap.capture import accel, open_capture
 from meshpcap.capture.pcapng import MAX_BLOCK
 from tests.capture import writers as w
@@ -37,11 +38,8 @@ def _read(data: bytes, walk, batch_bytes: int, name: str = "f.cap", mapped: bool
     path.write_bytes(data)
     saved = accel.WALK
     accel.WALK = walk
-    saved_env = os.environ.pop("MESHPCAP_NO_MMAP", None)
-    if not mapped:
-        os.environ["MESHPCAP_NO_MMAP"] = "1"
     try:
-        with open_capture(path, batch_bytes=batch_bytes) as cap:
+        with mp_settings.override(no_mmap=not mapped), open_capture(path, batch_bytes=batch_bytes) as cap:
             cols = []
             for b in cap.batches():
                 cols.append((b.first_record, b.offset.tolist(), b.caplen.tolist(), b.origlen.tolist(),
@@ -50,9 +48,6 @@ def _read(data: bytes, walk, batch_bytes: int, name: str = "f.cap", mapped: bool
             info = cap.info.to_dict()
     finally:
         accel.WALK = saved
-        os.environ.pop("MESHPCAP_NO_MMAP", None)
-        if saved_env is not None:
-            os.environ["MESHPCAP_NO_MMAP"] = saved_env
     # packets by content: where chunks begin differs between the paths, so offsets and batch
     # boundaries may too
     packets = [p for c in cols for p in zip(c[7], c[2], c[3], c[4], c[5], c[6])]

@@ -15,8 +15,29 @@ import pytest
 
 import meshpcap.capture.parallel as parallel_mod
 import meshpcap.flows.naming as naming_mod
+from meshpcap import _child, settings
 from meshpcap.pipeline import read_flows
 from tests.conftest import REPO, SAMPLES
+
+# The two-process paths need a spare CPU (and fork); on one CPU they are never taken.
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or _child.cpus() < 2, reason="needs fork and two CPUs")
+
+
+def _serial(path, batch_bytes):
+    with settings.override(no_fork=True):
+        return read_flows(path, batch_bytes=batch_bytes).to_dict()
+
+
+def _count_forks(monkeypatch) -> list:
+    forks = []
+    real_fork = os.fork
+
+    def counting_fork():
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    return forks
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +49,11 @@ def bench_capture(tmp_path_factory):
 
 
 def _both(path, monkeypatch, batch_bytes):
-    monkeypatch.setenv("MESHPCAP_NO_FORK", "1")
-    serial = read_flows(path, batch_bytes=batch_bytes).to_dict()
-    monkeypatch.delenv("MESHPCAP_NO_FORK")
+    forks = _count_forks(monkeypatch)
+    serial = _serial(path, batch_bytes)
+    assert not forks, "MESHPCAP_NO_FORK forked"
     monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(naming_mod, "PARALLEL_MIN_FLOWS", 1)
-    forks = []
-    real_fork = os.fork
-
-    def counting_fork():
-        forks.append(1)
-        return real_fork()
-
-    monkeypatch.setattr(os, "fork", counting_fork)
     parallel = read_flows(path, batch_bytes=batch_bytes).to_dict()
     assert forks, "the two-process path was not taken"
     return serial, parallel
@@ -70,7 +83,7 @@ def test_parallel_on_truncated_capture(bench_capture, tmp_path, monkeypatch):
 @pytest.mark.parametrize("batch_bytes", [16 << 10, 1 << 20])
 def test_early_naming_changes_nothing(bench_capture, monkeypatch, batch_bytes):
     """TCP flows named while the capture is read get exactly the names of the final pass."""
-    monkeypatch.setenv("MESHPCAP_NO_FORK", "1")
+    monkeypatch.setattr(settings, "_current", settings.Settings(no_fork=True))
     done = []
     real_step = naming_mod.EarlyNamer.step
 
@@ -97,6 +110,7 @@ def test_arrays_from_the_reader_process_have_numpy_s_own_dtypes(bench_capture, m
     from meshpcap.pipeline import _decode
 
     monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    forks = _count_forks(monkeypatch)
     seen = 0
     with open_capture(bench_capture, batch_bytes=64 << 10) as cap:
         for batch, (decoded, grouped) in cap.batches_with(_decode):
@@ -107,7 +121,7 @@ def test_arrays_from_the_reader_process_have_numpy_s_own_dtypes(bench_capture, m
                 assert a.dtype is np.dtype(a.dtype.type), a.dtype
             assert decoded.reason.flags.writeable
             seen += 1
-    assert seen > 1
+    assert seen > 1 and forks == [1], "the batches did not come from the reader's child"
 
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcapng")))
@@ -162,9 +176,7 @@ def test_reader_child_dying_part_way(bench_capture, odd_pcapng, monkeypatch, fmt
     from meshpcap.capture.pcapng import PcapngWalker
 
     path, walker = (bench_capture, PcapWalker) if fmt == "pcap" else (odd_pcapng, PcapngWalker)
-    monkeypatch.setenv("MESHPCAP_NO_FORK", "1")
-    serial = read_flows(path, batch_bytes=64 << 10).to_dict()
-    monkeypatch.delenv("MESHPCAP_NO_FORK")
+    serial = _serial(path, 64 << 10)
     monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
     real = walker.child_items
 
@@ -175,4 +187,11 @@ def test_reader_child_dying_part_way(bench_capture, odd_pcapng, monkeypatch, fmt
             yield item
 
     monkeypatch.setattr(walker, "child_items", dying)
+    # in this process: how many batches came from the child, and that the walk went on here
+    received, resumed = [], []
+    real_state, real_resume = walker.parent_state, walker.resume
+    monkeypatch.setattr(walker, "parent_state", lambda self, st: (received.append(1), real_state(self, st))[1])
+    monkeypatch.setattr(walker, "resume", lambda self, off, st: (resumed.append(off), real_resume(self, off, st))[1])
+    forks = _count_forks(monkeypatch)
     assert read_flows(path, batch_bytes=64 << 10).to_dict() == serial
+    assert forks and len(received) == reported and len(resumed) == 1

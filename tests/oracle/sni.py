@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from meshpcap.decode.names import normalize_hostname
-from tests.oracle.tshark import TSHARK
+from tests.oracle.tshark import TSHARK, file_arg
 
 FIELDS = ("ip.dst", "ipv6.dst", "tcp.dstport", "udp.dstport", "tls.handshake.extensions_server_name")
 
@@ -26,7 +26,7 @@ def tshark_snis(path: Path, decode_as: tuple[str, ...] = (), timeout: int = 120)
     literals are kept, so that the caller sees where tshark reports one (meshpcap drops
     them: RFC 6066 section 3 forbids them in HostName).
     """
-    cmd = [TSHARK, "-n", "-r", str(path)]
+    cmd = [TSHARK, "-n", "-r", file_arg(path)]
     for spec in decode_as:
         cmd += ["-d", spec]
     cmd += ["-Y", "tls.handshake.type==1 || quic", "-T", "fields"]

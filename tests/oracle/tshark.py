@@ -10,6 +10,12 @@ from pathlib import Path
 TSHARK = shutil.which("tshark")
 
 
+def file_arg(path) -> str:
+    """A capture path as an argument no program can take for an option: absolute, so it never
+    starts with '-' (a capture named ``-r`` or ``--foo``).  Programs run without a shell."""
+    return str(Path(path).resolve())
+
+
 def _endpoint(text: str) -> tuple[str, int]:
     addr, port = text.rsplit(":", 1)
     return addr, int(port)
@@ -18,7 +24,7 @@ def _endpoint(text: str) -> tuple[str, int]:
 def conversations(path: Path, timeout: int = 300) -> Counter:
     """Counter of (transport, endpoint pair, total frames) from ``tshark -z conv,tcp -z conv,udp``."""
     out = subprocess.run(
-        [TSHARK, "-q", "-n", "-r", str(path), "-z", "conv,tcp", "-z", "conv,udp"],
+        [TSHARK, "-q", "-n", "-r", file_arg(path), "-z", "conv,tcp", "-z", "conv,udp"],
         capture_output=True, text=True, timeout=timeout,
     ).stdout
     convs: Counter = Counter()

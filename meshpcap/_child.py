@@ -1,0 +1,99 @@
+"""Run a piece of work beside the caller in a forked child process, with a pipe back.
+
+The one place that forks, sets up the pipe, and kills and reaps the child; used by the
+two-process capture reader (capture/parallel.py) and by naming (flows/naming.py).  The child
+never returns into the caller's code: it runs ``work(write_fd)`` and leaves with ``os._exit``
+(exit 1 on any exception), so the caller's ``finally`` blocks, buffers and atexit handlers run
+once, in the caller.  Whether to fork at all is :func:`can_fork` (MESHPCAP_NO_FORK, one CPU,
+no fork on this system).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import BinaryIO, Callable, Iterator
+
+from meshpcap import settings
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fork either
+    fcntl = None  # type: ignore[assignment]
+
+F_SETPIPE_SZ = 1031  # Linux fcntl
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Is running work beside the caller possible and worth it (a spare CPU, not switched off)?"""
+    return hasattr(os, "fork") and not settings.get().no_fork and cpus() >= 2
+
+
+@contextmanager
+def beside(work: Callable[[int], object], pipe_bytes: int | None = None) -> Iterator[BinaryIO]:
+    """Fork a child that runs ``work(write_fd)``; yield the unbuffered read end of its pipe.
+
+    On leaving the block the child is killed (if it still runs) and reaped, whatever the
+    caller read.  ``pipe_bytes`` asks Linux for a larger pipe (fewer, larger transfers)."""
+    rfd, wfd = os.pipe()
+    if pipe_bytes and fcntl is not None:
+        try:
+            fcntl.fcntl(wfd, F_SETPIPE_SZ, pipe_bytes)
+        except OSError:
+            pass
+    pid = os.fork()
+    if pid == 0:  # the child: do the work, never return into the caller's code
+        code = 1
+        try:
+            os.close(rfd)
+            work(wfd)
+            code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    try:
+        with os.fdopen(rfd, "rb", buffering=0) as pipe:
+            yield pipe
+    finally:
+        reap(pid)
+
+
+def reap(pid: int) -> None:
+    """End the child (if it still runs) and collect it."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def write_all(fd: int, data: object) -> None:
+    """Write every byte of ``data`` (bytes or a buffer) to ``fd``."""
+    buf = memoryview(data).cast("B")
+    while buf:
+        buf = buf[os.write(fd, buf):]
+
+
+def read_exact(f: BinaryIO, n: int, writable: bool = False) -> bytes | bytearray | None:
+    """Exactly ``n`` bytes from an unbuffered pipe, or None at its end."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])
+        if not k:
+            return None
+        got += k
+    return buf if writable else bytes(buf)
