@@ -55,8 +55,10 @@ def _fail(exc: BaseException) -> None:
 @app.command()
 def flows(
     capture: Path = typer.Argument(..., help="pcap or pcapng file (gzip/zstd compressed is fine)"),
-    format: FlowFormat = typer.Option(FlowFormat.table, "--format", "-f", help="table, json or csv"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
+    format: Optional[FlowFormat] = typer.Option(None, "--format", "-f", help="table, json or csv "
+                                                "(default: from the -o file's extension, else table)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output "
+                                          "(never the capture itself)"),
     no_names: bool = typer.Option(False, "--no-names", help="skip naming (SNI, QUIC, DNS, HTTP, STUN): flows only"),
 ) -> None:
     """List the flows of a capture, oriented client -> server, with names and outcomes."""
@@ -65,27 +67,30 @@ def flows(
 
     try:
         _not_the_capture(output, capture)
+        fmt = _output_format(format, output, _FLOW_EXTENSIONS)
         ft = read_flows(capture, names=not no_names)
-        _write(render_flows(ft, format), output)
+        _write(render_flows(ft, fmt), output)
     except MeshpcapError as exc:
         _fail(exc)
 
 
-_EXTENSIONS = {".json": ReportFormat.json, ".csv": ReportFormat.csv, ".md": ReportFormat.markdown,
-               ".markdown": ReportFormat.markdown, ".txt": ReportFormat.table}
+# what ``-o FILE`` without ``--format`` writes, by the file's extension (any other is refused)
+_REPORT_EXTENSIONS = {".json": ReportFormat.json, ".csv": ReportFormat.csv, ".md": ReportFormat.markdown,
+                      ".markdown": ReportFormat.markdown, ".txt": ReportFormat.table}
+_FLOW_EXTENSIONS = {".json": FlowFormat.json, ".csv": FlowFormat.csv, ".txt": FlowFormat.table}
 
 
-def _output_format(given: Optional[ReportFormat], output: Optional[Path]) -> ReportFormat:
+def _output_format(given: Optional[Enum], output: Optional[Path], extensions: dict) -> Enum:
     """``--format`` when given; else the one ``-o FILE``'s extension names; else the table."""
     if given is not None:
         return given
     if output is None or str(output) == "-":
-        return ReportFormat.table
+        return extensions[".txt"]
     ext = output.suffix.lower()
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
+    if ext in extensions:
+        return extensions[ext]
     raise MeshpcapError(f"{output}: cannot tell the format from the extension '{ext or '(none)'}' "
-                        f"(known: {', '.join(sorted(_EXTENSIONS))}): give --format")
+                        f"(known: {', '.join(sorted(extensions))}): give --format")
 
 
 def _not_the_capture(output: Optional[Path], capture) -> None:
@@ -151,7 +156,7 @@ def analyze(
         return
     try:
         _not_the_capture(output, capture)
-        fmt = _output_format(format, output)
+        fmt = _output_format(format, output, _REPORT_EXTENSIONS)
         report = run(capture, profile=profile[0] if profile else "multi-room", service_tags=service_tags,
                      m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
@@ -172,7 +177,7 @@ def _compare(capture: Path, profiles: List[str], format, output: Optional[Path],
 
     try:
         _not_the_capture(output, capture)
-        fmt = _output_format(format, output)
+        fmt = _output_format(format, output, _REPORT_EXTENSIONS)
         comparison = analyze_profiles(capture, profiles, fail_on=fail_on, **kwargs)
         _write(render_compare(comparison, fmt.value), output)
     except MeshpcapError as exc:

@@ -101,6 +101,37 @@ def test_output_file(small, tmp_path):
     assert out_csv.read_text().splitlines()[0] == ",".join(FLOW_COLUMNS)
 
 
+@pytest.mark.parametrize("name, check", [
+    ("flows.json", lambda t: json.loads(t)["schema"] == "meshpcap.flows/2"),
+    ("flows.JSON", lambda t: json.loads(t)["schema"] == "meshpcap.flows/2"),
+    ("flows.csv", lambda t: t.splitlines()[0] == ",".join(FLOW_COLUMNS)),
+    ("flows.txt", lambda t: "flows: 2" in t and "10.0.0.1:50000" in t),
+])
+def test_output_format_from_the_extension(small, tmp_path, name, check):
+    out = tmp_path / name
+    res = _run(small, "--no-names", "-o", out)
+    assert res.exit_code == 0 and res.stdout == "", res.stderr
+    assert check(out.read_text())
+    # --format wins over the extension
+    assert _run(small, "--no-names", "-o", out, "--format", "table").exit_code == 0
+    assert "flows: 2" in out.read_text()
+
+
+@pytest.mark.parametrize("name", ["flows.xyz", "flows.md", "flows"])
+def test_output_extension_unknown_is_one_line(small, tmp_path, name):
+    out = tmp_path / name
+    res = _run(small, "-o", out)
+    assert res.exit_code == 2 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"meshpcap: {out}: cannot tell the format from the extension")
+    assert lines[0].endswith("(known: .csv, .json, .txt): give --format")  # no Markdown for flows
+    assert not out.exists()
+    # with --format any name will do
+    assert _run(small, "-o", out, "--format", "csv").exit_code == 0
+    assert out.read_text().splitlines()[0] == ",".join(FLOW_COLUMNS)
+
+
 def test_output_to_a_missing_directory_is_a_clean_error(small, tmp_path):
     res = _run(small, "-o", tmp_path / "nope" / "out.txt")
     assert res.exit_code == 2
