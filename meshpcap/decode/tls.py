@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import struct
 import warnings
 from dataclasses import dataclass
@@ -137,6 +138,12 @@ class ClientHello:
     extensions: tuple[int, ...]
     length: int
     """Bytes of the handshake message, header included."""
+    sni_literal: str | None = None
+    """An IP address literal the client put in server_name (RFC 6066 section 3 forbids it, so it
+    is no name and ``sni_raw_invalid`` is set), as address text: evidence of where the client
+    meant to go (Teams media relays are reached this way)."""
+    sslv2: bool = False
+    """The hello came in the SSL 2.0-compatible form (RFC 5246 appendix E.2): no extensions, so no SNI."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +172,14 @@ class ServerFlight:
 
 def make_alert(level: int, description: int) -> TlsAlert:
     return TlsAlert(level, description, ALERT_NAMES.get(description, f"alert-{description}"))
+
+
+def looks_like_sslv2_hello(first_bytes: bytes) -> bool:
+    """Cheap check of a stream's first bytes: an SSL 2.0-compatible ClientHello (RFC 5246 appendix
+    E.2): a 2-byte header with the top bit set, msg_type 1, then version 3.x."""
+    n = len(first_bytes)
+    return (n >= 3 and first_bytes[0] & 0x80 != 0 and first_bytes[2] == HS_CLIENT_HELLO
+            and (n < 4 or first_bytes[3] == 3) and (n < 5 or first_bytes[4] <= 4))
 
 
 def looks_like_tls(first_bytes: bytes) -> bool:
@@ -286,6 +301,7 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
     pos += n
     sni: str | None = None
     sni_invalid = False
+    sni_literal: str | None = None
     alpn: tuple[str, ...] = ()
     versions: tuple[int, ...] | None = None
     ech = False
@@ -322,6 +338,7 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
                     # (a host name can only be an IPv4 literal, which ends in a digit)
                     if sni is None or (sni[-1] in "0123456789" and is_ip_literal(sni)):
                         sni, sni_invalid = None, True
+                        sni_literal = _ip_literal(raw)
             elif ext_type == EXT_ALPN:
                 alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data[start:pos]) if not _is_grease_alpn(p))
             elif ext_type == EXT_SUPPORTED_VERSIONS:
@@ -345,6 +362,60 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
         cipher_suites=_without_grease(suites),
         extensions=tuple(ext_types),
         length=length,
+        sni_literal=sni_literal,
+    )
+
+
+def _ip_literal(raw: bytes) -> str | None:
+    """The address text of an IPv4 or IPv6 literal (brackets allowed), else ``None``."""
+    try:
+        return ipaddress.ip_address(raw.decode("ascii").strip("[]")).compressed
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+SSL2_HEADER = 2  # RFC 5246 appendix E.2: msg_length, 15 bits with the top bit of the first byte set
+SSL2_CLIENT_HELLO_FIXED = 9  # msg_type, version, cipher_spec_length, session_id_length, challenge_length
+
+
+def parse_sslv2_client_hello(stream: bytes) -> ClientHello:
+    """The SSL 2.0-compatible ClientHello at the start of ``stream`` (RFC 5246 appendix E.2, RFC 6101
+    appendix E), sent by old clients that offer TLS to servers that may only speak SSL 2.0.
+
+    It has no extensions, so no SNI or ALPN; ``versions`` is the highest version offered (3.x) and
+    ``cipher_suites`` the TLS suites among the 3-byte cipher specs (first byte 0).  Raises
+    :class:`NeedMore` when the message is cut and :class:`DecodeError` when it is malformed or
+    offers SSL 2.0 only.
+    """
+    data = stream if isinstance(stream, bytes) else bytes(stream)
+    n = len(data)
+    if n < SSL2_HEADER:
+        raise_short(data, 0, n, SSL2_HEADER)
+    if not data[0] & 0x80:
+        raise DecodeError("not an SSL 2.0 record with a 2-byte header")
+    length = ((data[0] & 0x7F) << 8) | data[1]
+    end = SSL2_HEADER + length
+    if length < SSL2_CLIENT_HELLO_FIXED:
+        raise DecodeError(f"SSL 2.0 ClientHello length {length} is too short")
+    if n < end:
+        raise_short(data, SSL2_HEADER, n, length)
+    msg_type, version, spec_len, sid_len, chal_len = struct.unpack_from("!BHHHH", data, SSL2_HEADER)
+    if msg_type != HS_CLIENT_HELLO:
+        raise DecodeError(f"SSL 2.0 message type {msg_type} is not CLIENT-HELLO")
+    if version >> 8 != 3:
+        raise DecodeError(f"SSL 2.0 ClientHello version 0x{version:04x} offers no TLS")
+    if spec_len % 3 or not spec_len:
+        raise DecodeError("SSL 2.0 ClientHello cipher_spec_length is not a positive multiple of 3")
+    if sid_len not in (0, 16) or not 16 <= chal_len <= 32:
+        # RFC 6101 appendix E.2: session id 0 or 16 bytes; challenge 16 to 32 bytes
+        raise DecodeError("SSL 2.0 ClientHello session id or challenge has a bad length")
+    pos = SSL2_HEADER + SSL2_CLIENT_HELLO_FIXED
+    if pos + spec_len + sid_len + chal_len != end:
+        raise DecodeError("SSL 2.0 ClientHello fields do not fill the message")
+    suites = tuple((data[i + 1] << 8) | data[i + 2] for i in range(pos, pos + spec_len, 3) if data[i] == 0)
+    return ClientHello(
+        sni=None, sni_raw_invalid=False, alpn=(), versions=(version,), legacy_version=version, ech=False,
+        cipher_suites=_without_grease(suites), extensions=(), length=end, sslv2=True,
     )
 
 
@@ -362,8 +433,13 @@ def read_client_hello(stream: bytes) -> ClientHello | None:
     Returns ``None`` while ``stream`` is a valid but incomplete prefix: the hello may
     span several records and segments (RFC 8446 section 5.1 lets a handshake message be
     fragmented over records).  Raises :class:`DecodeError` when it is not TLS or the
-    hello is malformed.
+    hello is malformed.  An SSL 2.0-compatible hello (:func:`parse_sslv2_client_hello`) is read too.
     """
+    if stream and stream[0] & 0x80:
+        try:
+            return parse_sslv2_client_hello(stream)
+        except NeedMore:
+            return None
     hs = bytearray()
     pos = 0
     n = len(stream)

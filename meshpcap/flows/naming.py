@@ -368,7 +368,7 @@ class Namer:
 
     def _tls(self, out: dict[str, Any], cs: bytes, ss: bytes) -> None:
         hello = None
-        if cs and tlsp.looks_like_tls(cs[:5]):
+        if cs and (tlsp.looks_like_tls(cs[:5]) or tlsp.looks_like_sslv2_hello(cs[:5])):
             try:
                 hello = tlsp.read_client_hello(cs)
             except DecodeError:
@@ -379,6 +379,8 @@ class Namer:
             out["sni"] = hello.sni
             out["alpn"] = hello.alpn or None
             out["ech"] = hello.ech
+            if hello.sni_literal is not None:
+                out["sni_literal"] = hello.sni_literal
         if ss and tlsp.looks_like_tls(ss[:5]) or (ss and ss[0] == tlsp.CT_ALERT):
             try:
                 flight = tlsp.read_server_flight(ss)
@@ -417,6 +419,8 @@ class Namer:
                 out["sni"] = hello.sni
                 out["alpn"] = hello.alpn or None
                 out["ech"] = hello.ech
+                if hello.sni_literal is not None:
+                    out["sni_literal"] = hello.sni_literal
                 out["tls_version"] = "TLS 1.3"
             elif first[0] & 0x40:
                 out["quic_version"] = quicp.version_name(_quic_version(first))
@@ -592,7 +596,7 @@ def _looks_like_quic(datagram: bytes) -> bool:
     if len(datagram) < 7 or not quicp.is_long_header(datagram):
         return False
     v = _quic_version(datagram)
-    return v in quicp.SUPPORTED_VERSIONS or (v & 0x0F0F0F0F) == 0x0A0A0A0A or (v >> 8) == 0xFF0000
+    return v in quicp.SUPPORTED_VERSIONS or quicp.is_reserved_version(v) or (v >> 8) == 0xFF0000
 
 
 def _has_host_header(stream: bytes) -> bool:

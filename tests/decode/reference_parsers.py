@@ -88,6 +88,7 @@ def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
     alpn: tuple[str, ...] = ()
     versions: tuple[int, ...] | None = None
     ech = False
+    literal = None
     ext_types: list[int] = []
     if not b.eof():
         exts = b.sub(b.pull_u16())
@@ -108,6 +109,10 @@ def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
                     sni = _normalize_careful(raw)
                     if sni is None or is_ip_literal(sni):
                         sni, sni_invalid = None, True
+                        try:
+                            literal = str(ipaddress.ip_address(raw.decode("ascii").strip("[]")))
+                        except (UnicodeDecodeError, ValueError):
+                            literal = None
             elif ext_type == EXT_ALPN:
                 alpn = tuple(_alpn_text(p) for p in parse_alpn_list(data) if not _is_grease_alpn(p))
             elif ext_type == EXT_SUPPORTED_VERSIONS:
@@ -130,6 +135,7 @@ def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
         cipher_suites=tuple(s for s in suites if not is_grease(s)),
         extensions=tuple(ext_types),
         length=length,
+        sni_literal=literal,
     )
 
 

@@ -217,6 +217,44 @@ def test_quic_version_without_keys(tmp_path, version, label) -> None:
     assert (f.quic_version, f.sni, f.name) == (label, None, None)
 
 
+@pytest.mark.parametrize("version", [0x0A0A0A0A, 0x1A2A3A4A])
+def test_quic_reserved_version_read_with_guessed_keys(tmp_path, version) -> None:
+    """A version-negotiation test client seals its Initials with another version's keys (Wireshark guesses
+    draft-29's, then v1's); the AEAD tag confirms the guess, so the SNI is read."""
+    cap = ms.Capture("quic-reserved")
+    sport = ms.ephemeral_port(cap)
+    hello = tls.build_client_hello("teams.cloud.microsoft", alpn=("h3",), versions=(0x0304,), record=False,
+                                   quic_transport_parameters=b"\x01\x02\x67\x10")
+    initial = quic.encrypt_client_initial(version, b"\x01" * 8, b"\x02" * 8, 0, quic.crypto_frame(0, hello),
+                                          key_version=quic.QUIC_V1)
+    cap.emit(0, UDP(sport=sport, dport=443) / Raw(initial), ms.CLIENT, "52.123.128.14")
+    f = flow_to(read(tmp_path, cap), "52.123.128.14", 443, "udp")
+    assert (f.quic_version, f.sni, f.name) == (f"0x{version:08x}", "teams.cloud.microsoft", "teams.cloud.microsoft")
+
+
+def test_ip_literal_sni_kept_as_evidence(tmp_path) -> None:
+    cap = ms.Capture("literal")
+    tls_connection(cap, tls.build_client_hello(b"52.114.250.152", alpn=("h2",)), split=100)
+    ft = read(tmp_path, cap)
+    f = flow_to(ft, SERVER, 443)
+    assert (f.sni, f.sni_literal) == (None, "52.114.250.152")
+    assert f.name != "52.114.250.152" and f.name_source != "sni"  # not a name
+    assert f.to_dict()["sni_literal"] == "52.114.250.152"
+    assert ft.stats["invalid_names"] == 1  # still no valid HostName (RFC 6066 section 3)
+
+
+def test_sslv2_compatible_hello_is_tls(tmp_path) -> None:
+    """An SSL 2.0-compatible ClientHello (RFC 5246 appendix E.2) answered by a TLS 1.0 ServerHello."""
+    from tests.decode.test_tls import SSL2_HELLO
+
+    cap = ms.Capture("sslv2")
+    tls_connection(cap, SSL2_HELLO, split=20, server_flight=tls.build_server_hello(0x0301))
+    ft = read(tmp_path, cap)
+    f = flow_to(ft, SERVER, 443)
+    assert (f.sni, f.ech, f.tls_version) == (None, False, "TLS 1.0")
+    assert not ft.stats["malformed"] and ft.stats["invalid_names"] == 0
+
+
 def test_quic_sample_connection(tmp_path) -> None:
     cap = ms.Capture("quic-sample")
     ms.quic_connection(cap, 0, "teams.cloud.microsoft")
