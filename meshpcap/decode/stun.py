@@ -231,6 +231,18 @@ def looks_like_stun(payload: bytes) -> bool:
     )
 
 
+# [MS-TURN] section 2.2.1: message types whose meaning differs from RFC 8489's reading of the bits.
+# Send request (0x0004) may get no response (0x0104 and 0x0114 "MUST NOT" be sent), so it is counted as
+# what RFC 8656 calls it, an indication; 0x0115 is the Data Indication, not an error class.
+MS_TURN_TYPES: dict[int, tuple[int, int, str]] = {  # type -> (method, class, method name)
+    0x0004: (0x006, INDICATION, "Send"),
+    0x0115: (0x007, INDICATION, "Data"),
+    0x0006: (0x006, REQUEST, "Set Active Destination"),
+    0x0106: (0x006, SUCCESS, "Set Active Destination"),
+    0x0116: (0x006, ERROR, "Set Active Destination"),
+}
+
+
 def parse_stun(payload: bytes) -> StunMessage:
     """Parse one complete STUN/TURN message (a UDP payload, or one frame from :func:`split_stun_tcp`).
 
@@ -239,10 +251,35 @@ def parse_stun(payload: bytes) -> StunMessage:
 
     MS-TURN: as Wireshark does in its "Auto" mode, a message whose first attribute is
     MAGIC-COOKIE (0x000F, [MS-TURN] section 2.2.2.8 puts it first) is read as MS-TURN, where
-    0x0014 is NONCE and 0x0015 is REALM (swapped from RFC 8489) and attributes may be unpadded.
+    0x0014 is NONCE and 0x0015 is REALM (swapped from RFC 8489), attributes may be unpadded, and
+    the message types of :data:`MS_TURN_TYPES` mean what [MS-TURN] section 2.2.1 says.
     All other messages use the RFC 8489 numbers.
     """
     data = bytes(payload)
+    msg_type, length = _check_header(data)
+    attrs, ms_turn = _attributes(data, length)
+    method, cls = _split_type(msg_type)
+    method_name = METHOD_NAMES.get(method, f"0x{method:03x}")
+    if ms_turn and msg_type in MS_TURN_TYPES:
+        method, cls, method_name = MS_TURN_TYPES[msg_type]
+    cookie = data[4:8] == _COOKIE_BYTES
+    fields = _read_attributes(attrs, data[4:20], ms_turn, strict_order=cookie and not ms_turn)
+    return StunMessage(
+        method=method,
+        cls=cls,
+        method_name=method_name,
+        class_name=CLASS_NAMES[cls],
+        transaction_id=data[8:20] if cookie else data[4:20],
+        length=length,
+        magic_cookie=cookie,
+        attributes=tuple(a for a, _ in attrs),
+        ms_turn=ms_turn,
+        **fields,
+    )
+
+
+def _check_header(data: bytes) -> tuple[int, int]:
+    """(message type, message length) of the header, checked against the bytes present (RFC 8489 section 6)."""
     if len(data) < HEADER_LEN:
         if data and data[0] & 0xC0:
             raise DecodeError("not STUN: the first two bits are not zero")
@@ -255,9 +292,12 @@ def parse_stun(payload: bytes) -> StunMessage:
         raise NeedMore(f"STUN message length {length} needs {HEADER_LEN + length} bytes, have {len(data)}")
     if HEADER_LEN + length < len(data):
         raise DecodeError(f"STUN message length {length} leaves {len(data) - HEADER_LEN - length} trailing bytes")
-    cookie = data[4:8] == _COOKIE_BYTES
+    return msg_type, length
 
-    attrs: list[tuple[int, bytes]] | None = None
+
+def _attributes(data: bytes, length: int) -> tuple[list[tuple[int, bytes]], bool]:
+    """The (type, value) attributes of the message and whether it is MS-TURN (first attribute MAGIC-COOKIE)."""
+    attrs: list[tuple[int, bytes]] | None
     ms_turn = False
     if length >= 8 and struct.unpack_from("!HHI", data, HEADER_LEN) == (MS_MAGIC_COOKIE, 4, MS_TURN_MAGIC_COOKIE):
         ms_turn = True
@@ -272,89 +312,67 @@ def parse_stun(payload: bytes) -> StunMessage:
         raise DecodeError(f"STUN message length {length} is not a multiple of 4")
     if attrs is None:
         raise DecodeError("STUN attributes do not fill the message exactly")
+    return attrs, ms_turn
 
-    method, cls = _split_type(msg_type)
-    key = data[4:20]
+
+def _fixed_u32(value: bytes, name: str) -> int:
+    if len(value) != 4:
+        raise DecodeError(f"STUN {name} is not 4 bytes")
+    return int.from_bytes(value, "big")
+
+
+def _read_attributes(attrs: list[tuple[int, bytes]], key: bytes, ms_turn: bool, strict_order: bool) -> dict:
+    """The :class:`StunMessage` fields the attributes give (``key``: header bytes 4..20, for XOR addresses).
+
+    ``strict_order``: RFC 8489 messages, where only FINGERPRINT / MESSAGE-INTEGRITY-SHA256 may follow
+    MESSAGE-INTEGRITY (section 14.5); FINGERPRINT is last in every message (section 14.7)."""
     realm_type, nonce_type = (0x0015, 0x0014) if ms_turn else (REALM, NONCE)
-    error_code = error_reason = realm = software = None
-    nonce = username = None
-    xor_mapped = ms_xor_mapped = mapped = relayed = None
-    lifetime = ms_version = None
-    ice = has_integrity = has_fingerprint = False
-    seen_integrity = seen_fingerprint = False
+    out: dict = dict(error_code=None, error_reason=None, realm=None, nonce=None, username=None, software=None,
+                     xor_mapped=None, mapped=None, relayed=None, lifetime=None, ms_version=None, ice=False,
+                     has_integrity=False, has_fingerprint=False)
+    ms_xor_mapped = None
     for atype, value in attrs:
-        if seen_fingerprint:
-            # RFC 8489 section 14.7: FINGERPRINT is the last attribute.
+        if out["has_fingerprint"]:
             raise DecodeError("STUN attribute after FINGERPRINT")
-        if seen_integrity and atype not in (FINGERPRINT, MESSAGE_INTEGRITY_SHA256, MESSAGE_INTEGRITY) and cookie and not ms_turn:
-            # RFC 8489 section 14.5: only FINGERPRINT / MESSAGE-INTEGRITY-SHA256 may follow MESSAGE-INTEGRITY.
+        if out["has_integrity"] and strict_order and atype not in (FINGERPRINT, MESSAGE_INTEGRITY_SHA256,
+                                                                   MESSAGE_INTEGRITY):
             raise DecodeError(f"STUN attribute 0x{atype:04x} after MESSAGE-INTEGRITY")
         if atype == ERROR_CODE:
             # RFC 8489 section 14.8: 21 reserved bits, class (3 bits, 3..6), number (0..99), reason.
             if len(value) < 4:
                 raise DecodeError("STUN ERROR-CODE shorter than 4 bytes")
-            error_code = (value[2] & 0x07) * 100 + value[3]
-            error_reason = _text(value[4:])
+            out["error_code"] = (value[2] & 0x07) * 100 + value[3]
+            out["error_reason"] = _text(value[4:])
         elif atype == realm_type:
-            realm = _text(value)
+            out["realm"] = _text(value)
         elif atype == nonce_type:
-            nonce = value
+            out["nonce"] = value
         elif atype == USERNAME:
-            username = value
+            out["username"] = value
         elif atype == SOFTWARE:
-            software = _text(value)
+            out["software"] = _text(value)
         elif atype == XOR_MAPPED_ADDRESS:
-            xor_mapped = _xor_address(value, atype, key)
+            out["xor_mapped"] = _xor_address(value, atype, key)
         elif atype == MS_XOR_MAPPED_ADDRESS:
             ms_xor_mapped = _xor_address(value, atype, key)
         elif atype == MAPPED_ADDRESS:
-            mapped = _plain_address(value, atype)
+            out["mapped"] = _plain_address(value, atype)
         elif atype == XOR_RELAYED_ADDRESS:
-            relayed = _xor_address(value, atype, key)
+            out["relayed"] = _xor_address(value, atype, key)
         elif atype == LIFETIME:
-            if len(value) != 4:
-                raise DecodeError("STUN LIFETIME is not 4 bytes")
-            lifetime = int.from_bytes(value, "big")
+            out["lifetime"] = _fixed_u32(value, "LIFETIME")
         elif atype == MS_VERSION:
-            if len(value) != 4:
-                raise DecodeError("STUN MS-VERSION is not 4 bytes")
-            ms_version = int.from_bytes(value, "big")
+            out["ms_version"] = _fixed_u32(value, "MS-VERSION")
         elif atype in (MESSAGE_INTEGRITY, MESSAGE_INTEGRITY_SHA256):
-            has_integrity = True
-            seen_integrity = True
+            out["has_integrity"] = True
         elif atype == FINGERPRINT:
-            if len(value) != 4:
-                raise DecodeError("STUN FINGERPRINT is not 4 bytes")
-            has_fingerprint = True
-            seen_fingerprint = True
+            _fixed_u32(value, "FINGERPRINT")
+            out["has_fingerprint"] = True
         if atype in _ICE_ATTRIBUTES:
-            ice = True
-
-    return StunMessage(
-        method=method,
-        cls=cls,
-        method_name=METHOD_NAMES.get(method, f"0x{method:03x}"),
-        class_name=CLASS_NAMES[cls],
-        transaction_id=data[8:20] if cookie else data[4:20],
-        length=length,
-        magic_cookie=cookie,
-        error_code=error_code,
-        error_reason=error_reason,
-        realm=realm,
-        nonce=nonce,
-        username=username,
-        software=software,
-        xor_mapped=xor_mapped if xor_mapped is not None else ms_xor_mapped,
-        mapped=mapped,
-        relayed=relayed,
-        lifetime=lifetime,
-        ms_version=ms_version,
-        ice=ice,
-        has_integrity=has_integrity,
-        has_fingerprint=has_fingerprint,
-        attributes=tuple(a for a, _ in attrs),
-        ms_turn=ms_turn,
-    )
+            out["ice"] = True
+    if out["xor_mapped"] is None:
+        out["xor_mapped"] = ms_xor_mapped
+    return out
 
 
 def verify_fingerprint(payload: bytes) -> bool:

@@ -502,6 +502,66 @@ def test_stun_over_tcp(tmp_path) -> None:
     assert f.sni is None and f.name is None
 
 
+def ms_turn_message(msg_type: int, attrs: list[tuple[int, bytes]], tid: bytes) -> bytes:
+    """An MS-TURN message ([MS-TURN] 2.2.1): MAGIC-COOKIE first, attributes unpadded; ``tid`` is 16 bytes
+    (legacy, no RFC cookie) or 12 (the RFC cookie is written before it)."""
+    body = struct.pack("!HHI", 0x000F, 4, 0x72C64BC6)
+    body += b"".join(struct.pack("!HH", t, len(v)) + v for t, v in attrs)
+    head = bytes.fromhex("2112a442") + tid if len(tid) == 12 else tid
+    return struct.pack("!HH", msg_type, len(body)) + head + body
+
+
+def test_ms_turn_responses_and_data_indications_counted(tmp_path) -> None:
+    """nDPI/teams.pcap's exchange: unpadded MS-TURN Allocate responses (with the RFC cookie) are counted,
+    and the Data Indication 0x0115 (no RFC cookie) is an indication, not an error class."""
+    cap = ms.Capture("ms-turn")
+    sport, relay = 50016, "52.114.250.141"
+
+    def emit(t: int, data: bytes, up: bool) -> None:
+        if up:
+            cap.emit(t, UDP(sport=sport, dport=3478) / Raw(data), ms.CLIENT, relay)
+        else:
+            cap.emit(t, UDP(sport=3478, dport=sport) / Raw(data), relay, ms.CLIENT)
+
+    version = (0x8008, b"\x00\x00\x00\x06")  # MS-VERSION 6
+    emit(0, ms_turn_message(0x0003, [version], b"\x01" * 12), True)
+    err = ms_turn_message(0x0113, [(0x0009, b"\x00\x00\x04\x01Unauthenticated."), (0x0015, b"realm")], b"\x01" * 12)
+    assert len(err) % 4  # unpadded: the length is no multiple of 4
+    emit(20 * MS, err, False)
+    emit(30 * MS, ms_turn_message(0x0003, [version, (0x0006, b"user")], b"\x02" * 12), True)
+    emit(50 * MS, ms_turn_message(0x0103, [(0x000D, b"\x00\x00\x00\x3c"), (0x0001, b"\x00\x01\x0d\x98\x34\x72\xfa\x8d")],
+                                  b"\x02" * 12), False)
+    emit(60 * MS, ms_turn_message(0x0004, [(0x0013, b"media")], b"\x03" * 12), True)  # Send request
+    emit(70 * MS, ms_turn_message(0x0115, [(0x0013, b"media!")], b"\x04" * 16), False)  # Data Indication
+    s = flow_to(read(tmp_path, cap), relay, 3478, "udp").stun
+    assert (s.requests, s.indications, s.successes, s.errors) == (2, 2, 1, 1)
+    assert s.methods == ("Allocate request", "Allocate error 401", "Allocate success", "Send indication",
+                         "Data indication")
+    assert s.error_codes == (401,) and s.ms_turn and s.realm == "realm"
+
+
+def test_channel_data_needs_a_channel_a_fitting_length_and_stun(tmp_path) -> None:
+    """ChannelData (RFC 8656 section 12.4): channel 0x4000-0x4FFF, a length that fits the datagram, on a flow
+    that spoke STUN.  QUIC short headers and LLMNR queries whose first byte is 0x40-0x4F are not ChannelData."""
+    cap = ms.Capture("channel-data")
+    quic_short = bytes([0x45, 0x8A, 0x00, 0x20]) + bytes(60)  # QUIC 1-RTT packet (RFC 9000 section 17.3.1)
+    llmnr = struct.pack("!HHHHHH", 0x4A1B, 0, 1, 0, 0, 0) + dns_name(b"wpad") + struct.pack("!HH", 1, 1)
+    for i in range(3):
+        cap.emit(i * MS, UDP(sport=50100, dport=443) / Raw(quic_short), ms.CLIENT, "52.123.128.14")
+        cap.emit(i * MS, UDP(sport=50101, dport=5355) / Raw(llmnr), ms.CLIENT, "224.0.0.252")
+    turn = ms.TurnClient(cap, ms.RELAY, 3478)
+    t = turn.allocate(10 * MS)
+    turn.media(t + 20 * MS, 0.08)  # 2 ChannelData each way on channel 0x4000
+    rtp = bytes(40)
+    for i, (channel, length) in enumerate([(0x5000, len(rtp)), (0x4001, len(rtp) - 8), (0x4001, len(rtp) + 1)]):
+        # outside 0x4000-0x4FFF; 8 spare bytes (more than 3 of padding); longer than the datagram
+        turn.send(t + (200 + i) * MS, struct.pack("!HH", channel, length) + rtp)
+    ft = read(tmp_path, cap)
+    assert flow_to(ft, "52.123.128.14", 443, "udp").stun is None
+    assert flow_to(ft, "224.0.0.252", 5355, "udp").stun is None
+    assert flow_to(ft, ms.RELAY, 3478, "udp").stun.channel_data == 4
+
+
 # --------------------------------------------------------------------------- hostile names
 
 
