@@ -112,6 +112,31 @@ ATTRIBUTE_NAMES = {
     0x8095: "MS-MULTIPLEXED-TURN-SESSION-ID",
 }
 
+# Error codes (RFC 8489 section 14.8, RFC 8656 section 19, RFC 6062 section 6.3, MS-TURN).
+ERROR_NAMES = {
+    300: "Try Alternate",
+    400: "Bad Request",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    420: "Unknown Attribute",
+    437: "Allocation Mismatch",
+    438: "Stale Nonce",
+    440: "Address Family not Supported",
+    441: "Wrong Credentials",
+    442: "Unsupported Transport Protocol",
+    443: "Peer Address Family Mismatch",
+    446: "Connection Already Exists",
+    447: "Connection Timeout or Failure",
+    486: "Allocation Quota Reached",
+    487: "Role Conflict",
+    500: "Server Error",
+    508: "Insufficient Capacity",
+}
+# Allocate errors that are steps of a working exchange, not a refusal: the 401 challenge that asks for
+# credentials and the 438 that asks for a fresh nonce (RFC 8489 section 9.2), the 300 redirect to
+# another server (section 10), and 437, which says an allocation already exists (RFC 8656 section 7.2).
+ALLOCATE_RETRY_CODES = frozenset({300, 401, 437, 438})
+
 _ICE_ATTRIBUTES = frozenset({PRIORITY, USE_CANDIDATE, ICE_CONTROLLED, ICE_CONTROLLING})
 _XOR_ADDRESS_TYPES = frozenset({XOR_MAPPED_ADDRESS, MS_XOR_MAPPED_ADDRESS, XOR_RELAYED_ADDRESS, XOR_PEER_ADDRESS})
 

@@ -168,7 +168,7 @@ def test_judge_dns_ignores_good_answers_and_other_names():
 def test_every_blocked_by_is_covered():
     # the tests above (and dns-failure in test_findings) cover every documented value
     assert set(BLOCKED_BY) == {"no-answer", "rejected", "icmp-unreachable", "tls-alert", "proxy-denied",
-                               "dns-failure", "tls-intercepted"}
+                               "dns-failure", "tls-intercepted", "relay-refused"}  # relay-refused: test_relay_refused
     assert VERDICTS == ("allowed", "blocked", "unexpected", "unrelated")
 
 

@@ -562,6 +562,27 @@ def test_channel_data_needs_a_channel_a_fitting_length_and_stun(tmp_path) -> Non
     assert flow_to(ft, ms.RELAY, 3478, "udp").stun.channel_data == 4
 
 
+def test_real_teams_capture_stun_summaries() -> None:
+    """nDPI/teams.pcap (skipped without ../shared): counts agree with tshark's dissection of each TURN flow."""
+    from tests.conftest import SHARED_CAPTURES
+
+    path = SHARED_CAPTURES / "nDPI" / "teams.pcap"
+    if not path.is_file():
+        pytest.skip("../shared/captures is not present")
+    ft = read_flows(path)
+    by = {(f.server, f.client_port): f.stun for f in ft.flows if f.stun is not None}
+    counts = {k: (s.requests, s.indications, s.successes, s.errors, s.channel_data) for k, s in by.items()}
+    # tshark -Y stun, udp.stream 26, 29, 30, 31: Allocate / 401 / success; Allocate and 3 Sends answered by
+    # 3 Data Indications; the lifetime-0 Allocates that end an allocation
+    assert counts[("52.114.250.123", 50016)] == (1, 0, 1, 1, 0)
+    assert counts[("52.114.250.141", 50016)] == (1, 6, 0, 0, 0)
+    assert counts[("52.114.250.141", 50017)] == (3, 0, 2, 1, 0)
+    assert counts[("52.114.250.137", 50036)] == (2, 6, 1, 0, 0)
+    assert "Data indication" in by[("52.114.250.141", 50016)].methods
+    assert not any(m.startswith("0x") for s in by.values() for m in s.methods)
+    assert all(s.requests + s.indications + s.successes + s.errors for s in by.values())  # no ChannelData-only flow
+
+
 # --------------------------------------------------------------------------- hostile names
 
 
