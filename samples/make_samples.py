@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import calendar
 import datetime
 import hashlib
@@ -744,6 +745,32 @@ def http_connect(cap: Capture, t: int, host: str, allowed: bool) -> int:
         return conn.close(t + 1 * MS, 1 * MS, from_client=False)
     t = conn.send(t + 35 * MS, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
     hello = tls.build_client_hello(host, alpn=("h2", "http/1.1"), ech=True, grease=True)
+    return _tls13_after_hello(cap, conn, t, hello, 36 * MS, 1, True)
+
+
+def http_connect_authenticated(cap: Capture, t: int, host: str, *, granted: bool = True, chunked: bool = False) -> int:
+    """CONNECT answered 407 Proxy Authentication Required, re-sent on the same connection with
+    Proxy-Authorization (the Negotiate/NTLM exchange of RFC 4559, RFC 9110 section 11.7.1), then 200 and TLS
+    inside, or 407 again when ``granted`` is false.  ``chunked``: the 407 body is chunked (RFC 9112 section 7.1)."""
+    conn = TcpConn(cap, PROXY, ephemeral_port(cap), PROXY_PORT)
+    t = conn.handshake(t, 1 * MS)
+    head = f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Connection: keep-alive\r\n"
+    body = b"<html><body><h1>407 Proxy Authentication Required</h1></body></html>\n"
+    if chunked:
+        framing, payload = b"Transfer-Encoding: chunked", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        framing, payload = b"Content-Length: " + str(len(body)).encode(), body
+    challenge = (b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Negotiate\r\n"
+                 b"Proxy-Authenticate: NTLM\r\nContent-Type: text/html\r\n" + framing + b"\r\n\r\n" + payload)
+    t = conn.send(t + 1 * MS, True, (head + "\r\n").encode())
+    t = conn.send(t + 2 * MS, False, challenge)
+    token = base64.b64encode(cap.rng.randbytes(48)).decode()
+    t = conn.send(t + 1 * MS, True, (head + f"Proxy-Authorization: Negotiate {token}\r\n\r\n").encode())
+    if not granted:
+        t = conn.send(t + 2 * MS, False, challenge)
+        return conn.close(t + 1 * MS, 1 * MS, from_client=False)
+    t = conn.send(t + 35 * MS, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
+    hello = tls.build_client_hello(host, alpn=("h2", "http/1.1"), grease=True)
     return _tls13_after_hello(cap, conn, t, hello, 36 * MS, 1, True)
 
 

@@ -335,36 +335,42 @@ class Namer:
             return
         if cs and httpp.looks_like_http_request(cs[:8]):
             try:
-                req = httpp.read_request_head(cs)
+                conv = httpp.read_conversation(cs, ss)
             except DecodeError:
-                req = None
+                conv = None
                 self.stats["malformed"]["http"] += 1
-            if req is not None:
-                if req.method == "CONNECT":
-                    if req.connect_host:
-                        port = req.connect_port if req.connect_port is not None else 443
-                        host = f"[{req.connect_host}]" if ":" in req.connect_host else req.connect_host
-                        out["connect_target"] = f"{host}:{port}"
-                    else:
-                        self.stats["invalid_names"] += 1
-                    try:
-                        resp = httpp.read_response_head(ss) if ss else None
-                    except DecodeError:
-                        resp = None
-                    if resp is not None:
-                        out["connect_status"] = resp.status
-                        if 200 <= resp.status < 300:  # tunnel open: TLS follows inside it
-                            self._tls(out, cs[req.header_bytes :], ss[resp.header_bytes :])
-                    return
-                if req.host:
-                    out["http_host"] = req.host
-                elif req.host is None and _has_host_header(cs):
-                    self.stats["invalid_names"] += 1
+            if conv is not None and conv.exchanges:
+                self._http(out, conv, cs, ss)
                 return
         if cs and cs[0] < 4 and len(cs) >= 8 and cs[4:8] == stunp._COOKIE_BYTES:
             self._stun_tcp(out, cs, ss)
             return
         self._tls(out, cs, ss)
+
+    def _http(self, out: dict[str, Any], conv, cs: bytes, ss: bytes) -> None:
+        """Host, or CONNECT target and outcome: every request/response on the connection is read, so a
+        CONNECT answered 407, re-sent with credentials and answered 200 is judged by the 200 (RFC 9110
+        section 11.7.1), and the TLS inside the tunnel is read."""
+        req = conv.exchanges[0].request
+        if req.method != "CONNECT":
+            if req.host:
+                out["http_host"] = req.host
+            elif req.host is None and _has_host_header(cs):
+                self.stats["invalid_names"] += 1
+            return
+        connects = [ex for ex in conv.exchanges if ex.request.method == "CONNECT"]
+        target = connects[-1].request  # the one the final outcome belongs to (the same in a 407 retry)
+        if target.connect_host:
+            port = target.connect_port if target.connect_port is not None else 443
+            host = f"[{target.connect_host}]" if ":" in target.connect_host else target.connect_host
+            out["connect_target"] = f"{host}:{port}"
+        else:
+            self.stats["invalid_names"] += 1
+        final = next((ex.response for ex in reversed(connects) if ex.response is not None), None)
+        if final is not None:
+            out["connect_status"] = final.status
+        if conv.tunnel_client is not None:  # tunnel open: TLS follows inside it
+            self._tls(out, cs[conv.tunnel_client :], ss[conv.tunnel_server :])
 
     def _tls(self, out: dict[str, Any], cs: bytes, ss: bytes) -> None:
         hello = None

@@ -421,6 +421,36 @@ def test_connect_tunnel_reads_the_hello_inside(tmp_path) -> None:
     assert (f.name, f.name_source) == ("graph.microsoft.com", "sni")
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_connect_after_proxy_authentication(tmp_path, chunked) -> None:
+    """407, the CONNECT again with Proxy-Authorization on the same connection, 200, TLS inside: judged by the 200."""
+    cap = ms.Capture("connect-407-200")
+    ms.http_connect_authenticated(cap, 0, "teams.microsoft.com", chunked=chunked)
+    f = flow_to(read(tmp_path, cap), ms.PROXY, ms.PROXY_PORT)
+    assert (f.connect_target, f.connect_status) == ("teams.microsoft.com:443", 200)
+    assert f.sni == "teams.microsoft.com" and f.tls_version == "TLS 1.3"
+
+
+def test_connect_authentication_refused(tmp_path) -> None:
+    cap = ms.Capture("connect-407-407")
+    ms.http_connect_authenticated(cap, 0, "teams.microsoft.com", granted=False)
+    f = flow_to(read(tmp_path, cap), ms.PROXY, ms.PROXY_PORT)
+    assert (f.connect_target, f.connect_status, f.sni) == ("teams.microsoft.com:443", 407, None)
+
+
+def test_proxy_authenticated_tunnel_is_not_denied(tmp_path) -> None:
+    from meshpcap import analyze
+
+    cap = ms.Capture("connect-auth")
+    ms.http_connect_authenticated(cap, 0, "mesh.cloud.microsoft")
+    path = tmp_path / "auth.pcapng"
+    path.write_bytes(ms.pcapng_bytes(cap))
+    d = analyze(path, service_tags=SAMPLES / "ServiceTags_Public_SAMPLE.json").to_dict()
+    [f] = [f for f in d["flows"] if f["server"] == ms.PROXY]
+    assert (f["verdict"], f["blocked_by"], f["connect_status"]) == ("allowed", None, 200)
+    assert not [x for x in d["findings"] if x["blocked_by"] == "proxy-denied"]
+
+
 def test_connect_ipv6_literal(tmp_path) -> None:
     cap = ms.Capture("connect-v6")
     conn = ms.TcpConn(cap, ms.PROXY, ms.ephemeral_port(cap), ms.PROXY_PORT)
