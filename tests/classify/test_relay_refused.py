@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from meshpcap import analyze
+from meshpcap import testing as mt
 from meshpcap.classify.verdicts import judge_flow, relay_refusal
 from meshpcap.flows.model import StunSummary
 from tests.classify import make as M
@@ -59,11 +60,11 @@ def refused_capture(tmp_path, code: int):
     realm = (ms.stun.REALM, ms.TURN_REALM.encode())
     nonce = (ms.stun.NONCE, b"0123456789abcdef")
     t = turn.transaction(0, ms.ALLOCATE, lambda tid: [ms.UDP_TRANSPORT], ms.ERROR,
-                         lambda tid: [ms.stun.build_error_code(401, "Unauthorized"), realm, nonce],
+                         lambda tid: [mt.stun.build_error_code(401, "Unauthorized"), realm, nonce],
                          signed=False, rtt=20 * ms.MS)
     turn.auth = [(ms.stun.USERNAME, ms.TURN_USER.encode()), realm, nonce]
     turn.transaction(t + 2 * ms.MS, ms.ALLOCATE, lambda tid: [ms.UDP_TRANSPORT], ms.ERROR,
-                     lambda tid: [ms.stun.build_error_code(code, "Refused")], signed=True, rtt=20 * ms.MS)
+                     lambda tid: [mt.stun.build_error_code(code, "Refused")], signed=True, rtt=20 * ms.MS)
     path = tmp_path / f"{cap.name}.pcapng"
     path.write_bytes(ms.pcapng_bytes(cap))
     return path

@@ -12,7 +12,17 @@ import ipaddress
 import struct
 
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore
-from meshpcap.decode.dns import _HOST_BYTES, _NAME_TYPES, TYPE_A, TYPE_AAAA, TYPE_NAMES, DnsMessage, Question, Record, _read_name
+from meshpcap.decode.dns import (
+    _HOST_BYTES,
+    _NAME_TYPES,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_NAMES,
+    DnsMessage,
+    Question,
+    Record,
+    _read_name,
+)
 from meshpcap.decode.names import _normalize_careful, is_ip_literal
 from meshpcap.decode.tls import (
     CT_HANDSHAKE,

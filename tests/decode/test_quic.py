@@ -13,16 +13,18 @@ from meshpcap.decode.quic import (
     QUIC_V1,
     QUIC_V2,
     CryptoReassembler,
-    build_long_header_packet,
     client_hello_from_initials,
-    crypto_frame,
-    encrypt_client_initial,
     is_long_header,
     parse_client_initials,
     parse_long_header,
     version_name,
 )
-from meshpcap.decode.tls import build_client_hello
+from meshpcap.testing.quic import (
+    build_long_header_packet,
+    crypto_frame,
+    encrypt_client_initial,
+)
+from meshpcap.testing.tls import build_client_hello
 
 RFC_DCID = bytes.fromhex("8394c8f03e515708")
 

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshpcap import testing as mt
 from meshpcap.decode import dns, names, tls
 from meshpcap.decode.buffer import Buffer, NeedMore, raise_short
 from tests.decode import reference_parsers as ref
@@ -54,9 +55,9 @@ def mutated(draw, bases):
 
 # --------------------------------------------------------------------------- TLS
 
-_NO_EXTENSIONS = tls.build_handshake(1, bytes.fromhex("0303") + bytes(32) + b"\x00" + bytes.fromhex("0002c02f") + b"\x01\x00")
+_NO_EXTENSIONS = mt.tls.build_handshake(1, bytes.fromhex("0303") + bytes(32) + b"\x00" + bytes.fromhex("0002c02f") + b"\x01\x00")
 HELLOS = [
-    tls.build_client_hello(sni, alpn=alpn, grease=grease, ech=ech, versions=versions, padding_to=pad, record=False)
+    mt.tls.build_client_hello(sni, alpn=alpn, grease=grease, ech=ech, versions=versions, padding_to=pad, record=False)
     for sni, alpn, grease, ech, versions, pad in [
         ("teams.microsoft.com", ("h2", "http/1.1"), False, False, (0x0304, 0x0303), None),
         ("Upper.Example.COM.", ("h3",), True, True, (0x0304, 0x0303), None),
@@ -67,7 +68,7 @@ HELLOS = [
     ]
 ] + [_NO_EXTENSIONS]
 SERVER_HELLOS = [
-    tls.build_server_hello(version, alpn=alpn, hello_retry=hrr, record=False)[4:]
+    mt.tls.build_server_hello(version, alpn=alpn, hello_retry=hrr, record=False)[4:]
     for version, alpn, hrr in [(0x0304, None, False), (0x0304, "h2", True), (0x0303, "h2", False), (0x0303, None, False)]
 ]
 
@@ -85,7 +86,7 @@ def test_parse_client_hello_matches_reference(msg):
 @DIFF
 @given(msg=mutated(HELLOS), fragment=st.sampled_from([2**14, 300, 40]), record_cut=st.integers(0, 2000))
 def test_read_client_hello_matches_reference(msg, fragment, record_cut):
-    stream = tls.build_record(tls.CT_HANDSHAKE, msg, version=0x0301, max_fragment=fragment)
+    stream = mt.tls.build_record(tls.CT_HANDSHAKE, msg, version=0x0301, max_fragment=fragment)
     for data in (stream, stream[:record_cut], stream + b"\x14\x03\x03\x00\x01\x01"):
         assert outcome(tls.read_client_hello, data) == outcome(ref.read_client_hello, data)
 

@@ -16,6 +16,14 @@ from meshpcap.decode.tls import (
     CT_HANDSHAKE,
     EXT_ECH,
     TLS_VERSION_NAMES,
+    is_grease,
+    looks_like_tls,
+    parse_client_hello,
+    read_alerts,
+    read_client_hello,
+    read_server_flight,
+)
+from meshpcap.testing.tls import (
     build_alert,
     build_application_data,
     build_certificate_record,
@@ -24,13 +32,8 @@ from meshpcap.decode.tls import (
     build_handshake,
     build_record,
     build_server_hello,
-    is_grease,
-    looks_like_tls,
-    parse_client_hello,
-    read_alerts,
-    read_client_hello,
-    read_server_flight,
 )
+
 
 def self_signed_der(cn: str = "teams.microsoft.com") -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from meshpcap import read_flows
-from meshpcap.decode import quic, tls
+from meshpcap import testing as mt
+from meshpcap.decode import quic
 from meshpcap.flows.model import Flow, FlowTable
 from meshpcap.flows.naming import NAME_PRIORITY
 from tests.conftest import SAMPLES
@@ -44,8 +45,8 @@ def flow_to(ft: FlowTable, server: str, port: int, transport: str | None = None)
 
 # --------------------------------------------------------------------------- TLS over TCP
 
-HELLO = tls.build_client_hello("mesh.office.com", alpn=("h2", "http/1.1"), pq_key_share=True, grease=True)
-SERVER_FLIGHT = tls.build_server_hello(0x0304, alpn="h2") + ms.CCS_RECORD + tls.build_application_data(900)
+HELLO = mt.tls.build_client_hello("mesh.office.com", alpn=("h2", "http/1.1"), pq_key_share=True, grease=True)
+SERVER_FLIGHT = mt.tls.build_server_hello(0x0304, alpn="h2") + ms.CCS_RECORD + mt.tls.build_application_data(900)
 
 
 def tls_connection(cap: ms.Capture, hello: bytes, *, order: str = "in-order", client_isn: int | None = None,
@@ -124,7 +125,7 @@ def test_client_hello_on_the_syn(tmp_path) -> None:
     """TCP Fast Open (RFC 7413): the ClientHello rides on the SYN."""
     cap = ms.Capture("tfo")
     conn = ms.TcpConn(cap, SERVER, ms.ephemeral_port(cap), 443)
-    hello = tls.build_client_hello("mesh.office.com", alpn=("h2",))
+    hello = mt.tls.build_client_hello("mesh.office.com", alpn=("h2",))
     conn.seg(0, True, "S", hello, options=[("MSS", 1460), ("TFO", b"\x01\x02\x03\x04\x05\x06\x07\x08")])
     conn.seg(20 * MS, False, "SA", options=ms.TcpConn.SYNACK_OPTS)
     conn.seg(21 * MS, True, "A")
@@ -135,7 +136,7 @@ def test_client_hello_on_the_syn(tmp_path) -> None:
 
 def test_ech_keeps_outer_sni(tmp_path) -> None:
     cap = ms.Capture("ech")
-    hello = tls.build_client_hello("public.cloudflare-ech.example", alpn=("h2",), ech=True, pq_key_share=True)
+    hello = mt.tls.build_client_hello("public.cloudflare-ech.example", alpn=("h2",), ech=True, pq_key_share=True)
     tls_connection(cap, hello)
     f = flow_to(read(tmp_path, cap), SERVER, 443)
     assert f.ech is True
@@ -157,7 +158,7 @@ def test_tls12_certificate_names(tmp_path) -> None:
 
 def test_alert_right_after_client_hello(tmp_path) -> None:
     cap = ms.Capture("alert")
-    tls_connection(cap, HELLO, server_flight=tls.build_alert(ms.ALERT_FATAL, ms.ACCESS_DENIED))
+    tls_connection(cap, HELLO, server_flight=mt.tls.build_alert(ms.ALERT_FATAL, ms.ACCESS_DENIED))
     f = flow_to(read(tmp_path, cap), SERVER, 443)
     assert (f.tls_alert, f.tls_alert_from) == ("access_denied", "server")
     assert f.tls_version is None
@@ -166,8 +167,8 @@ def test_alert_right_after_client_hello(tmp_path) -> None:
 
 def test_client_alert(tmp_path) -> None:
     cap = ms.Capture("client-alert")
-    hello = tls.build_client_hello("mesh.office.com", alpn=("h2",))
-    tls_connection(cap, hello + tls.build_alert(ms.ALERT_FATAL, 48), split=100, server_flight=b"")
+    hello = mt.tls.build_client_hello("mesh.office.com", alpn=("h2",))
+    tls_connection(cap, hello + mt.tls.build_alert(ms.ALERT_FATAL, 48), split=100, server_flight=b"")
     f = flow_to(read(tmp_path, cap), SERVER, 443)
     assert (f.tls_alert, f.tls_alert_from) == ("unknown_ca", "client")
 
@@ -179,16 +180,16 @@ def quic_flow(cap: ms.Capture, version: int, name: str, server: str, *, reverse:
     """A ClientHello spread over two client Initials in two datagrams, then an opaque server reply."""
     sport = ms.ephemeral_port(cap)
     dcid, scid = cap.rng.randbytes(8), cap.rng.randbytes(8)
-    hello = tls.build_client_hello(name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, grease=True,
+    hello = mt.tls.build_client_hello(name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, grease=True,
                                    quic_transport_parameters=b"\x01\x02\x67\x10", record=False)
     first = 1000
-    packets = [quic.encrypt_client_initial(version, dcid, scid, 0, quic.crypto_frame(0, hello[:first])),
-               quic.encrypt_client_initial(version, dcid, scid, 1, quic.crypto_frame(first, hello[first:]))]
+    packets = [mt.quic.encrypt_client_initial(version, dcid, scid, 0, mt.quic.crypto_frame(0, hello[:first])),
+               mt.quic.encrypt_client_initial(version, dcid, scid, 1, mt.quic.crypto_frame(first, hello[first:]))]
     if reverse:
         packets.reverse()
     for i, p in enumerate(packets):
         cap.emit(i * 100_000, UDP(sport=sport, dport=443) / Raw(p), ms.CLIENT, server)
-    reply = quic.build_long_header_packet(version, quic.PT_HANDSHAKE, scid, b"\x11" * 8, cap.rng.randbytes(600))
+    reply = mt.quic.build_long_header_packet(version, quic.PT_HANDSHAKE, scid, b"\x11" * 8, cap.rng.randbytes(600))
     cap.emit(20 * MS, UDP(sport=443, dport=sport) / Raw(reply), server, ms.CLIENT)
     return sport
 
@@ -211,7 +212,7 @@ def test_quic_client_hello_over_two_initials(tmp_path, version, label, reverse) 
 def test_quic_version_without_keys(tmp_path, version, label) -> None:
     """Versions we cannot decrypt (an old draft; a reserved version forcing Version Negotiation) still report it."""
     cap = ms.Capture(f"quic-{label}")
-    initial = quic.build_long_header_packet(version, quic.PT_INITIAL, b"\x01" * 8, b"\x02" * 8, bytes(1160))
+    initial = mt.quic.build_long_header_packet(version, quic.PT_INITIAL, b"\x01" * 8, b"\x02" * 8, bytes(1160))
     cap.emit(0, UDP(sport=50000, dport=443) / Raw(initial), ms.CLIENT, "52.123.128.14")
     f = flow_to(read(tmp_path, cap), "52.123.128.14", 443, "udp")
     assert (f.quic_version, f.sni, f.name) == (label, None, None)
@@ -223,9 +224,9 @@ def test_quic_reserved_version_read_with_guessed_keys(tmp_path, version) -> None
     draft-29's, then v1's); the AEAD tag confirms the guess, so the SNI is read."""
     cap = ms.Capture("quic-reserved")
     sport = ms.ephemeral_port(cap)
-    hello = tls.build_client_hello("teams.cloud.microsoft", alpn=("h3",), versions=(0x0304,), record=False,
+    hello = mt.tls.build_client_hello("teams.cloud.microsoft", alpn=("h3",), versions=(0x0304,), record=False,
                                    quic_transport_parameters=b"\x01\x02\x67\x10")
-    initial = quic.encrypt_client_initial(version, b"\x01" * 8, b"\x02" * 8, 0, quic.crypto_frame(0, hello),
+    initial = mt.quic.encrypt_client_initial(version, b"\x01" * 8, b"\x02" * 8, 0, mt.quic.crypto_frame(0, hello),
                                           key_version=quic.QUIC_V1)
     cap.emit(0, UDP(sport=sport, dport=443) / Raw(initial), ms.CLIENT, "52.123.128.14")
     f = flow_to(read(tmp_path, cap), "52.123.128.14", 443, "udp")
@@ -234,7 +235,7 @@ def test_quic_reserved_version_read_with_guessed_keys(tmp_path, version) -> None
 
 def test_ip_literal_sni_kept_as_evidence(tmp_path) -> None:
     cap = ms.Capture("literal")
-    tls_connection(cap, tls.build_client_hello(b"52.114.250.152", alpn=("h2",)), split=100)
+    tls_connection(cap, mt.tls.build_client_hello(b"52.114.250.152", alpn=("h2",)), split=100)
     ft = read(tmp_path, cap)
     f = flow_to(ft, SERVER, 443)
     assert (f.sni, f.sni_literal) == (None, "52.114.250.152")
@@ -248,7 +249,7 @@ def test_sslv2_compatible_hello_is_tls(tmp_path) -> None:
     from tests.decode.test_tls import SSL2_HELLO
 
     cap = ms.Capture("sslv2")
-    tls_connection(cap, SSL2_HELLO, split=20, server_flight=tls.build_server_hello(0x0301))
+    tls_connection(cap, SSL2_HELLO, split=20, server_flight=mt.tls.build_server_hello(0x0301))
     ft = read(tmp_path, cap)
     f = flow_to(ft, SERVER, 443)
     assert (f.sni, f.ech, f.tls_version) == (None, False, "TLS 1.0")
@@ -477,7 +478,7 @@ def test_name_priority_on_flows(tmp_path) -> None:
     ms.http_connect(cap, t + 200 * MS, "mesh.cloud.microsoft", allowed=False)  # connect + dns
     tls13 = ms.TcpConn(cap, SERVER, ms.ephemeral_port(cap), 443)  # sni + dns
     t2 = tls13.handshake(t + 400 * MS, 5 * MS)
-    tls13.send(t2 + 1 * MS, True, tls.build_client_hello("other.example.com", alpn=("h2",)))
+    tls13.send(t2 + 1 * MS, True, mt.tls.build_client_hello("other.example.com", alpn=("h2",)))
     web = ms.TcpConn(cap, SERVER, ms.ephemeral_port(cap), 80)  # http + dns
     t3 = web.handshake(t + 500 * MS, 5 * MS)
     web.send(t3 + 1 * MS, True, b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
@@ -618,8 +619,8 @@ def test_real_teams_capture_stun_summaries() -> None:
 
 def test_invalid_sni_dropped_and_counted(tmp_path) -> None:
     cap = ms.Capture("bad-sni")
-    tls_connection(cap, tls.build_client_hello(b"bad-.example.com", alpn=("h2",), pq_key_share=True))
-    tls_connection(cap, tls.build_client_hello(b"ok\x00.example.com", alpn=("h2",)), port=8443, split=50)
+    tls_connection(cap, mt.tls.build_client_hello(b"bad-.example.com", alpn=("h2",), pq_key_share=True))
+    tls_connection(cap, mt.tls.build_client_hello(b"ok\x00.example.com", alpn=("h2",)), port=8443, split=50)
     ft = read(tmp_path, cap)
     for port in (443, 8443):
         f = flow_to(ft, SERVER, port)
@@ -629,7 +630,7 @@ def test_invalid_sni_dropped_and_counted(tmp_path) -> None:
 
 def test_sni_ip_literal_is_not_a_name(tmp_path) -> None:
     cap = ms.Capture("ip-sni")
-    tls_connection(cap, tls.build_client_hello("20.73.96.14", alpn=("h2",)), split=60)
+    tls_connection(cap, mt.tls.build_client_hello("20.73.96.14", alpn=("h2",)), split=60)
     ft = read(tmp_path, cap)
     f = flow_to(ft, SERVER, 443)
     assert f.sni is None and f.name is None  # RFC 6066 section 3 forbids address literals
@@ -638,7 +639,7 @@ def test_sni_ip_literal_is_not_a_name(tmp_path) -> None:
 
 def test_sni_lowercased_without_trailing_dot(tmp_path) -> None:
     cap = ms.Capture("case-sni")
-    tls_connection(cap, tls.build_client_hello("Mesh.Office.COM.", alpn=("h2",)), split=60)
+    tls_connection(cap, mt.tls.build_client_hello("Mesh.Office.COM.", alpn=("h2",)), split=60)
     ft = read(tmp_path, cap)
     assert flow_to(ft, SERVER, 443).sni == "mesh.office.com"
     assert ft.stats["invalid_names"] == 0
@@ -683,11 +684,11 @@ def test_linked_dns_events_keep_every_field():
     """link_dns_events gives each event its flow id and changes nothing else."""
     import dataclasses
 
+    from meshpcap.capture import open_capture
+    from meshpcap.decode.frames import decode_batch
     from meshpcap.flows.engine import FlowBuilder
     from meshpcap.flows.naming import Namer
     from meshpcap.flows.records import build_records
-    from meshpcap.capture import open_capture
-    from meshpcap.decode.frames import decode_batch
     from tests.conftest import SAMPLES
 
     fb = FlowBuilder()
