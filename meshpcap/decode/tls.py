@@ -264,6 +264,27 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
     # RFC 8446 section 4.1.2.  Fields are read by index, several to a bounds check; when a
     # check fails, raise_short raises what Buffer reads of those fields always raised.
     length = end - pos + 4
+    legacy_version, suites, pos = _hello_fixed_fields(data, pos, end)
+    ext = _HelloExtensions()
+    if pos < end:  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
+        _hello_extensions(data, pos, end, ext)
+    return ClientHello(
+        sni=ext.sni,
+        sni_raw_invalid=ext.sni_invalid,
+        alpn=ext.alpn,
+        versions=ext.versions if ext.versions else (legacy_version,),
+        legacy_version=legacy_version,
+        ech=ext.ech,
+        cipher_suites=_without_grease(suites),
+        extensions=tuple(ext.types),
+        length=length,
+        sni_literal=ext.sni_literal,
+    )
+
+
+def _hello_fixed_fields(data: bytes, pos: int, end: int) -> tuple[int, tuple[int, ...], int]:
+    """(legacy_version, cipher_suites, offset of the extensions) of a ClientHello body: legacy_version,
+    random, legacy_session_id, cipher_suites, legacy_compression_methods (RFC 8446 section 4.1.2)."""
     if end - pos < 2:
         raise_short(data, pos, end, 2)
     legacy_version = (data[pos] << 8) | data[pos + 1]
@@ -297,72 +318,77 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
         raise_short(data, pos, end, n)
     if not n:
         raise DecodeError("ClientHello has no compression methods")
-    pos += n
-    sni: str | None = None
-    sni_invalid = False
-    sni_literal: str | None = None
-    alpn: tuple[str, ...] = ()
-    versions: tuple[int, ...] | None = None
-    ech = False
-    ext_types: list[int] = []
-    if pos < end:  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
-        if end - pos < 2:
-            raise_short(data, pos, end, 2)
-        n = (data[pos] << 8) | data[pos + 1]
-        pos += 2
-        if end - pos < n:
-            raise_short(data, pos, end, n)
-        if pos + n != end:
-            raise DecodeError("bytes after ClientHello extensions")
-        seen: set[int] = set()
-        while pos < end:
-            if end - pos < 4:
-                raise_short(data, pos, end, 2, 2)  # extension_type, extension_data length
-            ext_type, n = _EXT_HEADER(data, pos)
-            start = pos + 4
-            pos = start + n
-            if pos > end:
-                raise_short(data, start, end, n)
-            if ext_type in seen:
-                # RFC 8446 section 4.2: "There MUST NOT be more than one extension of the same type"
-                raise DecodeError(f"duplicate extension {ext_type}")
-            seen.add(ext_type)
-            if ext_type not in _GREASE:
-                ext_types.append(ext_type)
-            if ext_type == EXT_SERVER_NAME:
-                raw = _parse_sni(data[start:pos])
-                if raw is not None:
-                    sni = normalize_hostname(raw)
-                    # RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName"
-                    # (a host name can only be an IPv4 literal, which ends in a digit)
-                    if sni is None or (sni[-1] in "0123456789" and is_ip_literal(sni)):
-                        sni, sni_invalid = None, True
-                        sni_literal = _ip_literal(raw)
-            elif ext_type == EXT_ALPN:
-                alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data[start:pos]) if not _is_grease_alpn(p))
-            elif ext_type == EXT_SUPPORTED_VERSIONS:
-                # RFC 8446 section 4.2.1: ProtocolVersion versions<2..254>, a u8-length vector
-                k = data[start] if start < pos else 0
-                if pos - start < 1 + k:
-                    ext = data[start:pos]
-                    raise_short(ext, 0, len(ext), 1, k)  # offsets within the extension, as always
-                if k % 2:
-                    raise DecodeError("supported_versions has an odd length")
-                versions = _without_grease(struct.unpack_from(f"!{k // 2}H", data, start + 1))
-            elif ext_type == EXT_ECH:
-                ech = True
-    return ClientHello(
-        sni=sni,
-        sni_raw_invalid=sni_invalid,
-        alpn=alpn,
-        versions=versions if versions else (legacy_version,),
-        legacy_version=legacy_version,
-        ech=ech,
-        cipher_suites=_without_grease(suites),
-        extensions=tuple(ext_types),
-        length=length,
-        sni_literal=sni_literal,
-    )
+    return legacy_version, suites, pos + n
+
+
+class _HelloExtensions:
+    """What :func:`_hello_extensions` found (a plain holder, filled in one pass)."""
+
+    __slots__ = ("sni", "sni_invalid", "sni_literal", "alpn", "versions", "ech", "types")
+
+    def __init__(self) -> None:
+        self.sni: str | None = None
+        self.sni_invalid = False
+        self.sni_literal: str | None = None
+        self.alpn: tuple[str, ...] = ()
+        self.versions: tuple[int, ...] | None = None
+        self.ech = False
+        self.types: list[int] = []
+
+
+def _hello_extensions(data: bytes, pos: int, end: int, out: _HelloExtensions) -> None:
+    """Walk the extensions block at ``data[pos:end]`` (RFC 8446 section 4.2) into ``out``."""
+    if end - pos < 2:
+        raise_short(data, pos, end, 2)
+    n = (data[pos] << 8) | data[pos + 1]
+    pos += 2
+    if end - pos < n:
+        raise_short(data, pos, end, n)
+    if pos + n != end:
+        raise DecodeError("bytes after ClientHello extensions")
+    seen: set[int] = set()
+    while pos < end:
+        if end - pos < 4:
+            raise_short(data, pos, end, 2, 2)  # extension_type, extension_data length
+        ext_type, n = _EXT_HEADER(data, pos)
+        start = pos + 4
+        pos = start + n
+        if pos > end:
+            raise_short(data, start, end, n)
+        if ext_type in seen:
+            # RFC 8446 section 4.2: "There MUST NOT be more than one extension of the same type"
+            raise DecodeError(f"duplicate extension {ext_type}")
+        seen.add(ext_type)
+        if ext_type not in _GREASE:
+            out.types.append(ext_type)
+        if ext_type == EXT_SERVER_NAME:
+            _hello_sni(data[start:pos], out)
+        elif ext_type == EXT_ALPN:
+            out.alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data[start:pos]) if not _is_grease_alpn(p))
+        elif ext_type == EXT_SUPPORTED_VERSIONS:
+            # RFC 8446 section 4.2.1: ProtocolVersion versions<2..254>, a u8-length vector
+            k = data[start] if start < pos else 0
+            if pos - start < 1 + k:
+                ext = data[start:pos]
+                raise_short(ext, 0, len(ext), 1, k)  # offsets within the extension, as always
+            if k % 2:
+                raise DecodeError("supported_versions has an odd length")
+            out.versions = _without_grease(struct.unpack_from(f"!{k // 2}H", data, start + 1))
+        elif ext_type == EXT_ECH:
+            out.ech = True
+
+
+def _hello_sni(ext: bytes, out: _HelloExtensions) -> None:
+    raw = _parse_sni(ext)
+    if raw is None:
+        return
+    sni = normalize_hostname(raw)
+    # RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName"
+    # (a host name can only be an IPv4 literal, which ends in a digit)
+    if sni is None or (sni[-1] in "0123456789" and is_ip_literal(sni)):
+        out.sni, out.sni_invalid, out.sni_literal = None, True, _ip_literal(raw)
+    else:
+        out.sni = sni
 
 
 def _ip_literal(raw: bytes) -> str | None:
@@ -552,6 +578,37 @@ def _cert_names(der: bytes) -> tuple[str | None, str | None]:
         return None, None
 
 
+class _Flight:
+    """What :func:`read_server_flight` has read so far (filled record by record)."""
+
+    __slots__ = ("server_hello", "hello_retry", "encrypted", "version", "suite", "alpn", "alert", "subject",
+                 "issuer", "complete")
+
+    def __init__(self) -> None:
+        self.server_hello = self.hello_retry = self.encrypted = False
+        self.version: int | None = None
+        self.suite: int | None = None
+        self.alpn: str | None = None
+        self.alert: TlsAlert | None = None
+        self.subject: str | None = None
+        self.issuer: str | None = None
+        self.complete = True
+
+    def result(self) -> ServerFlight:
+        return ServerFlight(
+            server_hello=self.server_hello,
+            version=self.version,
+            cipher_suite=self.suite,
+            alpn=self.alpn,
+            alert=self.alert,
+            cert_subject=self.subject,
+            cert_issuer=self.issuer,
+            hello_retry=self.hello_retry,
+            encrypted=self.encrypted,
+            complete=self.complete,
+        )
+
+
 def read_server_flight(stream: bytes) -> ServerFlight:
     """Best-effort summary of the server's cleartext records, from its first byte.
 
@@ -565,19 +622,15 @@ def read_server_flight(stream: bytes) -> ServerFlight:
         head[0] not in _CONTENT_TYPES or (len(head) > 1 and head[1] != 3) or (len(head) > 2 and head[2] > 4)
     ):
         raise DecodeError("server stream does not start with a TLS record")
-    server_hello = hello_retry = encrypted = False
-    version = suite = None
-    alpn = alert = subject = issuer = None
-    complete = True
+    fl = _Flight()
     hs = bytearray()
     pos = 0
-    stop = False
-    while not stop:
+    while True:
         if pos == n:
-            complete = not hs and n > 0
+            fl.complete = not hs and n > 0
             break
         if n - pos < 5:
-            complete = False
+            fl.complete = False
             break
         ctype, rversion, length = _record_header(stream, pos)
         if ctype not in _CONTENT_TYPES or rversion >> 8 != 3 or length > MAX_RECORD:
@@ -587,70 +640,68 @@ def read_server_flight(stream: bytes) -> ServerFlight:
         payload = stream[pos + 5 : pos + 5 + length]
         cut = len(payload) < length
         pos += 5 + length
-        if ctype == CT_APPLICATION_DATA:
-            encrypted = True
+        if not _flight_record(fl, ctype, payload, cut, hs):
             break
-        if ctype == CT_CHANGE_CIPHER_SPEC:
-            encrypted = True
-            # RFC 8446 section 4.1.4 / appendix D.4: after a HelloRetryRequest (and its
-            # compatibility CCS) the real ServerHello still comes in cleartext.
-            if not _hrr_pending(server_hello, hello_retry):
-                break
-            continue
-        if ctype == CT_ALERT:
-            if len(payload) >= 2 and alert is None:
-                alert = make_alert(payload[0], payload[1])
-            if cut:
-                complete = False
-            if alert is not None and alert.level != 1:
-                break  # a fatal alert ends the handshake; a warning (e.g. unrecognized_name) may not
-            continue
-        # handshake
-        hs += payload
-        while len(hs) >= 4:
-            need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
-            if len(hs) < need:
-                break
-            msg_type = hs[0]
-            body = Buffer(bytes(hs[4:need]))
-            del hs[:need]
-            try:
-                if msg_type == HS_SERVER_HELLO:
-                    v, s, a, hrr = _parse_server_hello(body)
-                    if hrr:
-                        hello_retry = True
-                    else:
-                        server_hello = True
-                    version, suite = v, s
-                    if a is not None:
-                        alpn = a
-                elif msg_type == HS_CERTIFICATE and subject is None:
-                    first, second = _first_certificate, _first_certificate_tls13
-                    if version == 0x0304:
-                        first, second = second, first
-                    try:
-                        der = first(Buffer(body.data))
-                    except DecodeError:
-                        der = second(Buffer(body.data))
-                    subject, issuer = _cert_names(der)
-            except DecodeError:
-                stop = True
-                break
+    return fl.result()
+
+
+def _flight_record(fl: _Flight, ctype: int, payload: bytes, cut: bool, hs: bytearray) -> bool:
+    """Take one server record into ``fl`` (handshake bytes gather in ``hs``); False when the cleartext
+    part of the flight ends here."""
+    if ctype == CT_APPLICATION_DATA:
+        fl.encrypted = True
+        return False
+    if ctype == CT_CHANGE_CIPHER_SPEC:
+        fl.encrypted = True
+        # RFC 8446 section 4.1.4 / appendix D.4: after a HelloRetryRequest (and its
+        # compatibility CCS) the real ServerHello still comes in cleartext.
+        return _hrr_pending(fl.server_hello, fl.hello_retry)
+    if ctype == CT_ALERT:
+        if len(payload) >= 2 and fl.alert is None:
+            fl.alert = make_alert(payload[0], payload[1])
         if cut:
-            complete = False
+            fl.complete = False
+        # a fatal alert ends the handshake; a warning (e.g. unrecognized_name) may not
+        return not (fl.alert is not None and fl.alert.level != 1)
+    hs += payload
+    ok = _flight_handshake(fl, hs)
+    if cut:
+        fl.complete = False
+        return False
+    return ok
+
+
+def _flight_handshake(fl: _Flight, hs: bytearray) -> bool:
+    """Read the complete handshake messages at the start of ``hs`` (consumed); False on a malformed one."""
+    while len(hs) >= 4:
+        need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
+        if len(hs) < need:
             break
-    return ServerFlight(
-        server_hello=server_hello,
-        version=version,
-        cipher_suite=suite,
-        alpn=alpn,
-        alert=alert,
-        cert_subject=subject,
-        cert_issuer=issuer,
-        hello_retry=hello_retry,
-        encrypted=encrypted,
-        complete=complete,
-    )
+        msg_type = hs[0]
+        body = Buffer(bytes(hs[4:need]))
+        del hs[:need]
+        try:
+            if msg_type == HS_SERVER_HELLO:
+                v, s, a, hrr = _parse_server_hello(body)
+                if hrr:
+                    fl.hello_retry = True
+                else:
+                    fl.server_hello = True
+                fl.version, fl.suite = v, s
+                if a is not None:
+                    fl.alpn = a
+            elif msg_type == HS_CERTIFICATE and fl.subject is None:
+                first, second = _first_certificate, _first_certificate_tls13
+                if fl.version == 0x0304:
+                    first, second = second, first
+                try:
+                    der = first(Buffer(body.data))
+                except DecodeError:
+                    der = second(Buffer(body.data))
+                fl.subject, fl.issuer = _cert_names(der)
+        except DecodeError:
+            return False
+    return True
 
 
 def _hrr_pending(server_hello: bool, hello_retry: bool) -> bool:

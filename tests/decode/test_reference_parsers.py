@@ -156,6 +156,33 @@ def test_dns_pointer_hop_limit_matches_reference(questions, first_link):
             dns.parse_dns(msg)
 
 
+_Q = struct.pack("!HH", 1, 1)
+
+
+@pytest.mark.parametrize("name,expected", [
+    (b"\xc0\x0c", "points forward or loops (to 12)"),  # the question's name points at itself
+    (b"\x01a\xc0\x0c", "points forward or loops (to 12)"),  # at the start of its own run of labels
+    (b"\x01a\xc0\x0e", "points forward or loops (to 14)"),  # at itself, after a label
+    (b"\xc0\x20", "points forward or loops (to 32)"),  # forward
+    (b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f" + b"c" * 63 + b"\x3d" + b"d" * 61 + b"\x00", None),  # 255
+    (b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f" + b"c" * 63 + b"\x3e" + b"d" * 62 + b"\x00",
+     "longer than 255 octets"),  # 256
+    (b"\x01a\x40", "label type 0x40"),
+    (b"\x01a\x80", "label type 0x80"),
+    (b"\x02a", "label runs past the end"),
+    (b"\x01a\xc0", "compression pointer cut"),
+])
+def test_dns_name_edges_match_reference(name, expected):
+    """Decompression edges the mutation tests may not reach: each against the independent reference."""
+    msg = _header(0x0100, 1, 0) + name + (_Q if expected is None else b"")
+    got = outcome(dns.parse_dns, msg)
+    assert got == outcome(ref.parse_dns, msg)
+    if expected is None:
+        assert got[0] == "ok" and len(got[1].questions[0].name) == 253  # 255 octets on the wire
+    else:
+        assert expected in got[1]
+
+
 @DIFF
 @given(msg=mutated(DNS_MESSAGES))
 def test_parse_dns_matches_reference(msg):
