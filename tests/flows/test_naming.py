@@ -701,3 +701,28 @@ def test_linked_dns_events_keep_every_field():
     assert linked and all(e.flow_id for e in linked)
     assert [dataclasses.replace(e, flow_id=None) for e in linked] == [dataclasses.replace(e, flow_id=None)
                                                                        for e in n.dns_events]
+
+
+def test_sslv2_hellos_in_a_real_capture_match_wireshark() -> None:
+    """nfstream/skype.pcap (skipped without ../shared or tshark): every TCP connection whose client sent
+    an SSL 2.0-compatible ClientHello (tshark: protocol SSLv2, Client Hello) is read as TLS without SNI."""
+    import subprocess
+
+    from tests.conftest import SHARED_CAPTURES
+    from tests.oracle.tshark import TSHARK
+
+    path = SHARED_CAPTURES / "nfstream" / "skype.pcap"
+    if TSHARK is None or not path.is_file():
+        pytest.skip("needs tshark and ../shared/captures")
+    out = subprocess.run([TSHARK, "-n", "-r", str(path), "-Y", "tls", "-T", "fields", "-e", "_ws.col.Protocol",
+                          "-e", "_ws.col.Info", "-e", "ip.dst", "-e", "tcp.dstport", "-e", "tcp.srcport"],
+                         capture_output=True, text=True, timeout=120).stdout
+    theirs = {(dst, int(dport), int(sport)) for proto, info, dst, dport, sport in
+              (line.split("\t") for line in out.splitlines() if line.count("\t") == 4)
+              if proto == "SSLv2" and info.startswith("Client Hello")}
+    assert len(theirs) >= 20
+    ft = read_flows(path)
+    ours = {(f.server, f.server_port, f.client_port) for f in ft.flows
+            if f.transport == "tcp" and f.ech is False and f.sni is None}
+    assert theirs <= ours
+    assert not ft.stats["malformed"]
