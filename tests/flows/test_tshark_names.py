@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed"
 
 _IP_LITERAL = (
     "the client put an IP address literal in server_name; RFC 6066 section 3 says 'Literal IPv4 and IPv6 "
-    "addresses are not permitted in HostName', so meshpcap drops it (counted in stats['invalid_names']) and does "
-    "not name the flow by it; tshark shows it as the SNI"
+    "addresses are not permitted in HostName', so meshpcap does not name the flow by it (counted in "
+    "stats['invalid_names']) but keeps it as the flow's sni_literal; tshark shows it as the SNI"
 )
 # capture id -> (why meshpcap and tshark differ, how many (server, port, sni) triples differ)
 EXPLAINED: dict[str, tuple[str, int]] = {
