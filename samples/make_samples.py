@@ -545,6 +545,18 @@ class TurnClient:
         return self.transaction(t + 2 * MS, CHANNEL_BIND, lambda tid: [channel, peer_address(tid)], SUCCESS,
                                 lambda tid: [], signed=True, rtt=rtt)
 
+    def refused_allocate(self, t: int, code: int, reason: str, rtt: int = 22 * MS) -> int:
+        """Allocate -> 401 (REALM, NONCE) -> Allocate with credentials -> error ``code``: the relay (or a
+        TURN-aware proxy) refuses the allocation by policy (RFC 8656 section 7.2: 403, 486, 508 ...)."""
+        nonce = self.cap.rng.randbytes(16).hex().encode()
+        realm = (stun.REALM, TURN_REALM.encode())
+        t = self.transaction(t, ALLOCATE, lambda tid: [UDP_TRANSPORT], ERROR,
+                             lambda tid: [mt.stun.build_error_code(401, "Unauthorized"), realm, (stun.NONCE, nonce)],
+                             signed=False, rtt=rtt)
+        self.auth = [(stun.USERNAME, TURN_USER.encode()), realm, (stun.NONCE, nonce)]
+        return self.transaction(t + 2 * MS, ALLOCATE, lambda tid: [UDP_TRANSPORT], ERROR,
+                                lambda tid: [mt.stun.build_error_code(code, reason)], signed=True, rtt=rtt)
+
     def media(self, t: int, seconds: float, interval: int = 40 * MS, rtt: int = 22 * MS) -> int:
         """Audio both ways as ChannelData (RFC 8656 section 12) carrying SRTP; padded to 4 bytes over TCP."""
         rng, pad = self.cap.rng, self.tcp is not None
@@ -789,6 +801,36 @@ def proxy_403() -> Capture:
     return cap
 
 
+def proxy_auth() -> Capture:
+    """Every HTTPS connection through the explicit proxy, each authenticated on the connection (407, then
+    the CONNECT again with Negotiate credentials, then 200 and TLS); media direct."""
+    cap = Capture("proxy-auth")
+    t = dns_exchange(cap, 0, "proxy.corp.example")
+    for i, host in enumerate(("mesh.office.com", "ecs.office.com", "mesh.cloud.microsoft", "graph.microsoft.com")):
+        http_connect_authenticated(cap, t + 5 * MS + i * 150 * MS, host, chunked=(i == 1))
+    turn = TurnClient(cap, RELAY, 3478)
+    t = turn.allocate(1000 * MS)
+    turn.media(t + 20 * MS, 1.5)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
+    return cap
+
+
+def relay_refused() -> Capture:
+    """The relay answers, but refuses the allocation: 403 Forbidden after the 401 on UDP 3478, and 486
+    Allocation Quota Reached on the TCP 443 fallback to the same relay; the rest is healthy."""
+    cap = Capture("relay-refused")
+    signalling(cap, 0)
+    TurnClient(cap, RELAY, 3478).refused_allocate(1000 * MS, 403, "Forbidden")
+    conn = TcpConn(cap, RELAY, ephemeral_port(cap), 443)
+    t = conn.handshake(1200 * MS, 22 * MS)
+    t = TurnClient(cap, RELAY, 443, sport=conn.sport, tcp=conn).refused_allocate(t + 1 * MS, 486,
+                                                                                "Allocation Quota Reached")
+    t = conn.ack(t + 1 * MS, True)
+    conn.close(t + 100 * MS, 22 * MS)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
+    return cap
+
+
 def mid_session() -> Capture:
     cap = Capture("mid-session")
     rng = cap.rng
@@ -895,6 +937,8 @@ SAMPLES = {
     "reject-icmp.pcapng": reject_icmp,
     "tls-refused.pcapng": tls_refused,
     "proxy-403.pcapng": proxy_403,
+    "proxy-auth.pcapng": proxy_auth,
+    "relay-refused.pcapng": relay_refused,
     "mid-session.pcapng": mid_session,
     "single-room-teams.pcap": single_room_teams,
     "quic-and-ipv6.pcapng": quic_and_ipv6,

@@ -368,8 +368,8 @@ def _fix(v: FlowVerdict, rule: Rule | None, vs: list[FlowVerdict]) -> str:
     if by == "tls-intercepted":
         return f"exempt {f.sni or v.destination} from TLS inspection (certificate issued by {f.cert_issuer})"
     if by == "relay-refused":  # the port was open: the relay (or a TURN-aware proxy) said no by policy
-        return (f"the relay {endpoint(f.server, f.server_port)} answered but refused the allocation "
-                f"({v.detail}): check the TURN credentials and any TURN-aware proxy or relay policy")
+        return (f"the relay {endpoint(f.server, f.server_port)} is reachable but refused the allocation: check the "
+                "TURN credentials and the policy of the relay or of any TURN-aware proxy in the path")
     return base
 
 

@@ -77,4 +77,5 @@ def test_refused_allocation_in_a_capture_is_a_block(tmp_path):
     assert [(f["verdict"], f["blocked_by"]) for f in flows] == [("blocked", "relay-refused")]
     assert "error 403 Forbidden" in flows[0]["detail"]
     refused = [f for f in d["findings"] if f["blocked_by"] == "relay-refused"]
-    assert len(refused) == 1 and refused[0]["kind"] == "blocked" and "403" in refused[0]["fix"]
+    assert len(refused) == 1 and refused[0]["kind"] == "blocked" and "refused the allocation" in refused[0]["fix"]
+    assert "403 Forbidden" in refused[0]["detail"]
