@@ -454,7 +454,7 @@ class Namer:
                         msgs.append(stunp.parse_stun(fr))
                     except DecodeError:
                         pass
-                elif fr:  # 0x40-0x7F: ChannelData (RFC 8656 section 12.5), the only other frame split_stun_tcp returns
+                elif fr and fr[0] <= 0x4F:  # ChannelData on channels 0x4000-0x4FFF (RFC 8656 sections 12.4, 12.5)
                     channel_data += 1
         if msgs:
             out["stun"] = _stun_summary(msgs, channel_data)
