@@ -240,8 +240,10 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
 def relay_refusal(s: StunSummary | None) -> str | None:
     """Why a TURN relay refused the allocation, or ``None``: an Allocate was answered with an error
     other than the steps of a working exchange (:data:`~meshpcap.decode.stun.ALLOCATE_RETRY_CODES`, such as
-    the 401 that asks for credentials) and no Allocate succeeded, so no relayed address was granted."""
-    if s is None or "Allocate success" in s.methods:
+    the 401 that asks for credentials) and no Allocate succeeded, so no relayed address was granted.
+    ChannelData on the flow shows a channel was bound, so an allocation existed (a success beyond the
+    messages the naming stage read)."""
+    if s is None or "Allocate success" in s.methods or s.channel_data:
         return None
     codes = [int(m.rsplit(" ", 1)[1]) for m in s.methods if m.startswith("Allocate error ") and m[15:].isdigit()]
     final = [c for c in codes if c not in ALLOCATE_RETRY_CODES]

@@ -47,6 +47,13 @@ def test_not_refused(methods):
     assert v.blocked_by != "relay-refused"
 
 
+def test_channel_data_shows_an_allocation():
+    s = summary("Allocate request", "Allocate error 401", "Allocate error 403")
+    from dataclasses import replace
+
+    assert relay_refusal(replace(s, channel_data=40)) is None
+
+
 def test_refused_over_tcp_443_too():
     s = summary("Allocate request", "Allocate error 401", "Allocate error 486")
     v = judge_flow(M.flow(server=RELAY, server_port=443, stun=s), M.context())
