@@ -47,7 +47,7 @@ MAX_RECORD = 2**14 + 256
 # RFC 8446 section 4.1.3: ServerHello.random of a HelloRetryRequest
 HELLO_RETRY_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 
-# Named groups used by the builders (IANA TLS Supported Groups registry)
+# Named groups (IANA TLS Supported Groups registry); meshpcap.testing.tls builds key shares with them
 GROUP_X25519 = 0x001D
 GROUP_SECP256R1 = 0x0017
 GROUP_X25519MLKEM768 = 0x11EC  # draft-ietf-tls-ecdhe-mlkem: 1184-byte ML-KEM key + 32-byte X25519 key
