@@ -180,7 +180,9 @@ def test_dns_bit_flips_and_tcp_framing(msg, copies):
     got = only_decode_errors(dns.split_dns_tcp, stream)
     if got is not None:
         msgs, used = got
-        assert len(msgs) <= copies and used <= len(stream)
+        # the frames tile the consumed bytes; the first ``copies`` are the messages framed above
+        assert used <= len(stream) and sum(2 + len(m) for m in msgs) == used
+        assert len(msgs) < copies or msgs[:copies] == [msg] * copies
 
 
 # --------------------------------------------------------------------------- STUN / TURN
