@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import calendar
 import datetime
 import hashlib
@@ -28,6 +29,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's meshpcap, installed or not
+from meshpcap import testing as mt  # noqa: E402
 from meshpcap.decode import quic, stun, tls  # noqa: E402
 
 SEED = 20240612
@@ -131,13 +133,13 @@ def _vec16(b: bytes) -> bytes:
 
 
 # --- TLS (RFC 8446; RFC 5246 for the 1.2 flow) ---
-CCS_RECORD = tls.build_change_cipher_spec()
+CCS_RECORD = mt.tls.build_change_cipher_spec()
 ALERT_FATAL, ACCESS_DENIED = 2, 49  # RFC 8446 section 6
 
 
 def app_data(rng: random.Random, n: int) -> bytes:
     """An encrypted application_data record with n bytes of (random-looking) ciphertext."""
-    return tls.build_record(tls.CT_APPLICATION_DATA, rng.randbytes(n))
+    return mt.tls.build_record(tls.CT_APPLICATION_DATA, rng.randbytes(n))
 
 
 def sample_certificate(common_name: str) -> bytes:
@@ -410,7 +412,7 @@ def tls13_session(cap: Capture, t: int, sni: str, server: str | None = None, *, 
     server = server or HOSTS[sni][1]
     conn = TcpConn(cap, server, ephemeral_port(cap), client=client, iface=iface)
     t = conn.handshake(t, rtt)
-    hello = tls.build_client_hello(sni, alpn=("h2", "http/1.1"), ech=True, pq_key_share=pq_key_share, grease=True)
+    hello = mt.tls.build_client_hello(sni, alpn=("h2", "http/1.1"), ech=True, pq_key_share=pq_key_share, grease=True)
     return _tls13_after_hello(cap, conn, t, hello, rtt, requests, close)
 
 
@@ -418,7 +420,7 @@ def _tls13_after_hello(cap: Capture, conn: TcpConn, t: int, hello: bytes, rtt: i
                        close: bool) -> int:
     rng = cap.rng
     t = conn.send(t + 1 * MS, True, hello)
-    flight = (tls.build_server_hello(0x0304, alpn="h2") + CCS_RECORD
+    flight = (mt.tls.build_server_hello(0x0304, alpn="h2") + CCS_RECORD
               + app_data(rng, rng.randrange(1800, 3200)) + app_data(rng, 53))  # EE+Cert+CV, Finished
     t = conn.send(t + rtt, False, flight, gap=80_000)
     t = conn.send(t + 2 * MS, True, CCS_RECORD + app_data(rng, 53) + app_data(rng, rng.randrange(300, 700)))
@@ -438,16 +440,16 @@ def tls12_session_with_certificate(cap: Capture, t: int, sni: str, rtt: int = 21
     t = dns_exchange(cap, t, sni) + 2 * MS
     conn = TcpConn(cap, HOSTS[sni][1], ephemeral_port(cap))
     t = conn.handshake(t, rtt)
-    t = conn.send(t + 1 * MS, True, tls.build_client_hello(sni, alpn=("http/1.1",), padding_to=517, grease=True))
+    t = conn.send(t + 1 * MS, True, mt.tls.build_client_hello(sni, alpn=("http/1.1",), padding_to=517, grease=True))
     # ServerKeyExchange (ECDHE x25519, rsa_pss_rsae_sha256 signature) and ServerHelloDone: RFC 8422 section 5.4
     ske = b"\x03" + _u16(tls.GROUP_X25519) + _vec8(rng.randbytes(32)) + _u16(0x0804) + _vec16(rng.randbytes(256))
-    flight = (tls.build_server_hello(0x0303, alpn="http/1.1") + tls.build_certificate_record(sample_certificate(sni))
-              + tls.build_record(tls.CT_HANDSHAKE, tls.build_handshake(12, ske) + tls.build_handshake(14, b"")))
+    flight = (mt.tls.build_server_hello(0x0303, alpn="http/1.1") + mt.tls.build_certificate_record(sample_certificate(sni))
+              + mt.tls.build_record(tls.CT_HANDSHAKE, mt.tls.build_handshake(12, ske) + mt.tls.build_handshake(14, b"")))
     t = conn.send(t + rtt, False, flight)
-    cke = tls.build_record(tls.CT_HANDSHAKE, tls.build_handshake(16, _vec8(rng.randbytes(32))))
-    finished = tls.build_record(tls.CT_HANDSHAKE, rng.randbytes(40))  # encrypted Finished
+    cke = mt.tls.build_record(tls.CT_HANDSHAKE, mt.tls.build_handshake(16, _vec8(rng.randbytes(32))))
+    finished = mt.tls.build_record(tls.CT_HANDSHAKE, rng.randbytes(40))  # encrypted Finished
     t = conn.send(t + 2 * MS, True, cke + CCS_RECORD + finished)
-    t = conn.send(t + rtt, False, CCS_RECORD + tls.build_record(tls.CT_HANDSHAKE, rng.randbytes(40)))
+    t = conn.send(t + rtt, False, CCS_RECORD + mt.tls.build_record(tls.CT_HANDSHAKE, rng.randbytes(40)))
     t = conn.send(t + 1 * MS, True, app_data(rng, 420))
     t = conn.send(t + rtt + 30 * MS, False, app_data(rng, 1900))
     t = conn.ack(t + 1 * MS, True)
@@ -481,7 +483,7 @@ class TurnClient:
 
     def allocate_request(self) -> bytes:
         """An unauthenticated Allocate request with a new transaction ID (resent unchanged on retransmission)."""
-        return stun.build_stun(ALLOCATE, REQUEST, [UDP_TRANSPORT], self.tid(), fingerprint=True)
+        return mt.stun.build_stun(ALLOCATE, REQUEST, [UDP_TRANSPORT], self.tid(), fingerprint=True)
 
     def send(self, t: int, data: bytes, from_client: bool = True) -> None:
         if self.tcp is not None:
@@ -502,9 +504,9 @@ class TurnClient:
         tid = self.tid()
         key = long_term_key() if signed else None
         extra = self.auth if signed else []
-        request = stun.build_stun(method, REQUEST, request_attrs(tid) + extra, tid, integrity_key=key,
+        request = mt.stun.build_stun(method, REQUEST, request_attrs(tid) + extra, tid, integrity_key=key,
                                   fingerprint=True)
-        response = stun.build_stun(method, response_cls, response_attrs(tid), tid,
+        response = mt.stun.build_stun(method, response_cls, response_attrs(tid), tid,
                                    integrity_key=key if response_cls == SUCCESS else None, fingerprint=True)
         return self.exchange(t, request, response, rtt)
 
@@ -512,7 +514,7 @@ class TurnClient:
         """Server-reflexive discovery: Binding request -> success with XOR-MAPPED-ADDRESS (RFC 8489)."""
         return self.transaction(
             t, BINDING, lambda tid: [], SUCCESS,
-            lambda tid: [stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid),
+            lambda tid: [mt.stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid),
                          (stun.SOFTWARE, b"Microsoft Teams Transport Relay")],
             signed=False, rtt=rtt)
 
@@ -522,7 +524,7 @@ class TurnClient:
         nonce = rng.randbytes(16).hex().encode()
         realm = (stun.REALM, TURN_REALM.encode())
         t = self.transaction(t, ALLOCATE, lambda tid: [UDP_TRANSPORT], ERROR,
-                             lambda tid: [stun.build_error_code(401, "Unauthorized"), realm, (stun.NONCE, nonce)],
+                             lambda tid: [mt.stun.build_error_code(401, "Unauthorized"), realm, (stun.NONCE, nonce)],
                              signed=False, rtt=rtt)
         # The retry carries the credentials and the NONCE from the 401 (RFC 8489 section 9.2.4).
         self.auth = [(stun.USERNAME, TURN_USER.encode()), realm, (stun.NONCE, nonce)]
@@ -530,18 +532,30 @@ class TurnClient:
         relayed_port, peer_port = rng.randrange(50000, 60000), rng.randrange(50000, 60000)
         t = self.transaction(
             t + 2 * MS, ALLOCATE, lambda tid: [UDP_TRANSPORT, lifetime], SUCCESS,
-            lambda tid: [stun.build_xor_address(stun.XOR_RELAYED_ADDRESS, self.relay, relayed_port, tid),
-                         stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid), lifetime],
+            lambda tid: [mt.stun.build_xor_address(stun.XOR_RELAYED_ADDRESS, self.relay, relayed_port, tid),
+                         mt.stun.build_xor_address(stun.XOR_MAPPED_ADDRESS, NAT_PUBLIC, self.mapped_port, tid), lifetime],
             signed=True, rtt=rtt)
 
         def peer_address(tid: bytes) -> tuple[int, bytes]:
-            return stun.build_xor_address(stun.XOR_PEER_ADDRESS, peer, peer_port, tid)
+            return mt.stun.build_xor_address(stun.XOR_PEER_ADDRESS, peer, peer_port, tid)
 
         t = self.transaction(t + 2 * MS, CREATE_PERMISSION, lambda tid: [peer_address(tid)], SUCCESS,
                              lambda tid: [], signed=True, rtt=rtt)
         channel = (stun.CHANNEL_NUMBER, _u16(self.channel) + b"\x00\x00")  # RFC 8656 section 18.1
         return self.transaction(t + 2 * MS, CHANNEL_BIND, lambda tid: [channel, peer_address(tid)], SUCCESS,
                                 lambda tid: [], signed=True, rtt=rtt)
+
+    def refused_allocate(self, t: int, code: int, reason: str, rtt: int = 22 * MS) -> int:
+        """Allocate -> 401 (REALM, NONCE) -> Allocate with credentials -> error ``code``: the relay (or a
+        TURN-aware proxy) refuses the allocation by policy (RFC 8656 section 7.2: 403, 486, 508 ...)."""
+        nonce = self.cap.rng.randbytes(16).hex().encode()
+        realm = (stun.REALM, TURN_REALM.encode())
+        t = self.transaction(t, ALLOCATE, lambda tid: [UDP_TRANSPORT], ERROR,
+                             lambda tid: [mt.stun.build_error_code(401, "Unauthorized"), realm, (stun.NONCE, nonce)],
+                             signed=False, rtt=rtt)
+        self.auth = [(stun.USERNAME, TURN_USER.encode()), realm, (stun.NONCE, nonce)]
+        return self.transaction(t + 2 * MS, ALLOCATE, lambda tid: [UDP_TRANSPORT], ERROR,
+                                lambda tid: [mt.stun.build_error_code(code, reason)], signed=True, rtt=rtt)
 
     def media(self, t: int, seconds: float, interval: int = 40 * MS, rtt: int = 22 * MS) -> int:
         """Audio both ways as ChannelData (RFC 8656 section 12) carrying SRTP; padded to 4 bytes over TCP."""
@@ -551,10 +565,10 @@ class TurnClient:
         for i in range(n):
             at = t + i * interval + rng.randrange(0, 3000) * 1000
             up = rtp_packet(rng, self.rtp_seq + i, i * 1920, self.ssrc, rng.randrange(60, 140))
-            self.send(at, stun.build_channel_data(self.channel, up, pad=pad))
+            self.send(at, mt.stun.build_channel_data(self.channel, up, pad=pad))
             down = rtp_packet(rng, remote_seq + i, i * 1920, remote_ssrc, rng.randrange(60, 140))
             back = at + rtt // 2 + rng.randrange(0, 4000) * 1000
-            self.send(back, stun.build_channel_data(self.channel, down, pad=pad), from_client=False)
+            self.send(back, mt.stun.build_channel_data(self.channel, down, pad=pad), from_client=False)
         self.rtp_seq += n
         return t + n * interval + rtt
 
@@ -717,8 +731,8 @@ def tls_refused() -> Capture:
     for desc in (ACCESS_DENIED, ACCESS_DENIED):  # fatal access_denied, then the client's retry gets the same
         conn = TcpConn(cap, HOSTS[name][1], ephemeral_port(cap), 443)
         t = conn.handshake(t, 20 * MS)
-        t = conn.send(t + 1 * MS, True, tls.build_client_hello(name, alpn=("h2", "http/1.1"), ech=True, grease=True))
-        conn.seg(t + 3 * MS, False, "PA", tls.build_alert(ALERT_FATAL, desc))
+        t = conn.send(t + 1 * MS, True, mt.tls.build_client_hello(name, alpn=("h2", "http/1.1"), ech=True, grease=True))
+        conn.seg(t + 3 * MS, False, "PA", mt.tls.build_alert(ALERT_FATAL, desc))
         conn.seg(t + 3 * MS + 10_000, False, "RA")
         t += 1 * SEC
     turn = TurnClient(cap, RELAY, 3478)
@@ -743,7 +757,33 @@ def http_connect(cap: Capture, t: int, host: str, allowed: bool) -> int:
         t = conn.send(t + 2 * MS, False, answer)
         return conn.close(t + 1 * MS, 1 * MS, from_client=False)
     t = conn.send(t + 35 * MS, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
-    hello = tls.build_client_hello(host, alpn=("h2", "http/1.1"), ech=True, grease=True)
+    hello = mt.tls.build_client_hello(host, alpn=("h2", "http/1.1"), ech=True, grease=True)
+    return _tls13_after_hello(cap, conn, t, hello, 36 * MS, 1, True)
+
+
+def http_connect_authenticated(cap: Capture, t: int, host: str, *, granted: bool = True, chunked: bool = False) -> int:
+    """CONNECT answered 407 Proxy Authentication Required, re-sent on the same connection with
+    Proxy-Authorization (the Negotiate/NTLM exchange of RFC 4559, RFC 9110 section 11.7.1), then 200 and TLS
+    inside, or 407 again when ``granted`` is false.  ``chunked``: the 407 body is chunked (RFC 9112 section 7.1)."""
+    conn = TcpConn(cap, PROXY, ephemeral_port(cap), PROXY_PORT)
+    t = conn.handshake(t, 1 * MS)
+    head = f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Connection: keep-alive\r\n"
+    body = b"<html><body><h1>407 Proxy Authentication Required</h1></body></html>\n"
+    if chunked:
+        framing, payload = b"Transfer-Encoding: chunked", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    else:
+        framing, payload = b"Content-Length: " + str(len(body)).encode(), body
+    challenge = (b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Negotiate\r\n"
+                 b"Proxy-Authenticate: NTLM\r\nContent-Type: text/html\r\n" + framing + b"\r\n\r\n" + payload)
+    t = conn.send(t + 1 * MS, True, (head + "\r\n").encode())
+    t = conn.send(t + 2 * MS, False, challenge)
+    token = base64.b64encode(cap.rng.randbytes(48)).decode()
+    t = conn.send(t + 1 * MS, True, (head + f"Proxy-Authorization: Negotiate {token}\r\n\r\n").encode())
+    if not granted:
+        t = conn.send(t + 2 * MS, False, challenge)
+        return conn.close(t + 1 * MS, 1 * MS, from_client=False)
+    t = conn.send(t + 35 * MS, False, b"HTTP/1.1 200 Connection established\r\n\r\n")
+    hello = mt.tls.build_client_hello(host, alpn=("h2", "http/1.1"), grease=True)
     return _tls13_after_hello(cap, conn, t, hello, 36 * MS, 1, True)
 
 
@@ -757,6 +797,36 @@ def proxy_403() -> Capture:
     turn = TurnClient(cap, RELAY, 3478)  # media goes direct: the proxy only carries HTTP
     t = turn.allocate(1000 * MS)
     turn.media(t + 20 * MS, 1.5)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
+    return cap
+
+
+def proxy_auth() -> Capture:
+    """Every HTTPS connection through the explicit proxy, each authenticated on the connection (407, then
+    the CONNECT again with Negotiate credentials, then 200 and TLS); media direct."""
+    cap = Capture("proxy-auth")
+    t = dns_exchange(cap, 0, "proxy.corp.example")
+    for i, host in enumerate(("mesh.office.com", "ecs.office.com", "mesh.cloud.microsoft", "graph.microsoft.com")):
+        http_connect_authenticated(cap, t + 5 * MS + i * 150 * MS, host, chunked=(i == 1))
+    turn = TurnClient(cap, RELAY, 3478)
+    t = turn.allocate(1000 * MS)
+    turn.media(t + 20 * MS, 1.5)
+    udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
+    return cap
+
+
+def relay_refused() -> Capture:
+    """The relay answers, but refuses the allocation: 403 Forbidden after the 401 on UDP 3478, and 486
+    Allocation Quota Reached on the TCP 443 fallback to the same relay; the rest is healthy."""
+    cap = Capture("relay-refused")
+    signalling(cap, 0)
+    TurnClient(cap, RELAY, 3478).refused_allocate(1000 * MS, 403, "Forbidden")
+    conn = TcpConn(cap, RELAY, ephemeral_port(cap), 443)
+    t = conn.handshake(1200 * MS, 22 * MS)
+    t = TurnClient(cap, RELAY, 443, sport=conn.sport, tcp=conn).refused_allocate(t + 1 * MS, 486,
+                                                                                "Allocation Quota Reached")
+    t = conn.ack(t + 1 * MS, True)
+    conn.close(t + 100 * MS, 22 * MS)
     udp_media(cap, 1500 * MS, MEDIA30K, 30012, 2.0, interval=100 * MS)
     return cap
 
@@ -809,10 +879,10 @@ def quic_connection(cap: Capture, t: int, name: str, rtt: int = 20 * MS) -> int:
     params = b"".join(quic_varint(k) + quic_varint(len(v)) + v for k, v in (
         (0x01, quic_varint(30000)), (0x04, quic_varint(15728640)), (0x05, quic_varint(6291456)),
         (0x08, quic_varint(100)), (0x0F, scid)))
-    hello = tls.build_client_hello(name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, grease=True,
+    hello = mt.tls.build_client_hello(name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, grease=True,
                                    quic_transport_parameters=params, record=False)
     first = 1100
-    parts = [quic.crypto_frame(0, hello[:first]), quic.crypto_frame(first, hello[first:])]
+    parts = [mt.quic.crypto_frame(0, hello[:first]), mt.quic.crypto_frame(first, hello[first:])]
     assert len(hello) > first + 200, "the hello must really need two Initials"
 
     def up(at: int, payload: bytes) -> None:
@@ -821,22 +891,22 @@ def quic_connection(cap: Capture, t: int, name: str, rtt: int = 20 * MS) -> int:
     def down(at: int, payload: bytes) -> None:
         cap.emit(at, UDP(sport=443, dport=sport) / Raw(payload), server, CLIENT)
 
-    up(t, quic.encrypt_client_initial(quic.QUIC_V1, dcid, scid, 0, parts[0]))
-    up(t + 100_000, quic.encrypt_client_initial(quic.QUIC_V1, dcid, scid, 1, parts[1]))
-    sh = tls.build_server_hello(0x0304, alpn="h3", record=False)
+    up(t, mt.quic.encrypt_client_initial(quic.QUIC_V1, dcid, scid, 0, parts[0]))
+    up(t + 100_000, mt.quic.encrypt_client_initial(quic.QUIC_V1, dcid, scid, 1, parts[1]))
+    sh = mt.tls.build_server_hello(0x0304, alpn="h3", record=False)
     ack = b"\x02\x01\x00\x00\x01"  # ACK largest 1, delay 0, 0 extra ranges, first range 1 (RFC 9000 19.3)
-    initial = encrypt_server_initial(dcid, scid, server_cid, 0, ack + quic.crypto_frame(0, sh))
+    initial = encrypt_server_initial(dcid, scid, server_cid, 0, ack + mt.quic.crypto_frame(0, sh))
     # Handshake packets are opaque without the TLS secrets: random bytes stand for them
-    handshake = quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, scid, server_cid, rng.randbytes(1000))
+    handshake = mt.quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, scid, server_cid, rng.randbytes(1000))
     t += rtt
     down(t, initial + handshake)
-    down(t + 200_000, quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, scid, server_cid,
+    down(t + 200_000, mt.quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, scid, server_cid,
                                                     rng.randbytes(900)))
     t += 1 * MS
-    client_hs = quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, server_cid, scid, rng.randbytes(80))
+    client_hs = mt.quic.build_long_header_packet(quic.QUIC_V1, quic.PT_HANDSHAKE, server_cid, scid, rng.randbytes(80))
     ack0 = b"\x02\x00\x00\x00\x00"  # ACK of the server's Initial 0
     # Keys stay those of the client's first dcid; the datagram is padded to 1200 (RFC 9000 section 14.1).
-    up(t, quic.encrypt_client_initial(quic.QUIC_V1, server_cid, scid, 2, ack0, pad_to=1200 - len(client_hs),
+    up(t, mt.quic.encrypt_client_initial(quic.QUIC_V1, server_cid, scid, 2, ack0, pad_to=1200 - len(client_hs),
                                       key_dcid=dcid) + client_hs)
     for i in range(12):  # 1-RTT packets, short header (RFC 9000 section 17.3)
         at = t + (i + 1) * 60 * MS
@@ -867,6 +937,8 @@ SAMPLES = {
     "reject-icmp.pcapng": reject_icmp,
     "tls-refused.pcapng": tls_refused,
     "proxy-403.pcapng": proxy_403,
+    "proxy-auth.pcapng": proxy_auth,
+    "relay-refused.pcapng": relay_refused,
     "mid-session.pcapng": mid_session,
     "single-room-teams.pcap": single_room_teams,
     "quic-and-ipv6.pcapng": quic_and_ipv6,

@@ -511,6 +511,7 @@ _HOW = {
     "tls-alert": "was refused at TLS right after the ClientHello",
     "proxy-denied": "was refused by the proxy",
     "tls-intercepted": "was intercepted by a TLS-inspecting proxy",
+    "relay-refused": "was refused a relay allocation by the TURN server",
 }
 
 
@@ -582,6 +583,9 @@ def _fix(v: FlowVerdict, rule: Rule | None, vs: list[FlowVerdict]) -> str:
                 f"(it answered HTTP {f.connect_status})" + (f"; rule {rule.id}" if rule else ""))
     if by == "tls-intercepted":
         return f"exempt {f.sni or v.destination} from TLS inspection (certificate issued by {f.cert_issuer})"
+    if by == "relay-refused":  # the port was open: the relay (or a TURN-aware proxy) said no by policy
+        return (f"the relay {endpoint(f.server, f.server_port)} is reachable but refused the allocation: check the "
+                "TURN credentials and the policy of the relay or of any TURN-aware proxy in the path")
     return base
 
 

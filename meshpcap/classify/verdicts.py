@@ -26,12 +26,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..flows.model import DnsEvent, Flow, hops_away, is_admin_prohibited
+from ..decode.stun import ALLOCATE_RETRY_CODES, ERROR_NAMES
+from ..flows.model import DnsEvent, Flow, StunSummary, hops_away, is_admin_prohibited
 from ..rules.match import RuleMatcher
 from ..rules.model import Profile, Rule
 
 VERDICTS = ("allowed", "blocked", "unexpected", "unrelated")
-BLOCKED_BY = ("no-answer", "rejected", "icmp-unreachable", "tls-alert", "proxy-denied", "dns-failure", "tls-intercepted")
+BLOCKED_BY = ("no-answer", "rejected", "icmp-unreachable", "tls-alert", "proxy-denied", "dns-failure", "tls-intercepted",
+              "relay-refused")
 
 
 def _load_issuers() -> tuple[tuple[str, ...], str]:
@@ -216,6 +218,9 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
     if f.connect_status is not None and not 200 <= f.connect_status < 300:
         return blocked("proxy-denied", f"the proxy {f.server}:{f.server_port} answered CONNECT {f.connect_target} "
                                        f"with HTTP {f.connect_status}")
+    refused = relay_refusal(f.stun)
+    if refused is not None:
+        return blocked("relay-refused", refused)
     icmp = [e for e in f.icmp_errors if e.toward == "server"]
     if icmp and f.packets_s2c == 0:
         e = icmp[0]
@@ -249,6 +254,24 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
     if f.packets_c2s == 0:
         return allowed("only the server side is in the capture")
     return allowed()
+
+
+def relay_refusal(s: StunSummary | None) -> str | None:
+    """Why a TURN relay refused the allocation, or ``None``: an Allocate was answered with an error
+    other than the steps of a working exchange (:data:`~meshpcap.decode.stun.ALLOCATE_RETRY_CODES`, such as
+    the 401 that asks for credentials) and no Allocate succeeded, so no relayed address was granted.
+    ChannelData on the flow shows a channel was bound, so an allocation existed (a success beyond the
+    messages the naming stage read)."""
+    if s is None or "Allocate success" in s.methods or s.channel_data:
+        return None
+    codes = [int(m.rsplit(" ", 1)[1]) for m in s.methods if m.startswith("Allocate error ") and m[15:].isdigit()]
+    final = [c for c in codes if c not in ALLOCATE_RETRY_CODES]
+    if not final:
+        return None
+    code = final[-1]
+    after = " after the 401 challenge, with credentials" if 401 in codes else ""
+    return (f"the TURN server refused Allocate with error {code} {ERROR_NAMES.get(code, '')}".rstrip()
+            + f"{after}; no relayed address was granted")
 
 
 def _rst_origin(f: Flow) -> str:

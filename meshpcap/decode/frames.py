@@ -338,178 +338,200 @@ def _network(g: _Gather, idx, l3, eth, end, d: Decoded):
     other = live & (eth != ETH_IPV4) & (eth != ETH_IPV6) & (eth != ETH_ARP) & (eth != -4)
     d.reason[idx[other]] = R_ETHERTYPE
     empty = np.empty(0, np.int64)
-    inner_idx, inner_start, inner_kind = [empty], [empty], [empty]
-
-    # ---- IPv4 (RFC 791 section 3.1)
+    inner = ([empty], [empty], [empty])  # tunnelled frames found: packet indices, where they start, their kind
     m = live & (eth == ETH_IPV4)
     if m.any():
-        i, s, e = idx[m], l3[m], e_end[m]
-        ok = s + 20 <= e
-        d.reason[i[~ok]] = R_IPHDR
-        i, s, e = i[ok], s[ok], e[ok]
-        b0 = g.u8(s)
-        ver_ok = (b0 >> 4) == 4
-        d.reason[i[~ver_ok]] = R_IPVER
-        ihl = (b0 & 0x0F) * 4
-        ihl_ok = ver_ok & (ihl >= 20) & (s + ihl <= e)
-        d.reason[i[ver_ok & ~ihl_ok]] = R_IHL
-        i, s, e, ihl = i[ihl_ok], s[ihl_ok], e[ihl_ok], ihl[ihl_ok]
-        total = g.u16(s + 2)
-        captured = e - s
-        total = np.where(total == 0, captured, total)  # TCP segmentation offload writes 0
-        total = np.maximum(total, ihl)
-        d.ip_version[i] = 4
-        d.ip_len[i] = total
-        d.ip_id[i] = g.u16(s + 4)
-        ff = g.u16(s + 6)
-        d.more_frags[i] = (ff & 0x2000) != 0
-        d.frag_offset[i] = (ff & 0x1FFF) * 8
-        d.proto[i] = g.u8(s + 9)
-        d.ttl[i] = g.u8(s + 8)
-        d.src_lo[i] = g.u32(s + 12).astype(np.uint64)
-        d.dst_lo[i] = g.u32(s + 16).astype(np.uint64)
-        ip_end = np.minimum(s + total, e)
-        _transport(g, i, s + ihl, s + total, ip_end, d, inner_idx, inner_start, inner_kind)
-
-    # ---- IPv6 (RFC 8200 section 3)
+        _ipv4(g, idx[m], l3[m], e_end[m], d, inner)
     m = live & (eth == ETH_IPV6)
     if m.any():
-        i, s, e = idx[m], l3[m], e_end[m]
-        ok = s + 40 <= e
-        d.reason[i[~ok]] = R_IPHDR
-        i, s, e = i[ok], s[ok], e[ok]
-        ver_ok = (g.u8(s) >> 4) == 6
-        d.reason[i[~ver_ok]] = R_IPVER
-        i, s, e = i[ver_ok], s[ver_ok], e[ver_ok]
-        plen = g.u16(s + 4)
-        plen = np.where(plen == 0, e - s - 40, plen)  # jumbogram or offload: trust the capture
-        nh = g.u8(s + 6)
-        d.ttl[i] = g.u8(s + 7)
-        d.ip_version[i] = 6
-        d.ip_len[i] = 40 + plen
-        d.src_hi[i] = g.u64(s + 8)
-        d.src_lo[i] = g.u64(s + 16)
-        d.dst_hi[i] = g.u64(s + 24)
-        d.dst_lo[i] = g.u64(s + 32)
-        pos = s + 40
-        for _ in range(8):  # RFC 8200 section 4.1: extension header chain
-            ext = np.isin(nh, (V6_HOPOPT, V6_ROUTING, V6_FRAGMENT, V6_DSTOPTS, V6_AH, V6_MOBILITY))
-            if not ext.any():
-                break
-            frag = ext & (nh == V6_FRAGMENT)
-            if frag.any():  # RFC 8200 section 4.5
-                fo = g.u16(pos + 2)
-                d.frag_offset[i[frag]] = (fo & 0xFFF8)[frag]
-                d.more_frags[i[frag]] = ((fo & 1) == 1)[frag]
-                d.ip_id[i[frag]] = g.u32(pos + 4)[frag]
-            hlen = np.where(nh == V6_FRAGMENT, 8, np.where(nh == V6_AH, (g.u8(pos + 1) + 2) * 4, (g.u8(pos + 1) + 1) * 8))
-            nxt = g.u8(pos)
-            nh = np.where(ext, nxt, nh)
-            pos = np.where(ext, pos + hlen, pos)
-        bad = np.isin(nh, (V6_HOPOPT, V6_ROUTING, V6_FRAGMENT, V6_DSTOPTS, V6_AH, V6_MOBILITY)) | (pos > e)
-        later_frag = d.frag_offset[i] > 0
-        bad &= ~later_frag  # a later fragment carries no transport header; its chain may end anywhere
-        d.reason[i[bad]] = R_V6EXT
-        keep = ~bad
-        d.proto[i] = nh
-        i, s, e, pos, plen = i[keep], s[keep], e[keep], pos[keep], plen[keep]
-        ip_end = np.minimum(s + 40 + plen, e)
-        _transport(g, i, pos, s + 40 + plen, ip_end, d, inner_idx, inner_start, inner_kind)
-
-    return np.concatenate(inner_idx), np.concatenate(inner_start), np.concatenate(inner_kind)
+        _ipv6(g, idx[m], l3[m], e_end[m], d, inner)
+    return tuple(np.concatenate(part) for part in inner)
 
 
-def _transport(g: _Gather, i, l4, wire_end, cap_end, d: Decoded, inner_idx, inner_start, inner_kind):
-    """TCP, UDP and ICMP headers of packets that are not later fragments."""
+def _ipv4(g: _Gather, i, s, e, d: Decoded, inner) -> None:
+    """IPv4 headers (RFC 791 section 3.1) at ``s`` of packets ``i`` captured up to ``e``, then their transport."""
+    ok = s + 20 <= e
+    d.reason[i[~ok]] = R_IPHDR
+    i, s, e = i[ok], s[ok], e[ok]
+    b0 = g.u8(s)
+    ver_ok = (b0 >> 4) == 4
+    d.reason[i[~ver_ok]] = R_IPVER
+    ihl = (b0 & 0x0F) * 4
+    ihl_ok = ver_ok & (ihl >= 20) & (s + ihl <= e)
+    d.reason[i[ver_ok & ~ihl_ok]] = R_IHL
+    i, s, e, ihl = i[ihl_ok], s[ihl_ok], e[ihl_ok], ihl[ihl_ok]
+    total = g.u16(s + 2)
+    captured = e - s
+    total = np.where(total == 0, captured, total)  # TCP segmentation offload writes 0
+    total = np.maximum(total, ihl)
+    d.ip_version[i] = 4
+    d.ip_len[i] = total
+    d.ip_id[i] = g.u16(s + 4)
+    ff = g.u16(s + 6)
+    d.more_frags[i] = (ff & 0x2000) != 0
+    d.frag_offset[i] = (ff & 0x1FFF) * 8
+    d.proto[i] = g.u8(s + 9)
+    d.ttl[i] = g.u8(s + 8)
+    d.src_lo[i] = g.u32(s + 12).astype(np.uint64)
+    d.dst_lo[i] = g.u32(s + 16).astype(np.uint64)
+    ip_end = np.minimum(s + total, e)
+    _transport(g, i, s + ihl, s + total, ip_end, d, inner)
+
+
+_V6_EXTENSIONS = (V6_HOPOPT, V6_ROUTING, V6_FRAGMENT, V6_DSTOPTS, V6_AH, V6_MOBILITY)
+
+
+def _ipv6(g: _Gather, i, s, e, d: Decoded, inner) -> None:
+    """IPv6 headers (RFC 8200 section 3) and their extension header chains, then their transport."""
+    ok = s + 40 <= e
+    d.reason[i[~ok]] = R_IPHDR
+    i, s, e = i[ok], s[ok], e[ok]
+    ver_ok = (g.u8(s) >> 4) == 6
+    d.reason[i[~ver_ok]] = R_IPVER
+    i, s, e = i[ver_ok], s[ver_ok], e[ver_ok]
+    plen = g.u16(s + 4)
+    plen = np.where(plen == 0, e - s - 40, plen)  # jumbogram or offload: trust the capture
+    d.ttl[i] = g.u8(s + 7)
+    d.ip_version[i] = 6
+    d.ip_len[i] = 40 + plen
+    d.src_hi[i] = g.u64(s + 8)
+    d.src_lo[i] = g.u64(s + 16)
+    d.dst_hi[i] = g.u64(s + 24)
+    d.dst_lo[i] = g.u64(s + 32)
+    nh, pos = _ipv6_extensions(g, i, g.u8(s + 6), s + 40, d)
+    bad = np.isin(nh, _V6_EXTENSIONS) | (pos > e)
+    later_frag = d.frag_offset[i] > 0
+    bad &= ~later_frag  # a later fragment carries no transport header; its chain may end anywhere
+    d.reason[i[bad]] = R_V6EXT
+    keep = ~bad
+    d.proto[i] = nh
+    i, s, e, pos, plen = i[keep], s[keep], e[keep], pos[keep], plen[keep]
+    ip_end = np.minimum(s + 40 + plen, e)
+    _transport(g, i, pos, s + 40 + plen, ip_end, d, inner)
+
+
+def _ipv6_extensions(g: _Gather, i, nh, pos, d: Decoded):
+    """Walk up to 8 extension headers (RFC 8200 section 4.1), noting fragment headers (section 4.5);
+    returns the next header value and offset after the chain."""
+    for _ in range(8):
+        ext = np.isin(nh, _V6_EXTENSIONS)
+        if not ext.any():
+            break
+        frag = ext & (nh == V6_FRAGMENT)
+        if frag.any():
+            fo = g.u16(pos + 2)
+            d.frag_offset[i[frag]] = (fo & 0xFFF8)[frag]
+            d.more_frags[i[frag]] = ((fo & 1) == 1)[frag]
+            d.ip_id[i[frag]] = g.u32(pos + 4)[frag]
+        hlen = np.where(nh == V6_FRAGMENT, 8, np.where(nh == V6_AH, (g.u8(pos + 1) + 2) * 4, (g.u8(pos + 1) + 1) * 8))
+        nxt = g.u8(pos)
+        nh = np.where(ext, nxt, nh)
+        pos = np.where(ext, pos + hlen, pos)
+    return nh, pos
+
+
+def _transport(g: _Gather, i, l4, wire_end, cap_end, d: Decoded, inner) -> None:
+    """TCP, UDP, ICMP and GRE headers of packets that are not later fragments; tunnelled frames go to ``inner``."""
     d.l4[i] = l4
     first = d.frag_offset[i] == 0
     proto = d.proto[i].astype(np.int64)
-
     m = first & (proto == PROTO_TCP)
-    if m.any():  # RFC 9293 section 3.1
-        t, s, we, ce = i[m], l4[m], wire_end[m], cap_end[m]
-        ok = s + 14 <= ce
-        d.reason[t[~ok]] = R_TCPHDR
-        t, s, we, ce = t[ok], s[ok], we[ok], ce[ok]
-        d.sport[t] = g.u16(s)
-        d.dport[t] = g.u16(s + 2)
-        d.tcp_seq[t] = g.u32(s + 4)
-        d.tcp_ack[t] = g.u32(s + 8)
-        doff = (g.u8(s + 12) >> 4) * 4
-        d.tcp_flags[t] = ((g.u8(s + 12) & 1) << 8) | g.u8(s + 13)
-        # a header cut by snaplen still gives ports and flags, so the packet counts for its flow
-        bad = (doff < 20) | (s + doff > we)
-        d.reason[t[bad]] = R_TCPOFF
-        pay = s + doff
-        d.payload[t] = pay
-        d.payload_len[t] = np.maximum(we - pay, 0)
-        d.payload_cap[t] = np.maximum(ce - pay, 0)
-
+    if m.any():
+        _tcp(g, i[m], l4[m], wire_end[m], cap_end[m], d)
     m = first & (proto == PROTO_UDP)
-    if m.any():  # RFC 768
-        u, s, we, ce = i[m], l4[m], wire_end[m], cap_end[m]
-        ok = s + 4 <= ce
-        d.reason[u[~ok]] = R_UDPHDR
-        u, s, we, ce = u[ok], s[ok], we[ok], ce[ok]
-        sp, dp = g.u16(s), g.u16(s + 2)
-        d.sport[u] = sp
-        d.dport[u] = dp
-        pay = s + 8
-        d.payload[u] = pay
-        d.payload_len[u] = np.maximum(we - pay, 0)
-        d.payload_cap[u] = np.maximum(ce - pay, 0)
-        # tunnels: VXLAN (RFC 7348) and Geneve (RFC 8926) carry Ethernet frames
-        vx = np.isin(dp, VXLAN_PORTS) & ((g.u8(pay) & 0x08) != 0) & (pay + 8 + 14 <= ce) & (~d.more_frags[u])
-        if vx.any():
-            inner_idx.append(u[vx])
-            inner_start.append(pay[vx] + 8)
-            inner_kind.append(np.full(int(vx.sum()), K_ETHER, np.int64))
-        gv = (dp == GENEVE_PORT) & (pay + 8 <= ce) & (~d.more_frags[u])
-        if gv.any():
-            optlen = (g.u8(pay) & 0x3F) * 4
-            ptype = g.u16(pay + 2)
-            start = pay + 8 + optlen
-            teb = gv & (ptype == ETH_TEB) & (start + 14 <= ce)
-            ip = gv & np.isin(ptype, (ETH_IPV4, ETH_IPV6)) & (start + 20 <= ce)
-            for sel, kind in ((teb, K_ETHER), (ip, K_IP)):
-                if sel.any():
-                    inner_idx.append(u[sel])
-                    inner_start.append(start[sel])
-                    inner_kind.append(np.full(int(sel.sum()), kind, np.int64))
-
+    if m.any():
+        _udp(g, i[m], l4[m], wire_end[m], cap_end[m], d, inner)
     m = first & ((proto == PROTO_ICMP) | (proto == PROTO_ICMPV6))
     if m.any():
-        c, s, ce, we = i[m], l4[m], cap_end[m], wire_end[m]
-        ok = s + 4 <= ce
-        d.reason[c[~ok]] = R_ICMPHDR
-        c, s, ce, we = c[ok], s[ok], ce[ok], we[ok]
-        d.icmp_type[c] = g.u8(s)
-        d.icmp_code[c] = g.u8(s + 1)
-        d.payload[c] = s + 8
-        d.payload_len[c] = np.maximum(we - s - 8, 0)
-        d.payload_cap[c] = np.maximum(ce - s - 8, 0)
-
+        _icmp(g, i[m], l4[m], wire_end[m], cap_end[m], d)
     m = first & (proto == PROTO_GRE)
-    if m.any():  # RFC 2784 / RFC 2890; ERSPAN per draft-foschiano-erspan
-        r, s, ce = i[m], l4[m], cap_end[m]
-        flags = g.u16(s)
-        ptype = g.u16(s + 2)
-        hlen = 4 + np.where(flags & 0x8000, 4, 0) + np.where(flags & 0x2000, 4, 0) + np.where(flags & 0x1000, 4, 0)
-        start = s + hlen
-        seq_present = (flags & 0x1000) != 0
-        # ERSPAN type II has an 8-byte header (GRE sequence present); type I has none
-        start = np.where((ptype == ETH_ERSPAN2) & seq_present, start + 8, start)
-        e3 = ptype == ETH_ERSPAN3
-        if e3.any():
-            o_flag = (g.u8(start + 11) & 1) == 1  # optional platform-specific subheader
-            start = np.where(e3, start + 12 + np.where(o_flag, 8, 0), start)
-        ether = np.isin(ptype, (ETH_TEB, ETH_ERSPAN2, ETH_ERSPAN3)) & (start + 14 <= ce)
-        ip = np.isin(ptype, (ETH_IPV4, ETH_IPV6)) & (start + 20 <= ce)
-        # a GRE header, or the frame it says it carries, cut short: count it, not a GRE flow
-        cut = (s + 4 > ce) | (np.isin(ptype, (ETH_TEB, ETH_ERSPAN2, ETH_ERSPAN3, ETH_IPV4, ETH_IPV6)) & ~ether & ~ip)
-        d.reason[r[cut]] = R_TUNNEL
-        for sel, kind in ((ether, K_ETHER), (ip, K_IP)):
+    if m.any():
+        _gre(g, i[m], l4[m], cap_end[m], d, inner)
+
+
+def _add_inner(inner, idx, start, kind: int) -> None:
+    inner[0].append(idx)
+    inner[1].append(start)
+    inner[2].append(np.full(idx.size, kind, np.int64))
+
+
+def _tcp(g: _Gather, t, s, we, ce, d: Decoded) -> None:
+    """TCP headers (RFC 9293 section 3.1) at ``s``; ``we``/``ce``: where the segment ends on the wire / in the capture."""
+    ok = s + 14 <= ce
+    d.reason[t[~ok]] = R_TCPHDR
+    t, s, we, ce = t[ok], s[ok], we[ok], ce[ok]
+    d.sport[t] = g.u16(s)
+    d.dport[t] = g.u16(s + 2)
+    d.tcp_seq[t] = g.u32(s + 4)
+    d.tcp_ack[t] = g.u32(s + 8)
+    doff = (g.u8(s + 12) >> 4) * 4
+    d.tcp_flags[t] = ((g.u8(s + 12) & 1) << 8) | g.u8(s + 13)
+    # a header cut by snaplen still gives ports and flags, so the packet counts for its flow
+    bad = (doff < 20) | (s + doff > we)
+    d.reason[t[bad]] = R_TCPOFF
+    pay = s + doff
+    d.payload[t] = pay
+    d.payload_len[t] = np.maximum(we - pay, 0)
+    d.payload_cap[t] = np.maximum(ce - pay, 0)
+
+
+def _udp(g: _Gather, u, s, we, ce, d: Decoded, inner) -> None:
+    """UDP headers (RFC 768), and the Ethernet or IP frames VXLAN (RFC 7348) and Geneve (RFC 8926) carry."""
+    ok = s + 4 <= ce
+    d.reason[u[~ok]] = R_UDPHDR
+    u, s, we, ce = u[ok], s[ok], we[ok], ce[ok]
+    sp, dp = g.u16(s), g.u16(s + 2)
+    d.sport[u] = sp
+    d.dport[u] = dp
+    pay = s + 8
+    d.payload[u] = pay
+    d.payload_len[u] = np.maximum(we - pay, 0)
+    d.payload_cap[u] = np.maximum(ce - pay, 0)
+    vx = np.isin(dp, VXLAN_PORTS) & ((g.u8(pay) & 0x08) != 0) & (pay + 8 + 14 <= ce) & (~d.more_frags[u])
+    if vx.any():
+        _add_inner(inner, u[vx], pay[vx] + 8, K_ETHER)
+    gv = (dp == GENEVE_PORT) & (pay + 8 <= ce) & (~d.more_frags[u])
+    if gv.any():
+        optlen = (g.u8(pay) & 0x3F) * 4
+        ptype = g.u16(pay + 2)
+        start = pay + 8 + optlen
+        teb = gv & (ptype == ETH_TEB) & (start + 14 <= ce)
+        ip = gv & np.isin(ptype, (ETH_IPV4, ETH_IPV6)) & (start + 20 <= ce)
+        for sel, kind in ((teb, K_ETHER), (ip, K_IP)):
             if sel.any():
-                inner_idx.append(r[sel])
-                inner_start.append(start[sel])
-                inner_kind.append(np.full(int(sel.sum()), kind, np.int64))
+                _add_inner(inner, u[sel], start[sel], kind)
+
+
+def _icmp(g: _Gather, c, s, we, ce, d: Decoded) -> None:
+    """ICMP (RFC 792) and ICMPv6 (RFC 4443) type and code; the payload starts after the 8-byte header."""
+    ok = s + 4 <= ce
+    d.reason[c[~ok]] = R_ICMPHDR
+    c, s, ce, we = c[ok], s[ok], ce[ok], we[ok]
+    d.icmp_type[c] = g.u8(s)
+    d.icmp_code[c] = g.u8(s + 1)
+    d.payload[c] = s + 8
+    d.payload_len[c] = np.maximum(we - s - 8, 0)
+    d.payload_cap[c] = np.maximum(ce - s - 8, 0)
+
+
+def _gre(g: _Gather, r, s, ce, d: Decoded, inner) -> None:
+    """GRE (RFC 2784 / RFC 2890) and ERSPAN II/III (draft-foschiano-erspan): the frames they carry."""
+    flags = g.u16(s)
+    ptype = g.u16(s + 2)
+    hlen = 4 + np.where(flags & 0x8000, 4, 0) + np.where(flags & 0x2000, 4, 0) + np.where(flags & 0x1000, 4, 0)
+    start = s + hlen
+    seq_present = (flags & 0x1000) != 0
+    # ERSPAN type II has an 8-byte header (GRE sequence present); type I has none
+    start = np.where((ptype == ETH_ERSPAN2) & seq_present, start + 8, start)
+    e3 = ptype == ETH_ERSPAN3
+    if e3.any():
+        o_flag = (g.u8(start + 11) & 1) == 1  # optional platform-specific subheader
+        start = np.where(e3, start + 12 + np.where(o_flag, 8, 0), start)
+    ether = np.isin(ptype, (ETH_TEB, ETH_ERSPAN2, ETH_ERSPAN3)) & (start + 14 <= ce)
+    ip = np.isin(ptype, (ETH_IPV4, ETH_IPV6)) & (start + 20 <= ce)
+    # a GRE header, or the frame it says it carries, cut short: count it, not a GRE flow
+    cut = (s + 4 > ce) | (np.isin(ptype, (ETH_TEB, ETH_ERSPAN2, ETH_ERSPAN3, ETH_IPV4, ETH_IPV6)) & ~ether & ~ip)
+    d.reason[r[cut]] = R_TUNNEL
+    for sel, kind in ((ether, K_ETHER), (ip, K_IP)):
+        if sel.any():
+            _add_inner(inner, r[sel], start[sel], kind)

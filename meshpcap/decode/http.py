@@ -38,6 +38,11 @@ class HttpRequest:
     connect_host: str | None
     connect_port: int | None
     header_bytes: int  # bytes of the head including the blank line that ends it
+    headers: tuple[tuple[str, str], ...] = ()  # names lower-cased, values stripped, in order
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        return _first(self.headers, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +57,15 @@ class HttpResponse:
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or ``None``."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return _first(self.headers, name)
+
+
+def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    name = name.lower()
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
 
 
 def looks_like_http_request(first_bytes: bytes) -> bool:
@@ -164,7 +173,7 @@ def read_request_head(stream: bytes) -> HttpRequest | None:
         raw_host, raw_port = _split_host_port(target)
         connect_host = _host_text(raw_host)
         connect_port = _port(raw_port)
-    return HttpRequest(method, target, version, host, connect_host, connect_port, size)
+    return HttpRequest(method, target, version, host, connect_host, connect_port, size, tuple(headers))
 
 
 def read_response_head(stream: bytes) -> HttpResponse | None:
@@ -182,3 +191,132 @@ def read_response_head(stream: bytes) -> HttpResponse | None:
     if status < 100:
         raise DecodeError(f"HTTP status {status} out of range")
     return HttpResponse(version, status, reason.strip(), size, tuple(_header_lines(lines[1:])))
+
+
+# --------------------------------------------------------------------------- one connection's exchanges
+
+MAX_EXCHANGES = 8  # request/response pairs read on one connection (a proxy's 407, the retry with credentials ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request on a connection and its final response (``None`` when it is not in the bytes)."""
+
+    request: HttpRequest
+    response: HttpResponse | None
+    interim: tuple[int, ...] = ()  # 1xx statuses before the final response (RFC 9110 section 15.2)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """The requests and responses at the start of one HTTP/1.x connection, in order.
+
+    ``tunnel_client``/``tunnel_server`` are the offsets where the tunnel's bytes begin in each
+    stream when a CONNECT was answered 2xx (RFC 9110 section 9.3.6: the connection is a tunnel
+    from then on), else ``None``."""
+
+    exchanges: tuple[Exchange, ...]
+    tunnel_client: int | None = None
+    tunnel_server: int | None = None
+
+    @property
+    def final(self) -> Exchange | None:
+        """The last exchange that got a response: what became of the connection."""
+        for ex in reversed(self.exchanges):
+            if ex.response is not None:
+                return ex
+        return None
+
+
+def _body_length(headers, stream: bytes, start: int, request: bool) -> int | None:
+    """Bytes of the message body at ``stream[start:]`` (RFC 9112 section 6.3): chunked, Content-Length,
+    else none for a request (item 6) and the rest of the connection for a response (item 8).
+    ``None`` when the body is cut or runs to the end of the connection."""
+    te = _first(headers, "transfer-encoding")
+    if te is not None:
+        if te.lower().replace(" ", "").split(",")[-1] != "chunked":
+            return None  # read until the connection closes: nothing after it
+        return _chunked_length(stream, start)
+    cl = _first(headers, "content-length")
+    if cl is None:
+        return 0 if request else None
+    if not (cl.isascii() and cl.isdigit()) or len(cl) > 15:
+        return None
+    n = int(cl)
+    return n if start + n <= len(stream) else None
+
+
+def _chunked_length(stream: bytes, start: int) -> int | None:
+    """Length of a chunked body (RFC 9112 section 7.1) at ``stream[start:]``, trailers included."""
+    pos = start
+    while True:
+        eol = stream.find(b"\r\n", pos, pos + 1024)
+        if eol < 0:
+            return None
+        size_text = stream[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            return None
+        pos = eol + 2
+        if size == 0:
+            end = _HEAD_END.search(b"\r\n" + stream[pos : pos + MAX_HEAD])
+            if end is None:
+                return None
+            return pos + end.end() - 2 - start
+        pos += size + 2
+        if pos > len(stream):
+            return None
+
+
+def read_conversation(client: bytes, server: bytes, limit: int = MAX_EXCHANGES) -> Conversation:
+    """Walk the requests in the client's stream and the responses in the server's, pairing them in order
+    (HTTP/1.1 answers requests in the order they came, RFC 9112 section 9.3.2), skipping bodies, up to
+    the tunnel a 2xx to CONNECT opens.  Stops quietly where a head is cut or malformed or a body cannot
+    be delimited; raises :class:`DecodeError` only when the client's stream is no HTTP request at all."""
+    client, server = bytes(client), bytes(server)
+    exchanges: list[Exchange] = []
+    cpos = spos = 0
+    while len(exchanges) < limit and cpos < len(client):
+        try:
+            req = read_request_head(client[cpos:])
+        except DecodeError:
+            if not exchanges:
+                raise
+            break
+        if req is None:
+            break
+        cstart = cpos + req.header_bytes
+        body = 0 if req.method == "CONNECT" else _body_length(req.headers, client, cstart, True)
+        resp, interim, spos = _final_response(server, spos, req.method)
+        exchanges.append(Exchange(req, resp, interim))
+        if resp is None:
+            break
+        if req.method == "CONNECT" and 200 <= resp.status < 300:
+            return Conversation(tuple(exchanges), cstart, spos)
+        if body is None or spos is None:
+            break
+        cpos = cstart + body
+    return Conversation(tuple(exchanges))
+
+
+def _final_response(server: bytes, spos: int | None, method: str) -> tuple[HttpResponse | None, tuple[int, ...], int | None]:
+    """(final response, 1xx statuses before it, offset after it and its body or ``None`` when it cannot be told)."""
+    interim: list[int] = []
+    while spos is not None and spos < len(server):
+        try:
+            resp = read_response_head(server[spos:])
+        except DecodeError:
+            return None, tuple(interim), None
+        if resp is None:
+            return None, tuple(interim), None
+        start = spos + resp.header_bytes
+        if 100 <= resp.status < 200 and resp.status != 101:
+            interim.append(resp.status)
+            spos = start
+            continue
+        if method == "HEAD" or resp.status in (101, 204, 304) or (method == "CONNECT" and 200 <= resp.status < 300):
+            return resp, tuple(interim), start  # no body (RFC 9112 section 6.3 items 1 and 2)
+        n = _body_length(resp.headers, server, start, False)
+        return resp, tuple(interim), None if n is None else start + n
+    return None, tuple(interim), None

@@ -30,6 +30,25 @@ INITIAL_SALTS: dict[int, bytes] = {
     **{v: bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502") for v in range(0xFF000017, 0xFF00001D)},
 }
 SUPPORTED_VERSIONS = frozenset(INITIAL_SALTS)
+# A version with no salt of its own is tried with the salts of the versions it most likely
+# follows, as Wireshark does, and the AEAD tag of the Initial says whether a guess was right (a
+# wrong guess fails authentication and nothing is read).  Wireshark (epan/dissectors/packet-quic.c,
+# quic_draft_version) keys the reserved 0x?a?a?a?a versions that force Version Negotiation
+# (RFC 9000 section 15) with draft-29's salt; other unknown versions with v1's.
+GUESS_RESERVED = (DRAFT_29, QUIC_V1)
+GUESS_UNKNOWN = (QUIC_V1, DRAFT_29)
+
+
+def is_reserved_version(v: int) -> bool:
+    """RFC 9000 section 15: versions 0x?a?a?a?a are reserved to exercise Version Negotiation."""
+    return (v & 0x0F0F0F0F) == 0x0A0A0A0A
+
+
+def key_versions(v: int) -> tuple[int, ...]:
+    """The versions whose Initial salt and labels are tried for packets of version ``v``, in order."""
+    if v in INITIAL_SALTS:
+        return (v,)
+    return GUESS_RESERVED if is_reserved_version(v) else GUESS_UNKNOWN
 
 # Long header packet types.  RFC 9000 section 17.2: Initial 0, 0-RTT 1, Handshake 2, Retry 3;
 # RFC 9369 section 3.2 rotates them in v2: Initial 1, 0-RTT 2, Handshake 3, Retry 0.
@@ -144,7 +163,8 @@ class _Keys:
 
 @lru_cache(maxsize=256)
 def _client_keys(version: int, dcid: bytes) -> _Keys:
-    """Client Initial keys from the first Destination Connection ID (RFC 9001 section 5.2)."""
+    """Client Initial keys of ``version`` (one with a salt) from the first Destination Connection ID
+    (RFC 9001 section 5.2)."""
     initial_secret = _hkdf_extract(INITIAL_SALTS[version], dcid)
     secret = _hkdf_expand_label(initial_secret, "client in", 32)
     # RFC 9369 section 3.3.2: v2 uses "quicv2 key" / "quicv2 iv" / "quicv2 hp"
@@ -231,15 +251,30 @@ def _decrypt_initial(datagram: bytes, start: int, pn_offset: int, end: int, keys
     return pn, plain
 
 
+def _decrypt_with_guesses(datagram: bytes, start: int, pn_offset: int, end: int, version: int,
+                          key_dcid: bytes) -> tuple[int, bytes]:
+    """:func:`_decrypt_initial` with the keys of each of :func:`key_versions` in turn; the first
+    whose tag verifies wins."""
+    candidates = key_versions(version)
+    for i, kv in enumerate(candidates):
+        try:
+            return _decrypt_initial(datagram, start, pn_offset, end, _client_keys(kv, key_dcid))
+        except DecodeError:
+            if i == len(candidates) - 1:
+                raise
+    raise AssertionError("unreachable")  # key_versions is never empty
+
+
 def parse_client_initials(datagram: bytes, dcid_hint: bytes | None = None) -> list[InitialPacket]:
     """Decrypt every client Initial packet in a (possibly coalesced) datagram.
 
     Keys come from ``dcid_hint`` (the DCID of the connection's first client Initial,
-    RFC 9001 section 5.2) when given, else from each packet's own DCID.  Other long
+    RFC 9001 section 5.2) when given, else from each packet's own DCID; a version without
+    a salt of its own is tried with the salts of :func:`key_versions`.  Other long
     header packets (0-RTT, Handshake) are skipped using their Length field (RFC 9000
     section 12.2); a version negotiation packet gives ``[]``.  Raises
-    :class:`DecodeError` when the datagram is not QUIC, its version is unsupported, or
-    the first Initial is cut or fails authentication; later packets are best effort.
+    :class:`DecodeError` when the datagram is not QUIC, or the first Initial is cut or
+    fails authentication (so does a version guessed wrong); later packets are best effort.
     """
     if not is_long_header(datagram):
         raise DecodeError("not a QUIC long header packet")
@@ -261,9 +296,7 @@ def parse_client_initials(datagram: bytes, dcid_hint: bytes | None = None) -> li
                     break
                 return []
             if first_version is None:
-                if version not in SUPPORTED_VERSIONS:
-                    raise DecodeError(f"unsupported QUIC version {version_name(version)}")
-                first_version = version
+                first_version = version  # an unknown version is tried with v1 keys (GUESS_SALT_VERSION)
             elif version != first_version:
                 break  # RFC 9000 section 12.2: coalesced packets share the connection
             dcid, scid = _pull_cids(b, version)
@@ -278,8 +311,8 @@ def parse_client_initials(datagram: bytes, dcid_hint: bytes | None = None) -> li
             if end > n:
                 raise NeedMore(f"QUIC packet length {length} runs past the datagram")
             if ptype == PT_INITIAL:
-                keys = _client_keys(version, dcid_hint if dcid_hint is not None else dcid)
-                pn, plain = _decrypt_initial(datagram, pos, pn_offset, end, keys)
+                pn, plain = _decrypt_with_guesses(datagram, pos, pn_offset, end, version,
+                                                  dcid_hint if dcid_hint is not None else dcid)
                 out.append(InitialPacket(version, dcid, scid, pn, _parse_frames(plain)))
             pos = end
         except DecodeError:
@@ -362,93 +395,16 @@ def client_hello_from_initials(datagrams: Iterable[bytes]) -> tuple[int, ClientH
     return None
 
 
-# --------------------------------------------------------------------------- building (tests, samples)
+# The builders that lived here moved to meshpcap.testing.quic (issue 10: a parser module holds parsing only).
+# Until every branch imports them from there, the old names still resolve, with a DeprecationWarning.
+_MOVED = frozenset(['_varint', 'build_long_header_packet', 'crypto_frame', 'encrypt_client_initial', 'long_header_type_bits'])
 
 
-def _varint(v: int, size: int | None = None) -> bytes:
-    """RFC 9000 section 16 variable-length integer, in ``size`` bytes or the shortest form."""
-    if size is None:
-        size = 1 if v < 0x40 else 2 if v < 0x4000 else 4 if v < 0x40000000 else 8
-    prefix = {1: 0, 2: 1, 4: 2, 8: 3}[size]
-    if v >= 1 << (8 * size - 2):
-        raise ValueError(f"{v} does not fit a {size}-byte varint")
-    return (v | (prefix << (8 * size - 2))).to_bytes(size, "big")
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-
-def crypto_frame(offset: int, data: bytes) -> bytes:
-    """A CRYPTO frame (RFC 9000 section 19.6)."""
-    return _varint(FRAME_CRYPTO) + _varint(offset) + _varint(len(data)) + data
-
-
-def long_header_type_bits(version: int, packet_type: str) -> int:
-    """The two type bits of ``packet_type`` for ``version`` (RFC 9000 section 17.2, RFC 9369 section 3.2)."""
-    table = _TYPES_V2 if version == QUIC_V2 else _TYPES_V1
-    return table.index(packet_type)
-
-
-def encrypt_client_initial(
-    version: int,
-    dcid: bytes,
-    scid: bytes,
-    pn: int,
-    frames_bytes: bytes,
-    pad_to: int | None = 1200,
-    *,
-    token: bytes = b"",
-    pn_len: int | None = None,
-    key_dcid: bytes | None = None,
-) -> bytes:
-    """Build one protected client Initial packet, as a client would send it.
-
-    ``frames_bytes`` is the plaintext payload (e.g. :func:`crypto_frame` output);
-    PADDING frames are appended until the packet is ``pad_to`` bytes (RFC 9000 section
-    14.1 wants datagrams with Initials to be at least 1200 bytes; pass ``None`` to not
-    pad, e.g. to coalesce it with further packets).  Keys come from ``key_dcid`` when
-    given (a later Initial sent to a server-chosen DCID), else from ``dcid``.  The packet
-    number is encoded in ``pn_len`` bytes (default: the fewest that hold ``pn``) and the
-    Length field in 2 bytes when it fits.
-    """
-    if version not in SUPPORTED_VERSIONS:
-        raise ValueError(f"no Initial salt for QUIC version {version_name(version)}")
-    if pn_len is None:
-        pn_len = 1 if pn < 0x100 else 2 if pn < 0x10000 else 4
-    keys = _client_keys(version, key_dcid if key_dcid is not None else dcid)
-    first = 0xC0 | (long_header_type_bits(version, PT_INITIAL) << 4) | (pn_len - 1)
-    prefix = bytes((first,)) + struct.pack("!I", version) + bytes((len(dcid),)) + dcid + bytes((len(scid),)) + scid
-    prefix += _varint(len(token)) + token
-
-    payload = bytes(frames_bytes)
-    # RFC 9001 section 5.4.2: the sample needs 4 + 16 bytes after the packet number start
-    payload += bytes(max(0, 4 - pn_len - len(payload)))
-
-    def size(p: bytes) -> tuple[int, int]:
-        length = pn_len + len(p) + AEAD_TAG
-        length_size = 2 if length < 0x4000 else 4
-        return length, len(prefix) + length_size + length
-
-    length, total = size(payload)
-    if pad_to is not None and total < pad_to:
-        payload += bytes(pad_to - total)
-        length, total = size(payload)
-        if total > pad_to:  # the Length field grew by 2 bytes
-            payload = payload[: len(payload) - (total - pad_to)]
-            length, total = size(payload)
-    length_size = 2 if length < 0x4000 else 4
-    pn_bytes = pn.to_bytes(pn_len, "big")
-    header = prefix + _varint(length, length_size) + pn_bytes
-    sealed = keys.aead.encrypt(_nonce(keys.iv, pn), payload, header)
-    pn_offset = len(header) - pn_len
-    sample = sealed[4 - pn_len : 4 - pn_len + SAMPLE_LEN]
-    mask = _hp_mask(keys.hp, sample)
-    protected = bytearray(header + sealed)
-    protected[0] ^= mask[0] & 0x0F
-    for i in range(pn_len):
-        protected[pn_offset + i] ^= mask[1 + i]
-    return bytes(protected)
-
-
-def build_long_header_packet(version: int, packet_type: str, dcid: bytes, scid: bytes, body: bytes) -> bytes:
-    """An unprotected-looking 0-RTT or Handshake packet (opaque ``body``) for coalescing tests and samples."""
-    first = 0xC0 | (long_header_type_bits(version, packet_type) << 4) | 0x03
-    head = bytes((first,)) + struct.pack("!I", version) + bytes((len(dcid),)) + dcid + bytes((len(scid),)) + scid
-    return head + _varint(len(body)) + body
+        warnings.warn(f"meshpcap.decode.quic.{name} moved to meshpcap.testing.quic.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("meshpcap.testing.quic"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

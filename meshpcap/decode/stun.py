@@ -1,4 +1,6 @@
-"""STUN/TURN messages and TURN ChannelData (RFC 8489, RFC 8656, ICE RFC 8445, demux RFC 7983, MS-TURN), parsers and builders."""
+"""STUN/TURN messages and TURN ChannelData (RFC 8489, RFC 8656, ICE RFC 8445, demux RFC 7983, MS-TURN).
+
+Builders for tests and samples are in :mod:`meshpcap.testing.stun`."""
 
 from __future__ import annotations
 
@@ -112,6 +114,31 @@ ATTRIBUTE_NAMES = {
     0x8095: "MS-MULTIPLEXED-TURN-SESSION-ID",
 }
 
+# Error codes (RFC 8489 section 14.8, RFC 8656 section 19, RFC 6062 section 6.3, MS-TURN).
+ERROR_NAMES = {
+    300: "Try Alternate",
+    400: "Bad Request",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    420: "Unknown Attribute",
+    437: "Allocation Mismatch",
+    438: "Stale Nonce",
+    440: "Address Family not Supported",
+    441: "Wrong Credentials",
+    442: "Unsupported Transport Protocol",
+    443: "Peer Address Family Mismatch",
+    446: "Connection Already Exists",
+    447: "Connection Timeout or Failure",
+    486: "Allocation Quota Reached",
+    487: "Role Conflict",
+    500: "Server Error",
+    508: "Insufficient Capacity",
+}
+# Allocate errors that are steps of a working exchange, not a refusal: the 401 challenge that asks for
+# credentials and the 438 that asks for a fresh nonce (RFC 8489 section 9.2), the 300 redirect to
+# another server (section 10), and 437, which says an allocation already exists (RFC 8656 section 7.2).
+ALLOCATE_RETRY_CODES = frozenset({300, 401, 437, 438})
+
 _ICE_ATTRIBUTES = frozenset({PRIORITY, USE_CANDIDATE, ICE_CONTROLLED, ICE_CONTROLLING})
 _XOR_ADDRESS_TYPES = frozenset({XOR_MAPPED_ADDRESS, MS_XOR_MAPPED_ADDRESS, XOR_RELAYED_ADDRESS, XOR_PEER_ADDRESS})
 
@@ -156,12 +183,6 @@ class ChannelData:
     channel: int
     length: int
 
-
-def _message_type(method: int, cls: int) -> int:
-    # RFC 8489 section 5: M11..M7 C1 M6..M4 C0 M3..M0.
-    if not 0 <= method <= 0xFFF or not 0 <= cls <= 3:
-        raise ValueError("STUN method must be 0..0xFFF and class 0..3")
-    return (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | ((cls & 1) << 4) | ((cls & 2) << 7)
 
 
 def _split_type(msg_type: int) -> tuple[int, int]:
@@ -231,6 +252,18 @@ def looks_like_stun(payload: bytes) -> bool:
     )
 
 
+# [MS-TURN] section 2.2.1: message types whose meaning differs from RFC 8489's reading of the bits.
+# Send request (0x0004) may get no response (0x0104 and 0x0114 "MUST NOT" be sent), so it is counted as
+# what RFC 8656 calls it, an indication; 0x0115 is the Data Indication, not an error class.
+MS_TURN_TYPES: dict[int, tuple[int, int, str]] = {  # type -> (method, class, method name)
+    0x0004: (0x006, INDICATION, "Send"),
+    0x0115: (0x007, INDICATION, "Data"),
+    0x0006: (0x006, REQUEST, "Set Active Destination"),
+    0x0106: (0x006, SUCCESS, "Set Active Destination"),
+    0x0116: (0x006, ERROR, "Set Active Destination"),
+}
+
+
 def parse_stun(payload: bytes) -> StunMessage:
     """Parse one complete STUN/TURN message (a UDP payload, or one frame from :func:`split_stun_tcp`).
 
@@ -239,10 +272,35 @@ def parse_stun(payload: bytes) -> StunMessage:
 
     MS-TURN: as Wireshark does in its "Auto" mode, a message whose first attribute is
     MAGIC-COOKIE (0x000F, [MS-TURN] section 2.2.2.8 puts it first) is read as MS-TURN, where
-    0x0014 is NONCE and 0x0015 is REALM (swapped from RFC 8489) and attributes may be unpadded.
+    0x0014 is NONCE and 0x0015 is REALM (swapped from RFC 8489), attributes may be unpadded, and
+    the message types of :data:`MS_TURN_TYPES` mean what [MS-TURN] section 2.2.1 says.
     All other messages use the RFC 8489 numbers.
     """
     data = bytes(payload)
+    msg_type, length = _check_header(data)
+    attrs, ms_turn = _attributes(data, length)
+    method, cls = _split_type(msg_type)
+    method_name = METHOD_NAMES.get(method, f"0x{method:03x}")
+    if ms_turn and msg_type in MS_TURN_TYPES:
+        method, cls, method_name = MS_TURN_TYPES[msg_type]
+    cookie = data[4:8] == _COOKIE_BYTES
+    fields = _read_attributes(attrs, data[4:20], ms_turn, strict_order=cookie and not ms_turn)
+    return StunMessage(
+        method=method,
+        cls=cls,
+        method_name=method_name,
+        class_name=CLASS_NAMES[cls],
+        transaction_id=data[8:20] if cookie else data[4:20],
+        length=length,
+        magic_cookie=cookie,
+        attributes=tuple(a for a, _ in attrs),
+        ms_turn=ms_turn,
+        **fields,
+    )
+
+
+def _check_header(data: bytes) -> tuple[int, int]:
+    """(message type, message length) of the header, checked against the bytes present (RFC 8489 section 6)."""
     if len(data) < HEADER_LEN:
         if data and data[0] & 0xC0:
             raise DecodeError("not STUN: the first two bits are not zero")
@@ -255,9 +313,12 @@ def parse_stun(payload: bytes) -> StunMessage:
         raise NeedMore(f"STUN message length {length} needs {HEADER_LEN + length} bytes, have {len(data)}")
     if HEADER_LEN + length < len(data):
         raise DecodeError(f"STUN message length {length} leaves {len(data) - HEADER_LEN - length} trailing bytes")
-    cookie = data[4:8] == _COOKIE_BYTES
+    return msg_type, length
 
-    attrs: list[tuple[int, bytes]] | None = None
+
+def _attributes(data: bytes, length: int) -> tuple[list[tuple[int, bytes]], bool]:
+    """The (type, value) attributes of the message and whether it is MS-TURN (first attribute MAGIC-COOKIE)."""
+    attrs: list[tuple[int, bytes]] | None
     ms_turn = False
     if length >= 8 and struct.unpack_from("!HHI", data, HEADER_LEN) == (MS_MAGIC_COOKIE, 4, MS_TURN_MAGIC_COOKIE):
         ms_turn = True
@@ -272,89 +333,67 @@ def parse_stun(payload: bytes) -> StunMessage:
         raise DecodeError(f"STUN message length {length} is not a multiple of 4")
     if attrs is None:
         raise DecodeError("STUN attributes do not fill the message exactly")
+    return attrs, ms_turn
 
-    method, cls = _split_type(msg_type)
-    key = data[4:20]
+
+def _fixed_u32(value: bytes, name: str) -> int:
+    if len(value) != 4:
+        raise DecodeError(f"STUN {name} is not 4 bytes")
+    return int.from_bytes(value, "big")
+
+
+def _read_attributes(attrs: list[tuple[int, bytes]], key: bytes, ms_turn: bool, strict_order: bool) -> dict:
+    """The :class:`StunMessage` fields the attributes give (``key``: header bytes 4..20, for XOR addresses).
+
+    ``strict_order``: RFC 8489 messages, where only FINGERPRINT / MESSAGE-INTEGRITY-SHA256 may follow
+    MESSAGE-INTEGRITY (section 14.5); FINGERPRINT is last in every message (section 14.7)."""
     realm_type, nonce_type = (0x0015, 0x0014) if ms_turn else (REALM, NONCE)
-    error_code = error_reason = realm = software = None
-    nonce = username = None
-    xor_mapped = ms_xor_mapped = mapped = relayed = None
-    lifetime = ms_version = None
-    ice = has_integrity = has_fingerprint = False
-    seen_integrity = seen_fingerprint = False
+    out: dict = dict(error_code=None, error_reason=None, realm=None, nonce=None, username=None, software=None,
+                     xor_mapped=None, mapped=None, relayed=None, lifetime=None, ms_version=None, ice=False,
+                     has_integrity=False, has_fingerprint=False)
+    ms_xor_mapped = None
     for atype, value in attrs:
-        if seen_fingerprint:
-            # RFC 8489 section 14.7: FINGERPRINT is the last attribute.
+        if out["has_fingerprint"]:
             raise DecodeError("STUN attribute after FINGERPRINT")
-        if seen_integrity and atype not in (FINGERPRINT, MESSAGE_INTEGRITY_SHA256, MESSAGE_INTEGRITY) and cookie and not ms_turn:
-            # RFC 8489 section 14.5: only FINGERPRINT / MESSAGE-INTEGRITY-SHA256 may follow MESSAGE-INTEGRITY.
+        if out["has_integrity"] and strict_order and atype not in (FINGERPRINT, MESSAGE_INTEGRITY_SHA256,
+                                                                   MESSAGE_INTEGRITY):
             raise DecodeError(f"STUN attribute 0x{atype:04x} after MESSAGE-INTEGRITY")
         if atype == ERROR_CODE:
             # RFC 8489 section 14.8: 21 reserved bits, class (3 bits, 3..6), number (0..99), reason.
             if len(value) < 4:
                 raise DecodeError("STUN ERROR-CODE shorter than 4 bytes")
-            error_code = (value[2] & 0x07) * 100 + value[3]
-            error_reason = _text(value[4:])
+            out["error_code"] = (value[2] & 0x07) * 100 + value[3]
+            out["error_reason"] = _text(value[4:])
         elif atype == realm_type:
-            realm = _text(value)
+            out["realm"] = _text(value)
         elif atype == nonce_type:
-            nonce = value
+            out["nonce"] = value
         elif atype == USERNAME:
-            username = value
+            out["username"] = value
         elif atype == SOFTWARE:
-            software = _text(value)
+            out["software"] = _text(value)
         elif atype == XOR_MAPPED_ADDRESS:
-            xor_mapped = _xor_address(value, atype, key)
+            out["xor_mapped"] = _xor_address(value, atype, key)
         elif atype == MS_XOR_MAPPED_ADDRESS:
             ms_xor_mapped = _xor_address(value, atype, key)
         elif atype == MAPPED_ADDRESS:
-            mapped = _plain_address(value, atype)
+            out["mapped"] = _plain_address(value, atype)
         elif atype == XOR_RELAYED_ADDRESS:
-            relayed = _xor_address(value, atype, key)
+            out["relayed"] = _xor_address(value, atype, key)
         elif atype == LIFETIME:
-            if len(value) != 4:
-                raise DecodeError("STUN LIFETIME is not 4 bytes")
-            lifetime = int.from_bytes(value, "big")
+            out["lifetime"] = _fixed_u32(value, "LIFETIME")
         elif atype == MS_VERSION:
-            if len(value) != 4:
-                raise DecodeError("STUN MS-VERSION is not 4 bytes")
-            ms_version = int.from_bytes(value, "big")
+            out["ms_version"] = _fixed_u32(value, "MS-VERSION")
         elif atype in (MESSAGE_INTEGRITY, MESSAGE_INTEGRITY_SHA256):
-            has_integrity = True
-            seen_integrity = True
+            out["has_integrity"] = True
         elif atype == FINGERPRINT:
-            if len(value) != 4:
-                raise DecodeError("STUN FINGERPRINT is not 4 bytes")
-            has_fingerprint = True
-            seen_fingerprint = True
+            _fixed_u32(value, "FINGERPRINT")
+            out["has_fingerprint"] = True
         if atype in _ICE_ATTRIBUTES:
-            ice = True
-
-    return StunMessage(
-        method=method,
-        cls=cls,
-        method_name=METHOD_NAMES.get(method, f"0x{method:03x}"),
-        class_name=CLASS_NAMES[cls],
-        transaction_id=data[8:20] if cookie else data[4:20],
-        length=length,
-        magic_cookie=cookie,
-        error_code=error_code,
-        error_reason=error_reason,
-        realm=realm,
-        nonce=nonce,
-        username=username,
-        software=software,
-        xor_mapped=xor_mapped if xor_mapped is not None else ms_xor_mapped,
-        mapped=mapped,
-        relayed=relayed,
-        lifetime=lifetime,
-        ms_version=ms_version,
-        ice=ice,
-        has_integrity=has_integrity,
-        has_fingerprint=has_fingerprint,
-        attributes=tuple(a for a, _ in attrs),
-        ms_turn=ms_turn,
-    )
+            out["ice"] = True
+    if out["xor_mapped"] is None:
+        out["xor_mapped"] = ms_xor_mapped
+    return out
 
 
 def verify_fingerprint(payload: bytes) -> bool:
@@ -459,86 +498,16 @@ def demux_first_byte(b: int) -> str:
     return "other"
 
 
-# Builders: used by tests and by the sample-capture generator to write real-looking messages.
+# The builders that lived here moved to meshpcap.testing.stun (issue 10: a parser module holds parsing only).
+# Until every branch imports them from there, the old names still resolve, with a DeprecationWarning.
+_MOVED = frozenset(['_message_type', 'build_address', 'build_channel_data', 'build_error_code', 'build_stun', 'build_xor_address'])
 
 
-def build_stun(
-    method: int,
-    cls: int,
-    attrs: list[tuple[int, bytes]],
-    transaction_id: bytes,
-    *,
-    integrity_key: bytes | None = None,
-    fingerprint: bool = False,
-) -> bytes:
-    """Encode a STUN message (RFC 8489 section 5).
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-    ``attrs`` are (type, value) pairs in order; values are padded with zero bytes to a
-    multiple of 4. ``transaction_id`` is 12 bytes (the magic cookie is written before it),
-    or 16 bytes for an RFC 3489 style message without the cookie. With ``integrity_key``
-    a MESSAGE-INTEGRITY (HMAC-SHA1, section 14.5; the key is the short-term password or the
-    long-term MD5 key) is appended, then with ``fingerprint`` a FINGERPRINT (section 14.7).
-    """
-    if len(transaction_id) == 12:
-        prefix = _COOKIE_BYTES + bytes(transaction_id)
-    elif len(transaction_id) == 16:
-        prefix = bytes(transaction_id)
-    else:
-        raise ValueError("transaction_id must be 12 bytes (16 for a legacy message without the cookie)")
-    body = b""
-    for atype, value in attrs:
-        value = bytes(value)
-        if len(value) > 0xFFFF:
-            raise ValueError(f"attribute 0x{atype:04x} value too long")
-        body += struct.pack("!HH", atype, len(value)) + value + b"\x00" * (-len(value) % 4)
-    msg_type = _message_type(method, cls)
-
-    def header(extra: int) -> bytes:
-        return struct.pack("!HH", msg_type, len(body) + extra) + prefix
-
-    if integrity_key is not None:
-        # The length covers MESSAGE-INTEGRITY itself but not a later FINGERPRINT (section 14.5).
-        mac = hmac.new(integrity_key, header(24) + body, hashlib.sha1).digest()
-        body += struct.pack("!HH", MESSAGE_INTEGRITY, 20) + mac
-    if fingerprint:
-        crc = zlib.crc32(header(8) + body) ^ FINGERPRINT_XOR
-        body += struct.pack("!HHI", FINGERPRINT, 4, crc)
-    return header(0) + body
-
-
-def build_error_code(code: int, reason: str) -> tuple[int, bytes]:
-    """An ERROR-CODE attribute (RFC 8489 section 14.8) as a (type, value) pair for :func:`build_stun`."""
-    if not 300 <= code <= 699:
-        raise ValueError("STUN error code must be 300..699")
-    return ERROR_CODE, bytes([0, 0, code // 100, code % 100]) + reason.encode("utf-8")
-
-
-def build_xor_address(attr_type: int, ip: str, port: int, transaction_id: bytes) -> tuple[int, bytes]:
-    """An XOR address attribute (RFC 8489 section 14.2) as a (type, value) pair for :func:`build_stun`.
-
-    ``transaction_id`` is the message's 12-byte transaction ID (used for IPv6).
-    """
-    addr = ipaddress.ip_address(ip)
-    xport = port ^ (MAGIC_COOKIE >> 16)
-    if addr.version == 4:
-        raw = bytes(a ^ b for a, b in zip(addr.packed, _COOKIE_BYTES))
-        return attr_type, struct.pack("!BBH", 0, 1, xport) + raw
-    if len(transaction_id) != 12:
-        raise ValueError("transaction_id must be 12 bytes")
-    key = _COOKIE_BYTES + bytes(transaction_id)
-    raw = bytes(a ^ b for a, b in zip(addr.packed, key))
-    return attr_type, struct.pack("!BBH", 0, 2, xport) + raw
-
-
-def build_address(attr_type: int, ip: str, port: int) -> tuple[int, bytes]:
-    """A plain address attribute such as MAPPED-ADDRESS (RFC 8489 section 14.1) as a (type, value) pair."""
-    addr = ipaddress.ip_address(ip)
-    return attr_type, struct.pack("!BBH", 0, 1 if addr.version == 4 else 2, port) + addr.packed
-
-
-def build_channel_data(channel: int, payload: bytes, *, pad: bool = False) -> bytes:
-    """A TURN ChannelData message (RFC 8656 section 12.4); ``pad`` adds the zero padding required over TCP."""
-    if not 0x4000 <= channel <= 0x7FFF:
-        raise ValueError("channel number must be 0x4000..0x7FFF")
-    data = struct.pack("!HH", channel, len(payload)) + bytes(payload)
-    return data + b"\x00" * (-len(data) % 4) if pad else data
+        warnings.warn(f"meshpcap.decode.stun.{name} moved to meshpcap.testing.stun.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("meshpcap.testing.stun"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

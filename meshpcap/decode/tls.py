@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import ipaddress
 import struct
 import warnings
 from dataclasses import dataclass
@@ -47,7 +47,7 @@ MAX_RECORD = 2**14 + 256
 # RFC 8446 section 4.1.3: ServerHello.random of a HelloRetryRequest
 HELLO_RETRY_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
 
-# Named groups used by the builders (IANA TLS Supported Groups registry)
+# Named groups (IANA TLS Supported Groups registry); meshpcap.testing.tls builds key shares with them
 GROUP_X25519 = 0x001D
 GROUP_SECP256R1 = 0x0017
 GROUP_X25519MLKEM768 = 0x11EC  # draft-ietf-tls-ecdhe-mlkem: 1184-byte ML-KEM key + 32-byte X25519 key
@@ -137,6 +137,12 @@ class ClientHello:
     extensions: tuple[int, ...]
     length: int
     """Bytes of the handshake message, header included."""
+    sni_literal: str | None = None
+    """An IP address literal the client put in server_name (RFC 6066 section 3 forbids it, so it
+    is no name and ``sni_raw_invalid`` is set), as address text: evidence of where the client
+    meant to go (Teams media relays are reached this way)."""
+    sslv2: bool = False
+    """The hello came in the SSL 2.0-compatible form (RFC 5246 appendix E.2): no extensions, so no SNI."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,14 @@ class ServerFlight:
 
 def make_alert(level: int, description: int) -> TlsAlert:
     return TlsAlert(level, description, ALERT_NAMES.get(description, f"alert-{description}"))
+
+
+def looks_like_sslv2_hello(first_bytes: bytes) -> bool:
+    """Cheap check of a stream's first bytes: an SSL 2.0-compatible ClientHello (RFC 5246 appendix
+    E.2): a 2-byte header with the top bit set, msg_type 1, then version 3.x."""
+    n = len(first_bytes)
+    return (n >= 3 and first_bytes[0] & 0x80 != 0 and first_bytes[2] == HS_CLIENT_HELLO
+            and (n < 4 or first_bytes[3] == 3) and (n < 5 or first_bytes[4] <= 4))
 
 
 def looks_like_tls(first_bytes: bytes) -> bool:
@@ -250,6 +264,27 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
     # RFC 8446 section 4.1.2.  Fields are read by index, several to a bounds check; when a
     # check fails, raise_short raises what Buffer reads of those fields always raised.
     length = end - pos + 4
+    legacy_version, suites, pos = _hello_fixed_fields(data, pos, end)
+    ext = _HelloExtensions()
+    if pos < end:  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
+        _hello_extensions(data, pos, end, ext)
+    return ClientHello(
+        sni=ext.sni,
+        sni_raw_invalid=ext.sni_invalid,
+        alpn=ext.alpn,
+        versions=ext.versions if ext.versions else (legacy_version,),
+        legacy_version=legacy_version,
+        ech=ext.ech,
+        cipher_suites=_without_grease(suites),
+        extensions=tuple(ext.types),
+        length=length,
+        sni_literal=ext.sni_literal,
+    )
+
+
+def _hello_fixed_fields(data: bytes, pos: int, end: int) -> tuple[int, tuple[int, ...], int]:
+    """(legacy_version, cipher_suites, offset of the extensions) of a ClientHello body: legacy_version,
+    random, legacy_session_id, cipher_suites, legacy_compression_methods (RFC 8446 section 4.1.2)."""
     if end - pos < 2:
         raise_short(data, pos, end, 2)
     legacy_version = (data[pos] << 8) | data[pos + 1]
@@ -283,68 +318,129 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
         raise_short(data, pos, end, n)
     if not n:
         raise DecodeError("ClientHello has no compression methods")
-    pos += n
-    sni: str | None = None
-    sni_invalid = False
-    alpn: tuple[str, ...] = ()
-    versions: tuple[int, ...] | None = None
-    ech = False
-    ext_types: list[int] = []
-    if pos < end:  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
-        if end - pos < 2:
-            raise_short(data, pos, end, 2)
-        n = (data[pos] << 8) | data[pos + 1]
-        pos += 2
-        if end - pos < n:
-            raise_short(data, pos, end, n)
-        if pos + n != end:
-            raise DecodeError("bytes after ClientHello extensions")
-        seen: set[int] = set()
-        while pos < end:
-            if end - pos < 4:
-                raise_short(data, pos, end, 2, 2)  # extension_type, extension_data length
-            ext_type, n = _EXT_HEADER(data, pos)
-            start = pos + 4
-            pos = start + n
-            if pos > end:
-                raise_short(data, start, end, n)
-            if ext_type in seen:
-                # RFC 8446 section 4.2: "There MUST NOT be more than one extension of the same type"
-                raise DecodeError(f"duplicate extension {ext_type}")
-            seen.add(ext_type)
-            if ext_type not in _GREASE:
-                ext_types.append(ext_type)
-            if ext_type == EXT_SERVER_NAME:
-                raw = _parse_sni(data[start:pos])
-                if raw is not None:
-                    sni = normalize_hostname(raw)
-                    # RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName"
-                    # (a host name can only be an IPv4 literal, which ends in a digit)
-                    if sni is None or (sni[-1] in "0123456789" and is_ip_literal(sni)):
-                        sni, sni_invalid = None, True
-            elif ext_type == EXT_ALPN:
-                alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data[start:pos]) if not _is_grease_alpn(p))
-            elif ext_type == EXT_SUPPORTED_VERSIONS:
-                # RFC 8446 section 4.2.1: ProtocolVersion versions<2..254>, a u8-length vector
-                k = data[start] if start < pos else 0
-                if pos - start < 1 + k:
-                    ext = data[start:pos]
-                    raise_short(ext, 0, len(ext), 1, k)  # offsets within the extension, as always
-                if k % 2:
-                    raise DecodeError("supported_versions has an odd length")
-                versions = _without_grease(struct.unpack_from(f"!{k // 2}H", data, start + 1))
-            elif ext_type == EXT_ECH:
-                ech = True
+    return legacy_version, suites, pos + n
+
+
+class _HelloExtensions:
+    """What :func:`_hello_extensions` found (a plain holder, filled in one pass)."""
+
+    __slots__ = ("sni", "sni_invalid", "sni_literal", "alpn", "versions", "ech", "types")
+
+    def __init__(self) -> None:
+        self.sni: str | None = None
+        self.sni_invalid = False
+        self.sni_literal: str | None = None
+        self.alpn: tuple[str, ...] = ()
+        self.versions: tuple[int, ...] | None = None
+        self.ech = False
+        self.types: list[int] = []
+
+
+def _hello_extensions(data: bytes, pos: int, end: int, out: _HelloExtensions) -> None:
+    """Walk the extensions block at ``data[pos:end]`` (RFC 8446 section 4.2) into ``out``."""
+    if end - pos < 2:
+        raise_short(data, pos, end, 2)
+    n = (data[pos] << 8) | data[pos + 1]
+    pos += 2
+    if end - pos < n:
+        raise_short(data, pos, end, n)
+    if pos + n != end:
+        raise DecodeError("bytes after ClientHello extensions")
+    seen: set[int] = set()
+    while pos < end:
+        if end - pos < 4:
+            raise_short(data, pos, end, 2, 2)  # extension_type, extension_data length
+        ext_type, n = _EXT_HEADER(data, pos)
+        start = pos + 4
+        pos = start + n
+        if pos > end:
+            raise_short(data, start, end, n)
+        if ext_type in seen:
+            # RFC 8446 section 4.2: "There MUST NOT be more than one extension of the same type"
+            raise DecodeError(f"duplicate extension {ext_type}")
+        seen.add(ext_type)
+        if ext_type not in _GREASE:
+            out.types.append(ext_type)
+        if ext_type == EXT_SERVER_NAME:
+            _hello_sni(data[start:pos], out)
+        elif ext_type == EXT_ALPN:
+            out.alpn = tuple(_alpn_text(p) for p in _parse_alpn_list(data[start:pos]) if not _is_grease_alpn(p))
+        elif ext_type == EXT_SUPPORTED_VERSIONS:
+            # RFC 8446 section 4.2.1: ProtocolVersion versions<2..254>, a u8-length vector
+            k = data[start] if start < pos else 0
+            if pos - start < 1 + k:
+                ext = data[start:pos]
+                raise_short(ext, 0, len(ext), 1, k)  # offsets within the extension, as always
+            if k % 2:
+                raise DecodeError("supported_versions has an odd length")
+            out.versions = _without_grease(struct.unpack_from(f"!{k // 2}H", data, start + 1))
+        elif ext_type == EXT_ECH:
+            out.ech = True
+
+
+def _hello_sni(ext: bytes, out: _HelloExtensions) -> None:
+    raw = _parse_sni(ext)
+    if raw is None:
+        return
+    sni = normalize_hostname(raw)
+    # RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName"
+    # (a host name can only be an IPv4 literal, which ends in a digit)
+    if sni is None or (sni[-1] in "0123456789" and is_ip_literal(sni)):
+        out.sni, out.sni_invalid, out.sni_literal = None, True, _ip_literal(raw)
+    else:
+        out.sni = sni
+
+
+def _ip_literal(raw: bytes) -> str | None:
+    """The address text of an IPv4 or IPv6 literal (brackets allowed), else ``None``."""
+    try:
+        return ipaddress.ip_address(raw.decode("ascii").strip("[]")).compressed
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+SSL2_HEADER = 2  # RFC 5246 appendix E.2: msg_length, 15 bits with the top bit of the first byte set
+SSL2_CLIENT_HELLO_FIXED = 9  # msg_type, version, cipher_spec_length, session_id_length, challenge_length
+
+
+def parse_sslv2_client_hello(stream: bytes) -> ClientHello:
+    """The SSL 2.0-compatible ClientHello at the start of ``stream`` (RFC 5246 appendix E.2, RFC 6101
+    appendix E), sent by old clients that offer TLS to servers that may only speak SSL 2.0.
+
+    It has no extensions, so no SNI or ALPN; ``versions`` is the highest version offered (3.x) and
+    ``cipher_suites`` the TLS suites among the 3-byte cipher specs (first byte 0).  Raises
+    :class:`NeedMore` when the message is cut and :class:`DecodeError` when it is malformed or
+    offers SSL 2.0 only.
+    """
+    data = stream if isinstance(stream, bytes) else bytes(stream)
+    n = len(data)
+    if n < SSL2_HEADER:
+        raise_short(data, 0, n, SSL2_HEADER)
+    if not data[0] & 0x80:
+        raise DecodeError("not an SSL 2.0 record with a 2-byte header")
+    length = ((data[0] & 0x7F) << 8) | data[1]
+    end = SSL2_HEADER + length
+    if length < SSL2_CLIENT_HELLO_FIXED:
+        raise DecodeError(f"SSL 2.0 ClientHello length {length} is too short")
+    if n < end:
+        raise_short(data, SSL2_HEADER, n, length)
+    msg_type, version, spec_len, sid_len, chal_len = struct.unpack_from("!BHHHH", data, SSL2_HEADER)
+    if msg_type != HS_CLIENT_HELLO:
+        raise DecodeError(f"SSL 2.0 message type {msg_type} is not CLIENT-HELLO")
+    if version >> 8 != 3:
+        raise DecodeError(f"SSL 2.0 ClientHello version 0x{version:04x} offers no TLS")
+    if spec_len % 3 or not spec_len:
+        raise DecodeError("SSL 2.0 ClientHello cipher_spec_length is not a positive multiple of 3")
+    if sid_len not in (0, 16) or not 16 <= chal_len <= 32:
+        # RFC 6101 appendix E.2: session id 0 or 16 bytes; challenge 16 to 32 bytes
+        raise DecodeError("SSL 2.0 ClientHello session id or challenge has a bad length")
+    pos = SSL2_HEADER + SSL2_CLIENT_HELLO_FIXED
+    if pos + spec_len + sid_len + chal_len != end:
+        raise DecodeError("SSL 2.0 ClientHello fields do not fill the message")
+    suites = tuple((data[i + 1] << 8) | data[i + 2] for i in range(pos, pos + spec_len, 3) if data[i] == 0)
     return ClientHello(
-        sni=sni,
-        sni_raw_invalid=sni_invalid,
-        alpn=alpn,
-        versions=versions if versions else (legacy_version,),
-        legacy_version=legacy_version,
-        ech=ech,
-        cipher_suites=_without_grease(suites),
-        extensions=tuple(ext_types),
-        length=length,
+        sni=None, sni_raw_invalid=False, alpn=(), versions=(version,), legacy_version=version, ech=False,
+        cipher_suites=_without_grease(suites), extensions=(), length=end, sslv2=True,
     )
 
 
@@ -362,8 +458,13 @@ def read_client_hello(stream: bytes) -> ClientHello | None:
     Returns ``None`` while ``stream`` is a valid but incomplete prefix: the hello may
     span several records and segments (RFC 8446 section 5.1 lets a handshake message be
     fragmented over records).  Raises :class:`DecodeError` when it is not TLS or the
-    hello is malformed.
+    hello is malformed.  An SSL 2.0-compatible hello (:func:`parse_sslv2_client_hello`) is read too.
     """
+    if stream and stream[0] & 0x80:
+        try:
+            return parse_sslv2_client_hello(stream)
+        except NeedMore:
+            return None
     hs = bytearray()
     pos = 0
     n = len(stream)
@@ -477,6 +578,37 @@ def _cert_names(der: bytes) -> tuple[str | None, str | None]:
         return None, None
 
 
+class _Flight:
+    """What :func:`read_server_flight` has read so far (filled record by record)."""
+
+    __slots__ = ("server_hello", "hello_retry", "encrypted", "version", "suite", "alpn", "alert", "subject",
+                 "issuer", "complete")
+
+    def __init__(self) -> None:
+        self.server_hello = self.hello_retry = self.encrypted = False
+        self.version: int | None = None
+        self.suite: int | None = None
+        self.alpn: str | None = None
+        self.alert: TlsAlert | None = None
+        self.subject: str | None = None
+        self.issuer: str | None = None
+        self.complete = True
+
+    def result(self) -> ServerFlight:
+        return ServerFlight(
+            server_hello=self.server_hello,
+            version=self.version,
+            cipher_suite=self.suite,
+            alpn=self.alpn,
+            alert=self.alert,
+            cert_subject=self.subject,
+            cert_issuer=self.issuer,
+            hello_retry=self.hello_retry,
+            encrypted=self.encrypted,
+            complete=self.complete,
+        )
+
+
 def read_server_flight(stream: bytes) -> ServerFlight:
     """Best-effort summary of the server's cleartext records, from its first byte.
 
@@ -490,19 +622,15 @@ def read_server_flight(stream: bytes) -> ServerFlight:
         head[0] not in _CONTENT_TYPES or (len(head) > 1 and head[1] != 3) or (len(head) > 2 and head[2] > 4)
     ):
         raise DecodeError("server stream does not start with a TLS record")
-    server_hello = hello_retry = encrypted = False
-    version = suite = None
-    alpn = alert = subject = issuer = None
-    complete = True
+    fl = _Flight()
     hs = bytearray()
     pos = 0
-    stop = False
-    while not stop:
+    while True:
         if pos == n:
-            complete = not hs and n > 0
+            fl.complete = not hs and n > 0
             break
         if n - pos < 5:
-            complete = False
+            fl.complete = False
             break
         ctype, rversion, length = _record_header(stream, pos)
         if ctype not in _CONTENT_TYPES or rversion >> 8 != 3 or length > MAX_RECORD:
@@ -512,70 +640,68 @@ def read_server_flight(stream: bytes) -> ServerFlight:
         payload = stream[pos + 5 : pos + 5 + length]
         cut = len(payload) < length
         pos += 5 + length
-        if ctype == CT_APPLICATION_DATA:
-            encrypted = True
+        if not _flight_record(fl, ctype, payload, cut, hs):
             break
-        if ctype == CT_CHANGE_CIPHER_SPEC:
-            encrypted = True
-            # RFC 8446 section 4.1.4 / appendix D.4: after a HelloRetryRequest (and its
-            # compatibility CCS) the real ServerHello still comes in cleartext.
-            if not _hrr_pending(server_hello, hello_retry):
-                break
-            continue
-        if ctype == CT_ALERT:
-            if len(payload) >= 2 and alert is None:
-                alert = make_alert(payload[0], payload[1])
-            if cut:
-                complete = False
-            if alert is not None and alert.level != 1:
-                break  # a fatal alert ends the handshake; a warning (e.g. unrecognized_name) may not
-            continue
-        # handshake
-        hs += payload
-        while len(hs) >= 4:
-            need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
-            if len(hs) < need:
-                break
-            msg_type = hs[0]
-            body = Buffer(bytes(hs[4:need]))
-            del hs[:need]
-            try:
-                if msg_type == HS_SERVER_HELLO:
-                    v, s, a, hrr = _parse_server_hello(body)
-                    if hrr:
-                        hello_retry = True
-                    else:
-                        server_hello = True
-                    version, suite = v, s
-                    if a is not None:
-                        alpn = a
-                elif msg_type == HS_CERTIFICATE and subject is None:
-                    first, second = _first_certificate, _first_certificate_tls13
-                    if version == 0x0304:
-                        first, second = second, first
-                    try:
-                        der = first(Buffer(body.data))
-                    except DecodeError:
-                        der = second(Buffer(body.data))
-                    subject, issuer = _cert_names(der)
-            except DecodeError:
-                stop = True
-                break
+    return fl.result()
+
+
+def _flight_record(fl: _Flight, ctype: int, payload: bytes, cut: bool, hs: bytearray) -> bool:
+    """Take one server record into ``fl`` (handshake bytes gather in ``hs``); False when the cleartext
+    part of the flight ends here."""
+    if ctype == CT_APPLICATION_DATA:
+        fl.encrypted = True
+        return False
+    if ctype == CT_CHANGE_CIPHER_SPEC:
+        fl.encrypted = True
+        # RFC 8446 section 4.1.4 / appendix D.4: after a HelloRetryRequest (and its
+        # compatibility CCS) the real ServerHello still comes in cleartext.
+        return _hrr_pending(fl.server_hello, fl.hello_retry)
+    if ctype == CT_ALERT:
+        if len(payload) >= 2 and fl.alert is None:
+            fl.alert = make_alert(payload[0], payload[1])
         if cut:
-            complete = False
+            fl.complete = False
+        # a fatal alert ends the handshake; a warning (e.g. unrecognized_name) may not
+        return not (fl.alert is not None and fl.alert.level != 1)
+    hs += payload
+    ok = _flight_handshake(fl, hs)
+    if cut:
+        fl.complete = False
+        return False
+    return ok
+
+
+def _flight_handshake(fl: _Flight, hs: bytearray) -> bool:
+    """Read the complete handshake messages at the start of ``hs`` (consumed); False on a malformed one."""
+    while len(hs) >= 4:
+        need = 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])
+        if len(hs) < need:
             break
-    return ServerFlight(
-        server_hello=server_hello,
-        version=version,
-        cipher_suite=suite,
-        alpn=alpn,
-        alert=alert,
-        cert_subject=subject,
-        cert_issuer=issuer,
-        hello_retry=hello_retry,
-        encrypted=encrypted,
-        complete=complete,
-    )
+        msg_type = hs[0]
+        body = Buffer(bytes(hs[4:need]))
+        del hs[:need]
+        try:
+            if msg_type == HS_SERVER_HELLO:
+                v, s, a, hrr = _parse_server_hello(body)
+                if hrr:
+                    fl.hello_retry = True
+                else:
+                    fl.server_hello = True
+                fl.version, fl.suite = v, s
+                if a is not None:
+                    fl.alpn = a
+            elif msg_type == HS_CERTIFICATE and fl.subject is None:
+                first, second = _first_certificate, _first_certificate_tls13
+                if fl.version == 0x0304:
+                    first, second = second, first
+                try:
+                    der = first(Buffer(body.data))
+                except DecodeError:
+                    der = second(Buffer(body.data))
+                fl.subject, fl.issuer = _cert_names(der)
+        except DecodeError:
+            return False
+    return True
 
 
 def _hrr_pending(server_hello: bool, hello_retry: bool) -> bool:
@@ -600,179 +726,16 @@ def read_alerts(stream: bytes) -> TlsAlert | None:
     return None
 
 
-# --------------------------------------------------------------------------- builders
-# Used by tests and by the sample-capture generator; they produce plausible, deterministic
-# wire bytes (the key shares are filler, not real keys).
+# The builders that lived here moved to meshpcap.testing.tls (issue 10: a parser module holds parsing only).
+# Until every branch imports them from there, the old names still resolve, with a DeprecationWarning.
+_MOVED = frozenset(['build_alert', 'build_application_data', 'build_certificate_record', 'build_change_cipher_spec', 'build_client_hello', 'build_handshake', 'build_record', 'build_server_hello'])
 
 
-def _u8(v: int) -> bytes:
-    return bytes((v,))
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-
-def _u16(v: int) -> bytes:
-    return struct.pack("!H", v)
-
-
-def _u24(v: int) -> bytes:
-    return struct.pack("!I", v)[1:]
-
-
-def _vec(data: bytes, size: int) -> bytes:
-    return {1: _u8, 2: _u16, 3: _u24}[size](len(data)) + data
-
-
-def _ext(ext_type: int, data: bytes) -> bytes:
-    return _u16(ext_type) + _vec(data, 2)
-
-
-def _filler(seed: bytes, n: int) -> bytes:
-    out = bytearray()
-    counter = 0
-    while len(out) < n:
-        out += hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
-        counter += 1
-    return bytes(out[:n])
-
-
-def build_record(content_type: int, payload: bytes, version: int = 0x0303, max_fragment: int = 2**14) -> bytes:
-    """Wrap ``payload`` in TLSPlaintext records of at most ``max_fragment`` bytes (RFC 8446 section 5.1)."""
-    out = bytearray()
-    for i in range(0, max(len(payload), 1), max_fragment):
-        frag = payload[i : i + max_fragment]
-        out += _u8(content_type) + _u16(version) + _vec(frag, 2)
-    return bytes(out)
-
-
-def build_handshake(msg_type: int, body: bytes) -> bytes:
-    return _u8(msg_type) + _vec(body, 3)
-
-
-def build_client_hello(
-    sni: str | bytes | None,
-    alpn: tuple[str, ...] = (),
-    versions: tuple[int, ...] = (0x0304, 0x0303),
-    ech: bool = False,
-    padding_to: int | None = None,
-    *,
-    pq_key_share: bool = False,
-    grease: bool = False,
-    quic_transport_parameters: bytes | None = None,
-    record: bool = True,
-    max_fragment: int = 2**14,
-) -> bytes:
-    """A deterministic, browser-like ClientHello.
-
-    Returns TLS records (``record=True``, fragmented at ``max_fragment`` bytes) or the bare
-    Handshake message (``record=False``, e.g. for QUIC CRYPTO frames).  ``sni`` may be
-    ``bytes`` to build an invalid name.  ``pq_key_share`` adds an X25519MLKEM768 share
-    (1216 bytes), which makes the hello about 1,800 bytes; ``grease`` adds RFC 8701
-    values; ``padding_to`` adds a padding extension (RFC 7685) up to that message size;
-    ``ech`` adds an outer encrypted_client_hello extension.
-    """
-    seed = (sni if isinstance(sni, bytes) else (sni or "").encode()) + b"|" + ",".join(alpn).encode()
-    exts: list[bytes] = []
-    if grease:
-        exts.append(_ext(0x0A0A, b""))
-    if sni is not None:
-        raw = sni if isinstance(sni, bytes) else sni.encode("ascii")
-        exts.append(_ext(EXT_SERVER_NAME, _vec(_u8(0) + _vec(raw, 2), 2)))
-    exts.append(_ext(EXT_EXTENDED_MASTER_SECRET, b""))
-    exts.append(_ext(EXT_RENEGOTIATION_INFO, b"\x00"))
-    exts.append(_ext(EXT_EC_POINT_FORMATS, _vec(b"\x00", 1)))
-    exts.append(_ext(EXT_SESSION_TICKET, b""))
-    exts.append(_ext(EXT_STATUS_REQUEST, b"\x01\x00\x00\x00\x00"))
-    exts.append(_ext(EXT_SCT, b""))
-    groups = ([0x2A2A] if grease else []) + ([GROUP_X25519MLKEM768] if pq_key_share else []) + [GROUP_X25519, GROUP_SECP256R1]
-    exts.append(_ext(EXT_SUPPORTED_GROUPS, _vec(b"".join(_u16(g) for g in groups), 2)))
-    if alpn:
-        protos = ([b"\x1a\x1a"] if grease else []) + [p.encode("ascii") for p in alpn]
-        exts.append(_ext(EXT_ALPN, _vec(b"".join(_vec(p, 1) for p in protos), 2)))
-    sigalgs = (0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601)
-    exts.append(_ext(EXT_SIGNATURE_ALGORITHMS, _vec(b"".join(_u16(s) for s in sigalgs), 2)))
-    if 0x0304 in versions:
-        shares = b""
-        if grease:
-            shares += _u16(0x2A2A) + _vec(b"\x00", 2)
-        if pq_key_share:
-            shares += _u16(GROUP_X25519MLKEM768) + _vec(_filler(seed + b"mlkem", X25519MLKEM768_SHARE_LEN), 2)
-        shares += _u16(GROUP_X25519) + _vec(_filler(seed + b"x25519", 32), 2)
-        exts.append(_ext(EXT_KEY_SHARE, _vec(shares, 2)))
-        exts.append(_ext(EXT_PSK_KEY_EXCHANGE_MODES, _vec(b"\x01", 1)))
-    if versions and versions != (0x0303,):
-        vs = ([0x3A3A] if grease else []) + list(versions)
-        exts.append(_ext(EXT_SUPPORTED_VERSIONS, _vec(b"".join(_u16(v) for v in vs), 1)))
-    if quic_transport_parameters is not None:
-        exts.append(_ext(EXT_QUIC_TRANSPORT_PARAMETERS, quic_transport_parameters))
-    if ech:
-        # RFC 9849 section 5: outer ECHClientHello: type 0, HPKE suite, config id, enc, payload
-        payload = _u8(0) + _u16(0x0001) + _u16(0x0001) + _u8(0x42) + _vec(_filler(seed + b"enc", 32), 2)
-        payload += _vec(_filler(seed + b"ech", 208), 2)
-        exts.append(_ext(EXT_ECH, payload))
-    if grease:
-        exts.append(_ext(0x4A4A, b"\x00"))
-    suites = ([0x5A5A] if grease else []) + [0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8]
-    legacy = 0x0303 if max(versions or (0x0303,)) >= 0x0303 else max(versions)
-    head = _u16(legacy) + _filler(seed + b"random", 32) + _vec(_filler(seed + b"sid", 32), 1)
-    head += _vec(b"".join(_u16(s) for s in suites), 2) + _vec(b"\x00", 1)
-
-    def message(extra: list[bytes]) -> bytes:
-        return build_handshake(HS_CLIENT_HELLO, head + _vec(b"".join(exts + extra), 2))
-
-    msg = message([])
-    if padding_to is not None and len(msg) < padding_to:
-        pad = max(padding_to - len(msg) - 4, 0)
-        msg = message([_ext(EXT_PADDING, bytes(pad))])
-    if not record:
-        return msg
-    # RFC 8446 section 5.1: the first ClientHello's record version is commonly 0x0301
-    return build_record(CT_HANDSHAKE, msg, version=0x0301, max_fragment=max_fragment)
-
-
-def build_server_hello(
-    version: int,
-    cipher_suite: int | None = None,
-    alpn: str | None = None,
-    *,
-    hello_retry: bool = False,
-    record: bool = True,
-) -> bytes:
-    """A ServerHello choosing ``version`` (TLS 1.3 via supported_versions, RFC 8446 section 4.1.3)."""
-    if cipher_suite is None:
-        cipher_suite = 0x1301 if version >= 0x0304 else 0xC02F
-    exts = b""
-    if version >= 0x0304:
-        legacy = 0x0303
-        if hello_retry:
-            exts += _ext(EXT_KEY_SHARE, _u16(GROUP_X25519))
-        else:
-            exts += _ext(EXT_KEY_SHARE, _u16(GROUP_X25519) + _vec(_filler(b"server-share", 32), 2))
-        exts += _ext(EXT_SUPPORTED_VERSIONS, _u16(version))
-    else:
-        legacy = version
-        exts += _ext(EXT_RENEGOTIATION_INFO, b"\x00")
-    if alpn is not None:
-        exts += _ext(EXT_ALPN, _vec(_vec(alpn.encode("ascii"), 1), 2))
-    random = HELLO_RETRY_RANDOM if hello_retry else _filler(b"server-random", 32)
-    body = _u16(legacy) + random + _vec(_filler(b"server-sid", 32), 1) + _u16(cipher_suite) + b"\x00" + _vec(exts, 2)
-    msg = build_handshake(HS_SERVER_HELLO, body)
-    return build_record(CT_HANDSHAKE, msg) if record else msg
-
-
-def build_alert(level: int, desc: int, version: int = 0x0303) -> bytes:
-    """An Alert record (RFC 8446 section 6): level 1 warning / 2 fatal, then the description."""
-    return build_record(CT_ALERT, bytes((level, desc)), version=version)
-
-
-def build_certificate_record(der_cert: bytes, *, record: bool = True) -> bytes:
-    """A TLS 1.2 Certificate handshake message holding one certificate (RFC 5246 section 7.4.2)."""
-    msg = build_handshake(HS_CERTIFICATE, _vec(_vec(der_cert, 3), 3))
-    return build_record(CT_HANDSHAKE, msg) if record else msg
-
-
-def build_change_cipher_spec(version: int = 0x0303) -> bytes:
-    return build_record(CT_CHANGE_CIPHER_SPEC, b"\x01", version=version)
-
-
-def build_application_data(n: int, version: int = 0x0303) -> bytes:
-    """An application_data record of ``n`` filler bytes (what encrypted records look like)."""
-    return build_record(CT_APPLICATION_DATA, _filler(b"appdata", n), version=version)
+        warnings.warn(f"meshpcap.decode.tls.{name} moved to meshpcap.testing.tls.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("meshpcap.testing.tls"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -188,19 +188,38 @@ def group_batch(data, d: F.Decoded) -> Grouped:
     pcap_ = d.payload_cap[pidx]
     ui = np.nonzero((proto == F.PROTO_UDP) & (pcap_ >= 4))[0]
     if ui.size:
-        g = F._Gather(data)
-        upay = d.payload[pidx[ui]]
-        b0 = g.u8(upay)
-        mlen = g.u16(upay + 2)
-        cookie = g.u32(upay + 4)
-        ustun = (pcap_[ui] >= 20) & (b0 < 4) & (cookie == STUN_COOKIE) & ((mlen & 3) == 0)
-        uchan = (b0 >= 0x40) & (b0 <= 0x7F) & (mlen + 4 <= d.payload_len[pidx[ui]])
-        stun_at = ui[ustun]
-        chan_at = ui[uchan]
-        if stun_at.size:
-            mtype = g.u16(upay[ustun])
-            stun_cls = (((mtype >> 4) & 1) | ((mtype >> 7) & 2)).astype(np.int8)
+        ustun, ucls, uchan = _stun_datagrams(F._Gather(data), d.payload[pidx[ui]], pcap_[ui], d.payload_len[pidx[ui]])
+        stun_at, stun_cls, chan_at = ui[ustun], ucls, ui[uchan]
     return Grouped(undecoded, pidx, proto, src_a, perm, first_pos, inv, keys, stun_at, stun_cls, chan_at)
+
+
+MS_TURN_FIRST_ATTRIBUTE = (0x000F0004, 0x72C64BC6)  # [MS-TURN] 2.2.2.8: MAGIC-COOKIE, length 4, first
+MS_TURN_INDICATIONS = (0x0004, 0x0115)  # [MS-TURN] 2.2.1: Send request (never answered), Data Indication
+
+
+def _stun_datagrams(g, pay, cap, plen) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which UDP datagrams (payload offsets ``pay``, captured and wire lengths) are STUN messages,
+    their classes (0 request, 1 indication, 2 success, 3 error), and which are TURN ChannelData.
+
+    STUN: first byte 0-3 (RFC 7983), then either the RFC 8489 magic cookie with a length that is a
+    multiple of 4, or an MS-TURN message (whose first attribute is MAGIC-COOKIE, [MS-TURN] 2.2.2.8,
+    with or without the RFC cookie, unpadded) whose length fills the datagram.  MS-TURN's Send
+    request (0x0004, no response allowed) and Data Indication (0x0115) are indications, whatever
+    the RFC 8489 class bits of their types say.  ChannelData (RFC 8656 section 12.4): channel
+    0x4000-0x4FFF and a length that fits the datagram with at most 3 bytes of padding;
+    :func:`meshpcap.flows.records.build_records` keeps the count only for flows that also spoke STUN."""
+    b0 = g.u8(pay)
+    mtype = g.u16(pay)
+    mlen = g.u16(pay + 2)
+    cookie = g.u32(pay + 4)
+    ms_turn = (cap >= 28) & (mlen + 20 == plen) & (g.u32(pay + 20) == MS_TURN_FIRST_ATTRIBUTE[0]) \
+        & (g.u32(pay + 24) == MS_TURN_FIRST_ATTRIBUTE[1])
+    ustun = (cap >= 20) & (b0 < 4) & (((cookie == STUN_COOKIE) & ((mlen & 3) == 0)) | ms_turn)
+    cls = (((mtype >> 4) & 1) | ((mtype >> 7) & 2)).astype(np.int8)
+    cls[ms_turn & np.isin(mtype, MS_TURN_INDICATIONS)] = 1
+    spare = plen - 4 - mlen
+    uchan = (b0 >= 0x40) & (b0 <= 0x4F) & (spare >= 0) & (spare <= 3)
+    return ustun, cls[ustun], uchan
 
 
 # Decoded columns FlowBuilder.add does not read for a batch that prepare grouped

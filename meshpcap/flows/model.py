@@ -184,6 +184,7 @@ class Flow:
     stun: StunSummary | None = None
     name: str | None = None
     name_source: str | None = None
+    sni_literal: str | None = None  # an IP address the client put in server_name: evidence, not a name (decode branch)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(zip(FLOW_COLUMNS, _flow_values(self)))

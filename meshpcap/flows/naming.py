@@ -335,40 +335,46 @@ class Namer:
             return
         if cs and httpp.looks_like_http_request(cs[:8]):
             try:
-                req = httpp.read_request_head(cs)
+                conv = httpp.read_conversation(cs, ss)
             except DecodeError:
-                req = None
+                conv = None
                 self.stats["malformed"]["http"] += 1
-            if req is not None:
-                if req.method == "CONNECT":
-                    if req.connect_host:
-                        port = req.connect_port if req.connect_port is not None else 443
-                        host = f"[{req.connect_host}]" if ":" in req.connect_host else req.connect_host
-                        out["connect_target"] = f"{host}:{port}"
-                    else:
-                        self.stats["invalid_names"] += 1
-                    try:
-                        resp = httpp.read_response_head(ss) if ss else None
-                    except DecodeError:
-                        resp = None
-                    if resp is not None:
-                        out["connect_status"] = resp.status
-                        if 200 <= resp.status < 300:  # tunnel open: TLS follows inside it
-                            self._tls(out, cs[req.header_bytes :], ss[resp.header_bytes :])
-                    return
-                if req.host:
-                    out["http_host"] = req.host
-                elif req.host is None and _has_host_header(cs):
-                    self.stats["invalid_names"] += 1
+            if conv is not None and conv.exchanges:
+                self._http(out, conv, cs, ss)
                 return
         if cs and cs[0] < 4 and len(cs) >= 8 and cs[4:8] == stunp._COOKIE_BYTES:
             self._stun_tcp(out, cs, ss)
             return
         self._tls(out, cs, ss)
 
+    def _http(self, out: dict[str, Any], conv, cs: bytes, ss: bytes) -> None:
+        """Host, or CONNECT target and outcome: every request/response on the connection is read, so a
+        CONNECT answered 407, re-sent with credentials and answered 200 is judged by the 200 (RFC 9110
+        section 11.7.1), and the TLS inside the tunnel is read."""
+        req = conv.exchanges[0].request
+        if req.method != "CONNECT":
+            if req.host:
+                out["http_host"] = req.host
+            elif req.host is None and _has_host_header(cs):
+                self.stats["invalid_names"] += 1
+            return
+        connects = [ex for ex in conv.exchanges if ex.request.method == "CONNECT"]
+        target = connects[-1].request  # the one the final outcome belongs to (the same in a 407 retry)
+        if target.connect_host:
+            port = target.connect_port if target.connect_port is not None else 443
+            host = f"[{target.connect_host}]" if ":" in target.connect_host else target.connect_host
+            out["connect_target"] = f"{host}:{port}"
+        else:
+            self.stats["invalid_names"] += 1
+        final = next((ex.response for ex in reversed(connects) if ex.response is not None), None)
+        if final is not None:
+            out["connect_status"] = final.status
+        if conv.tunnel_client is not None:  # tunnel open: TLS follows inside it
+            self._tls(out, cs[conv.tunnel_client :], ss[conv.tunnel_server :])
+
     def _tls(self, out: dict[str, Any], cs: bytes, ss: bytes) -> None:
         hello = None
-        if cs and tlsp.looks_like_tls(cs[:5]):
+        if cs and (tlsp.looks_like_tls(cs[:5]) or tlsp.looks_like_sslv2_hello(cs[:5])):
             try:
                 hello = tlsp.read_client_hello(cs)
             except DecodeError:
@@ -379,6 +385,8 @@ class Namer:
             out["sni"] = hello.sni
             out["alpn"] = hello.alpn or None
             out["ech"] = hello.ech
+            if hello.sni_literal is not None:
+                out["sni_literal"] = hello.sni_literal
         if ss and tlsp.looks_like_tls(ss[:5]) or (ss and ss[0] == tlsp.CT_ALERT):
             try:
                 flight = tlsp.read_server_flight(ss)
@@ -417,6 +425,8 @@ class Namer:
                 out["sni"] = hello.sni
                 out["alpn"] = hello.alpn or None
                 out["ech"] = hello.ech
+                if hello.sni_literal is not None:
+                    out["sni_literal"] = hello.sni_literal
                 out["tls_version"] = "TLS 1.3"
             elif first[0] & 0x40:
                 out["quic_version"] = quicp.version_name(_quic_version(first))
@@ -444,7 +454,7 @@ class Namer:
                         msgs.append(stunp.parse_stun(fr))
                     except DecodeError:
                         pass
-                elif fr:  # 0x40-0x7F: ChannelData (RFC 8656 section 12.5), the only other frame split_stun_tcp returns
+                elif fr and fr[0] <= 0x4F:  # ChannelData on channels 0x4000-0x4FFF (RFC 8656 sections 12.4, 12.5)
                     channel_data += 1
         if msgs:
             out["stun"] = _stun_summary(msgs, channel_data)
@@ -567,7 +577,7 @@ def _looks_like_quic(datagram: bytes) -> bool:
     if len(datagram) < 7 or not quicp.is_long_header(datagram):
         return False
     v = _quic_version(datagram)
-    return v in quicp.SUPPORTED_VERSIONS or (v & 0x0F0F0F0F) == 0x0A0A0A0A or (v >> 8) == 0xFF0000
+    return v in quicp.SUPPORTED_VERSIONS or quicp.is_reserved_version(v) or (v >> 8) == 0xFF0000
 
 
 def _has_host_header(stream: bytes) -> bool:

@@ -90,7 +90,9 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
     pk_a, pk_b, by_a, by_b = raw.pk_a.tolist(), raw.pk_b.tolist(), raw.by_a.tolist(), raw.by_b.tolist()
     first_ns, last_ns = raw.first_ns.tolist(), raw.last_ns.tolist()
     encap, frags = raw.encapsulated.tolist(), raw.fragments.tolist()
-    has_stun = raw.stun_counts.any(axis=1).tolist() if len(raw.stun_counts) else []
+    # TURN ChannelData counts only on a flow that spoke STUN (RFC 8656 section 12: a channel is bound by
+    # ChannelBind on the same 5-tuple): alone, 0x40-0x4F first bytes are as likely QUIC or LLMNR
+    has_stun = raw.stun_counts[:, :4].any(axis=1).tolist() if len(raw.stun_counts) else []
     for new_id, fid in enumerate(record_order(raw), start=1):
         key = raw.slot_keys[slot[fid]]
         proto, ver, ah, al, bh, bl, pa, pb = key

@@ -62,18 +62,6 @@ def parse_domain_pattern(pattern: str) -> tuple[str, str, str]:
     return "prefix", suffix, head
 
 
-def domain_matches(pattern: str, name: str) -> bool:
-    """Reference (slow) implementation of the semantics above; DomainMatcher must agree."""
-    kind, suffix, head = parse_domain_pattern(pattern)
-    name = _clean(name)
-    if kind == "exact":
-        return name == suffix
-    if kind == "subdomain":
-        return name.endswith("." + suffix) and len(name) > len(suffix) + 1
-    first, _, rest = name.partition(".")
-    return rest == suffix and first.endswith(head)
-
-
 def _clean(name: str) -> str:
     name = name.strip().lower()
     return name[:-1] if name.endswith(".") else name
@@ -363,3 +351,17 @@ class RuleMatcher:
             for k in np.nonzero(inside)[0].tolist():
                 hits[k].update(ids)
         return [[self.rules[i] for i in sorted(h)] for h in hits]
+
+
+def __getattr__(name: str):
+    # The slow reference domain_matches moved to meshpcap.testing.rules (issue 10); the old import still
+    # resolves, with a DeprecationWarning, until every branch imports it from there.
+    if name == "domain_matches":
+        import warnings
+
+        from meshpcap.testing.rules import domain_matches
+
+        warnings.warn("meshpcap.rules.match.domain_matches moved to meshpcap.testing.rules.domain_matches",
+                      DeprecationWarning, stacklevel=2)
+        return domain_matches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

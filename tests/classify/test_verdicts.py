@@ -179,6 +179,9 @@ BLOCKED_BY_CASES = {
                                       cert_issuer="Contoso Outbound Inspection CA"),
     # judged by findings.judge: the flow that carried a failed lookup of a name a rule needs
     "dns-failure": lambda: (M.dns_flow(9), M.dns("mesh.office.com", "SERVFAIL", flow_id=9)),
+    "relay-refused": lambda: M.flow(transport="udp", server=RELAY, server_port=3478, stun=StunSummary(
+        requests=2, errors=2, methods=("Allocate request", "Allocate error 401", "Allocate error 403"),
+        error_codes=(401, 403))),
 }
 
 

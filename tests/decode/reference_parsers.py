@@ -2,7 +2,8 @@
 
 These are the ClientHello, ServerHello and DNS parsers as they were before they read
 several fields per bounds check (commit 2dd6da0): one :class:`Buffer` read per field, every
-host name through the careful normaliser.  ``test_reference_parsers`` holds the fast parsers
+host name through the careful normaliser; DNS name decompression is written here apart from
+the package's (recursive where the package loops), so that it checks it rather than reuses it.  ``test_reference_parsers`` holds the fast parsers
 to them: the same result, or the same exception class with the same message.
 """
 
@@ -12,7 +13,17 @@ import ipaddress
 import struct
 
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore
-from meshpcap.decode.dns import _HOST_BYTES, _NAME_TYPES, TYPE_A, TYPE_AAAA, TYPE_NAMES, DnsMessage, Question, Record, _read_name
+from meshpcap.decode.dns import (
+    _HOST_BYTES,
+    _NAME_TYPES,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_NAMES,
+    DnsMessage,
+    Question,
+    Record,
+    _read_name,
+)
 from meshpcap.decode.names import _normalize_careful, is_ip_literal
 from meshpcap.decode.tls import (
     CT_HANDSHAKE,
@@ -88,6 +99,7 @@ def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
     alpn: tuple[str, ...] = ()
     versions: tuple[int, ...] | None = None
     ech = False
+    literal = None
     ext_types: list[int] = []
     if not b.eof():
         exts = b.sub(b.pull_u16())
@@ -108,6 +120,10 @@ def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
                     sni = _normalize_careful(raw)
                     if sni is None or is_ip_literal(sni):
                         sni, sni_invalid = None, True
+                        try:
+                            literal = str(ipaddress.ip_address(raw.decode("ascii").strip("[]")))
+                        except (UnicodeDecodeError, ValueError):
+                            literal = None
             elif ext_type == EXT_ALPN:
                 alpn = tuple(_alpn_text(p) for p in parse_alpn_list(data) if not _is_grease_alpn(p))
             elif ext_type == EXT_SUPPORTED_VERSIONS:
@@ -130,6 +146,7 @@ def _parse_client_hello_body(b: Buffer, length: int) -> ClientHello:
         cipher_suites=tuple(s for s in suites if not is_grease(s)),
         extensions=tuple(ext_types),
         length=length,
+        sni_literal=literal,
     )
 
 
@@ -187,6 +204,51 @@ def parse_server_hello(body: Buffer) -> tuple[int, int, str | None, bool]:
 
 
 # --------------------------------------------------------------------------- DNS
+
+NAME_MAX_OCTETS = 255  # RFC 1035 section 2.3.4
+POINTER_HOPS_MAX = 127  # the package's bound on compression pointers followed in one name
+
+
+def _read_name(data: bytes, pos: int, end: int) -> tuple[list[bytes], int]:
+    """RFC 1035 section 4.1.4 name decompression, written apart from the package's loop (recursion over
+    label runs), for the reference parser.  A pointer must point before the run of labels holding it (so
+    no forward pointer and no loop), at most :data:`POINTER_HOPS_MAX` are followed, and the name is at
+    most 255 octets on the wire.  Returns the labels and the offset after the name where it was written."""
+    labels: list[bytes] = []
+    after = _read_run(data, pos, end, pos, labels, [1], 0)
+    return labels, after
+
+
+def _read_run(data: bytes, pos: int, limit: int, run_start: int, labels: list[bytes], octets: list[int],
+              hops: int) -> int:
+    """Read the labels of one run starting at ``pos`` into ``labels``; returns the offset after this run's
+    own bytes (after its terminating zero or its pointer)."""
+    while True:
+        if pos >= limit:
+            raise NeedMore(f"DNS name runs past the end at offset {pos}")
+        first = data[pos]
+        if first >> 6 == 3:  # a pointer: 14 bits of offset
+            if pos + 1 >= limit:
+                raise NeedMore(f"DNS compression pointer cut at offset {pos}")
+            target = (first & 0x3F) * 256 + data[pos + 1]
+            if not target < run_start:
+                raise DecodeError(f"DNS compression pointer at offset {pos} points forward or loops (to {target})")
+            if hops + 1 > POINTER_HOPS_MAX:
+                raise DecodeError("DNS name has too many compression pointers")
+            # the rest of the name is wherever the pointer says, anywhere earlier in the message
+            _read_run(data, target, len(data), target, labels, octets, hops + 1)
+            return pos + 2
+        if first >> 6:
+            raise DecodeError(f"DNS label type 0x{first & 0xC0:02x} at offset {pos} is not supported")
+        if first == 0:
+            return pos + 1
+        octets[0] += first + 1
+        if octets[0] > NAME_MAX_OCTETS:
+            raise DecodeError("DNS name longer than 255 octets")
+        if pos + 1 + first > limit:
+            raise NeedMore(f"DNS label runs past the end at offset {pos}")
+        labels.append(data[pos + 1 : pos + 1 + first])
+        pos += 1 + first
 
 
 def _name_text(labels: list[bytes]) -> tuple[str | None, bool]:

@@ -47,7 +47,11 @@ RESPONSE_407 = (
 
 def test_connect_request() -> None:
     req = read_request_head(CONNECT)
-    assert req == HttpRequest("CONNECT", "teams.microsoft.com:443", "HTTP/1.1", "teams.microsoft.com", "teams.microsoft.com", 443, len(CONNECT))
+    assert req == HttpRequest("CONNECT", "teams.microsoft.com:443", "HTTP/1.1", "teams.microsoft.com", "teams.microsoft.com", 443, len(CONNECT),
+                              (("host", "teams.microsoft.com:443"),
+                               ("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Teams/1.6"),
+                               ("proxy-connection", "keep-alive")))
+    assert req.header("Proxy-Connection") == "keep-alive" and req.header("proxy-authorization") is None
 
 
 def test_get_request_host_normalised_and_header_bytes() -> None:
@@ -229,3 +233,58 @@ def test_fuzz_text_after_request_line(text: str) -> None:
         read_request_head(raw)
     except DecodeError:
         pass
+
+
+# --------------------------------------------------------------------------- a connection's exchanges
+
+from meshpcap.decode.http import read_conversation  # noqa: E402
+
+X_CONNECT = b"CONNECT teams.microsoft.com:443 HTTP/1.1\r\nHost: teams.microsoft.com:443\r\n\r\n"
+X_CONNECT_AUTH = (b"CONNECT teams.microsoft.com:443 HTTP/1.1\r\nHost: teams.microsoft.com:443\r\n"
+                b"Proxy-Authorization: Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnagMDAu\r\n\r\n")
+BODY = b"<html>auth required</html>"
+R407 = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Negotiate\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(BODY), BODY)
+R407_CHUNKED = (b"HTTP/1.1 407 Proxy Authentication Required\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(BODY), BODY))
+R200 = b"HTTP/1.1 200 Connection established\r\n\r\n"
+TLS_BYTES = b"\x16\x03\x01\x00\x05hello"
+
+
+@pytest.mark.parametrize("challenge", [R407, R407_CHUNKED])
+def test_proxy_authentication_then_tunnel(challenge):
+    conv = read_conversation(X_CONNECT + X_CONNECT_AUTH + TLS_BYTES, challenge + R200 + TLS_BYTES)
+    assert [(ex.request.method, ex.response.status) for ex in conv.exchanges] == [("CONNECT", 407), ("CONNECT", 200)]
+    assert conv.exchanges[1].request.header("proxy-authorization").startswith("Negotiate ")
+    assert conv.final.response.status == 200
+    assert conv.tunnel_client == len(X_CONNECT + X_CONNECT_AUTH) and conv.tunnel_server == len(challenge + R200)
+
+
+def test_proxy_authentication_refused_twice():
+    conv = read_conversation(X_CONNECT + X_CONNECT_AUTH, R407 + R407)
+    assert [ex.response.status for ex in conv.exchanges] == [407, 407]
+    assert conv.tunnel_client is None and conv.final.response.status == 407
+
+
+def test_response_missing_or_cut():
+    conv = read_conversation(X_CONNECT + X_CONNECT_AUTH, R407[:-3])  # the 407's body is cut: the reply is still known
+    assert [ex.response.status if ex.response else None for ex in conv.exchanges] == [407]
+    conv = read_conversation(X_CONNECT, b"")
+    assert [ex.response for ex in conv.exchanges] == [None] and conv.final is None
+
+
+def test_interim_responses_and_pipelined_requests():
+    get = b"POST /a HTTP/1.1\r\nHost: x.example\r\nContent-Length: 3\r\n\r\nabc"
+    get2 = b"GET /b HTTP/1.1\r\nHost: x.example\r\n\r\n"
+    r1 = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    r2 = b"HTTP/1.1 200 OK\r\n\r\nbody until close"  # no length: runs to the end of the connection
+    conv = read_conversation(get + get2 + get2, r1 + r2)
+    assert [(ex.request.target, ex.interim, ex.response.status) for ex in conv.exchanges] == [
+        ("/a", (100,), 204), ("/b", (), 200)]  # nothing after a body that runs to the close
+
+
+def test_conversation_errors():
+    with pytest.raises(DecodeError):
+        read_conversation(b"HELLO there\r\n\r\n", b"")
+    conv = read_conversation(X_CONNECT + b"GARBAGE\r\n\r\n", R407)  # a later bad head ends the walk quietly
+    assert len(conv.exchanges) == 1

@@ -13,16 +13,18 @@ from meshpcap.decode.quic import (
     QUIC_V1,
     QUIC_V2,
     CryptoReassembler,
-    build_long_header_packet,
     client_hello_from_initials,
-    crypto_frame,
-    encrypt_client_initial,
     is_long_header,
     parse_client_initials,
     parse_long_header,
     version_name,
 )
-from meshpcap.decode.tls import build_client_hello
+from meshpcap.testing.quic import (
+    build_long_header_packet,
+    crypto_frame,
+    encrypt_client_initial,
+)
+from meshpcap.testing.tls import build_client_hello
 
 RFC_DCID = bytes.fromhex("8394c8f03e515708")
 
@@ -276,7 +278,7 @@ def test_version_negotiation_and_bad_input():
     with pytest.raises(DecodeError):
         parse_client_initials(b"")
     with pytest.raises(DecodeError):
-        parse_client_initials(bytes.fromhex("c01a2a3a4a0800") + bytes(100))  # unknown version
+        parse_client_initials(bytes.fromhex("c01a2a3a4a0800") + bytes(100))  # unknown version, no guess opens it
     bad = bytearray(RFC9001_CLIENT_INITIAL)
     bad[-1] ^= 1
     with pytest.raises(DecodeError):
@@ -336,3 +338,27 @@ def test_truncation_rfc_vector():
     for i in range(len(RFC9001_CLIENT_INITIAL)):
         with pytest.raises(DecodeError):
             parse_client_initials(RFC9001_CLIENT_INITIAL[:i])
+
+
+# --------------------------------------------------------------------------- versions without keys of their own
+
+
+@pytest.mark.parametrize("version,key_version", [
+    (0x0A0A0A0A, DRAFT_29),  # reserved (RFC 9000 section 15): Wireshark keys it as draft-29
+    (0x1A2A3A4A, QUIC_V1),  # reserved, a client that sealed it with v1's salt: the second guess
+    (0x51474F01, QUIC_V1),  # a private version: v1 first
+])
+def test_unknown_version_keys_guessed_and_the_tag_decides(version, key_version):
+    hello = big_hello()
+    d1 = encrypt_client_initial(version, RFC_DCID, SCID, 0, crypto_frame(0, hello[:1000]), key_version=key_version)
+    d2 = encrypt_client_initial(version, RFC_DCID, SCID, 1, crypto_frame(1000, hello[1000:]), key_version=key_version)
+    got, parsed = client_hello_from_initials([d1, d2])
+    assert got == version and parsed.sni == "teams.microsoft.com"
+
+
+def test_unknown_version_with_other_keys_is_not_read():
+    # sealed with v2's keys (not one of the guesses): every guess fails authentication
+    d = encrypt_client_initial(0x0A1A2A3A, RFC_DCID, SCID, 0, crypto_frame(0, big_hello()[:1000]), key_version=QUIC_V2)
+    with pytest.raises(DecodeError, match="authentication"):
+        parse_client_initials(d)
+    assert client_hello_from_initials([d]) is None

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshpcap import testing as mt
 from meshpcap.decode import dns, names, tls
 from meshpcap.decode.buffer import Buffer, NeedMore, raise_short
 from tests.decode import reference_parsers as ref
@@ -54,9 +55,9 @@ def mutated(draw, bases):
 
 # --------------------------------------------------------------------------- TLS
 
-_NO_EXTENSIONS = tls.build_handshake(1, bytes.fromhex("0303") + bytes(32) + b"\x00" + bytes.fromhex("0002c02f") + b"\x01\x00")
+_NO_EXTENSIONS = mt.tls.build_handshake(1, bytes.fromhex("0303") + bytes(32) + b"\x00" + bytes.fromhex("0002c02f") + b"\x01\x00")
 HELLOS = [
-    tls.build_client_hello(sni, alpn=alpn, grease=grease, ech=ech, versions=versions, padding_to=pad, record=False)
+    mt.tls.build_client_hello(sni, alpn=alpn, grease=grease, ech=ech, versions=versions, padding_to=pad, record=False)
     for sni, alpn, grease, ech, versions, pad in [
         ("teams.microsoft.com", ("h2", "http/1.1"), False, False, (0x0304, 0x0303), None),
         ("Upper.Example.COM.", ("h3",), True, True, (0x0304, 0x0303), None),
@@ -67,7 +68,7 @@ HELLOS = [
     ]
 ] + [_NO_EXTENSIONS]
 SERVER_HELLOS = [
-    tls.build_server_hello(version, alpn=alpn, hello_retry=hrr, record=False)[4:]
+    mt.tls.build_server_hello(version, alpn=alpn, hello_retry=hrr, record=False)[4:]
     for version, alpn, hrr in [(0x0304, None, False), (0x0304, "h2", True), (0x0303, "h2", False), (0x0303, None, False)]
 ]
 
@@ -85,7 +86,7 @@ def test_parse_client_hello_matches_reference(msg):
 @DIFF
 @given(msg=mutated(HELLOS), fragment=st.sampled_from([2**14, 300, 40]), record_cut=st.integers(0, 2000))
 def test_read_client_hello_matches_reference(msg, fragment, record_cut):
-    stream = tls.build_record(tls.CT_HANDSHAKE, msg, version=0x0301, max_fragment=fragment)
+    stream = mt.tls.build_record(tls.CT_HANDSHAKE, msg, version=0x0301, max_fragment=fragment)
     for data in (stream, stream[:record_cut], stream + b"\x14\x03\x03\x00\x01\x01"):
         assert outcome(tls.read_client_hello, data) == outcome(ref.read_client_hello, data)
 
@@ -153,6 +154,33 @@ def test_dns_pointer_hop_limit_matches_reference(questions, first_link):
     else:
         with pytest.raises(dns.DecodeError, match="too many compression pointers"):
             dns.parse_dns(msg)
+
+
+_Q = struct.pack("!HH", 1, 1)
+
+
+@pytest.mark.parametrize("name,expected", [
+    (b"\xc0\x0c", "points forward or loops (to 12)"),  # the question's name points at itself
+    (b"\x01a\xc0\x0c", "points forward or loops (to 12)"),  # at the start of its own run of labels
+    (b"\x01a\xc0\x0e", "points forward or loops (to 14)"),  # at itself, after a label
+    (b"\xc0\x20", "points forward or loops (to 32)"),  # forward
+    (b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f" + b"c" * 63 + b"\x3d" + b"d" * 61 + b"\x00", None),  # 255
+    (b"\x3f" + b"a" * 63 + b"\x3f" + b"b" * 63 + b"\x3f" + b"c" * 63 + b"\x3e" + b"d" * 62 + b"\x00",
+     "longer than 255 octets"),  # 256
+    (b"\x01a\x40", "label type 0x40"),
+    (b"\x01a\x80", "label type 0x80"),
+    (b"\x02a", "label runs past the end"),
+    (b"\x01a\xc0", "compression pointer cut"),
+])
+def test_dns_name_edges_match_reference(name, expected):
+    """Decompression edges the mutation tests may not reach: each against the independent reference."""
+    msg = _header(0x0100, 1, 0) + name + (_Q if expected is None else b"")
+    got = outcome(dns.parse_dns, msg)
+    assert got == outcome(ref.parse_dns, msg)
+    if expected is None:
+        assert got[0] == "ok" and len(got[1].questions[0].name) == 253  # 255 octets on the wire
+    else:
+        assert expected in got[1]
 
 
 @DIFF

@@ -28,11 +28,6 @@ from meshpcap.decode.stun import (
     XOR_MAPPED_ADDRESS,
     XOR_PEER_ADDRESS,
     XOR_RELAYED_ADDRESS,
-    build_address,
-    build_channel_data,
-    build_error_code,
-    build_stun,
-    build_xor_address,
     demux_first_byte,
     looks_like_stun,
     parse_channel_data,
@@ -40,6 +35,13 @@ from meshpcap.decode.stun import (
     split_stun_tcp,
     verify_fingerprint,
     verify_integrity,
+)
+from meshpcap.testing.stun import (
+    build_address,
+    build_channel_data,
+    build_error_code,
+    build_stun,
+    build_xor_address,
 )
 
 PASSWORD = b"VOkJxbRl1RmTxUk/WvJxBt"  # RFC 5769 section 2

@@ -12,23 +12,27 @@ from meshpcap.decode.quic import (
     QUIC_V1,
     QUIC_V2,
     client_hello_from_initials,
-    crypto_frame,
-    encrypt_client_initial,
     parse_client_initials,
 )
 from meshpcap.decode.tls import (
     ClientHello,
     ServerFlight,
-    build_alert,
-    build_certificate_record,
-    build_change_cipher_spec,
-    build_client_hello,
-    build_server_hello,
     looks_like_tls,
     parse_client_hello,
     read_alerts,
     read_client_hello,
     read_server_flight,
+)
+from meshpcap.testing.quic import (
+    crypto_frame,
+    encrypt_client_initial,
+)
+from meshpcap.testing.tls import (
+    build_alert,
+    build_certificate_record,
+    build_change_cipher_spec,
+    build_client_hello,
+    build_server_hello,
 )
 from tests.decode.test_tls import self_signed_der
 

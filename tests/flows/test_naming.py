@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from meshpcap import read_flows
-from meshpcap.decode import quic, tls
+from meshpcap import testing as mt
+from meshpcap.decode import quic
 from meshpcap.flows.model import Flow, FlowTable
 from meshpcap.flows.naming import NAME_PRIORITY
 from tests.conftest import SAMPLES
@@ -44,8 +45,8 @@ def flow_to(ft: FlowTable, server: str, port: int, transport: str | None = None)
 
 # --------------------------------------------------------------------------- TLS over TCP
 
-HELLO = tls.build_client_hello("mesh.office.com", alpn=("h2", "http/1.1"), pq_key_share=True, grease=True)
-SERVER_FLIGHT = tls.build_server_hello(0x0304, alpn="h2") + ms.CCS_RECORD + tls.build_application_data(900)
+HELLO = mt.tls.build_client_hello("mesh.office.com", alpn=("h2", "http/1.1"), pq_key_share=True, grease=True)
+SERVER_FLIGHT = mt.tls.build_server_hello(0x0304, alpn="h2") + ms.CCS_RECORD + mt.tls.build_application_data(900)
 
 
 def tls_connection(cap: ms.Capture, hello: bytes, *, order: str = "in-order", client_isn: int | None = None,
@@ -124,7 +125,7 @@ def test_client_hello_on_the_syn(tmp_path) -> None:
     """TCP Fast Open (RFC 7413): the ClientHello rides on the SYN."""
     cap = ms.Capture("tfo")
     conn = ms.TcpConn(cap, SERVER, ms.ephemeral_port(cap), 443)
-    hello = tls.build_client_hello("mesh.office.com", alpn=("h2",))
+    hello = mt.tls.build_client_hello("mesh.office.com", alpn=("h2",))
     conn.seg(0, True, "S", hello, options=[("MSS", 1460), ("TFO", b"\x01\x02\x03\x04\x05\x06\x07\x08")])
     conn.seg(20 * MS, False, "SA", options=ms.TcpConn.SYNACK_OPTS)
     conn.seg(21 * MS, True, "A")
@@ -135,7 +136,7 @@ def test_client_hello_on_the_syn(tmp_path) -> None:
 
 def test_ech_keeps_outer_sni(tmp_path) -> None:
     cap = ms.Capture("ech")
-    hello = tls.build_client_hello("public.cloudflare-ech.example", alpn=("h2",), ech=True, pq_key_share=True)
+    hello = mt.tls.build_client_hello("public.cloudflare-ech.example", alpn=("h2",), ech=True, pq_key_share=True)
     tls_connection(cap, hello)
     f = flow_to(read(tmp_path, cap), SERVER, 443)
     assert f.ech is True
@@ -157,7 +158,7 @@ def test_tls12_certificate_names(tmp_path) -> None:
 
 def test_alert_right_after_client_hello(tmp_path) -> None:
     cap = ms.Capture("alert")
-    tls_connection(cap, HELLO, server_flight=tls.build_alert(ms.ALERT_FATAL, ms.ACCESS_DENIED))
+    tls_connection(cap, HELLO, server_flight=mt.tls.build_alert(ms.ALERT_FATAL, ms.ACCESS_DENIED))
     f = flow_to(read(tmp_path, cap), SERVER, 443)
     assert (f.tls_alert, f.tls_alert_from) == ("access_denied", "server")
     assert f.tls_version is None
@@ -166,8 +167,8 @@ def test_alert_right_after_client_hello(tmp_path) -> None:
 
 def test_client_alert(tmp_path) -> None:
     cap = ms.Capture("client-alert")
-    hello = tls.build_client_hello("mesh.office.com", alpn=("h2",))
-    tls_connection(cap, hello + tls.build_alert(ms.ALERT_FATAL, 48), split=100, server_flight=b"")
+    hello = mt.tls.build_client_hello("mesh.office.com", alpn=("h2",))
+    tls_connection(cap, hello + mt.tls.build_alert(ms.ALERT_FATAL, 48), split=100, server_flight=b"")
     f = flow_to(read(tmp_path, cap), SERVER, 443)
     assert (f.tls_alert, f.tls_alert_from) == ("unknown_ca", "client")
 
@@ -179,16 +180,16 @@ def quic_flow(cap: ms.Capture, version: int, name: str, server: str, *, reverse:
     """A ClientHello spread over two client Initials in two datagrams, then an opaque server reply."""
     sport = ms.ephemeral_port(cap)
     dcid, scid = cap.rng.randbytes(8), cap.rng.randbytes(8)
-    hello = tls.build_client_hello(name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, grease=True,
+    hello = mt.tls.build_client_hello(name, alpn=("h3",), versions=(0x0304,), pq_key_share=True, grease=True,
                                    quic_transport_parameters=b"\x01\x02\x67\x10", record=False)
     first = 1000
-    packets = [quic.encrypt_client_initial(version, dcid, scid, 0, quic.crypto_frame(0, hello[:first])),
-               quic.encrypt_client_initial(version, dcid, scid, 1, quic.crypto_frame(first, hello[first:]))]
+    packets = [mt.quic.encrypt_client_initial(version, dcid, scid, 0, mt.quic.crypto_frame(0, hello[:first])),
+               mt.quic.encrypt_client_initial(version, dcid, scid, 1, mt.quic.crypto_frame(first, hello[first:]))]
     if reverse:
         packets.reverse()
     for i, p in enumerate(packets):
         cap.emit(i * 100_000, UDP(sport=sport, dport=443) / Raw(p), ms.CLIENT, server)
-    reply = quic.build_long_header_packet(version, quic.PT_HANDSHAKE, scid, b"\x11" * 8, cap.rng.randbytes(600))
+    reply = mt.quic.build_long_header_packet(version, quic.PT_HANDSHAKE, scid, b"\x11" * 8, cap.rng.randbytes(600))
     cap.emit(20 * MS, UDP(sport=443, dport=sport) / Raw(reply), server, ms.CLIENT)
     return sport
 
@@ -211,10 +212,48 @@ def test_quic_client_hello_over_two_initials(tmp_path, version, label, reverse) 
 def test_quic_version_without_keys(tmp_path, version, label) -> None:
     """Versions we cannot decrypt (an old draft; a reserved version forcing Version Negotiation) still report it."""
     cap = ms.Capture(f"quic-{label}")
-    initial = quic.build_long_header_packet(version, quic.PT_INITIAL, b"\x01" * 8, b"\x02" * 8, bytes(1160))
+    initial = mt.quic.build_long_header_packet(version, quic.PT_INITIAL, b"\x01" * 8, b"\x02" * 8, bytes(1160))
     cap.emit(0, UDP(sport=50000, dport=443) / Raw(initial), ms.CLIENT, "52.123.128.14")
     f = flow_to(read(tmp_path, cap), "52.123.128.14", 443, "udp")
     assert (f.quic_version, f.sni, f.name) == (label, None, None)
+
+
+@pytest.mark.parametrize("version", [0x0A0A0A0A, 0x1A2A3A4A])
+def test_quic_reserved_version_read_with_guessed_keys(tmp_path, version) -> None:
+    """A version-negotiation test client seals its Initials with another version's keys (Wireshark guesses
+    draft-29's, then v1's); the AEAD tag confirms the guess, so the SNI is read."""
+    cap = ms.Capture("quic-reserved")
+    sport = ms.ephemeral_port(cap)
+    hello = mt.tls.build_client_hello("teams.cloud.microsoft", alpn=("h3",), versions=(0x0304,), record=False,
+                                   quic_transport_parameters=b"\x01\x02\x67\x10")
+    initial = mt.quic.encrypt_client_initial(version, b"\x01" * 8, b"\x02" * 8, 0, mt.quic.crypto_frame(0, hello),
+                                          key_version=quic.QUIC_V1)
+    cap.emit(0, UDP(sport=sport, dport=443) / Raw(initial), ms.CLIENT, "52.123.128.14")
+    f = flow_to(read(tmp_path, cap), "52.123.128.14", 443, "udp")
+    assert (f.quic_version, f.sni, f.name) == (f"0x{version:08x}", "teams.cloud.microsoft", "teams.cloud.microsoft")
+
+
+def test_ip_literal_sni_kept_as_evidence(tmp_path) -> None:
+    cap = ms.Capture("literal")
+    tls_connection(cap, mt.tls.build_client_hello(b"52.114.250.152", alpn=("h2",)), split=100)
+    ft = read(tmp_path, cap)
+    f = flow_to(ft, SERVER, 443)
+    assert (f.sni, f.sni_literal) == (None, "52.114.250.152")
+    assert f.name != "52.114.250.152" and f.name_source != "sni"  # not a name
+    assert f.to_dict()["sni_literal"] == "52.114.250.152"
+    assert ft.stats["invalid_names"] == 1  # still no valid HostName (RFC 6066 section 3)
+
+
+def test_sslv2_compatible_hello_is_tls(tmp_path) -> None:
+    """An SSL 2.0-compatible ClientHello (RFC 5246 appendix E.2) answered by a TLS 1.0 ServerHello."""
+    from tests.decode.test_tls import SSL2_HELLO
+
+    cap = ms.Capture("sslv2")
+    tls_connection(cap, SSL2_HELLO, split=20, server_flight=mt.tls.build_server_hello(0x0301))
+    ft = read(tmp_path, cap)
+    f = flow_to(ft, SERVER, 443)
+    assert (f.sni, f.ech, f.tls_version) == (None, False, "TLS 1.0")
+    assert not ft.stats["malformed"] and ft.stats["invalid_names"] == 0
 
 
 def test_quic_sample_connection(tmp_path) -> None:
@@ -383,6 +422,36 @@ def test_connect_tunnel_reads_the_hello_inside(tmp_path) -> None:
     assert (f.name, f.name_source) == ("graph.microsoft.com", "sni")
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_connect_after_proxy_authentication(tmp_path, chunked) -> None:
+    """407, the CONNECT again with Proxy-Authorization on the same connection, 200, TLS inside: judged by the 200."""
+    cap = ms.Capture("connect-407-200")
+    ms.http_connect_authenticated(cap, 0, "teams.microsoft.com", chunked=chunked)
+    f = flow_to(read(tmp_path, cap), ms.PROXY, ms.PROXY_PORT)
+    assert (f.connect_target, f.connect_status) == ("teams.microsoft.com:443", 200)
+    assert f.sni == "teams.microsoft.com" and f.tls_version == "TLS 1.3"
+
+
+def test_connect_authentication_refused(tmp_path) -> None:
+    cap = ms.Capture("connect-407-407")
+    ms.http_connect_authenticated(cap, 0, "teams.microsoft.com", granted=False)
+    f = flow_to(read(tmp_path, cap), ms.PROXY, ms.PROXY_PORT)
+    assert (f.connect_target, f.connect_status, f.sni) == ("teams.microsoft.com:443", 407, None)
+
+
+def test_proxy_authenticated_tunnel_is_not_denied(tmp_path) -> None:
+    from meshpcap import analyze
+
+    cap = ms.Capture("connect-auth")
+    ms.http_connect_authenticated(cap, 0, "mesh.cloud.microsoft")
+    path = tmp_path / "auth.pcapng"
+    path.write_bytes(ms.pcapng_bytes(cap))
+    d = analyze(path, service_tags=SAMPLES / "ServiceTags_Public_SAMPLE.json").to_dict()
+    [f] = [f for f in d["flows"] if f["server"] == ms.PROXY]
+    assert (f["verdict"], f["blocked_by"], f["connect_status"]) == ("allowed", None, 200)
+    assert not [x for x in d["findings"] if x["blocked_by"] == "proxy-denied"]
+
+
 def test_connect_ipv6_literal(tmp_path) -> None:
     cap = ms.Capture("connect-v6")
     conn = ms.TcpConn(cap, ms.PROXY, ms.ephemeral_port(cap), ms.PROXY_PORT)
@@ -409,7 +478,7 @@ def test_name_priority_on_flows(tmp_path) -> None:
     ms.http_connect(cap, t + 200 * MS, "mesh.cloud.microsoft", allowed=False)  # connect + dns
     tls13 = ms.TcpConn(cap, SERVER, ms.ephemeral_port(cap), 443)  # sni + dns
     t2 = tls13.handshake(t + 400 * MS, 5 * MS)
-    tls13.send(t2 + 1 * MS, True, tls.build_client_hello("other.example.com", alpn=("h2",)))
+    tls13.send(t2 + 1 * MS, True, mt.tls.build_client_hello("other.example.com", alpn=("h2",)))
     web = ms.TcpConn(cap, SERVER, ms.ephemeral_port(cap), 80)  # http + dns
     t3 = web.handshake(t + 500 * MS, 5 * MS)
     web.send(t3 + 1 * MS, True, b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
@@ -464,13 +533,94 @@ def test_stun_over_tcp(tmp_path) -> None:
     assert f.sni is None and f.name is None
 
 
+def ms_turn_message(msg_type: int, attrs: list[tuple[int, bytes]], tid: bytes) -> bytes:
+    """An MS-TURN message ([MS-TURN] 2.2.1): MAGIC-COOKIE first, attributes unpadded; ``tid`` is 16 bytes
+    (legacy, no RFC cookie) or 12 (the RFC cookie is written before it)."""
+    body = struct.pack("!HHI", 0x000F, 4, 0x72C64BC6)
+    body += b"".join(struct.pack("!HH", t, len(v)) + v for t, v in attrs)
+    head = bytes.fromhex("2112a442") + tid if len(tid) == 12 else tid
+    return struct.pack("!HH", msg_type, len(body)) + head + body
+
+
+def test_ms_turn_responses_and_data_indications_counted(tmp_path) -> None:
+    """nDPI/teams.pcap's exchange: unpadded MS-TURN Allocate responses (with the RFC cookie) are counted,
+    and the Data Indication 0x0115 (no RFC cookie) is an indication, not an error class."""
+    cap = ms.Capture("ms-turn")
+    sport, relay = 50016, "52.114.250.141"
+
+    def emit(t: int, data: bytes, up: bool) -> None:
+        if up:
+            cap.emit(t, UDP(sport=sport, dport=3478) / Raw(data), ms.CLIENT, relay)
+        else:
+            cap.emit(t, UDP(sport=3478, dport=sport) / Raw(data), relay, ms.CLIENT)
+
+    version = (0x8008, b"\x00\x00\x00\x06")  # MS-VERSION 6
+    emit(0, ms_turn_message(0x0003, [version], b"\x01" * 12), True)
+    err = ms_turn_message(0x0113, [(0x0009, b"\x00\x00\x04\x01Unauthenticated."), (0x0015, b"realm")], b"\x01" * 12)
+    assert len(err) % 4  # unpadded: the length is no multiple of 4
+    emit(20 * MS, err, False)
+    emit(30 * MS, ms_turn_message(0x0003, [version, (0x0006, b"user")], b"\x02" * 12), True)
+    emit(50 * MS, ms_turn_message(0x0103, [(0x000D, b"\x00\x00\x00\x3c"), (0x0001, b"\x00\x01\x0d\x98\x34\x72\xfa\x8d")],
+                                  b"\x02" * 12), False)
+    emit(60 * MS, ms_turn_message(0x0004, [(0x0013, b"media")], b"\x03" * 12), True)  # Send request
+    emit(70 * MS, ms_turn_message(0x0115, [(0x0013, b"media!")], b"\x04" * 16), False)  # Data Indication
+    s = flow_to(read(tmp_path, cap), relay, 3478, "udp").stun
+    assert (s.requests, s.indications, s.successes, s.errors) == (2, 2, 1, 1)
+    assert s.methods == ("Allocate request", "Allocate error 401", "Allocate success", "Send indication",
+                         "Data indication")
+    assert s.error_codes == (401,) and s.ms_turn and s.realm == "realm"
+
+
+def test_channel_data_needs_a_channel_a_fitting_length_and_stun(tmp_path) -> None:
+    """ChannelData (RFC 8656 section 12.4): channel 0x4000-0x4FFF, a length that fits the datagram, on a flow
+    that spoke STUN.  QUIC short headers and LLMNR queries whose first byte is 0x40-0x4F are not ChannelData."""
+    cap = ms.Capture("channel-data")
+    quic_short = bytes([0x45, 0x8A, 0x00, 0x20]) + bytes(60)  # QUIC 1-RTT packet (RFC 9000 section 17.3.1)
+    llmnr = struct.pack("!HHHHHH", 0x4A1B, 0, 1, 0, 0, 0) + dns_name(b"wpad") + struct.pack("!HH", 1, 1)
+    for i in range(3):
+        cap.emit(i * MS, UDP(sport=50100, dport=443) / Raw(quic_short), ms.CLIENT, "52.123.128.14")
+        cap.emit(i * MS, UDP(sport=50101, dport=5355) / Raw(llmnr), ms.CLIENT, "224.0.0.252")
+    turn = ms.TurnClient(cap, ms.RELAY, 3478)
+    t = turn.allocate(10 * MS)
+    turn.media(t + 20 * MS, 0.08)  # 2 ChannelData each way on channel 0x4000
+    rtp = bytes(40)
+    for i, (channel, length) in enumerate([(0x5000, len(rtp)), (0x4001, len(rtp) - 8), (0x4001, len(rtp) + 1)]):
+        # outside 0x4000-0x4FFF; 8 spare bytes (more than 3 of padding); longer than the datagram
+        turn.send(t + (200 + i) * MS, struct.pack("!HH", channel, length) + rtp)
+    ft = read(tmp_path, cap)
+    assert flow_to(ft, "52.123.128.14", 443, "udp").stun is None
+    assert flow_to(ft, "224.0.0.252", 5355, "udp").stun is None
+    assert flow_to(ft, ms.RELAY, 3478, "udp").stun.channel_data == 4
+
+
+def test_real_teams_capture_stun_summaries() -> None:
+    """nDPI/teams.pcap (skipped without ../shared): counts agree with tshark's dissection of each TURN flow."""
+    from tests.conftest import SHARED_CAPTURES
+
+    path = SHARED_CAPTURES / "nDPI" / "teams.pcap"
+    if not path.is_file():
+        pytest.skip("../shared/captures is not present")
+    ft = read_flows(path)
+    by = {(f.server, f.client_port): f.stun for f in ft.flows if f.stun is not None}
+    counts = {k: (s.requests, s.indications, s.successes, s.errors, s.channel_data) for k, s in by.items()}
+    # tshark -Y stun, udp.stream 26, 29, 30, 31: Allocate / 401 / success; Allocate and 3 Sends answered by
+    # 3 Data Indications; the lifetime-0 Allocates that end an allocation
+    assert counts[("52.114.250.123", 50016)] == (1, 0, 1, 1, 0)
+    assert counts[("52.114.250.141", 50016)] == (1, 6, 0, 0, 0)
+    assert counts[("52.114.250.141", 50017)] == (3, 0, 2, 1, 0)
+    assert counts[("52.114.250.137", 50036)] == (2, 6, 1, 0, 0)
+    assert "Data indication" in by[("52.114.250.141", 50016)].methods
+    assert not any(m.startswith("0x") for s in by.values() for m in s.methods)
+    assert all(s.requests + s.indications + s.successes + s.errors for s in by.values())  # no ChannelData-only flow
+
+
 # --------------------------------------------------------------------------- hostile names
 
 
 def test_invalid_sni_dropped_and_counted(tmp_path) -> None:
     cap = ms.Capture("bad-sni")
-    tls_connection(cap, tls.build_client_hello(b"bad-.example.com", alpn=("h2",), pq_key_share=True))
-    tls_connection(cap, tls.build_client_hello(b"ok\x00.example.com", alpn=("h2",)), port=8443, split=50)
+    tls_connection(cap, mt.tls.build_client_hello(b"bad-.example.com", alpn=("h2",), pq_key_share=True))
+    tls_connection(cap, mt.tls.build_client_hello(b"ok\x00.example.com", alpn=("h2",)), port=8443, split=50)
     ft = read(tmp_path, cap)
     for port in (443, 8443):
         f = flow_to(ft, SERVER, port)
@@ -480,7 +630,7 @@ def test_invalid_sni_dropped_and_counted(tmp_path) -> None:
 
 def test_sni_ip_literal_is_not_a_name(tmp_path) -> None:
     cap = ms.Capture("ip-sni")
-    tls_connection(cap, tls.build_client_hello("20.73.96.14", alpn=("h2",)), split=60)
+    tls_connection(cap, mt.tls.build_client_hello("20.73.96.14", alpn=("h2",)), split=60)
     ft = read(tmp_path, cap)
     f = flow_to(ft, SERVER, 443)
     assert f.sni is None and f.name is None  # RFC 6066 section 3 forbids address literals
@@ -489,7 +639,7 @@ def test_sni_ip_literal_is_not_a_name(tmp_path) -> None:
 
 def test_sni_lowercased_without_trailing_dot(tmp_path) -> None:
     cap = ms.Capture("case-sni")
-    tls_connection(cap, tls.build_client_hello("Mesh.Office.COM.", alpn=("h2",)), split=60)
+    tls_connection(cap, mt.tls.build_client_hello("Mesh.Office.COM.", alpn=("h2",)), split=60)
     ft = read(tmp_path, cap)
     assert flow_to(ft, SERVER, 443).sni == "mesh.office.com"
     assert ft.stats["invalid_names"] == 0
@@ -534,11 +684,11 @@ def test_linked_dns_events_keep_every_field():
     """link_dns_events gives each event its flow id and changes nothing else."""
     import dataclasses
 
+    from meshpcap.capture import open_capture
+    from meshpcap.decode.frames import decode_batch
     from meshpcap.flows.engine import FlowBuilder
     from meshpcap.flows.naming import Namer
     from meshpcap.flows.records import build_records
-    from meshpcap.capture import open_capture
-    from meshpcap.decode.frames import decode_batch
     from tests.conftest import SAMPLES
 
     fb = FlowBuilder()
@@ -551,3 +701,28 @@ def test_linked_dns_events_keep_every_field():
     assert linked and all(e.flow_id for e in linked)
     assert [dataclasses.replace(e, flow_id=None) for e in linked] == [dataclasses.replace(e, flow_id=None)
                                                                        for e in n.dns_events]
+
+
+def test_sslv2_hellos_in_a_real_capture_match_wireshark() -> None:
+    """nfstream/skype.pcap (skipped without ../shared or tshark): every TCP connection whose client sent
+    an SSL 2.0-compatible ClientHello (tshark: protocol SSLv2, Client Hello) is read as TLS without SNI."""
+    import subprocess
+
+    from tests.conftest import SHARED_CAPTURES
+    from tests.oracle.tshark import TSHARK
+
+    path = SHARED_CAPTURES / "nfstream" / "skype.pcap"
+    if TSHARK is None or not path.is_file():
+        pytest.skip("needs tshark and ../shared/captures")
+    out = subprocess.run([TSHARK, "-n", "-r", str(path), "-Y", "tls", "-T", "fields", "-e", "_ws.col.Protocol",
+                          "-e", "_ws.col.Info", "-e", "ip.dst", "-e", "tcp.dstport", "-e", "tcp.srcport"],
+                         capture_output=True, text=True, timeout=120).stdout
+    theirs = {(dst, int(dport), int(sport)) for proto, info, dst, dport, sport in
+              (line.split("\t") for line in out.splitlines() if line.count("\t") == 4)
+              if proto == "SSLv2" and info.startswith("Client Hello")}
+    assert len(theirs) >= 20
+    ft = read_flows(path)
+    ours = {(f.server, f.server_port, f.client_port) for f in ft.flows
+            if f.transport == "tcp" and f.ech is False and f.sni is None}
+    assert theirs <= ours
+    assert not ft.stats["malformed"]

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed"
 
 _IP_LITERAL = (
     "the client put an IP address literal in server_name; RFC 6066 section 3 says 'Literal IPv4 and IPv6 "
-    "addresses are not permitted in HostName', so meshpcap drops it (counted in stats['invalid_names']) and does "
-    "not name the flow by it; tshark shows it as the SNI"
+    "addresses are not permitted in HostName', so meshpcap does not name the flow by it (counted in "
+    "stats['invalid_names']) but keeps it as the flow's sni_literal; tshark shows it as the SNI"
 )
 # capture id -> (why meshpcap and tshark differ, the (server, port, sni) triples only meshpcap finds,
 # those only tshark finds, or ALL_OF_TSHARKS when meshpcap finds none of tshark's): which, not how many
@@ -31,13 +31,11 @@ EXPLAINED: dict[str, tuple[str, int]] = {
     "zeek/tls/tls-fragmented-handshake.pcap.gz": (_IP_LITERAL + " (104.236.167.107)", set(),
                                                   {("104.236.167.107", 4433, "104.236.167.107")}),
     "nDPI/quic_interop_V.pcapng": (
-        "the interop runner's version-negotiation test: every client Initial carries the reserved version "
-        "0x0a0a0a0a (RFC 9000 section 15), which has no Initial keys (RFC 9001 section 5.2 defines the salt per "
-        "version) and exists to force Version Negotiation; the servers answer with it and no v1 retry follows. "
-        "tshark tries the v1 salt on any version and so shows the names; meshpcap reports quic_version "
-        "'0x0a0a0a0a' and no SNI, as a firewall or the server would see it (63 triples)",
+        _IP_LITERAL + " (71.202.41.169 on ports 443, 4433 and 4434; kept as sni_literal); the other 60 names, "
+        "in Initials of the reserved version 0x0a0a0a0a sealed with another version's keys, are read by both",
         set(),
-        "ALL_OF_TSHARKS",
+        {("71.202.41.169", 443, "71.202.41.169"), ("71.202.41.169", 4433, "71.202.41.169"),
+         ("71.202.41.169", 4434, "71.202.41.169")},
     ),
     "tcpdump/quic_vn.pcap": (
         "after Version Negotiation (reserved version 0x1a2a3a4a) the client retries with v1 under the same "

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshpcap.rules.match import DomainMatcher, PrefixIndex, domain_matches, parse_domain_pattern, parse_prefix
+from meshpcap.rules.match import DomainMatcher, PrefixIndex, parse_domain_pattern, parse_prefix
+from meshpcap.testing.rules import domain_matches
 
 WILDCARDS = [
     # pattern, name, matches
