@@ -75,7 +75,7 @@ def analyze(
     webslate_allow: List[str] = typer.Option([], "--webslate-allow", help="a WebSlate's allowed domain (repeatable)"),
     cloud_scripting: List[str] = typer.Option([], "--cloud-scripting", help="cloud scripting app name (APP.azurewebsites.net)"),
     rules: Optional[Path] = typer.Option(None, "--rules", help="extra rules of your organisation (TOML)"),
-    format: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, json, csv or markdown"),
+    format: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="table, json, csv, markdown or html"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
     show_unrelated: bool = typer.Option(False, "--show-unrelated", help="also list flows unrelated to the profile"),
     fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 when findings at or above this kind "

@@ -226,11 +226,18 @@ def render_csv(r: Report, show_unrelated: bool = True) -> str:
     return buf.getvalue()
 
 
+def _render_html(r: Report, show_unrelated: bool = False) -> str:
+    from .html import render_html  # jinja2 is imported only for this format
+
+    return render_html(r, show_unrelated)
+
+
 RENDERERS = {
     ReportFormat.table: render_table,
     ReportFormat.json: render_json,
     ReportFormat.csv: render_csv,
     ReportFormat.markdown: render_markdown,
+    ReportFormat.html: _render_html,
 }
 
 
