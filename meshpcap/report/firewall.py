@@ -261,7 +261,7 @@ def render_text(fw: FirewallLists, doc: dict[str, Any]) -> str:
                 out.append(line)
         if r.addresses:
             out.append(f"  addresses {_addr_note(r, doc)}:")
-            out += [f"    {a}" for a in r.addresses]
+            out += [f"    {a}" for a in address_ranges(r.addresses)]
         if not (r.hosts or r.addresses):
             out.append("  (nothing under this rule in the capture)")
         out.append("")
@@ -273,7 +273,7 @@ def _entries(fw: FirewallLists) -> tuple[dict[str, list[str]], dict[str, list[st
     addrs: dict[str, list[str]] = {}
     names: dict[str, list[str]] = {}
     for r in fw.rules:
-        for c in r.cidrs + r.addresses:
+        for c in _entries_of(r):
             addrs.setdefault(c, [])
             if r.rule not in addrs[c]:
                 addrs[c].append(r.rule)
@@ -286,8 +286,35 @@ def _entries(fw: FirewallLists) -> tuple[dict[str, list[str]], dict[str, list[st
 
 
 def _net_key(c: str):
+    if "-" in c:
+        c = c.split("-", 1)[0]
     n = ipaddress.ip_network(c, strict=False)
     return (n.version, int(n.network_address), n.prefixlen)
+
+
+def address_ranges(addresses: list[str]) -> list[str]:
+    """Addresses as entries: runs of consecutive addresses become ``first-last`` ranges (exactly the
+    addresses seen, no more), single ones stay addresses."""
+    ips = sorted({ipaddress.ip_address(a) for a in addresses}, key=lambda ip: (ip.version, int(ip)))
+    out: list[str] = []
+    i = 0
+    while i < len(ips):
+        j = i
+        while j + 1 < len(ips) and ips[j + 1].version == ips[i].version and int(ips[j + 1]) == int(ips[j]) + 1:
+            j += 1
+        out.append(str(ips[i]) if i == j else f"{ips[i]}-{ips[j]}")
+        i = j + 1
+    return out
+
+
+def _version(entry: str) -> int:
+    return 6 if ":" in entry else 4
+
+
+def _entries_of(r: RuleAllow) -> list[str]:
+    """The profile's prefixes of a rule and the addresses seen under it, as list entries."""
+    nets = sorted({str(ipaddress.ip_network(c, strict=False)) for c in r.cidrs}, key=_net_key)
+    return nets + address_ranges(r.addresses)
 
 
 def render_panos(fw: FirewallLists) -> str:
@@ -309,9 +336,9 @@ def render_nftables(fw: FirewallLists) -> str:
     out = ["table inet meshpcap {"]
     rules_out = []
     for r in fw.rules:
-        nets = sorted({str(ipaddress.ip_network(c, strict=False)) for c in r.cidrs + r.addresses}, key=_net_key)
+        nets = _entries_of(r)
         for v, typ, fam in ((4, "ipv4_addr", "ip"), (6, "ipv6_addr", "ip6")):
-            mine = [n for n in nets if ipaddress.ip_network(n).version == v]
+            mine = [n for n in nets if _version(n) == v]
             if not mine:
                 continue
             name = _set_name(r.rule, v)
@@ -342,16 +369,22 @@ def render_fortigate(fw: FirewallLists) -> str:
     groups4, groups6 = [], []
     for r in fw.rules:
         members4, members6 = [], []
-        for c in sorted({str(ipaddress.ip_network(c, strict=False)) for c in r.cidrs + r.addresses}, key=_net_key):
-            n = ipaddress.ip_network(c)
+        for c in _entries_of(r):
             obj = f"meshpcap-{c}"
-            if n.version == 4:
-                v4.setdefault(obj, f'    edit "{obj}"\n        set subnet {n.network_address} {n.netmask}\n'
-                                   f'        set comment "{_label(r.rule)}"\n    next')
+            comment = f'        set comment "{_label(r.rule)}"\n    next'
+            if "-" in c:
+                a, b = c.split("-", 1)
+                body = f'    edit "{obj}"\n        set type iprange\n        set start-ip {a}\n        set end-ip {b}\n'
+            elif _version(c) == 4:
+                n = ipaddress.ip_network(c)
+                body = f'    edit "{obj}"\n        set subnet {n.network_address} {n.netmask}\n'
+            else:
+                body = f'    edit "{obj}"\n        set ip6 {ipaddress.ip_network(c)}\n'
+            if _version(c) == 4:
+                v4.setdefault(obj, body + comment)
                 members4.append(obj)
             else:
-                v6.setdefault(obj, f'    edit "{obj}"\n        set ip6 {n}\n        set comment "{_label(r.rule)}"\n'
-                                   '    next')
+                v6.setdefault(obj, body + comment)
                 members6.append(obj)
         for h in [h.name for h in r.hosts] + r.domains:
             if not safe_host(h):

@@ -31,6 +31,7 @@ from . import firewall
 from .flows import ns_text
 
 EMBED_PLAIN_LIMIT = 256 * 1024  # bytes of compact JSON embedded as is; larger documents are gzip+base64
+FLOW_TABLE_ROWS = 2000  # flows listed in the page's table at most: failing ones first (all are in the document)
 TIMELINE_ROWS = 160  # flows drawn on the timeline at most (the flow table lists all)
 DNS_MARKS = 400  # DNS lookups drawn at most
 FAILING = ("blocked", "unexpected")
@@ -292,6 +293,33 @@ def clients_view(flows: list[dict], findings: list[dict]) -> list[dict]:
     return rows
 
 
+SEEN_FIELDS = (("cert_subject", "certificate subject"), ("cert_issuer", "certificate issuer"),
+               ("sni", "TLS server name (SNI)"), ("http_host", "HTTP Host"), ("connect_target", "CONNECT target"),
+               ("tls_alert", "TLS alert"))
+
+
+def seen_values(flows: list[dict], limit: int = 200) -> list[dict]:
+    """Distinct names, certificates and alerts the flows that matter carried, with their flows."""
+    out = []
+    for key, label in SEEN_FIELDS:
+        vals: dict[str, list[int]] = {}
+        for f in flows:
+            v = f.get(key)
+            if v and f.get("verdict") != "unrelated":
+                vals.setdefault(str(v), []).append(f["id"])
+        for v, ids in sorted(vals.items())[:limit]:
+            out.append({"what": label, "value": v, "flows": ", ".join(map(str, ids[:10]))
+                        + (f" +{len(ids) - 10} more" if len(ids) > 10 else "")})
+    realms: dict[str, list[int]] = {}
+    for f in flows:
+        st = f.get("stun") or {}
+        if st.get("realm") and f.get("verdict") != "unrelated":
+            realms.setdefault(st["realm"], []).append(f["id"])
+    for v, ids in sorted(realms.items())[:limit]:
+        out.append({"what": "TURN realm", "value": v, "flows": ", ".join(map(str, ids[:10]))})
+    return out
+
+
 def flow_rows(flows: list[dict], t0: int | None) -> list[list[str]]:
     base = t0 if t0 is not None else (min((f["first_ns"] for f in flows), default=0))
     rows = []
@@ -321,6 +349,10 @@ def page_model(doc: dict[str, Any], unrelated_hidden: int = 0) -> dict[str, Any]
     findings = [finding_view(f, by_id) for f in doc.get("findings") or []]
     cap = doc.get("capture") or {}
     t0 = cap.get("first_ns")
+    listed = flows
+    if len(flows) > FLOW_TABLE_ROWS:
+        listed = sorted(flows, key=lambda f: (VERDICT_ORDER.get(f.get("verdict"), 9), f["first_ns"]))[:FLOW_TABLE_ROWS]
+        listed.sort(key=lambda f: f["id"])
     checklist = [{**c, "evidence": _evidence(c["rule"], flows_by_rule)} for c in doc.get("checklist") or []]
     fw = firewall.build(doc)
     dur = None
@@ -353,8 +385,9 @@ def page_model(doc: dict[str, Any], unrelated_hidden: int = 0) -> dict[str, Any]
         "doc": doc, "verdict": str(doc.get("verdict") or "unknown"), "facts": facts, "quality": quality,
         "counts": counts, "findings": findings, "checklist": checklist, "expected": doc.get("expected") or [],
         "timeline": timeline(doc, flows), "clients": clients_view(flows, findings),
-        "flow_head": FLOW_HEAD, "flow_rows": flow_rows(flows, t0), "unrelated_hidden": unrelated_hidden,
-        "dns": _dns_rows(doc, t0), "t0": t0, "rel": _rel, "ns_text": ns_text,
+        "flow_head": FLOW_HEAD, "flow_rows": flow_rows(listed, t0), "unrelated_hidden": unrelated_hidden,
+        "flows_not_listed": len(flows) - len(listed),
+        "dns": _dns_rows(doc, t0), "seen": seen_values(flows), "t0": t0, "rel": _rel, "ns_text": ns_text,
         "firewall": fw, "fw_text": firewall.render_text(fw, doc), "fw_panos": firewall.render_panos(fw),
         "fw_nft": firewall.render_nftables(fw), "fw_forti": firewall.render_fortigate(fw),
     }
