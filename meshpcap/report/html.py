@@ -142,7 +142,7 @@ def finding_view(f: dict, flows: dict[int, dict]) -> dict[str, Any]:
             "filter": wireshark_filter(failing, qname)}
 
 
-def _evidence(rule: str, flows_by_rule: dict[str, list[dict]], limit: int = 8) -> list[str]:
+def evidence(rule: str, flows_by_rule: dict[str, list[dict]], limit: int = 8) -> list[str]:
     out = []
     by: dict[str, list[dict]] = {}
     for f in flows_by_rule.get(rule, []):
@@ -353,7 +353,7 @@ def page_model(doc: dict[str, Any], unrelated_hidden: int = 0) -> dict[str, Any]
     if len(flows) > FLOW_TABLE_ROWS:
         listed = sorted(flows, key=lambda f: (VERDICT_ORDER.get(f.get("verdict"), 9), f["first_ns"]))[:FLOW_TABLE_ROWS]
         listed.sort(key=lambda f: f["id"])
-    checklist = [{**c, "evidence": _evidence(c["rule"], flows_by_rule)} for c in doc.get("checklist") or []]
+    checklist = [{**c, "evidence": evidence(c["rule"], flows_by_rule)} for c in doc.get("checklist") or []]
     fw = firewall.build(doc)
     dur = None
     if cap.get("first_ns") is not None and cap.get("last_ns") is not None:
@@ -413,7 +413,8 @@ def _environment():
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("meshpcap.report", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
     return env
 
 
