@@ -4,7 +4,7 @@ from .errors import CaptureError, MeshpcapError, RuleError
 
 __version__ = "0.1.0"
 
-__all__ = ["read_flows", "analyze", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
+__all__ = ["read_flows", "analyze", "explain", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
 
 
 def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None):
@@ -19,3 +19,11 @@ def analyze(path, profile: str = "multi-room", **kwargs):
     from .pipeline import analyze as _analyze
 
     return _analyze(path, profile=profile, **kwargs)
+
+
+def explain(path, flow_id: int, profile: str = "multi-room", **kwargs):
+    """Everything known about one flow (packets, handshake, DNS, rule, verdict, reasoning, Wireshark's
+    view): a dict, see ``meshpcap.pipeline.explain``; ``meshpcap.report.explain.render_text`` prints it."""
+    from .pipeline import explain as _explain
+
+    return _explain(path, flow_id, profile=profile, **kwargs)

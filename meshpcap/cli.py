@@ -102,6 +102,35 @@ def analyze(
 
 
 @app.command()
+def explain(
+    capture: Path = typer.Argument(..., help="pcap or pcapng file"),
+    flow_id: int = typer.Argument(..., help="flow id, as `meshpcap analyze` or `meshpcap flows` numbers it"),
+    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`"),
+    service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
+                                                "(default: the cached copy)"),
+    m365_endpoints: Optional[Path] = typer.Option(None, "--m365-endpoints", help="Microsoft 365 endpoints JSON"),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="extra rules of your organisation (TOML)"),
+    format: FlowFormat = typer.Option(FlowFormat.table, "--format", "-f", help="table (text) or json"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
+    no_wireshark: bool = typer.Option(False, "--no-wireshark", help="skip tshark's dissection of the first packets"),
+) -> None:
+    """Everything known about one flow: packets, handshake, DNS, rule, verdict and why, Wireshark's view."""
+    import json
+
+    from . import explain as run
+    from .report.explain import render_text
+
+    try:
+        if format == FlowFormat.csv:
+            raise MeshpcapError("explain: --format is table or json")
+        doc = run(capture, flow_id, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
+                  rules=rules, wireshark=not no_wireshark)
+        _write(json.dumps(doc, indent=2) + "\n" if format == FlowFormat.json else render_text(doc), output)
+    except MeshpcapError as exc:
+        _fail(exc)
+
+
+@app.command()
 def profiles(
     format: str = typer.Option("table", "--format", "-f", help="table or json"),
 ) -> None:

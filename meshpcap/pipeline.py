@@ -213,3 +213,14 @@ def analyze(
             "cloud": tags.cloud,
         }
     return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on})
+
+
+def explain(path: str | os.PathLike, flow_id: int, profile: str = "multi-room", wireshark: bool = True, **kwargs):
+    """Everything known about one flow of a capture (a ``meshpcap.explain/1`` dict): its packets
+    (a second, filtered read of the capture), handshake, DNS lookups, rule, verdict and reasoning,
+    and Wireshark's dissection of its first packets when tshark is installed.  ``kwargs`` are
+    :func:`analyze`'s."""
+    from .report.explain import explain_document
+
+    report = analyze(path, profile=profile, **kwargs)
+    return explain_document(report, int(flow_id), path, wireshark=wireshark)
