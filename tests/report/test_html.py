@@ -10,7 +10,9 @@ import base64
 import hashlib
 import json
 import re
+import shutil
 import socket
+import subprocess
 import struct
 import sys
 from functools import lru_cache
@@ -417,3 +419,20 @@ def test_firewall_lists_keep_unsafe_names_out_of_appliance_formats():
         assert 'a";b' not in out[k] and 'R"1' not in out[k]
         assert "ok.example.com" in out[k] or k == "nftables"
     assert "192.0.2.1-192.0.2.2" in out["nftables"] and "set type iprange" in out["fortigate"]
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables is not installed")
+def test_nftables_output_passes_nft_check(tmp_path):
+    """nft -c parses the ruleset without applying it (the sample, and IPv6, ranges and several ports)."""
+    doc = {"profile": {"id": "p"}, "dns": [],
+           "checklist": [{"rule": "T-1", "description": "x", "destination": "2603:1063::/38, 52.112.0.0/14",
+                          "ports": "TCP 80, 443 + UDP 3478-3481", "requirement": "required", "status": "ok"}],
+           "flows": [{"id": i, "rule": "T-1", "verdict": "allowed", "server": s}
+                     for i, s in enumerate(["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::7", "198.51.100.1"])]}
+    for d in (report("relay-udp-dropped.pcapng").to_dict(False), doc):
+        path = tmp_path / "rules.nft"
+        path.write_text(firewall.render_all(d)["nftables"])
+        res = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+        if res.returncode != 0 and ("Operation not permitted" in res.stderr or "netlink" in res.stderr.lower()):
+            pytest.skip(f"nft -c cannot run here: {res.stderr.strip()}")
+        assert res.returncode == 0, res.stderr
