@@ -32,7 +32,8 @@ from .flows import ns_text
 
 EMBED_PLAIN_LIMIT = 256 * 1024  # bytes of compact JSON embedded as is; larger documents are gzip+base64
 FLOW_TABLE_ROWS = 2000  # flows listed in the page's table at most: failing ones first (all are in the document)
-TIMELINE_ROWS = 160  # flows drawn on the timeline at most (the flow table lists all)
+TIMELINE_ROWS = 160  # destinations (rows) drawn on the timeline at most (the flow table lists the flows)
+BARS_PER_ROW = 40  # flows drawn per row at most
 DNS_MARKS = 400  # DNS lookups drawn at most
 FAILING = ("blocked", "unexpected")
 VERDICT_ORDER = {"blocked": 0, "unexpected": 1, "allowed": 2, "unrelated": 3}
@@ -199,25 +200,42 @@ def timeline(doc: dict[str, Any], flows: list[dict]) -> dict[str, Any]:
     if t0 is None or t1 is None:
         t0, t1 = (min(stamps), max(stamps)) if stamps else (0, 1)
     span = max(t1 - t0, 1)
-    chosen = sorted(relevant, key=lambda f: (VERDICT_ORDER.get(f.get("verdict"), 9), f["first_ns"]))[:TIMELINE_ROWS]
-    chosen.sort(key=lambda f: (f["first_ns"], f["id"]))
+    # one row per destination (transport, name or address, port): a retry or a reconnection is
+    # another bar on the same row; rows with failing flows are drawn first when there are too many
+    groups: dict[tuple, list[dict]] = {}
+    for f in sorted(relevant, key=lambda f: (f["first_ns"], f["id"])):
+        groups.setdefault((f.get("transport"), _flow_label(f)), []).append(f)
+    ranked = sorted(groups.values(), key=lambda fl: (min(VERDICT_ORDER.get(f.get("verdict"), 9) for f in fl),
+                                                    fl[0]["first_ns"]))
+    chosen = sorted(ranked[:TIMELINE_ROWS], key=lambda fl: (fl[0]["first_ns"], fl[0]["id"]))
     left, width, row_h, top = 300, 640, 16, 46
-    total = left + width + 150
+    total = left + width + 300
 
     def x(ns: int) -> float:
         return round(left + (ns - t0) / span * width, 1)
 
     rows = []
-    for i, f in enumerate(chosen):
-        x0, x1 = x(f["first_ns"]), x(f["last_ns"])
-        notes = _notes(f)
-        rows.append({
-            "y": top + i * row_h, "x": x0, "w": max(round(x1 - x0, 1), 2.0), "verdict": f.get("verdict") or "unrelated",
-            "label": _short(f"#{f['id']} {_flow_label(f)}", 44), "notes": "; ".join(notes),
-            "title": (f"flow {f['id']}: {_flow_label(f)} from {f.get('client')}; {f.get('verdict')}"
-                      + (f" ({f['blocked_by']})" if f.get("blocked_by") else "") + f"; {f.get('state')}; "
-                      f"{_rel(f['first_ns'], t0)} .. {_rel(f['last_ns'], t0)}" + (f"; {'; '.join(notes)}" if notes else "")),
-        })
+    for i, fl in enumerate(chosen):
+        bars = []
+        for f in fl[:BARS_PER_ROW]:
+            x0, x1 = x(f["first_ns"]), x(f["last_ns"])
+            notes = _notes(f)
+            bars.append({
+                "x": x0, "w": max(round(x1 - x0, 1), 2.0), "verdict": f.get("verdict") or "unrelated",
+                "title": (f"flow {f['id']}: {_flow_label(f)} from {f.get('client')}; {f.get('verdict')}"
+                          + (f" ({f['blocked_by']})" if f.get("blocked_by") else "") + f"; {f.get('state')}; "
+                          f"{_rel(f['first_ns'], t0)} .. {_rel(f['last_ns'], t0)}"
+                          + (f"; {'; '.join(notes)}" if notes else "")),
+            })
+        failing = [f for f in fl if f.get("verdict") in FAILING]
+        notes = _notes(failing[0] if failing else fl[0])
+        if len(fl) > 1:
+            notes.insert(0, f"{len(fl)} flows" + (f", {len(failing)} failing" if failing else ""))
+        ids = ",".join(str(f["id"]) for f in fl[:3]) + ("…" if len(fl) > 3 else "")
+        rows.append({"y": top + i * row_h, "bars": bars, "label": _short(f"#{ids} {_flow_label(fl[0])}", 44),
+                     "notes": "; ".join(notes), "end": max(b["x"] + b["w"] for b in bars),
+                     "omitted": len(fl) - len(bars)})
+    drawn = sum(len(fl) for fl in chosen)
     dns = []
     for e in (doc.get("dns") or [])[:DNS_MARKS]:
         failed = e.get("rcode") != "NOERROR" or e.get("sinkhole")
@@ -254,7 +272,7 @@ def timeline(doc: dict[str, Any], flows: list[dict]) -> dict[str, Any]:
     height = top + max(len(rows), 1) * row_h + 40
     return {"rows": rows, "dns": dns, "marks": marks, "ticks": ticks, "left": left, "width": width,
             "total": total, "height": height, "top": top, "row_h": row_h,
-            "omitted": len(relevant) - len(chosen), "dns_omitted": max(len(doc.get("dns") or []) - DNS_MARKS, 0),
+            "omitted": len(relevant) - drawn, "rows_omitted": len(ranked) - len(chosen), "dns_omitted": max(len(doc.get("dns") or []) - DNS_MARKS, 0),
             "start": ns_text(t0), "end": ns_text(t1)}
 
 
