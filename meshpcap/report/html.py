@@ -138,9 +138,11 @@ def finding_view(f: dict, flows: dict[int, dict]) -> dict[str, Any]:
         clients = sorted({x["client"] for x in mine if x.get("client")})
     first = f["first_ns"] if "first_ns" in f else (min(x["first_ns"] for x in failing) if failing else None)
     last = f["last_ns"] if "last_ns" in f else (max(x["last_ns"] for x in failing) if failing else None)
-    qname = f.get("destination") if f.get("blocked_by") == "dns-failure" else None
-    return {**f, "clients": list(clients), "first_ns": first, "last_ns": last,
-            "filter": wireshark_filter(failing, qname)}
+    if f.get("blocked_by") == "dns-failure" and f.get("destination"):
+        filt = wireshark_filter([], f["destination"])  # the lookups of that name, not all DNS traffic
+    else:
+        filt = wireshark_filter(failing)
+    return {**f, "clients": list(clients), "first_ns": first, "last_ns": last, "filter": filt}
 
 
 def evidence(rule: str, flows_by_rule: dict[str, list[dict]], limit: int = 8) -> list[str]:

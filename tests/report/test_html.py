@@ -436,3 +436,13 @@ def test_nftables_output_passes_nft_check(tmp_path):
         if res.returncode != 0 and ("Operation not permitted" in res.stderr or "netlink" in res.stderr.lower()):
             pytest.skip(f"nft -c cannot run here: {res.stderr.strip()}")
         assert res.returncode == 0, res.stderr
+
+
+def test_dns_failure_on_the_timeline_and_its_filter():
+    text = page("quic-and-ipv6.pcapng")
+    svg = text[text.index("<svg"):text.index("</svg>")]
+    assert svg.count('class="dns-fail"') == 1 and "DNS A mesh-telemetry.office.com: NXDOMAIN" in svg
+    assert '<code class="filter">dns.qry.name == &#34;mesh-telemetry.office.com&#34;</code>' in text
+    fw = firewall.build(report("quic-and-ipv6.pcapng").to_dict(False))
+    failed = [h for r in fw.rules for h in r.hosts if h.dns_failed]
+    assert [(h.name, h.dns_failed) for h in failed] == [("mesh-telemetry.office.com", "NXDOMAIN")]
