@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import html as _html
 import ipaddress
 import json
 import re
@@ -128,11 +127,16 @@ def wireshark_filter(flows: list[dict], qname: str | None = None) -> str | None:
     return " || ".join(f"({c})" for c in clauses)
 
 
-def finding_view(f: dict, flows: dict[int, dict]) -> dict[str, Any]:
+def finding_view(f: dict, flows: dict[int, dict], dns: list[dict] | None = None) -> dict[str, Any]:
     """A finding with the fields the judge branch adds (clients, first_ns, last_ns) derived from its
-    flows when the document does not carry them, and a Wireshark filter."""
+    flows when the document does not carry them (from the failed lookups of its name when it is a
+    DNS failure without listed flows), and a Wireshark filter."""
     mine = [flows[i] for i in f.get("flow_ids") or [] if i in flows]
     failing = [x for x in mine if x.get("verdict") in FAILING] or mine
+    if not failing and f.get("blocked_by") == "dns-failure" and dns:
+        failing = [{"client": e.get("client"), "first_ns": e["ns"], "last_ns": e["ns"]} for e in dns
+                   if e.get("qname") == f.get("destination") and e.get("rcode") != "NOERROR"]
+        mine = failing
     clients = f.get("clients")
     if clients is None:
         clients = sorted({x["client"] for x in mine if x.get("client")})
@@ -366,7 +370,7 @@ def page_model(doc: dict[str, Any], unrelated_hidden: int = 0) -> dict[str, Any]
     for f in flows:
         if f.get("rule"):
             flows_by_rule.setdefault(f["rule"], []).append(f)
-    findings = [finding_view(f, by_id) for f in doc.get("findings") or []]
+    findings = [finding_view(f, by_id, doc.get("dns")) for f in doc.get("findings") or []]
     cap = doc.get("capture") or {}
     t0 = cap.get("first_ns")
     listed = flows
@@ -470,7 +474,3 @@ def render_html(r, show_unrelated: bool = False) -> str:
     doc = r.to_dict(show_unrelated)
     hidden = 0 if show_unrelated else sum(1 for v in r.judgement.flows if v.verdict == "unrelated")
     return render_html_document(doc, hidden)
-
-
-def escape(text: str) -> str:  # for tests and callers composing fragments
-    return _html.escape(text, quote=True)

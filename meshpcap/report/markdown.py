@@ -88,7 +88,7 @@ def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> 
         out += ["", "## Warnings", ""] + [f"- {md(w)}" for w in warnings]
 
     out += ["", "## Findings", ""]
-    findings = [finding_view(f, by_id) for f in doc.get("findings") or []]
+    findings = [finding_view(f, by_id, doc.get("dns")) for f in doc.get("findings") or []]
     if not findings:
         out += ["None.", ""]
     for f in findings:

@@ -207,6 +207,12 @@ def test_finding_fields_are_derived_from_its_flows_when_absent():
     v = finding_view({"id": "F1", "flow_ids": [1], "clients": ["192.0.2.9"], "first_ns": None, "last_ns": None}, flows)
     assert v["clients"] == ["192.0.2.9"] and v["first_ns"] is None
     assert wireshark_filter([flows[3]]) == "ipv6.addr==2001:db8::1 && tcp.port==443"
+    dns = [{"ns": 40, "client": "10.0.0.9", "qname": "x.office.com", "rcode": "NXDOMAIN"},
+           {"ns": 90, "client": "10.0.0.9", "qname": "x.office.com", "rcode": "SERVFAIL"},
+           {"ns": 95, "client": "10.0.0.8", "qname": "x.office.com", "rcode": "NOERROR"}]
+    v = finding_view({"id": "F2", "flow_ids": [], "blocked_by": "dns-failure", "destination": "x.office.com"}, flows, dns)
+    assert (v["clients"], v["first_ns"], v["last_ns"]) == (["10.0.0.9"], 40, 90)
+    assert v["filter"] == 'dns.qry.name == "x.office.com"'
     assert wireshark_filter([], 'a"b.example') == 'dns.qry.name == "a\\"b.example"'
 
 
@@ -446,3 +452,11 @@ def test_dns_failure_on_the_timeline_and_its_filter():
     fw = firewall.build(report("quic-and-ipv6.pcapng").to_dict(False))
     failed = [h for r in fw.rules for h in r.hosts if h.dns_failed]
     assert [(h.name, h.dns_failed) for h in failed] == [("mesh-telemetry.office.com", "NXDOMAIN")]
+
+
+def test_empty_capture_renders(tmp_path):
+    path = tmp_path / "empty.pcap"
+    path.write_bytes(W.pcap([]))
+    r = meshpcap.analyze(path, service_tags=TAGS, use_cache=False)
+    text = render_html(r)
+    assert read_embedded(text)["flows"] == [] and "<svg" in text and "no client reached" in text
