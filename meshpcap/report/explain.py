@@ -440,7 +440,15 @@ def render_text(doc: dict[str, Any]) -> str:
             out.append(f"  frame {p['number']}: {p['protocols']}")
             for e in p["expert"]:
                 out.append(f"    expert: {e}")
-    return "\n".join(out) + "\n"
+    return "\n".join(printable(line) for line in out) + "\n"
+
+
+def printable(text: str) -> str:
+    """A line for a terminal: control characters from the wire (an escape sequence in a STUN
+    SOFTWARE string, a certificate subject) shown as escapes instead of reaching the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else (c.encode("unicode_escape").decode("ascii")) for c in text)
 
 
 def _short(v: Any, n: int = 120) -> str:

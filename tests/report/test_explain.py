@@ -124,3 +124,17 @@ def test_wireshark_view_of_the_first_packets_even_inside_a_running_event_loop():
     assert "tcp" in {layer["name"] for layer in ws["packets"][0]["layers"]}
     assert ws["packets"][3]["highest_layer"] == "TLS"
     assert "expert: tcp: Connection establish request (SYN): server port 443" in ex.render_text(doc)
+
+
+def test_hostile_strings_reach_the_terminal_as_escapes(tmp_path):
+    from tests.report.test_html import IMG, SCRIPT, hostile_capture
+
+    path = hostile_capture(tmp_path / "hostile.pcapng")
+    r = meshpcap.analyze(path, service_tags=TAGS, use_cache=False)
+    fid = next(v.flow.id for v in r.judgement.flows if v.flow.stun and v.flow.stun.realm)
+    doc = meshpcap.explain(path, fid, service_tags=TAGS, use_cache=False, wireshark=False)
+    err = next(m for m in doc["handshake"]["stun"] if m["error_code"] == 401)
+    assert err["realm"] == SCRIPT and err["software"] == IMG and err["error_reason"] == IMG
+    assert ex.printable("a\x1b[31mred\u2028b") == "a\\x1b[31mred\\u2028b"
+    text = ex.render_text(doc)
+    assert "\x1b" not in text and "\u2028" not in text and SCRIPT in text

@@ -253,6 +253,7 @@ def hostile_capture(path: Path) -> Path:
     from cryptography.x509.oid import NameOID
     from scapy.layers.dns import DNS, DNSQR
     from scapy.layers.inet import UDP
+    from scapy.packet import Raw
 
     from meshpcap.decode import tls
 
@@ -280,6 +281,18 @@ def hostile_capture(path: Path) -> Path:
         b"x.office.com", b"<b>o</b>.xyz"))
     cap.emit(t + 200 * ms.MS, UDP(sport=5353, dport=53) / DNS(id=7, rd=1, qd=DNSQR(qname=SCRIPT)), ms.CLIENT,
              ms.GATEWAY)
+    # a TURN Allocate refused with 401 whose REALM, SOFTWARE and reason phrase are markup
+    from meshpcap.decode import stun
+
+    tid = bytes(range(12))
+    sport = ms.ephemeral_port(cap)
+    req = stun.build_stun(ms.ALLOCATE, stun.REQUEST, [(stun.REQUESTED_TRANSPORT, b"\x11\x00\x00\x00")], tid,
+                          fingerprint=True)
+    resp = stun.build_stun(ms.ALLOCATE, stun.ERROR, [stun.build_error_code(401, IMG),
+                                                       (stun.REALM, SCRIPT.encode()), (stun.NONCE, b"n" * 16),
+                                                       (stun.SOFTWARE, IMG.encode())], tid, fingerprint=True)
+    cap.emit(t + 300 * ms.MS, UDP(sport=sport, dport=3478) / Raw(req), ms.CLIENT, ms.RELAY)
+    cap.emit(t + 322 * ms.MS, UDP(sport=3478, dport=sport) / Raw(resp), ms.RELAY, ms.CLIENT)
     path.write_bytes(ms.pcapng_bytes(cap))
     return path
 
@@ -301,6 +314,8 @@ def test_hostile_strings_reach_the_report_and_the_page_shows_them_as_text(hostil
     shown = "".join(p.text)
     assert f.cert_subject in shown  # shown as text, exactly
     assert IMG in shown  # the file name
+    realm = next(v.flow.stun.realm for v in r.judgement.flows if v.flow.stun and v.flow.stun.realm)
+    assert "window.__pwned=1" in realm and realm in shown  # the TURN realm, as text
     # nothing from the capture became markup: no element or attribute it could have made
     assert [a.get("type") for a, _ in p.scripts] == ["application/json", None]
     assert not [t for t, _ in p.tags if t in ("img", "b")]
