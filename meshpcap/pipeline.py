@@ -181,6 +181,7 @@ def analyze(
     from .classify import FAIL_ON, judge
     from .errors import MeshpcapError
     from .report.analysis import Report
+    from .report.firewall import rule_allow
     from .rules import cached_service_tags, load_service_tags
     from .rules.match import RuleMatcher
 
@@ -203,6 +204,7 @@ def analyze(
         "date": prof.date.isoformat() if prof.date else None,
         "url": prof.url,
         "rules": len(prof.rules),
+        "allow": [rule_allow(r) for r in prof.rules],  # each rule in full, for the firewall-ready lists
     }
     tags_info = None
     if tags is not None:

@@ -154,9 +154,17 @@ def build(doc: dict[str, Any]) -> FirewallLists:
         if f.get("rule"):
             flows_by_rule.setdefault(f["rule"], []).append(f)
     dns = doc.get("dns") or []
+    full = {a["rule"]: a for a in (doc.get("profile") or {}).get("allow") or []}
     out = []
     for item in doc.get("checklist") or []:
-        domains, cidrs, more, tag, anyd = parse_destination(item.get("destination", ""))
+        a = full.get(item["rule"])
+        if a is not None:  # the rule in full
+            domains, cidrs, more, tag, anyd = (list(a["domains"]), list(a["cidrs"]), 0, a.get("service_tag"),
+                                               bool(a.get("any_destination")))
+            ports = [(t, p) for t, p in a["ports"]]
+        else:  # an older document: what the checklist's texts say
+            domains, cidrs, more, tag, anyd = parse_destination(item.get("destination", ""))
+            ports = parse_ports(item.get("ports", ""))
         fl = [f for f in flows_by_rule.get(item["rule"], []) if f.get("verdict") in NEEDED_VERDICTS]
         hosts: dict[str, HostSeen] = {}
 
@@ -198,7 +206,7 @@ def build(doc: dict[str, Any]) -> FirewallLists:
         addresses = sorted({f["server"] for f in fl if _is_ip(f.get("server") or "")}, key=_addr_key)
         out.append(RuleAllow(
             rule=item["rule"], description=item.get("description", ""), status=item.get("status", ""),
-            requirement=item.get("requirement", ""), ports=parse_ports(item.get("ports", "")), domains=domains,
+            requirement=item.get("requirement", ""), ports=ports, domains=domains,
             cidrs=cidrs, cidrs_more=more, service_tag=tag, any_destination=anyd,
             hosts=sorted(hosts.values(), key=lambda h: h.name), addresses=addresses, flows=len(fl)))
     return FirewallLists(out, basis_lines(doc))
@@ -312,9 +320,23 @@ def _version(entry: str) -> int:
 
 
 def _entries_of(r: RuleAllow) -> list[str]:
-    """The profile's prefixes of a rule and the addresses seen under it, as list entries."""
-    nets = sorted({str(ipaddress.ip_network(c, strict=False)) for c in r.cidrs}, key=_net_key)
-    return nets + address_ranges(r.addresses)
+    """The profile's prefixes of a rule (merged) and the addresses seen under it that no prefix
+    covers (runs as ranges), as list entries that do not overlap: nftables refuses overlapping
+    elements in an interval set."""
+    nets = []
+    for v in (4, 6):
+        mine = [ipaddress.ip_network(c, strict=False) for c in r.cidrs if ipaddress.ip_network(c, strict=False).version == v]
+        nets += list(ipaddress.collapse_addresses(mine))
+    loose = [a for a in r.addresses if not any(ipaddress.ip_address(a) in n for n in nets)]
+    return [str(n) for n in nets] + address_ranges(loose)
+
+
+def rule_allow(rule) -> dict[str, Any]:
+    """What a rule (:class:`meshpcap.rules.model.Rule`) allows, in full, for the report document's
+    ``profile.allow`` (the checklist's destination text shortens long prefix lists)."""
+    return {"rule": rule.id, "domains": list(rule.domains), "cidrs": [str(c) for c in rule.cidrs],
+            "service_tag": rule.service_tag, "any_destination": bool(rule.any_destination),
+            "ports": [[t, ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ps.ranges)] for t, ps in rule.port_map]}
 
 
 def render_panos(fw: FirewallLists) -> str:

@@ -449,7 +449,11 @@ def test_nftables_output_passes_nft_check(tmp_path):
            "checklist": [{"rule": "T-1", "description": "x", "destination": "2603:1063::/38, 52.112.0.0/14",
                           "ports": "TCP 80, 443 + UDP 3478-3481", "requirement": "required", "status": "ok"}],
            "flows": [{"id": i, "rule": "T-1", "verdict": "allowed", "server": s}
-                     for i, s in enumerate(["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::7", "198.51.100.1"])]}
+                     for i, s in enumerate(["192.0.2.1", "192.0.2.2", "192.0.2.3", "2001:db8::7", "198.51.100.1",
+                                            "52.113.144.132", "2603:1063::9"])]}  # the last two: inside prefixes
+    out = firewall.render_all(doc)["nftables"]
+    assert "elements = { 52.112.0.0/14, 192.0.2.1-192.0.2.3, 198.51.100.1 }" in out  # no overlapping element
+    assert "elements = { 2603:1063::/38, 2001:db8::7 }" in out
     for d in (report("relay-udp-dropped.pcapng").to_dict(False), doc):
         path = tmp_path / "rules.nft"
         path.write_text(firewall.render_all(d)["nftables"])
@@ -475,3 +479,20 @@ def test_empty_capture_renders(tmp_path):
     r = meshpcap.analyze(path, service_tags=TAGS, use_cache=False)
     text = render_html(r)
     assert read_embedded(text)["flows"] == [] and "<svg" in text and "no client reached" in text
+
+
+def test_firewall_lists_use_the_rules_in_full(shared_spec):
+    """An M365 endpoint set lists more prefixes than the checklist's text shows: the document's
+    profile.allow carries them all, and every list has every one."""
+    r = meshpcap.analyze(SAMPLES / "single-room-teams.pcap", profile="single-room", service_tags=TAGS,
+                         m365_endpoints=shared_spec / "m365-endpoints-worldwide.docs-2025043000.json", use_cache=False)
+    doc = r.to_dict(False)
+    item = next(c for c in doc["checklist"] if "more)" in c["destination"])
+    full = next(a for a in doc["profile"]["allow"] if a["rule"] == item["rule"])
+    assert len(full["cidrs"]) > 4
+    fw = firewall.build(doc)
+    rule = next(x for x in fw.rules if x.rule == item["rule"])
+    assert rule.cidrs == full["cidrs"] and rule.cidrs_more == 0
+    out = firewall.render_all(doc)
+    for c in full["cidrs"]:
+        assert c in out["panos"] and c in out["nftables"]
