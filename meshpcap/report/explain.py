@@ -135,6 +135,35 @@ def _stun_list(messages: list[tuple[str, bytes]]) -> list[dict]:
     return out
 
 
+def _dns_tcp(segments: dict) -> list[tuple[str, bytes]]:
+    from ..decode.dns import split_dns_tcp
+
+    out = []
+    for direction in ("c2s", "s2c"):
+        try:
+            msgs, _ = split_dns_tcp(reassemble(segments[direction]))
+        except DecodeError:
+            msgs = []
+        out += [(direction, m) for m in msgs]
+    return out
+
+
+def _dns_list(messages: list[tuple[str, bytes]]) -> list[dict]:
+    from ..decode.dns import TYPE_NAMES, parse_dns
+
+    out = []
+    for direction, payload in messages:
+        try:
+            m = parse_dns(payload)
+        except DecodeError:
+            continue
+        q = m.questions[0] if m.questions else None
+        out.append({"dir": direction, "id": m.id, "response": m.is_response, "rcode": m.rcode_name if m.is_response
+                    else None, "qname": q.name if q else None, "qtype": TYPE_NAMES.get(q.qtype, str(q.qtype)) if q else None,
+                    "answers": [r.value for r in m.answers if r.value]})
+    return out
+
+
 def _addr_port(ap) -> str | None:
     if not ap:
         return None
@@ -203,7 +232,12 @@ def handshake(flow, packets: list[dict], segments: dict, datagrams: list[bytes])
             stun = _stun_list(msgs)
             if stun:
                 out["stun"] = stun
-    elif flow.transport == "udp":
+    if flow.server_port in (53, 5353) or flow.client_port == 5353:
+        dns_msgs = _dns_list([(p["dir"], p["_udp"]) for p in packets if p.get("_udp")] if flow.transport == "udp"
+                             else _dns_tcp(segments))
+        if dns_msgs:
+            out["dns"] = dns_msgs[:200]
+    if flow.transport == "udp":
         msgs = [(p["dir"], p["_udp"]) for p in packets if p.get("_udp")]
         stun = _stun_list(msgs)
         if stun:
@@ -412,7 +446,7 @@ def render_text(doc: dict[str, Any]) -> str:
     hs = doc["handshake"]
     out += ["", "HANDSHAKE"]
     if not any(k for k in hs if k not in ("client_bytes", "server_bytes")):
-        out.append("  (nothing decodable: no TLS, QUIC, STUN or HTTP at the start of the flow)")
+        out.append("  (nothing decodable: no TLS, QUIC, STUN, DNS or HTTP at the start of the flow)")
     for key in ("client_hello", "server_flight", "http_request", "http_response", "quic_initial"):
         if hs.get(key):
             out.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{k}={_short(v)}" for k, v in hs[key].items()
@@ -420,6 +454,10 @@ def render_text(doc: dict[str, Any]) -> str:
     for key in ("client_alert", "client_hello_error", "server_flight_error", "quic_error"):
         if hs.get(key):
             out.append(f"  {key.replace('_', ' ')}: {hs[key]}")
+    for m in hs.get("dns") or []:
+        arrow = "->" if m["dir"] == "c2s" else "<-"
+        out.append(f"  DNS {arrow} id {m['id']} {'response ' + str(m['rcode']) if m['response'] else 'query'} "
+                   f"{m['qtype']} {m['qname']}" + (f": {' -> '.join(m['answers'])}" if m["answers"] else ""))
     for m in hs.get("stun") or []:
         arrow = "->" if m["dir"] == "c2s" else "<-"
         bits = [m["type"]] + [f"{k}={m[k]}" for k in ("error_code", "error_reason", "realm", "software", "mapped",

@@ -138,3 +138,13 @@ def test_hostile_strings_reach_the_terminal_as_escapes(tmp_path):
     assert ex.printable("a\x1b[31mred\u2028b") == "a\\x1b[31mred\\u2028b"
     text = ex.render_text(doc)
     assert "\x1b" not in text and "\u2028" not in text and SCRIPT in text
+
+
+def test_dns_flow_messages_are_decoded_again():
+    doc = explain("relay-udp-dropped.pcapng", 1, wireshark=False)
+    q, a = doc["handshake"]["dns"]
+    assert (q["dir"], q["response"], q["qname"], q["qtype"]) == ("c2s", False, "mesh.office.com", "A")
+    assert (a["dir"], a["rcode"], a["id"]) == ("s2c", "NOERROR", q["id"])
+    assert a["answers"] == ["mesh-prod.trafficmanager.net", "meshprod-weu.westeurope.cloudapp.azure.com", "20.73.96.14"]
+    assert [e["relation"] for e in doc["dns"]] == ["carried by this flow"]
+    assert "DNS <- id" in ex.render_text(doc)
