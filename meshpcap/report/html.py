@@ -236,14 +236,17 @@ def timeline(doc: dict[str, Any], flows: list[dict]) -> dict[str, Any]:
         failing = [f for f in fl if f.get("verdict") in FAILING]
         notes = _notes(failing[0] if failing else fl[0])
         if len(fl) > 1:
-            notes.insert(0, f"{len(fl)} flows" + (f", {len(failing)} failing" if failing else ""))
+            notes.insert(0, f"{len(fl)} flows" + (f", {len(failing)} failing" if failing else "")
+                         + (f", first {len(bars)} drawn" if len(fl) > len(bars) else ""))
         ids = ",".join(str(f["id"]) for f in fl[:3]) + ("…" if len(fl) > 3 else "")
         rows.append({"y": top + i * row_h, "bars": bars, "label": _short(f"#{ids} {_flow_label(fl[0])}", 44),
-                     "notes": "; ".join(notes), "end": max(b["x"] + b["w"] for b in bars),
-                     "omitted": len(fl) - len(bars)})
-    drawn = sum(len(fl) for fl in chosen)
+                     "notes": "; ".join(notes), "end": max(b["x"] + b["w"] for b in bars)})
+    drawn = sum(min(len(fl), BARS_PER_ROW) for fl in chosen)
     dns = []
-    for e in (doc.get("dns") or [])[:DNS_MARKS]:
+    events = doc.get("dns") or []
+    bad = [e for e in events if e.get("rcode") != "NOERROR" or e.get("sinkhole")]
+    good = [e for e in events if not (e.get("rcode") != "NOERROR" or e.get("sinkhole"))]
+    for e in sorted((bad + good)[:DNS_MARKS], key=lambda e: e["ns"]):  # failures are always drawn first
         failed = e.get("rcode") != "NOERROR" or e.get("sinkhole")
         dns.append({"x": x(e["ns"]), "failed": failed,
                     "title": f"DNS {e.get('qtype')} {e.get('qname')}: {e.get('rcode') or 'no answer'}"
