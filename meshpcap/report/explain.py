@@ -219,7 +219,7 @@ def handshake(flow, packets: list[dict], segments: dict, datagrams: list[bytes])
             resp = http.read_response_head(s)
             if resp is not None:
                 out["http_response"] = {"status": resp.status, "reason": resp.reason, "version": resp.version}
-        if c and not c[:1] in (b"\x16",) and "http_request" not in out:
+        if c and c[:1] != b"\x16" and "http_request" not in out:
             from ..decode.stun import split_stun_tcp
 
             msgs: list[tuple[str, bytes]] = []
