@@ -100,7 +100,7 @@ def test_report_in_chromium_sorts_filters_and_requests_nothing(browser, tmp_path
         page.select_option("#flow-verdict", "")
         page.fill("#flow-filter", "mesh.office")
         assert column(page, 4) == ["mesh.office.com"]
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        page.screenshot(path=str(tmp_path / "report.png"))
         assert (tmp_path / "report.png").stat().st_size > 10_000
         w.check_quiet()
     finally:
