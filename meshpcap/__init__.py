@@ -4,7 +4,8 @@ from .errors import CaptureError, MeshpcapError, RuleError
 
 __version__ = "0.1.0"
 
-__all__ = ["read_flows", "analyze", "analyze_profiles", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
+__all__ = ["read_flows", "analyze", "analyze_profiles", "explain", "CaptureError", "MeshpcapError", "RuleError",
+           "__version__"]
 
 
 def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None):
@@ -57,3 +58,11 @@ def analyze_profiles(source, profiles, **kwargs):
     from .pipeline import analyze_profiles as _analyze_profiles
 
     return _analyze_profiles(source, profiles, **kwargs)
+
+
+def explain(path, flow_id: int, profile: str = "multi-room", **kwargs):
+    """Everything known about one flow (packets, handshake, DNS, rule, verdict, reasoning, Wireshark's
+    view): a dict, see ``meshpcap.pipeline.explain``; ``meshpcap.report.explain.render_text`` prints it."""
+    from .pipeline import explain as _explain
+
+    return _explain(path, flow_id, profile=profile, **kwargs)

@@ -76,7 +76,8 @@ def flows(
 
 # what ``-o FILE`` without ``--format`` writes, by the file's extension (any other is refused)
 _REPORT_EXTENSIONS = {".json": ReportFormat.json, ".csv": ReportFormat.csv, ".md": ReportFormat.markdown,
-                      ".markdown": ReportFormat.markdown, ".txt": ReportFormat.table}
+                      ".markdown": ReportFormat.markdown, ".txt": ReportFormat.table,
+                      ".html": ReportFormat.html, ".htm": ReportFormat.html}
 _FLOW_EXTENSIONS = {".json": FlowFormat.json, ".csv": FlowFormat.csv, ".txt": FlowFormat.table}
 
 
@@ -126,7 +127,7 @@ def analyze(
     webslate_allow: List[str] = typer.Option([], "--webslate-allow", help="a WebSlate's allowed domain (repeatable)"),
     cloud_scripting: List[str] = typer.Option([], "--cloud-scripting", help="cloud scripting app name (APP.azurewebsites.net)"),
     rules: Optional[Path] = typer.Option(None, "--rules", help="extra rules of your organisation (TOML)"),
-    format: Optional[ReportFormat] = typer.Option(None, "--format", "-f", help="table, json, csv or markdown "
+    format: Optional[ReportFormat] = typer.Option(None, "--format", "-f", help="table, json, csv, markdown or html "
                                                   "(default: from the -o file's extension, else table)"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output "
                                           "(never the capture itself)"),
@@ -195,6 +196,35 @@ def _captures(captures: Optional[List[Path]], series: Optional[Path]) -> Path | 
     if not paths:
         raise MeshpcapError("no capture given: name a file, '-' for standard input, or --series DIR")
     return Path(paths[0]) if len(paths) == 1 else paths
+
+
+@app.command()
+def explain(
+    capture: Path = typer.Argument(..., help="pcap or pcapng file"),
+    flow_id: int = typer.Argument(..., help="flow id, as `meshpcap analyze` or `meshpcap flows` numbers it"),
+    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`"),
+    service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
+                                                "(default: the cached copy)"),
+    m365_endpoints: Optional[Path] = typer.Option(None, "--m365-endpoints", help="Microsoft 365 endpoints JSON"),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="extra rules of your organisation (TOML)"),
+    format: FlowFormat = typer.Option(FlowFormat.table, "--format", "-f", help="table (text) or json"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
+    no_wireshark: bool = typer.Option(False, "--no-wireshark", help="skip tshark's dissection of the first packets"),
+) -> None:
+    """Everything known about one flow: packets, handshake, DNS, rule, verdict and why, Wireshark's view."""
+    import json
+
+    from . import explain as run
+    from .report.explain import render_text
+
+    try:
+        if format == FlowFormat.csv:
+            raise MeshpcapError("explain: --format is table or json")
+        doc = run(capture, flow_id, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
+                  rules=rules, wireshark=not no_wireshark)
+        _write(json.dumps(doc, indent=2) + "\n" if format == FlowFormat.json else render_text(doc), output)
+    except MeshpcapError as exc:
+        _fail(exc)
 
 
 @app.command()

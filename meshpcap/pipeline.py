@@ -225,6 +225,7 @@ def _report(ft, prof, notices, tags, tags_path, fail_on):
     """Judge a FlowTable already read against one profile (shared by analyze and analyze_profiles)."""
     from .classify import judge
     from .report.analysis import Report
+    from .report.firewall import rule_allow
     from .rules.match import RuleMatcher
 
     matcher = RuleMatcher(prof.rules, tags)
@@ -236,6 +237,7 @@ def _report(ft, prof, notices, tags, tags_path, fail_on):
         "date": prof.date.isoformat() if prof.date else None,
         "url": prof.url,
         "rules": len(prof.rules),
+        "allow": [rule_allow(r) for r in prof.rules],  # each rule in full, for the firewall-ready lists
     }
     if prof.endpoints_version is not None:
         profile_info["endpoints"] = {"version": prof.endpoints_version,
@@ -329,3 +331,14 @@ def _profile_for_date(prof, ft, as_of, addons, use_cache):
     if notice is not None:
         notices.append(notice.to_dict())
     return prof, notices
+
+
+def explain(path: str | os.PathLike, flow_id: int, profile: str = "multi-room", wireshark: bool = True, **kwargs):
+    """Everything known about one flow of a capture (a ``meshpcap.explain/1`` dict): its packets
+    (a second, filtered read of the capture), handshake, DNS lookups, rule, verdict and reasoning,
+    and Wireshark's dissection of its first packets when tshark is installed.  ``kwargs`` are
+    :func:`analyze`'s."""
+    from .report.explain import explain_document
+
+    report = analyze(path, profile=profile, **kwargs)
+    return explain_document(report, int(flow_id), path, wireshark=wireshark)

@@ -284,11 +284,24 @@ def render_csv(r: Report, show_unrelated: bool = True) -> str:
     return buf.getvalue()
 
 
+def _render_markdown(r: Report, show_unrelated: bool = False) -> str:
+    from .markdown import render_markdown as render  # the report's full content as text (report/markdown.py)
+
+    return render(r, show_unrelated)
+
+
+def _render_html(r: Report, show_unrelated: bool = False) -> str:
+    from .html import render_html  # jinja2 is imported only for this format
+
+    return render_html(r, show_unrelated)
+
+
 RENDERERS = {
     ReportFormat.table: render_table,
     ReportFormat.json: render_json,
     ReportFormat.csv: render_csv,
-    ReportFormat.markdown: render_markdown,
+    ReportFormat.markdown: _render_markdown,
+    ReportFormat.html: _render_html,
 }
 
 

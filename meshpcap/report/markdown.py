@@ -1,0 +1,147 @@
+"""``--format markdown``: the HTML report's content as text for tickets and wikis.
+
+A renderer over the same ``meshpcap.report`` document as JSON and HTML: the verdict and capture
+facts with their warnings, the findings with their fixes (clients, first and last failing attempt,
+Wireshark filter), the requirement checklist with evidence, expected traffic, the per-client view,
+the firewall-ready lists and the flows that matter.  Strings from the capture are escaped so that
+no markup, link or table cell boundary can come from the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import firewall
+from .flows import ns_text
+from .html import FLOW_HEAD, clients_view, evidence, finding_view, flow_rows
+
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+
+
+def md(text: Any) -> str:
+    """Text safe in a Markdown paragraph or table cell: specials backslash-escaped, one line."""
+    s = "" if text is None else str(text)
+    s = s.replace("&", "&amp;")
+    s = re.sub(r"[\r\n\u2028\u2029]+", " ", s)
+    return _SPECIAL.sub(r"\\\1", s)
+
+
+def code(text: Any) -> str:
+    """Inline code; the fence is longer than any run of backticks inside."""
+    s = re.sub(r"[\r\n\u2028\u2029]+", " ", "" if text is None else str(text))
+    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def block(text: str, lang: str = "") -> list[str]:
+    longest = max((len(m) for m in re.findall(r"~+", text)), default=0)
+    fence = "~" * max(3, longest + 1)
+    return [fence + lang, text.rstrip("\n"), fence]
+
+
+def headline(doc: dict[str, Any]) -> str:
+    fs = doc.get("findings") or []
+    kinds = {k: sum(1 for f in fs if f.get("kind") == k and f.get("severity") != "info")
+             for k in ("blocked", "missing", "unexpected")}
+    errors = sum(1 for f in fs if f.get("severity") == "error")
+    p = doc.get("profile") or {}
+    return (f"{str(doc.get('verdict')).upper()}: {kinds['blocked']} blocked, {kinds['missing']} missing, "
+            f"{kinds['unexpected']} unexpected ({errors} error{'s' if errors != 1 else ''}) "
+            f"under profile {p.get('id')} ({p.get('date')})")
+
+
+def _rel(ns: int | None, t0: int | None) -> str:
+    if ns is None or t0 is None:
+        return ""
+    return f" (+{(ns - t0) / 1e9:.3f} s)"
+
+
+def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> str:
+    cap = doc.get("capture") or {}
+    t0 = cap.get("first_ns")
+    flows = doc.get("flows") or []
+    by_id = {f["id"]: f for f in flows}
+    by_rule: dict[str, list[dict]] = {}
+    for f in flows:
+        if f.get("rule"):
+            by_rule.setdefault(f["rule"], []).append(f)
+    p = doc.get("profile") or {}
+    st = doc.get("service_tags")
+    out = [f"# meshpcap: {md(headline(doc))}", ""]
+    out.append(f"- capture: {code(cap.get('path'))} ({cap.get('packets')} packets, {cap.get('decoded')} decoded; "
+               f"{md(cap.get('format'))})")
+    out.append(f"- span: {ns_text(cap.get('first_ns'))} .. {ns_text(cap.get('last_ns'))}")
+    out.append(f"- profile: **{md(p.get('id'))}**: {md(p.get('title'))}; source: {md(p.get('source'))}")
+    if st:
+        out.append(f"- service tags: {code(st.get('file'))} (date {st.get('date') or 'unknown'}, changeNumber "
+                   f"{st.get('change_number')})")
+    else:
+        out.append("- service tags: none (AzureCloud membership not verified)")
+    warnings = list(doc.get("warnings") or [])
+    if cap.get("truncated"):
+        t = cap["truncated"]
+        warnings.append(f"capture truncated at record {t.get('record')}: {t.get('reason')}")
+    if warnings:
+        out += ["", "## Warnings", ""] + [f"- {md(w)}" for w in warnings]
+
+    out += ["", "## Findings", ""]
+    findings = [finding_view(f, by_id, doc.get("dns")) for f in doc.get("findings") or []]
+    if not findings:
+        out += ["None.", ""]
+    for f in findings:
+        out.append(f"### {md(f['id'])} ({md(f.get('severity'))}, {md(f.get('kind'))}): {md(f.get('title'))}")
+        out.append("")
+        out.append(f"- {md(f.get('detail'))}")
+        out.append(f"- **fix:** {md(f.get('fix'))}")
+        if f.get("rule"):
+            out.append(f"- rule: {code(f['rule'])}: {md(f.get('source') or '')}")
+        out.append(f"- clients: {', '.join(md(c) for c in f['clients']) or '-'}")
+        if f.get("first_ns") is not None:
+            out.append(f"- first failing attempt: {ns_text(f['first_ns'])}{_rel(f['first_ns'], t0)}; last: "
+                       f"{ns_text(f.get('last_ns'))}{_rel(f.get('last_ns'), t0)}")
+        if f.get("flow_ids"):
+            out.append(f"- flows: {', '.join(map(str, f['flow_ids']))}")
+        if f.get("filter"):
+            out.append(f"- Wireshark: {code(f['filter'])}")
+        out.append("")
+
+    out += ["## Requirements", "", "| status | rule | what | destination | ports | req. | evidence |",
+            "|---|---|---|---|---|---|---|"]
+    for c in doc.get("checklist") or []:
+        ev = "; ".join(evidence(c["rule"], by_rule)) or "no flow"
+        out.append(f"| {md(c.get('status'))} | {md(c['rule'])} | {md(c.get('description'))} | "
+                   f"{md(c.get('destination'))} | {md(c.get('ports'))} | {md(c.get('requirement'))} | {md(ev)} |")
+    if doc.get("expected"):
+        out += ["", "## Expected traffic", "", "| status | group | what a working session shows | detail |",
+                "|---|---|---|---|"]
+        out += [f"| {md(g.get('status'))} | {md(g.get('id'))} | {md(g.get('description'))} | {md(g.get('detail'))} |"
+                for g in doc["expected"]]
+
+    clients = clients_view(flows, findings)
+    if clients:
+        out += ["", "## Clients", "", "| client | allowed | blocked | unexpected | blocked flows | findings |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {md(c['client'])} | {c['allowed']} | {c['blocked']} | {c['unexpected']} | "
+                f"{md('; '.join(c['blocked_to']))} | {md(', '.join(c['findings']))} |" for c in clients]
+
+    fw = firewall.build(doc)
+    out += ["", "## Firewall-ready", "", "For the change request:", ""]
+    out += block(firewall.render_text(fw, doc), "text")
+    out += ["", "PAN-OS external dynamic lists:", ""] + block(firewall.render_panos(fw), "text")
+    out += ["", "nftables:", ""] + block(firewall.render_nftables(fw), "nft")
+    out += ["", "FortiGate address objects:", ""] + block(firewall.render_fortigate(fw), "text")
+
+    note = f" ({unrelated_hidden} unrelated flows not shown: --show-unrelated)" if unrelated_hidden else ""
+    out += ["", f"## Flows{note}", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
+    out += ["| " + " | ".join(md(x) for x in row) + " |" for row in flow_rows(flows, t0)]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(r, show_unrelated: bool = False) -> str:
+    """``meshpcap analyze --format markdown``."""
+    doc = r.to_dict(show_unrelated)
+    hidden = 0 if show_unrelated else sum(1 for v in r.judgement.flows if v.verdict == "unrelated")
+    return render_markdown_document(doc, hidden)
