@@ -172,6 +172,7 @@ CAPTURE_FIELDS: tuple[Column, ...] = (
     _c("m365_endpoints", "string", "dict", "the Microsoft 365 endpoints file/version used; missing: the shipped rows"),
     _c("error", "string", "string", "why the capture could not be audited (verdict error)"),
     _c("seconds", "float64", "double", "wall time of the audit of this capture"),
+    _c("cached", "bool", "bool", "the result was reused from the batch cache (same bytes, same options)"),
 )
 
 TABLES: dict[str, tuple[Column, ...]] = {
