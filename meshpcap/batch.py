@@ -300,6 +300,9 @@ def audit_isolated(path: str | os.PathLike, options: AuditOptions | None = None,
         try:
             os.close(r)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            import faulthandler
+
+            faulthandler.disable()  # a crash is reported as one error row, not a dump on stderr
             if limit is not None:
                 import resource
 
@@ -432,12 +435,10 @@ def find_captures(paths_or_globs: str | os.PathLike | Iterable[str | os.PathLike
     for item in paths_or_globs:
         text = os.fspath(item)
         if os.path.isdir(text):
-            for root, dirs, files in os.walk(text):
-                dirs.sort()
-                for fname in sorted(files):
-                    p = os.path.join(root, fname)
-                    if os.path.isfile(p) and looks_like_capture(p):
-                        add(p)
+            inside = [os.path.join(root, fname) for root, _, files in os.walk(text) for fname in files]
+            for p in sorted(inside):
+                if os.path.isfile(p) and looks_like_capture(p):
+                    add(p)
         elif os.path.exists(text) or not glob.has_magic(text):
             add(text)
         else:

@@ -105,7 +105,8 @@ def _verdict_line(row: dict) -> str:
     """One line per capture of a batch, as it finishes."""
     v = (row.get("verdict") or "error").upper()
     if v == "ERROR":
-        return f"ERROR {row['capture']}: {row.get('error')}"
+        error = str(row.get("error"))
+        return "ERROR " + (error if error.startswith(f"{row['capture']}: ") else f"{row['capture']}: {error}")
     kinds = ", ".join(f"{row.get(k) or 0} {k}" for k in ("blocked", "missing", "unexpected"))
     extra = " (cached)" if row.get("cached") else f", {row.get('seconds') or 0:.2f} s"
     return f"{v:<5} {row['capture']}: {kinds}; {row.get('flows')} flows{extra}"
