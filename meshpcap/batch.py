@@ -188,7 +188,7 @@ def _row(path: str, **values) -> dict[str, Any]:
 
 def error_result(path: str, message: str, *, size=None, sha256=None, seconds=None, options: AuditOptions | None = None,
                  deterministic: bool = True) -> AuditResult:
-    row = _row(path, size=size, sha256=sha256, verdict="error", error=message, seconds=seconds)
+    row = _row(path, file_size=size, sha256=sha256, verdict="error", error=message, seconds=seconds)
     if options is not None:
         row["profile"] = options.profile
     return AuditResult(row, schema.empty(FLOWS_TABLE), schema.empty(FINDINGS_TABLE), deterministic)
@@ -245,7 +245,7 @@ def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, s
     j = judgement
     counted = [f for f in j.findings if f.severity != "info"]
     row = _row(
-        name, size=size, sha256=sha256, format=cap.get("format"), compression=cap.get("compression"),
+        name, file_size=size, sha256=sha256, format=cap.get("format"), compression=cap.get("compression"),
         first_ns=cap.get("first_ns"), last_ns=cap.get("last_ns"), packets=cap.get("packets"), flows=len(ft.flows),
         verdict=j.verdict, errors=sum(1 for f in j.findings if f.severity == "error"), warnings=len(j.warnings),
         profile=fx.profile_info["id"], profile_date=fx.profile_info["date"],

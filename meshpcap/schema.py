@@ -152,7 +152,7 @@ BATCH_VERDICTS = ("pass", "fail", "inconclusive", "error")
 
 CAPTURE_FIELDS: tuple[Column, ...] = (
     _c("capture", "string", "string", "the capture's path as given (the key of the flows and findings tables)"),
-    _c("size", "Int64", "int64", "file size in bytes"),
+    _c("file_size", "Int64", "int64", "file size in bytes (not `size`: that is a DataFrame attribute)"),
     _c("sha256", "string", "string", "SHA-256 of the file's bytes (hex)"),
     _c("format", "string", "dict", "pcap | pcapng"),
     _c("compression", "string", "dict", "gzip | zstd; missing: none"),

@@ -93,7 +93,7 @@ def test_hostile_files_become_error_rows_and_the_batch_goes_on(tmp_path):
     assert err["eat.bin"].startswith("ran out of memory (limit 256 MiB")
     assert "not a pcap or pcapng capture" in err["text.txt"]
     assert pd.isna(err["ok.pcapng"])
-    assert rows.sha256.notna().all() and rows.loc[str(tmp_path / "crash.bin"), "size"] == 8
+    assert rows.sha256.notna().all() and rows.loc[str(tmp_path / "crash.bin"), "file_size"] == 8
     assert len(b.flows) == len(meshpcap.analyze(tmp_path / "ok.pcapng", service_tags=TAGS).flows)
 
 
