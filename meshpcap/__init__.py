@@ -4,7 +4,8 @@ from .errors import CaptureError, MeshpcapError, RuleError
 
 __version__ = "0.1.0"
 
-__all__ = ["read_flows", "analyze", "CaptureError", "MeshpcapError", "RuleError", "__version__"]
+__all__ = ["read_flows", "analyze", "analyze_many", "write_batch", "CaptureError", "MeshpcapError", "RuleError",
+           "__version__"]
 
 
 def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None):
@@ -19,3 +20,20 @@ def analyze(path, profile: str = "multi-room", **kwargs):
     from .pipeline import analyze as _analyze
 
     return _analyze(path, profile=profile, **kwargs)
+
+
+def analyze_many(paths_or_globs, *, jobs=None, client=None, progress=None, cache=None, **analyze_options):
+    """Audit many captures (files, globs, directories); returns a :class:`meshpcap.batch.BatchReport`
+    with ``.captures``, ``.flows``, ``.findings`` and ``.summary()`` (see ``meshpcap.batch.analyze_many``
+    for every keyword)."""
+    from .batch import analyze_many as _analyze_many
+
+    return _analyze_many(paths_or_globs, jobs=jobs, client=client, progress=progress, cache=cache, **analyze_options)
+
+
+def write_batch(batch, path):
+    """Write a BatchReport by the name's extension: ``.parquet`` (a directory of one file per
+    table), ``.csv`` or ``.json``; returns the files written."""
+    from .batch import write_output
+
+    return write_output(batch, path)

@@ -195,3 +195,26 @@ def test_cli_batch_lines_summary_exit_codes_and_outputs(few, tmp_path, monkeypat
     assert res.exit_code == 2 and "unknown profile" in res.stderr and "Traceback" not in res.output
     res = runner.invoke(app, ["batch", str(few), "-o", str(tmp_path / "audit.xlsx")])
     assert res.exit_code == 2 and "must end in .parquet, .csv or .json" in res.stderr
+
+
+def test_progress_is_off_without_a_terminal_and_with_false(monkeypatch):
+    from meshpcap.batch import _Progress
+
+    class Tty:
+        def isatty(self):
+            return True
+
+        def write(self, s):
+            return len(s)
+
+        def flush(self):
+            pass
+
+    assert _Progress(None, 3).kind is None  # pytest's stderr is not a terminal
+    assert _Progress(False, 3).kind is None
+    monkeypatch.setattr("sys.stderr", Tty())
+    bar = _Progress(None, 3)
+    assert bar.kind == "rich"
+    bar.advance({})
+    bar.close()
+    assert _Progress(False, 3).kind is None
