@@ -78,23 +78,27 @@ def test_summary_names_failing_rules_and_worst_evidence(few):
 
 
 def test_hostile_files_become_error_rows_and_the_batch_goes_on(tmp_path):
+    from tests.batch.hooks import hostile_audit
+
     for name, data in (("crash.bin", b"CRASH..."), ("hang.bin", b"HANG...."), ("eat.bin", b"EATMEM..")):
         (tmp_path / name).write_bytes(data)
     (tmp_path / "text.txt").write_text("not a capture\n")
     shutil.copy(SAMPLES / "reject-icmp.pcapng", tmp_path / "ok.pcapng")
-    files = [tmp_path / n for n in ("crash.bin", "hang.bin", "eat.bin", "text.txt", "ok.pcapng")]
-    b = analyze_many(files, service_tags=TAGS, jobs=2, progress=False, timeout=1.5, memory_limit=256 << 20,
-                     audit=__import__("tests.batch.hooks", fromlist=["x"]).hostile_audit)
+    files = [tmp_path / n for n in ("crash.bin", "eat.bin", "text.txt", "ok.pcapng")]
+    b = analyze_many(files, service_tags=TAGS, jobs=2, progress=False, memory_limit=256 << 20, audit=hostile_audit)
     rows = b.captures.set_index("capture")
     err = {os.path.basename(p): e for p, e in rows.error.items()}
-    assert rows.verdict.tolist() == ["error"] * 4 + ["fail"]
+    assert rows.verdict.tolist() == ["error"] * 3 + ["fail"]
     assert err["crash.bin"] == "the audit crashed (SIGSEGV)"
-    assert err["hang.bin"] == "timed out after 1.5 s (stopped)"
     assert err["eat.bin"].startswith("ran out of memory (limit 256 MiB")
     assert "not a pcap or pcapng capture" in err["text.txt"]
     assert pd.isna(err["ok.pcapng"])
     assert rows.sha256.notna().all() and rows.loc[str(tmp_path / "crash.bin"), "file_size"] == 8
     assert len(b.flows) == len(meshpcap.analyze(tmp_path / "ok.pcapng", service_tags=TAGS).flows)
+    # a hang is stopped at the timeout (alone here: on a loaded machine a real capture may take a while)
+    b = analyze_many([tmp_path / "hang.bin"], service_tags=TAGS, jobs=1, progress=False, timeout=1.0,
+                     audit=hostile_audit)
+    assert b.captures.error.tolist() == ["timed out after 1 s (stopped)"]
 
 
 def test_directories_are_searched_by_bytes_not_names(tmp_path):
@@ -131,7 +135,7 @@ def test_cache_reuses_results_until_input_or_options_change(tmp_path, monkeypatc
 
     def run(**kw):
         count.write_text("")
-        b = analyze_many([caps], service_tags=TAGS, jobs=2, progress=False, cache=cache, audit=counting_audit, **kw)
+        b = analyze_many([caps], service_tags=TAGS, jobs=1, progress=False, cache=cache, audit=counting_audit, **kw)
         return b, len(count.read_text().splitlines())
 
     first, n1 = run()
