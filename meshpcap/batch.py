@@ -626,27 +626,47 @@ def _worker_init(options: AuditOptions) -> None:
     warm(options)
 
 
-def _pool_audit(task: _Task, options: AuditOptions, timeout, memory_limit, audit) -> tuple[int, AuditResult]:
-    return task.index, audit_isolated(task.path, options, sha256=task.sha256, size=task.size, timeout=timeout,
-                                      memory_limit=memory_limit, audit=audit)
+def _cached_or_audit(t: _Task, options: AuditOptions, timeout, memory_limit, audit, store: "ResultCache | None",
+                     force: bool, fingerprint: str) -> tuple[int, AuditResult, bool]:
+    """One task where it runs (a pool worker): hash the file, reuse a cached result or audit it in a
+    bounded child, and cache a deterministic result.  Returns (index, result, reused)."""
+    size, sha = t.size, t.sha256
+    if sha is None:
+        try:
+            size, sha = file_digest(t.path)
+        except OSError as exc:
+            return t.index, error_result(t.path, f"{t.path}: cannot read: {exc.strerror or exc}", options=options), False
+    if store is not None and not force:
+        hit = store.get(sha, fingerprint)
+        if hit is not None:
+            hit = _rekey(hit, t.path)
+            hit.capture["cached"] = True
+            return t.index, hit, True
+    result = audit_isolated(t.path, options, sha256=sha, size=size, timeout=timeout, memory_limit=memory_limit,
+                            audit=audit)
+    if store is not None and result.deterministic and result.capture.get("sha256") == sha:
+        store.put(sha, fingerprint, result)
+    return t.index, result, False
 
 
-def _run_local(tasks: list[_Task], options, jobs, timeout, memory_limit, audit) -> Iterator[tuple[int, AuditResult]]:
-    if jobs <= 1 or len(tasks) <= 1:
-        if tasks:
-            warm(options)
-        for t in tasks:
-            yield _pool_audit(t, options, timeout, memory_limit, audit)
+def _run_local(tasks: list[_Task], options, jobs, timeout, memory_limit, audit, store, force,
+               fingerprint, started: Callable[[], Any] = lambda: None) -> Iterator[tuple[int, AuditResult, bool]]:
+    """A process pool (even for one job: the bounded children are then forked from a worker that
+    runs no thread, never from this process, which may run a progress bar's)."""
+    args = (options, timeout, memory_limit, audit, store, force, fingerprint)
+    if not tasks:
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     ctx = multiprocessing.get_context(method)
+    # forked from this process, already warm: the workers start with the fixed costs paid
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=_worker_init,
                                initargs=(options,))
     try:
-        pending = {pool.submit(_pool_audit, t, options, timeout, memory_limit, audit): t for t in tasks}
+        pending = {pool.submit(_cached_or_audit, t, *args): t for t in tasks}
+        started()  # the workers exist now (a fork pool starts them all at the first submit)
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -655,7 +675,8 @@ def _run_local(tasks: list[_Task], options, jobs, timeout, memory_limit, audit) 
                     yield fut.result()
                 except Exception as exc:  # the worker itself died (it should not: captures run in its children)
                     yield t.index, error_result(t.path, f"worker failed: {type(exc).__name__}: {exc}",
-                                                size=t.size, sha256=t.sha256, options=options, deterministic=False)
+                                                size=t.size, sha256=t.sha256, options=options,
+                                                deterministic=False), False
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -761,22 +782,30 @@ class _Progress:
         self.callback = None
         self.bar = None
         self.kind = None
+        self.progress = progress
+
+    def start(self) -> "_Progress":
+        """Show the display (after the worker processes are forked: its thread must not be
+        copied into them)."""
+        progress, total = self.progress, self.total
+        if self.kind is not None or self.callback is not None:
+            return self
         if callable(progress):
             self.callback = progress
-            return
+            return self
         if progress is False or total == 0:
-            return
+            return self
         if _in_jupyter():
             try:
                 from tqdm.auto import tqdm
 
                 self.bar = tqdm(total=total, unit="capture", desc="meshpcap batch")
                 self.kind = "tqdm"
-                return
+                return self
             except ImportError:
                 pass
         if progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
-            return
+            return self
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
         from rich.progress import TimeRemainingColumn
@@ -788,8 +817,10 @@ class _Progress:
         self.task = self.bar.add_task("audit", total=total, rate="")
         self.began = time.monotonic()
         self.kind = "rich"
+        return self
 
     def advance(self, row: dict) -> None:
+        self.start()
         self.done += 1
         if self.callback is not None:
             self.callback(self.done, self.total, row)
@@ -852,7 +883,6 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
     if cache is not None and cache is not False:
         store = ResultCache(default_cache_dir() if cache is True else cache)
     results: list[AuditResult | None] = [None] * len(paths)
-    todo: list[_Task] = []
     reused = 0
     bar = _Progress(progress, len(paths))
 
@@ -863,31 +893,37 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
             on_result(result.capture)
 
     try:
-        for i, p in enumerate(paths):
-            try:
-                size, sha = file_digest(p)
-            except OSError as exc:
-                finished(i, error_result(p, f"{p}: cannot read: {exc.strerror or exc}", options=options))
-                continue
-            if store is not None and not force:
-                hit = store.get(sha, fx.fingerprint)
+        warm(options)
+        if client is not None:  # the keys need the content hashes up front; cache hits stay here
+            todo: list[_Task] = []
+            for i, p in enumerate(paths):
+                try:
+                    size, sha = file_digest(p)
+                except OSError as exc:
+                    finished(i, error_result(p, f"{p}: cannot read: {exc.strerror or exc}", options=options))
+                    continue
+                hit = None if store is None or force else store.get(sha, fx.fingerprint)
                 if hit is not None:
                     hit = _rekey(hit, p)
                     hit.capture["cached"] = True
                     reused += 1
                     finished(i, hit)
-                    continue
-            todo.append(_Task(i, p, size, sha))
-        if client is not None:
-            engine = _run_dask(todo, options, client, timeout, memory_limit, audit, fx.fingerprint)
+                else:
+                    todo.append(_Task(i, p, size, sha))
+            analysed = len(todo)
+            bar.start()
+            for i, result in _run_dask(todo, options, client, timeout, memory_limit, audit, fx.fingerprint):
+                if store is not None and result.deterministic and result.capture.get("sha256"):
+                    store.put(result.capture["sha256"], fx.fingerprint, result)
+                finished(i, result)
         else:
-            engine = _run_local(todo, options, jobs or _default_jobs(), timeout, memory_limit, audit)
-        by_index = {t.index: t for t in todo}
-        for i, result in engine:
-            t = by_index[i]
-            if store is not None and result.deterministic and result.capture.get("sha256") == t.sha256:
-                store.put(t.sha256, fx.fingerprint, result)
-            finished(i, result)
+            tasks = [_Task(i, p, None, None) for i, p in enumerate(paths)]
+            analysed = 0
+            for i, result, was_cached in _run_local(tasks, options, jobs or _default_jobs(), timeout, memory_limit,
+                                                    audit, store, force, fx.fingerprint, started=bar.start):
+                reused += was_cached
+                analysed += not was_cached
+                finished(i, result)
     finally:
         bar.close()
     done = [r for r in results if r is not None]
@@ -907,7 +943,7 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
         "rules_file": os.path.basename(options.rules) if options.rules else "",
         "fingerprint": fx.fingerprint,
     }
-    return BatchReport(captures, flows, findings, options, metadata, analysed=len(todo), reused=reused)
+    return BatchReport(captures, flows, findings, options, metadata, analysed=analysed, reused=reused)
 
 
 def _concat(table, frames: list):

@@ -214,11 +214,12 @@ def test_progress_is_off_without_a_terminal_and_with_false(monkeypatch):
         def flush(self):
             pass
 
-    assert _Progress(None, 3).kind is None  # pytest's stderr is not a terminal
-    assert _Progress(False, 3).kind is None
+    assert _Progress(None, 3).start().kind is None  # pytest's stderr is not a terminal
+    assert _Progress(False, 3).start().kind is None
     monkeypatch.setattr("sys.stderr", Tty())
     bar = _Progress(None, 3)
-    assert bar.kind == "rich"
+    assert bar.kind is None  # nothing shown (no thread) before start()
+    assert bar.start().kind == "rich"
     bar.advance({})
     bar.close()
-    assert _Progress(False, 3).kind is None
+    assert _Progress(False, 3).start().kind is None
