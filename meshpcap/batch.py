@@ -11,7 +11,6 @@ This module sits above the pipeline (it imports it); no stage imports it.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import hashlib
 import json
@@ -21,7 +20,7 @@ import select
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -691,10 +690,23 @@ def _run_dask(tasks: list[_Task], options, client, timeout, memory_limit, audit,
     (identical files are audited once), as_completed, retries for lost workers."""
     from distributed import as_completed
 
+    own = None
     if isinstance(client, str):
         from distributed import Client
 
-        client = Client(client)
+        try:
+            client = own = Client(client, timeout=30)
+        except (OSError, TimeoutError) as exc:
+            raise MeshpcapError(f"--dask {client}: cannot reach the scheduler: {exc}") from None
+    try:
+        yield from _dask_results(tasks, options, client, timeout, memory_limit, audit, fingerprint, retries,
+                                 as_completed)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _dask_results(tasks, options, client, timeout, memory_limit, audit, fingerprint, retries, as_completed):
     by_key: dict[str, list[_Task]] = {}
     futures = {}
     for t in tasks:
@@ -872,8 +884,6 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
     ``service_tags``, ``rules``, ...).  ``audit``: the per-capture function (default
     :func:`audit_one`; must be importable by the workers).
     """
-    import pandas as pd
-
     from . import __version__
 
     options = AuditOptions.from_kwargs(**analyze_options)

@@ -8,8 +8,11 @@ import shutil
 import pandas as pd
 import pytest
 
+from typer.testing import CliRunner
+
 from meshpcap import __version__, schema
 from meshpcap.batch import TABLE_COLUMNS, analyze_many, read_parquet, write_output
+from meshpcap.cli import app
 from tests.conftest import SAMPLES
 
 TAGS = SAMPLES / "ServiceTags_Public_SAMPLE.json"
@@ -80,12 +83,17 @@ def test_broken_file_is_an_error_row(batch):
     assert pd.isna(row.packets) and pd.isna(row.first_seen)
 
 
-def test_dask_cluster_gives_the_same_tables(batch):
+def test_dask_cluster_gives_the_same_tables(batch, tmp_path):
     distributed = pytest.importorskip("distributed")
     paths = sorted(batch.captures.capture)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         remote = analyze_many(paths, service_tags=TAGS, client=client, progress=False)
+        # the command line, by the scheduler's address
+        res = CliRunner().invoke(app, ["batch", *paths, "--service-tags", str(TAGS), "--dask",
+                                       cluster.scheduler_address, "--no-cache", "-o", str(tmp_path / "a.json")])
+        assert res.exit_code == 1, res.output
+        assert "FLEET: 4 captures: 1 pass, 2 fail, 0 inconclusive, 1 error" in res.stdout
     for name in ("captures", "flows", "findings"):
         a, b = batch.tables()[name], remote.tables()[name]
         if name == "captures":

@@ -168,3 +168,18 @@ def test_flows_carry_their_community_id():
         if f.transport in ("tcp", "udp"):
             proto = 6 if f.transport == "tcp" else 17
             assert cid == community_id(proto, f.server, f.client, f.server_port, f.client_port)
+
+
+def test_readme_schema_tables_are_the_declared_ones():
+    import re
+
+    from meshpcap.batch import TABLE_COLUMNS
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    tables = {"captures": schema.CAPTURE_FIELDS, "flows": TABLE_COLUMNS["flows"], "findings": TABLE_COLUMNS["findings"],
+              "dns": schema.DNS_FIELDS, "checklist": schema.CHECKLIST_FIELDS}
+    for name, cols in tables.items():
+        m = re.search(rf"<!-- schema:{name} -->\n(.*?)\n<!-- /schema -->", text, re.S)
+        assert m, name
+        assert m.group(1) == schema.describe_markdown(cols), f"README's {name} table: regenerate it from meshpcap.schema"
