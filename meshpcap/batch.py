@@ -480,6 +480,10 @@ class BatchReport:
     def tables(self) -> dict[str, Any]:
         return {"captures": self.captures, "flows": self.flows, "findings": self.findings}
 
+    def write(self, path: str | os.PathLike) -> list[Path]:
+        """Write the tables by the name's extension (see :func:`write_output`)."""
+        return write_output(self, path)
+
     def __repr__(self) -> str:
         counts = self.captures["verdict"].value_counts().to_dict()
         parts = ", ".join(f"{counts.get(v, 0)} {v}" for v in schema.BATCH_VERDICTS)
@@ -807,7 +811,8 @@ class _Progress:
             return self
         if progress is False or total == 0:
             return self
-        if _in_jupyter():
+        jupyter = _in_jupyter()
+        if jupyter:
             try:
                 from tqdm.auto import tqdm
 
@@ -815,16 +820,17 @@ class _Progress:
                 self.kind = "tqdm"
                 return self
             except ImportError:
-                pass
-        if progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+                pass  # rich draws in the notebook too
+        elif progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
             return self
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
         from rich.progress import TimeRemainingColumn
 
+        console = Console(force_jupyter=True) if jupyter else Console(file=sys.stderr)
         self.bar = Progress(TextColumn("meshpcap batch"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                            console=Console(file=sys.stderr), transient=True)
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+                            transient=not jupyter)
         self.bar.start()
         self.task = self.bar.add_task("audit", total=total, rate="")
         self.began = time.monotonic()
