@@ -114,6 +114,19 @@ def fixed(options: AuditOptions) -> _Fixed:
     return _fixed(options, tags_path, files)
 
 
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """SHA-256 over the package's own source (Python, C): a development build whose code changed
+    under the same version number must not reuse results either."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.suffix in (".py", ".c", ".toml") and p.is_file():
+            h.update(str(p.relative_to(root)).encode() + b"\0")
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 @lru_cache(maxsize=8)
 def _fixed(options: AuditOptions, tags_path: str | None, files: tuple) -> _Fixed:
     from . import __version__
@@ -136,6 +149,7 @@ def _fixed(options: AuditOptions, tags_path: str | None, files: tuple) -> _Fixed
 
     key = {
         "meshpcap": __version__,
+        "code": _code_digest(),
         "schema": schema.SCHEMA_VERSION,
         "pandas": pandas.__version__.split(".")[0],
         "profile": hashlib.sha256(repr(prof).encode()).hexdigest(),  # every rule, its date and source
@@ -234,12 +248,9 @@ def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, s
     except MemoryError:
         return error_result(name, "ran out of memory", size=size, sha256=sha256, options=options,
                             seconds=time.perf_counter() - began, deterministic=False)
-    except RecursionError as exc:
-        return error_result(name, f"internal error: {exc}", size=size, sha256=sha256, options=options,
-                            seconds=time.perf_counter() - began)
-    except Exception as exc:  # a bug met by one hostile file must not end the batch
+    except Exception as exc:  # a bug met by one hostile file must not end the batch (and is not cached)
         return error_result(name, f"internal error: {type(exc).__name__}: {exc}", size=size, sha256=sha256,
-                            options=options, seconds=time.perf_counter() - began)
+                            options=options, seconds=time.perf_counter() - began, deterministic=False)
     cap = ft.capture
     j = judgement
     counted = [f for f in j.findings if f.severity != "info"]
