@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
+import socket
 import struct
+from functools import lru_cache
 
 PROTO_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
 _PORTED = {1, 6, 17, 58, 132}
@@ -31,11 +32,20 @@ def icmp_ports(proto: int, icmp_type: int, code: int) -> tuple[int, int, bool]:
     return icmp_type, code, True
 
 
+@lru_cache(maxsize=1 << 16)
+def _packed(addr: str) -> bytes:
+    """An address in network byte order (4 or 16 bytes); ValueError when it is none."""
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+    except OSError:
+        raise ValueError(f"not an IP address: {addr!r}") from None
+
+
 def community_id(proto: int, saddr: str, daddr: str, sport: int | None = None, dport: int | None = None,
                  seed: int = 0, base64_encoded: bool = True, one_way: bool = False) -> str:
     """The Community ID v1 string (``1:...``) of one flow tuple."""
-    src = ipaddress.ip_address(saddr).packed
-    dst = ipaddress.ip_address(daddr).packed
+    src = _packed(saddr)
+    dst = _packed(daddr)
     ported = proto in _PORTED and sport is not None and dport is not None
     sp = sport if ported else 0
     dp = dport if ported else 0
