@@ -559,8 +559,10 @@ def fleet_summary(batch: BatchReport) -> FleetSummary:
     rules = pd.DataFrame(rows, columns=cols)
     if len(rules):
         rules = rules.sort_values(["captures", "findings", "rule"], ascending=[False, False, True], ignore_index=True)
-    rules = rules.astype({"captures": "int64", "findings": "int64", "worst_flow": "Int64", "worst_flows": "int64",
-                          "worst_time": "datetime64[ns, UTC]"})
+    rules = rules.astype({"captures": "int64", "findings": "int64", "worst_flow": "Int64", "worst_flows": "int64"})
+    # NaT where no flow gives a time (a "missing" finding): built as UTC whatever the mix
+    rules["worst_time"] = pd.to_datetime(pd.Series(list(rules["worst_time"]), index=rules.index, dtype=object),
+                                         utc=True).astype("datetime64[ns, UTC]")
     inconclusive = caps.loc[caps["verdict"] == "inconclusive", "capture"].tolist()
     errors = list(zip(caps.loc[caps["verdict"] == "error", "capture"], caps.loc[caps["verdict"] == "error", "error"]))
     return FleetSummary(verdicts, rules, inconclusive, [(c, e) for c, e in errors])
@@ -576,8 +578,11 @@ def render_summary(s: FleetSummary) -> str:
         for rec in s.rules.to_dict("records"):
             when = "" if _isna(rec["worst_time"]) else f" at {rec['worst_time'].isoformat()}"
             flow = "" if _isna(rec["worst_flow"]) else f" flow {rec['worst_flow']}"
-            out.append(f"  {rec['rule'] or '-'} {rec['kind']}: {rec['captures']} captures, {rec['findings']} findings;"
-                       f" worst {rec['worst_capture']}{flow}{when} ({rec['worst_flows']} flows): {rec['title']}")
+            n = rec["worst_flows"]
+            evidence = (f"worst {rec['worst_capture']}{flow}{when} ({n} flow{'s' if n != 1 else ''})" if n
+                        else f"e.g. {rec['worst_capture']}")  # a missing finding rests on no flow
+            out.append(f"  {rec['rule'] or '-'} {rec['kind']}: {rec['captures']} capture{'s' if rec['captures'] != 1 else ''}, "
+                       f"{rec['findings']} finding{'s' if rec['findings'] != 1 else ''}; {evidence}: {rec['title']}")
     if s.inconclusive:
         out.append("")
         out.append("INCONCLUSIVE")
@@ -832,7 +837,7 @@ class _Progress:
                 return self
             except ImportError:
                 pass  # rich draws in the notebook too
-        elif progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        elif progress is None and not _isatty(sys.stderr):
             return self
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
@@ -841,7 +846,10 @@ class _Progress:
         console = Console(force_jupyter=True) if jupyter else Console(file=sys.stderr)
         self.bar = Progress(TextColumn("meshpcap batch"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-                            transient=not jupyter)
+                            transient=not jupyter,
+                            # lines printed meanwhile go above the bar only when they go to the same
+                            # terminal; `batch ... > out.txt` keeps them in the file
+                            redirect_stdout=jupyter or _isatty(sys.stdout), redirect_stderr=False)
         self.bar.start()
         self.task = self.bar.add_task("audit", total=total, rate="")
         self.began = time.monotonic()
@@ -868,6 +876,13 @@ class _Progress:
             self.bar.stop()
         elif self.kind == "tqdm":
             self.bar.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _in_jupyter() -> bool:

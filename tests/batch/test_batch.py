@@ -73,8 +73,15 @@ def test_summary_names_failing_rules_and_worst_evidence(few):
     assert a4.worst_time == flows.loc[(a4.worst_capture, a4.worst_flow), "first_seen"]
     text = str(s)
     assert text.startswith("FLEET: 4 captures: 2 pass, 2 fail, 0 inconclusive, 0 error")
-    assert "MR-A4 blocked: 1 captures" in text
+    assert "MR-A4 blocked: 1 capture, 1 finding; worst " in text
     json.dumps(s.to_dict())
+    # only findings without a flow (nothing gives a time), and an empty batch
+    only_missing = analyze_many([few / "single-room-teams.pcap"], service_tags=TAGS, progress=False).summary()
+    assert only_missing.rules.kind.tolist() == ["missing"] and only_missing.rules.worst_time.isna().all()
+    assert str(only_missing.rules.worst_time.dtype) == "datetime64[ns, UTC]"
+    assert "FLEET: 1 capture: 0 pass, 1 fail" in str(only_missing)
+    empty = analyze_many([], service_tags=TAGS, progress=False)
+    assert len(empty.captures) == 0 and empty.verdict == "inconclusive" and len(empty.summary().rules) == 0
 
 
 def test_hostile_files_become_error_rows_and_the_batch_goes_on(tmp_path):
