@@ -294,10 +294,13 @@ def empty(table: str | Sequence[Column]):
 
 # -- Arrow ---------------------------------------------------------------------------------------
 
-def arrow_type(col: Column):
-    """The pyarrow type of a column (pyarrow is needed only here)."""
+def arrow_type(col: Column, dictionaries: bool = True):
+    """The pyarrow type of a column (pyarrow is needed only here); ``dictionaries=False`` spells the
+    dictionary-encoded strings as plain strings (for engines that take no dictionaries)."""
     import pyarrow as pa
 
+    if col.arrow == "dict" and not dictionaries:
+        return pa.string()
     return {
         "int64": pa.int64(),
         "int32": pa.int32(),
@@ -314,23 +317,25 @@ def arrow_type(col: Column):
     }[col.arrow]
 
 
-def arrow_schema(table: str | Sequence[Column], metadata: Mapping[str, str] | None = None):
+def arrow_schema(table: str | Sequence[Column], metadata: Mapping[str, str] | None = None,
+                 dictionaries: bool = True):
     import pyarrow as pa
 
     cols = columns(table)
-    fields = [pa.field(c.name, arrow_type(c), nullable=c.pandas not in ("int64", "bool"),
+    fields = [pa.field(c.name, arrow_type(c, dictionaries), nullable=c.pandas not in ("int64", "bool"),
                        metadata={"meaning": c.meaning}) for c in cols]
     return pa.schema(fields, metadata=dict(metadata or {}))
 
 
-def to_arrow(table: str | Sequence[Column], df, metadata: Mapping[str, str] | None = None):
+def to_arrow(table: str | Sequence[Column], df, metadata: Mapping[str, str] | None = None,
+             dictionaries: bool = True):
     """A pyarrow Table of ``df`` (a frame of ``table``) with the declared Arrow schema."""
     import json
 
     import pyarrow as pa
 
     cols = columns(table)
-    schema = arrow_schema(cols, metadata)
+    schema = arrow_schema(cols, metadata, dictionaries)
     arrays = []
     for col, field in zip(cols, schema):
         s = df[col.name]
@@ -339,7 +344,7 @@ def to_arrow(table: str | Sequence[Column], df, metadata: Mapping[str, str] | No
             arrays.append(pa.array(values, type=pa.string()))
         elif col.arrow.startswith("list<"):
             arrays.append(pa.array([None if v is None else list(v) for v in s], type=field.type))
-        elif col.arrow == "dict":
+        elif col.arrow == "dict" and dictionaries:
             arrays.append(pa.array(s.astype(object).where(s.notna(), None).tolist(), type=pa.string())
                           .dictionary_encode().cast(field.type))
         elif col.pandas == "string":
