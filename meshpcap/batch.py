@@ -208,9 +208,11 @@ def error_result(path: str, message: str, *, size=None, sha256=None, seconds=Non
 
 
 def _keyed(table: Sequence[schema.Column], df, path: str):
-    df = df.copy()
-    df.insert(0, "capture", path)
-    return schema.conform(table, df)
+    """``df`` (a single-capture frame, already of the schema's dtypes) with the ``capture`` key first."""
+    import pandas as pd
+
+    df.insert(0, "capture", pd.array([path] * len(df), dtype=schema.pandas_dtype(schema.CAPTURE_KEY)))
+    return df
 
 
 def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, sha256: str | None = None,

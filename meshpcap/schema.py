@@ -234,20 +234,21 @@ def _series(col: Column, values: list, index=None):
     return pd.Series(values, dtype=kind, index=index)
 
 
-def _times(frame, cols: tuple[Column, ...]):
-    """The datetime columns from their integer ns sources, and duration = last_seen - first_seen."""
+def _datetimes(src):
+    """UTC datetimes from integer ns (int64, or Int64 with NA -> NaT), exact to the nanosecond."""
+    import numpy as np
     import pandas as pd
 
-    for col in cols:
-        if col.pandas == "datetime":
-            src = frame[_DERIVED[col.name]]
-            present = src.notna()
-            ns = src.where(present, 0).astype("int64")  # exact: no detour through float
-            out = pd.Series(pd.to_datetime(ns.to_numpy(), unit="ns", utc=True), index=frame.index)
-            frame[col.name] = out.where(present.to_numpy(), pd.NaT).astype(pandas_dtype(col))
-        elif col.pandas == "timedelta":
-            frame[col.name] = (frame["last_seen"] - frame["first_seen"]).astype("timedelta64[ns]")
-    return frame
+    if src.dtype == "int64":
+        values = src.to_numpy()
+        missing = None
+    else:
+        missing = src.isna().to_numpy()
+        values = src.to_numpy(dtype="int64", na_value=0)
+    out = pd.Series(pd.to_datetime(values.astype(np.int64), unit="ns", utc=True), index=src.index)
+    if missing is not None and missing.any():
+        out[missing] = pd.NaT
+    return out.astype(pd.DatetimeTZDtype("ns", "UTC"))
 
 
 def frame(table: str | Sequence[Column], rows: Iterable[Mapping[str, Any]]):
@@ -264,10 +265,14 @@ def frame(table: str | Sequence[Column], rows: Iterable[Mapping[str, Any]]):
     for col in cols:
         if col.pandas in ("datetime", "timedelta"):
             continue
-        data[col.name] = _series(col, [r.get(col.name) for r in rows])
-    out = pd.DataFrame(data)
-    out = _times(out, cols)
-    return out[[c.name for c in cols]].astype({c.name: pandas_dtype(c) for c in cols})
+        name = col.name
+        data[name] = _series(col, [r.get(name) for r in rows])
+    for col in cols:
+        if col.pandas == "datetime":
+            data[col.name] = _datetimes(data[_DERIVED[col.name]])
+        elif col.pandas == "timedelta":
+            data[col.name] = (data["last_seen"] - data["first_seen"]).astype("timedelta64[ns]")
+    return pd.DataFrame({c.name: data[c.name] for c in cols})
 
 
 def conform(table: str | Sequence[Column], df):
@@ -279,10 +284,8 @@ def conform(table: str | Sequence[Column], df):
     for col in cols:
         if col.name in df.columns:
             s = df[col.name]
-            if col.pandas == "object":
-                out[col.name] = s.astype(object)
-            else:
-                out[col.name] = s.astype(pandas_dtype(col))
+            want = object if col.pandas == "object" else pandas_dtype(col)
+            out[col.name] = s if s.dtype == want else s.astype(want)
         else:
             out[col.name] = _series(col, [None] * len(df), index=df.index)
     return pd.DataFrame(out, index=df.index)
