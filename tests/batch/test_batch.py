@@ -30,17 +30,21 @@ def _dtypes_match(df, table):
     assert {c: df[c].dtype for c in df.columns} == want
 
 
-@pytest.fixture
-def few(tmp_path):
-    d = tmp_path / "caps"
-    d.mkdir()
+@pytest.fixture(scope="module")
+def few(tmp_path_factory):
+    d = tmp_path_factory.mktemp("caps")
     for name in FEW:
         shutil.copy(SAMPLES / name, d / name)
     return d
 
 
-def test_tables_agree_with_single_capture_reports(few):
-    b = analyze_many([few], service_tags=TAGS, jobs=2, progress=False)
+@pytest.fixture(scope="module")
+def few_batch(few):
+    return analyze_many([few], service_tags=TAGS, jobs=2, progress=False)
+
+
+def test_tables_agree_with_single_capture_reports(few, few_batch):
+    b = few_batch
     paths = [str(few / n) for n in sorted(FEW)]
     assert b.captures["capture"].tolist() == paths
     _dtypes_match(b.captures, schema.CAPTURE_FIELDS)
@@ -63,8 +67,8 @@ def test_tables_agree_with_single_capture_reports(few):
     assert b.analysed == 4 and b.reused == 0 and b.verdict == "fail"
 
 
-def test_summary_names_failing_rules_and_worst_evidence(few):
-    b = analyze_many([few], service_tags=TAGS, jobs=1, progress=False)
+def test_summary_names_failing_rules_and_worst_evidence(few, few_batch):
+    b = few_batch
     s = b.summary()
     assert s.verdicts == {"pass": 2, "fail": 2, "inconclusive": 0, "error": 0}
     a4 = s.rules[(s.rules.rule == "MR-A4") & (s.rules.kind == "blocked")].iloc[0]
