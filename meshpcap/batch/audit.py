@@ -291,6 +291,7 @@ def audit_isolated(path: str | os.PathLike, options: AuditOptions | None = None,
             size, sha256 = file_digest(name)
         except OSError as exc:
             return error_result(name, f"{name}: cannot read: {exc.strerror or exc}", options=options)
+    warm(options)  # in this process (a pool or Dask worker), once: the forked children inherit it
     began = time.perf_counter()
     limit = None
     if memory_limit is not None:
@@ -388,17 +389,23 @@ _WARM_MODULES = (
 )
 
 
+_warm_pid: int | None = None  # the process whose modules are imported
+
+
 def warm(options: AuditOptions) -> None:
     """Pay the fixed costs in this process: the profile, the service-tag snapshot and its indexes,
     the modules every capture needs, the table schema's first DataFrame."""
-    import importlib
+    global _warm_pid
+    if _warm_pid != os.getpid():
+        import importlib
 
-    for name in _WARM_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-    schema.empty(FLOWS_TABLE)
+        for name in _WARM_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        schema.empty(FLOWS_TABLE)
+        _warm_pid = os.getpid()
     try:
         fixed(options)
     except MeshpcapError:
