@@ -22,13 +22,16 @@ def analyze(path, profile: str = "multi-room", **kwargs):
     return _analyze(path, profile=profile, **kwargs)
 
 
-def analyze_many(paths_or_globs, *, jobs=None, client=None, progress=None, cache=None, **analyze_options):
-    """Audit many captures (files, globs, directories); returns a :class:`meshpcap.batch.BatchReport`
-    with ``.captures``, ``.flows``, ``.findings`` and ``.summary()`` (see ``meshpcap.batch.analyze_many``
-    for every keyword)."""
+def analyze_many(paths_or_globs, *, jobs=None, client=None, progress=None, cache=None, force=False, timeout=600.0,
+                 memory_limit=4 << 30, on_result=None, **analyze_options):
+    """Audit many captures (files, globs, directories searched by their bytes); returns a
+    :class:`meshpcap.batch.BatchReport` with ``.captures``, ``.flows``, ``.findings`` and
+    ``.summary()``.  ``analyze_options`` are :func:`analyze`'s (``profile``, ``service_tags``,
+    ``rules`` ...); see ``meshpcap.batch.analyze_many`` for the others."""
     from .batch import analyze_many as _analyze_many
 
-    return _analyze_many(paths_or_globs, jobs=jobs, client=client, progress=progress, cache=cache, **analyze_options)
+    return _analyze_many(paths_or_globs, jobs=jobs, client=client, progress=progress, cache=cache, force=force,
+                         timeout=timeout, memory_limit=memory_limit, on_result=on_result, **analyze_options)
 
 
 def write_batch(batch, path):
