@@ -4,7 +4,8 @@ from .errors import CaptureError, MeshpcapError, RuleError
 
 __version__ = "0.1.0"
 
-__all__ = ["read_flows", "analyze", "analyze_profiles", "explain", "CaptureError", "MeshpcapError", "RuleError",
+__all__ = ["read_flows", "analyze", "analyze_profiles", "analyze_many", "write_batch", "explain", "CaptureError",
+           "MeshpcapError", "RuleError",
            "__version__"]
 
 
@@ -66,3 +67,23 @@ def explain(path, flow_id: int, profile: str = "multi-room", **kwargs):
     from .pipeline import explain as _explain
 
     return _explain(path, flow_id, profile=profile, **kwargs)
+
+
+def analyze_many(paths_or_globs, *, jobs=None, client=None, progress=None, cache=None, force=False, timeout=600.0,
+                 memory_limit=4 << 30, on_result=None, **analyze_options):
+    """Audit many captures (files, globs, directories searched by their bytes); returns a
+    :class:`meshpcap.batch.BatchReport` with ``.captures``, ``.flows``, ``.findings`` and
+    ``.summary()``.  ``analyze_options`` are :func:`analyze`'s (``profile``, ``service_tags``,
+    ``rules`` ...); see ``meshpcap.batch.analyze_many`` for the others."""
+    from .batch import analyze_many as _analyze_many
+
+    return _analyze_many(paths_or_globs, jobs=jobs, client=client, progress=progress, cache=cache, force=force,
+                         timeout=timeout, memory_limit=memory_limit, on_result=on_result, **analyze_options)
+
+
+def write_batch(batch, path):
+    """Write a BatchReport by the name's extension: ``.parquet`` (a directory of one file per
+    table), ``.csv`` or ``.json``; returns the files written."""
+    from .batch import write_output
+
+    return write_output(batch, path)

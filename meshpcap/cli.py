@@ -227,6 +227,83 @@ def explain(
         _fail(exc)
 
 
+def _verdict_line(row: dict) -> str:
+    """One line per capture of a batch, as it finishes."""
+    v = (row.get("verdict") or "error").upper()
+    if v == "ERROR":
+        error = str(row.get("error"))
+        return "ERROR " + (error if error.startswith(f"{row['capture']}: ") else f"{row['capture']}: {error}")
+    kinds = ", ".join(f"{row.get(k) or 0} {k}" for k in ("blocked", "missing", "unexpected"))
+    extra = " (cached)" if row.get("cached") else f", {row.get('seconds') or 0:.2f} s"
+    return f"{v:<5} {row['capture']}: {kinds}; {row.get('flows')} flows{extra}"
+
+
+@app.command()
+def batch(
+    paths: List[str] = typer.Argument(..., help="capture files, globs, or directories (searched for captures "
+                                      "by their bytes)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="worker processes (default: one per core)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="audit.parquet (a directory of one file per "
+                                          "table), audit.csv (+ .flows.csv, .findings.csv) or audit.json"),
+    dask: Optional[str] = typer.Option(None, "--dask", help="run on this Dask scheduler (tcp://HOST:8786)"),
+    force: bool = typer.Option(False, "--force", help="analyse again even captures whose result is cached"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="result cache directory (default: the user cache)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="neither read nor write cached results"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar (none anyway when stderr is not "
+                                     "a terminal)"),
+    timeout: float = typer.Option(600.0, "--timeout", min=0.1, help="seconds one capture may take"),
+    memory_limit: int = typer.Option(4096, "--memory-limit", min=64, help="MiB of memory one capture may use "
+                                     "beyond its worker (plus the file's size)"),
+    profile: str = typer.Option("multi-room", "--profile", "-p", help="rule set: see `meshpcap profiles`"),
+    service_tags: Optional[Path] = typer.Option(None, "--service-tags", help="ServiceTags_Public_YYYYMMDD.json "
+                                                "(default: the copy cached by `meshpcap tags update`)"),
+    m365_endpoints: Optional[Path] = typer.Option(None, "--m365-endpoints", help="Microsoft 365 endpoints JSON"),
+    webslate: List[str] = typer.Option([], "--webslate", help="URL a WebSlate renders (repeatable)"),
+    webslate_allow: List[str] = typer.Option([], "--webslate-allow", help="a WebSlate's allowed domain (repeatable)"),
+    cloud_scripting: List[str] = typer.Option([], "--cloud-scripting", help="cloud scripting app name"),
+    rules: Optional[Path] = typer.Option(None, "--rules", help="extra rules of your organisation (TOML)"),
+    fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="as for analyze"),
+) -> None:
+    """Audit many captures: one verdict line per capture as it finishes, then the fleet summary.
+
+    Exit codes: 0 every capture passed, 1 at least one failed, 2 bad input (bad options, no
+    capture found, or at least one capture could not be audited and none failed), 3 at least one
+    was inconclusive and none failed or could not be audited."""
+    from .batch import analyze_many, write_output
+
+    if output is not None and not str(output).endswith((".parquet", ".csv", ".json")):
+        _fail(MeshpcapError(f"{output}: output must end in .parquet, .csv or .json"))
+    try:
+        found_any = False
+
+        def line(row: dict) -> None:
+            nonlocal found_any
+            found_any = True
+            print(_verdict_line(row), flush=True)
+
+        result = analyze_many(
+            paths, jobs=jobs, client=dask, progress=False if no_progress else None,
+            cache=None if no_cache else (cache or True), force=force, timeout=timeout,
+            memory_limit=memory_limit << 20, on_result=line, profile=profile, service_tags=service_tags,
+            m365_endpoints=m365_endpoints, webslates=webslate, webslate_allow=webslate_allow,
+            cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on.value)
+        if not len(result.captures):
+            raise MeshpcapError(f"{' '.join(paths)}: no capture found")
+        typer.echo("")
+        typer.echo(str(result.summary()), nl=False)
+        if output is not None:
+            try:
+                written = write_output(result, output)
+            except ImportError as exc:
+                raise MeshpcapError(f"{output}: needs {exc.name}: pip install 'meshpcap[parquet]'") from None
+            except OSError as exc:
+                raise MeshpcapError(f"{output}: cannot write: {exc.strerror or exc}") from None
+            typer.echo(f"written: {', '.join(map(str, written))}", err=True)
+    except MeshpcapError as exc:
+        _fail(exc)
+    raise typer.Exit({"pass": 0, "fail": 1, "error": 2, "inconclusive": 3}[result.verdict])
+
+
 @app.command()
 def profiles(
     format: ProfilesFormat = typer.Option(ProfilesFormat.table, "--format", "-f", help="table, json or csv"),

@@ -10,7 +10,8 @@ import pytest
 
 import meshpcap
 from meshpcap.errors import CaptureError, MeshpcapError, RuleError
-from meshpcap.report.analysis import FINDING_COLUMNS, FLOW_REPORT_COLUMNS, Report
+from meshpcap import schema
+from meshpcap.report.analysis import Report
 from tests.conftest import SAMPLES
 
 TAGS = SAMPLES / "ServiceTags_Public_SAMPLE.json"
@@ -29,8 +30,8 @@ def test_analyze_returns_a_report():
     r = meshpcap.analyze(SAMPLES / "relay-udp-dropped.pcapng", service_tags=TAGS)
     assert isinstance(r, Report)
     assert r.verdict == "fail"
-    assert isinstance(r.flows, pd.DataFrame) and list(r.flows.columns) == list(FLOW_REPORT_COLUMNS)
-    assert isinstance(r.findings, pd.DataFrame) and list(r.findings.columns) == list(FINDING_COLUMNS)
+    assert isinstance(r.flows, pd.DataFrame) and list(r.flows.columns) == schema.names("report_flows")
+    assert isinstance(r.findings, pd.DataFrame) and list(r.findings.columns) == schema.names("findings")
     assert list(r.checklist.columns) == CHECKLIST_COLUMNS
     blocked = r.flows[r.flows.verdict == "blocked"]
     assert list(blocked.rule) == ["MR-A4"] and list(blocked.blocked_by) == ["no-answer"]
@@ -42,7 +43,7 @@ def test_analyze_returns_a_report():
 def test_default_profile_and_string_path():
     r = meshpcap.analyze(str(SAMPLES / "healthy-multi-room.pcapng"), service_tags=str(TAGS))
     assert (r.profile["id"], r.verdict) == ("multi-room", "pass")
-    assert len(r.findings) == 0 and list(r.findings.columns) == list(FINDING_COLUMNS)
+    assert len(r.findings) == 0 and list(r.findings.columns) == schema.names("findings")
 
 
 def test_other_profile_and_fail_on():
@@ -54,8 +55,8 @@ def test_other_profile_and_fail_on():
 
 def test_empty_capture_has_columns(empty_capture):
     r = meshpcap.analyze(empty_capture, service_tags=TAGS)
-    assert r.flows.empty and list(r.flows.columns) == list(FLOW_REPORT_COLUMNS)
-    assert list(r.findings.columns) == list(FINDING_COLUMNS)
+    assert r.flows.empty and list(r.flows.columns) == schema.names("report_flows")
+    assert list(r.findings.columns) == schema.names("findings")
     # nothing of a session is in it: inconclusive, with no firewall advice (it used to be three "missing" errors)
     assert r.verdict == "inconclusive" and r.exit_code == 3 and r.reason == "the capture holds no packets"
     assert "INCONCLUSIVE (the capture holds no packets) under multi-room" in repr(r)

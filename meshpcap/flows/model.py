@@ -242,6 +242,15 @@ class DnsEvent:
 DNS_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(DnsEvent))
 
 
+def flow_row(f: Flow) -> dict[str, Any]:
+    """A flow's fields as one DataFrame row: ``to_dict`` plus its Community ID."""
+    from .community import flow_community_id
+
+    d = f.to_dict()
+    d["community_id"] = flow_community_id(f.transport, f.client, f.server, f.client_port, f.server_port)
+    return d
+
+
 @dataclass(slots=True)
 class FlowTable:
     """Flows of one capture plus what the capture said about itself."""
@@ -261,16 +270,18 @@ class FlowTable:
         }
 
     def to_dataframe(self):
-        """One row per flow; the columns are present even when there are no flows."""
-        import pandas as pd
+        """One row per flow, the columns and dtypes of ``meshpcap.schema.FLOW_FIELDS`` (also when
+        there are no flows): the record's fields plus ``first_seen``/``last_seen``/``duration``
+        and ``community_id``."""
+        from ..schema import frame
 
-        rows = [f.to_dict() for f in self.flows]
-        return pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
+        return frame("flows", [flow_row(f) for f in self.flows])
 
     def dns_dataframe(self):
-        import pandas as pd
+        """Every DNS query and what became of it (``meshpcap.schema.DNS_FIELDS``)."""
+        from ..schema import frame
 
-        return pd.DataFrame([e.to_dict() for e in self.dns], columns=list(DNS_COLUMNS))
+        return frame("dns", [e.to_dict() for e in self.dns])
 
     def __len__(self) -> int:
         return len(self.flows)

@@ -57,24 +57,31 @@ class Report:
     def capture(self) -> dict[str, Any]:
         return self.flow_table.capture
 
+    # The DataFrames: columns and dtypes from meshpcap.schema (the same for an empty capture
+    # and after pd.concat over many).
     @property
     def flows(self):
-        import pandas as pd
+        from ..flows.model import flow_row
+        from ..schema import frame
 
-        return pd.DataFrame([v.to_dict() for v in self.judgement.flows], columns=list(FLOW_REPORT_COLUMNS))
+        rows = []
+        for v in self.judgement.flows:
+            d = v.to_dict()
+            d.update(flow_row(v.flow))
+            rows.append(d)
+        return frame("report_flows", rows)
 
     @property
     def findings(self):
-        import pandas as pd
+        from ..schema import frame
 
-        return pd.DataFrame([f.to_dict() for f in self.judgement.findings], columns=list(FINDING_COLUMNS))
+        return frame("findings", [f.to_dict() for f in self.judgement.findings])
 
     @property
     def checklist(self):
-        import pandas as pd
+        from ..schema import frame
 
-        cols = ["rule", "description", "destination", "ports", "requirement", "status", "flows", "source"]
-        return pd.DataFrame([c.to_dict() for c in self.judgement.checklist], columns=cols)
+        return frame("checklist", [c.to_dict() for c in self.judgement.checklist])
 
     def to_dict(self, show_unrelated: bool = True) -> dict[str, Any]:
         j = self.judgement

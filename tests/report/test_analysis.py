@@ -20,10 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 import meshpcap
+from meshpcap import schema
 from meshpcap.cli import app
 from meshpcap.report.analysis import (
-    FINDING_COLUMNS,
-    FLOW_REPORT_COLUMNS,
     RENDERERS,
     REPORT_SCHEMA,
     ReportFormat,
@@ -273,8 +272,8 @@ def test_markdown():
 
 def test_report_dataframes_and_repr():
     r = report("tls-refused.pcapng")
-    assert list(r.flows.columns) == list(FLOW_REPORT_COLUMNS)
-    assert list(r.findings.columns) == list(FINDING_COLUMNS)
+    assert list(r.flows.columns) == schema.names("report_flows")
+    assert list(r.findings.columns) == schema.names("findings")
     assert len(r.findings) == 1 and r.findings.iloc[0]["blocked_by"] == "tls-alert"
     assert list(r.checklist["rule"])[:2] == ["MR-D1", "MR-D2"]
     assert repr(r) == (f"<meshpcap Report {SAMPLES / 'tls-refused.pcapng'}: FAIL under multi-room; 11 flows "
