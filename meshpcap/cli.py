@@ -19,6 +19,7 @@ class FailOn(str, Enum):
     blocked = "blocked"
     missing = "missing"
     unexpected = "unexpected"
+    degraded = "degraded"
     never = "never"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -79,7 +80,12 @@ def analyze(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
     show_unrelated: bool = typer.Option(False, "--show-unrelated", help="also list flows unrelated to the profile"),
     fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 when findings at or above this kind "
-                                   "exist: blocked > missing > unexpected; never (default: blocked or missing)"),
+                                   "exist: blocked > missing > unexpected > degraded (media quality); never "
+                                   "(default: blocked or missing)"),
+    quality: bool = typer.Option(True, "--quality/--no-quality", help="measure media streams (RTP) and round-trip "
+                                 "times and judge them against Microsoft's targets"),
+    streams_csv: Optional[Path] = typer.Option(None, "--streams-csv", help="also write the media streams table "
+                                               "(one row per RTP stream) as CSV to this file"),
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
@@ -91,10 +97,14 @@ def analyze(
     try:
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
-                     rules=rules, fail_on=fail_on.value)
+                     rules=rules, fail_on=fail_on.value, quality=quality)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or format == ReportFormat.json
         _write(render_report(report, format, show), output)
+        if streams_csv is not None:
+            from .report.analysis import render_streams_csv
+
+            _write(render_streams_csv(report), streams_csv)
     except MeshpcapError as exc:
         _fail(exc)
     if failing(report.judgement.findings, fail_on.value):

@@ -37,27 +37,30 @@ def retain_until_exit() -> None:
 
 
 def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,
-               batch_bytes: int | None = None) -> FlowTable:
+               batch_bytes: int | None = None, media=None) -> FlowTable:
     """Read a capture and return its flows (``.to_dataframe()`` for pandas).
 
     ``names=False`` skips the naming stage (SNI, QUIC, DNS, HTTP, STUN details):
     only the flow table is built.  Raises :class:`meshpcap.errors.CaptureError` when
     the file cannot be read at all; damage inside the capture is reported in
     ``capture["truncated"]`` and ``capture["undecoded"]`` instead.  ``batch_bytes``
-    sets the reader's batch size (the result does not depend on it).
+    sets the reader's batch size (the result does not depend on it).  ``media``, a
+    :class:`meshpcap.flows.media.MediaCollector`, is given every batch too (its ``finish`` then
+    takes the flows: see :func:`analyze`).
     """
     # Reading builds many small objects and no reference cycles: the cyclic collector's passes
     # over an ever larger heap would cost about a tenth of the run, so it waits until the end.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _read_flows(path, names, idle_seconds, batch_bytes)
+        return _read_flows(path, names, idle_seconds, batch_bytes, media)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None, batch_bytes: int | None) -> FlowTable:
+def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None, batch_bytes: int | None,
+                media=None) -> FlowTable:
     kwargs = {}
     if idle_seconds is not None:
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
@@ -71,6 +74,8 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
             early = EarlyNamer(builder, EVIDENCE_TCP)
         for batch, (decoded, grouped) in cap.batches_with(_decode):
             builder.add(batch, decoded, grouped)
+            if media is not None:  # the media pass (RTP, STUN and SYN times): numpy over the same batch
+                media.add(batch, decoded, grouped)
             if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
                 if builder.dns_new:
                     prefetch_dns(builder.dns_new, builder.dns_parsed)
@@ -170,6 +175,8 @@ def analyze(
     rules: str | os.PathLike | None = None,
     fail_on: str = "missing",
     use_cache: bool = True,
+    quality: bool = True,
+    quality_targets: str | os.PathLike | None = None,
 ):
     """Judge a capture against a profile and return a :class:`meshpcap.report.analysis.Report`.
 
@@ -177,6 +184,11 @@ def analyze(
     snapshot cached by ``meshpcap tags update`` is used (``use_cache=False`` to not), and
     with neither, AzureCloud rules are judged on transport and port alone and every such
     verdict says "AzureCloud membership not verified".
+
+    ``quality`` measures the RTP media streams and round-trip times and judges them against
+    ``quality_targets`` (default: Microsoft's Teams client-to-edge targets, shipped as
+    ``rules/quality/teams-client-edge.toml``): ``Report.streams``, the report's ``quality`` section
+    and findings of kind ``degraded``.
     """
     from .classify import FAIL_ON, judge
     from .errors import MeshpcapError
@@ -193,9 +205,22 @@ def analyze(
         tags_path = cached_service_tags()
     if tags_path is not None:
         tags = load_service_tags(tags_path)
-    ft = read_flows(path)
+    media = targets = None
+    if quality:
+        from .classify.quality import load_targets
+        from .flows.media import MediaCollector
+
+        targets = load_targets(quality_targets)
+        media = MediaCollector(targets.options)
+    ft = read_flows(path, media=media)
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
+    judged_quality = None
+    if media is not None:
+        from .classify.quality import add_to_judgement, judge_quality
+
+        judged_quality = judge_quality(media.finish(ft.flows), judgement, targets, ft.capture.get("first_ns"))
+        add_to_judgement(judgement, judged_quality, fail_on)
     profile_info = {
         "id": prof.id,
         "title": prof.title,
@@ -212,4 +237,4 @@ def analyze(
             "change_number": tags.change_number,
             "cloud": tags.cloud,
         }
-    return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on})
+    return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on}, judged_quality)

@@ -17,9 +17,9 @@ from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
 from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, judge_dns, judge_flow
 
-KINDS = ("blocked", "missing", "unexpected")
+KINDS = ("blocked", "missing", "unexpected", "degraded")  # degraded: media quality (classify/quality.py)
 SEVERITIES = ("error", "warning", "info")
-FAIL_ON = ("blocked", "missing", "unexpected", "never")  # each includes the kinds before it
+FAIL_ON = ("blocked", "missing", "unexpected", "degraded", "never")  # each includes the kinds before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +279,7 @@ def failing(findings: list[Finding], fail_on: str) -> list[Finding]:
         return []
     kinds = FAIL_ON[: FAIL_ON.index(fail_on) + 1]
     return [f for f in findings if f.kind in kinds and (f.severity == "error" or
-                                                      (f.kind == "unexpected" and f.severity == "warning"))]
+                                                      (f.kind in ("unexpected", "degraded") and f.severity == "warning"))]
 
 
 def _number(findings: list[Finding]) -> list[Finding]:
