@@ -64,7 +64,8 @@ class MediaStream:
     payload_types: tuple[int, ...]
     packets: int
     expected: int  # RFC 3550 A.3: extended highest sequence - base + 1 (jumps > MAX_DROPOUT excluded)
-    lost: int  # expected - distinct sequence numbers received
+    lost: int  # expected - distinct sequence numbers received (``lost_rfc3550`` in to_dict: expected - packets,
+    # RFC 3550 A.3's cumulative loss, which duplicates offset; Wireshark's "Lost" column)
     loss_bursts: int  # runs of consecutive lost packets
     max_burst: int  # the longest run
     duplicates: int
@@ -111,6 +112,7 @@ class MediaStream:
             "src_port": self.src_port, "dst": self.dst, "dst_port": self.dst_port, "framing": self.framing,
             "ssrc": f"0x{self.ssrc:08X}", "payload_types": list(self.payload_types), "packets": self.packets,
             "expected": self.expected, "lost": self.lost, "lost_pct": round(self.lost_pct, 3),
+            "lost_rfc3550": self.expected - self.packets,
             "loss_bursts": self.loss_bursts, "max_burst": self.max_burst, "duplicates": self.duplicates,
             "reordered": self.reordered, "reordered_pct": round(self.reordered_pct, 3),
             "seq_restarts": self.seq_restarts, "clock_rate": self.clock_rate, "clock_source": self.clock_source,
@@ -129,7 +131,7 @@ class MediaStream:
 
 # the flat columns of the streams table (CSV, DataFrame); nested ones are left to the JSON
 STREAM_COLUMNS = ("flow_id", "direction", "transport", "src", "src_port", "dst", "dst_port", "framing", "ssrc",
-                  "payload_types", "packets", "expected", "lost", "lost_pct", "loss_bursts", "max_burst",
+                  "payload_types", "packets", "expected", "lost", "lost_pct", "lost_rfc3550", "loss_bursts", "max_burst",
                   "duplicates", "reordered", "reordered_pct", "seq_restarts", "clock_rate", "clock_source",
                   "jitter_ms_mean", "jitter_ms_max", "delta_ms_min", "delta_ms_mean", "delta_ms_max", "first_ns",
                   "last_ns", "bytes", "bitrate_kbps", "bitrate_max_kbps", "gaps", "loss_window_pct",
@@ -480,13 +482,13 @@ def _infer_clock(pts: np.ndarray, ext_ts: np.ndarray, t_ns: np.ndarray) -> tuple
     if len(static) == 1 and None not in static:
         return static.pop(), "payload type"
     span_s = (int(t_ns.max()) - int(t_ns.min())) / 1e9
-    if t_ns.size < 5 or span_s < 0.2:
+    if t_ns.size < 5 or span_s < 0.1:
         return None, "unknown: too few packets or too short to infer the clock from timestamps"
     # the timestamps' least-squares slope against arrival time (robust to jitter, unlike two end points)
     rate = float(np.polyfit((t_ns - t_ns[0]) / 1e9, (ext_ts - ext_ts[0]).astype(float), 1)[0])
-    for c in CLOCK_CANDIDATES:
-        if abs(rate - c) <= CLOCK_TOLERANCE * c:
-            return c, "timestamps"
+    c = min(CLOCK_CANDIDATES, key=lambda c: abs(rate - c) / c)
+    if abs(rate - c) <= CLOCK_TOLERANCE * c:
+        return c, "timestamps"
     return None, f"unknown: timestamps advance {rate:,.0f}/s, not a known RTP clock"
 
 
@@ -584,7 +586,8 @@ def _one_stream(ii, fid, c2s, ts, fr, pt, seq, rts, ssrc, size, locate, o: Media
         dd = np.abs(dt_ms - dts * 1000.0 / clock)
         dd = np.where(restarts, 0.0, dd)
         jit = np.concatenate([[0.0], _jitter(dd)])
-        jit_mean, jit_max = float(jit.mean()), float(jit.max())
+        # the mean over the packets that have a D (all but the first), as Wireshark's RTP analysis reports it
+        jit_mean, jit_max = float(jit[1:].mean()) if n > 1 else 0.0, float(jit.max())
         k = int(np.argmax(jit))
         w = int(o.jitter_window_ms * 1e6)
         ws = int(t[0]) + ((int(t[k]) - int(t[0])) // w) * w
