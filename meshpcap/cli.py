@@ -84,6 +84,8 @@ def analyze(
                                    "(default: blocked or missing)"),
     quality: bool = typer.Option(True, "--quality/--no-quality", help="measure media streams (RTP) and round-trip "
                                  "times and judge them against Microsoft's targets"),
+    quality_targets: Optional[Path] = typer.Option(None, "--quality-targets", help="media quality targets (TOML; "
+                                                   "default: Microsoft's Teams client-to-edge targets)"),
     streams_csv: Optional[Path] = typer.Option(None, "--streams-csv", help="also write the media streams table "
                                                "(one row per RTP stream) as CSV to this file"),
 ) -> None:
@@ -97,7 +99,8 @@ def analyze(
     try:
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
-                     rules=rules, fail_on=fail_on.value, quality=quality)
+                     rules=rules, fail_on=fail_on.value, quality=quality,
+                     quality_targets=quality_targets)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or format == ReportFormat.json
         _write(render_report(report, format, show), output)
