@@ -89,7 +89,8 @@ def load_targets(path: str | Path | None = None) -> Targets:
     """Read and validate a quality targets file (the shipped Teams client-to-edge one by default).
     Raises :class:`meshpcap.errors.RuleError` naming the file, the target and the field."""
     p = Path(path) if path is not None else default_targets_path()
-    src = str(p)
+    # the shipped file is named as in the source tree, so that reports do not depend on where it is installed
+    src = str(p) if path is not None else "rules/quality/teams-client-edge.toml"
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
