@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from meshpcap.decode.buffer import DecodeError, NeedMore
+from meshpcap.decode.frames import _Gather
 
 RTP_VERSION = 2  # RFC 3550 section 5.1
 RTP_HEADER_LEN = 12  # RFC 3550 section 5.1: the fixed header
@@ -207,20 +208,13 @@ def split_tcp(stream: bytes, prefixed: bool) -> tuple[list[bytes], int]:
 
 
 # ---------------------------------------------------------------- columnar twins (numpy over a batch)
-def _u8(buf: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    return buf[np.clip(pos, 0, max(buf.size - 1, 0))].astype(np.int64) if buf.size else np.zeros(pos.size, np.int64)
+def gather(data) -> _Gather:
+    """The batch-bytes reader the columnar parsers take (big-endian fields by numpy gathers, bounds-clipped)."""
+    return _Gather(data)
 
 
-def _u16(buf, pos):
-    return (_u8(buf, pos) << 8) | _u8(buf, pos + 1)
-
-
-def _u32(buf, pos):
-    return (_u16(buf, pos) << 16) | _u16(buf, pos + 2)
-
-
-def media_offsets(buf: np.ndarray, pos: np.ndarray, cap: np.ndarray, max_attrs: int = 12):
-    """:func:`unwrap` over many UDP payloads at once: ``buf`` the batch bytes (uint8), ``pos`` and
+def media_offsets(g: _Gather, pos: np.ndarray, cap: np.ndarray, max_attrs: int = 12):
+    """:func:`unwrap` over many UDP payloads at once: ``g`` the batch bytes (:func:`gather`), ``pos`` and
     ``cap`` each payload's offset and captured length.  Returns (inner offset, inner captured length,
     framing code) arrays; framing ``F_NONE`` where no media framing applies or a length runs past the
     captured bytes.  Send/Data indications are walked for their DATA attribute up to ``max_attrs``
@@ -234,9 +228,9 @@ def media_offsets(buf: np.ndarray, pos: np.ndarray, cap: np.ndarray, max_attrs: 
     if n == 0:
         return ipos, icap, fr
     has4 = cap >= 4
-    b0 = np.where(cap >= 1, _u8(buf, pos), -1)
-    w0 = _u16(buf, pos)
-    length = _u16(buf, pos + 2)
+    b0 = np.where(cap >= 1, g.u8(pos), -1)
+    w0 = g.u16(pos)
+    length = g.u16(pos + 2)
     direct = (b0 >= 128) & (b0 <= 191)
     icap[direct] = cap[direct]
     fr[direct] = F_DIRECT
@@ -251,7 +245,7 @@ def media_offsets(buf: np.ndarray, pos: np.ndarray, cap: np.ndarray, max_attrs: 
     ind = (cap >= 20) & (b0 <= 3) & ((w0 == SEND_INDICATION) | (w0 == DATA_INDICATION)) & (20 + length <= cap)
     if ind.any():
         ii = np.nonzero(ind)[0]
-        ii = ii[_u32(buf, pos[ii] + 4) == STUN_COOKIE]
+        ii = ii[g.u32(pos[ii] + 4) == STUN_COOKIE]
         end = pos[ii] + 20 + length[ii]
         at = pos[ii] + 20
         live = np.ones(ii.size, bool)
@@ -259,8 +253,8 @@ def media_offsets(buf: np.ndarray, pos: np.ndarray, cap: np.ndarray, max_attrs: 
             live &= at + 4 <= end
             if not live.any():
                 break
-            atype = _u16(buf, at)
-            alen = _u16(buf, at + 2)
+            atype = g.u16(at)
+            alen = g.u16(at + 2)
             live &= at + 4 + alen <= end
             hit = live & (atype == STUN_DATA)
             if hit.any():
@@ -273,31 +267,31 @@ def media_offsets(buf: np.ndarray, pos: np.ndarray, cap: np.ndarray, max_attrs: 
     return ipos, icap, fr
 
 
-def rtp_columns(buf: np.ndarray, pos: np.ndarray, cap: np.ndarray) -> dict[str, np.ndarray]:
+def rtp_columns(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`parse_rtp` / :func:`parse_rtcp` over many packets: ``kind`` is K_RTP, K_RTCP or K_NONE
     (not version 2, too short, impossible header extension or padding); the other columns are the
     header fields (``ssrc`` for RTCP is the sender's), ``payload_len`` the RTP payload without padding."""
     pos = np.asarray(pos, np.int64)
     cap = np.asarray(cap, np.int64)
-    b0 = _u8(buf, pos)
-    b1 = _u8(buf, pos + 1)
+    b0 = g.u8(pos)
+    b1 = g.u8(pos + 1)
     v2 = ((b0 >> 6) == RTP_VERSION) & (cap >= RTCP_HEADER_LEN)
     rtcp = v2 & (b1 >= 192) & (b1 <= 223)
     cc = b0 & 0x0F
     hl = RTP_HEADER_LEN + 4 * cc
     ext = (b0 & 0x10) != 0
     ext_ok = ~ext | (hl + 4 <= cap)
-    hl = np.where(ext, hl + 4 + 4 * _u16(buf, pos + hl + 2), hl)
+    hl = np.where(ext, hl + 4 + 4 * g.u16(pos + hl + 2), hl)
     padded = (b0 & 0x20) != 0
-    pad = np.where(padded, _u8(buf, pos + cap - 1), 0)
+    pad = np.where(padded, g.u8(pos + cap - 1), 0)
     rtp = v2 & ~rtcp & (cap >= RTP_HEADER_LEN) & ext_ok & (hl <= cap) & (~padded | ((pad > 0) & (pad <= cap - hl)))
     kind = np.where(rtp, K_RTP, np.where(rtcp, K_RTCP, K_NONE)).astype(np.int8)
     return {
         "kind": kind,
         "marker": (b1 & 0x80) != 0,
         "payload_type": np.where(rtcp, b1, b1 & 0x7F).astype(np.int16),
-        "sequence": _u16(buf, pos + 2),
-        "timestamp": _u32(buf, pos + 4),
-        "ssrc": np.where(rtcp, _u32(buf, pos + 4), _u32(buf, pos + 8)),
+        "sequence": g.u16(pos + 2),
+        "timestamp": g.u32(pos + 4),
+        "ssrc": np.where(rtcp, g.u32(pos + 4), g.u32(pos + 8)),
         "payload_len": np.where(rtp, cap - hl - pad, 0),
     }

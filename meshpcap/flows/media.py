@@ -23,7 +23,7 @@ import numpy as np
 
 from ..decode import frames as F
 from ..decode import rtp as R
-from .engine import group_batch
+from .engine import addr_text, group_batch
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -224,7 +224,10 @@ class MediaCollector:
 
     def _slot_of(self, keys: tuple[np.ndarray, ...], groups: np.ndarray) -> np.ndarray:
         """Global slot ids for the batch groups ``groups`` (one dict lookup per distinct 5-tuple)."""
-        ug, back = np.unique(groups, return_inverse=True)
+        mark = np.zeros(int(groups.max()) + 1 if groups.size else 0, bool)
+        mark[groups] = True
+        ug = np.flatnonzero(mark)  # the distinct groups, without a sort
+        back = (np.cumsum(mark) - 1)[groups]
         out = np.empty(ug.size, np.int64)
         cols = [c[ug].tolist() for c in keys]
         slots = self.slots
@@ -234,7 +237,7 @@ class MediaCollector:
                 s = slots[key] = len(self.slot_keys)
                 self.slot_keys.append(key)
             out[i] = s
-        return out[back.reshape(-1)]
+        return out[back]
 
     def add(self, batch, d: F.Decoded, grouped=None) -> None:
         """Gather the media facts of one decoded batch (``grouped``: the flow stage's grouping, when made)."""
@@ -244,7 +247,8 @@ class MediaCollector:
         pidx = gb.pidx
         if pidx.size == 0:
             return
-        buf = np.frombuffer(batch.data, np.uint8)
+        g = R.gather(batch.data)
+        buf = g.buf
         proto = gb.proto
         pos = d.payload[pidx]
         cap = d.payload_cap[pidx]
@@ -255,11 +259,11 @@ class MediaCollector:
             b0 = buf[pos[u]]
             cand = u[(b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)]
             if cand.size:
-                ipos, icap, fr = R.media_offsets(buf, pos[cand], cap[cand])
+                ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand])
                 m = fr != R.F_NONE
                 if m.any():
                     c, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
-                    cols = R.rtp_columns(buf, ipos, icap)
+                    cols = R.rtp_columns(g, ipos, icap)
                     k = cols["kind"] != R.K_NONE
                     if k.any():
                         c = c[k]
@@ -271,16 +275,16 @@ class MediaCollector:
                 s = cand[(buf[pos[cand]] <= 3) & (cap[cand] >= 20)]
                 if s.size:
                     p = pos[s]
-                    cookie = R._u32(buf, p + 4)
-                    mtype = R._u16(buf, p)
+                    cookie = g.u32(p + 4)
+                    mtype = g.u16(p)
                     cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
                     ok = (cookie == R.STUN_COOKIE) & (cls != 1)
                     if ok.any():
                         s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
                         method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
                         slot = self._slot_of(gb.keys, gb.inv[s])
-                        self.stun.append((slot, gb.src_a[s], ts[s], cls, method, R._u32(buf, p + 8),
-                                          R._u32(buf, p + 12), R._u32(buf, p + 16)))
+                        self.stun.append((slot, gb.src_a[s], ts[s], cls, method, g.u32(p + 8), g.u32(p + 12),
+                                          g.u32(p + 16)))
         # ---- TCP: handshake times, and TURN framing (TCP 443 / 3478 fallback)
         tcp = proto == F.PROTO_TCP
         if tcp.any():
@@ -291,9 +295,9 @@ class MediaCollector:
                                  (flags[syn] & TCP_ACK) != 0))
             t = np.nonzero(tcp & (cap > 0))[0]
             if t.size:
-                self._tcp(batch, d, gb, pidx, buf, t, pos, cap, ts)
+                self._tcp(batch, d, gb, pidx, g, t, pos, cap, ts)
 
-    def _tcp(self, batch, d, gb, pidx, buf, t, pos, cap, ts) -> None:
+    def _tcp(self, batch, d, gb, pidx, g, t, pos, cap, ts) -> None:
         slot = self._slot_of(gb.keys, gb.inv[t])
         if self.tcp_seen.size < len(self.slot_keys):
             grown = np.zeros(max(len(self.slot_keys), 2 * self.tcp_seen.size), bool)
@@ -307,8 +311,8 @@ class MediaCollector:
             first = np.unique(ns_, return_index=True)[1]
             nt, ns_ = nt[first], ns_[first]
             p, c = pos[nt], cap[nt]
-            bare = (c >= 20) & (buf[p] <= 3) & (R._u32(buf, p + 4) == R.STUN_COOKIE)
-            pref = (c >= 22) & (buf[np.minimum(p + 2, buf.size - 1)] <= 3) & (R._u32(buf, p + 6) == R.STUN_COOKIE)
+            bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == R.STUN_COOKIE)
+            pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == R.STUN_COOKIE)
             self.tcp_seen[ns_] = True
             for s_, b_, q_ in zip(ns_.tolist(), bare.tolist(), pref.tolist()):
                 if b_ or q_:
@@ -360,25 +364,39 @@ class _FlowLocator:
         self.a_text: list[tuple[str, int]] = []
         for key in slot_keys:
             proto, ver, ah, al, bh, bl, pa, pb = key
-            a, b = (_addr(ver, ah, al), pa), (_addr(ver, bh, bl), pb)
+            a, b = (addr_text(ver, ah, al), pa), (addr_text(ver, bh, bl), pb)
             tr = "tcp" if proto == F.PROTO_TCP else "udp"
             fl = sorted(by_key.get((tr,) + tuple(sorted((a, b))), []), key=lambda f: f.first_ns)
             self.slot_flows.append((np.array([f.first_ns for f in fl], np.int64), fl, tr))
             self.a_text.append(a)
 
+        # one row per (slot, flow) in slot then time order, for the vectorised lookup
+        counts = [len(fl) for _, fl, _ in self.slot_flows]
+        self.count = np.array(counts, np.int64)
+        self.offset = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
+        rows = [(f.first_ns, f.id, (f.client, f.client_port) == self.a_text[s])
+                for s, (_, fl, _) in enumerate(self.slot_flows) for f in fl]
+        self.row_first = np.array([r[0] for r in rows], np.int64)
+        self.row_id = np.array([r[1] for r in rows], np.int64)
+        self.row_a_client = np.array([r[2] for r in rows], bool)
+
     def __call__(self, slot: np.ndarray, src_a: np.ndarray, ts: np.ndarray):
+        """Flow ids (-1: no flow) and client-to-server flags of packets given by slot, side and time."""
         fid = np.full(slot.size, -1, np.int64)
         c2s = np.zeros(slot.size, bool)
-        for s in np.unique(slot).tolist():
-            m = np.nonzero(slot == s)[0]
-            firsts, fl, _ = self.slot_flows[s]
-            if not fl:
-                continue
-            k = np.maximum(np.searchsorted(firsts, ts[m], "right") - 1, 0)
-            ids = np.array([f.id for f in fl], np.int64)
-            a_client = np.array([(f.client, f.client_port) == self.a_text[s] for f in fl], bool)
-            fid[m] = ids[k]
-            c2s[m] = src_a[m] == a_client[k]
+        if slot.size == 0 or self.row_id.size == 0:
+            return fid, c2s
+        cnt = self.count[slot]
+        row = self.offset[slot].copy()
+        many = np.flatnonzero(cnt > 1)  # a 5-tuple reused by later flows: the last flow begun by then
+        for s in np.unique(slot[many]).tolist():
+            m = many[slot[many] == s]
+            lo = int(self.offset[s])
+            k = np.searchsorted(self.row_first[lo:lo + int(self.count[s])], ts[m], "right") - 1
+            row[m] = lo + np.maximum(k, 0)
+        has = cnt > 0
+        fid[has] = self.row_id[row[has]]
+        c2s[has] = src_a[has] == self.row_a_client[row[has]]
         return fid, c2s
 
 
@@ -455,190 +473,267 @@ def _segments(key: np.ndarray):
     return order, starts, ends
 
 
-def _jitter(absd_ms: np.ndarray, block: int = 128) -> np.ndarray:
-    """RFC 3550 appendix A.8, ``J += (|D| - J) / 16``, for one stream: J after each packet (J before the
-    first is 0).  The recurrence is linear, J_k = a J_(k-1) + x_k / 16 with a = 15/16, so within a block
-    J_k = a^(k+1) J_start + sum_j a^(k-j) x_j / 16: a cumulative sum per block, a loop over blocks only
-    (a^-127 is about 3,700: no precision lost)."""
+def _jitter_segments(x: np.ndarray, first: np.ndarray, block: int = 128) -> np.ndarray:
+    """RFC 3550 appendix A.8, ``J += (|D| - J) / 16``, over many streams laid end to end (``first`` marks
+    each stream's first packet, where J starts at 0; x there is 0).  The recurrence is linear,
+    J_k = a J_(k-1) + x_k / 16 with a = 15/16, so within a block of ``block`` packets
+    J_k = a^(k+1) J_before + sum_j a^(k-j) x_j / 16, the sum taken from the block's start or from the
+    last stream start in the block: one cumulative sum per block for every block at once, and a loop
+    over blocks only for the value carried from one block to the next (a^-127 is about 3,700: no
+    precision is lost)."""
     a = 15.0 / 16.0
-    n = absd_ms.size
-    out = np.empty(n)
-    up = a ** -np.arange(block)
-    down = a ** np.arange(block)
-    prev = 0.0
-    for s in range(0, n, block):
-        x = absd_ms[s:s + block]
-        m = x.size
-        c = np.cumsum(x * up[:m]) / 16.0
-        out[s:s + m] = down[:m] * c + (down[:m] * a) * prev
-        prev = float(out[s + m - 1])
-    return out
+    n = x.size
+    m = -(-n // block)
+    X = np.zeros(m * block)
+    X[:n] = x
+    Rm = np.zeros(m * block, bool)
+    Rm[:n] = first
+    X, Rm = X.reshape(m, block), Rm.reshape(m, block)
+    k = np.arange(block)
+    up, down = a ** -k, a ** k
+    C = np.cumsum(X * up, axis=1) / 16.0
+    last = np.maximum.accumulate(np.where(Rm, k, -1), axis=1)  # the latest stream start at or before k
+    base = np.where(last > 0, np.take_along_axis(C, np.maximum(last - 1, 0), axis=1), 0.0)
+    local = down * (C - base)
+    carry = np.where(last < 0, down * a, 0.0)  # a^(k+1) where the block's earlier J carries in
+    ends = np.empty(m)
+    e = 0.0
+    for b, (lv, cv) in enumerate(zip(local[:, -1].tolist(), carry[:, -1].tolist())):
+        ends[b] = e  # the J carried into block b
+        e = lv + cv * e
+    return (local + carry * ends[:, None]).reshape(-1)[:n]
 
 
-def _infer_clock(pts: np.ndarray, ext_ts: np.ndarray, t_ns: np.ndarray) -> tuple[int | None, str]:
-    """The RTP clock rate: from a static payload type (RFC 3551), else from how fast the timestamp
-    advances against arrival time over the whole stream, snapped to a clock in use."""
-    static = {R.STATIC_CLOCK.get(int(p)) for p in np.unique(pts)}
-    if len(static) == 1 and None not in static:
-        return static.pop(), "payload type"
-    span_s = (int(t_ns.max()) - int(t_ns.min())) / 1e9
-    if t_ns.size < 5 or span_s < 0.1:
-        return None, "unknown: too few packets or too short to infer the clock from timestamps"
-    # the timestamps' least-squares slope against arrival time (robust to jitter, unlike two end points)
-    rate = float(np.polyfit((t_ns - t_ns[0]) / 1e9, (ext_ts - ext_ts[0]).astype(float), 1)[0])
-    c = min(CLOCK_CANDIDATES, key=lambda c: abs(rate - c) / c)
-    if abs(rate - c) <= CLOCK_TOLERANCE * c:
-        return c, "timestamps"
-    return None, f"unknown: timestamps advance {rate:,.0f}/s, not a known RTP clock"
+def _first_argmax(values: np.ndarray, sid: np.ndarray, nseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment (``sid`` sorted): the maximum of ``values`` and the index of its first occurrence."""
+    mx = np.full(nseg, -np.inf)
+    np.maximum.at(mx, sid, values)
+    cand = np.flatnonzero(values == mx[sid])
+    _, first = np.unique(sid[cand], return_index=True)
+    return mx, cand[first]
 
 
-def _worst_window(t_ns: np.ndarray, lost: np.ndarray, window_ns: int, min_packets: int):
-    """Worst loss ratio over the windows [s, s + window) that lie inside the stream, anchored at every
-    packet (received or lost: ``lost`` marks the lost ones, ``t_ns`` sorted) and at the stream's end; a
-    stream shorter than the window is one window.  Returns (percent, (start, end)), or (None, None) when
-    no window holds ``min_packets`` expected packets."""
-    n = t_ns.size
-    if n == 0:
-        return None, None
-    t_end = int(t_ns[-1])
-    if t_end - int(t_ns[0]) < window_ns:
-        starts = t_ns[:1]
-    else:
-        starts = np.append(t_ns[t_ns + window_ns <= t_end], t_end - window_ns + 1)
-    lo = np.searchsorted(t_ns, starts, "left")
-    hi = np.searchsorted(t_ns, starts + window_ns, "left")
-    total = hi - lo
-    cum = np.concatenate([[0], np.cumsum(lost)])
-    nlost = cum[hi] - cum[lo]
-    ok = total >= min_packets
-    if not ok.any():
-        return None, None
-    ratio = np.where(ok, nlost / np.maximum(total, 1), -1.0)
-    i = int(np.argmax(ratio))
-    return 100.0 * float(ratio[i]), (int(starts[i]), int(starts[i]) + window_ns)
+_STATIC = np.zeros(256, np.int64)
+for _pt, _c in R.STATIC_CLOCK.items():
+    _STATIC[_pt] = _c
+_CANDS = np.array(CLOCK_CANDIDATES, float)
+_T_BITS = 46  # per-stream times (ns from the stream's start) are packed beside the stream index: 19.5 h
 
 
 def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> list[MediaStream]:
+    """Every stream's statistics at once, as array operations over the packets grouped by stream."""
     fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size, _wire = cols
     ok = fid >= 0
-    rtp = ok & (kind == R.K_RTP)
     rtcp = ok & (kind == R.K_RTCP)
     rtcp_count: dict[tuple[int, bool, int], int] = {}
     if rtcp.any():
-        keys, counts = np.unique(np.stack([fid[rtcp], c2s[rtcp].astype(np.int64), ssrc[rtcp]]), axis=1,
-                                 return_counts=True)
-        rtcp_count = {(int(a), bool(b), int(c)): int(n) for (a, b, c), n in zip(keys.T.tolist(), counts.tolist())}
-    idx = np.flatnonzero(rtp)
+        keys, counts = np.unique(((fid[rtcp] * 2 + c2s[rtcp]) << 32) | ssrc[rtcp], return_counts=True)
+        rtcp_count = {(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist())}
+    idx = np.flatnonzero(ok & (kind == R.K_RTP))
     if idx.size == 0:
         return []
     skey = ((fid[idx] * 2 + c2s[idx]) << 32) | ssrc[idx]
     order, starts, ends = _segments(skey)
+    ii = idx[order]
+    n = ends - starts
+    sid = np.repeat(np.arange(n.size), n)
+    # RFC 3550 A.1: extend the 16-bit sequence; each step is the shortest signed delta from the packet before
+    sq = seq[ii]
+    d = np.zeros(ii.size, np.int64)
+    d[1:] = (np.diff(sq) + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
+    d[starts] = 0
+    # random first bytes (DNS ids, encrypted data) make "streams" whose numbers do not follow on
+    near = np.bincount(sid, weights=(np.abs(d) <= 100)) - 1
+    keep = (n >= o.min_packets) & ((n == 1) | (near >= 0.5 * (n - 1)))
+    if not keep.all():
+        pk = np.repeat(keep, n)
+        ii, d, sq = ii[pk], d[pk], sq[pk]
+        n = n[keep]
+        if n.size == 0:
+            return []
+        sid = np.repeat(np.arange(n.size), n)
+    S = n.size
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    last = starts + n - 1
+    P = ii.size
+    is_first = np.zeros(P, bool)
+    is_first[starts] = True
+    t = ts[ii]
+    cd = np.cumsum(d)
+    ext = cd - cd[starts][sid] + sq[starts][sid]
+    restart = np.abs(d) > MAX_DROPOUT
+    # distinct sequence numbers per stream, the first arrival of each
+    emin = np.minimum.reduceat(ext, starts)
+    erange = int((ext - emin[sid]).max())
+    if erange < (1 << 30):  # one stable sort of a packed key (the usual case), else by three keys
+        o2 = np.argsort((sid.astype(np.int64) << 30) | (ext - emin[sid]), kind="stable")
+    else:
+        o2 = np.lexsort((np.arange(P), ext, sid))
+    se, ss = ext[o2], sid[o2]
+    newu = np.ones(P, bool)
+    newu[1:] = (se[1:] != se[:-1]) | (ss[1:] != ss[:-1])
+    first_seen = np.zeros(P, bool)
+    first_seen[o2[newu]] = True
+    u_ext, u_sid, u_t = se[newu], ss[newu], t[o2[newu]]
+    nu = np.bincount(u_sid, minlength=S)
+    gaps = np.diff(u_ext) - 1
+    same = u_sid[1:] == u_sid[:-1]
+    loss_gap = np.where(same & (gaps <= MAX_DROPOUT), gaps, 0)
+    lost = np.bincount(u_sid[1:], weights=loss_gap, minlength=S).astype(np.int64)
+    bursts = np.bincount(u_sid[1:], weights=loss_gap > 0, minlength=S).astype(np.int64)
+    max_burst = np.zeros(S, np.int64)
+    np.maximum.at(max_burst, u_sid[1:], loss_gap)
+    # reordered: arrived after a higher sequence number had, and not a duplicate
+    e2 = ext + sid.astype(np.int64) * (1 << 40)
+    runmax = np.maximum.accumulate(e2)
+    late = np.zeros(P, bool)
+    late[1:] = (e2[1:] < runmax[:-1]) & first_seen[1:]
+    late &= ~is_first
+    reordered = np.bincount(sid, weights=late, minlength=S).astype(np.int64)
+    # timestamps, unwrapped alike; the clock from a static payload type or from their slope over arrival time
+    r = rts[ii]
+    dts = np.zeros(P, np.int64)
+    dts[1:] = (np.diff(r) + TS_MOD // 2) % TS_MOD - TS_MOD // 2
+    dts[starts] = 0
+    cts = np.cumsum(dts)
+    ext_ts = (cts - cts[starts][sid]).astype(float)
+    pts = pt[ii].astype(np.int64)
+    cl = _STATIC[pts & 0xFF]
+    smin, smax = np.minimum.reduceat(cl, starts), np.maximum.reduceat(cl, starts)
+    static = (smin == smax) & (smin > 0)
+    x = (t - t[starts][sid]) / 1e9
+    sx, sy = np.bincount(sid, x, S), np.bincount(sid, ext_ts, S)
+    sxx, sxy = np.bincount(sid, x * x, S), np.bincount(sid, x * ext_ts, S)
+    den = n * sxx - sx * sx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(den > 0, (n * sxy - sx * sy) / np.where(den > 0, den, 1), 0.0)
+    span_ns = t[last] - t[starts]
+    fit_ok = (n >= 5) & (span_ns >= 100_000_000)
+    rel = np.abs(rate[:, None] - _CANDS) / _CANDS
+    best = np.argmin(rel, axis=1)
+    snapped = rel[np.arange(S), best] <= CLOCK_TOLERANCE
+    clock = np.where(static, smin, np.where(fit_ok & snapped, _CANDS[best].astype(np.int64), 0))
+    # RFC 3550 A.8: D = (R_j - R_i) - (S_j - S_i), arrival order, in ms here
+    dt_ms = np.zeros(P)
+    dt_ms[1:] = np.diff(t) / 1e6
+    dt_ms[starts] = 0.0
+    ck = clock[sid]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(ck > 0, np.abs(dt_ms - dts * 1000.0 / np.where(ck > 0, ck, 1)), 0.0)
+    dd[is_first | restart] = 0.0
+    jit = _jitter_segments(dd, is_first)
+    jsum = np.bincount(sid, jit, S)
+    jmax, jat = _first_argmax(jit, sid, S)
+    jw = int(o.jitter_window_ms * 1e6)
+    jws = t[starts] + ((t[jat] - t[starts]) // jw) * jw
+    # interarrival deltas
+    inner = ~is_first
+    dmin = np.full(S, np.inf)
+    dmax = np.full(S, -np.inf)
+    np.minimum.at(dmin, sid[inner], dt_ms[inner])
+    np.maximum.at(dmax, sid[inner], dt_ms[inner])
+    dsum = np.bincount(sid, dt_ms, S)
+    # loss over time: lost packets placed between their neighbours' arrival times
+    g = np.flatnonzero(loss_gap)
+    cnt = loss_gap[g]
+    rep = np.repeat(g, cnt)
+    within = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
+    lt = u_t[rep] + (u_t[rep + 1] - u_t[rep]) * within // (np.repeat(cnt, cnt) + 1)
+    ev_sid = np.concatenate([u_sid, u_sid[rep]])
+    ev_t = np.concatenate([u_t, lt])
+    ev_l = np.concatenate([np.zeros(u_sid.size, np.int64), np.ones(lt.size, np.int64)])
+    # every event is at or after its stream's first packet: times from there, packed beside the stream index
+    ekey = (ev_sid.astype(np.int64) << _T_BITS) + (ev_t - t[starts][ev_sid])
+    eo = np.argsort(ekey, kind="stable")
+    ev_sid, ev_t, ev_l, ekey = ev_sid[eo], ev_t[eo], ev_l[eo], ekey[eo]
+    ecount = np.bincount(ev_sid, minlength=S)
+    estart = np.concatenate([[0], np.cumsum(ecount)[:-1]])
+    et0 = ev_t[estart]
+    erel = ev_t - et0[ev_sid]
+    ecum = np.concatenate([[0], np.cumsum(ev_l)])
+    te = erel[estart + ecount - 1]
+    windows = {}
+    for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms)):
+        W = int(wms * 1e6)
+        short = te < W
+        cand = (~short[ev_sid] & (erel + W <= te[ev_sid])) | (short[ev_sid] & (np.arange(ev_t.size) == estart[ev_sid]))
+        c_sid = np.concatenate([ev_sid[cand], np.flatnonzero(~short)])
+        c_rel = np.concatenate([erel[cand], te[~short] - W + 1])
+        ck_ = (c_sid.astype(np.int64) << _T_BITS) + c_rel
+        co = np.argsort(ck_, kind="stable")
+        c_sid, c_rel, ck_ = c_sid[co], c_rel[co], ck_[co]
+        lo = np.searchsorted(ekey, ck_, "left")
+        hi = np.searchsorted(ekey, ck_ + W, "left")
+        tot = hi - lo
+        nl = ecum[hi] - ecum[lo]
+        ratio = np.where(tot >= o.min_window_packets, nl / np.maximum(tot, 1), -1.0)
+        wmax, wat = _first_argmax(ratio, c_sid, S)
+        wstart = et0[c_sid[wat]] + c_rel[wat]
+        windows[name] = (wmax, wstart, W)
+    # bitrate bins, gaps, bytes
+    by = size[ii].astype(np.int64)
+    binw = int(o.bitrate_bin_ms * 1e6)
+    b = (t - t[starts][sid]) // binw
+    nb = b[last] + 1
+    boff = np.concatenate([[0], np.cumsum(nb)[:-1]])
+    bins = np.bincount(boff[sid] + b, weights=by.astype(float), minlength=int(nb.sum())) * 8 / (binw / 1e9) / 1000
+    series = np.split(bins, boff[1:])
+    total = np.bincount(sid, by, S)
+    gap_at = np.flatnonzero(inner & (dt_ms > o.gap_ms))
+    gaps_of: dict[int, list[tuple[int, float]]] = {}
+    for k in gap_at.tolist():
+        gaps_of.setdefault(int(sid[k]), []).append((int(t[k - 1]), float(dt_ms[k])))
+    # payload types and the most common framing
+    pt_of: dict[int, list[int]] = {}
+    for k in np.flatnonzero(np.bincount(sid * 256 + (pts & 0xFF), minlength=S * 256)).tolist():
+        pt_of.setdefault(k >> 8, []).append(k & 0xFF)
+    fmain = np.bincount(sid * 8 + fr[ii].astype(np.int64), minlength=S * 8).reshape(S, 8).argmax(axis=1)
+
     out = []
-    for s0, s1 in zip(starts.tolist(), ends.tolist()):
-        if s1 - s0 < o.min_packets:
-            continue
-        ii = idx[order[s0:s1]]  # arrival order
-        st = _one_stream(ii, fid, c2s, ts, fr, pt, seq, rts, ssrc, size, locate, o, rtcp_count)
-        if st is not None:
-            out.append(st)
+    L = lambda a: a.tolist()  # noqa: E731
+    cols_ = zip(range(S), L(fid[ii[starts]]), L(c2s[ii[starts]]), L(ssrc[ii[starts]]), L(n), L(nu), L(lost),
+                L(bursts), L(max_burst), L(reordered), L(np.bincount(sid, weights=restart, minlength=S).astype(np.int64)),
+                L(clock), L(static), L(fit_ok), L(snapped), L(rate), L(jsum), L(jmax), L(jws), L(dmin), L(dmax),
+                L(dsum), L(t[starts]), L(t[last]), L(total), L(fmain), L(windows["loss"][0]), L(windows["loss"][1]),
+                L(windows["burst"][0]), L(windows["burst"][1]))
+    for (s_, f_, fwd, ss_, n_, nu_, lost_, bu_, mb_, re_, rs_, ck_, st_, fo_, sn_, rt_, js_, jm_, jws_, dmi_, dma_,
+         ds_, t0_, t1_, by_, fm_, lw_, lws_, bw_, bws_) in cols_:
+        fl = locate.by_id[f_]
+        src, sport, dst, dport = ((fl.client, fl.client_port, fl.server, fl.server_port) if fwd
+                                  else (fl.server, fl.server_port, fl.client, fl.client_port))
+        if st_:
+            csrc = "payload type"
+        elif not fo_:
+            csrc = "unknown: too few packets or too short to infer the clock from timestamps"
+        elif sn_:
+            csrc = "timestamps"
+        else:
+            csrc = f"unknown: timestamps advance {rt_:,.0f}/s, not a known RTP clock"
+        has_clock = ck_ > 0
+        span = t1_ - t0_
+        ser = series[s_]
+        lw_ok, bw_ok = lw_ >= 0, bw_ >= 0
+        out.append(MediaStream(
+            flow_id=fl.id, direction="c2s" if fwd else "s2c", transport=fl.transport, src=src, src_port=sport,
+            dst=dst, dst_port=dport, framing=R.FRAMING[fm_], ssrc=ss_, payload_types=tuple(pt_of[s_]), packets=n_,
+            expected=nu_ + lost_, lost=lost_, loss_bursts=bu_, max_burst=mb_, duplicates=n_ - nu_, reordered=re_,
+            seq_restarts=rs_, clock_rate=ck_ if has_clock else None, clock_source=csrc,
+            jitter_ms_mean=(js_ / (n_ - 1) if n_ > 1 else 0.0) if has_clock else None,
+            jitter_ms_max=jm_ if has_clock else None,
+            delta_ms_min=dmi_ if n_ > 1 else None, delta_ms_mean=ds_ / (n_ - 1) if n_ > 1 else None,
+            delta_ms_max=dma_ if n_ > 1 else None, first_ns=t0_, last_ns=t1_, bytes=by_,
+            bitrate_kbps=by_ * 8 / (span / 1e9) / 1000 if span > 0 else None,
+            bitrate_max_kbps=float(ser.max()) if ser.size else None, bitrate_series=tuple(ser.tolist()),
+            gaps=tuple(gaps_of.get(s_, ())),
+            loss_window_pct=100.0 * lw_ if lw_ok else None,
+            loss_window_ns=(lws_, lws_ + windows["loss"][2]) if lw_ok else None,
+            burst_window_pct=100.0 * bw_ if bw_ok else None,
+            burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
+            jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
+            rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
+        ))
     out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
     return out
-
-
-def _one_stream(ii, fid, c2s, ts, fr, pt, seq, rts, ssrc, size, locate, o: MediaOptions, rtcp_count):
-    t = ts[ii]
-    sq = seq[ii]
-    n = ii.size
-    # RFC 3550 A.1: extend the 16-bit sequence by counting wraps; each step is the shortest signed delta
-    d = (np.diff(sq) + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
-    # random first bytes (DNS ids, encrypted data) make "streams" whose numbers do not follow on
-    if n > 1 and np.mean((d >= -100) & (d <= 100)) < 0.5:
-        return None
-    ext = np.concatenate([[0], np.cumsum(d)]) + int(sq[0])
-    restarts = np.abs(d) > MAX_DROPOUT
-    uniq = np.unique(ext)
-    dup = n - uniq.size
-    gaps = np.diff(uniq) - 1
-    jump = gaps > MAX_DROPOUT
-    loss_gaps = np.where(jump, 0, gaps)
-    expected = int(uniq.size + loss_gaps.sum())
-    lost = int(loss_gaps.sum())
-    bursts = int((loss_gaps > 0).sum())
-    max_burst = int(loss_gaps.max()) if loss_gaps.size else 0
-    # reordered: arrived after a higher sequence number had (and is not a duplicate of one seen)
-    runmax = np.maximum.accumulate(ext)
-    first_seen = np.zeros(n, bool)
-    first_seen[np.unique(ext, return_index=True)[1]] = True
-    reordered = int(((ext[1:] < runmax[:-1]) & first_seen[1:]).sum()) if n > 1 else 0
-    # timestamps: unwrapped the same way, for the clock and for jitter
-    r = rts[ii]
-    dts = (np.diff(r) + TS_MOD // 2) % TS_MOD - TS_MOD // 2
-    ext_ts = np.concatenate([[0], np.cumsum(dts)]).astype(np.int64)
-    good = ~(np.isin(np.arange(n - 1), np.flatnonzero(restarts)))
-    pts = pt[ii]
-    clock, clock_src = _infer_clock(pts, ext_ts[np.concatenate([[True], good])], t[np.concatenate([[True], good])])
-    dt_ms = np.diff(t) / 1e6
-    jit = None
-    jit_mean = jit_max = None
-    jit_win = jit_win_ns = None
-    if clock:
-        # RFC 3550 A.8: D = (R_j - R_i) - (S_j - S_i), arrival order, in ms here
-        dd = np.abs(dt_ms - dts * 1000.0 / clock)
-        dd = np.where(restarts, 0.0, dd)
-        jit = np.concatenate([[0.0], _jitter(dd)])
-        # the mean over the packets that have a D (all but the first), as Wireshark's RTP analysis reports it
-        jit_mean, jit_max = float(jit[1:].mean()) if n > 1 else 0.0, float(jit.max())
-        k = int(np.argmax(jit))
-        w = int(o.jitter_window_ms * 1e6)
-        ws = int(t[0]) + ((int(t[k]) - int(t[0])) // w) * w
-        jit_win, jit_win_ns = float(jit[k]), (ws, ws + w)
-    # loss over time: lost packets placed between their neighbours' arrival times
-    first_t = np.empty(uniq.size, np.int64)
-    srt = np.lexsort((t, ext))
-    first_idx = srt[np.r_[True, np.diff(ext[srt]) != 0]]
-    first_t[:] = t[first_idx]
-    if lost:
-        g = np.flatnonzero(loss_gaps)
-        cnt = loss_gaps[g]
-        rep = np.repeat(g, cnt)
-        within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
-        lt = first_t[rep] + (first_t[rep + 1] - first_t[rep]) * within // (cnt[np.searchsorted(g, rep)] + 1)
-        ev_t = np.concatenate([first_t, lt])
-        ev_l = np.concatenate([np.zeros(uniq.size, np.int64), np.ones(lt.size, np.int64)])
-        so = np.argsort(ev_t, kind="stable")
-        ev_t, ev_l = ev_t[so], ev_l[so]
-    else:
-        ev_t, ev_l = np.sort(first_t), np.zeros(uniq.size, np.int64)
-    lw, lw_ns = _worst_window(ev_t, ev_l, int(o.loss_window_ms * 1e6), o.min_window_packets)
-    bw, bw_ns = _worst_window(ev_t, ev_l, int(o.burst_window_ms * 1e6), o.min_window_packets)
-    # bitrate and gaps
-    by = size[ii]
-    span_ns = int(t[-1] - t[0])
-    binw = int(o.bitrate_bin_ms * 1e6)
-    bins = np.bincount((t - t[0]) // binw, weights=by.astype(float)) * 8 / (binw / 1e9) / 1000
-    gap_at = np.flatnonzero(dt_ms > o.gap_ms)
-    fl = locate.by_id[int(fid[ii[0]])]
-    forward = bool(c2s[ii[0]])
-    src, sport, dst, dport = ((fl.client, fl.client_port, fl.server, fl.server_port) if forward
-                              else (fl.server, fl.server_port, fl.client, fl.client_port))
-    framings, fcount = np.unique(fr[ii], return_counts=True)
-    ss = int(ssrc[ii[0]])
-    return MediaStream(
-        flow_id=fl.id, direction="c2s" if forward else "s2c", transport=fl.transport, src=src, src_port=sport,
-        dst=dst, dst_port=dport, framing=R.FRAMING[int(framings[np.argmax(fcount)])], ssrc=ss,
-        payload_types=tuple(int(x) for x in np.unique(pts)), packets=int(n), expected=expected, lost=lost,
-        loss_bursts=bursts, max_burst=max_burst, duplicates=int(dup), reordered=reordered,
-        seq_restarts=int(restarts.sum()), clock_rate=clock, clock_source=clock_src, jitter_ms_mean=jit_mean,
-        jitter_ms_max=jit_max, delta_ms_min=float(dt_ms.min()) if n > 1 else None,
-        delta_ms_mean=float(dt_ms.mean()) if n > 1 else None, delta_ms_max=float(dt_ms.max()) if n > 1 else None,
-        first_ns=int(t[0]), last_ns=int(t[-1]), bytes=int(by.sum()),
-        bitrate_kbps=float(by.sum()) * 8 / (span_ns / 1e9) / 1000 if span_ns > 0 else None,
-        bitrate_max_kbps=float(bins.max()) if bins.size else None, bitrate_series=tuple(bins.tolist()),
-        gaps=tuple((int(t[i]), float(dt_ms[i])) for i in gap_at.tolist()),
-        loss_window_pct=lw, loss_window_ns=lw_ns, burst_window_pct=bw, burst_window_ns=bw_ns,
-        jitter_window_ms=jit_win, jitter_window_ns=jit_win_ns,
-        rtcp_packets=rtcp_count.get((fl.id, forward, ss), 0),
-    )
 
 
 # ---------------------------------------------------------------- round-trip times

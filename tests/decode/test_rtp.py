@@ -92,7 +92,7 @@ def _frames(payloads: list[bytes]):
     data = b"".join(payloads)
     pos = np.cumsum([0] + [len(p) for p in payloads[:-1]]).astype(np.int64)
     cap = np.array([len(p) for p in payloads], np.int64)
-    return np.frombuffer(data, np.uint8), pos, cap
+    return R.gather(data), pos, cap
 
 
 def _one(p: bytes):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from meshpcap.flows.media import MediaCollector, _jitter
+from meshpcap.flows.media import MediaCollector, _jitter_segments
 from meshpcap.pipeline import read_flows
 from tests.builders import MAC_A, MAC_B, SEC, T0, write_pcap
 from tests.conftest import SHARED_CAPTURES
@@ -78,16 +78,22 @@ def test_jitter_matches_rfc3550_closed_form(tmp_path):
     assert s.jitter_ms_mean == pytest.approx(sum(expect) / len(expect), rel=1e-9)
 
 
-def test_jitter_blocks_equal_the_plain_recurrence():
-    rng = random.Random(3)
-    x = [rng.random() * 50 for _ in range(1000)]
-    j, plain = 0.0, []
-    for v in x:
-        j += (v - j) / 16
-        plain.append(j)
+@pytest.mark.parametrize("lengths", [[1000], [1, 127, 128, 129, 3, 600], [5] * 70, [300, 1, 1, 256]])
+def test_jitter_blocks_equal_the_plain_recurrence(lengths):
     import numpy as np
 
-    assert np.allclose(_jitter(np.array(x)), plain, rtol=1e-12, atol=1e-12)
+    rng = random.Random(sum(lengths))
+    x, first, plain = [], [], []
+    for n in lengths:  # streams end to end: J restarts at 0 at each stream's first packet (which has no D)
+        j = 0.0
+        for i in range(n):
+            v = 0.0 if i == 0 else rng.random() * 50
+            j += (v - j) / 16
+            x.append(v)
+            first.append(i == 0)
+            plain.append(j)
+    got = _jitter_segments(np.array(x), np.array(first))
+    assert np.allclose(got, plain, rtol=1e-11, atol=1e-11)
 
 
 def test_streams_do_not_depend_on_batches(tmp_path):
@@ -238,3 +244,47 @@ def test_tshark_agrees_on_real_captures(name):
     if not path.is_file():
         pytest.skip(f"../shared/captures/{name} is not present")
     assert len(compare(path)) == REAL[name]
+
+
+def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
+    """The array code computes every stream at once; tests/flows/media_reference.py computes one stream at a
+    time as first written: on random calls (loss, duplicates, reordering, jitter, pauses, sequence and timestamp
+    wraps, several SSRCs, both directions, static and dynamic payload types) both give the same streams."""
+    from dataclasses import fields
+
+    import numpy as np
+
+    from meshpcap.flows import media as M
+    from tests.flows import media_reference as ref
+
+    rng = random.Random(11)
+    calls = []
+    for k in range(6):
+        n = rng.randint(3, 400)
+        c = Call(ssrc=1000 + k, pt=rng.choice([0, 8, 96, 111]), clock=rng.choice([8000, 48000, 90000]),
+                 count=n, seq0=rng.randrange(65536), ts0=rng.randrange(1 << 32),
+                 lost={i for i in range(1, n - 1) if rng.random() < 0.05},
+                 duplicated={i for i in range(n) if rng.random() < 0.02},
+                 swapped={i for i in range(n - 1) if rng.random() < 0.02},
+                 delay_ns={i: rng.randint(0, 25_000_000) for i in range(n) if rng.random() < 0.3},
+                 gap=(n // 2, rng.randint(1, 60)) if rng.random() < 0.5 else None)
+        calls.append((c, UP if k % 2 else DOWN))
+    p = write_calls(tmp_path / "v.pcap", calls)
+    m = M.MediaCollector()
+    ft = read_flows(p, media=m)
+    rows = list(m.rtp)
+    cols = [np.concatenate([r[i] for r in rows]) for i in range(11)]
+    locate = M._FlowLocator(ft.flows, m.slot_keys)
+    fid, c2s = locate(cols[0].astype(np.int64), cols[1].astype(bool), cols[2].astype(np.int64))
+    cols[0], cols[1] = fid, c2s
+    got = M._streams(cols, locate, m.options)
+    want = ref.streams(cols, locate, m.options)
+    assert len(got) == len(want) == 6
+
+    for g, w in zip(got, want):
+        for f in fields(g):
+            a, b = getattr(g, f.name), getattr(w, f.name)
+            if isinstance(b, float) or (isinstance(b, tuple) and b and isinstance(b[0], float)):
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), f.name
+            else:
+                assert a == b, f.name
