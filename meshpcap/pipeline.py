@@ -24,6 +24,14 @@ def _decode(batch):
     return decoded, prepare(batch, decoded, trim=True)
 
 
+def _decode_media(batch):
+    """:func:`_decode` and the stateless half of the media pass (:func:`meshpcap.flows.media.extract`)."""
+    from .flows.media import extract
+
+    decoded, grouped = _decode(batch)
+    return decoded, grouped, extract(batch, decoded, grouped)
+
+
 _retained: list | None = None  # see retain_until_exit
 
 
@@ -72,10 +80,10 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
             from .flows.naming import EarlyNamer, prefetch_dns
 
             early = EarlyNamer(builder, EVIDENCE_TCP)
-        for batch, (decoded, grouped) in cap.batches_with(_decode):
+        for batch, (decoded, grouped, *extracted) in cap.batches_with(_decode if media is None else _decode_media):
             builder.add(batch, decoded, grouped)
-            if media is not None:  # the media pass (RTP, STUN and SYN times): numpy over the same batch
-                media.add(batch, decoded, grouped)
+            if media is not None:  # the media pass (RTP, STUN and SYN times), its arrays made beside the reader
+                media.add(batch, decoded, grouped, *extracted)
             if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
                 if builder.dns_new:
                     prefetch_dns(builder.dns_new, builder.dns_parsed)

@@ -222,8 +222,7 @@ def judge_quality(media: MediaResult, judgement: Judgement, targets: Targets,
                 res["results"][t.id] = {"value": None, "ok": None, "why": why}
                 continue
             ok = t.holds(value)
-            res["results"][t.id] = {"value": round(float(value), 4), "ok": ok,
-                                    "window_ns": list(window) if window else None}
+            res["results"][t.id] = {"value": round(float(value), 4), "ok": ok}  # windows: in the streams table
             if not ok:
                 findings.append(_stream_finding(s, t, float(value), window, targets, res["scope"], capture_first_ns))
         q.results.append(res)

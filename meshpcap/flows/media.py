@@ -239,63 +239,21 @@ class MediaCollector:
             out[i] = s
         return out[back]
 
-    def add(self, batch, d: F.Decoded, grouped=None) -> None:
-        """Gather the media facts of one decoded batch (``grouped``: the flow stage's grouping, when made)."""
+    def add(self, batch, d: F.Decoded, grouped=None, extracted: "MediaBatch | None" = None) -> None:
+        """Take in one decoded batch (``grouped``: the flow stage's grouping, when made; ``extracted``:
+        :func:`extract` of it, when already made beside the reader)."""
         if len(batch) == 0:
             return
-        gb = grouped if grouped is not None else group_batch(batch.data, d)
-        pidx = gb.pidx
-        if pidx.size == 0:
-            return
-        g = R.gather(batch.data)
-        buf = g.buf
-        proto = gb.proto
-        pos = d.payload[pidx]
-        cap = d.payload_cap[pidx]
-        ts = batch.ts_ns[pidx]
-        # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
-        u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
-        if u.size:
-            b0 = buf[pos[u]]
-            cand = u[(b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)]
-            if cand.size:
-                ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand])
-                m = fr != R.F_NONE
-                if m.any():
-                    c, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
-                    cols = R.rtp_columns(g, ipos, icap)
-                    k = cols["kind"] != R.K_NONE
-                    if k.any():
-                        c = c[k]
-                        slot = self._slot_of(gb.keys, gb.inv[c])
-                        self.rtp.append((slot, gb.src_a[c], ts[c], cols["kind"][k], fr[k], cols["payload_type"][k],
-                                         cols["sequence"][k], cols["timestamp"][k], cols["ssrc"][k],
-                                         icap[k], d.payload_len[pidx[c]]))
-                # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
-                s = cand[(buf[pos[cand]] <= 3) & (cap[cand] >= 20)]
-                if s.size:
-                    p = pos[s]
-                    cookie = g.u32(p + 4)
-                    mtype = g.u16(p)
-                    cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
-                    ok = (cookie == R.STUN_COOKIE) & (cls != 1)
-                    if ok.any():
-                        s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
-                        method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-                        slot = self._slot_of(gb.keys, gb.inv[s])
-                        self.stun.append((slot, gb.src_a[s], ts[s], cls, method, g.u32(p + 8), g.u32(p + 12),
-                                          g.u32(p + 16)))
-        # ---- TCP: handshake times, and TURN framing (TCP 443 / 3478 fallback)
-        tcp = proto == F.PROTO_TCP
-        if tcp.any():
-            flags = d.tcp_flags[pidx]
-            syn = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
-            if syn.size:
-                self.syn.append((self._slot_of(gb.keys, gb.inv[syn]), gb.src_a[syn], ts[syn],
-                                 (flags[syn] & TCP_ACK) != 0))
-            t = np.nonzero(tcp & (cap > 0))[0]
-            if t.size:
-                self._tcp(batch, d, gb, pidx, g, t, pos, cap, ts)
+        mb = extracted if extracted is not None else extract(batch, d, grouped)
+        for rows, out in ((mb.rtp, self.rtp), (mb.stun, self.stun), (mb.syn, self.syn)):
+            if rows is not None:
+                out.append((self._slot_of(mb.keys, rows[0]),) + rows[1:])
+        if mb.tcp_payloads:  # TURN over TCP: the stateful part (which flows carry it) is decided here
+            gb = grouped if grouped is not None else group_batch(batch.data, d)
+            pidx = gb.pidx
+            pos, cap = d.payload[pidx], d.payload_cap[pidx]
+            t = np.nonzero((gb.proto == F.PROTO_TCP) & (cap > 0))[0]
+            self._tcp(batch, d, gb, pidx, R.gather(batch.data), t, pos, cap, batch.ts_ns[pidx])
 
     def _tcp(self, batch, d, gb, pidx, g, t, pos, cap, ts) -> None:
         slot = self._slot_of(gb.keys, gb.inv[t])
@@ -347,6 +305,71 @@ class MediaCollector:
             streams = _streams(cols, locate, opts)
         samples = _stun_rtt(self.stun, locate) + _tcp_rtt(self.syn, locate)
         return MediaResult(streams, _per_server(samples), samples, opts)
+
+
+@dataclass(slots=True)
+class MediaBatch:
+    """The stateless half of the media pass over one batch (:func:`extract`): rows of RTP/RTCP packets,
+    STUN requests and responses, and TCP SYNs, each row naming its 5-tuple group in ``keys``.  A pure
+    function of the batch, so the reader's second process can make it."""
+
+    keys: tuple[np.ndarray, ...]  # the batch's groups: proto, ip version, a_hi, a_lo, b_hi, b_lo, a_port, b_port
+    rtp: tuple[np.ndarray, ...] | None  # group, from a, ns, kind, framing, pt, seq, timestamp, ssrc, bytes, wire bytes
+    stun: tuple[np.ndarray, ...] | None  # group, from a, ns, class, method, transaction id (3 x 32 bits)
+    syn: tuple[np.ndarray, ...] | None  # group, from a, ns, ACK set
+    tcp_payloads: bool  # the batch has TCP payloads (TURN over TCP is looked for by the collector)
+
+
+def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
+    """Find the media facts of one decoded batch with numpy (see :class:`MediaBatch`)."""
+    gb = grouped if grouped is not None else group_batch(batch.data, d)
+    pidx = gb.pidx
+    rtp = stun = syn = None
+    if len(batch) == 0 or pidx.size == 0:
+        return MediaBatch(gb.keys, None, None, None, False)
+    g = R.gather(batch.data)
+    buf = g.buf
+    proto = gb.proto
+    pos = d.payload[pidx]
+    cap = d.payload_cap[pidx]
+    ts = batch.ts_ns[pidx]
+    # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
+    u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
+    if u.size:
+        b0 = buf[pos[u]]
+        cand = u[(b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)]
+        if cand.size:
+            ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand])
+            m = fr != R.F_NONE
+            if m.any():
+                c, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
+                cols = R.rtp_columns(g, ipos, icap)
+                k = cols["kind"] != R.K_NONE
+                if k.any():
+                    c = c[k]
+                    rtp = (gb.inv[c], gb.src_a[c], ts[c], cols["kind"][k], fr[k], cols["payload_type"][k],
+                           cols["sequence"][k], cols["timestamp"][k], cols["ssrc"][k], icap[k], d.payload_len[pidx[c]])
+            # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
+            s = cand[(buf[pos[cand]] <= 3) & (cap[cand] >= 20)]
+            if s.size:
+                p = pos[s]
+                mtype = g.u16(p)
+                cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
+                ok = (g.u32(p + 4) == R.STUN_COOKIE) & (cls != 1)
+                if ok.any():
+                    s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
+                    method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
+                    stun = (gb.inv[s], gb.src_a[s], ts[s], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
+    # ---- TCP: handshake times
+    tcp = proto == F.PROTO_TCP
+    has_payload = False
+    if tcp.any():
+        flags = d.tcp_flags[pidx]
+        sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
+        if sy.size:
+            syn = (gb.inv[sy], gb.src_a[sy], ts[sy], (flags[sy] & TCP_ACK) != 0)
+        has_payload = bool((tcp & (cap > 0)).any())
+    return MediaBatch(gb.keys, rtp, stun, syn, has_payload)
 
 
 class _FlowLocator:
