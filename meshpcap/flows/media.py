@@ -527,13 +527,12 @@ def _jitter_segments(x: np.ndarray, first: np.ndarray, block: int = 128) -> np.n
     return (local + carry * ends[:, None]).reshape(-1)[:n]
 
 
-def _first_argmax(values: np.ndarray, sid: np.ndarray, nseg: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per segment (``sid`` sorted): the maximum of ``values`` and the index of its first occurrence."""
-    mx = np.full(nseg, -np.inf)
-    np.maximum.at(mx, sid, values)
-    cand = np.flatnonzero(values == mx[sid])
-    _, first = np.unique(sid[cand], return_index=True)
-    return mx, cand[first]
+def _first_argmax(values: np.ndarray, sid: np.ndarray, seg_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment (``sid`` sorted, every segment non-empty, starting at ``seg_starts``): the maximum of
+    ``values`` and the index of its first occurrence."""
+    mx = np.maximum.reduceat(values, seg_starts)
+    at = np.minimum.reduceat(np.where(values == mx[sid], np.arange(values.size), values.size), seg_starts)
+    return mx, at
 
 
 _STATIC = np.zeros(256, np.int64)
@@ -646,7 +645,7 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     dd[is_first | restart] = 0.0
     jit = _jitter_segments(dd, is_first)
     jsum = np.bincount(sid, jit, S)
-    jmax, jat = _first_argmax(jit, sid, S)
+    jmax, jat = _first_argmax(jit, sid, starts)
     jw = int(o.jitter_window_ms * 1e6)
     jws = t[starts] + ((t[jat] - t[starts]) // jw) * jw
     # interarrival deltas
@@ -675,23 +674,34 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     erel = ev_t - et0[ev_sid]
     ecum = np.concatenate([[0], np.cumsum(ev_l)])
     te = erel[estart + ecount - 1]
+    # a window [s, s + W) starts at every event that leaves room for it before the stream's last event, and
+    # one more ends at that last event; a stream shorter than W is one window from its first event
+    runstart = np.ones(ekey.size, bool)
+    runstart[1:] = ekey[1:] != ekey[:-1]
+    first_of_run = np.maximum.accumulate(np.where(runstart, np.arange(ekey.size), 0))  # equal times: the first
     windows = {}
     for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms)):
         W = int(wms * 1e6)
         short = te < W
-        cand = (~short[ev_sid] & (erel + W <= te[ev_sid])) | (short[ev_sid] & (np.arange(ev_t.size) == estart[ev_sid]))
-        c_sid = np.concatenate([ev_sid[cand], np.flatnonzero(~short)])
-        c_rel = np.concatenate([erel[cand], te[~short] - W + 1])
-        ck_ = (c_sid.astype(np.int64) << _T_BITS) + c_rel
-        co = np.argsort(ck_, kind="stable")
-        c_sid, c_rel, ck_ = c_sid[co], c_rel[co], ck_[co]
-        lo = np.searchsorted(ekey, ck_, "left")
-        hi = np.searchsorted(ekey, ck_ + W, "left")
+        cand = np.flatnonzero(np.where(short[ev_sid], np.arange(ev_t.size) == estart[ev_sid], erel + W <= te[ev_sid]))
+        c_sid = ev_sid[cand]
+        lo = first_of_run[cand]
+        hi = np.searchsorted(ekey, ekey[cand] + W, "left")
         tot = hi - lo
-        nl = ecum[hi] - ecum[lo]
-        ratio = np.where(tot >= o.min_window_packets, nl / np.maximum(tot, 1), -1.0)
-        wmax, wat = _first_argmax(ratio, c_sid, S)
-        wstart = et0[c_sid[wat]] + c_rel[wat]
+        ratio = np.where(tot >= o.min_window_packets, (ecum[hi] - ecum[lo]) / np.maximum(tot, 1), -1.0)
+        cstart = np.flatnonzero(np.r_[True, c_sid[1:] != c_sid[:-1]])  # every stream has a candidate
+        wmax, wat = _first_argmax(ratio, c_sid, cstart)
+        wstart = et0 + erel[cand[wat]]
+        # the window that ends at each long stream's last event
+        xs = np.flatnonzero(~short)
+        xkey = (xs.astype(np.int64) << _T_BITS) + te[xs] - W + 1
+        xlo = np.searchsorted(ekey, xkey, "left")
+        xhi = np.searchsorted(ekey, xkey + W, "left")
+        xt = xhi - xlo
+        xr = np.where(xt >= o.min_window_packets, (ecum[xhi] - ecum[xlo]) / np.maximum(xt, 1), -1.0)
+        better = xr > wmax[xs]
+        wmax[xs[better]] = xr[better]
+        wstart[xs[better]] = et0[xs[better]] + te[xs[better]] - W + 1
         windows[name] = (wmax, wstart, W)
     # bitrate bins, gaps, bytes
     by = size[ii].astype(np.int64)
