@@ -291,15 +291,16 @@ class MediaCollector:
         opts = self.options
         locate = _FlowLocator(flows, self.slot_keys)
         rows = list(self.rtp)
-        for s_, tt in self.tcp_turn.items():
-            rows.extend(_tcp_rows(s_, tt))
+        tcp_rows = [r for s_, tt in self.tcp_turn.items() for r in _tcp_rows(s_, tt)]
+        rows.extend(tcp_rows)
         streams: list[MediaStream] = []
         if rows:
             cols = [np.concatenate([r[i] for r in rows]) for i in range(11)]
             slot, src_a, ts = cols[0].astype(np.int64), cols[1].astype(bool), cols[2].astype(np.int64)
-            order = np.argsort(ts, kind="stable")  # TCP rows came last: capture order for everything
-            cols = [c[order] for c in cols]
-            slot, src_a, ts = slot[order], src_a[order], ts[order]
+            if tcp_rows:  # they came last: capture order for everything (the UDP rows are in it already)
+                order = np.argsort(ts, kind="stable")
+                cols = [c[order] for c in cols]
+                slot, src_a, ts = slot[order], src_a[order], ts[order]
             fid, c2s = locate(slot, src_a, ts)
             cols[0], cols[1] = fid, c2s
             streams = _streams(cols, locate, opts)
@@ -831,9 +832,10 @@ def _per_server(samples: list[RttSample]) -> list[ServerRtt]:
         by.setdefault((s.server, s.server_port, s.transport), []).append(s)
     out = []
     for (server, port, tr), ss in by.items():
-        v = np.array([s.rtt_ms for s in ss])
-        out.append(ServerRtt(server, port, tr, tuple(sorted({s.method for s in ss})), len(ss), float(v.min()),
-                             float(np.median(v)), float(v.max()), tuple(sorted({s.flow_id for s in ss})),
-                             min(s.request_ns for s in ss)))
+        v = sorted(s.rtt_ms for s in ss)
+        mid = len(v) // 2
+        median = v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+        out.append(ServerRtt(server, port, tr, tuple(sorted({s.method for s in ss})), len(ss), v[0], median, v[-1],
+                             tuple(sorted({s.flow_id for s in ss})), min(s.request_ns for s in ss)))
     out.sort(key=lambda r: r.first_ns)
     return out
