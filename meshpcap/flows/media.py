@@ -528,11 +528,12 @@ def _jitter_segments(x: np.ndarray, first: np.ndarray, block: int = 128) -> np.n
     return (local + carry * ends[:, None]).reshape(-1)[:n]
 
 
-def _first_argmax(values: np.ndarray, sid: np.ndarray, seg_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per segment (``sid`` sorted, every segment non-empty, starting at ``seg_starts``): the maximum of
-    ``values`` and the index of its first occurrence."""
+def _first_argmax(values: np.ndarray, seg_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment (non-empty, laid end to end from ``seg_starts``): the maximum of ``values`` and the
+    index of its first occurrence."""
     mx = np.maximum.reduceat(values, seg_starts)
-    at = np.minimum.reduceat(np.where(values == mx[sid], np.arange(values.size), values.size), seg_starts)
+    seg = np.repeat(np.arange(seg_starts.size), np.diff(np.append(seg_starts, values.size)))
+    at = np.minimum.reduceat(np.where(values == mx[seg], np.arange(values.size), values.size), seg_starts)
     return mx, at
 
 
@@ -646,7 +647,7 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     dd[is_first | restart] = 0.0
     jit = _jitter_segments(dd, is_first)
     jsum = np.bincount(sid, jit, S)
-    jmax, jat = _first_argmax(jit, sid, starts)
+    jmax, jat = _first_argmax(jit, starts)
     jw = int(o.jitter_window_ms * 1e6)
     jws = t[starts] + ((t[jat] - t[starts]) // jw) * jw
     # interarrival deltas
@@ -684,25 +685,36 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms)):
         W = int(wms * 1e6)
         short = te < W
-        cand = np.flatnonzero(np.where(short[ev_sid], np.arange(ev_t.size) == estart[ev_sid], erel + W <= te[ev_sid]))
-        c_sid = ev_sid[cand]
-        lo = first_of_run[cand]
-        hi = np.searchsorted(ekey, ekey[cand] + W, "left")
-        tot = hi - lo
-        ratio = np.where(tot >= o.min_window_packets, (ecum[hi] - ecum[lo]) / np.maximum(tot, 1), -1.0)
-        cstart = np.flatnonzero(np.r_[True, c_sid[1:] != c_sid[:-1]])  # every stream has a candidate
-        wmax, wat = _first_argmax(ratio, c_sid, cstart)
-        wstart = et0 + erel[cand[wat]]
-        # the window that ends at each long stream's last event
-        xs = np.flatnonzero(~short)
-        xkey = (xs.astype(np.int64) << _T_BITS) + te[xs] - W + 1
-        xlo = np.searchsorted(ekey, xkey, "left")
-        xhi = np.searchsorted(ekey, xkey + W, "left")
-        xt = xhi - xlo
-        xr = np.where(xt >= o.min_window_packets, (ecum[xhi] - ecum[xlo]) / np.maximum(xt, 1), -1.0)
-        better = xr > wmax[xs]
-        wmax[xs[better]] = xr[better]
-        wstart[xs[better]] = et0[xs[better]] + te[xs[better]] - W + 1
+        # a stream without loss whose first window holds enough packets has its worst window there (0%):
+        # the search over every window is only for the others
+        first_count = np.searchsorted(ekey, ekey[estart] + W, "left") - estart
+        need = (lost > 0) | (first_count < o.min_window_packets)
+        wmax = np.zeros(S)
+        wstart = et0.copy()
+        if need.any():
+            sel = need[ev_sid]
+            cand = np.flatnonzero(sel & np.where(short[ev_sid], np.arange(ev_t.size) == estart[ev_sid],
+                                                 erel + W <= te[ev_sid]))
+            c_sid = ev_sid[cand]
+            lo = first_of_run[cand]
+            hi = np.searchsorted(ekey, ekey[cand] + W, "left")
+            tot = hi - lo
+            ratio = np.where(tot >= o.min_window_packets, (ecum[hi] - ecum[lo]) / np.maximum(tot, 1), -1.0)
+            cstart = np.flatnonzero(np.r_[True, c_sid[1:] != c_sid[:-1]])  # every stream has a candidate
+            mx, at = _first_argmax(ratio, cstart)
+            ns_ = c_sid[cstart]
+            wmax[ns_] = mx
+            wstart[ns_] = et0[ns_] + erel[cand[at]]
+            # the window that ends at each long stream's last event
+            xs = np.flatnonzero(need & ~short)
+            xkey = (xs.astype(np.int64) << _T_BITS) + te[xs] - W + 1
+            xlo = np.searchsorted(ekey, xkey, "left")
+            xhi = np.searchsorted(ekey, xkey + W, "left")
+            xt = xhi - xlo
+            xr = np.where(xt >= o.min_window_packets, (ecum[xhi] - ecum[xlo]) / np.maximum(xt, 1), -1.0)
+            better = xr > wmax[xs]
+            wmax[xs[better]] = xr[better]
+            wstart[xs[better]] = et0[xs[better]] + te[xs[better]] - W + 1
         windows[name] = (wmax, wstart, W)
     # bitrate bins, gaps, bytes
     by = size[ii].astype(np.int64)

@@ -269,6 +269,8 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
                  delay_ns={i: rng.randint(0, 25_000_000) for i in range(n) if rng.random() < 0.3},
                  gap=(n // 2, rng.randint(1, 60)) if rng.random() < 0.5 else None)
         calls.append((c, UP if k % 2 else DOWN))
+    calls.append((Call(ssrc=7, count=900), UP))  # lossless and longer than 15 s: its first windows are its worst
+    calls.append((Call(ssrc=8, count=4, interval_ns=60_000_000), DOWN))  # too few packets for any window
     p = write_calls(tmp_path / "v.pcap", calls)
     m = M.MediaCollector()
     ft = read_flows(p, media=m)
@@ -279,7 +281,7 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
     cols[0], cols[1] = fid, c2s
     got = M._streams(cols, locate, m.options)
     want = ref.streams(cols, locate, m.options)
-    assert len(got) == len(want) == 6
+    assert len(got) == len(want) == 8
 
     for g, w in zip(got, want):
         for f in fields(g):
