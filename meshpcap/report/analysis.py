@@ -219,6 +219,17 @@ def render_markdown(r: Report, show_unrelated: bool = False) -> str:
             for c in j.checklist]
     out += ["", "## Flows", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
     out += ["| " + " | ".join(_md(str(x)) for x in row) + " |" for row in _flow_rows(r, show_unrelated)]
+    q = r.quality
+    if q is not None and q.verdict != "no media":
+        out += ["", f"## Media quality: {q.verdict}", "", f"Targets: {_md(q.targets.source)}", "",
+                "| flow | dir | ssrc | packets | lost | worst 15 s loss | worst 200 ms burst | jitter max (ms) | "
+                "reordered |", "|---|---|---|---|---|---|---|---|---|"]
+        for st in q.media.streams:
+            out.append(f"| {st.flow_id} | {st.direction} | 0x{st.ssrc:08X} | {st.packets} | {st.lost} | "
+                       + ("" if st.loss_window_pct is None else f"{st.loss_window_pct:.2f}%") + " | "
+                       + ("" if st.burst_window_pct is None else f"{st.burst_window_pct:.1f}%") + " | "
+                       + ("" if st.jitter_ms_max is None else f"{st.jitter_ms_max:.1f}") + f" | {st.reordered} |")
+        out += ["", *[f"- {_md(t)}" for t in q.to_dict()["limits"]]]
     return "\n".join(out) + "\n"
 
 

@@ -139,7 +139,7 @@ def test_columnar_twin_agrees_on_every_framing():
     assert _columnar(payloads) == [_one(p) for p in payloads]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=60), min_size=1, max_size=8), st.data())
 def test_fuzz_parsers_and_twin(blobs, data):
     """Random and damaged packets: the parsers give a record, NeedMore or DecodeError only, and the
