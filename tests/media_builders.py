@@ -87,7 +87,6 @@ class Call:
     def packets(self) -> list[tuple[int, int, int, int]]:
         """(arrival ns, index, sequence, timestamp) in arrival order."""
         out = []
-        seq = self.seq0
         shift = 0
         for i in range(self.count):
             if self.gap and i == self.gap[0]:
@@ -103,7 +102,6 @@ class Call:
             out.append((at, i, s, ts))
             if i in self.duplicated:
                 out.append((at + 1_000_000, i, s, ts))
-        del seq
         return sorted(out)
 
     def payload(self, seq: int, ts: int) -> bytes:

@@ -15,7 +15,6 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,12 +190,6 @@ def _w(w: tuple[int, int] | None) -> list[int] | None:
 
 def _ep(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
-def _addr(ver: int, hi: int, lo: int) -> str:
-    if ver == 4:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
-    return ipaddress.IPv6Address((hi << 64) | lo).compressed
 
 
 class _TcpTurn:
@@ -377,32 +370,34 @@ class _FlowLocator:
     """Which flow (record id) and direction a slot's packet at a time belongs to."""
 
     def __init__(self, flows, slot_keys: list[tuple]) -> None:
+        # flows by transport and unordered endpoint pair; records come sorted by their first packet, so each
+        # list is in time order
         by_key: dict[tuple, list] = {}
         for f in flows:
             if f.transport not in ("tcp", "udp"):
                 continue
-            ends = tuple(sorted(((f.client, f.client_port), (f.server, f.server_port))))
-            by_key.setdefault((f.transport,) + ends, []).append(f)
+            c, s_ = (f.client, f.client_port), (f.server, f.server_port)
+            by_key.setdefault((f.transport, c, s_) if c <= s_ else (f.transport, s_, c), []).append(f)
         self.by_id = {f.id: f for f in flows}
-        self.slot_flows: list[tuple[np.ndarray, list, str]] = []  # per slot: first_ns, flows, a-side text
-        self.a_text: list[tuple[str, int]] = []
+        # one row per (slot, flow) in slot then time order, for the vectorised lookup
+        counts, first, ids, a_client = [], [], [], []
         for key in slot_keys:
             proto, ver, ah, al, bh, bl, pa, pb = key
             a, b = (addr_text(ver, ah, al), pa), (addr_text(ver, bh, bl), pb)
             tr = "tcp" if proto == F.PROTO_TCP else "udp"
-            fl = sorted(by_key.get((tr,) + tuple(sorted((a, b))), []), key=lambda f: f.first_ns)
-            self.slot_flows.append((np.array([f.first_ns for f in fl], np.int64), fl, tr))
-            self.a_text.append(a)
-
-        # one row per (slot, flow) in slot then time order, for the vectorised lookup
-        counts = [len(fl) for _, fl, _ in self.slot_flows]
+            fl = by_key.get((tr, a, b) if a <= b else (tr, b, a), ())
+            if len(fl) > 1:
+                fl = sorted(fl, key=lambda f: f.first_ns)
+            counts.append(len(fl))
+            for f in fl:
+                first.append(f.first_ns)
+                ids.append(f.id)
+                a_client.append(f.client == a[0] and f.client_port == a[1])
         self.count = np.array(counts, np.int64)
         self.offset = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
-        rows = [(f.first_ns, f.id, (f.client, f.client_port) == self.a_text[s])
-                for s, (_, fl, _) in enumerate(self.slot_flows) for f in fl]
-        self.row_first = np.array([r[0] for r in rows], np.int64)
-        self.row_id = np.array([r[1] for r in rows], np.int64)
-        self.row_a_client = np.array([r[2] for r in rows], bool)
+        self.row_first = np.array(first, np.int64)
+        self.row_id = np.array(ids, np.int64)
+        self.row_a_client = np.array(a_client, bool)
 
     def __call__(self, slot: np.ndarray, src_a: np.ndarray, ts: np.ndarray):
         """Flow ids (-1: no flow) and client-to-server flags of packets given by slot, side and time."""
@@ -453,7 +448,6 @@ def _tcp_rows(slot: int, tt: _TcpTurn) -> list[tuple[np.ndarray, ...]]:
         rows: list[list[int]] = []
         pos = 0
         for fr in frames:
-            start = pos
             pos += len(fr) + (2 if tt.prefixed else 0)
             if not tt.prefixed and 64 <= fr[0] <= 79:
                 pos += (-len(fr)) % 4
@@ -476,7 +470,6 @@ def _tcp_rows(slot: int, tt: _TcpTurn) -> list[tuple[np.ndarray, ...]]:
             # the frame's time: when the segment holding its last byte arrived
             at = int(tns[max(int(np.searchsorted(offs, pos - 1, "right")) - 1, 0)])
             rows.append([at, kind, framing, vals[1], vals[2], vals[3], vals[4], vals[5]])
-            del start
         if rows:
             a = np.array(rows, np.int64)
             n = len(rows)
