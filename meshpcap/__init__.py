@@ -30,6 +30,8 @@ def analyze(
     fail_on: str = "missing",
     use_cache: bool = True,
     as_of=None,
+    quality: bool = True,
+    quality_targets=None,
 ):
     """Judge a capture against a profile; returns a :class:`meshpcap.report.analysis.Report`.
 
@@ -39,13 +41,15 @@ def analyze(
     ``service_tags``: a ServiceTags_Public JSON (default: the cached one unless ``use_cache=False``);
     ``m365_endpoints``: an M365 endpoints JSON; ``webslates``, ``webslate_allow``, ``cloud_scripting``:
     a string or a list of strings; ``rules``: your own TOML rules; ``fail_on``: blocked, missing
-    (default), unexpected, warning or never.  ``.verdict`` is "pass", "fail" or "inconclusive" (see
+    (default), unexpected, degraded, warning or never.  ``quality``/``quality_targets``: measure the
+    RTP media streams and judge them against Microsoft's targets (``Report.streams``, ``degraded``
+    findings).  ``.verdict`` is "pass", "fail" or "inconclusive" (see
     ``.reason``).  With ``profiles=[...]`` the capture is judged under each of them instead (read
     once) and a :class:`meshpcap.report.compare.Comparison` is returned, as from :func:`analyze_profiles`.
     """
     options = dict(service_tags=service_tags, m365_endpoints=m365_endpoints, webslates=webslates,
                    webslate_allow=webslate_allow, cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on,
-                   use_cache=use_cache, as_of=as_of)
+                   use_cache=use_cache, as_of=as_of, quality=quality, quality_targets=quality_targets)
     if profiles is not None:
         return analyze_profiles(source, profiles, **options)
     from .pipeline import analyze as _analyze

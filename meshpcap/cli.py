@@ -19,6 +19,7 @@ class FailOn(str, Enum):
     blocked = "blocked"
     missing = "missing"
     unexpected = "unexpected"
+    degraded = "degraded"
     warning = "warning"
     never = "never"
 
@@ -133,10 +134,17 @@ def analyze(
                                           "(never the capture itself)"),
     show_unrelated: bool = typer.Option(False, "--show-unrelated", help="also list flows unrelated to the profile"),
     fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 on error-severity findings of this "
-                                   "kind or a kind before it: blocked > missing > unexpected; warning: strict, any "
-                                   "finding or capture warning; never (default: missing = blocked or missing)"),
+                                   "kind or a kind before it: blocked > missing > unexpected > degraded (media "
+                                   "quality, whose findings are warnings); warning: strict, any finding or capture "
+                                   "warning; never (default: missing = blocked or missing)"),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="judge as of this date (YYYY-MM-DD; default: the "
                                         "capture's first packet): says when the profile was superseded or retired"),
+    quality: bool = typer.Option(True, "--quality/--no-quality", help="measure media streams (RTP) and round-trip "
+                                 "times and judge them against Microsoft's targets"),
+    quality_targets: Optional[Path] = typer.Option(None, "--quality-targets", help="media quality targets (TOML; "
+                                                   "default: Microsoft's Teams client-to-edge targets)"),
+    streams_csv: Optional[Path] = typer.Option(None, "--streams-csv", help="also write the media streams table "
+                                               "(one row per RTP stream) as CSV to this file"),
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
@@ -153,7 +161,8 @@ def analyze(
     if len(profile) > 1:
         _compare(capture, profile, format, output, fail_on.value, service_tags=service_tags,
                  m365_endpoints=m365_endpoints, webslates=webslate, webslate_allow=webslate_allow,
-                 cloud_scripting=cloud_scripting, rules=rules, as_of=as_of)
+                 cloud_scripting=cloud_scripting, rules=rules, as_of=as_of, quality=quality,
+                 quality_targets=quality_targets)
         return
     try:
         _not_the_capture(output, capture)
@@ -161,10 +170,16 @@ def analyze(
         report = run(capture, profile=profile[0] if profile else "multi-room", service_tags=service_tags,
                      m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
-                     rules=rules, fail_on=fail_on.value, as_of=as_of)
+                     rules=rules, fail_on=fail_on.value, as_of=as_of, quality=quality,
+                     quality_targets=quality_targets)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or fmt == ReportFormat.json
         _write(render_report(report, fmt, show), output)
+        if streams_csv is not None:
+            from .report.analysis import render_streams_csv
+
+            _not_the_capture(streams_csv, capture)
+            _write(render_streams_csv(report), streams_csv)
     except MeshpcapError as exc:
         _fail(exc)
     if report.exit_code:

@@ -25,6 +25,14 @@ def _decode(batch):
     return decoded, prepare(batch, decoded, trim=True)
 
 
+def _decode_media(batch):
+    """:func:`_decode` and the stateless half of the media pass (:func:`meshpcap.flows.media.extract`)."""
+    from .flows.media import extract
+
+    decoded, grouped = _decode(batch)
+    return decoded, grouped, extract(batch, decoded, grouped)
+
+
 _retained: list | None = None  # see retain_until_exit
 
 
@@ -38,7 +46,7 @@ def retain_until_exit() -> None:
 
 
 def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: bool = True,
-               idle_seconds: float | None = None, batch_bytes: int | None = None) -> FlowTable:
+               idle_seconds: float | None = None, batch_bytes: int | None = None, media=None) -> FlowTable:
     """Read a capture and return its flows (``.to_dataframe()`` for pandas).
 
     ``path`` is a file, a FIFO or ``"-"`` (standard input), or a list of files that continue
@@ -50,7 +58,9 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
     be read at all; damage inside the capture is reported in ``capture["truncated"]`` and
     ``capture["undecoded"]`` instead.  ``batch_bytes`` sets the reader's batch size (the
     result does not depend on it).  The garbage collector is left as it is (the CLI turns
-    it off for its one run; a notebook may do the same around a large read).
+    it off for its one run; a notebook may do the same around a large read).  ``media``, a
+    :class:`meshpcap.flows.media.MediaCollector` (or True for one with the default options), is given
+    every batch too, and the table's ``media`` is then its result (RTP streams, round-trip times).
     """
     if isinstance(path, (str, os.PathLike)):
         paths = [os.fspath(path)]
@@ -58,10 +68,15 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
         paths = [os.fspath(p) for p in path]
         if not paths:
             raise CaptureError("(no files)", "no capture given")
-    return _read_flows(paths, names, idle_seconds, batch_bytes)
+    return _read_flows(paths, names, idle_seconds, batch_bytes, media)
 
 
-def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch_bytes: int | None) -> FlowTable:
+def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch_bytes: int | None,
+                media=None) -> FlowTable:
+    if media is True:
+        from .flows.media import MediaCollector
+
+        media = MediaCollector()
     kwargs = {}
     if idle_seconds is not None:
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
@@ -78,9 +93,11 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     first_record = 0  # records in the files before this one: record numbers run on across a series
     for p in paths:
         with open_capture(p, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
-            for batch, (decoded, grouped) in cap.batches_with(_decode):
+            for batch, (decoded, grouped, *extracted) in cap.batches_with(_decode if media is None else _decode_media):
                 batch.first_record += first_record
                 builder.add(batch, decoded, grouped)
+                if media is not None:  # the media pass (RTP, STUN and SYN times), its arrays made beside the reader
+                    media.add(batch, decoded, grouped, *extracted)
                 if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
                     if builder.dns_new:
                         prefetch_dns(builder.dns_new, builder.dns_parsed)
@@ -117,7 +134,10 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     capture["path"] = str(Path(paths[0]))
     capture["decoded"] = raw.decoded
     capture["undecoded"] = dict(sorted(raw.undecoded.items()))
-    return FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
+    table = FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
+    if media is not None:
+        table.media = media.finish(flows)
+    return table
 
 
 def load_rules(
@@ -181,6 +201,8 @@ def analyze(
     fail_on: str = "missing",
     use_cache: bool = True,
     as_of=None,
+    quality: bool = True,
+    quality_targets: str | os.PathLike | None = None,
 ):
     """Judge a capture against a profile and return a :class:`meshpcap.report.analysis.Report`.
 
@@ -199,6 +221,12 @@ def analyze(
     and ``cloud_scripting`` take a string (one item) or a list.  ``fail_on`` is one of
     ``blocked``, ``missing`` (default), ``unexpected``, ``warning`` (strict) or ``never``.
     ``Report.verdict`` is ``pass``, ``fail`` or ``inconclusive``.
+
+    ``quality`` measures the RTP media streams and round-trip times and judges them against
+    ``quality_targets`` (default: Microsoft's Teams client-to-edge targets, shipped as
+    ``rules/quality/teams-client-edge.toml``): ``Report.streams``, the report's ``quality`` section
+    and findings of kind ``degraded``.  A FlowTable source is judged for quality when it was read
+    with ``read_flows(..., media=True)``.
     """
     from .classify import FAIL_ON
     from .errors import MeshpcapError
@@ -216,13 +244,28 @@ def analyze(
         tags_path = cached_service_tags()
     if tags_path is not None:
         tags = load_service_tags(tags_path)
-    ft = source if isinstance(source, FlowTable) else read_flows(source)
+    targets = None
+    if quality:
+        from .classify.quality import load_targets
+
+        targets = load_targets(quality_targets)
+    ft = source if isinstance(source, FlowTable) else read_flows(source, media=_collector(targets))
     prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
-    return _report(ft, prof, notices, tags, tags_path, fail_on)
+    return _report(ft, prof, notices, tags, tags_path, fail_on, targets)
 
 
-def _report(ft, prof, notices, tags, tags_path, fail_on):
-    """Judge a FlowTable already read against one profile (shared by analyze and analyze_profiles)."""
+def _collector(targets):
+    """A media collector with the targets' options, or None when quality is off."""
+    if targets is None:
+        return None
+    from .flows.media import MediaCollector
+
+    return MediaCollector(targets.options)
+
+
+def _report(ft, prof, notices, tags, tags_path, fail_on, targets=None):
+    """Judge a FlowTable already read against one profile (shared by analyze and analyze_profiles);
+    ``targets``: the media-quality targets (None: no quality judging)."""
     from .classify import judge
     from .report.analysis import Report
     from .report.firewall import rule_allow
@@ -230,6 +273,12 @@ def _report(ft, prof, notices, tags, tags_path, fail_on):
 
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
+    judged_quality = None
+    if targets is not None and ft.media is not None:
+        from .classify.quality import add_to_judgement, judge_quality
+
+        judged_quality = judge_quality(ft.media, judgement, targets, ft.capture.get("first_ns"))
+        add_to_judgement(judgement, judged_quality, fail_on)
     profile_info = {
         "id": prof.id,
         "title": prof.title,
@@ -257,7 +306,7 @@ def _report(ft, prof, notices, tags, tags_path, fail_on):
             "cloud": tags.cloud,
             "warning": distance_warning(snap, ft.capture.get("first_ns"), ft.capture.get("last_ns")),
         }
-    return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on})
+    return Report(ft, judgement, profile_info, tags_info, {"fail_on": fail_on}, judged_quality)
 
 
 def analyze_profiles(
@@ -272,6 +321,8 @@ def analyze_profiles(
     fail_on: str = "missing",
     use_cache: bool = True,
     as_of=None,
+    quality: bool = True,
+    quality_targets: str | os.PathLike | None = None,
 ):
     """Judge one capture under several profiles; a :class:`meshpcap.report.compare.Comparison`.
 
@@ -294,11 +345,16 @@ def analyze_profiles(
     loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
     tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
     tags = load_service_tags(tags_path) if tags_path is not None else None
-    ft = source if isinstance(source, FlowTable) else read_flows(source)
+    targets = None
+    if quality:
+        from .classify.quality import load_targets
+
+        targets = load_targets(quality_targets)
+    ft = source if isinstance(source, FlowTable) else read_flows(source, media=_collector(targets))
     reports = []
     for prof in loaded:
         prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
-        reports.append(_report(ft, prof, notices, tags, tags_path, fail_on))
+        reports.append(_report(ft, prof, notices, tags, tags_path, fail_on, targets))
     return Comparison(reports, fail_on)
 
 

@@ -32,11 +32,12 @@ from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
 from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, _names, judge_dns, judge_flow
 
-KINDS = ("blocked", "missing", "unexpected")
+KINDS = ("blocked", "missing", "unexpected", "degraded")  # degraded: media quality (classify/quality.py)
 SEVERITIES = ("error", "warning", "info")
 # --fail-on: each value includes the kinds before it; "warning" is strict (any finding, of any
-# severity, or any capture-quality warning fails); "never" fails on nothing
-FAIL_ON = ("blocked", "missing", "unexpected", "warning", "never")
+# severity, or any capture-quality warning fails); "never" fails on nothing. "degraded" (media
+# quality, classify/quality.py) also fails on degraded findings, which are warnings by default
+FAIL_ON = ("blocked", "missing", "unexpected", "degraded", "warning", "never")
 HEADLINE_VERDICTS = ("pass", "fail", "inconclusive")
 
 # A truncated capture explains a missing group only when it was cut this soon after the
@@ -482,9 +483,10 @@ def _answer_may_be_uncaptured(ns: int, ctx: Context) -> bool:
 def failing(findings: list[Finding], fail_on: str) -> list[Finding]:
     """The findings that fail under ``fail_on``.
 
-    ``blocked``/``missing``/``unexpected``: findings of that kind or a kind before it
-    (blocked > missing > unexpected) with severity ``error``; warning- and info-severity
-    findings never fail, whatever their kind.  ``warning``: every finding (any kind, any
+    ``blocked``/``missing``/``unexpected``/``degraded``: findings of that kind or a kind before it
+    (blocked > missing > unexpected > degraded) with severity ``error``; warning- and info-severity
+    findings never fail, whatever their kind, except ``degraded`` findings (warnings by default)
+    under ``degraded``.  ``warning``: every finding (any kind, any
     severity).  ``never``: none.  (With ``warning``, capture-quality warnings also fail the
     headline: see :func:`headline`.)
     """
@@ -493,7 +495,10 @@ def failing(findings: list[Finding], fail_on: str) -> list[Finding]:
     if fail_on == "warning":
         return list(findings)
     kinds = FAIL_ON[: FAIL_ON.index(fail_on) + 1]
-    return [f for f in findings if f.kind in kinds and f.severity == "error"]
+    # degraded findings are warnings by default (media quality): they fail only when --fail-on names
+    # degraded (or warning), never under blocked/missing/unexpected
+    return [f for f in findings if f.kind in kinds and (f.severity == "error" or
+                                                       (f.kind == "degraded" and f.severity == "warning"))]
 
 
 def _number(findings: list[Finding]) -> list[Finding]:

@@ -259,6 +259,7 @@ class FlowTable:
     flows: list[Flow] = field(default_factory=list)
     dns: list[DnsEvent] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    media: Any = None  # the media pass's result (meshpcap.flows.media.MediaResult) when it ran
 
     def to_dict(self) -> dict[str, Any]:
         return {

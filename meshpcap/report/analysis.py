@@ -38,6 +38,7 @@ class Report:
     profile: dict[str, Any]
     service_tags: dict[str, Any] | None
     options: dict[str, Any] = field(default_factory=dict)
+    quality: Any = None  # meshpcap.classify.quality.Quality, or None when media quality was not measured
 
     @property
     def verdict(self) -> str:
@@ -78,6 +79,16 @@ class Report:
         return frame("findings", [f.to_dict() for f in self.judgement.findings])
 
     @property
+    def streams(self):
+        """One row per RTP stream (flow, direction, SSRC): loss, jitter, reordering, bitrate (``STREAM_COLUMNS``)."""
+        import pandas as pd
+
+        from ..flows.media import STREAM_COLUMNS
+
+        rows = [] if self.quality is None else [s.to_dict() for s in self.quality.media.streams]
+        return pd.DataFrame([[r[c] for c in STREAM_COLUMNS] for r in rows], columns=list(STREAM_COLUMNS))
+
+    @property
     def checklist(self):
         from ..schema import frame
 
@@ -101,6 +112,11 @@ class Report:
             "warnings": list(j.warnings),
             "flows": flows,
             "dns": [e.to_dict() for e in self.flow_table.dns],
+            # media quality (issue 15): additive sections, absent when it was not measured
+            **({} if self.quality is None else {
+                "quality": self.quality.to_dict(),
+                "streams": [s.to_dict() for s in self.quality.media.streams],
+            }),
         }
 
     def to_json(self, show_unrelated: bool = True) -> str:
@@ -224,6 +240,7 @@ def render_table(r: Report, show_unrelated: bool = False) -> str:
                                                      "shown: --show-unrelated)"))
     rows = _flow_rows(r, show_unrelated)
     out.append(tabulate(rows, FLOW_HEAD, tablefmt="simple") if rows else "  (none)")
+    out += _quality_lines(r)
     return "\n".join(out) + "\n"
 
 
@@ -267,11 +284,57 @@ def render_markdown(r: Report, show_unrelated: bool = False) -> str:
             for c in j.checklist]
     out += ["", "## Flows", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
     out += ["| " + " | ".join(_md(str(x)) for x in row) + " |" for row in _flow_rows(r, show_unrelated)]
+    q = r.quality
+    if q is not None and q.verdict != "no media":
+        out += ["", f"## Media quality: {q.verdict}", "", f"Targets: {_md(q.targets.source)}", "",
+                "| flow | dir | ssrc | packets | lost | worst 15 s loss | worst 200 ms burst | jitter max (ms) | "
+                "reordered |", "|---|---|---|---|---|---|---|---|---|"]
+        for st in q.media.streams:
+            out.append(f"| {st.flow_id} | {st.direction} | 0x{st.ssrc:08X} | {st.packets} | {st.lost} | "
+                       + ("" if st.loss_window_pct is None else f"{st.loss_window_pct:.2f}%") + " | "
+                       + ("" if st.burst_window_pct is None else f"{st.burst_window_pct:.1f}%") + " | "
+                       + ("" if st.jitter_ms_max is None else f"{st.jitter_ms_max:.1f}") + f" | {st.reordered} |")
+        out += ["", *[f"- {_md(t)}" for t in q.to_dict()["limits"]]]
     return "\n".join(out) + "\n"
 
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("*", "\\*")
+
+
+def _quality_lines(r: Report) -> list[str]:
+    q = r.quality
+    if q is None or q.verdict == "no media":
+        return []
+    out = ["", f"MEDIA QUALITY: {q.verdict} (targets: {q.targets.title}, {q.targets.section})"]
+    rows = [[s.flow_id, s.direction, f"0x{s.ssrc:08X}", ",".join(map(str, s.payload_types)), s.packets,
+             f"{s.lost} ({s.lost_pct:.2f}%)", "" if s.loss_window_pct is None else f"{s.loss_window_pct:.2f}%",
+             "" if s.burst_window_pct is None else f"{s.burst_window_pct:.1f}%",
+             "" if s.jitter_ms_max is None else f"{s.jitter_ms_max:.1f}", s.reordered, len(s.gaps)]
+            for s in q.media.streams]
+    if rows:
+        out.append(tabulate(rows, ["flow", "dir", "ssrc", "pt", "pkts", "lost", "loss 15s", "burst 200ms",
+                                   "jitter max ms", "reord", "gaps"], tablefmt="simple"))
+    else:
+        out.append("  no RTP streams in the capture")
+    for x in (x for x in q.rtt if x["judged"]):
+        out.append(f"  RTT {x['server']}:{x['server_port']} ({', '.join(x['methods'])}): median {x['rtt_ms_median']} ms"
+                   f" over {x['samples']}" + (" ok" if x["ok"] else " NOT MET"))
+    out += [f"  note: {t}" for t in q.to_dict()["limits"][:1]]
+    return out
+
+
+def render_streams_csv(r: Report) -> str:
+    """The media streams table (``Report.streams``) as CSV."""
+    from ..flows.media import STREAM_COLUMNS
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(STREAM_COLUMNS)
+    for s in ([] if r.quality is None else r.quality.media.streams):
+        d = s.to_dict()
+        w.writerow([cell(d[c]) for c in STREAM_COLUMNS])
+    return buf.getvalue()
 
 
 def render_json(r: Report, show_unrelated: bool = True) -> str:

@@ -1,0 +1,297 @@
+"""RTP and RTCP headers (RFC 3550) and the framings real-time media travels in: demultiplexed by first
+byte (RFC 7983), RTP told from RTCP by payload type (RFC 5761), inside TURN ChannelData and Send/Data
+indications (RFC 8656), MS-TURN multiplexed channels (0xFF10) and RFC 4571 framing over TCP.
+
+Two forms of each parser: one message as bytes (``parse_rtp``, ``parse_rtcp``, ``unwrap``), and the
+columnar twins over a whole batch (``media_offsets``, ``rtp_columns``) that read the same fields with
+numpy gathers; the tests check that both agree.  Only headers are read: SRTP (RFC 3711) encrypts the
+payload but leaves the RTP header in the clear, and SRTCP leaves only its first eight bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from meshpcap.decode.buffer import DecodeError, NeedMore
+from meshpcap.decode.frames import _Gather
+
+RTP_VERSION = 2  # RFC 3550 section 5.1
+RTP_HEADER_LEN = 12  # RFC 3550 section 5.1: the fixed header
+RTCP_HEADER_LEN = 8  # RFC 3550 section 6.4.1: V P RC PT length SSRC
+RTCP_TYPES = range(192, 224)  # RFC 5761 section 4: second byte 192-223 is RTCP (SR 200, RR 201, SDES 202, ...)
+STUN_COOKIE = 0x2112A442  # RFC 8489 section 5
+STUN_DATA = 0x0013  # RFC 8656 section 18.4: DATA attribute
+SEND_INDICATION, DATA_INDICATION = 0x0016, 0x0017  # RFC 8656 section 17: Send/Data method, indication class
+MS_MULTIPLEX_TURN = 0xFF10  # MS-TURN multiplexed channel: type, length, 8-byte session id, data (as Wireshark reads it)
+
+# how a packet's media was framed (FRAMING[code])
+F_NONE, F_DIRECT, F_CHANNEL, F_INDICATION, F_MS_MULTIPLEX = 0, 1, 2, 3, 4
+FRAMING = {F_NONE: "none", F_DIRECT: "direct", F_CHANNEL: "turn-channel", F_INDICATION: "turn-indication",
+           F_MS_MULTIPLEX: "ms-turn-multiplex"}
+K_NONE, K_RTP, K_RTCP = 0, 1, 2
+
+# clock rates of the static payload types, RFC 3551 section 6 (table 4 and 5)
+STATIC_CLOCK = {0: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 16000, 7: 8000, 8: 8000, 9: 8000, 10: 44100, 11: 44100,
+                12: 8000, 13: 8000, 14: 90000, 15: 8000, 16: 11025, 17: 22050, 18: 8000, 25: 90000, 26: 90000,
+                28: 90000, 31: 90000, 32: 90000, 33: 90000, 34: 90000}
+
+
+@dataclass(frozen=True, slots=True)
+class RtpHeader:
+    """The RTP fixed header (RFC 3550 section 5.1) and where its payload lies."""
+
+    version: int
+    padding: bool
+    extension: bool
+    csrc_count: int
+    marker: bool
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    header_len: int  # fixed header + CSRC list + header extension (RFC 3550 section 5.3.1)
+    payload_len: int  # without the padding
+
+
+@dataclass(frozen=True, slots=True)
+class RtcpHeader:
+    """The first RTCP packet of a compound packet (RFC 3550 section 6.4): the part SRTCP leaves in the clear."""
+
+    version: int
+    padding: bool
+    count: int
+    packet_type: int
+    length: int  # bytes of this RTCP packet, header included ((length field + 1) * 4)
+    ssrc: int
+
+
+def is_rtcp(second_byte: int) -> bool:
+    """RFC 5761 section 4: on a shared port, a second byte (marker + payload type) of 192-223 is RTCP."""
+    return 192 <= second_byte <= 223
+
+
+def parse_rtp(data: bytes) -> RtpHeader:
+    """Parse the RTP header of one packet (a datagram, or one frame of a stream).
+
+    Raises :class:`NeedMore` when the header (with its CSRC list and extension) runs past the data,
+    :class:`DecodeError` when it is not RTP version 2, is RTCP (RFC 5761), or its padding is impossible."""
+    data = bytes(data)
+    if not data:
+        raise NeedMore("RTP header needs 12 bytes, have 0")
+    if data[0] >> 6 != RTP_VERSION:
+        raise DecodeError(f"not RTP: version {data[0] >> 6}")
+    if len(data) < RTP_HEADER_LEN:
+        raise NeedMore(f"RTP header needs 12 bytes, have {len(data)}")
+    b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", data, 0)
+    if is_rtcp(b1):
+        raise DecodeError(f"RTCP, not RTP: packet type {b1}")
+    cc = b0 & 0x0F
+    hl = RTP_HEADER_LEN + 4 * cc
+    if b0 & 0x10:  # RFC 3550 section 5.3.1: 16-bit profile field, 16-bit length in 32-bit words
+        if len(data) < hl + 4:
+            raise NeedMore(f"RTP header extension needs {hl + 4} bytes, have {len(data)}")
+        hl += 4 + 4 * struct.unpack_from("!H", data, hl + 2)[0]
+    if len(data) < hl:
+        raise NeedMore(f"RTP header needs {hl} bytes, have {len(data)}")
+    pad = 0
+    if b0 & 0x20:  # RFC 3550 section 5.1: the last byte counts the padding, itself included
+        pad = data[-1]
+        if pad == 0 or pad > len(data) - hl:
+            raise DecodeError(f"RTP padding of {pad} bytes does not fit")
+    return RtpHeader(RTP_VERSION, bool(b0 & 0x20), bool(b0 & 0x10), cc, bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc,
+                     hl, len(data) - hl - pad)
+
+
+def parse_rtcp(data: bytes) -> RtcpHeader:
+    """Parse the first RTCP header of a (possibly SRTCP, possibly compound) packet (RFC 3550 section 6.4.1)."""
+    data = bytes(data)
+    if data and data[0] >> 6 != RTP_VERSION:
+        raise DecodeError(f"not RTCP: version {data[0] >> 6}")
+    if len(data) < RTCP_HEADER_LEN:
+        raise NeedMore(f"RTCP header needs 8 bytes, have {len(data)}")
+    b0, pt, length, ssrc = struct.unpack_from("!BBHI", data, 0)
+    if not is_rtcp(pt):
+        raise DecodeError(f"not RTCP: packet type {pt}")
+    return RtcpHeader(RTP_VERSION, bool(b0 & 0x20), b0 & 0x1F, pt, (length + 1) * 4, ssrc)
+
+
+def unwrap(data: bytes) -> tuple[bytes, int]:
+    """The media inside one UDP payload (or one TCP frame) and its framing code (:data:`FRAMING`).
+
+    RFC 7983 section 7 by first byte: 128-191 RTP/RTCP as is; 64-79 TURN ChannelData (RFC 8656
+    section 12.4; the length excludes any padding); 0-3 a STUN Send or Data indication carrying a
+    DATA attribute (RFC 8656 sections 10-11); 0xFF10 an MS-TURN multiplexed channel (length, 8-byte
+    session id, data).  Anything else (DTLS, STUN without DATA, ZRTP) is ``(b"", F_NONE)``.
+    Raises :class:`NeedMore` when a framing's length runs past the data."""
+    data = bytes(data)
+    if not data:
+        return b"", F_NONE
+    b0 = data[0]
+    if 128 <= b0 <= 191:
+        return data, F_DIRECT
+    if len(data) < 4:
+        if 64 <= b0 <= 79 or b0 == 0xFF or b0 <= 3:
+            raise NeedMore(f"TURN framing needs 4 bytes, have {len(data)}")
+        return b"", F_NONE
+    kind, length = struct.unpack_from("!HH", data, 0)
+    if 64 <= b0 <= 79:
+        if 4 + length > len(data):
+            raise NeedMore(f"ChannelData length {length} exceeds the {len(data) - 4} bytes present")
+        return data[4:4 + length], F_CHANNEL
+    if kind == MS_MULTIPLEX_TURN:
+        if 4 + length > len(data):
+            raise NeedMore(f"MS-TURN multiplexed length {length} exceeds the {len(data) - 4} bytes present")
+        if length < 8:
+            raise DecodeError(f"MS-TURN multiplexed length {length} has no room for the session id")
+        return data[12:4 + length], F_MS_MULTIPLEX
+    if b0 <= 3 and kind in (SEND_INDICATION, DATA_INDICATION):
+        if len(data) < 20:
+            raise NeedMore(f"STUN header needs 20 bytes, have {len(data)}")
+        if struct.unpack_from("!I", data, 4)[0] != STUN_COOKIE:
+            return b"", F_NONE
+        end = 20 + length
+        if end > len(data):
+            raise NeedMore(f"STUN message length {length} needs {end} bytes, have {len(data)}")
+        pos = 20
+        while pos + 4 <= end:
+            atype, alen = struct.unpack_from("!HH", data, pos)
+            if pos + 4 + alen > end:
+                raise DecodeError(f"STUN attribute 0x{atype:04x} runs past the message")
+            if atype == STUN_DATA:
+                return data[pos + 4:pos + 4 + alen], F_INDICATION
+            pos += 4 + ((alen + 3) & ~3)  # RFC 8489 section 14: attributes padded to 4
+        return b"", F_NONE
+    return b"", F_NONE
+
+
+def split_tcp(stream: bytes, prefixed: bool) -> tuple[list[bytes], int]:
+    """Split TURN-over-TCP bytes into frames; return the complete frames and the bytes consumed.
+
+    ``prefixed``: every frame carries an RFC 4571 16-bit length first (RFC 6544 section 3, as ICE-TCP
+    does); otherwise frames follow back to back by their own lengths (RFC 8656 section 12.5: STUN
+    messages, ChannelData padded to 4, MS-TURN multiplexed channels, RTP/RTCP only with the prefix).
+    Frames are returned without prefix or padding.  A trailing partial frame is left for later.
+    Raises :class:`DecodeError` at a byte that starts no known frame (the stream lost its framing)."""
+    frames: list[bytes] = []
+    pos, n = 0, len(stream)
+    while pos < n:
+        if prefixed:
+            if n - pos < 2:
+                break
+            size = (stream[pos] << 8) | stream[pos + 1]
+            if n - pos < 2 + size:
+                break
+            frames.append(bytes(stream[pos + 2:pos + 2 + size]))
+            pos += 2 + size
+            continue
+        if n - pos < 4:
+            break
+        b0 = stream[pos]
+        length = (stream[pos + 2] << 8) | stream[pos + 3]
+        if b0 <= 3:
+            size = total = 20 + length
+        elif 64 <= b0 <= 79:
+            size = 4 + length
+            total = (size + 3) & ~3
+        elif b0 == 0xFF and stream[pos + 1] == 0x10:
+            size = total = 4 + length
+        else:
+            raise DecodeError(f"not TURN framing: byte 0x{b0:02x} at offset {pos}")
+        if n - pos < total:
+            break
+        frames.append(bytes(stream[pos:pos + size]))
+        pos += total
+    return frames, pos
+
+
+# ---------------------------------------------------------------- columnar twins (numpy over a batch)
+def gather(data) -> _Gather:
+    """The batch-bytes reader the columnar parsers take (big-endian fields by numpy gathers, bounds-clipped)."""
+    return _Gather(data)
+
+
+def media_offsets(g: _Gather, pos: np.ndarray, cap: np.ndarray, max_attrs: int = 12):
+    """:func:`unwrap` over many UDP payloads at once: ``g`` the batch bytes (:func:`gather`), ``pos`` and
+    ``cap`` each payload's offset and captured length.  Returns (inner offset, inner captured length,
+    framing code) arrays; framing ``F_NONE`` where no media framing applies or a length runs past the
+    captured bytes.  Send/Data indications are walked for their DATA attribute up to ``max_attrs``
+    attributes deep (RFC 8656 puts XOR-PEER-ADDRESS, then DATA, first)."""
+    pos = np.asarray(pos, np.int64)
+    cap = np.asarray(cap, np.int64)
+    n = pos.size
+    ipos = pos.copy()
+    icap = np.zeros(n, np.int64)
+    fr = np.zeros(n, np.int8)
+    if n == 0:
+        return ipos, icap, fr
+    has4 = cap >= 4
+    b0 = np.where(cap >= 1, g.u8(pos), -1)
+    w0 = g.u16(pos)
+    length = g.u16(pos + 2)
+    direct = (b0 >= 128) & (b0 <= 191)
+    icap[direct] = cap[direct]
+    fr[direct] = F_DIRECT
+    chan = has4 & (b0 >= 64) & (b0 <= 79) & (4 + length <= cap)
+    ipos[chan] = pos[chan] + 4
+    icap[chan] = length[chan]
+    fr[chan] = F_CHANNEL
+    msm = has4 & (w0 == MS_MULTIPLEX_TURN) & (length >= 8) & (4 + length <= cap)
+    ipos[msm] = pos[msm] + 12
+    icap[msm] = length[msm] - 8
+    fr[msm] = F_MS_MULTIPLEX
+    ind = (cap >= 20) & (b0 <= 3) & ((w0 == SEND_INDICATION) | (w0 == DATA_INDICATION)) & (20 + length <= cap)
+    if ind.any():
+        ii = np.nonzero(ind)[0]
+        ii = ii[g.u32(pos[ii] + 4) == STUN_COOKIE]
+        end = pos[ii] + 20 + length[ii]
+        at = pos[ii] + 20
+        live = np.ones(ii.size, bool)
+        for _ in range(max_attrs):
+            live &= at + 4 <= end
+            if not live.any():
+                break
+            atype = g.u16(at)
+            alen = g.u16(at + 2)
+            live &= at + 4 + alen <= end
+            hit = live & (atype == STUN_DATA)
+            if hit.any():
+                k = ii[hit]
+                ipos[k] = at[hit] + 4
+                icap[k] = alen[hit]
+                fr[k] = F_INDICATION
+                live &= ~hit
+            at = at + 4 + ((alen + 3) & ~3)
+    return ipos, icap, fr
+
+
+def rtp_columns(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`parse_rtp` / :func:`parse_rtcp` over many packets: ``kind`` is K_RTP, K_RTCP or K_NONE
+    (not version 2, too short, impossible header extension or padding); the other columns are the
+    header fields (``ssrc`` for RTCP is the sender's), ``payload_len`` the RTP payload without padding."""
+    pos = np.asarray(pos, np.int64)
+    cap = np.asarray(cap, np.int64)
+    b0 = g.u8(pos)
+    b1 = g.u8(pos + 1)
+    v2 = ((b0 >> 6) == RTP_VERSION) & (cap >= RTCP_HEADER_LEN)
+    rtcp = v2 & (b1 >= 192) & (b1 <= 223)
+    cc = b0 & 0x0F
+    hl = RTP_HEADER_LEN + 4 * cc
+    ext = (b0 & 0x10) != 0
+    ext_ok = ~ext | (hl + 4 <= cap)
+    hl = np.where(ext, hl + 4 + 4 * g.u16(pos + hl + 2), hl)
+    padded = (b0 & 0x20) != 0
+    pad = np.where(padded, g.u8(pos + cap - 1), 0)
+    rtp = v2 & ~rtcp & (cap >= RTP_HEADER_LEN) & ext_ok & (hl <= cap) & (~padded | ((pad > 0) & (pad <= cap - hl)))
+    kind = np.where(rtp, K_RTP, np.where(rtcp, K_RTCP, K_NONE)).astype(np.int8)
+    return {
+        "kind": kind,
+        "marker": (b1 & 0x80) != 0,
+        "payload_type": np.where(rtcp, b1, b1 & 0x7F).astype(np.int16),
+        "sequence": g.u16(pos + 2),
+        "timestamp": g.u32(pos + 4),
+        "ssrc": np.where(rtcp, g.u32(pos + 4), g.u32(pos + 8)),
+        "payload_len": np.where(rtp, cap - hl - pad, 0),
+    }

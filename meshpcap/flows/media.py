@@ -1,0 +1,846 @@
+"""Media streams and round-trip times from a capture: the stateful, aggregating half of the media pass.
+
+:class:`MediaCollector` is fed each decoded batch beside the flow builder (``pipeline.read_flows``)
+and keeps, with numpy over the batch, only what media analysis needs: for UDP payloads that are RTP
+or RTCP (RFC 7983 first byte 128-191), directly or inside TURN ChannelData, Send/Data indications or
+MS-TURN multiplexed channels (:mod:`meshpcap.decode.rtp`), the 5-tuple, time, direction and RTP
+header fields; STUN requests and responses (transaction ids, for RTT); TCP SYN and SYN-ACK times;
+and the payload bytes of TCP flows that carry TURN framing (the TCP 443 fallback).  ``finish``
+assigns them to the finished flows and computes, per stream (flow, direction, SSRC), the RFC 3550
+statistics: packets, expected from the extended sequence number, loss, loss bursts, duplicates and
+reordering (appendix A.1, A.3), interarrival jitter (A.8), payload types, bitrate over time, gaps,
+and the worst windows the quality targets are judged on.  Per-packet Python runs only for TURN over
+TCP and for the (few) STUN and SYN packets; the RTP statistics are array operations per stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..decode import frames as F
+from ..decode import rtp as R
+from .engine import addr_text, group_batch
+
+SEQ_MOD = 1 << 16
+TS_MOD = 1 << 32
+MAX_DROPOUT = 3000  # RFC 3550 appendix A.1: a larger jump is a restart of the sequence, not loss
+CLOCK_CANDIDATES = (8000, 16000, 24000, 32000, 44100, 48000, 90000)  # the RTP clocks in use (RFC 3551, 7587, 6184)
+CLOCK_TOLERANCE = 0.08  # inferred rate within 8% of a candidate
+STUN_RTT_METHODS = {0x001: "Binding", 0x003: "Allocate", 0x004: "Refresh", 0x008: "CreatePermission",
+                    0x009: "ChannelBind"}
+TCP_SYN, TCP_ACK = 0x02, 0x10
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOptions:
+    """What counts as a stream and how it is cut into windows (the quality thresholds file sets these)."""
+
+    min_packets: int = 3  # fewer RTP-looking packets with one SSRC are not a stream (random first bytes)
+    gap_ms: float = 500.0  # media stopped for longer than this is a gap
+    loss_window_ms: float = 15_000.0
+    burst_window_ms: float = 200.0
+    jitter_window_ms: float = 15_000.0
+    min_window_packets: int = 5  # a window with fewer expected packets is not judged
+    bitrate_bin_ms: float = 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStream:
+    """One RTP stream: one SSRC in one direction of one flow."""
+
+    flow_id: int
+    direction: str  # c2s | s2c (client -> server as the flow is oriented)
+    transport: str
+    src: str
+    src_port: int
+    dst: str
+    dst_port: int
+    framing: str  # direct | turn-channel | turn-indication | ms-turn-multiplex (the most common one)
+    ssrc: int
+    payload_types: tuple[int, ...]
+    packets: int
+    expected: int  # RFC 3550 A.3: extended highest sequence - base + 1 (jumps > MAX_DROPOUT excluded)
+    lost: int  # expected - distinct sequence numbers received (``lost_rfc3550`` in to_dict: expected - packets,
+    # RFC 3550 A.3's cumulative loss, which duplicates offset; Wireshark's "Lost" column)
+    loss_bursts: int  # runs of consecutive lost packets
+    max_burst: int  # the longest run
+    duplicates: int
+    reordered: int  # packets that arrived after a later sequence number
+    seq_restarts: int  # sequence jumps larger than MAX_DROPOUT
+    clock_rate: int | None
+    clock_source: str  # payload type | timestamps | unknown: <why>
+    jitter_ms_mean: float | None  # RFC 3550 A.8, in milliseconds (None without a clock rate)
+    jitter_ms_max: float | None
+    delta_ms_min: float | None  # interarrival time between consecutive packets
+    delta_ms_mean: float | None
+    delta_ms_max: float | None
+    first_ns: int
+    last_ns: int
+    bytes: int  # RTP bytes (UDP payload or TURN frame content)
+    bitrate_kbps: float | None  # mean over the stream's duration
+    bitrate_max_kbps: float | None  # highest bin of ``bitrate_series``
+    bitrate_series: tuple[float, ...]  # kbit/s per bitrate bin from first_ns
+    gaps: tuple[tuple[int, float], ...]  # (start ns, milliseconds) where media stopped longer than gap_ms
+    loss_window_pct: float | None  # worst loss in any loss window (15 s), percent
+    loss_window_ns: tuple[int, int] | None
+    burst_window_pct: float | None  # worst loss in any burst window (200 ms), percent
+    burst_window_ns: tuple[int, int] | None
+    jitter_window_ms: float | None  # highest jitter, and the jitter window (15 s) it fell in
+    jitter_window_ns: tuple[int, int] | None
+    rtcp_packets: int = 0  # RTCP packets sent by this SSRC in the same direction (SRTCP: header only)
+
+    @property
+    def lost_pct(self) -> float:
+        return 100.0 * self.lost / self.expected if self.expected else 0.0
+
+    @property
+    def reordered_pct(self) -> float:
+        return 100.0 * self.reordered / self.packets if self.packets else 0.0
+
+    @property
+    def name(self) -> str:
+        return (f"flow {self.flow_id} {self.direction} SSRC 0x{self.ssrc:08X} "
+                f"{_ep(self.src, self.src_port)} -> {_ep(self.dst, self.dst_port)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow_id": self.flow_id, "direction": self.direction, "transport": self.transport, "src": self.src,
+            "src_port": self.src_port, "dst": self.dst, "dst_port": self.dst_port, "framing": self.framing,
+            "ssrc": f"0x{self.ssrc:08X}", "payload_types": list(self.payload_types), "packets": self.packets,
+            "expected": self.expected, "lost": self.lost, "lost_pct": round(self.lost_pct, 3),
+            "lost_rfc3550": self.expected - self.packets,
+            "loss_bursts": self.loss_bursts, "max_burst": self.max_burst, "duplicates": self.duplicates,
+            "reordered": self.reordered, "reordered_pct": round(self.reordered_pct, 3),
+            "seq_restarts": self.seq_restarts, "clock_rate": self.clock_rate, "clock_source": self.clock_source,
+            "jitter_ms_mean": _r(self.jitter_ms_mean), "jitter_ms_max": _r(self.jitter_ms_max),
+            "delta_ms_min": _r(self.delta_ms_min), "delta_ms_mean": _r(self.delta_ms_mean),
+            "delta_ms_max": _r(self.delta_ms_max), "first_ns": self.first_ns, "last_ns": self.last_ns,
+            "bytes": self.bytes, "bitrate_kbps": _r(self.bitrate_kbps), "bitrate_max_kbps": _r(self.bitrate_max_kbps),
+            "bitrate_series": [round(x, 1) for x in self.bitrate_series],
+            "gaps": [{"start_ns": s, "ms": round(ms, 3)} for s, ms in self.gaps],
+            "loss_window_pct": _r(self.loss_window_pct), "loss_window_ns": _w(self.loss_window_ns),
+            "burst_window_pct": _r(self.burst_window_pct), "burst_window_ns": _w(self.burst_window_ns),
+            "jitter_window_ms": _r(self.jitter_window_ms), "jitter_window_ns": _w(self.jitter_window_ns),
+            "rtcp_packets": self.rtcp_packets,
+        }
+
+
+# the flat columns of the streams table (CSV, DataFrame); nested ones are left to the JSON
+STREAM_COLUMNS = ("flow_id", "direction", "transport", "src", "src_port", "dst", "dst_port", "framing", "ssrc",
+                  "payload_types", "packets", "expected", "lost", "lost_pct", "lost_rfc3550", "loss_bursts", "max_burst",
+                  "duplicates", "reordered", "reordered_pct", "seq_restarts", "clock_rate", "clock_source",
+                  "jitter_ms_mean", "jitter_ms_max", "delta_ms_min", "delta_ms_mean", "delta_ms_max", "first_ns",
+                  "last_ns", "bytes", "bitrate_kbps", "bitrate_max_kbps", "gaps", "loss_window_pct",
+                  "burst_window_pct", "jitter_window_ms", "rtcp_packets")
+
+
+@dataclass(frozen=True, slots=True)
+class RttSample:
+    """One round trip seen from the capture point: a request and its answer."""
+
+    flow_id: int
+    server: str
+    server_port: int
+    transport: str
+    method: str  # STUN Binding / Allocate / ... or "TCP handshake"
+    request_ns: int
+    rtt_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRtt:
+    """Round trips to one server (address, port, transport), from every method that measured it."""
+
+    server: str
+    server_port: int
+    transport: str
+    methods: tuple[str, ...]
+    samples: int
+    rtt_ms_min: float
+    rtt_ms_median: float
+    rtt_ms_max: float
+    flow_ids: tuple[int, ...]
+    first_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"server": self.server, "server_port": self.server_port, "transport": self.transport,
+                "methods": list(self.methods), "samples": self.samples, "rtt_ms_min": round(self.rtt_ms_min, 3),
+                "rtt_ms_median": round(self.rtt_ms_median, 3), "rtt_ms_max": round(self.rtt_ms_max, 3),
+                "latency_ms_estimate": round(self.rtt_ms_median / 2, 3), "flow_ids": list(self.flow_ids)}
+
+
+@dataclass(slots=True)
+class MediaResult:
+    streams: list[MediaStream] = field(default_factory=list)
+    rtt: list[ServerRtt] = field(default_factory=list)
+    rtt_samples: list[RttSample] = field(default_factory=list)
+    options: MediaOptions = field(default_factory=MediaOptions)
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def _w(w: tuple[int, int] | None) -> list[int] | None:
+    return None if w is None else [int(w[0]), int(w[1])]
+
+
+def _ep(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+class _TcpTurn:
+    """A TCP flow carrying TURN framing: its payload segments per direction (for reassembly at the end)."""
+
+    __slots__ = ("prefixed", "segs")
+
+    def __init__(self, prefixed: bool) -> None:
+        self.prefixed = prefixed
+        self.segs: list[tuple[bool, int, int, bytes]] = []  # (from a, ns, seq, payload)
+
+
+class MediaCollector:
+    """Feed it every batch after the flow builder (``add``); ``finish(flows)`` returns :class:`MediaResult`."""
+
+    def __init__(self, options: MediaOptions | None = None) -> None:
+        self.options = options or MediaOptions()
+        self.slots: dict[tuple, int] = {}
+        self.slot_keys: list[tuple] = []
+        self.rtp: list[tuple[np.ndarray, ...]] = []
+        self.stun: list[tuple[np.ndarray, ...]] = []
+        self.syn: list[tuple[np.ndarray, ...]] = []
+        self.tcp_turn: dict[int, _TcpTurn] = {}
+        self.tcp_seen = np.zeros(1024, bool)  # per slot: a TCP flow whose first payload was looked at
+
+    def _slot_of(self, keys: tuple[np.ndarray, ...], groups: np.ndarray) -> np.ndarray:
+        """Global slot ids for the batch groups ``groups`` (one dict lookup per distinct 5-tuple)."""
+        mark = np.zeros(int(groups.max()) + 1 if groups.size else 0, bool)
+        mark[groups] = True
+        ug = np.flatnonzero(mark)  # the distinct groups, without a sort
+        back = (np.cumsum(mark) - 1)[groups]
+        out = np.empty(ug.size, np.int64)
+        cols = [c[ug].tolist() for c in keys]
+        slots = self.slots
+        for i, key in enumerate(zip(*cols)):
+            s = slots.get(key)
+            if s is None:
+                s = slots[key] = len(self.slot_keys)
+                self.slot_keys.append(key)
+            out[i] = s
+        return out[back]
+
+    def add(self, batch, d: F.Decoded, grouped=None, extracted: "MediaBatch | None" = None) -> None:
+        """Take in one decoded batch (``grouped``: the flow stage's grouping, when made; ``extracted``:
+        :func:`extract` of it, when already made beside the reader)."""
+        if len(batch) == 0:
+            return
+        mb = extracted if extracted is not None else extract(batch, d, grouped)
+        for rows, out in ((mb.rtp, self.rtp), (mb.stun, self.stun), (mb.syn, self.syn)):
+            if rows is not None:
+                out.append((self._slot_of(mb.keys, rows[0]),) + rows[1:])
+        if mb.tcp_payloads:  # TURN over TCP: the stateful part (which flows carry it) is decided here
+            gb = grouped if grouped is not None else group_batch(batch.data, d)
+            pidx = gb.pidx
+            pos, cap = d.payload[pidx], d.payload_cap[pidx]
+            t = np.nonzero((gb.proto == F.PROTO_TCP) & (cap > 0))[0]
+            self._tcp(batch, d, gb, pidx, R.gather(batch.data), t, pos, cap, batch.ts_ns[pidx])
+
+    def _tcp(self, batch, d, gb, pidx, g, t, pos, cap, ts) -> None:
+        slot = self._slot_of(gb.keys, gb.inv[t])
+        if self.tcp_seen.size < len(self.slot_keys):
+            grown = np.zeros(max(len(self.slot_keys), 2 * self.tcp_seen.size), bool)
+            grown[: self.tcp_seen.size] = self.tcp_seen
+            self.tcp_seen = grown
+        new = ~self.tcp_seen[slot]
+        if new.any():
+            # a TCP flow's first payload decides: a STUN message, bare (RFC 8656) or behind an RFC 4571 length
+            # (RFC 6544), marks TURN over TCP; the magic cookie sits at offset 4 or 6
+            nt, ns_ = t[new], slot[new]
+            first = np.unique(ns_, return_index=True)[1]
+            nt, ns_ = nt[first], ns_[first]
+            p, c = pos[nt], cap[nt]
+            bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == R.STUN_COOKIE)
+            pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == R.STUN_COOKIE)
+            self.tcp_seen[ns_] = True
+            for s_, b_, q_ in zip(ns_.tolist(), bare.tolist(), pref.tolist()):
+                if b_ or q_:
+                    self.tcp_turn[s_] = _TcpTurn(prefixed=q_ and not b_)
+        if not self.tcp_turn:
+            return
+        keep = np.isin(slot, np.fromiter(self.tcp_turn, np.int64, len(self.tcp_turn)))
+        if not keep.any():
+            return
+        data = batch.data
+        for i, s_ in zip(t[keep].tolist(), slot[keep].tolist()):
+            p, c = int(pos[i]), int(cap[i])
+            self.tcp_turn[s_].segs.append((bool(gb.src_a[i]), int(ts[i]), int(d.tcp_seq[pidx[i]]), data[p:p + c]))
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, flows) -> MediaResult:
+        """Assign what was gathered to ``flows`` (the finished flow records) and compute the streams and RTTs."""
+        opts = self.options
+        locate = _FlowLocator(flows, self.slot_keys)
+        rows = list(self.rtp)
+        tcp_rows = [r for s_, tt in self.tcp_turn.items() for r in _tcp_rows(s_, tt)]
+        rows.extend(tcp_rows)
+        streams: list[MediaStream] = []
+        if rows:
+            cols = [np.concatenate([r[i] for r in rows]) for i in range(11)]
+            slot, src_a, ts = cols[0].astype(np.int64), cols[1].astype(bool), cols[2].astype(np.int64)
+            if tcp_rows:  # they came last: capture order for everything (the UDP rows are in it already)
+                order = np.argsort(ts, kind="stable")
+                cols = [c[order] for c in cols]
+                slot, src_a, ts = slot[order], src_a[order], ts[order]
+            fid, c2s = locate(slot, src_a, ts)
+            cols[0], cols[1] = fid, c2s
+            streams = _streams(cols, locate, opts)
+        samples = _stun_rtt(self.stun, locate) + _tcp_rtt(self.syn, locate)
+        return MediaResult(streams, _per_server(samples), samples, opts)
+
+
+@dataclass(slots=True)
+class MediaBatch:
+    """The stateless half of the media pass over one batch (:func:`extract`): rows of RTP/RTCP packets,
+    STUN requests and responses, and TCP SYNs, each row naming its 5-tuple group in ``keys``.  A pure
+    function of the batch, so the reader's second process can make it."""
+
+    keys: tuple[np.ndarray, ...]  # the batch's groups: proto, ip version, a_hi, a_lo, b_hi, b_lo, a_port, b_port
+    rtp: tuple[np.ndarray, ...] | None  # group, from a, ns, kind, framing, pt, seq, timestamp, ssrc, bytes, wire bytes
+    stun: tuple[np.ndarray, ...] | None  # group, from a, ns, class, method, transaction id (3 x 32 bits)
+    syn: tuple[np.ndarray, ...] | None  # group, from a, ns, ACK set
+    tcp_payloads: bool  # the batch has TCP payloads (TURN over TCP is looked for by the collector)
+
+
+def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
+    """Find the media facts of one decoded batch with numpy (see :class:`MediaBatch`)."""
+    gb = grouped if grouped is not None else group_batch(batch.data, d)
+    pidx = gb.pidx
+    rtp = stun = syn = None
+    if len(batch) == 0 or pidx.size == 0:
+        return MediaBatch(gb.keys, None, None, None, False)
+    g = R.gather(batch.data)
+    buf = g.buf
+    proto = gb.proto
+    pos = d.payload[pidx]
+    cap = d.payload_cap[pidx]
+    ts = batch.ts_ns[pidx]
+    # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
+    u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
+    if u.size:
+        b0 = buf[pos[u]]
+        cand = u[(b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)]
+        if cand.size:
+            ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand])
+            m = fr != R.F_NONE
+            if m.any():
+                c, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
+                cols = R.rtp_columns(g, ipos, icap)
+                k = cols["kind"] != R.K_NONE
+                if k.any():
+                    c = c[k]
+                    rtp = (gb.inv[c], gb.src_a[c], ts[c], cols["kind"][k], fr[k], cols["payload_type"][k],
+                           cols["sequence"][k], cols["timestamp"][k], cols["ssrc"][k], icap[k], d.payload_len[pidx[c]])
+            # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
+            s = cand[(buf[pos[cand]] <= 3) & (cap[cand] >= 20)]
+            if s.size:
+                p = pos[s]
+                mtype = g.u16(p)
+                cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
+                ok = (g.u32(p + 4) == R.STUN_COOKIE) & (cls != 1)
+                if ok.any():
+                    s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
+                    method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
+                    stun = (gb.inv[s], gb.src_a[s], ts[s], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
+    # ---- TCP: handshake times
+    tcp = proto == F.PROTO_TCP
+    has_payload = False
+    if tcp.any():
+        flags = d.tcp_flags[pidx]
+        sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
+        if sy.size:
+            syn = (gb.inv[sy], gb.src_a[sy], ts[sy], (flags[sy] & TCP_ACK) != 0)
+        has_payload = bool((tcp & (cap > 0)).any())
+    return MediaBatch(gb.keys, rtp, stun, syn, has_payload)
+
+
+class _FlowLocator:
+    """Which flow (record id) and direction a slot's packet at a time belongs to."""
+
+    def __init__(self, flows, slot_keys: list[tuple]) -> None:
+        # flows by transport and unordered endpoint pair; records come sorted by their first packet, so each
+        # list is in time order
+        by_key: dict[tuple, list] = {}
+        for f in flows:
+            if f.transport not in ("tcp", "udp"):
+                continue
+            c, s_ = (f.client, f.client_port), (f.server, f.server_port)
+            by_key.setdefault((f.transport, c, s_) if c <= s_ else (f.transport, s_, c), []).append(f)
+        self.by_id = {f.id: f for f in flows}
+        # one row per (slot, flow) in slot then time order, for the vectorised lookup
+        counts, first, ids, a_client = [], [], [], []
+        for key in slot_keys:
+            proto, ver, ah, al, bh, bl, pa, pb = key
+            a, b = (addr_text(ver, ah, al), pa), (addr_text(ver, bh, bl), pb)
+            tr = "tcp" if proto == F.PROTO_TCP else "udp"
+            fl = by_key.get((tr, a, b) if a <= b else (tr, b, a), ())
+            if len(fl) > 1:
+                fl = sorted(fl, key=lambda f: f.first_ns)
+            counts.append(len(fl))
+            for f in fl:
+                first.append(f.first_ns)
+                ids.append(f.id)
+                a_client.append(f.client == a[0] and f.client_port == a[1])
+        self.count = np.array(counts, np.int64)
+        self.offset = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
+        self.row_first = np.array(first, np.int64)
+        self.row_id = np.array(ids, np.int64)
+        self.row_a_client = np.array(a_client, bool)
+
+    def __call__(self, slot: np.ndarray, src_a: np.ndarray, ts: np.ndarray):
+        """Flow ids (-1: no flow) and client-to-server flags of packets given by slot, side and time."""
+        fid = np.full(slot.size, -1, np.int64)
+        c2s = np.zeros(slot.size, bool)
+        if slot.size == 0 or self.row_id.size == 0:
+            return fid, c2s
+        cnt = self.count[slot]
+        row = self.offset[slot].copy()
+        many = np.flatnonzero(cnt > 1)  # a 5-tuple reused by later flows: the last flow begun by then
+        for s in np.unique(slot[many]).tolist():
+            m = many[slot[many] == s]
+            lo = int(self.offset[s])
+            k = np.searchsorted(self.row_first[lo:lo + int(self.count[s])], ts[m], "right") - 1
+            row[m] = lo + np.maximum(k, 0)
+        has = cnt > 0
+        fid[has] = self.row_id[row[has]]
+        c2s[has] = src_a[has] == self.row_a_client[row[has]]
+        return fid, c2s
+
+
+def _tcp_rows(slot: int, tt: _TcpTurn) -> list[tuple[np.ndarray, ...]]:
+    """RTP and RTCP inside one TURN-over-TCP flow: each direction reassembled in sequence order, split
+    into frames (:func:`meshpcap.decode.rtp.split_tcp`), unwrapped and parsed (per frame: TCP fallback
+    flows are few)."""
+    out = []
+    for side in (True, False):
+        segs = sorted((s for s in tt.segs if s[0] == side), key=lambda s: s[1])
+        if not segs:
+            continue
+        base = segs[0][2]
+        stream = bytearray()
+        times: list[tuple[int, int]] = []  # (stream offset where a segment's new bytes begin, ns)
+        for _, ns, seq, data in sorted(segs, key=lambda s: ((s[2] - base) % TS_MOD, s[1])):
+            off = (seq - base) % TS_MOD
+            if off + len(data) <= len(stream):
+                continue  # a retransmission
+            if off > len(stream):
+                break  # a hole (segment not captured): the rest cannot be framed
+            times.append((len(stream), ns))
+            stream += data[len(stream) - off:]
+        try:
+            frames, _ = R.split_tcp(bytes(stream), tt.prefixed)
+        except R.DecodeError:
+            frames = []
+        offs = np.array([t[0] for t in times], np.int64)
+        tns = np.array([t[1] for t in times], np.int64)
+        rows: list[list[int]] = []
+        pos = 0
+        for fr in frames:
+            pos += len(fr) + (2 if tt.prefixed else 0)
+            if not tt.prefixed and 64 <= fr[0] <= 79:
+                pos += (-len(fr)) % 4
+            try:
+                inner, framing = R.unwrap(fr)
+            except R.DecodeError:
+                continue
+            if framing == R.F_NONE or len(inner) < R.RTCP_HEADER_LEN:
+                continue
+            kind = R.K_RTCP if R.is_rtcp(inner[1]) else R.K_RTP
+            try:
+                if kind == R.K_RTP:
+                    h = R.parse_rtp(inner)
+                    vals = (h.marker, h.payload_type, h.sequence, h.timestamp, h.ssrc, len(inner))
+                else:
+                    c = R.parse_rtcp(inner)
+                    vals = (False, c.packet_type, 0, 0, c.ssrc, len(inner))
+            except R.DecodeError:
+                continue
+            # the frame's time: when the segment holding its last byte arrived
+            at = int(tns[max(int(np.searchsorted(offs, pos - 1, "right")) - 1, 0)])
+            rows.append([at, kind, framing, vals[1], vals[2], vals[3], vals[4], vals[5]])
+        if rows:
+            a = np.array(rows, np.int64)
+            n = len(rows)
+            out.append((np.full(n, slot, np.int64), np.full(n, side), a[:, 0], a[:, 1].astype(np.int8),
+                        a[:, 2].astype(np.int8), a[:, 3].astype(np.int16), a[:, 4], a[:, 5], a[:, 6], a[:, 7], a[:, 7]))
+    return out
+
+
+# ---------------------------------------------------------------- per-stream statistics (arrays)
+def _segments(key: np.ndarray):
+    """Sort order grouping equal keys (stable: arrival order within a group), group starts and ends."""
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    start = np.ones(ks.size, bool)
+    start[1:] = ks[1:] != ks[:-1]
+    starts = np.flatnonzero(start)
+    ends = np.append(starts[1:], ks.size)
+    return order, starts, ends
+
+
+def _jitter_segments(x: np.ndarray, first: np.ndarray, block: int = 128) -> np.ndarray:
+    """RFC 3550 appendix A.8, ``J += (|D| - J) / 16``, over many streams laid end to end (``first`` marks
+    each stream's first packet, where J starts at 0; x there is 0).  The recurrence is linear,
+    J_k = a J_(k-1) + x_k / 16 with a = 15/16, so within a block of ``block`` packets
+    J_k = a^(k+1) J_before + sum_j a^(k-j) x_j / 16, the sum taken from the block's start or from the
+    last stream start in the block: one cumulative sum per block for every block at once, and a loop
+    over blocks only for the value carried from one block to the next (a^-127 is about 3,700: no
+    precision is lost)."""
+    a = 15.0 / 16.0
+    n = x.size
+    m = -(-n // block)
+    X = np.zeros(m * block)
+    X[:n] = x
+    Rm = np.zeros(m * block, bool)
+    Rm[:n] = first
+    X, Rm = X.reshape(m, block), Rm.reshape(m, block)
+    k = np.arange(block)
+    up, down = a ** -k, a ** k
+    C = np.cumsum(X * up, axis=1) / 16.0
+    last = np.maximum.accumulate(np.where(Rm, k, -1), axis=1)  # the latest stream start at or before k
+    base = np.where(last > 0, np.take_along_axis(C, np.maximum(last - 1, 0), axis=1), 0.0)
+    local = down * (C - base)
+    carry = np.where(last < 0, down * a, 0.0)  # a^(k+1) where the block's earlier J carries in
+    ends = np.empty(m)
+    e = 0.0
+    for b, (lv, cv) in enumerate(zip(local[:, -1].tolist(), carry[:, -1].tolist())):
+        ends[b] = e  # the J carried into block b
+        e = lv + cv * e
+    return (local + carry * ends[:, None]).reshape(-1)[:n]
+
+
+def _first_argmax(values: np.ndarray, seg_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment (non-empty, laid end to end from ``seg_starts``): the maximum of ``values`` and the
+    index of its first occurrence."""
+    mx = np.maximum.reduceat(values, seg_starts)
+    seg = np.repeat(np.arange(seg_starts.size), np.diff(np.append(seg_starts, values.size)))
+    at = np.minimum.reduceat(np.where(values == mx[seg], np.arange(values.size), values.size), seg_starts)
+    return mx, at
+
+
+_STATIC = np.zeros(256, np.int64)
+for _pt, _c in R.STATIC_CLOCK.items():
+    _STATIC[_pt] = _c
+_CANDS = np.array(CLOCK_CANDIDATES, float)
+_T_BITS = 46  # per-stream times (ns from the stream's start) are packed beside the stream index: 19.5 h
+
+
+def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> list[MediaStream]:
+    """Every stream's statistics at once, as array operations over the packets grouped by stream."""
+    fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size, _wire = cols
+    ok = fid >= 0
+    rtcp = ok & (kind == R.K_RTCP)
+    rtcp_count: dict[tuple[int, bool, int], int] = {}
+    if rtcp.any():
+        keys, counts = np.unique(((fid[rtcp] * 2 + c2s[rtcp]) << 32) | ssrc[rtcp], return_counts=True)
+        rtcp_count = {(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist())}
+    idx = np.flatnonzero(ok & (kind == R.K_RTP))
+    if idx.size == 0:
+        return []
+    skey = ((fid[idx] * 2 + c2s[idx]) << 32) | ssrc[idx]
+    order, starts, ends = _segments(skey)
+    ii = idx[order]
+    n = ends - starts
+    sid = np.repeat(np.arange(n.size), n)
+    # RFC 3550 A.1: extend the 16-bit sequence; each step is the shortest signed delta from the packet before
+    sq = seq[ii]
+    d = np.zeros(ii.size, np.int64)
+    d[1:] = (np.diff(sq) + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
+    d[starts] = 0
+    # random first bytes (DNS ids, encrypted data) make "streams" whose numbers do not follow on
+    near = np.bincount(sid, weights=(np.abs(d) <= 100)) - 1
+    keep = (n >= o.min_packets) & ((n == 1) | (near >= 0.5 * (n - 1)))
+    if not keep.all():
+        pk = np.repeat(keep, n)
+        ii, d, sq = ii[pk], d[pk], sq[pk]
+        n = n[keep]
+        if n.size == 0:
+            return []
+        sid = np.repeat(np.arange(n.size), n)
+    S = n.size
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    last = starts + n - 1
+    P = ii.size
+    is_first = np.zeros(P, bool)
+    is_first[starts] = True
+    t = ts[ii]
+    cd = np.cumsum(d)
+    ext = cd - cd[starts][sid] + sq[starts][sid]
+    restart = np.abs(d) > MAX_DROPOUT
+    # distinct sequence numbers per stream, the first arrival of each
+    emin = np.minimum.reduceat(ext, starts)
+    erange = int((ext - emin[sid]).max())
+    if erange < (1 << 30):  # one stable sort of a packed key (the usual case), else by three keys
+        o2 = np.argsort((sid.astype(np.int64) << 30) | (ext - emin[sid]), kind="stable")
+    else:
+        o2 = np.lexsort((np.arange(P), ext, sid))
+    se, ss = ext[o2], sid[o2]
+    newu = np.ones(P, bool)
+    newu[1:] = (se[1:] != se[:-1]) | (ss[1:] != ss[:-1])
+    first_seen = np.zeros(P, bool)
+    first_seen[o2[newu]] = True
+    u_ext, u_sid, u_t = se[newu], ss[newu], t[o2[newu]]
+    nu = np.bincount(u_sid, minlength=S)
+    gaps = np.diff(u_ext) - 1
+    same = u_sid[1:] == u_sid[:-1]
+    loss_gap = np.where(same & (gaps <= MAX_DROPOUT), gaps, 0)
+    lost = np.bincount(u_sid[1:], weights=loss_gap, minlength=S).astype(np.int64)
+    bursts = np.bincount(u_sid[1:], weights=loss_gap > 0, minlength=S).astype(np.int64)
+    max_burst = np.zeros(S, np.int64)
+    np.maximum.at(max_burst, u_sid[1:], loss_gap)
+    # reordered: arrived after a higher sequence number had, and not a duplicate
+    e2 = ext + sid.astype(np.int64) * (1 << 40)
+    runmax = np.maximum.accumulate(e2)
+    late = np.zeros(P, bool)
+    late[1:] = (e2[1:] < runmax[:-1]) & first_seen[1:]
+    late &= ~is_first
+    reordered = np.bincount(sid, weights=late, minlength=S).astype(np.int64)
+    # timestamps, unwrapped alike; the clock from a static payload type or from their slope over arrival time
+    r = rts[ii]
+    dts = np.zeros(P, np.int64)
+    dts[1:] = (np.diff(r) + TS_MOD // 2) % TS_MOD - TS_MOD // 2
+    dts[starts] = 0
+    cts = np.cumsum(dts)
+    ext_ts = (cts - cts[starts][sid]).astype(float)
+    pts = pt[ii].astype(np.int64)
+    cl = _STATIC[pts & 0xFF]
+    smin, smax = np.minimum.reduceat(cl, starts), np.maximum.reduceat(cl, starts)
+    static = (smin == smax) & (smin > 0)
+    x = (t - t[starts][sid]) / 1e9
+    sx, sy = np.bincount(sid, x, S), np.bincount(sid, ext_ts, S)
+    sxx, sxy = np.bincount(sid, x * x, S), np.bincount(sid, x * ext_ts, S)
+    den = n * sxx - sx * sx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(den > 0, (n * sxy - sx * sy) / np.where(den > 0, den, 1), 0.0)
+    span_ns = t[last] - t[starts]
+    fit_ok = (n >= 5) & (span_ns >= 100_000_000)
+    rel = np.abs(rate[:, None] - _CANDS) / _CANDS
+    best = np.argmin(rel, axis=1)
+    snapped = rel[np.arange(S), best] <= CLOCK_TOLERANCE
+    clock = np.where(static, smin, np.where(fit_ok & snapped, _CANDS[best].astype(np.int64), 0))
+    # RFC 3550 A.8: D = (R_j - R_i) - (S_j - S_i), arrival order, in ms here
+    dt_ms = np.zeros(P)
+    dt_ms[1:] = np.diff(t) / 1e6
+    dt_ms[starts] = 0.0
+    ck = clock[sid]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(ck > 0, np.abs(dt_ms - dts * 1000.0 / np.where(ck > 0, ck, 1)), 0.0)
+    dd[is_first | restart] = 0.0
+    jit = _jitter_segments(dd, is_first)
+    jsum = np.bincount(sid, jit, S)
+    jmax, jat = _first_argmax(jit, starts)
+    jw = int(o.jitter_window_ms * 1e6)
+    jws = t[starts] + ((t[jat] - t[starts]) // jw) * jw
+    # interarrival deltas
+    inner = ~is_first
+    dmin = np.full(S, np.inf)
+    dmax = np.full(S, -np.inf)
+    np.minimum.at(dmin, sid[inner], dt_ms[inner])
+    np.maximum.at(dmax, sid[inner], dt_ms[inner])
+    dsum = np.bincount(sid, dt_ms, S)
+    # loss over time: lost packets placed between their neighbours' arrival times
+    g = np.flatnonzero(loss_gap)
+    cnt = loss_gap[g]
+    rep = np.repeat(g, cnt)
+    within = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
+    lt = u_t[rep] + (u_t[rep + 1] - u_t[rep]) * within // (np.repeat(cnt, cnt) + 1)
+    ev_sid = np.concatenate([u_sid, u_sid[rep]])
+    ev_t = np.concatenate([u_t, lt])
+    ev_l = np.concatenate([np.zeros(u_sid.size, np.int64), np.ones(lt.size, np.int64)])
+    # every event is at or after its stream's first packet: times from there, packed beside the stream index
+    ekey = (ev_sid.astype(np.int64) << _T_BITS) + (ev_t - t[starts][ev_sid])
+    eo = np.argsort(ekey, kind="stable")
+    ev_sid, ev_t, ev_l, ekey = ev_sid[eo], ev_t[eo], ev_l[eo], ekey[eo]
+    ecount = np.bincount(ev_sid, minlength=S)
+    estart = np.concatenate([[0], np.cumsum(ecount)[:-1]])
+    et0 = ev_t[estart]
+    erel = ev_t - et0[ev_sid]
+    ecum = np.concatenate([[0], np.cumsum(ev_l)])
+    te = erel[estart + ecount - 1]
+    # a window [s, s + W) starts at every event that leaves room for it before the stream's last event, and
+    # one more ends at that last event; a stream shorter than W is one window from its first event
+    runstart = np.ones(ekey.size, bool)
+    runstart[1:] = ekey[1:] != ekey[:-1]
+    first_of_run = np.maximum.accumulate(np.where(runstart, np.arange(ekey.size), 0))  # equal times: the first
+    windows = {}
+    for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms)):
+        W = int(wms * 1e6)
+        short = te < W
+        # a stream without loss whose first window holds enough packets has its worst window there (0%):
+        # the search over every window is only for the others
+        first_count = np.searchsorted(ekey, ekey[estart] + W, "left") - estart
+        need = (lost > 0) | (first_count < o.min_window_packets)
+        wmax = np.zeros(S)
+        wstart = et0.copy()
+        if need.any():
+            sel = need[ev_sid]
+            cand = np.flatnonzero(sel & np.where(short[ev_sid], np.arange(ev_t.size) == estart[ev_sid],
+                                                 erel + W <= te[ev_sid]))
+            c_sid = ev_sid[cand]
+            lo = first_of_run[cand]
+            hi = np.searchsorted(ekey, ekey[cand] + W, "left")
+            tot = hi - lo
+            ratio = np.where(tot >= o.min_window_packets, (ecum[hi] - ecum[lo]) / np.maximum(tot, 1), -1.0)
+            cstart = np.flatnonzero(np.r_[True, c_sid[1:] != c_sid[:-1]])  # every stream has a candidate
+            mx, at = _first_argmax(ratio, cstart)
+            ns_ = c_sid[cstart]
+            wmax[ns_] = mx
+            wstart[ns_] = et0[ns_] + erel[cand[at]]
+            # the window that ends at each long stream's last event
+            xs = np.flatnonzero(need & ~short)
+            xkey = (xs.astype(np.int64) << _T_BITS) + te[xs] - W + 1
+            xlo = np.searchsorted(ekey, xkey, "left")
+            xhi = np.searchsorted(ekey, xkey + W, "left")
+            xt = xhi - xlo
+            xr = np.where(xt >= o.min_window_packets, (ecum[xhi] - ecum[xlo]) / np.maximum(xt, 1), -1.0)
+            better = xr > wmax[xs]
+            wmax[xs[better]] = xr[better]
+            wstart[xs[better]] = et0[xs[better]] + te[xs[better]] - W + 1
+        windows[name] = (wmax, wstart, W)
+    # bitrate bins, gaps, bytes
+    by = size[ii].astype(np.int64)
+    binw = int(o.bitrate_bin_ms * 1e6)
+    b = (t - t[starts][sid]) // binw
+    nb = b[last] + 1
+    boff = np.concatenate([[0], np.cumsum(nb)[:-1]])
+    bins = np.bincount(boff[sid] + b, weights=by.astype(float), minlength=int(nb.sum())) * 8 / (binw / 1e9) / 1000
+    series = np.split(bins, boff[1:])
+    total = np.bincount(sid, by, S)
+    gap_at = np.flatnonzero(inner & (dt_ms > o.gap_ms))
+    gaps_of: dict[int, list[tuple[int, float]]] = {}
+    for k in gap_at.tolist():
+        gaps_of.setdefault(int(sid[k]), []).append((int(t[k - 1]), float(dt_ms[k])))
+    # payload types and the most common framing
+    pt_of: dict[int, list[int]] = {}
+    for k in np.flatnonzero(np.bincount(sid * 256 + (pts & 0xFF), minlength=S * 256)).tolist():
+        pt_of.setdefault(k >> 8, []).append(k & 0xFF)
+    fmain = np.bincount(sid * 8 + fr[ii].astype(np.int64), minlength=S * 8).reshape(S, 8).argmax(axis=1)
+
+    out = []
+    L = lambda a: a.tolist()  # noqa: E731
+    cols_ = zip(range(S), L(fid[ii[starts]]), L(c2s[ii[starts]]), L(ssrc[ii[starts]]), L(n), L(nu), L(lost),
+                L(bursts), L(max_burst), L(reordered), L(np.bincount(sid, weights=restart, minlength=S).astype(np.int64)),
+                L(clock), L(static), L(fit_ok), L(snapped), L(rate), L(jsum), L(jmax), L(jws), L(dmin), L(dmax),
+                L(dsum), L(t[starts]), L(t[last]), L(total), L(fmain), L(windows["loss"][0]), L(windows["loss"][1]),
+                L(windows["burst"][0]), L(windows["burst"][1]))
+    for (s_, f_, fwd, ss_, n_, nu_, lost_, bu_, mb_, re_, rs_, ck_, st_, fo_, sn_, rt_, js_, jm_, jws_, dmi_, dma_,
+         ds_, t0_, t1_, by_, fm_, lw_, lws_, bw_, bws_) in cols_:
+        fl = locate.by_id[f_]
+        src, sport, dst, dport = ((fl.client, fl.client_port, fl.server, fl.server_port) if fwd
+                                  else (fl.server, fl.server_port, fl.client, fl.client_port))
+        if st_:
+            csrc = "payload type"
+        elif not fo_:
+            csrc = "unknown: too few packets or too short to infer the clock from timestamps"
+        elif sn_:
+            csrc = "timestamps"
+        else:
+            csrc = f"unknown: timestamps advance {rt_:,.0f}/s, not a known RTP clock"
+        has_clock = ck_ > 0
+        span = t1_ - t0_
+        ser = series[s_]
+        lw_ok, bw_ok = lw_ >= 0, bw_ >= 0
+        out.append(MediaStream(
+            flow_id=fl.id, direction="c2s" if fwd else "s2c", transport=fl.transport, src=src, src_port=sport,
+            dst=dst, dst_port=dport, framing=R.FRAMING[fm_], ssrc=ss_, payload_types=tuple(pt_of[s_]), packets=n_,
+            expected=nu_ + lost_, lost=lost_, loss_bursts=bu_, max_burst=mb_, duplicates=n_ - nu_, reordered=re_,
+            seq_restarts=rs_, clock_rate=ck_ if has_clock else None, clock_source=csrc,
+            jitter_ms_mean=(js_ / (n_ - 1) if n_ > 1 else 0.0) if has_clock else None,
+            jitter_ms_max=jm_ if has_clock else None,
+            delta_ms_min=dmi_ if n_ > 1 else None, delta_ms_mean=ds_ / (n_ - 1) if n_ > 1 else None,
+            delta_ms_max=dma_ if n_ > 1 else None, first_ns=t0_, last_ns=t1_, bytes=by_,
+            bitrate_kbps=by_ * 8 / (span / 1e9) / 1000 if span > 0 else None,
+            bitrate_max_kbps=float(ser.max()) if ser.size else None, bitrate_series=tuple(ser.tolist()),
+            gaps=tuple(gaps_of.get(s_, ())),
+            loss_window_pct=100.0 * lw_ if lw_ok else None,
+            loss_window_ns=(lws_, lws_ + windows["loss"][2]) if lw_ok else None,
+            burst_window_pct=100.0 * bw_ if bw_ok else None,
+            burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
+            jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
+            rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
+        ))
+    out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
+    return out
+
+
+# ---------------------------------------------------------------- round-trip times
+def _stun_rtt(chunks, locate: _FlowLocator) -> list[RttSample]:
+    """STUN request -> response by transaction id in the opposite direction of the same flow.  A request
+    sent more than once is left out (which copy was answered cannot be told: Karn's rule)."""
+    if not chunks:
+        return []
+    cols = [np.concatenate([c[i] for c in chunks]) for i in range(8)]
+    slot, src_a, ts, cls, method = cols[0], cols[1].astype(bool), cols[2], cols[3], cols[4]
+    fid, c2s = locate(slot, src_a, ts)
+    reqs: dict[tuple, list[int]] = {}
+    out = []
+    rows = list(zip(fid.tolist(), c2s.tolist(), ts.tolist(), cls.tolist(), method.tolist(), cols[5].tolist(),
+                    cols[6].tolist(), cols[7].tolist()))
+    for f, fwd, t, c, m, t1, t2, t3 in rows:
+        if f < 0:
+            continue
+        key = (f, m, t1, t2, t3)
+        if c == 0:
+            reqs.setdefault(key, []).append((t, fwd))
+        elif key in reqs:
+            sent = reqs.pop(key)
+            if len(sent) != 1 or sent[0][1] == fwd or m not in STUN_RTT_METHODS:
+                continue
+            fl = locate.by_id[f]
+            # the answer's sender is the server of this round trip
+            server, port = (fl.server, fl.server_port) if sent[0][1] else (fl.client, fl.client_port)
+            out.append(RttSample(f, server, port, fl.transport, f"STUN {STUN_RTT_METHODS[m]}", sent[0][0],
+                                 (t - sent[0][0]) / 1e6))
+    return out
+
+
+def _tcp_rtt(chunks, locate: _FlowLocator) -> list[RttSample]:
+    """SYN -> SYN-ACK of each TCP flow whose SYN was sent once (a retransmitted SYN is ambiguous)."""
+    if not chunks:
+        return []
+    cols = [np.concatenate([c[i] for c in chunks]) for i in range(4)]
+    fid, c2s = locate(cols[0], cols[1].astype(bool), cols[2])
+    syns: dict[int, list[tuple[int, bool]]] = {}
+    out = []
+    done: set[int] = set()
+    for f, fwd, t, ack in zip(fid.tolist(), c2s.tolist(), cols[2].tolist(), cols[3].tolist()):
+        if f < 0 or f in done:
+            continue
+        if not ack:
+            syns.setdefault(f, []).append((t, fwd))
+            continue
+        sent = syns.get(f)
+        done.add(f)
+        if not sent or len(sent) != 1 or sent[0][1] == fwd:
+            continue
+        fl = locate.by_id[f]
+        server, port = (fl.server, fl.server_port) if sent[0][1] else (fl.client, fl.client_port)
+        out.append(RttSample(f, server, port, "tcp", "TCP handshake", sent[0][0], (t - sent[0][0]) / 1e6))
+    return out
+
+
+def _per_server(samples: list[RttSample]) -> list[ServerRtt]:
+    by: dict[tuple, list[RttSample]] = {}
+    for s in samples:
+        by.setdefault((s.server, s.server_port, s.transport), []).append(s)
+    out = []
+    for (server, port, tr), ss in by.items():
+        v = sorted(s.rtt_ms for s in ss)
+        mid = len(v) // 2
+        median = v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+        out.append(ServerRtt(server, port, tr, tuple(sorted({s.method for s in ss})), len(ss), v[0], median, v[-1],
+                             tuple(sorted({s.flow_id for s in ss})), min(s.request_ns for s in ss)))
+    out.sort(key=lambda r: r.first_ns)
+    return out

@@ -1,0 +1,297 @@
+"""Media streams from captures built with known impairments (the expected numbers are worked out here
+from the generator's parameters), TURN framings over UDP and TCP, several SSRCs on one 5-tuple, RTT,
+and Wireshark's RTP analysis (``tshark -z rtp,streams``) on built and real captures."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from meshpcap.flows.media import MediaCollector, _jitter_segments
+from meshpcap.pipeline import read_flows
+from tests.builders import MAC_A, MAC_B, SEC, T0, write_pcap
+from tests.conftest import SHARED_CAPTURES
+from tests.media_builders import Call, channel_data, eth_udp, rtp, write_calls
+
+CLIENT = ("10.0.0.1", 50010)
+RELAY = ("52.112.0.1", 3478)
+UP = CLIENT + RELAY
+DOWN = RELAY + CLIENT
+
+
+def media(path: Path, batch_bytes: int | None = None):
+    m = MediaCollector()
+    ft = read_flows(path, media=m, batch_bytes=batch_bytes)
+    return m.finish(ft.flows)
+
+
+def runs(indices: set[int]) -> list[int]:
+    """Lengths of the runs of consecutive integers."""
+    out, prev = [], None
+    for i in sorted(indices):
+        if prev is not None and i == prev + 1:
+            out[-1] += 1
+        else:
+            out.append(1)
+        prev = i
+    return out
+
+
+def test_known_loss_duplicates_reordering_and_gap(tmp_path):
+    lost = {10, 11, 12, 100, 400}
+    call = Call(count=600, lost=lost, duplicated={50, 51}, swapped={200, 300}, gap=(250, 50))
+    r = media(write_calls(tmp_path / "c.pcap", [(call, UP)]))
+    (s,) = r.streams
+    assert (s.direction, s.src, s.src_port, s.dst_port, s.ssrc) == ("c2s", "10.0.0.1", 50010, 3478, call.ssrc)
+    assert s.packets == call.count - len(lost) + 2
+    assert s.expected == call.count  # first and last packets arrive; the sequence wraps at 65536 on the way
+    assert s.lost == len(lost)
+    assert (s.loss_bursts, s.max_burst) == (len(runs(lost)), max(runs(lost)))
+    assert s.duplicates == 2
+    assert s.reordered == len(call.swapped)
+    assert (s.clock_rate, s.clock_source) == (48000, "timestamps")
+    assert s.payload_types == (111,)
+    # the pause: packets 249 and 250 are (1 + 50) intervals apart
+    assert [round(ms, 6) for _, ms in s.gaps] == [(1 + 50) * call.interval_ns / 1e6]
+    # the stream lasts (600 + 50) * 20 ms = 13 s < 15 s: one loss window, the whole stream
+    assert s.loss_window_pct == pytest.approx(100 * len(lost) / call.count)
+    # 200 ms holds 10 packets at 20 ms: the worst window has the burst of 3
+    assert s.burst_window_pct == pytest.approx(100 * 3 / 10)
+    # every packet is 12 + 40 bytes
+    assert s.bytes == s.packets * 52
+
+
+def test_jitter_matches_rfc3550_closed_form(tmp_path):
+    # odd packets arrive d late: every |D| after the first packet is d, so J_k = d (1 - (15/16)^k)
+    d_ns, n = 4_000_000, 300
+    call = Call(count=n, delay_ns={i: d_ns for i in range(1, n, 2)})
+    (s,) = media(write_calls(tmp_path / "j.pcap", [(call, UP)])).streams
+    d_ms = d_ns / 1e6
+    expect = [d_ms * (1 - (15 / 16) ** k) for k in range(1, n)]
+    assert s.jitter_ms_max == pytest.approx(expect[-1], rel=1e-9)
+    assert s.jitter_ms_mean == pytest.approx(sum(expect) / len(expect), rel=1e-9)
+
+
+@pytest.mark.parametrize("lengths", [[1000], [1, 127, 128, 129, 3, 600], [5] * 70, [300, 1, 1, 256]])
+def test_jitter_blocks_equal_the_plain_recurrence(lengths):
+    import numpy as np
+
+    rng = random.Random(sum(lengths))
+    x, first, plain = [], [], []
+    for n in lengths:  # streams end to end: J restarts at 0 at each stream's first packet (which has no D)
+        j = 0.0
+        for i in range(n):
+            v = 0.0 if i == 0 else rng.random() * 50
+            j += (v - j) / 16
+            x.append(v)
+            first.append(i == 0)
+            plain.append(j)
+    got = _jitter_segments(np.array(x), np.array(first))
+    assert np.allclose(got, plain, rtol=1e-11, atol=1e-11)
+
+
+def test_streams_do_not_depend_on_batches(tmp_path):
+    call = Call(count=300, lost={5, 6}, swapped={40}, delay_ns={i: (i * 7919) % 9_000_000 for i in range(300)})
+    p = write_calls(tmp_path / "b.pcap", [(call, UP)])
+    assert media(p).streams == media(p, batch_bytes=4096).streams
+
+
+@pytest.mark.parametrize("framing", ["channel", "indication", "ms-multiplex"])
+def test_turn_framings_over_udp(tmp_path, framing):
+    call = Call(count=100, lost={20}, framing=framing)
+    (s,) = media(write_calls(tmp_path / "t.pcap", [(call, DOWN)])).streams
+    assert s.framing == {"channel": "turn-channel", "indication": "turn-indication",
+                         "ms-multiplex": "ms-turn-multiplex"}[framing]
+    assert (s.packets, s.expected, s.lost, s.direction) == (99, 100, 1, "s2c")
+
+
+def test_several_ssrcs_on_one_five_tuple(tmp_path):
+    audio = Call(ssrc=1, pt=111, clock=48000, count=200, lost={7})
+    video = Call(ssrc=2, pt=102, clock=90000, interval_ns=33_000_000, count=120, lost={30, 31}, seq0=10)
+    screen = Call(ssrc=3, pt=103, clock=90000, interval_ns=100_000_000, count=40, seq0=500)
+    back = Call(ssrc=4, pt=111, count=200)
+    r = media(write_calls(tmp_path / "m.pcap", [(audio, UP), (video, UP), (screen, UP), (back, DOWN)]))
+    by = {s.ssrc: s for s in r.streams}
+    assert sorted(by) == [1, 2, 3, 4]
+    assert len({s.flow_id for s in r.streams}) == 1
+    assert (by[1].lost, by[2].lost, by[3].lost, by[4].lost) == (1, 2, 0, 0)
+    assert (by[1].clock_rate, by[2].clock_rate, by[3].clock_rate) == (48000, 90000, 90000)
+    assert by[4].direction == "s2c"
+
+
+def test_random_payloads_are_not_streams(tmp_path):
+    rng = random.Random(1)
+    pkts = [(T0 + i * 1_000_000, eth_udp("10.0.0.1", 5353, "10.0.0.2", 53, bytes([0x80 + rng.randrange(64)])
+                                         + rng.randbytes(40))) for i in range(200)]
+    assert media(write_pcap(tmp_path / "r.pcap", pkts)).streams == []
+
+
+def _tcp_frames(payloads: list[bytes], seq0: int = 1000) -> list[bytes]:
+    """TCP segments (PSH|ACK) carrying ``payloads`` back to back, cut at arbitrary points."""
+    data = b"".join(payloads)
+    cuts = list(range(0, len(data), 37)) + [len(data)]
+    out = []
+    for a, b in zip(cuts, cuts[1:]):
+        tcp = struct.pack("!HHIIBBHHH", 50020, 443, seq0 + a, 1, 0x50, 0x18, 65535, 0, 0)
+        body = tcp + data[a:b]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, 6, 0, bytes([10, 0, 0, 1]),
+                         bytes([52, 112, 0, 1]))
+        mac = lambda m: bytes(int(x, 16) for x in m.split(":"))  # noqa: E731
+        out.append(mac(MAC_B) + mac(MAC_A) + b"\x08\x00" + ip + body)
+    return out
+
+
+@pytest.mark.parametrize("prefixed", [False, True])
+def test_turn_over_tcp_with_and_without_rfc4571(tmp_path, prefixed):
+    alloc = struct.pack("!HHI", 0x0003, 0, 0x2112A442) + b"\x05" * 12
+    frames = [alloc] + [channel_data(0x4001, rtp(111, 100 + i, 960 * i, 77)) for i in range(60) if i != 33]
+    if prefixed:  # RFC 4571: a length before each frame; ChannelData then needs no padding
+        wire = [struct.pack("!H", len(f)) + f for f in frames]
+    else:  # RFC 8656 section 12.5: ChannelData padded to 4
+        wire = [f + b"\x00" * (-len(f) % 4) for f in frames]
+    segs = _tcp_frames(wire)
+    p = write_pcap(tmp_path / "tcp.pcap", [(T0 + i * 5_000_000, s) for i, s in enumerate(segs)])
+    (s,) = media(p).streams
+    assert (s.transport, s.framing, s.ssrc, s.packets, s.expected, s.lost) == ("tcp", "turn-channel", 77, 59, 60, 1)
+
+
+def test_rtt_from_stun_and_tcp(tmp_path):
+    from tests.builders import tcp4
+
+    tid = b"\x09" * 12
+    req = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + tid
+    resp = struct.pack("!HHI", 0x0101, 0, 0x2112A442) + tid
+    mac = lambda m: bytes(int(x, 16) for x in m.split(":"))  # noqa: E731
+    eth = lambda ip: mac(MAC_B) + mac(MAC_A) + b"\x08\x00" + ip  # noqa: E731
+    pkts = [(T0, eth_udp(*UP, req)), (T0 + 42_000_000, eth_udp(*DOWN, resp)),
+            (T0 + SEC, eth(tcp4("10.0.0.1", 50001, "52.113.0.9", 443, "S", seq=7))),
+            (T0 + SEC + 23_500_000, eth(tcp4("52.113.0.9", 443, "10.0.0.1", 50001, "SA", seq=9, ack=8)))]
+    r = media(write_pcap(tmp_path / "rtt.pcap", pkts))
+    got = {(x.server, x.server_port): (x.methods, round(x.rtt_ms_median, 6)) for x in r.rtt}
+    assert got == {RELAY: (("STUN Binding",), 42.0), ("52.113.0.9", 443): (("TCP handshake",), 23.5)}
+
+
+# ---------------------------------------------------------------- Wireshark's RTP analysis
+TSHARK = shutil.which("tshark")
+_ROW = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)\s+0x([0-9A-Fa-f]{8})\s+(.*?)\s+(\d+)\s+(-?\d+) "
+                  r"\([^)]*\)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*X?\s*$")
+
+
+def tshark_start(path: Path) -> subprocess.Popen:
+    """Wireshark's RTP streams of a capture, with the RTP-over-UDP and RTP-over-STUN/TURN heuristics on."""
+    return subprocess.Popen([TSHARK, "-n", "-r", str(path), "-o", "rtp.heuristic_rtp:TRUE", "--enable-heuristic",
+                             "rtp_stun", "--enable-heuristic", "rtp_udp", "-q", "-z", "rtp,streams"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def tshark_rows(proc: subprocess.Popen) -> list[dict]:
+    out = proc.communicate(timeout=300)[0]
+    rows = []
+    for line in out.splitlines():
+        m = _ROW.match(line)
+        if m:
+            g = m.groups()
+            rows.append({"src": g[2], "sport": int(g[3]), "dst": g[4], "dport": int(g[5]), "ssrc": int(g[6], 16),
+                         "packets": int(g[8]), "lost": int(g[9]), "delta": tuple(float(x) for x in g[10:13]),
+                         "jitter": tuple(float(x) for x in g[13:16])})
+    return rows
+
+
+def compare(path: Path, rows: list[dict], jitter: bool = False) -> list[str]:
+    """Every stream tshark reports with 3 packets or more must be ours with the same packet count, loss
+    (expected - received, duplicates offsetting loss, as RFC 3550 A.3 counts) and interarrival deltas, and
+    every stream of ours must be one of tshark's."""
+    ours = {(s.src, s.src_port, s.dst, s.dst_port, s.ssrc): s for s in media(path).streams}
+    theirs = {(t["src"], t["sport"], t["dst"], t["dport"], t["ssrc"]) for t in rows}
+    assert set(ours) <= theirs, f"streams tshark does not see: {set(ours) - theirs}"
+    checked = []
+    for t in rows:
+        if t["packets"] < 3:
+            continue  # below min_packets: not taken for a stream here
+        s = ours.get((t["src"], t["sport"], t["dst"], t["dport"], t["ssrc"]))
+        assert s is not None, f"tshark's stream {t} not found"
+        assert s.packets == t["packets"]
+        assert s.expected - s.packets == t["lost"]
+        if t["delta"][0] >= 0:
+            assert (round(s.delta_ms_min, 3), round(s.delta_ms_mean, 3), round(s.delta_ms_max, 3)) == pytest.approx(
+                t["delta"], abs=0.0011)
+        if jitter:
+            assert round(s.jitter_ms_max, 3) == pytest.approx(t["jitter"][2], abs=0.0011)
+            assert round(s.jitter_ms_mean, 3) == pytest.approx(t["jitter"][1], abs=0.0011)
+        checked.append(f"0x{t['ssrc']:08X}")
+    return checked
+
+
+# real captures -> the streams (SSRC) both tools report with 3 packets or more
+REAL = {"nDPI/teams.pcap": 1, "nDPI/skype-conference-call.pcap": 1, "nDPI/stun.pcap": 1,
+        "nDPI/stun_dtls_rtp.pcapng": 2, "nDPI/stun_google_meet.pcapng": 6, "zeek/tls/webrtc-stun.pcap": 0}
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_tshark_agrees_on_a_built_call_and_real_captures(tmp_path):
+    """One tshark per capture, all started at once (tshark's start-up is most of its time)."""
+    # PT 0 (PCMU, 8 kHz: RFC 3551) is one whose clock Wireshark knows, so its jitter is comparable too
+    rng = random.Random(5)
+    call = Call(pt=0, clock=8000, count=400, lost={30, 31, 200}, swapped={100}, duplicated={150},
+                delay_ns={i: rng.randint(0, 30_000_000) for i in range(400)})
+    built = write_calls(tmp_path / "g711.pcap", [(call, UP)])
+    real = {n: SHARED_CAPTURES / n for n in REAL if (SHARED_CAPTURES / n).is_file()}
+    procs = {None: tshark_start(built)} | {n: tshark_start(p) for n, p in real.items()}
+    rows = {n: tshark_rows(p) for n, p in procs.items()}
+    assert compare(built, rows[None], jitter=True) == ["0x11223344"]
+    for n, p in real.items():
+        assert len(compare(p, rows[n])) == REAL[n], n
+    if len(real) < len(REAL):
+        pytest.skip(f"../shared/captures lacks {sorted(set(REAL) - set(real))} (the built call was compared)")
+
+
+def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
+    """The array code computes every stream at once; tests/flows/media_reference.py computes one stream at a
+    time as first written: on random calls (loss, duplicates, reordering, jitter, pauses, sequence and timestamp
+    wraps, several SSRCs, both directions, static and dynamic payload types) both give the same streams."""
+    from dataclasses import fields
+
+    import numpy as np
+
+    from meshpcap.flows import media as M
+    from tests.flows import media_reference as ref
+
+    rng = random.Random(11)
+    calls = []
+    for k in range(6):
+        n = rng.randint(3, 400)
+        c = Call(ssrc=1000 + k, pt=rng.choice([0, 8, 96, 111]), clock=rng.choice([8000, 48000, 90000]),
+                 count=n, seq0=rng.randrange(65536), ts0=rng.randrange(1 << 32),
+                 lost={i for i in range(1, n - 1) if rng.random() < 0.05},
+                 duplicated={i for i in range(n) if rng.random() < 0.02},
+                 swapped={i for i in range(n - 1) if rng.random() < 0.02},
+                 delay_ns={i: rng.randint(0, 25_000_000) for i in range(n) if rng.random() < 0.3},
+                 gap=(n // 2, rng.randint(1, 60)) if rng.random() < 0.5 else None)
+        calls.append((c, UP if k % 2 else DOWN))
+    calls.append((Call(ssrc=7, count=900), UP))  # lossless and longer than 15 s: its first windows are its worst
+    calls.append((Call(ssrc=8, count=4, interval_ns=60_000_000), DOWN))  # too few packets for any window
+    p = write_calls(tmp_path / "v.pcap", calls)
+    m = M.MediaCollector()
+    ft = read_flows(p, media=m)
+    rows = list(m.rtp)
+    cols = [np.concatenate([r[i] for r in rows]) for i in range(11)]
+    locate = M._FlowLocator(ft.flows, m.slot_keys)
+    fid, c2s = locate(cols[0].astype(np.int64), cols[1].astype(bool), cols[2].astype(np.int64))
+    cols[0], cols[1] = fid, c2s
+    got = M._streams(cols, locate, m.options)
+    want = ref.streams(cols, locate, m.options)
+    assert len(got) == len(want) == 8
+
+    for g, w in zip(got, want):
+        for f in fields(g):
+            a, b = getattr(g, f.name), getattr(w, f.name)
+            if isinstance(b, float) or (isinstance(b, tuple) and b and isinstance(b[0], float)):
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), f.name
+            else:
+                assert a == b, f.name
