@@ -5,7 +5,6 @@ Each renderer is a pure function returning a string; :data:`RENDERERS` lists the
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
 from .flows import capture_summary, cell, endpoint, json_indent2, ns_text, terminal_cells
 from .formats import ReportFormat
-from .sanitize import markdown_code, markdown_text, terminal_text
+from .sanitize import CsvWriter, markdown_code, markdown_text, terminal_text
 
 REPORT_SCHEMA = "meshpcap.report/2"
 VERDICT_COLUMNS = ("rule", "rules", "verdict", "blocked_by", "detail", "confidence", "matched_by", "destination", "tag_verified")
@@ -280,7 +279,7 @@ def render_json(r: Report, show_unrelated: bool = True) -> str:
 def render_csv(r: Report, show_unrelated: bool = True) -> str:
     """One row per flow with its verdict (the findings are in the JSON and table outputs)."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = CsvWriter(buf)  # csv.writer(buf, lineterminator="\n") that quotes a lone CR too
     w.writerow(FLOW_REPORT_COLUMNS)
     for v in r.judgement.flows:
         if v.verdict == "unrelated" and not show_unrelated:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import gc
 import io
 import json
 from json.encoder import INFINITY, encode_basestring_ascii
 
 from .formats import FlowFormat
-from .sanitize import csv_text, terminal_text
+from .sanitize import CsvWriter, csv_text, terminal_text
 from ..flows.model import FLOW_COLUMNS, FlowTable, endpoint
 
 
@@ -269,7 +268,7 @@ def _json_key(k) -> str:
 
 def flows_csv(ft: FlowTable) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = CsvWriter(buf)  # csv.writer(buf, lineterminator="\n") that quotes a lone CR too
     w.writerow(FLOW_COLUMNS)
     for f in ft.flows:
         d = f.to_dict()

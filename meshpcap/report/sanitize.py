@@ -17,11 +17,14 @@ the renderers do not rely on that).  Each output escapes what its reader would i
 - CSV: :func:`csv_text` prefixes ``'`` to a text cell that starts with ``=``, ``+``,
   ``-``, ``@``, tab or carriage return (the OWASP advice against formula injection), so a
   spreadsheet shows it as text; numbers are never passed through it and stay numbers;
+  :class:`CsvWriter` quotes a field that holds a carriage return without a line feed, which
+  ``csv.writer(..., lineterminator="\n")`` writes unquoted (a reader then splits the row);
 - JSON needs nothing: it is for programs, and the encoder escapes every control character.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 
 # C0 and DEL and C1; the Unicode bidirectional controls (U+061C, U+200E/F, U+202A-E, U+2066-9,
@@ -72,3 +75,35 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def csv_text(text: str) -> str:
     """A text cell a spreadsheet will not evaluate: ``'`` before a leading ``= + - @``, tab or CR."""
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+class _Returned:
+    """A "file" whose write hands the line back (``csv.writer.writerow`` returns what write returns)."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def write(line: str) -> str:
+        return line
+
+
+class CsvWriter:
+    """``csv.writer(stream, lineterminator="\n")`` that also quotes fields holding a lone CR.
+
+    The rows are formatted with ``"\r\n"`` as the terminator, so that the csv module quotes a
+    field with either character in it, and written ending in ``"\n"``: the same text as before
+    for every row without a CR.
+    """
+
+    __slots__ = ("_write", "_format")
+
+    def __init__(self, stream) -> None:
+        self._write = stream.write
+        self._format = csv.writer(_Returned(), lineterminator="\r\n").writerow
+
+    def writerow(self, row) -> None:
+        self._write(self._format(row)[:-2] + "\n")
+
+    def writerows(self, rows) -> None:
+        for row in rows:
+            self.writerow(row)
