@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 from meshpcap.cli import app
 from meshpcap.decode import stun, tls
 from meshpcap.report.flows import cell
-from meshpcap.report.sanitize import csv_text, markdown_code, markdown_text, terminal_text
+from meshpcap.report.sanitize import CsvWriter, csv_text, markdown_code, markdown_text, terminal_text
 from tests import builders as B
 
 runner = CliRunner()
@@ -216,3 +216,9 @@ def test_sanitizers():
     assert [csv_text(s) for s in ("=1", "+1", "-1", "@a", "\tx", "\rx", "a=1", "")] == \
         ["'=1", "'+1", "'-1", "'@a", "'\tx", "'\rx", "a=1", ""]
     assert (cell(-3), cell(-2.5), cell(True), cell(None), cell(["=x"])) == ("-3", "-2.5", "true", "", '["=x"]')
+    rows = [["1", "a,b", 'q"q', "l\nf"], ["2", "cr\ronly", "", "x"]]
+    plain, ours = io.StringIO(), io.StringIO()
+    csv.writer(plain, lineterminator="\n").writerows(rows[:1])
+    CsvWriter(ours).writerows(rows)
+    assert ours.getvalue() == plain.getvalue() + '2,"cr\ronly",,x\n'  # as the csv module writes, plus the CR quoted
+    assert list(csv.reader(io.StringIO(ours.getvalue(), newline=""))) == rows
