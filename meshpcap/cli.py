@@ -49,7 +49,9 @@ def _write(text: str, output: Optional[Path]) -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    typer.echo(f"meshpcap: {exc}", err=True)
+    from .report.sanitize import terminal_text  # a file name in the message is text from outside: one line, no escapes
+
+    typer.echo(f"meshpcap: {terminal_text(exc)}", err=True)
     raise typer.Exit(2)
 
 

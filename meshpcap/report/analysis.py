@@ -5,7 +5,6 @@ Each renderer is a pure function returning a string; :data:`RENDERERS` lists the
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +13,9 @@ from tabulate import tabulate
 
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
-from .flows import capture_summary, cell, endpoint, json_indent2, ns_text
+from .flows import capture_summary, cell, endpoint, json_indent2, ns_text, terminal_cells
 from .formats import ReportFormat
+from .sanitize import CsvWriter, markdown_code, markdown_text, terminal_text
 
 REPORT_SCHEMA = "meshpcap.report/2"
 VERDICT_COLUMNS = ("rule", "rules", "verdict", "blocked_by", "detail", "confidence", "matched_by", "destination", "tag_verified")
@@ -126,10 +126,11 @@ class Report:
         j = self.judgement
         kinds = {k: sum(1 for f in j.findings if f.kind == k) for k in ("blocked", "missing", "unexpected")}
         why = f" ({j.reason})" if j.reason else ""
-        return (f"<meshpcap Report {self.capture.get('path')}: {j.verdict.upper()}{why} under {self.profile['id']}; "
-                f"{len(j.flows)} flows ({j.counts.get('allowed', 0)} allowed, {j.counts.get('blocked', 0)} blocked, "
-                f"{j.counts.get('unexpected', 0)} unexpected); findings: {kinds['blocked']} blocked, "
-                f"{kinds['missing']} missing, {kinds['unexpected']} unexpected>")
+        return terminal_text(  # the capture's file name is text from outside too
+            f"<meshpcap Report {self.capture.get('path')}: {j.verdict.upper()}{why} under {self.profile['id']}; "
+            f"{len(j.flows)} flows ({j.counts.get('allowed', 0)} allowed, {j.counts.get('blocked', 0)} blocked, "
+            f"{j.counts.get('unexpected', 0)} unexpected); findings: {kinds['blocked']} blocked, "
+            f"{kinds['missing']} missing, {kinds['unexpected']} unexpected>")
 
     def _repr_markdown_(self) -> str:
         return render_markdown(self)
@@ -234,14 +235,17 @@ def render_table(r: Report, show_unrelated: bool = False) -> str:
     out.append("")
     out.append("REQUIREMENTS")
     rows = [[c.status, c.rule, c.ports, _short(c.destination, 60), c.requirement, c.flows] for c in j.checklist]
-    out.append(tabulate(rows, ["status", "rule", "ports", "destination", "req", "flows"], tablefmt="simple"))
+    out += tabulate(terminal_cells(rows), ["status", "rule", "ports", "destination", "req", "flows"],
+                    tablefmt="simple").splitlines()
     out.append("")
     out.append("FLOWS" + ("" if show_unrelated else f" (that matter; {j.counts.get('unrelated', 0)} unrelated not "
                                                      "shown: --show-unrelated)"))
     rows = _flow_rows(r, show_unrelated)
-    out.append(tabulate(rows, FLOW_HEAD, tablefmt="simple") if rows else "  (none)")
+    out += tabulate(terminal_cells(rows), FLOW_HEAD, tablefmt="simple").splitlines() if rows else ["  (none)"]
     out += _quality_lines(r)
-    return "\n".join(out) + "\n"
+    # one item of out is one line: text from the capture (names, certificate issuers, the file
+    # name) cannot add a line or send the terminal an escape sequence
+    return "\n".join(map(terminal_text, out)) + "\n"
 
 
 def _who_and_when(f) -> str:
@@ -256,20 +260,20 @@ def _short(text: str, n: int) -> str:
 
 def render_markdown(r: Report, show_unrelated: bool = False) -> str:
     j = r.judgement
-    out = [f"# meshpcap: {_headline(r)}", ""] + [f"> **Note:** {_md(n['text'])}\n" for n in r.profile.get("notices", ())]
-    out.append(f"- capture: `{r.capture.get('path')}` ({r.capture.get('packets')} packets)")
-    out.append(f"- profile: **{r.profile['id']}**: {r.profile['title']}; source: {r.profile['source']}")
-    out.append(f"- {_tags_line(r)}")
+    out = [f"# meshpcap: {_md(_headline(r))}", ""] + [f"> **Note:** {_md(n['text'])}\n" for n in r.profile.get("notices", ())]
+    out.append(f"- capture: {markdown_code(r.capture.get('path'))} ({r.capture.get('packets')} packets)")
+    out.append(f"- profile: **{_md(r.profile['id'])}**: {_md(r.profile['title'])}; source: {_md(r.profile['source'])}")
+    out.append(f"- {_md(_tags_line(r))}")
     if _warnings(r):
-        out += ["", "## Warnings", ""] + [f"- {w}" for w in _warnings(r)]
+        out += ["", "## Warnings", ""] + [f"- {_md(w)}" for w in _warnings(r)]
     out += ["", "## Findings", ""]
     if not j.findings:
         out.append("None.")
     for f in j.findings:
-        out.append(f"### {f.id} ({f.severity}, {f.kind}): {_md(f.title)}")
+        out.append(f"### {_md(f.id)} ({f.severity}, {f.kind}): {_md(f.title)}")
         out.append("")
         if f.rule:
-            out.append(f"- rule: `{f.rule}`: {_md(f.source or '')}")
+            out.append(f"- rule: {markdown_code(f.rule)}: {_md(f.source or '')}")
         out.append(f"- {_md(f.detail)}")
         out.append(f"- **fix:** {_md(f.fix)}")
         if f.flow_ids:
@@ -278,10 +282,10 @@ def render_markdown(r: Report, show_unrelated: bool = False) -> str:
             out.append(f"- {_md(_who_and_when(f))}")
         out.append("")
     out += ["## Expected traffic", "", "| status | group | what a working session shows |", "|---|---|---|"]
-    out += [f"| {g.status} | {g.id} | {_md(g.description)} |" for g in j.groups]
+    out += [f"| {_md(g.status)} | {_md(g.id)} | {_md(g.description)} |" for g in j.groups]
     out += ["", "## Requirements", "", "| status | rule | ports | destination | req | flows |", "|---|---|---|---|---|---|"]
-    out += [f"| {c.status} | {c.rule} | {c.ports} | {_md(c.destination)} | {c.requirement} | {c.flows} |"
-            for c in j.checklist]
+    out += [f"| {_md(c.status)} | {_md(c.rule)} | {_md(c.ports)} | {_md(c.destination)} | {_md(c.requirement)} | "
+            f"{c.flows} |" for c in j.checklist]
     out += ["", "## Flows", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
     out += ["| " + " | ".join(_md(str(x)) for x in row) + " |" for row in _flow_rows(r, show_unrelated)]
     q = r.quality
@@ -298,8 +302,9 @@ def render_markdown(r: Report, show_unrelated: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("*", "\\*")
+def _md(text: object) -> str:
+    """Text (from the capture, or naming it) safe in Markdown: no markup, no HTML, no new line."""
+    return markdown_text(text)
 
 
 def _quality_lines(r: Report) -> list[str]:
@@ -313,8 +318,8 @@ def _quality_lines(r: Report) -> list[str]:
              "" if s.jitter_ms_max is None else f"{s.jitter_ms_max:.1f}", s.reordered, len(s.gaps)]
             for s in q.media.streams]
     if rows:
-        out.append(tabulate(rows, ["flow", "dir", "ssrc", "pt", "pkts", "lost", "loss 15s", "burst 200ms",
-                                   "jitter max ms", "reord", "gaps"], tablefmt="simple"))
+        out += tabulate(rows, ["flow", "dir", "ssrc", "pt", "pkts", "lost", "loss 15s", "burst 200ms",
+                               "jitter max ms", "reord", "gaps"], tablefmt="simple").splitlines()
     else:
         out.append("  no RTP streams in the capture")
     for x in (x for x in q.rtt if x["judged"]):
@@ -329,7 +334,7 @@ def render_streams_csv(r: Report) -> str:
     from ..flows.media import STREAM_COLUMNS
 
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = CsvWriter(buf)
     w.writerow(STREAM_COLUMNS)
     for s in ([] if r.quality is None else r.quality.media.streams):
         d = s.to_dict()
@@ -344,7 +349,7 @@ def render_json(r: Report, show_unrelated: bool = True) -> str:
 def render_csv(r: Report, show_unrelated: bool = True) -> str:
     """One row per flow with its verdict (the findings are in the JSON and table outputs)."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = CsvWriter(buf)  # csv.writer(buf, lineterminator="\n") that quotes a lone CR too
     w.writerow(FLOW_REPORT_COLUMNS)
     for v in r.judgement.flows:
         if v.verdict == "unrelated" and not show_unrelated:

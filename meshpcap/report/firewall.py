@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .sanitize import terminal_text
+
 # flows whose destination the firewall must let through: the working ones and the refused ones
 NEEDED_VERDICTS = ("allowed", "blocked")
 _HOST = re.compile(r"^(\*\.)?([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}"
@@ -225,7 +227,8 @@ def basis_lines(doc: dict[str, Any]) -> list[str]:
         lines.append("service tags: none given (service-tag membership not verified)")
     c = doc.get("capture") or {}
     lines.append(f"capture: {c.get('path')}")
-    return lines
+    # file names (the capture's, the snapshot's) are the user's, not ours: one line each, no escapes
+    return [terminal_text(line) for line in lines]
 
 
 def _addr_note(r: RuleAllow, doc: dict[str, Any]) -> str:

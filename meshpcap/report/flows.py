@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import gc
 import io
 import json
 from json.encoder import INFINITY, encode_basestring_ascii
 
 from .formats import FlowFormat
+from .sanitize import CsvWriter, csv_text, terminal_text
 from ..flows.model import FLOW_COLUMNS, FlowTable, endpoint
 
 
@@ -58,13 +58,19 @@ def flows_table(ft: FlowTable) -> str:
     out = capture_summary(ft.capture)
     out.append(f"flows: {len(ft.flows)}")
     out.append("")
+    out = [terminal_text(line) for line in out]  # text from the capture never reaches the terminal raw
     if rows:
         from tabulate import tabulate  # imported here: json and csv output do not need it
 
-        out.append(tabulate(rows, head, tablefmt="simple"))
+        out.append(tabulate(terminal_cells(rows), head, tablefmt="simple"))
     else:
         out.append("(no flows)")
     return "\n".join(out) + "\n"
+
+
+def terminal_cells(rows: list[list]) -> list[list]:
+    """Table rows with every text cell through :func:`terminal_text` (escaped before tabulate measures them)."""
+    return [[terminal_text(c) if isinstance(c, str) else c for c in row] for row in rows]
 
 
 def _outcome(f) -> str:
@@ -262,7 +268,7 @@ def _json_key(k) -> str:
 
 def flows_csv(ft: FlowTable) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = CsvWriter(buf)  # csv.writer(buf, lineterminator="\n") that quotes a lone CR too
     w.writerow(FLOW_COLUMNS)
     for f in ft.flows:
         d = f.to_dict()
@@ -271,13 +277,16 @@ def flows_csv(ft: FlowTable) -> str:
 
 
 def cell(v) -> str:
-    """One CSV cell: empty for None, lower-case booleans, compact JSON for lists and dicts."""
+    """One CSV cell: empty for None, lower-case booleans, compact JSON for lists and dicts,
+    text with a ``'`` before a leading ``= + - @``, tab or CR (:func:`.sanitize.csv_text`)."""
     if v is None:
         return ""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (list, dict)):
-        return json.dumps(v, separators=(",", ":"))
+        return json.dumps(v, separators=(",", ":"))  # starts with [ or {: never a formula
+    if isinstance(v, str):
+        return csv_text(v)  # text from the capture: no formula injection (numbers are not str, stay numbers)
     return str(v)
 
 

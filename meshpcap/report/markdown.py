@@ -14,32 +14,29 @@ from typing import Any
 
 from . import firewall
 from .flows import ns_text
+from .sanitize import markdown_code, markdown_text, terminal_text
 from .html import FLOW_HEAD, clients_view, evidence, finding_view, flow_rows
 
-_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
 
 def md(text: Any) -> str:
-    """Text safe in a Markdown paragraph or table cell: specials backslash-escaped, one line."""
-    s = "" if text is None else str(text)
-    s = s.replace("&", "&amp;")
-    s = re.sub(r"[\r\n\u2028\u2029]+", " ", s)
-    return _SPECIAL.sub(r"\\\1", s)
+    """Text safe in a Markdown paragraph or table cell: control characters shown as escapes (no
+    new line, no terminal escape sequence), markup characters backslash-escaped."""
+    return markdown_text("" if text is None else text)
 
 
 def code(text: Any) -> str:
     """Inline code; the fence is longer than any run of backticks inside."""
-    s = re.sub(r"[\r\n\u2028\u2029]+", " ", "" if text is None else str(text))
-    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
-    return f"{fence}{pad}{s}{pad}{fence}"
+    return markdown_code("" if text is None else text)
 
 
 def block(text: str, lang: str = "") -> list[str]:
+    # control characters shown as escapes; the tabs of nftables' layout become four spaces (a code
+    # block's usual indentation, and no raw control character reaches a terminal or a wiki)
+    text = "\n".join(terminal_text(line.replace("\t", "    ")) for line in text.rstrip("\n").split("\n"))
     longest = max((len(m) for m in re.findall(r"~+", text)), default=0)
     fence = "~" * max(3, longest + 1)
-    return [fence + lang, text.rstrip("\n"), fence]
+    return [fence + lang, text, fence]
 
 
 def headline(doc: dict[str, Any]) -> str:

@@ -56,7 +56,7 @@ def test_content_is_the_html_reports():
     assert "- Wireshark: `ip.addr==52.113.144.132 && udp.port==3478`" in out
     assert "- first failing attempt: 2024-06-20T14:00:01.000000Z (+1.000 s); last: 2024-06-20T14:00:08.500000Z" in out
     assert "| blocked | MR-A4 |" in out and "1 blocked (no-answer): flow 7 to 52.113.144.132" in out
-    assert "\tset meshpcap_mr_a4_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval" in out
+    assert "    set meshpcap_mr_a4_v4 {\n        type ipv4_addr\n        flags interval" in out
     assert "52.113.144.132 meshpcap MR-A4 MR-A5" in out and 'set fqdn "mesh.office.com"' in out
     assert out.count("~~~") % 2 == 0
 
@@ -64,7 +64,8 @@ def test_content_is_the_html_reports():
 def test_strings_from_the_wire_cannot_make_markup():
     assert md("<script>x</script> [a](http://e) *b* _c_ | d `e`") == \
         "\\<script\\>x\\</script\\> \\[a\\](http://e) \\*b\\* \\_c\\_ \\| d \\`e\\`"
-    assert md("a\nb\u2028c") == "a b c" and md("&lt;") == "&amp;lt;"
+    # line breaks from the wire are shown as visible escapes (report.sanitize), never as a new line
+    assert md("a\nb\u2028c") == "a\\\\nb\\\\u2028c" and md("&lt;") == "\\&lt;"
     assert code("a`b") == "``a`b``" and code("`x") == "`` `x ``"
     doc = json.loads(json.dumps(meshpcap.analyze(SAMPLES / "reject-rst.pcapng", service_tags=SAMPLES /
                                                  "ServiceTags_Public_SAMPLE.json", use_cache=False).to_dict(False)))
@@ -76,4 +77,4 @@ def test_strings_from_the_wire_cannot_make_markup():
     prose = re.sub(r"~~~.*?~~~", "", out, flags=re.S)  # code blocks hold the firewall lists (validated names)
     assert re.search(r"(?<!\\)[<\[]", prose) is None  # every < and [ escaped: no tag, no link
     assert "\n# heading" not in out
-    assert "\\<img src=x onerror=alert(1)\\>\\|x # heading" in out
+    assert "\\<img src=x onerror=alert(1)\\>\\|x\\\\n# heading" in out  # the new line shown, not made
