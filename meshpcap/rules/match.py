@@ -207,6 +207,29 @@ class PrefixIndex:
         index._build(items)
         return index
 
+    @classmethod
+    def from_levels(
+        cls, v4: Iterable[tuple[int, np.ndarray, list[Hashable]]], v6: Iterable[tuple[int, np.ndarray, list[Hashable]]],
+        size: int,
+    ) -> PrefixIndex:
+        """Build from per-length arrays of network starts (IPv4 ``uint32``, IPv6 ``S16``), one label per start,
+        lengths ascending (the cached service-tag index); ``size`` is what ``len()`` reports."""
+        index = cls.__new__(cls)
+        index._v4 = [(n, *_level(starts, labels)) for n, starts, labels in v4]
+        index._v6 = [(n, *_level(starts, labels)) for n, starts, labels in v6]
+        index._size = size
+        return index
+
+    @classmethod
+    def from_unique(cls, v4: Iterable[tuple[int, np.ndarray]], v6: Iterable[tuple[int, np.ndarray]], label: Hashable,
+                    size: int) -> PrefixIndex:
+        """One label's index from per-length starts already sorted and unique (no copy, no sort)."""
+        index = cls.__new__(cls)
+        index._v4 = [(n, starts, [(label,)] * len(starts)) for n, starts in v4]
+        index._v6 = [(n, starts, [(label,)] * len(starts)) for n, starts in v6]
+        index._size = size
+        return index
+
     def _build(self, items: Iterable[tuple[int, bytes, int, Hashable]]) -> None:
         v4: dict[int, tuple[list[bytes], list[Hashable]]] = {}
         v6: dict[int, tuple[list[bytes], list[Hashable]]] = {}
