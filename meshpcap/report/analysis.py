@@ -10,12 +10,18 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from tabulate import tabulate
-
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
 from .flows import capture_summary, cell, endpoint, json_indent2
 from .formats import ReportFormat
+
+
+def tabulate(*args, **kwargs) -> str:
+    """tabulate.tabulate, imported on first use: JSON, CSV and Markdown output do not need it (about 25 ms)."""
+    from tabulate import tabulate as table
+
+    return table(*args, **kwargs)
+
 
 REPORT_SCHEMA = "meshpcap.report/1"
 VERDICT_COLUMNS = ("rule", "verdict", "blocked_by", "detail", "confidence", "matched_by", "destination", "tag_verified")
