@@ -76,7 +76,7 @@ class ServiceTags:
 
     def contains(self, tag: str, address: object) -> bool:
         """True when ``address`` is inside one of ``tag``'s prefixes."""
-        return bool(self.tag_index(tag).contains_many([address])[0])
+        return self.tag_index(tag).contains_one(address)
 
     def membership(self, tag: str, addresses: Sequence[object]) -> np.ndarray:
         """Vectorised ``contains``: boolean array, one entry per address."""
