@@ -38,3 +38,18 @@ def shared_spec() -> Path:
     if not SHARED_SPEC.is_dir():
         pytest.skip("../shared/spec is not present")
     return SHARED_SPEC
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """The whole run uses a cache directory of its own (service-tag snapshots, the binary tag index, the
+    endpoints files), not the user's: no test depends on, or writes into, ~/.cache/meshpcap."""
+    import os
+
+    old = os.environ.get("MESHPCAP_CACHE_DIR")
+    os.environ["MESHPCAP_CACHE_DIR"] = str(tmp_path_factory.mktemp("meshpcap-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MESHPCAP_CACHE_DIR", None)
+    else:
+        os.environ["MESHPCAP_CACHE_DIR"] = old

@@ -183,7 +183,7 @@ class PrefixIndex:
     Labels come back ordered from the shortest (widest) prefix to the longest, each label once.
     """
 
-    __slots__ = ("_v4", "_v6", "_size")
+    __slots__ = ("_v4", "_v6", "_size", "_maps")
 
     def __init__(self, items: Iterable[tuple[object, Hashable]]) -> None:
         self._build((*parse_prefix(prefix), label) for prefix, label in items)  # type: ignore[arg-type]
@@ -193,6 +193,31 @@ class PrefixIndex:
         """Build from ``(version, packed network, length, label)`` as returned by ``parse_prefix``."""
         index = cls.__new__(cls)
         index._build(items)
+        return index
+
+    @classmethod
+    def from_levels(
+        cls, v4: Iterable[tuple[int, np.ndarray, list[Hashable]]], v6: Iterable[tuple[int, np.ndarray, list[Hashable]]],
+        size: int,
+    ) -> PrefixIndex:
+        """Build from per-length arrays of network starts (IPv4 ``uint32``, IPv6 ``S16``), one label per start,
+        lengths ascending (the cached service-tag index); ``size`` is what ``len()`` reports."""
+        index = cls.__new__(cls)
+        index._v4 = [(n, *_level(starts, labels)) for n, starts, labels in v4]
+        index._v6 = [(n, *_level(starts, labels)) for n, starts, labels in v6]
+        index._size = size
+        index._maps = None
+        return index
+
+    @classmethod
+    def from_unique(cls, v4: Iterable[tuple[int, np.ndarray]], v6: Iterable[tuple[int, np.ndarray]], label: Hashable,
+                    size: int) -> PrefixIndex:
+        """One label's index from per-length starts already sorted and unique (no copy, no sort)."""
+        index = cls.__new__(cls)
+        index._v4 = [(n, starts, [(label,)] * len(starts)) for n, starts in v4]
+        index._v6 = [(n, starts, [(label,)] * len(starts)) for n, starts in v6]
+        index._size = size
+        index._maps = None
         return index
 
     def _build(self, items: Iterable[tuple[int, bytes, int, Hashable]]) -> None:
@@ -211,9 +236,48 @@ class PrefixIndex:
         ]
         self._v6 = [(n, *_level(np.array(s, dtype="S16"), lab)) for n, (s, lab) in sorted(v6.items())]
         self._size = size
+        self._maps = None
 
     def __len__(self) -> int:
         return self._size
+
+    def _level_maps(self) -> tuple[list, list]:
+        """Per prefix length (ascending, as the arrays): (mask, {network start: labels}), IPv4 starts as ints and
+        IPv6 as 16 packed bytes; built on the first single-address question (a dict probe per length beats a
+        numpy search when there is one address)."""
+        if self._maps is None:
+            v4 = [(_HOST_BITS[4][n] ^ 0xFFFFFFFF, dict(zip(starts.tolist(), groups))) for n, starts, groups in self._v4]
+            v6 = [((1 << 128) - 1 ^ _HOST_BITS[6][n], dict(zip(starts.tolist(), groups))) for n, starts, groups in self._v6]
+            self._maps = (v4, v6)
+        return self._maps
+
+    def lookup_one(self, address: object) -> list[Hashable]:
+        """``lookup`` without numpy: the same labels in the same order."""
+        packed = _packed_address(address)
+        v4, v6 = self._level_maps()
+        out: list[Hashable] = []
+        if len(packed) == 4:
+            a = int.from_bytes(packed, "big")
+            for mask, starts in v4:
+                found = starts.get(a & mask)
+                if found is not None:
+                    out.extend(found)
+        else:
+            a = int.from_bytes(packed, "big")
+            for mask, starts in v6:
+                found = starts.get((a & mask).to_bytes(16, "big").rstrip(b"\0"))  # S16 values drop trailing NULs
+                if found is not None:
+                    out.extend(found)
+        return list(dict.fromkeys(out)) if len(out) > 1 else out
+
+    def contains_one(self, address: object) -> bool:
+        """``contains_many`` for one address, without numpy."""
+        packed = _packed_address(address)
+        v4, v6 = self._level_maps()
+        a = int.from_bytes(packed, "big")
+        if len(packed) == 4:
+            return any((a & mask) in starts for mask, starts in v4)
+        return any((a & mask).to_bytes(16, "big").rstrip(b"\0") in starts for mask, starts in v6)
 
     def lookup(self, address: object) -> list[Hashable]:
         """Labels of all prefixes containing ``address`` (str, ipaddress object or packed bytes)."""
@@ -341,7 +405,11 @@ class RuleMatcher:
         """Rules whose CIDRs or service tag contain ``address``, in profile order."""
         found = self._by_address.get(address)
         if found is None:
-            found = self._by_address[address] = self.by_address_many([address])[0]
+            hits = set(self._cidrs.lookup_one(address))
+            for tag, ids in self._tagged.items():
+                if self._tags.contains(tag, address):  # type: ignore[union-attr]
+                    hits.update(ids)
+            found = self._by_address[address] = [self.rules[i] for i in sorted(hits)]
         return list(found)
 
     def by_address_many(self, addresses: Sequence[object]) -> list[list]:

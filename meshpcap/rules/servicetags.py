@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -31,19 +32,24 @@ class ServiceTags:
     date: date | None
     change_number: int
     cloud: str
-    tags: dict[str, tuple[str, ...]]
+    tags: Mapping[str, tuple[str, ...]]
     tag_change_numbers: dict[str, int] = field(default_factory=dict)
     _parsed: dict[str, list[tuple[int, bytes, int]]] = field(default_factory=dict, repr=False)
     _index: PrefixIndex | None = field(default=None, repr=False)
     _per_tag: dict[str, PrefixIndex] = field(default_factory=dict, repr=False)
+    _arrays: Any = field(default=None, repr=False)  # tagcache.TagArrays when read from the binary cache
 
     @property
     def index(self) -> PrefixIndex:
         """One PrefixIndex over all tags (label = tag name)."""
         if self._index is None:
-            self._index = PrefixIndex.from_parsed(
-                (v, packed, n, name) for name in self.tags for v, packed, n in self._prefixes(name)
-            )
+            a = self._arrays
+            if a is not None:
+                self._index = PrefixIndex.from_levels(a.all_levels(4), a.all_levels(6), int(a.counts.sum()))
+            else:
+                self._index = PrefixIndex.from_parsed(
+                    (v, packed, n, name) for name in self.tags for v, packed, n in self._prefixes(name)
+                )
         return self._index
 
     def tags_for(self, address: object) -> list[str]:
@@ -59,12 +65,18 @@ class ServiceTags:
         if found is None:
             if tag not in self.tags:
                 raise RuleError(self.file, f"no service tag '{tag}' in this file")
-            found = self._per_tag[tag] = PrefixIndex.from_parsed((v, packed, n, tag) for v, packed, n in self._prefixes(tag))
+            a = self._arrays
+            if a is not None:
+                i = a.ids[tag]
+                found = PrefixIndex.from_unique(*a.levels(i), tag, int(a.counts[i].sum()))
+            else:
+                found = PrefixIndex.from_parsed((v, packed, n, tag) for v, packed, n in self._prefixes(tag))
+            self._per_tag[tag] = found
         return found
 
     def contains(self, tag: str, address: object) -> bool:
         """True when ``address`` is inside one of ``tag``'s prefixes."""
-        return bool(self.tag_index(tag).contains_many([address])[0])
+        return self.tag_index(tag).contains_one(address)
 
     def membership(self, tag: str, addresses: Sequence[object]) -> np.ndarray:
         """Vectorised ``contains``: boolean array, one entry per address."""
@@ -78,6 +90,9 @@ class ServiceTags:
 
     def counts(self, tag: str) -> tuple[int, int]:
         """(IPv4, IPv6) prefix counts of ``tag``."""
+        if self._arrays is not None and tag in self._arrays.ids:
+            v4, v6 = self._arrays.counts[self._arrays.ids[tag]].tolist()
+            return v4, v6
         prefixes = self.tags[tag]
         v6 = sum(1 for p in prefixes if ":" in p)
         return len(prefixes) - v6, v6
@@ -94,14 +109,42 @@ def file_date(path: str | Path) -> date | None:
         return None
 
 
-def load_service_tags(path: str | Path) -> ServiceTags:
-    """Read and validate a service-tag JSON file (download page or Discovery API shape)."""
+def load_service_tags(path: str | Path, cache: str | Path | None | bool = None) -> ServiceTags:
+    """Read and validate a service-tag JSON file (download page or Discovery API shape).
+
+    The parsed index is kept in binary form under the cache directory (``cache``, default
+    :func:`cache_dir`; ``False`` for none), keyed by the sha256 of the file's bytes and the meshpcap
+    version, so the next load of the same bytes reads arrays instead of parsing JSON (see
+    :mod:`meshpcap.rules.tagcache`). The answers are the same either way.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise RuleError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    return parse_service_tags(data, str(path), file_date(path))
+    if cache is False:
+        return parse_service_tags(data, str(path), file_date(path))
+    from meshpcap.rules import tagcache
+
+    folder = Path(cache) if cache is not None and cache is not True else cache_dir()
+    sha = hashlib.sha256(data).hexdigest()
+    hit = tagcache.load(folder, sha)
+    if hit is not None:
+        meta, arrays = hit
+        return ServiceTags(file=str(path), date=file_date(path), change_number=meta["change_number"],
+                           cloud=meta["cloud"], tags=tagcache.LazyTags(arrays),
+                           tag_change_numbers=dict(zip(arrays.names, arrays.changes)), _arrays=arrays)
+    tags = parse_service_tags(data, str(path), file_date(path))
+    store_index(tags, sha, folder)
+    return tags
+
+
+def store_index(tags: ServiceTags, sha256: str, cache: str | Path | None = None) -> Path | None:
+    """Write the binary index of a parsed snapshot into the cache (None when it cannot be written)."""
+    from meshpcap.rules import tagcache
+
+    folder = Path(cache) if cache is not None else cache_dir()
+    return tagcache.store(folder, sha256, tags, tagcache.build(tags))
 
 
 def parse_service_tags(data: bytes, source: str, snapshot_date: date | None = None) -> ServiceTags:

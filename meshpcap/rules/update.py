@@ -4,6 +4,7 @@ so a failed or malformed download keeps the old copy."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -18,7 +19,7 @@ from urllib.parse import urljoin
 
 from meshpcap.errors import MeshpcapError, RuleError
 from meshpcap.rules.m365 import CACHE_NAME, cached_m365_endpoints, parse_m365_endpoints, version_from_name
-from meshpcap.rules.servicetags import FILE_NAME, cache_dir, file_date, parse_service_tags
+from meshpcap.rules.servicetags import FILE_NAME, cache_dir, file_date, parse_service_tags, store_index
 
 DOWNLOAD_PAGE = "https://www.microsoft.com/en-us/download/details.aspx?id=56519"
 MAX_PAGE = 4 << 20  # the download page is ~100 kB
@@ -106,6 +107,7 @@ def update_service_tags(
     except RuleError as exc:
         raise UpdateError(str(exc)) from None
     target = _store(folder, name, body, "service-tag update")
+    store_index(tags, hashlib.sha256(body).hexdigest(), folder)  # the first analyze needs no JSON parse
     return target, tags.date, tags.change_number
 
 
@@ -130,7 +132,9 @@ def import_service_tags(path: str | Path, cache: str | Path | None = None,
         raise UpdateError(str(exc), what) from None
     name = f"ServiceTags_Public_{stamp:%Y%m%d}.json"
     assert FILE_NAME.fullmatch(name)
-    target = _store(Path(cache) if cache is not None else cache_dir(), name, body, what)
+    folder = Path(cache) if cache is not None else cache_dir()
+    target = _store(folder, name, body, what)
+    store_index(tags, hashlib.sha256(body).hexdigest(), folder)  # the first analyze needs no JSON parse
     return target, stamp, tags.change_number
 
 

@@ -152,7 +152,7 @@ def test_import_service_tags(tmp_path, cache):
         import_service_tags(bad, cache=cache)
     assert str(exc.value) == (f"service-tag import failed: {bad}: not a service-tag file (changeNumber missing or "
                               "not an integer)")
-    assert sorted(p.name for p in cache.iterdir()) == ["ServiceTags_Public_20251103.json"]
+    assert sorted(p.name for p in cache.iterdir()) == ["ServiceTags_Public_20251103.json", "tag-index"]
 
 
 def test_cli(server, cache, tmp_path):

@@ -49,3 +49,20 @@ def test_by_name_most_specific_first():
     assert [r.id for r in m.by_name("zcdn.example.com")] == ["exact", "cdn", "mid", "mid2", "wide"]
     assert [r.id for r in m.by_name("xcdn.example.com")] == ["cdn", "mid", "mid2", "wide"]
     assert [r.id for r in m.by_name("b.example.com")] == ["mid", "mid2", "wide"]
+
+
+def test_by_address_agrees_with_by_address_many(shared_spec):
+    import ipaddress
+    import random as _random
+
+    tags = load_service_tags(shared_spec / "ServiceTags_Public_20251028.json")
+
+    for name in ("multi-room", "mesh-2024-10", "teams"):
+        matcher = RuleMatcher(load_profile(name).rules, tags)
+        rng = _random.Random(len(name))
+        nets = [ipaddress.ip_network(p) for p in tags.tags["AzureCloud"][::300]]
+        addresses = [str(n.network_address + rng.randrange(n.num_addresses)) for n in nets]
+        addresses += ["52.113.194.132", "13.107.64.1", "8.8.8.8", "2603:1063::1", "20.202.0.1"]
+        many = matcher.by_address_many(addresses)
+        assert [matcher.by_address(a) for a in addresses] == many
+        assert any(many) and not all(many)

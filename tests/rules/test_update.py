@@ -30,7 +30,7 @@ def test_update_success(server, tmp_path):
     assert path.read_bytes() == GOOD
     assert cached_service_tags(tmp_path) == path
     assert load_service_tags(path).contains("AzureCloud", "20.1.2.3")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ServiceTags_Public_20251028.json", "ServiceTags_Public_20251103.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ServiceTags_Public_20251028.json", "ServiceTags_Public_20251103.json", "tag-index"]
 
 
 def test_update_relative_link_and_new_cache_dir(server, tmp_path):

@@ -1,0 +1,32 @@
+"""Start-up: what a run imports (structural, not timed). Each check runs in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, SAMPLES
+
+HEAVY = ("pandas", "tabulate", "jinja2", "rich", "pydantic", "scapy", "cryptography")
+
+
+def _loaded(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    return {m.split(".")[0] for m in json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def test_importing_the_cli_and_library_loads_nothing_heavy():
+    loaded = _loaded("import meshpcap, meshpcap.cli, meshpcap.pipeline, meshpcap.report.analysis, meshpcap.report.compare")
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_analyze_to_json_does_not_load_pandas_or_tabulate(tmp_path):
+    out = tmp_path / "r.json"
+    code = (f"import sys; sys.argv = ['meshpcap', 'analyze', {str(SAMPLES / 'healthy-multi-room.pcapng')!r}, '--format', "
+            f"'json', '-o', {str(out)!r}]\nfrom meshpcap.cli import app\ntry:\n    app(standalone_mode=False)\n"
+            "except SystemExit:\n    pass")
+    loaded = _loaded(code)
+    assert json.loads(out.read_text())["schema"].startswith("meshpcap.report/")
+    assert loaded.isdisjoint({"pandas", "tabulate", "jinja2", "rich", "pydantic"}), loaded
