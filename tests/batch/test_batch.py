@@ -208,6 +208,11 @@ def test_cli_batch_lines_summary_exit_codes_and_outputs(few, tmp_path, monkeypat
     assert res.exit_code == 2 and "no capture found" in res.stderr
     res = runner.invoke(app, ["batch", str(few), "--profile", "nope"])
     assert res.exit_code == 2 and "unknown profile" in res.stderr and "Traceback" not in res.output
+    victim = tmp_path / "victim.json"
+    shutil.copy(SAMPLES / "proxy-403.pcapng", victim)
+    res = runner.invoke(app, ["batch", str(victim), "--service-tags", str(TAGS), "-o", str(victim)])
+    assert res.exit_code == 2 and "is one of the captures audited; not overwritten" in res.stderr
+    assert victim.read_bytes() == (SAMPLES / "proxy-403.pcapng").read_bytes()
     res = runner.invoke(app, ["batch", str(few), "-o", str(tmp_path / "audit.xlsx")])
     assert res.exit_code == 2 and "must end in .parquet, .csv or .json" in res.stderr
 
