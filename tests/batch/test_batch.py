@@ -233,9 +233,11 @@ def test_progress_is_off_without_a_terminal_and_with_false(monkeypatch):
     assert _Progress(None, 3).start().kind is None  # pytest's stderr is not a terminal
     assert _Progress(False, 3).start().kind is None
     monkeypatch.setattr("sys.stderr", Tty())
-    bar = _Progress(None, 3)
+    bar = _Progress(None, 3, [100, 0, 900])
     assert bar.kind is None  # nothing shown (no thread) before start()
     assert bar.start().kind == "rich"
-    bar.advance({})
+    bar.advance({}, 2)
+    task = bar.bar.tasks[0]
+    assert (task.total, task.completed, task.fields["captures"]) == (1000, 900, "1/3 captures")
     bar.close()
     assert _Progress(False, 3).start().kind is None
