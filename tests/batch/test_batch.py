@@ -241,3 +241,12 @@ def test_progress_is_off_without_a_terminal_and_with_false(monkeypatch):
     assert (task.total, task.completed, task.fields["captures"]) == (1000, 900, "1/3 captures")
     bar.close()
     assert _Progress(False, 3).start().kind is None
+
+
+def test_memory_exhausted_to_the_last_bytes_is_still_reported(tmp_path):
+    from tests.batch.hooks import exhausting_audit
+
+    shutil.copy(SAMPLES / "reject-icmp.pcapng", tmp_path / "a.pcapng")
+    b = analyze_many([tmp_path / "a.pcapng"], service_tags=TAGS, jobs=1, progress=False, memory_limit=128 << 20,
+                     audit=exhausting_audit)
+    assert b.captures.error.tolist() == ["ran out of memory (limit 128 MiB beyond the worker)"]
