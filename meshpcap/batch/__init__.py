@@ -60,11 +60,11 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
         store = ResultCache(default_cache_dir() if cache is True else cache)
     results: list[AuditResult | None] = [None] * len(paths)
     reused = 0
-    bar = _Progress(progress, len(paths))
+    bar = _Progress(progress, len(paths), [_size(p) for p in paths])
 
     def finished(i: int, result: AuditResult) -> None:
         results[i] = result
-        bar.advance(result.capture)
+        bar.advance(result.capture, i)
         if on_result is not None:
             on_result(result.capture)
 
@@ -120,6 +120,13 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
         "fingerprint": fx.fingerprint,
     }
     return BatchReport(captures, flows, findings, options, metadata, analysed=analysed, reused=reused)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _concat(table, frames: list):

@@ -226,6 +226,7 @@ def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, s
     except OSError as exc:
         return error_result(name, f"{name}: cannot read: {exc.strerror or exc}", options=options,
                             seconds=time.perf_counter() - began)
+    oom = False
     try:
         fx = fixed(options)
         ft = read_flows(name)
@@ -239,11 +240,13 @@ def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, s
         return error_result(name, str(exc), size=size, sha256=sha256, options=options,
                             seconds=time.perf_counter() - began)
     except MemoryError:
-        return error_result(name, "ran out of memory", size=size, sha256=sha256, options=options,
-                            seconds=time.perf_counter() - began, deterministic=False)
+        oom = True  # the result is built after the handler, once the traceback (and what it holds) is gone
     except Exception as exc:  # a bug met by one hostile file must not end the batch (and is not cached)
         return error_result(name, f"internal error: {type(exc).__name__}: {exc}", size=size, sha256=sha256,
                             options=options, seconds=time.perf_counter() - began, deterministic=False)
+    if oom:
+        return error_result(name, "ran out of memory", size=size, sha256=sha256, options=options,
+                            seconds=time.perf_counter() - began, deterministic=False)
     cap = ft.capture
     j = judgement
     counted = [f for f in j.findings if f.severity != "info"]
@@ -311,10 +314,14 @@ def audit_isolated(path: str | os.PathLike, options: AuditOptions | None = None,
                 import resource
 
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            data = None
             try:
                 result = audit(name, options, sha256=sha256, size=size)
                 data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
             except MemoryError:
+                pass  # answered below, once the traceback (and the memory it holds) is released
+            if data is None:
+                result = None
                 data = pickle.dumps(error_result(name, "ran out of memory", size=size, sha256=sha256, options=options,
                                                  deterministic=False))
             view = memoryview(data)

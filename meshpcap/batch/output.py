@@ -112,9 +112,25 @@ def _json_default(v):
     return str(v)
 
 
+def output_files(path: str | os.PathLike) -> list[Path]:
+    """The files :func:`write_output` writes for ``path``."""
+    p = Path(path)
+    if p.name.endswith(".parquet"):
+        return [p / f"{name}.parquet" for name in TABLE_COLUMNS]
+    if p.name.endswith(".csv"):
+        stem = p.name[: -len(".csv")]
+        return [p, p.with_name(f"{stem}.flows.csv"), p.with_name(f"{stem}.findings.csv")]
+    return [p]
+
+
 def write_output(batch: BatchReport, path: str | os.PathLike) -> list[Path]:
-    """By the name's extension: ``.parquet`` (a directory of one file per table), ``.csv``, ``.json``."""
+    """By the name's extension: ``.parquet`` (a directory of one file per table), ``.csv``, ``.json``.
+    Never over one of the batch's captures."""
     name = os.fspath(path)
+    inputs = {os.path.realpath(c) for c in batch.captures["capture"]}
+    for target in output_files(name):
+        if os.path.realpath(target) in inputs:
+            raise MeshpcapError(f"{target}: is one of the captures audited; not overwritten")
     if name.endswith(".parquet"):
         return write_parquet(batch, name)
     if name.endswith(".csv"):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 import time
 
-# -- progress --------------------------------------------------------------------------------------
-
 class _Progress:
     """A progress display for the batch: rich on a terminal's stderr, tqdm.auto's widget in
-    Jupyter, a callable given by the caller, or nothing."""
+    Jupyter, a callable given by the caller, or nothing.  The bar measures bytes of captures done
+    (``sizes``: each capture's file size), so the time left weighs a large capture as it should;
+    captures done and their rate are shown beside it."""
 
-    def __init__(self, progress, total: int) -> None:
+    def __init__(self, progress, total: int, sizes: list[int] | None = None) -> None:
         self.total = total
+        self.sizes = sizes
+        self.total_bytes = sum(sizes) if sizes else 0
         self.done = 0
         self.callback = None
         self.bar = None
@@ -43,23 +45,25 @@ class _Progress:
         elif progress is None and not _isatty(sys.stderr):
             return self
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn
         from rich.progress import TimeRemainingColumn
 
         console = Console(force_jupyter=True) if jupyter else Console(file=sys.stderr)
-        self.bar = Progress(TextColumn("meshpcap batch"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+        self.bar = Progress(TextColumn("meshpcap batch"), BarColumn(), TaskProgressColumn(),
+                            TextColumn("{task.fields[captures]}"), DownloadColumn(), TextColumn("{task.fields[rate]}"),
+                            TimeRemainingColumn(), console=console,
                             transient=not jupyter,
                             # lines printed meanwhile go above the bar only when they go to the same
                             # terminal; `batch ... > out.txt` keeps them in the file
                             redirect_stdout=jupyter or _isatty(sys.stdout), redirect_stderr=False)
         self.bar.start()
-        self.task = self.bar.add_task("audit", total=total, rate="")
+        self.task = self.bar.add_task("audit", total=self.total_bytes or total, rate="",
+                                      captures=f"0/{total} captures")
         self.began = time.monotonic()
         self.kind = "rich"
         return self
 
-    def advance(self, row: dict) -> None:
+    def advance(self, row: dict, index: int | None = None) -> None:
         self.start()
         self.done += 1
         if self.callback is not None:
@@ -68,7 +72,9 @@ class _Progress:
             self.bar.update(1)
         elif self.kind == "rich":
             rate = self.done / max(time.monotonic() - self.began, 1e-9)
-            self.bar.update(self.task, advance=1, rate=f"{rate:.1f}/s")
+            step = self.sizes[index] if self.total_bytes and index is not None else (0 if self.total_bytes else 1)
+            self.bar.update(self.task, advance=step, rate=f"{rate:.1f} captures/s",
+                            captures=f"{self.done}/{self.total} captures")
 
     def print(self, line: str) -> None:
         """A line on standard output (rich's bar redirects it above itself)."""

@@ -31,3 +31,22 @@ def counting_audit(path, options, *, sha256=None, size=None):
     with open(os.environ["MESHPCAP_TEST_COUNT"], "a") as f:
         f.write(os.fspath(path) + "\n")
     return audit_one(path, options, sha256=sha256, size=size)
+
+
+def exhausting_audit(path, options, *, sha256=None, size=None):
+    """audit_one with the reading stage exhausting memory to the last few bytes (small
+    allocations until none succeeds), as a runaway table of many small objects would."""
+    import meshpcap.pipeline as pipeline
+
+    def greedy(*a, **k):
+        hoard = []
+        chunk = 16 << 20
+        while chunk >= 64:
+            try:
+                hoard.append(bytearray(chunk))
+            except MemoryError:
+                chunk //= 2
+        raise MemoryError
+
+    pipeline.read_flows = greedy  # in the forked child only: it ends with the child
+    return audit_one(path, options, sha256=sha256, size=size)

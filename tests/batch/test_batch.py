@@ -208,6 +208,11 @@ def test_cli_batch_lines_summary_exit_codes_and_outputs(few, tmp_path, monkeypat
     assert res.exit_code == 2 and "no capture found" in res.stderr
     res = runner.invoke(app, ["batch", str(few), "--profile", "nope"])
     assert res.exit_code == 2 and "unknown profile" in res.stderr and "Traceback" not in res.output
+    victim = tmp_path / "victim.json"
+    shutil.copy(SAMPLES / "proxy-403.pcapng", victim)
+    res = runner.invoke(app, ["batch", str(victim), "--service-tags", str(TAGS), "-o", str(victim)])
+    assert res.exit_code == 2 and "is one of the captures audited; not overwritten" in res.stderr
+    assert victim.read_bytes() == (SAMPLES / "proxy-403.pcapng").read_bytes()
     res = runner.invoke(app, ["batch", str(few), "-o", str(tmp_path / "audit.xlsx")])
     assert res.exit_code == 2 and "must end in .parquet, .csv or .json" in res.stderr
 
@@ -228,9 +233,20 @@ def test_progress_is_off_without_a_terminal_and_with_false(monkeypatch):
     assert _Progress(None, 3).start().kind is None  # pytest's stderr is not a terminal
     assert _Progress(False, 3).start().kind is None
     monkeypatch.setattr("sys.stderr", Tty())
-    bar = _Progress(None, 3)
+    bar = _Progress(None, 3, [100, 0, 900])
     assert bar.kind is None  # nothing shown (no thread) before start()
     assert bar.start().kind == "rich"
-    bar.advance({})
+    bar.advance({}, 2)
+    task = bar.bar.tasks[0]
+    assert (task.total, task.completed, task.fields["captures"]) == (1000, 900, "1/3 captures")
     bar.close()
     assert _Progress(False, 3).start().kind is None
+
+
+def test_memory_exhausted_to_the_last_bytes_is_still_reported(tmp_path):
+    from tests.batch.hooks import exhausting_audit
+
+    shutil.copy(SAMPLES / "reject-icmp.pcapng", tmp_path / "a.pcapng")
+    b = analyze_many([tmp_path / "a.pcapng"], service_tags=TAGS, jobs=1, progress=False, memory_limit=128 << 20,
+                     audit=exhausting_audit)
+    assert b.captures.error.tolist() == ["ran out of memory (limit 128 MiB beyond the worker)"]
