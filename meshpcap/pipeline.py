@@ -221,13 +221,18 @@ def analyze(
         targets = load_targets(quality_targets)
         media = MediaCollector(targets.options)
     ft = read_flows(path, media=media)
+    streams = None
+    if media is not None:  # the stream statistics, beside the judging below when a core is free
+        from .flows.media import finish_beside
+
+        streams = finish_beside(media, ft.flows)
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
     judged_quality = None
-    if media is not None:
+    if streams is not None:
         from .classify.quality import add_to_judgement, judge_quality
 
-        judged_quality = judge_quality(media.finish(ft.flows), judgement, targets, ft.capture.get("first_ns"))
+        judged_quality = judge_quality(streams(), judgement, targets, ft.capture.get("first_ns"))
         add_to_judgement(judgement, judged_quality, fail_on)
     profile_info = {
         "id": prof.id,

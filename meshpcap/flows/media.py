@@ -15,6 +15,8 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 
 from __future__ import annotations
 
+import os
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -364,6 +366,50 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
             syn = (gb.inv[sy], gb.src_a[sy], ts[sy], (flags[sy] & TCP_ACK) != 0)
         has_payload = bool((tcp & (cap > 0)).any())
     return MediaBatch(gb.keys, rtp, stun, syn, has_payload)
+
+
+BESIDE_MIN_ROWS = 50_000  # fewer RTP rows: finish here, a fork would cost more than it saves
+
+
+def finish_beside(collector: MediaCollector, flows):
+    """Start ``collector.finish(flows)`` in a forked child, so that it runs while the caller judges the
+    flows; returns a function that waits for it and returns the :class:`MediaResult` (made here instead
+    when there is no spare core, little media, or the child fails)."""
+    from .naming import _can_fork  # MESHPCAP_NO_FORK and the core count, as naming reads them
+
+    rows = sum(len(r[0]) for r in collector.rtp)
+    if rows < BESIDE_MIN_ROWS or not _can_fork():
+        result = collector.finish(flows)
+        return lambda: result
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: compute, report, never return into the caller
+        code = 1
+        try:
+            os.close(rfd)
+            buf = memoryview(pickle.dumps(collector.finish(flows), protocol=pickle.HIGHEST_PROTOCOL))
+            while buf:
+                buf = buf[os.write(wfd, buf):]
+            code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(wfd)
+
+    def wait() -> MediaResult:
+        try:
+            with os.fdopen(rfd, "rb") as pipe:
+                payload = pipe.read()
+        finally:
+            os.waitpid(pid, 0)
+        try:
+            result = pickle.loads(payload)
+        except Exception:  # the child failed: do it here
+            result = None
+        return result if isinstance(result, MediaResult) else collector.finish(flows)
+
+    return wait
 
 
 class _FlowLocator:

@@ -301,3 +301,18 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-9), f.name
             else:
                 assert a == b, f.name
+
+
+def test_finish_beside_gives_what_finish_gives(tmp_path, monkeypatch):
+    from meshpcap.flows import media as M
+
+    call = Call(count=300, lost={3, 4, 100}, swapped={50})
+    p = write_calls(tmp_path / "f.pcap", [(call, UP), (Call(ssrc=9, count=300), DOWN)])
+    m = M.MediaCollector()
+    ft = read_flows(p, media=m)
+    here = m.finish(ft.flows)
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 0)  # fork even for this small call
+    beside = M.finish_beside(m, ft.flows)()
+    assert beside.streams == here.streams and beside.rtt == here.rtt
+    monkeypatch.setenv("MESHPCAP_NO_FORK", "1")
+    assert M.finish_beside(m, ft.flows)().streams == here.streams
