@@ -559,8 +559,11 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     d = np.zeros(ii.size, np.int64)
     d[1:] = (np.diff(sq) + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
     d[starts] = 0
-    # random first bytes (DNS ids, encrypted data) make "streams" whose numbers do not follow on
-    near = np.bincount(sid, weights=(np.abs(d) <= 100)) - 1
+    # random first bytes (DNS ids, encrypted data) make "streams" whose numbers do not follow on, and
+    # repeated datagrams (NetBIOS, DNS retries) ones whose numbers stand still: most steps must go 1-100 on
+    step = (d >= 1) & (d <= 100)
+    step[starts] = False
+    near = np.bincount(sid, weights=step, minlength=n.size)
     keep = (n >= o.min_packets) & ((n == 1) | (near >= 0.5 * (n - 1)))
     if not keep.all():
         pk = np.repeat(keep, n)

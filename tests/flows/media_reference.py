@@ -96,7 +96,7 @@ def _one_stream(ii, fid, c2s, ts, fr, pt, seq, rts, ssrc, size, locate, o: Media
     # RFC 3550 A.1: extend the 16-bit sequence by counting wraps; each step is the shortest signed delta
     d = (np.diff(sq) + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
     # random first bytes (DNS ids, encrypted data) make "streams" whose numbers do not follow on
-    if n > 1 and np.mean((d >= -100) & (d <= 100)) < 0.5:
+    if n > 1 and np.mean((d >= 1) & (d <= 100)) < 0.5:
         return None
     ext = np.concatenate([[0], np.cumsum(d)]) + int(sq[0])
     restarts = np.abs(d) > MAX_DROPOUT
