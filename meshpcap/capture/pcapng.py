@@ -202,35 +202,15 @@ class PcapngWalker:
                     btype, blen = hdr(data, pos)
                     if btype == EPB:
                         end = pos + blen
-                        bad_len = blen & 3 or blen < 32 or blen > MAX_BLOCK
-                        if not bad_len and end > n and not source.eof:
-                            self.need = end - n
-                            break
-                        if n - pos < 32 and not source.eof:
-                            self.need = 32 - (n - pos)
-                            break
-                        if bad_len or end > n or n - pos < 32:
-                            iface = cap = -1
-                            why = self._bad_len(pos, btype, blen, 32) if bad_len else None
-                        else:
+                        if not (blen & 3 or blen < 32 or blen > MAX_BLOCK) and end <= n:
                             iface, tsh, tsl, cap, orig = epb(data, pos + 8)
                             if cap <= blen - 32 and iface < nif and u32(data, end - 4)[0] == blen:
                                 ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
                                 pos = end
                                 continue
-                            why = self._bad_packet(data, pos, blen, iface, cap, nif, len(rec) // 6)
-                        end = self._recover(data, pos, n, source.eof, blen)
-                        if end == -1:  # the next block header is not in this chunk yet
+                        end = self._odd_epb(data, pos, n, source.eof, blen, rec)
+                        if end < 0:
                             break
-                        if end is None:
-                            if why is None:  # cut inside the block: reported at the end of the walk
-                                break
-                            raise _Damaged(why)
-                        info.damaged_blocks += 1
-                        if n - pos >= 32:
-                            iface, tsh, tsl, cap, orig = epb(data, pos + 8)
-                            if cap <= end - pos - 32 and iface < nif:  # the packet itself is sound
-                                ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
                         pos = end
                         continue
                     end = self._block(data, pos, n, btype, blen, rec, spb_rows)
@@ -265,7 +245,8 @@ class PcapngWalker:
             want = max(self.batch_bytes, self.need if rem >= 8 else 8 - rem)
 
     # ------------------------------------------------------------------ two processes (parallel.py)
-    _INFO_STATE = ("interfaces", "link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture")
+    _INFO_STATE = ("interfaces", "link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture",
+                   "damaged_blocks")
 
     def _state(self) -> dict[str, Any]:
         """What the walk has learnt so far (sections, interfaces, drops) and where it goes on."""
@@ -309,6 +290,34 @@ class PcapngWalker:
             return f"file ends inside record {self.info.records} ({rem} of {blen} block bytes present)"
         name = BLOCK_NAMES.get(btype, f"type 0x{btype:08x}")
         return f"file ends inside a {name} block ({rem} of {blen} bytes present)"
+
+    def _odd_epb(self, data: bytes, pos: int, n: int, eof: bool, blen: int, rec: array) -> int:
+        """An EPB the plain path did not take: -1 to wait for more data (``need`` set) or for the
+        end of the walk (cut inside it), else the position after it, read past when damaged but
+        its end is clear (counted; its packet kept when sound); :class:`_Damaged` otherwise."""
+        bad_len = blen & 3 or blen < 32 or blen > MAX_BLOCK
+        short = not bad_len and pos + blen > n
+        if not eof and (short or n - pos < 32):
+            self.need = pos + blen - n if short else 32 - (n - pos)
+            return -1
+        why = None
+        if bad_len:
+            why = self._bad_len(pos, EPB, blen, 32)
+        elif not short:
+            iface, _tsh, _tsl, cap, _orig = _S[self.order]["epb"].unpack_from(data, pos + 8)
+            why = self._bad_packet(data, pos, blen, iface, cap, self.sec_nif, len(rec) // 6)
+        end = self._recover(data, pos, n, eof, blen)
+        if end == -1:  # the next block header is not in this chunk yet
+            return -1
+        if end is None:
+            if why is None:  # cut inside the block: reported at the end of the walk
+                return -1
+            raise _Damaged(why)
+        self.info.damaged_blocks += 1
+        iface, tsh, tsl, cap, orig = _S[self.order]["epb"].unpack_from(data, pos + 8)
+        if cap <= end - pos - 32 and iface < self.sec_nif:  # the packet itself is sound
+            rec.extend((pos + 28, self.sec_base + iface, tsh, tsl, cap, orig))
+        return end
 
     def _recover(self, data: bytes, pos: int, n: int, eof: bool, blen: int) -> int | None:
         """Where a damaged Enhanced Packet Block really ends, when that is unambiguous; None
