@@ -405,6 +405,15 @@ class PcapngWalker:
                 raise _Damaged(self._bad_len(pos, btype, blen, 28))
         else:
             order = self.order
+            said = blen
+            if blen & 3 and 12 <= blen <= MAX_BLOCK:  # as Wireshark reads it: rounded up to a multiple of 4,
+                rounded = (blen + 3) & ~3  # when the trailing length agrees
+                if pos + rounded > n:
+                    self.need = pos + rounded - n
+                    return -1
+                if _S[order]["u32"].unpack_from(data, pos + rounded - 4)[0] in (blen, rounded):
+                    self.info.damaged_blocks += 1
+                    blen = rounded
             if _block_len_problem(blen, 12):
                 raise _Damaged(self._bad_len(pos, btype, blen, 12))
         end = pos + blen
@@ -413,7 +422,7 @@ class PcapngWalker:
             return -1
         u32 = _S[order]["u32"].unpack_from
         trail = u32(data, end - 4)[0]
-        if trail != blen:
+        if trail != blen and (btype == SHB or trail != said):
             name = PACKET_BLOCKS.get(btype) or BLOCK_NAMES.get(btype) or f"type 0x{btype:08x}"
             raise _Damaged(f"{name} block at byte {self.base + pos} is damaged: its length is {blen} at the start "
                            f"and {trail} at the end; reading stops here")
