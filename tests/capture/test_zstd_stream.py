@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from meshpcap.capture.compressed import UnzstdStream
 
 
-def _frames(rng: random.Random, sizes: list[int], level: int, checksum: bool, content_size: bool) -> tuple[bytes, bytes]:
+def _frames(rng: random.Random, sizes: list[int], level: int, checksum: bool,
+            content_size: bool) -> tuple[bytes, bytes]:
     plain, comp = [], []
     c = zstandard.ZstdCompressor(level=level, write_checksum=checksum, write_content_size=content_size)
     for n in sizes:
