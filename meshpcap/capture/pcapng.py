@@ -143,6 +143,7 @@ class PcapngWalker:
         self.if_ts: list[tuple[int, int]] = []
         self.if_lt: list[int] = []
         self._tables_for = -1  # len(if_lt) when _tables_cache was built
+        self._sent = 0  # interfaces already reported to the reading process (parallel.py)
         self._tables_cache: tuple = ()
         self.drops: dict[int, int] = {}
         self.last_ts: int | None = None
@@ -245,15 +246,18 @@ class PcapngWalker:
             want = max(self.batch_bytes, self.need if rem >= 8 else 8 - rem)
 
     # ------------------------------------------------------------------ two processes (parallel.py)
-    _INFO_STATE = ("interfaces", "link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture",
-                   "damaged_blocks")
+    _INFO_STATE = ("link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture", "damaged_blocks")
 
     def _state(self) -> dict[str, Any]:
-        """What the walk has learnt so far (sections, interfaces, drops) and where it goes on."""
-        info = self.info
+        """What the walk has learnt since the last report (interfaces are only ever added: the new
+        ones; with 65,536 interfaces, all of them with every batch cost more than the walk) and
+        where it goes on."""
+        info, sent = self.info, self._sent
+        self._sent = len(self.if_lt)
         return {"resume_at": self.resume_at, "order": self.order, "sec_base": self.sec_base, "sec_nif": self.sec_nif,
-                "if_ts": list(self.if_ts), "if_lt": list(self.if_lt), "drops": dict(self.drops),
-                "last_ts": self.last_ts, "info": {k: getattr(info, k) for k in self._INFO_STATE}}
+                "if_from": sent, "if_ts": self.if_ts[sent:], "if_lt": self.if_lt[sent:],
+                "interfaces": info.interfaces[sent:], "drops": dict(self.drops), "last_ts": self.last_ts,
+                "info": {k: getattr(info, k) for k in self._INFO_STATE}}
 
     def child_items(self, source: MappedSource) -> Iterator[tuple]:
         for batch in self._batches(0, source):
@@ -261,10 +265,15 @@ class PcapngWalker:
         yield "end", (self._state(), self.info.truncated)
 
     def parent_state(self, state: dict[str, Any]) -> None:
-        for k in ("resume_at", "order", "sec_base", "sec_nif", "if_ts", "if_lt", "drops", "last_ts"):
+        for k in ("resume_at", "order", "sec_base", "sec_nif", "drops", "last_ts"):
             setattr(self, k, state[k])
-        for k, v in state["info"].items():
-            setattr(self.info, k, v)
+        k = state["if_from"]
+        for have, new in ((self.if_ts, state["if_ts"]), (self.if_lt, state["if_lt"]),
+                          (self.info.interfaces, state["interfaces"])):
+            del have[k:]
+            have.extend(new)
+        for key, v in state["info"].items():
+            setattr(self.info, key, v)
 
     def parent_end(self, end: tuple) -> None:
         state, truncated = end
