@@ -143,6 +143,7 @@ class PcapngWalker:
         self.if_ts: list[tuple[int, int]] = []
         self.if_lt: list[int] = []
         self._tables_for = -1  # len(if_lt) when _tables_cache was built
+        self._sent = 0  # interfaces already reported to the reading process (parallel.py)
         self._tables_cache: tuple = ()
         self.drops: dict[int, int] = {}
         self.last_ts: int | None = None
@@ -202,35 +203,15 @@ class PcapngWalker:
                     btype, blen = hdr(data, pos)
                     if btype == EPB:
                         end = pos + blen
-                        bad_len = blen & 3 or blen < 32 or blen > MAX_BLOCK
-                        if not bad_len and end > n and not source.eof:
-                            self.need = end - n
-                            break
-                        if n - pos < 32 and not source.eof:
-                            self.need = 32 - (n - pos)
-                            break
-                        if bad_len or end > n or n - pos < 32:
-                            iface = cap = -1
-                            why = self._bad_len(pos, btype, blen, 32) if bad_len else None
-                        else:
+                        if not (blen & 3 or blen < 32 or blen > MAX_BLOCK) and end <= n:
                             iface, tsh, tsl, cap, orig = epb(data, pos + 8)
                             if cap <= blen - 32 and iface < nif and u32(data, end - 4)[0] == blen:
                                 ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
                                 pos = end
                                 continue
-                            why = self._bad_packet(data, pos, blen, iface, cap, nif, len(rec) // 6)
-                        end = self._recover(data, pos, n, source.eof, blen)
-                        if end == -1:  # the next block header is not in this chunk yet
+                        end = self._odd_epb(data, pos, n, source.eof, blen, rec)
+                        if end < 0:
                             break
-                        if end is None:
-                            if why is None:  # cut inside the block: reported at the end of the walk
-                                break
-                            raise _Damaged(why)
-                        info.damaged_blocks += 1
-                        if n - pos >= 32:
-                            iface, tsh, tsl, cap, orig = epb(data, pos + 8)
-                            if cap <= end - pos - 32 and iface < nif:  # the packet itself is sound
-                                ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
                         pos = end
                         continue
                     end = self._block(data, pos, n, btype, blen, rec, spb_rows)
@@ -265,14 +246,18 @@ class PcapngWalker:
             want = max(self.batch_bytes, self.need if rem >= 8 else 8 - rem)
 
     # ------------------------------------------------------------------ two processes (parallel.py)
-    _INFO_STATE = ("interfaces", "link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture")
+    _INFO_STATE = ("link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture", "damaged_blocks")
 
     def _state(self) -> dict[str, Any]:
-        """What the walk has learnt so far (sections, interfaces, drops) and where it goes on."""
-        info = self.info
+        """What the walk has learnt since the last report (interfaces are only ever added: the new
+        ones; with 65,536 interfaces, all of them with every batch cost more than the walk) and
+        where it goes on."""
+        info, sent = self.info, self._sent
+        self._sent = len(self.if_lt)
         return {"resume_at": self.resume_at, "order": self.order, "sec_base": self.sec_base, "sec_nif": self.sec_nif,
-                "if_ts": list(self.if_ts), "if_lt": list(self.if_lt), "drops": dict(self.drops),
-                "last_ts": self.last_ts, "info": {k: getattr(info, k) for k in self._INFO_STATE}}
+                "if_from": sent, "if_ts": self.if_ts[sent:], "if_lt": self.if_lt[sent:],
+                "interfaces": info.interfaces[sent:], "drops": dict(self.drops), "last_ts": self.last_ts,
+                "info": {k: getattr(info, k) for k in self._INFO_STATE}}
 
     def child_items(self, source: MappedSource) -> Iterator[tuple]:
         for batch in self._batches(0, source):
@@ -280,10 +265,15 @@ class PcapngWalker:
         yield "end", (self._state(), self.info.truncated)
 
     def parent_state(self, state: dict[str, Any]) -> None:
-        for k in ("resume_at", "order", "sec_base", "sec_nif", "if_ts", "if_lt", "drops", "last_ts"):
+        for k in ("resume_at", "order", "sec_base", "sec_nif", "drops", "last_ts"):
             setattr(self, k, state[k])
-        for k, v in state["info"].items():
-            setattr(self.info, k, v)
+        k = state["if_from"]
+        for have, new in ((self.if_ts, state["if_ts"]), (self.if_lt, state["if_lt"]),
+                          (self.info.interfaces, state["interfaces"])):
+            del have[k:]
+            have.extend(new)
+        for key, v in state["info"].items():
+            setattr(self.info, key, v)
 
     def parent_end(self, end: tuple) -> None:
         state, truncated = end
@@ -309,6 +299,34 @@ class PcapngWalker:
             return f"file ends inside record {self.info.records} ({rem} of {blen} block bytes present)"
         name = BLOCK_NAMES.get(btype, f"type 0x{btype:08x}")
         return f"file ends inside a {name} block ({rem} of {blen} bytes present)"
+
+    def _odd_epb(self, data: bytes, pos: int, n: int, eof: bool, blen: int, rec: array) -> int:
+        """An EPB the plain path did not take: -1 to wait for more data (``need`` set) or for the
+        end of the walk (cut inside it), else the position after it, read past when damaged but
+        its end is clear (counted; its packet kept when sound); :class:`_Damaged` otherwise."""
+        bad_len = blen & 3 or blen < 32 or blen > MAX_BLOCK
+        short = not bad_len and pos + blen > n
+        if not eof and (short or n - pos < 32):
+            self.need = pos + blen - n if short else 32 - (n - pos)
+            return -1
+        why = None
+        if bad_len:
+            why = self._bad_len(pos, EPB, blen, 32)
+        elif not short:
+            iface, _tsh, _tsl, cap, _orig = _S[self.order]["epb"].unpack_from(data, pos + 8)
+            why = self._bad_packet(data, pos, blen, iface, cap, self.sec_nif, len(rec) // 6)
+        end = self._recover(data, pos, n, eof, blen)
+        if end == -1:  # the next block header is not in this chunk yet
+            return -1
+        if end is None:
+            if why is None:  # cut inside the block: reported at the end of the walk
+                return -1
+            raise _Damaged(why)
+        self.info.damaged_blocks += 1
+        iface, tsh, tsl, cap, orig = _S[self.order]["epb"].unpack_from(data, pos + 8)
+        if cap <= end - pos - 32 and iface < self.sec_nif:  # the packet itself is sound
+            rec.extend((pos + 28, self.sec_base + iface, tsh, tsl, cap, orig))
+        return end
 
     def _recover(self, data: bytes, pos: int, n: int, eof: bool, blen: int) -> int | None:
         """Where a damaged Enhanced Packet Block really ends, when that is unambiguous; None
@@ -396,6 +414,15 @@ class PcapngWalker:
                 raise _Damaged(self._bad_len(pos, btype, blen, 28))
         else:
             order = self.order
+            said = blen
+            if blen & 3 and 12 <= blen <= MAX_BLOCK:  # as Wireshark reads it: rounded up to a multiple of 4,
+                rounded = (blen + 3) & ~3  # when the trailing length agrees
+                if pos + rounded > n:
+                    self.need = pos + rounded - n
+                    return -1
+                if _S[order]["u32"].unpack_from(data, pos + rounded - 4)[0] in (blen, rounded):
+                    self.info.damaged_blocks += 1
+                    blen = rounded
             if _block_len_problem(blen, 12):
                 raise _Damaged(self._bad_len(pos, btype, blen, 12))
         end = pos + blen
@@ -404,7 +431,7 @@ class PcapngWalker:
             return -1
         u32 = _S[order]["u32"].unpack_from
         trail = u32(data, end - 4)[0]
-        if trail != blen:
+        if trail != blen and (btype == SHB or trail != said):
             name = PACKET_BLOCKS.get(btype) or BLOCK_NAMES.get(btype) or f"type 0x{btype:08x}"
             raise _Damaged(f"{name} block at byte {self.base + pos} is damaged: its length is {blen} at the start "
                            f"and {trail} at the end; reading stops here")

@@ -44,7 +44,16 @@ def first_packet_ns(path: str) -> int | None:
 
 
 def order(paths: list[str]) -> list[str]:
-    """``paths`` by first packet time (files without packets last, ties by the given order)."""
+    """``paths`` by first packet time (files without packets last, ties by the given order).
+
+    Each is read twice (its first packet here, then all of it), so each must be a regular
+    file: standard input or a FIFO is refused with the capture error."""
+    for p in paths:
+        if p == "-" or not os.path.isfile(p):
+            what = "standard input" if p == "-" else p
+            if p != "-" and not os.path.exists(p):
+                raise CaptureError(p, "no such file")
+            raise CaptureError(what, "one of several files must be a regular file (a pipe cannot be read twice)")
     keyed = [(first_packet_ns(p), i, p) for i, p in enumerate(paths)]
     return [p for ts, i, p in sorted(keyed, key=lambda k: (k[0] is None, k[0] or 0, k[1]))]
 

@@ -79,7 +79,7 @@ def test_truncated_while_read(tmp_path, mode):
     assert "shrank while it was read" in info["truncated"]["reason"]
 
 
-@pytest.mark.parametrize("mode", ["one", "two"])
+@pytest.mark.parametrize("mode", ["one"])  # a file open for writing is never mapped: no second process either
 def test_grown_while_read(tmp_path, mode):
     p = tmp_path / "c.pcap"
     whole = _capture(tmp_path, 3000)

@@ -448,3 +448,25 @@ def test_many_interfaces_cost_one_clock_conversion_per_batch(tmp_path, monkeypat
     assert [(x[5], x[1], x[4]) for x in pkts] == want
     assert len(info.interfaces) == nif and info.link_types == [1, 101]
     assert len(calls) <= 2 * 2  # two clocks, at most two batches
+
+
+@pytest.mark.parametrize("block", ["idb", "isb", "nrb"])
+def test_pcapng_other_block_with_length_short_of_a_multiple_of_4(tmp_path, block):
+    """Wireshark rounds a block length up to a multiple of 4 when the trailing length agrees;
+    so do we, for every block, counting it as damaged."""
+    body = {"idb": w.idb(name="eth0"), "isb": w.isb(ifdrop=7), "nrb": w.block("<", 4, b"\0" * 8)}[block]
+    bad = bytearray(body)
+    struct.pack_into("<I", bad, 4, len(bad) - 1)
+    blocks = [w.shb(), w.idb()] + ([bytes(bad)] if block != "isb" else []) + [w.epb(data=b"one")]
+    if block == "isb":
+        blocks.append(bytes(bad))
+    blocks.append(w.epb(data=b"two", iface=1 if block == "idb" else 0))
+    info, pkts = read_all(write(tmp_path, "r.pcapng", b"".join(blocks)))
+    assert [p[0] for p in pkts] == [b"one", b"two"]
+    assert info.damaged_blocks == 1 and info.truncated is None
+    if block == "isb":
+        assert info.dropped_by_capture == 7
+    if shutil.which("capinfos"):
+        res = subprocess.run(["capinfos", "-M", "-c", "--", str(tmp_path / "r.pcapng")], capture_output=True,
+                             text=True, timeout=60)
+        assert "Number of packets:   2" in res.stdout, res.stderr

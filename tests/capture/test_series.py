@@ -107,3 +107,12 @@ def test_unreadable_member_and_empty_list_are_capture_errors(tmp_path):
         read_flows([])
     res = runner.invoke(app, ["analyze", "--series", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "not a directory" in res.stderr
+
+
+def test_a_pipe_cannot_be_one_of_several_files(tmp_path):
+    good = tmp_path / "a.pcap"
+    good.write_bytes(w.pcap([(100, 0, b"\0" * 20)]))
+    with pytest.raises(CaptureError, match="standard input: one of several files must be a regular file"):
+        read_flows([good, "-"])
+    with pytest.raises(CaptureError, match="no such file"):
+        read_flows([good, tmp_path / "missing.pcap"])

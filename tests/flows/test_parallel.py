@@ -134,7 +134,7 @@ def test_parallel_equals_serial_on_pcapng_samples(sample, monkeypatch):
 def odd_pcapng(tmp_path_factory, bench_capture):
     """The generated capture as pcapng with blocks that change the walk's state between packets:
     a second section in the other byte order, interfaces described late, statistics, simple
-    packet blocks and an unknown block; cut short at the end."""
+    packet blocks, an unknown block and a damaged packet block; cut short at the end."""
     import struct
 
     from tests.capture import writers as w
@@ -153,6 +153,10 @@ def odd_pcapng(tmp_path_factory, bench_capture):
             out += [w.idb(linktype=1, tsresol=9, name="late"), w.isb(iface=0, ifdrop=5), w.spb(data=pkt)]
         if i == 200:
             out.append(w.block("<", 0x0BADF00D, b"junk"))
+        if i == 300:  # a packet block whose trailing length is wrong, read past (counted)
+            bad = bytearray(w.epb(iface=0, ts=ts, data=pkt))
+            bad[-4:] = b"\x01\x00\x00\x00"
+            out.append(bytes(bad))
     out += [w.shb(">"), w.idb(">", linktype=1, tsresol=6)]
     out += [w.epb(">", iface=0, ts=ts, data=pkt) for ts, pkt in recs[half:]]
     path = tmp_path_factory.mktemp("odd") / "odd.pcapng"
@@ -165,6 +169,7 @@ def test_parallel_equals_serial_on_odd_pcapng(odd_pcapng, monkeypatch, batch_byt
     serial, parallel = _both(odd_pcapng, monkeypatch, batch_bytes)
     assert serial["capture"]["sections"] == 2 and len(serial["capture"]["interfaces"]) == 3
     assert serial["capture"]["truncated"] is not None and serial["capture"]["unknown_blocks"] == 1
+    assert serial["capture"]["damaged_blocks"] == 1
     assert parallel == serial
 
 

@@ -31,6 +31,8 @@ def oddly_named(request, tmp_path):
 
 @pytest.mark.skipif(tshark.TSHARK is None, reason="tshark is not installed")
 def test_tshark_oracles_read_the_file(oddly_named, reference):
+    if oddly_named.name != "-r":
+        pytest.skip("one odd name is enough for tshark (slow to start)")
     convs, names = reference
     assert convs and names
     assert tshark.conversations(oddly_named) == convs
