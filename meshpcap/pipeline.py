@@ -249,12 +249,12 @@ def analyze(
         from .classify.quality import load_targets
 
         targets = load_targets(quality_targets)
-    ft = source if isinstance(source, FlowTable) else read_flows(source, media=_collector(targets))
-    prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
-    return _report(ft, prof, notices, tags, tags_path, fail_on, targets)
+    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets))
+    prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
+    return judge_table(ft, prof, notices, tags, tags_path, fail_on, targets)
 
 
-def _collector(targets):
+def media_collector(targets):
     """A media collector with the targets' options, or None when quality is off."""
     if targets is None:
         return None
@@ -263,7 +263,7 @@ def _collector(targets):
     return MediaCollector(targets.options)
 
 
-def _report(ft, prof, notices, tags, tags_path, fail_on, targets=None):
+def judge_table(ft, prof, notices, tags, tags_path, fail_on, targets=None):
     """Judge a FlowTable already read against one profile (shared by analyze and analyze_profiles);
     ``targets``: the media-quality targets (None: no quality judging)."""
     from .classify import judge
@@ -350,11 +350,11 @@ def analyze_profiles(
         from .classify.quality import load_targets
 
         targets = load_targets(quality_targets)
-    ft = source if isinstance(source, FlowTable) else read_flows(source, media=_collector(targets))
+    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets))
     reports = []
     for prof in loaded:
-        prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
-        reports.append(_report(ft, prof, notices, tags, tags_path, fail_on, targets))
+        prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
+        reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets))
     return Comparison(reports, fail_on)
 
 
@@ -367,7 +367,7 @@ def _as_of(value):
     return parse_as_of(str(value))
 
 
-def _profile_for_date(prof, ft, as_of, addons, use_cache):
+def profile_for_date(prof, ft, as_of, addons, use_cache):
     """(profile, notices): ``prof`` (None for ``--profile auto``: the one in force on the date) and
     what the report must say about the fit between its dates and the capture's."""
     from .errors import MeshpcapError

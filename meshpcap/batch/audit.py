@@ -56,16 +56,19 @@ class AuditOptions:
     rules: str | None = None
     fail_on: str = "missing"
     use_cache: bool = True  # the service-tag snapshot cached by `meshpcap tags update` when none is given
+    quality: bool = True  # measure media streams and judge them (degraded findings)
+    quality_targets: str | None = None  # media quality targets (TOML); None: Microsoft's Teams targets
 
     @classmethod
     def from_kwargs(cls, profile: str = "multi-room", service_tags=None, m365_endpoints=None, webslates=(),
                     webslate_allow=(), cloud_scripting=(), rules=None, fail_on: str = "missing",
-                    use_cache: bool = True) -> "AuditOptions":
+                    use_cache: bool = True, quality: bool = True, quality_targets=None) -> "AuditOptions":
         prof = os.fspath(profile)
         if prof.endswith(".toml"):
             prof = os.path.abspath(prof)
         return cls(prof, _abspath(service_tags), _abspath(m365_endpoints), _tuple(webslates), _tuple(webslate_allow),
-                   _tuple(cloud_scripting), _abspath(rules), fail_on, use_cache)
+                   _tuple(cloud_scripting), _abspath(rules), fail_on, use_cache, bool(quality),
+                   _abspath(quality_targets))
 
 
 @dataclass(slots=True)
@@ -80,6 +83,7 @@ class _Fixed:
     fingerprint: str
     profile_info: dict
     tags_info: dict | None
+    targets: Any = None  # media quality targets (None: quality off)
 
 
 def _stat_key(path: str | None):
@@ -100,7 +104,7 @@ def fixed(options: AuditOptions) -> _Fixed:
     if tags_path is None and options.use_cache:
         found = cached_service_tags()
         tags_path = None if found is None else str(found)
-    files = tuple(_stat_key(p) for p in (tags_path, options.m365_endpoints, options.rules,
+    files = tuple(_stat_key(p) for p in (tags_path, options.m365_endpoints, options.rules, options.quality_targets,
                                          options.profile if options.profile.endswith(".toml") else None))
     return _fixed(options, tags_path, files)
 
@@ -136,6 +140,11 @@ def _fixed(options: AuditOptions, tags_path: str | None, files: tuple) -> _Fixed
         for rule in prof.rules:  # the per-tag indexes judging will ask for: built here, once
             if rule.service_tag and rule.service_tag in tags.tags:
                 tags.tag_index(rule.service_tag)
+    targets = None
+    if options.quality:
+        from ..classify.quality import load_targets
+
+        targets = load_targets(options.quality_targets)
     import pandas
 
     key = {
@@ -146,6 +155,7 @@ def _fixed(options: AuditOptions, tags_path: str | None, files: tuple) -> _Fixed
         "profile": hashlib.sha256(repr(prof).encode()).hexdigest(),  # every rule, its date and source
         "service_tags": tags_digest,
         "fail_on": options.fail_on,
+        "quality": None if targets is None else hashlib.sha256(repr(targets).encode()).hexdigest(),
     }
     fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     profile_info = {"id": prof.id, "title": prof.title, "source": prof.source,
@@ -154,7 +164,7 @@ def _fixed(options: AuditOptions, tags_path: str | None, files: tuple) -> _Fixed
     if tags is not None:
         tags_info = {"file": str(tags_path), "date": tags.date.isoformat() if tags.date else None,
                      "change_number": tags.change_number, "cloud": tags.cloud}
-    return _Fixed(prof, tags, tags_path, fingerprint, profile_info, tags_info)
+    return _Fixed(prof, tags, tags_path, fingerprint, profile_info, tags_info, targets)
 
 
 # -- one capture -----------------------------------------------------------------------------------
@@ -212,10 +222,7 @@ def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, s
 
     Pure and engine-agnostic: the result depends on the file's bytes and ``options`` only
     (plus the wall time in ``seconds``), and pickles, so any scheduler can call it."""
-    from ..classify import judge
-    from ..pipeline import read_flows
-    from ..report.analysis import Report
-    from ..rules.match import RuleMatcher
+    from ..pipeline import judge_table, media_collector, profile_for_date, read_flows
 
     options = options or AuditOptions()
     name = os.fspath(path)
@@ -229,11 +236,11 @@ def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, s
     oom = False
     try:
         fx = fixed(options)
-        ft = read_flows(name)
-        # as pipeline.analyze does, with the profile and snapshot built once per process
-        matcher = RuleMatcher(fx.profile.rules, fx.tags)
-        judgement = judge(ft, fx.profile, matcher, fx.tags is not None, options.fail_on)
-        report = Report(ft, judgement, fx.profile_info, fx.tags_info, {"fail_on": options.fail_on})
+        ft = read_flows(name, media=media_collector(fx.targets))
+        # as pipeline.analyze does, with the profile, snapshot and targets built once per process
+        prof, notices = profile_for_date(fx.profile, ft, None, (), options.use_cache)
+        report = judge_table(ft, prof, notices, fx.tags, fx.tags_path, options.fail_on, fx.targets)
+        judgement = report.judgement
         flows = _keyed(FLOWS_TABLE, report.flows, name)
         findings = _keyed(FINDINGS_TABLE, report.findings, name)
     except MeshpcapError as exc:
@@ -254,9 +261,9 @@ def audit_one(path: str | os.PathLike, options: AuditOptions | None = None, *, s
         name, file_size=size, sha256=sha256, format=cap.get("format"), compression=cap.get("compression"),
         first_ns=cap.get("first_ns"), last_ns=cap.get("last_ns"), packets=cap.get("packets"), flows=len(ft.flows),
         verdict=j.verdict, errors=sum(1 for f in j.findings if f.severity == "error"), warnings=len(j.warnings),
-        profile=fx.profile_info["id"], profile_date=fx.profile_info["date"],
-        service_tags_date=(fx.tags_info or {}).get("date"),
-        service_tags_change_number=(fx.tags_info or {}).get("change_number"),
+        profile=report.profile["id"], profile_date=report.profile["date"],
+        service_tags_date=(report.service_tags or {}).get("date"),
+        service_tags_change_number=(report.service_tags or {}).get("change_number"),
         m365_endpoints=None if options.m365_endpoints is None else os.path.basename(options.m365_endpoints),
         seconds=time.perf_counter() - began,
         **{k: sum(1 for f in counted if f.kind == k) for k in schema.FINDING_KINDS},
