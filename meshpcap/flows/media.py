@@ -521,6 +521,22 @@ def _jitter_segments(x: np.ndarray, first: np.ndarray, block: int = 128) -> np.n
     return (local + carry * ends[:, None]).reshape(-1)[:n]
 
 
+def _never_backwards(t: np.ndarray, starts: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Arrival times per stream (streams laid end to end from ``starts``, ``n`` packets each) held at the
+    latest time seen: a time that steps back inside a stream (a clock step, a damaged or merged record)
+    would otherwise make windows and bins start before the stream does.  The usual capture needs no copy."""
+    back = np.flatnonzero(np.diff(t) < 0) + 1
+    if back.size == 0:
+        return t
+    t = t.copy()
+    first = np.zeros(t.size, bool)
+    first[starts] = True
+    for s in np.unique(np.searchsorted(starts, back[~first[back]], "right") - 1).tolist():
+        seg = slice(int(starts[s]), int(starts[s] + n[s]))
+        np.maximum.accumulate(t[seg], out=t[seg])
+    return t
+
+
 def _first_argmax(values: np.ndarray, seg_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per segment (non-empty, laid end to end from ``seg_starts``): the maximum of ``values`` and the
     index of its first occurrence."""
@@ -578,7 +594,7 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     P = ii.size
     is_first = np.zeros(P, bool)
     is_first[starts] = True
-    t = ts[ii]
+    t = _never_backwards(ts[ii], starts, n)
     cd = np.cumsum(d)
     ext = cd - cd[starts][sid] + sq[starts][sid]
     restart = np.abs(d) > MAX_DROPOUT

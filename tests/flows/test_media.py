@@ -301,3 +301,17 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-9), f.name
             else:
                 assert a == b, f.name
+
+
+def test_a_time_that_steps_back_inside_a_stream_is_held(tmp_path):
+    # a clock step or a damaged record: one packet stamped 30 s before its stream began (the mutation
+    # tests found windows and bitrate bins built from such a time: an IndexError, a negative bincount)
+    call = Call(count=200, lost={40, 41})
+    pkts = [(at, eth_udp(*UP, call.payload(seq, ts))) for at, _i, seq, ts in call.packets()]
+    pkts.sort(key=lambda p: p[0])
+    pkts[100] = (pkts[0][0] - 30 * SEC, pkts[100][1])
+    p = write_pcap(tmp_path / "back.pcap", pkts)  # written in this order: the 101st record goes back in time
+    (s,) = media(p).streams
+    assert s.packets == 198 and s.lost == 2  # 200 sent, 2 lost
+    assert all(b >= 0 for b in s.bitrate_series) and s.first_ns == pkts[0][0]
+    assert s.loss_window_ns[0] >= s.first_ns and s.burst_window_ns[0] >= s.first_ns
