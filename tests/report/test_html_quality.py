@@ -165,3 +165,25 @@ def test_hostile_strings_in_the_quality_section_stay_text(call):
     md = render_markdown_document(doc)
     prose = re.sub(r"~~~.*?~~~", "", md, flags=re.S)
     assert re.search(r"(?<!\\)[<\[]", prose) is None
+
+
+def _stream(**kw) -> dict:
+    s = {"flow_id": 1, "direction": "c2s", "ssrc": "0x00000001", "src": "10.0.0.1", "src_port": 5000,
+         "dst": "52.112.0.1", "dst_port": 3478, "first_ns": 0, "last_ns": 0, "bitrate_series": [], "gaps": [],
+         "packets": 10, "lost": 0, "expected": 10, "lost_pct": 0.0}
+    return {**s, **kw}
+
+
+def test_long_streams_are_drawn_with_at_most_plot_points():
+    from meshpcap.report.quality import PLOT_POINTS, bitrate_points
+
+    n = 3 * PLOT_POINTS  # a 15-minute call in 1 s bins: runs of 3 bins averaged
+    s = _stream(last_ns=(n - 1) * SEC + SEC // 2, bitrate_series=[float(i % 3) for i in range(n)])
+    pts = bitrate_points(s)
+    assert len(pts) == PLOT_POINTS
+    assert {v for _, v in pts} == {1.0}  # mean of 0, 1, 2
+    assert pts[0][0] == int(1.5 * SEC) and pts[-1][0] <= s["last_ns"]
+    # a bin the targets file changed (the document does not carry it): the points still span the stream
+    s = _stream(last_ns=9 * SEC, bitrate_series=[1.0] * 4)  # 4 bins over 9 s: not 1 s bins
+    xs = [ns for ns, _ in bitrate_points(s)]
+    assert len(xs) == 4 and 0 < xs[0] < xs[-1] <= 9 * SEC and xs == sorted(xs)
