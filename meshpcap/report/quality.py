@@ -51,6 +51,11 @@ def stream_name(s: dict) -> str:
            f"{ep(s['dst'], s['dst_port'])}"
 
 
+def plot_id(s: dict) -> str:
+    """The HTML id of a stream's plot (flow, direction and SSRC: unique in a report)."""
+    return f"stream-{s['flow_id']}-{s['direction']}-{s['ssrc']}"
+
+
 def _targets(q: dict) -> dict[str, dict]:
     return {t["id"]: t for t in (q.get("targets") or {}).get("targets") or []}
 
@@ -87,13 +92,14 @@ def degraded_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         unit = t.get("unit", "")
         row = {"id": f["id"], "severity": f.get("severity"), "target": t.get("text") or tid,
                "limit": f"{t.get('op', '<')} {fmt(t.get('limit'), unit)}" if t else "", "subject": f.get("title"),
-               "window": "-", "measured": "-", "title": f.get("title")}
+               "window": "-", "measured": "-", "title": f.get("title"), "plot": None}
         # a stream finding's title names the stream: "... on <stream name> (target ..."
         name = next((n for n in judged if f" on {n} (target" in (f.get("title") or "")), None)
         if name is not None:
             s = streams.get(name) or {}
             res = judged[name]["results"].get(tid) or {}
             row["subject"] = name
+            row["plot"] = plot_id(s) if s else None
             row["measured"] = fmt(res.get("value"), unit)
             wf = WINDOW_FIELDS.get(t.get("metric"))
             if wf is not None:
@@ -280,7 +286,7 @@ def stream_plot(s: dict, doc: dict[str, Any]) -> dict[str, Any]:
     while v * 1e9 + base <= s1 + 1 and len(ticks) < 20:
         ticks.append({"x": x(base + v * 1e9), "label": f"{v:g} s"})
         v += step
-    return {"name": stream_name(s), "lanes": lanes, "gaps": gaps, "ticks": ticks, "left": left, "width": width,
+    return {"name": stream_name(s), "id": plot_id(s), "lanes": lanes, "gaps": gaps, "ticks": ticks, "left": left, "width": width,
             "total": total, "top": 8, "bottom": bottom, "height": bottom + 22, "points": lanes[0]["count"],
             "caption": (f"{s['packets']} packets, {s['lost']} lost of {s['expected']} ({s['lost_pct']:.2f}%), "
                         f"{s.get('loss_bursts', 0)} loss burst(s), {s.get('reordered', 0)} reordered, "
@@ -304,11 +310,16 @@ def quality_view(doc: dict[str, Any]) -> dict[str, Any] | None:
         return None
     streams = doc.get("streams") or []
     plotted = plotted_streams(doc)
+    drawn = {plot_id(s) for s in plotted}
+    degraded = degraded_rows(doc)
+    for d in degraded:
+        if d["plot"] not in drawn:
+            d["plot"] = None
     return {
         "verdict": q.get("verdict"), "source": source_text(q), "targets": (q.get("targets") or {}).get("targets") or [],
         "scope": (q.get("targets") or {}).get("scope"), "file": (q.get("targets") or {}).get("file"),
         "limits": q.get("limits") or [], "judged": q.get("streams_judged", 0), "met": q.get("streams_met", 0),
-        "missed": missed_rows(doc), "degraded": degraded_rows(doc), "rtt": rtt_rows(doc),
+        "missed": missed_rows(doc), "degraded": degraded, "rtt": rtt_rows(doc),
         "rtt_total": len(q.get("rtt") or []),
         "stream_head": STREAM_HEAD, "stream_rows": stream_rows(doc), "streams_total": len(streams),
         "plots": [stream_plot(s, doc) for s in plotted], "plots_omitted": len(streams) - len(plotted),

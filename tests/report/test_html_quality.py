@@ -98,6 +98,8 @@ def test_page_shows_the_quality_section_and_a_plot_per_stream(call):
     # 12 lost in the worst 15 s window: the first one, holding 15 s / 20 ms less the 50 of the pause
     assert f"{100 * 12 / (750 - 50):.3g}%" in row and "Packet loss &lt; 1% during any 15 s interval" in row
     assert "SSRC 0x11223344" in row and "15 s window +" in row
+    anchor = f"stream-{up_s['flow_id']}-c2s-0x11223344"
+    assert f'<a href="#{anchor}">' in row and f'id="{anchor}"' in mq  # to its plot
     burst = next(f for f in deg if f["rule"] == "quality:burst-loss")
     assert "100%" in re.search(rf'#finding-{burst["id"]}".*?</tr>', mq, re.S)[0]  # 10 of 10 in 200 ms lost
     jit = re.search(rf'#finding-{next(f for f in deg if f["rule"] == "quality:jitter")["id"]}".*?</tr>', mq, re.S)[0]
