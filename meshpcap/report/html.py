@@ -27,6 +27,7 @@ from importlib import resources
 from typing import Any
 
 from . import firewall
+from .quality import quality_view
 from .flows import ns_text
 
 EMBED_PLAIN_LIMIT = 256 * 1024  # bytes of compact JSON embedded as is; larger documents are gzip+base64
@@ -417,6 +418,7 @@ def page_model(doc: dict[str, Any], unrelated_hidden: int = 0) -> dict[str, Any]
         "dns": _dns_rows(doc, t0), "seen": seen_values(flows), "t0": t0, "rel": _rel, "ns_text": ns_text,
         "firewall": fw, "fw_text": firewall.render_text(fw, doc), "fw_panos": firewall.render_panos(fw),
         "fw_nft": firewall.render_nftables(fw), "fw_forti": firewall.render_fortigate(fw),
+        "mq": quality_view(doc),
     }
 
 

@@ -16,6 +16,7 @@ from . import firewall
 from .flows import ns_text
 from .sanitize import markdown_code, markdown_text, terminal_text
 from .html import FLOW_HEAD, clients_view, evidence, finding_view, flow_rows
+from .quality import quality_view
 
 
 
@@ -117,6 +118,8 @@ def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> 
         out += [f"| {md(g.get('status'))} | {md(g.get('id'))} | {md(g.get('description'))} | {md(g.get('detail'))} |"
                 for g in doc["expected"]]
 
+    out += _quality(doc)
+
     clients = clients_view(flows, findings)
     if clients:
         out += ["", "## Clients", "", "| client | allowed | blocked | unexpected | blocked flows | findings |",
@@ -135,6 +138,52 @@ def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> 
     out += ["", f"## Flows{note}", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
     out += ["| " + " | ".join(md(x) for x in row) + " |" for row in flow_rows(flows, t0)]
     return "\n".join(out) + "\n"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(md(c) for c in cells) + " |"
+
+
+def _quality(doc: dict[str, Any]) -> list[str]:
+    """The media-quality section: verdict and source, what one capture point cannot see, the degraded
+    findings, the streams that missed a target, RTT per server and the streams (as the HTML page)."""
+    q = quality_view(doc)
+    if q is None:
+        return []
+    out = ["", "## Media quality", "",
+           f"**{md(q['verdict'])}**: {q['judged']} stream(s) judged, {q['met']} met every target; {q['rtt_total']} "
+           f"server(s) with round-trip times. Targets: {md(q['source'])}" + (f" ({md(q['scope'])})" if q["scope"] else "")
+           + f"; file {code(q['file'])}.", "", "What one capture point cannot see:", ""]
+    out += [f"- {md(x)}" for x in q["limits"]]
+    out += ["", "### Degraded findings", ""]
+    if q["degraded"]:
+        out += ["| finding | stream or server | window | measured | target |", "|---|---|---|---|---|"]
+        out += [_row([d["id"], d["subject"], d["window"], d["measured"], d["target"]]) for d in q["degraded"]]
+    else:
+        out.append("None: every judged stream and server met the targets.")
+    if q["missed"]:
+        out += ["", "### Streams that missed a target or could not be judged on one", "",
+                "| stream | scope | target | measured | limit |", "|---|---|---|---|---|"]
+        out += [_row([m["stream"], m["scope"], m["target"], m["measured"], m["limit"]]) for m in q["missed"]]
+    out += ["", "### Round-trip time per server", ""]
+    if q["rtt"]:
+        out += ["| server | transport | measured by | samples | min ms | median ms | max ms | one way (RTT/2, estimate) ms "
+                "| target | flows |", "|---|---|---|---|---|---|---|---|---|---|"]
+        out += [_row([r["server"], r["transport"], r["methods"], r["samples"], r["min"], r["median"], r["max"],
+                      r["one_way"], r["status"], r["flows"]]) for r in q["rtt"]]
+        if q["rtt_total"] > len(q["rtt"]):
+            out += ["", f"{q['rtt_total'] - len(q['rtt'])} more servers are in the JSON report."]
+    else:
+        out.append("No round trip seen (no STUN transaction or TCP handshake answered).")
+    out += ["", "### Streams", ""]
+    if q["stream_rows"]:
+        out += [_row(q["stream_head"]), "|" + "---|" * len(q["stream_head"])]
+        out += [_row(r) for r in q["stream_rows"]]
+        if q["streams_total"] > len(q["stream_rows"]):
+            out += ["", f"{q['streams_total'] - len(q['stream_rows'])} more streams are in the JSON report."]
+    else:
+        out.append("No RTP stream in the capture.")
+    return out
 
 
 def render_markdown(r, show_unrelated: bool = False) -> str:

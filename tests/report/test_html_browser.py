@@ -137,3 +137,23 @@ def test_hostile_capture_runs_nothing(browser, tmp_path):
         w.check_quiet()
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("scripts", [True, False])
+def test_media_quality_plots_draw_without_errors(browser, tmp_path, scripts):
+    from tests.report.test_html_quality import built
+
+    capture, up, _down = built(str(tmp_path))
+    w = Watched(browser, write_page(tmp_path, capture), scripts=scripts)
+    try:
+        page = w.page
+        assert page.locator("#media-quality").is_visible()
+        assert page.locator("#media-quality svg.stream").count() == 4
+        plot = page.locator("#media-quality svg.stream").first
+        assert plot.is_visible() and plot.bounding_box()["width"] > 300
+        assert page.locator("#media-quality polyline.rate").count() == 4
+        assert page.locator("#quality-degraded tbody tr").count() == 3
+        assert "media stopped for 1020 ms" in page.inner_html("#media-quality")
+        w.check_quiet()
+    finally:
+        w.close()
