@@ -89,6 +89,10 @@ def test_unknown_tag_and_lazy_strings(pair):
     with pytest.raises(Exception) as exc:
         cached.contains("Nope", "1.1.1.1")
     assert "no service tag 'Nope'" in str(exc.value)
+    import pickle  # batch jobs may hand a loaded snapshot to worker processes
+
+    again = pickle.loads(pickle.dumps(cached))
+    assert again.tags == parsed.tags and again.tags_for("20.50.1.9") == parsed.tags_for("20.50.1.9")
 
 
 def test_a_changed_file_is_not_answered_from_the_old_entry(tmp_path):
