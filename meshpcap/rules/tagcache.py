@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -236,6 +235,8 @@ def store(folder: Path, sha256: str, tags, arrays: TagArrays) -> Path | None:
                        "str_off": arrays.str_off.astype("<i8"), "strings": arrays.strings,
                        "lev4": arrays.lev4.astype("<i8"), "starts4": arrays.starts4.astype("<u4"),
                        "lev6": arrays.lev6.astype("<i8"), "starts6": arrays.starts6.astype("S16")})
+    import tempfile  # only when writing (it pulls in random, shutil: a few ms of every start-up otherwise)
+
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
