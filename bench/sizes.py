@@ -232,6 +232,15 @@ def table(rows: list[dict], runs_note: str) -> str:
             f"| {ratio(med.get('nfstream'), med.get('analyze'))} "
             f"| {c['analyze']['peak_rss_mib']:.0f} |" if c.get("analyze", {}).get("peak_rss_mib") else
             f"| {r['format']} | {r['packets']:,} | {r['bytes'] / 1e6:.1f} | | | failed | | | | | |")
+    lines += ["", "CPU seconds (user + sys of the process and the children it waited for; less sensitive than wall time to "
+              "other load on the machine; a two-process read counts both processes, so this does not show what the second core saves):", "",
+              "| capture | packets | flows | flows --no-names | analyze | tshark conv | nfstream | import numpy "
+              "| tshark ÷ analyze | nfstream ÷ analyze |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cpu = {k: v["median_cpu_s"] for k, v in r["cmds"].items()}
+        lines.append(f"| {r['format']} | {r['packets']:,} | " + " | ".join(
+            fmt_s(cpu.get(k)) for k in ("flows", "flows --no-names", "analyze", "tshark", "nfstream", "import numpy"))
+            + f" | {ratio(cpu.get('tshark'), cpu.get('analyze'))} | {ratio(cpu.get('nfstream'), cpu.get('analyze'))} |")
     small = min(rows, key=lambda r: r["packets"])
     sm = small["cmds"]
     if sm.get("analyze", {}).get("median_wall_s") and sm.get("import numpy", {}).get("median_wall_s"):
@@ -286,7 +295,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="capture for QUIC's naming cost (gen.py makes no QUIC)")
     parser.add_argument("--keep", action="store_true", help="keep the captures this run generated (1M: 720 MB)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 and 20000 packets, pcap, 2 rounds")
+    parser.add_argument("--render", type=Path, help="print the tables of an earlier run's sizes.json and stop")
     args = parser.parse_args(argv)
+    if args.render:
+        done = json.loads(args.render.read_text())
+        print(table(done["rows"], done.get("runs_note", "the")))
+        if done.get("naming"):
+            print("\n" + naming_table(done["naming"], done.get("naming_size", 100_000), "pcap"))
+        return 0
     if args.quick:
         sizes, formats, runs, runs_large = args.sizes or [200, 20_000], args.formats or ["pcap"], 2, 1
     else:
@@ -338,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "sizes.json").write_text(json.dumps({"machine": machine(), "tags": str(tags) if tags else None,
                                                 "nfstream": nfstream, "rows": rows, "naming": cost,
+                                                "runs_note": note, "naming_size": naming_size,
                                                 "markdown": text}, indent=2) + "\n")
     print(f"sizes.py: wrote {OUT / 'sizes.json'}", file=sys.stderr)
     return 1 if any(c["error"] for r in rows for c in r["cmds"].values()) else 0

@@ -1,30 +1,30 @@
 """The service-tag index cached in binary form, so that judging needs no parse of a 4 MB JSON file.
 
-A cache entry is an uncompressed ``.npz`` (numpy's zip of ``.npy`` arrays, every member with its CRC-32)
-under ``<cache dir>/tag-index/``, named by the sha256 of the JSON file's bytes and the format and meshpcap
-versions, so a changed file or a new meshpcap simply names another entry. It holds, per tag, each IP
-version's prefix lengths with their network starts sorted and unique (the arrays ``PrefixIndex`` searches),
-the tag's prefix strings (one blob, read only when ``tags[name]`` is asked for), prefix counts and change
-numbers. Loading an entry reads the small arrays; a tag's index is then a few slices of them.
+A cache entry is one file under ``<cache dir>/tag-index/``, named by the sha256 of the JSON file's bytes and
+the format and meshpcap versions, so a changed file or a new meshpcap simply names another entry. It is a
+fixed head (magic, header length, CRC-32 of all that follows), a JSON header (the snapshot's changeNumber and
+cloud, the hash and versions, and where each array lies with its dtype and shape) and the raw little-endian
+arrays: per tag, each IP version's prefix lengths with their network starts sorted and unique (the arrays
+``PrefixIndex`` searches), the prefix strings (decoded per tag when ``tags[name]`` is asked for), prefix counts
+and change numbers. Loading reads the file once and takes numpy views of it; a tag's index is a few slices.
 
-An entry is trusted only when it reads back whole: the zip's CRCs, the recorded hash, versions and shapes
-all agree; anything else (truncated, flipped bits, another layout) counts as a miss, the JSON is parsed
-and the entry is written again. Entries are written to a temporary file and renamed into place; a cache
+An entry is trusted only when it reads back whole: the CRC, the recorded hash, versions, dtypes, shapes and
+offsets all agree; anything else (truncated, flipped bits, another layout) counts as a miss, the JSON is
+parsed and the entry written again. Entries are written to a temporary file and renamed into place; a cache
 directory that cannot be written is skipped without a word (the caller then parses every time).
 """
-
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-import zipfile
+import struct
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2
 _META_KEYS = ("format", "meshpcap", "sha256", "change_number", "cloud", "tags")
 
 
@@ -36,7 +36,7 @@ def _version() -> str:
 
 def entry_path(folder: Path, sha256: str) -> Path:
     safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in _version())
-    return folder / "tag-index" / f"{sha256}-f{FORMAT}-{safe}.npz"
+    return folder / "tag-index" / f"{sha256}-f{FORMAT}-{safe}.bin"
 
 
 class TagArrays:
@@ -176,6 +176,53 @@ def _levels(rows, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lev, starts
 
 
+MAGIC = b"MESHTAGX"
+_HEAD = struct.Struct("<8sII")  # magic, header length, CRC-32 of header + body
+# every array of an entry, with its one accepted dtype (little-endian) and number of dimensions
+_ARRAYS = {"names": ("|u1", 1), "changes": ("<i8", 1), "counts": ("<i8", 2), "str_off": ("<i8", 1),
+           "strings": ("|u1", 1), "lev4": ("<i8", 2), "starts4": ("<u4", 1), "lev6": ("<i8", 2),
+           "starts6": ("|S16", 1)}
+
+
+def pack(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """One entry's bytes: a fixed head, a JSON header (``meta`` and where each array lies), the arrays."""
+    layout, chunks, at = {}, [], 0
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        raw = a.tobytes()
+        layout[name] = [at, len(raw), a.dtype.str, list(a.shape)]
+        pad = -len(raw) % 8
+        chunks.append(raw + b"\0" * pad)
+        at += len(raw) + pad
+    header = json.dumps(dict(meta, arrays=layout)).encode("utf-8")
+    header += b" " * (-(len(header) + _HEAD.size) % 8)
+    body = b"".join(chunks)
+    return _HEAD.pack(MAGIC, len(header), zlib.crc32(body, zlib.crc32(header))) + header + body
+
+
+def unpack(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """``pack``'s inverse: (meta, arrays as read-only views of ``data``); ValueError unless it reads back whole."""
+    if len(data) < _HEAD.size:
+        raise ValueError("short")
+    magic, hlen, crc = _HEAD.unpack_from(data)
+    if magic != MAGIC or _HEAD.size + hlen > len(data):
+        raise ValueError("not an entry")
+    header = data[_HEAD.size:_HEAD.size + hlen]
+    body = memoryview(data)[_HEAD.size + hlen:]
+    if zlib.crc32(body, zlib.crc32(header)) != crc:
+        raise ValueError("checksum")
+    meta = json.loads(header)
+    layout = meta.pop("arrays")
+    arrays = {}
+    for name, (offset, nbytes, dtype, shape) in layout.items():
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if offset < 0 or offset + nbytes > len(body) or count * dt.itemsize != nbytes:
+            raise ValueError(f"{name}: out of bounds")
+        arrays[name] = np.frombuffer(body, dtype=dt, count=count, offset=offset).reshape(shape)
+    return meta, arrays
+
+
 def store(folder: Path, sha256: str, tags, arrays: TagArrays) -> Path | None:
     """Write the entry atomically; None (and nothing left behind) when the folder cannot be written."""
     target = entry_path(folder, sha256)
@@ -183,17 +230,19 @@ def store(folder: Path, sha256: str, tags, arrays: TagArrays) -> Path | None:
             "cloud": tags.cloud, "tags": len(arrays.names)}
     if any("\n" in n for n in arrays.names):
         return None  # names are stored one a line
+    data = pack(meta, {"names": np.frombuffer("\n".join(arrays.names).encode("utf-8"), dtype=np.uint8),
+                       "changes": np.array(arrays.changes, dtype="<i8"), "counts": arrays.counts.astype("<i8"),
+                       "str_off": arrays.str_off.astype("<i8"), "strings": arrays.strings,
+                       "lev4": arrays.lev4.astype("<i8"), "starts4": arrays.starts4.astype("<u4"),
+                       "lev6": arrays.lev6.astype("<i8"), "starts6": arrays.starts6.astype("S16")})
+    import tempfile  # only when writing (it pulls in random, shutil: a few ms of every start-up otherwise)
+
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".bin", dir=target.parent)
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                     names=np.frombuffer("\n".join(arrays.names).encode("utf-8"), dtype=np.uint8),
-                     changes=np.array(arrays.changes, dtype=np.int64),
-                     counts=arrays.counts, str_off=arrays.str_off, strings=arrays.strings,
-                     lev4=arrays.lev4, starts4=arrays.starts4, lev6=arrays.lev6,
-                     starts6=arrays.starts6.view(np.uint8).reshape(-1, 16))
+            fh.write(data)
         os.replace(tmp, target)
         return target
     except (OSError, ValueError):
@@ -207,32 +256,27 @@ def store(folder: Path, sha256: str, tags, arrays: TagArrays) -> Path | None:
 
 def load(folder: Path, sha256: str) -> tuple[dict, TagArrays] | None:
     """(meta, arrays) of the entry for ``sha256``, or None when there is none or it does not read back whole."""
-    path = entry_path(folder, sha256)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-            if (not isinstance(meta, dict) or any(k not in meta for k in _META_KEYS) or meta["format"] != FORMAT
-                    or meta["meshpcap"] != _version() or meta["sha256"] != sha256):
-                return None
-            if type(meta["change_number"]) is not int or not isinstance(meta["cloud"], str) or type(meta["tags"]) is not int:
-                return None
-            blob = bytes(z["names"]).decode("utf-8")
-            names = blob.split("\n") if blob else []
-            changes = z["changes"]
-            if len(names) != meta["tags"] or changes.dtype != np.int64 or changes.shape != (len(names),):
-                return None
-            changes = changes.tolist()
-            arrays = {k: z[k] for k in ("counts", "str_off", "strings", "lev4", "starts4", "lev6", "starts6")}
-        want = {"counts": np.int64, "str_off": np.int64, "strings": np.uint8, "lev4": np.int64,
-                "starts4": np.uint32, "lev6": np.int64, "starts6": np.uint8}
-        if any(arrays[k].dtype != np.dtype(t) for k, t in want.items()):
-            return None
-        s6 = arrays["starts6"]
-        if s6.ndim != 2 or s6.shape[1] != 16:
-            return None
-        arrays["starts6"] = np.ascontiguousarray(s6).view("S16").ravel()
-        return meta, TagArrays(names, changes, **arrays)
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, UnicodeDecodeError):
+        data = entry_path(folder, sha256).read_bytes()
+    except OSError:
         return None
-    except Exception:  # noqa: BLE001 - a damaged zip can raise from deep inside zipfile/zlib; never trust it
+    try:
+        meta, arrays = unpack(data)
+        if (not isinstance(meta, dict) or any(k not in meta for k in _META_KEYS) or meta["format"] != FORMAT
+                or meta["meshpcap"] != _version() or meta["sha256"] != sha256):
+            return None
+        if type(meta["change_number"]) is not int or not isinstance(meta["cloud"], str) or type(meta["tags"]) is not int:
+            return None
+        if set(arrays) != set(_ARRAYS) or any(arrays[k].dtype.str != t or arrays[k].ndim != nd
+                                              for k, (t, nd) in _ARRAYS.items()):
+            return None
+        blob = arrays.pop("names").tobytes().decode("utf-8")
+        names = blob.split("\n") if blob else []
+        changes = arrays.pop("changes")
+        if len(names) != meta["tags"] or changes.shape != (len(names),):
+            return None
+        return meta, TagArrays(names, changes.tolist(), **arrays)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError):
+        return None
+    except Exception:  # noqa: BLE001 - whatever a damaged entry makes numpy or json raise: never trust it
         return None

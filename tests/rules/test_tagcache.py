@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
-import zipfile
 
 import numpy as np
 import pytest
@@ -89,6 +88,10 @@ def test_unknown_tag_and_lazy_strings(pair):
     with pytest.raises(Exception) as exc:
         cached.contains("Nope", "1.1.1.1")
     assert "no service tag 'Nope'" in str(exc.value)
+    import pickle  # batch jobs may hand a loaded snapshot to worker processes
+
+    again = pickle.loads(pickle.dumps(cached))
+    assert again.tags == parsed.tags and again.tags_for("20.50.1.9") == parsed.tags_for("20.50.1.9")
 
 
 def test_a_changed_file_is_not_answered_from_the_old_entry(tmp_path):
@@ -104,7 +107,7 @@ def test_a_changed_file_is_not_answered_from_the_old_entry(tmp_path):
     assert fresh._arrays is None and fresh.contains("Sql", "41.0.0.1") and fresh.change_number == 12
     again = load_service_tags(path, cache=cache)
     assert again._arrays is not None and again.contains("Sql", "41.0.0.1") and again.change_number == 12
-    assert len(list((cache / "tag-index").glob("*.npz"))) == 2
+    assert len(list((cache / "tag-index").glob("*.bin"))) == 2
 
 
 def test_another_meshpcap_version_is_a_miss(tmp_path, monkeypatch):
@@ -113,45 +116,56 @@ def test_another_meshpcap_version_is_a_miss(tmp_path, monkeypatch):
     monkeypatch.setattr(tagcache, "_version", lambda: "9.9.9+local")
     assert load_service_tags(path, cache=tmp_path)._arrays is None
     assert load_service_tags(path, cache=tmp_path)._arrays is not None
-    assert len(list((tmp_path / "tag-index").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "tag-index").glob("*.bin"))) == 2
 
 
 def _entry(cache):
-    (found,) = (cache / "tag-index").glob("*.npz")
+    (found,) = (cache / "tag-index").glob("*.bin")
     return found
 
 
-def _rewrite(entry, **changes):
-    with np.load(entry) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays.update(changes)
-    with open(entry, "wb") as fh:
-        np.savez(fh, **arrays)
+def _rewrite(entry, meta=None, **changes):
+    """Write the entry again with some arrays (or the header) changed and a correct checksum: only the
+    structural checks can tell."""
+    old_meta, arrays = tagcache.unpack(entry.read_bytes())
+    arrays = dict(arrays, **changes)
+    entry.write_bytes(tagcache.pack(meta if meta is not None else old_meta, arrays))
+
+
+def _arrays(entry):
+    return tagcache.unpack(entry.read_bytes())[1]
 
 
 def _flip(entry, member):
-    """Flip one byte inside ``member``'s data (not its zip headers): only the CRC can tell."""
-    with zipfile.ZipFile(entry) as z:
-        info = z.getinfo(member + ".npy")
-    raw = bytearray(entry.read_bytes())
-    name_len, extra_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little"), \
-        int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
-    at = info.header_offset + 30 + name_len + extra_len + info.file_size - 1
-    raw[at] ^= 0x01
-    entry.write_bytes(bytes(raw))
+    """Flip one bit inside ``member``'s bytes: only the checksum can tell."""
+    data = bytearray(entry.read_bytes())
+    head = tagcache._HEAD.size + tagcache._HEAD.unpack_from(data)[1]
+    offset, nbytes = json.loads(bytes(data[tagcache._HEAD.size:head]))["arrays"][member][:2]
+    data[head + offset + nbytes - 1] ^= 0x01
+    entry.write_bytes(bytes(data))
+
+
+def _meta(**changes):
+    return dict({"format": tagcache.FORMAT, "meshpcap": tagcache._version(), "sha256": "0" * 64,
+                 "change_number": 11, "cloud": "Public", "tags": 5}, **changes)
 
 
 DAMAGE = {
     "truncated": lambda e: e.write_bytes(e.read_bytes()[: len(e.read_bytes()) // 2]),
     "empty": lambda e: e.write_bytes(b""),
     "garbage": lambda e: e.write_bytes(random.Random(1).randbytes(5000)),
+    "garbage after the magic": lambda e: e.write_bytes(tagcache.MAGIC + random.Random(2).randbytes(5000)),
     "flipped start": lambda e: _flip(e, "starts4"),
     "flipped strings": lambda e: _flip(e, "strings"),
-    "offsets past the end": lambda e: _rewrite(e, str_off=np.arange(6, dtype=np.int64) * 10**6),
-    "levels out of order": lambda e: _rewrite(e, lev4=np.load(e)["lev4"][::-1].copy()),
-    "wrong dtype": lambda e: _rewrite(e, starts4=np.load(e)["starts4"].astype(np.int64)),
-    "other hash": lambda e: _rewrite(e, meta=np.frombuffer(json.dumps({"format": 1, "meshpcap": tagcache._version(),
-                                     "sha256": "0" * 64, "change_number": 11, "cloud": "Public", "tags": 5}).encode(), dtype=np.uint8)),
+    "flipped header": lambda e: e.write_bytes(e.read_bytes()[:20] + b"X" + e.read_bytes()[21:]),
+    "offsets past the end": lambda e: _rewrite(e, str_off=np.arange(6, dtype="<i8") * 10**6),
+    "levels out of order": lambda e: _rewrite(e, lev4=_arrays(e)["lev4"][::-1].copy()),
+    "level past its array": lambda e: _rewrite(e, lev6=_arrays(e)["lev6"] * np.array([1, 1, 1, 2], dtype="<i8")),
+    "wrong dtype": lambda e: _rewrite(e, starts4=_arrays(e)["starts4"].astype("<i8")),
+    "an array missing": lambda e: e.write_bytes(tagcache.pack(
+        tagcache.unpack(e.read_bytes())[0], {k: v for k, v in _arrays(e).items() if k != "counts"})),
+    "other hash": lambda e: _rewrite(e, meta=_meta()),
+    "other version": lambda e: _rewrite(e, meta=_meta(sha256=e.name.split("-")[0], meshpcap="0.0.1")),
     "a tag missing": lambda e: _rewrite(e, names=np.frombuffer(b"AzureCloud\nStorage", dtype=np.uint8)),
 }
 
@@ -185,7 +199,7 @@ def test_default_cache_is_the_user_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MESHPCAP_CACHE_DIR", str(tmp_path / "c"))
     path = write(tmp_path / "t.json", doc())
     load_service_tags(path)
-    assert len(list((tmp_path / "c" / "tag-index").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "c" / "tag-index").glob("*.bin"))) == 1
     assert load_service_tags(path)._arrays is not None
 
 
