@@ -40,6 +40,23 @@ def _write(text: str, output: Optional[Path]) -> None:
             raise MeshpcapError(f"{output}: cannot write: {exc.strerror or exc}") from None
 
 
+def _write_stream(write_to, output: Optional[Path]) -> None:
+    """``write_to(write)`` writes the output in pieces, to standard output or to ``output``."""
+    if output is None or str(output) == "-":
+        write_to(sys.stdout.write)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            write_to(f.write)
+    except OSError as exc:
+        raise MeshpcapError(f"{output}: cannot write: {exc.strerror or exc}") from None
+
+
+DEFAULT_MAX_FLOWS = 10_000_000  # flows.engine.DEFAULT_MAX_FLOWS (not imported here: numpy would slow `--help`)
+_MAX_FLOWS_HELP = ("stop with one line (exit 2) when the capture has more flows than this (0: no limit); each "
+                   "flow needs about 1 KB of memory")
+
+
 def _fail(exc: BaseException) -> None:
     typer.echo(f"meshpcap: {exc}", err=True)
     raise typer.Exit(2)
@@ -51,14 +68,15 @@ def flows(
     format: FlowFormat = typer.Option(FlowFormat.table, "--format", "-f", help="table, json or csv"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output"),
     no_names: bool = typer.Option(False, "--no-names", help="skip naming (SNI, QUIC, DNS, HTTP, STUN): flows only"),
+    max_flows: int = typer.Option(DEFAULT_MAX_FLOWS, "--max-flows", min=0, help=_MAX_FLOWS_HELP),
 ) -> None:
     """List the flows of a capture, oriented client -> server, with names and outcomes."""
-    from . import read_flows
-    from .report.flows import render_flows
+    from .pipeline import read_flows
+    from .report.flows import write_flows
 
     try:
-        ft = read_flows(capture, names=not no_names)
-        _write(render_flows(ft, format), output)
+        ft = read_flows(capture, names=not no_names, max_flows=max_flows)
+        _write_stream(lambda write: write_flows(ft, format, write), output)
     except MeshpcapError as exc:
         _fail(exc)
 
@@ -80,6 +98,7 @@ def analyze(
     show_unrelated: bool = typer.Option(False, "--show-unrelated", help="also list flows unrelated to the profile"),
     fail_on: FailOn = typer.Option(FailOn.missing, "--fail-on", help="exit 1 when findings at or above this kind "
                                    "exist: blocked > missing > unexpected; never (default: blocked or missing)"),
+    max_flows: int = typer.Option(DEFAULT_MAX_FLOWS, "--max-flows", min=0, help=_MAX_FLOWS_HELP),
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
@@ -91,7 +110,7 @@ def analyze(
     try:
         report = run(capture, profile=profile, service_tags=service_tags, m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
-                     rules=rules, fail_on=fail_on.value)
+                     rules=rules, fail_on=fail_on.value, max_flows=max_flows)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or format == ReportFormat.json
         _write(render_report(report, format, show), output)

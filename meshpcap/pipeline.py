@@ -12,9 +12,9 @@ from pathlib import Path
 
 from .capture import open_capture
 from .decode.frames import decode_batch
-from .flows.engine import FlowBuilder, prepare
+from .flows.engine import FlowBuilder, FlowLimitError, prepare
 from .flows.model import FlowTable
-from .flows.records import build_records, flow_order
+from .flows.records import build_records, naming_jobs, with_flow_ids
 
 
 def _decode(batch):
@@ -37,28 +37,33 @@ def retain_until_exit() -> None:
 
 
 def read_flows(path: str | os.PathLike, names: bool = True, idle_seconds: float | None = None,
-               batch_bytes: int | None = None) -> FlowTable:
+               batch_bytes: int | None = None, max_flows: int | None = None) -> FlowTable:
     """Read a capture and return its flows (``.to_dataframe()`` for pandas).
 
     ``names=False`` skips the naming stage (SNI, QUIC, DNS, HTTP, STUN details):
     only the flow table is built.  Raises :class:`meshpcap.errors.CaptureError` when
     the file cannot be read at all; damage inside the capture is reported in
     ``capture["truncated"]`` and ``capture["undecoded"]`` instead.  ``batch_bytes``
-    sets the reader's batch size (the result does not depend on it).
+    sets the reader's batch size (the result does not depend on it).  ``max_flows`` (None or 0:
+    no limit) stops with :class:`meshpcap.flows.engine.FlowLimitError` when the capture has more
+    flows; ``FlowTable.flows`` makes its records when read (memory about 0.5 KB per flow).
     """
     # Reading builds many small objects and no reference cycles: the cyclic collector's passes
     # over an ever larger heap would cost about a tenth of the run, so it waits until the end.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _read_flows(path, names, idle_seconds, batch_bytes)
+        return _read_flows(path, names, idle_seconds, batch_bytes, max_flows)
+    except FlowLimitError as exc:
+        raise FlowLimitError(exc.limit, str(path)) from None
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None, batch_bytes: int | None) -> FlowTable:
-    kwargs = {}
+def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None, batch_bytes: int | None,
+                max_flows: int | None) -> FlowTable:
+    kwargs = {"max_flows": max_flows}
     if idle_seconds is not None:
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
     builder = FlowBuilder(evidence=names, **kwargs)
@@ -84,12 +89,16 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
     if names:
         from .flows.naming import name_flows
 
-        jobs = flow_order(raw)
+        jobs = naming_jobs(raw)  # the flows with payloads; the others only get DNS names, when their record is made
         n, names_list = name_flows(raw, jobs, early)
         named = dict(zip((fid for fid, _ in jobs), names_list))
+        dns_names = n._dns_and_choice if n._resolved else None
 
-        def _named(fid: int, a_is_client: bool) -> dict:
-            return named[fid]
+        def _named(fid: int, a_is_client: bool) -> dict | None:
+            got = named.get(fid)
+            if got is None and dns_names is not None:
+                got = dns_names(fid, a_is_client, {})
+            return got
 
         namer = _named
 
@@ -98,7 +107,7 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
         stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
     flows = build_records(raw, namer)
     if names:
-        dns_events = n.link_dns_events(flows)
+        dns_events = with_flow_ids(n.dns_events, n._dns_event_fid, raw)
     if _retained is not None:
         _retained.append((builder, raw, early, namer))
     capture = info.to_dict()
@@ -170,6 +179,7 @@ def analyze(
     rules: str | os.PathLike | None = None,
     fail_on: str = "missing",
     use_cache: bool = True,
+    max_flows: int | None = None,
 ):
     """Judge a capture against a profile and return a :class:`meshpcap.report.analysis.Report`.
 
@@ -193,7 +203,7 @@ def analyze(
         tags_path = cached_service_tags()
     if tags_path is not None:
         tags = load_service_tags(tags_path)
-    ft = read_flows(path)
+    ft = read_flows(path, max_flows=max_flows)
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
     profile_info = {

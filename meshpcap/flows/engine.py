@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..decode import frames as F
+from ..errors import MeshpcapError
 from .model import IcmpError, icmp_description
 
 UDP_IDLE_NS = 300 * 1_000_000_000
@@ -42,6 +43,20 @@ EVIDENCE_DNS = 10_000  # DNS datagrams kept per flow
 
 _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5)]
+
+
+DEFAULT_MAX_FLOWS = 10_000_000  # about 10 GB of memory at the peak of `analyze`; see FlowLimitError
+
+
+class FlowLimitError(MeshpcapError):
+    """The capture has more flows than the limit the caller set (``--max-flows``): reading stops
+    with one line rather than with an exhausted machine."""
+
+    def __init__(self, limit: int, path: str | None = None) -> None:
+        self.limit = limit
+        self.path = path
+        super().__init__(f"{path + ': ' if path else ''}more than {limit:,} flows (the --max-flows limit; each flow needs about 1 KB of memory): "
+                         f"give a larger --max-flows, or 0 for no limit, to read it all")
 
 
 class TcpFacts:
@@ -82,7 +97,8 @@ _new_evidence = partial(tuple.__new__, Evidence)  # Evidence from one row, witho
 
 
 class _Grow:
-    """A growable numpy column."""
+    """A growable numpy column (by half its size: with millions of flows, doubling would leave
+    up to half of every per-flow column unused)."""
 
     __slots__ = ("a",)
 
@@ -91,16 +107,104 @@ class _Grow:
 
     def ensure(self, n: int, fill=0) -> None:
         if n > len(self.a):
-            new = np.full(max(n, 2 * len(self.a)), fill, self.a.dtype)
+            new = np.full(max(n, len(self.a) + len(self.a) // 2), fill, self.a.dtype)
             new[: len(self.a)] = self.a
             self.a = new
+
+
+class SlotTable:
+    """Canonical 5-tuples and their slot numbers, held in columns: no Python object per 5-tuple
+    (a dict of key tuples cost about 400 bytes per flow of a scan).
+
+    A sorted array of key hashes maps each hash to the first slot that had it, and the key
+    columns confirm the match; a key whose hash another key already holds (a 64-bit
+    collision) lives in a small dict instead.  ``table[slot]`` is the key tuple
+    ``(proto, ip_version, a_hi, a_lo, b_hi, b_lo, a_port, b_port)``."""
+
+    KEY_DTYPES = (np.uint8, np.uint8, np.uint64, np.uint64, np.uint64, np.uint64, np.int32, np.int32)
+
+    def __init__(self) -> None:
+        self.columns = [_Grow(dt) for dt in self.KEY_DTYPES]
+        self.n = 0
+        self.hashes = np.zeros(0, np.uint64)  # sorted
+        self.hash_slot = np.zeros(0, np.int64)  # the slot of each hash
+        self.collided: dict[tuple, int] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, slot: int) -> tuple:
+        if not -self.n <= slot < self.n:
+            raise IndexError(slot)
+        slot %= self.n
+        return tuple(int(c.a[slot]) for c in self.columns)
+
+    def _append(self, keys: tuple[np.ndarray, ...]) -> np.ndarray:
+        """New slots for these keys (columns); returns their numbers."""
+        k = len(keys[0])
+        first = self.n
+        self.n += k
+        for col, part in zip(self.columns, keys):
+            col.ensure(self.n)
+            col.a[first : self.n] = part
+        return np.arange(first, self.n, dtype=np.int64)
+
+    def lookup(self, keys: tuple[np.ndarray, ...], key_hash: np.ndarray) -> np.ndarray:
+        """The slot of each key (distinct keys, one per batch group), new ones added."""
+        slot = np.full(key_hash.size, -1, np.int64)
+        slow = np.zeros(key_hash.size, bool)
+        if self.hashes.size:
+            pos = np.minimum(np.searchsorted(self.hashes, key_hash), self.hashes.size - 1)
+            hit = self.hashes[pos] == key_hash
+            cand = self.hash_slot[pos]
+            same = hit.copy()
+            for col, part in zip(self.columns, keys):
+                same &= col.a[cand] == part
+            slot[same] = cand[same]
+            slow = hit & ~same  # a collision with an earlier key, or a key that collided before
+        fresh = np.nonzero((slot < 0) & ~slow)[0]
+        if fresh.size:
+            # two new keys of one hash (a collision inside the batch): the later ones go the slow way
+            fh = key_hash[fresh]
+            order = np.argsort(fh, kind="stable")
+            dup = np.zeros(fresh.size, bool)
+            dup[order[1:]] = fh[order[1:]] == fh[order[:-1]]
+            slow[fresh[dup]] = True
+            fresh = fresh[~dup]
+            new = self._append(tuple(part[fresh] for part in keys))
+            slot[fresh] = new
+            by_hash = np.argsort(key_hash[fresh], kind="stable")  # np.insert keeps the order it is given
+            nh, new = key_hash[fresh][by_hash], new[by_hash]
+            at = np.searchsorted(self.hashes, nh)
+            self.hashes = np.insert(self.hashes, at, nh)
+            self.hash_slot = np.insert(self.hash_slot, at, new)
+        if slow.any():
+            for g in np.nonzero(slow)[0].tolist():
+                key = tuple(int(part[g]) for part in keys)
+                s = self.collided.get(key)
+                if s is None:
+                    s = self.collided[key] = int(self._append(tuple(part[g : g + 1] for part in keys))[0])
+                slot[g] = s
+        return slot
+
+    def find(self, key: tuple) -> int | None:
+        """The slot of one key tuple, or None."""
+        s = self.collided.get(key)
+        if s is not None or not self.hashes.size:
+            return s
+        h = _key_hash(_key_columns(*([v] for v in key)))
+        pos = min(int(np.searchsorted(self.hashes, h[0])), self.hashes.size - 1)
+        if self.hashes[pos] != h[0]:
+            return None
+        s = int(self.hash_slot[pos])
+        return s if self[s] == tuple(key) else None
 
 
 @dataclass(slots=True)
 class RawFlows:
     """What the builder hands to the naming stage and the record writer."""
 
-    slot_keys: list[tuple]
+    slot_keys: SlotTable  # slot -> canonical 5-tuple
     flow_slot: np.ndarray
     pk_a: np.ndarray
     pk_b: np.ndarray
@@ -135,9 +239,28 @@ class Grouped:
     first_pos: np.ndarray  # each group's first packet
     inv: np.ndarray  # each packet's group
     keys: tuple[np.ndarray, ...]  # per group: proto, ip version, a_hi, a_lo, b_hi, b_lo, a_port, b_port
+    key_hash: np.ndarray  # per group: the 64-bit hash of its key (:func:`_key_hash`; equal for different keys only on a collision)
     stun_at: np.ndarray  # packets that are STUN messages (RFC 8489 section 5)
     stun_cls: np.ndarray  # their class: 0 request, 1 indication, 2 success, 3 error
     chan_at: np.ndarray  # packets that are TURN ChannelData (RFC 8656 section 12.4)
+
+
+def _key_hash(cols) -> np.ndarray:
+    """A 64-bit hash per row of the key columns (proto<<8|version, a_hi, a_lo, b_hi, b_lo, a_port<<16|b_port)."""
+    with np.errstate(over="ignore"):
+        h = np.zeros(cols[0].size, np.uint64)
+        for c, k in zip(cols, _K):
+            h = (h ^ c) * k
+            h ^= h >> np.uint64(29)
+    return h
+
+
+def _key_columns(proto, ver, ah, al, bh, bl, ap, bp) -> tuple[np.ndarray, ...]:
+    """The columns :func:`_key_hash` hashes, from the eight parts of canonical 5-tuples."""
+    ports = ((np.asarray(ap, np.int64) << 16) | np.asarray(bp, np.int64)).astype(np.uint64)
+    pv = ((np.asarray(proto, np.int64) << 8) | np.asarray(ver, np.int64)).astype(np.uint64)
+    return (pv, np.asarray(ah, np.uint64), np.asarray(al, np.uint64), np.asarray(bh, np.uint64),
+            np.asarray(bl, np.uint64), ports)
 
 
 def group_batch(data, d: F.Decoded) -> Grouped:
@@ -158,14 +281,8 @@ def group_batch(data, d: F.Decoded) -> Grouped:
     src_a = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp))))
     ah, al, ap = np.where(src_a, sh, dh), np.where(src_a, sl, dl), np.where(src_a, sp, dp)
     bh, bl, bp = np.where(src_a, dh, sh), np.where(src_a, dl, sl), np.where(src_a, dp, sp)
-    ports = ((ap << 16) | bp).astype(np.uint64)
-    pv = ((proto << 8) | ver).astype(np.uint64)
-    cols = (pv, ah, al, bh, bl, ports)
-    with np.errstate(over="ignore"):
-        h = np.zeros(pidx.size, np.uint64)
-        for c, k in zip(cols, _K):
-            h = (h ^ c) * k
-            h ^= h >> np.uint64(29)
+    cols = _key_columns(proto, ver, ah, al, bh, bl, ap, bp)
+    h = _key_hash(cols)
     # one stable sort groups the batch: ``perm`` lists each 5-tuple's packets together, in capture order
     perm = np.argsort(h, kind="stable")
     hs = h[perm]
@@ -200,7 +317,8 @@ def group_batch(data, d: F.Decoded) -> Grouped:
         if stun_at.size:
             mtype = g.u16(upay[ustun])
             stun_cls = (((mtype >> 4) & 1) | ((mtype >> 7) & 2)).astype(np.int8)
-    return Grouped(undecoded, pidx, proto, src_a, perm, first_pos, inv, keys, stun_at, stun_cls, chan_at)
+    return Grouped(undecoded, pidx, proto, src_a, perm, first_pos, inv, keys, h[first_pos], stun_at, stun_cls,
+                   chan_at)
 
 
 # Decoded columns FlowBuilder.add does not read for a batch that prepare grouped
@@ -225,11 +343,11 @@ def prepare(batch, d: F.Decoded, trim: bool = False) -> Grouped | None:
 class FlowBuilder:
     """Feed it decoded batches in capture order; ``finish()`` returns :class:`RawFlows`."""
 
-    def __init__(self, idle_ns: int = UDP_IDLE_NS, evidence: bool = True) -> None:
+    def __init__(self, idle_ns: int = UDP_IDLE_NS, evidence: bool = True, max_flows: int | None = None) -> None:
         self.idle_ns = idle_ns
+        self.max_flows = max_flows  # None or 0: no limit (see FlowLimitError)
         self.keep_evidence = evidence
-        self.slots: dict[tuple, int] = {}
-        self.slot_keys: list[tuple] = []
+        self.slot_keys = SlotTable()  # canonical 5-tuple of each slot; a slot holds one 5-tuple's flows in turn
         self.slot_cur = _Grow(np.int64, -1)
         self.slot_last = _Grow(np.int64, 0)
         self.nflows = 0
@@ -261,6 +379,8 @@ class FlowBuilder:
     # ------------------------------------------------------------------ flows
     def _new_flow(self, slot: int, record: int, from_a: bool, ns: int) -> int:
         fid = self.nflows
+        if self.max_flows and fid >= self.max_flows:
+            raise FlowLimitError(self.max_flows)
         self.nflows += 1
         if self.nflows > len(self.f_slot.a):  # grow every per-flow column at once, doubling
             for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap,
@@ -274,7 +394,7 @@ class FlowBuilder:
         self.f_slot.a[fid] = slot
         self.f_first_a.a[fid] = from_a
         self.slot_cur.a[slot] = fid
-        if self.slot_keys[slot][0] == F.PROTO_TCP:
+        if self.slot_keys.columns[0].a[slot] == F.PROTO_TCP:
             self.tcp[fid] = TcpFacts()
         return fid
 
@@ -301,18 +421,10 @@ class FlowBuilder:
             return
         proto, src_a, perm, first_pos, inv = gb.proto, gb.src_a, gb.perm, gb.first_pos, gb.inv
 
-        # ---- map batch groups to global slots (one dict lookup per distinct 5-tuple)
-        gslot = np.empty(first_pos.size, np.int64)
-        slots = self.slots
-        for g, key in enumerate(zip(*(c.tolist() for c in gb.keys))):
-            s = slots.get(key)
-            if s is None:
-                s = len(self.slot_keys)
-                slots[key] = s
-                self.slot_keys.append(key)
-                self.slot_cur.ensure(s + 1, -1)
-                self.slot_last.ensure(s + 1, 0)
-            gslot[g] = s
+        # ---- map batch groups to global slots
+        gslot = self.slot_keys.lookup(gb.keys, gb.key_hash)
+        self.slot_cur.ensure(len(self.slot_keys), -1)
+        self.slot_last.ensure(len(self.slot_keys), 0)
         pslot = gslot[inv]
         cur_at_start = self.slot_cur.a[pslot].copy()
 
@@ -576,7 +688,7 @@ class FlowBuilder:
             key = (proto, ver, sh, sl, dh, dl, sp, dp)
         else:
             key = (proto, ver, dh, dl, sh, sl, dp, sp)
-        slot = self.slots.get(key)
+        slot = self.slot_keys.find(key)
         if slot is None:
             return
         lo, hi = ranges.get(slot, (0, 0))
@@ -593,21 +705,23 @@ class FlowBuilder:
         self.icmp.setdefault(fid, []).append((err, a_is_src))
 
     def finish(self) -> RawFlows:
+        """The flows built so far (the columns are views of the builder's, not copies: with millions
+        of flows a copy of each would double the peak)."""
         nf = self.nflows
         return RawFlows(
             slot_keys=self.slot_keys,
-            flow_slot=self.f_slot.a[:nf].copy(),
-            pk_a=self.f_pk_a.a[:nf].copy(),
-            pk_b=self.f_pk_b.a[:nf].copy(),
-            by_a=self.f_by_a.a[:nf].copy(),
-            by_b=self.f_by_b.a[:nf].copy(),
-            first_ns=self.f_first.a[:nf].copy(),
-            last_ns=self.f_last.a[:nf].copy(),
-            first_rec=self.f_first_rec.a[:nf].copy(),
-            first_from_a=self.f_first_a.a[:nf].copy(),
-            encapsulated=self.f_encap.a[:nf].copy(),
-            fragments=self.f_frag.a[:nf].copy(),
-            stun_counts=self.f_stun[:nf].copy(),
+            flow_slot=self.f_slot.a[:nf],
+            pk_a=self.f_pk_a.a[:nf],
+            pk_b=self.f_pk_b.a[:nf],
+            by_a=self.f_by_a.a[:nf],
+            by_b=self.f_by_b.a[:nf],
+            first_ns=self.f_first.a[:nf],
+            last_ns=self.f_last.a[:nf],
+            first_rec=self.f_first_rec.a[:nf],
+            first_from_a=self.f_first_a.a[:nf],
+            encapsulated=self.f_encap.a[:nf],
+            fragments=self.f_frag.a[:nf],
+            stun_counts=self.f_stun[:nf],
             tcp=self.tcp,
             icmp=self.icmp,
             evidence=dict(self.evidence),
@@ -637,8 +751,8 @@ def _addr(ver: int, hi: int, lo: int) -> str:
     key = (ver, hi, lo)
     text = _ADDR_TEXT.get(key)
     if text is None:
-        if ver == 4:
-            text = str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+        if ver == 4:  # what str(IPv4Address) gives, five times faster
+            text = "%d.%d.%d.%d" % (lo >> 24 & 255, lo >> 16 & 255, lo >> 8 & 255, lo & 255)
         else:
             text = str(ipaddress.IPv6Address((hi << 64) | lo))
         if len(_ADDR_TEXT) >= 1 << 16:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
@@ -246,7 +247,8 @@ class FlowTable:
     """Flows of one capture plus what the capture said about itself."""
 
     capture: dict[str, Any]
-    flows: list[Flow] = field(default_factory=list)
+    # a list, or (from read_flows) a FlowRecords: a read-only sequence that makes its records when read
+    flows: Sequence[Flow] = field(default_factory=list)
     dns: list[DnsEvent] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -254,7 +256,7 @@ class FlowTable:
         return {
             "schema": FLOWS_SCHEMA,
             "capture": self.capture,
-            "flows": [f.to_dict() for f in self.flows],
+            "flows": [f.to_dict() for f in getattr(self.flows, "stream", lambda: self.flows)()],
             "dns": [e.to_dict() for e in self.dns],
             "stats": self.stats,
         }
@@ -263,7 +265,7 @@ class FlowTable:
         """One row per flow; the columns are present even when there are no flows."""
         import pandas as pd
 
-        rows = [f.to_dict() for f in self.flows]
+        rows = [f.to_dict() for f in getattr(self.flows, "stream", lambda: self.flows)()]
         return pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
 
     def dns_dataframe(self):

@@ -376,3 +376,71 @@ def test_batch_size_never_matters(tmp_path, pkts, batch_bytes):
         recs.append((t, _POOL[k]))
     p = B.write_pcap(tmp_path / "prop.pcap", recs, linktype=101)
     assert _comparable(_read(p, batch_bytes=batch_bytes)) == _comparable(_read(p))
+
+
+# ---------------------------------------------------------------- the slot table: hash collisions
+@pytest.mark.parametrize("buckets", [1, 4])
+@pytest.mark.parametrize("batch_bytes", [None, 256])
+def test_hash_collisions_change_nothing(tmp_path, monkeypatch, buckets, batch_bytes):
+    """5-tuples are found by a 64-bit hash, confirmed against the key: with a hash of one or four
+    values (every key colliding, in one batch and across batches) the flows are the same."""
+    import numpy as np
+
+    from meshpcap.flows import engine
+
+    p = tmp_path / "busy.pcap"
+    _busy_capture(p)
+    want = _comparable(_read(p, batch_bytes=batch_bytes))
+    real = engine._key_hash
+    monkeypatch.setattr(engine, "_key_hash", lambda cols: real(cols) & np.uint64(buckets - 1))
+    got = _read(p, batch_bytes=batch_bytes)
+    assert _comparable(got) == want
+    assert len(got.flows) > 10
+
+
+def test_slot_table_finds_each_key_once():
+    import numpy as np
+
+    from meshpcap.flows.engine import SlotTable, _key_columns, _key_hash
+
+    keys = [(6, 4, 0, 1, 0, 2, 40000, 443), (17, 4, 0, 1, 0, 2, 40000, 443), (17, 6, 2**63, 5, 2**64 - 1, 7, 1, 2)]
+    table = SlotTable()
+    dtypes = (np.int64, np.int64, np.uint64, np.uint64, np.uint64, np.uint64, np.int64, np.int64)  # as group_batch's
+    cols = tuple(np.array(c, dtype=dt) for c, dt in zip(zip(*keys), dtypes))
+    h = _key_hash(_key_columns(*cols))
+    first = table.lookup(cols, h)
+    again = table.lookup(tuple(c[::-1] for c in cols), h[::-1])
+    assert first.tolist() == [0, 1, 2] and again.tolist() == [2, 1, 0]
+    assert [table[s] for s in range(3)] == keys and list(table) == keys
+    assert [table.find(k) for k in keys] == [0, 1, 2]
+    assert table.find((6, 4, 0, 1, 0, 2, 40000, 444)) is None
+
+
+# ---------------------------------------------------------------- FlowRecords: a sequence made when read
+def test_flow_records_behave_as_a_list(tmp_path):
+    p = tmp_path / "busy.pcap"
+    _busy_capture(p)
+    ft = _read(p)
+    recs = ft.flows
+    streamed = list(recs.stream(chunk=3))
+    assert recs._kept is None  # stream() keeps nothing
+    assert len(recs) == len(streamed) > 10
+    assert recs[0] == streamed[0] and recs[-1] == streamed[-1] and recs[2:5] == streamed[2:5]
+    assert [f.id for f in streamed] == list(range(1, len(streamed) + 1))
+    with pytest.raises(IndexError):
+        recs[len(recs)]
+    assert recs == streamed and list(recs) == streamed and recs[1] == streamed[1]
+    assert recs._kept is not None  # a full iteration keeps the records for the next
+
+
+# ---------------------------------------------------------------- --max-flows
+def test_max_flows_stops_with_one_line(tmp_path):
+    from meshpcap.flows.engine import FlowLimitError
+
+    p = tmp_path / "busy.pcap"
+    _busy_capture(p)
+    n = len(_read(p, names=False).flows)
+    assert len(_read(p, names=False, max_flows=n).flows) == n
+    with pytest.raises(FlowLimitError) as err:
+        _read(p, names=False, max_flows=n - 1, batch_bytes=256)
+    assert str(err.value).startswith(f"{p}: more than {n - 1:,} flows") and "\n" not in str(err.value)
