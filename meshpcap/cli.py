@@ -113,7 +113,10 @@ def analyze(
                      rules=rules, fail_on=fail_on.value, max_flows=max_flows)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or format == ReportFormat.json
-        _write(render_report(report, format, show), output)
+        if format == ReportFormat.json:  # written in pieces: millions of flows are never one text
+            _write_stream(lambda write: report.write_json(write, show), output)
+        else:
+            _write(render_report(report, format, show), output)
     except MeshpcapError as exc:
         _fail(exc)
     if failing(report.judgement.findings, fail_on.value):

@@ -114,13 +114,13 @@ def write_flows_json(ft: FlowTable, write) -> None:
     FlowTable.to_dict's order)."""
     write('{\n  "schema": ' + json_indent2(FLOWS_SCHEMA) + ',\n  "capture": ' + json_indent2(ft.capture, "  ")
           + ',\n  "flows": ')
-    _write_json_list((f.to_dict() for f in _stream(ft.flows)), "  ", write)
+    write_json_list((f.to_dict() for f in _stream(ft.flows)), "  ", write)
     write(',\n  "dns": ')
-    _write_json_list((e.to_dict() for e in ft.dns), "  ", write)
+    write_json_list((e.to_dict() for e in ft.dns), "  ", write)
     write(',\n  "stats": ' + json_indent2(ft.stats, "  ") + "\n}\n")
 
 
-def _write_json_list(items, ind: str, write) -> None:
+def write_json_list(items, ind: str, write) -> None:
     """A JSON list of ``items`` (an iterator of dicts) at indent ``ind``, as json.dumps(indent=2) writes it."""
     lead = ",\n" + ind + "  "
     encode = _item_encoder()
