@@ -114,6 +114,7 @@ def _read_flows(path: str | os.PathLike, names: bool, idle_seconds: float | None
     capture["path"] = str(Path(path))
     capture["decoded"] = raw.decoded
     capture["undecoded"] = dict(sorted(raw.undecoded.items()))
+    capture["duplicates_dropped"] = raw.duplicates  # also in undecoded["duplicate"], so that packets == decoded + undecoded
     return FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
 
 

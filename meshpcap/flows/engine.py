@@ -41,6 +41,22 @@ EVIDENCE_UDP = 8  # datagrams kept per flow direction (QUIC Initials, first STUN
 EVIDENCE_STUN = 64  # STUN messages kept per flow direction beyond the first datagrams
 EVIDENCE_DNS = 10_000  # DNS datagrams kept per flow
 
+# Duplicate packets (a SPAN port mirroring both directions, Windows pktmon seeing one packet at
+# several points of the stack, a capture merged with itself).  A copy is a packet whose bytes equal
+# those of the latest earlier packet with the same prefilter key, among the last DUP_PACKETS
+# packets and less than DUP_WINDOW_NS from it.  A copy is dropped (counted once) when it came on
+# another interface, or carries a payload, a SYN or a FIN (or is not TCP): no endpoint sends those
+# twice within a millisecond.  A TCP ACK or RST without payload legitimately repeats byte for byte
+# (a host answers each segment of a closed connection with the same RST, IP ID 0; duplicate ACKs
+# without timestamps are identical: six real captures have such pairs), so such a copy is dropped
+# only after DUP_SYSTEMATIC copies of the first kind, which show that the capture duplicates.
+# (editcap -D compares by packet count alone: it also drops a SYN-ACK retransmitted 6 ms later.)
+DUP_WINDOW_NS = 1_000_000
+DUP_PACKETS = 1024
+DUP_SYSTEMATIC = 2
+_DUP_AT = (12, 16, 24, 36, 48)  # frame offsets of the 32-bit words in the prefilter key (EtherType, IP ID,
+#                                 checksum, TCP sequence, TCP checksum for Ethernet + IPv4 + TCP), and the last word
+
 _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5)]
 
@@ -217,12 +233,15 @@ class RawFlows:
     encapsulated: np.ndarray
     fragments: np.ndarray
     stun_counts: np.ndarray  # (flows, 5): request, indication, success, error, channel data
+    interface_mask: np.ndarray  # uint64 per flow: bit i set when the flow had a packet on interface i < 64
     tcp: dict[int, TcpFacts]
     icmp: dict[int, list[tuple[IcmpError, bool]]]  # (error, quoted packet went a->b)
     evidence: dict[int, list[Evidence]]
     undecoded: Counter = field(default_factory=Counter)
     dns_parsed: dict[int, object] = field(default_factory=dict)  # record -> DNS parse (or DecodeError) made early
     decoded: int = 0
+    interfaces_high: dict[int, set] = field(default_factory=dict)  # flow -> interfaces numbered 64 and up
+    duplicates: int = 0  # packets dropped as duplicates (counted in undecoded["duplicate"] too)
 
 
 @dataclass(slots=True)
@@ -340,11 +359,97 @@ def prepare(batch, d: F.Decoded, trim: bool = False) -> Grouped | None:
     return grouped
 
 
+def _without(g: Grouped, drop: np.ndarray) -> Grouped:
+    """``g`` as :func:`group_batch` makes it when the batch packets in ``drop`` are left out."""
+    keep = ~drop[g.pidx]
+    new_pos = np.cumsum(keep) - 1  # position of each kept packet among the kept
+    old_inv = g.inv[keep]
+    alive = np.zeros(g.first_pos.size, bool)
+    alive[old_inv] = True
+    renumber = np.cumsum(alive) - 1
+    inv = renumber[old_inv]
+    perm = np.argsort(inv, kind="stable")  # groups in their old (hash) order, capture order within
+    starts = np.ones(perm.size, bool)
+    starts[1:] = inv[perm][1:] != inv[perm][:-1]
+    stun_kept, chan_kept = keep[g.stun_at], keep[g.chan_at]
+    return Grouped(g.undecoded, g.pidx[keep], g.proto[keep], g.src_a[keep], perm, perm[starts], inv,
+                   tuple(k[alive] for k in g.keys), g.key_hash[alive], new_pos[g.stun_at[stun_kept]],
+                   g.stun_cls[stun_kept], new_pos[g.chan_at[chan_kept]])
+
+
+class _DuplicateFinder:
+    """Finds duplicate packets across batches (see DUP_WINDOW_NS): a columnar prefilter key per
+    packet (length, link type and six words of its bytes), one sort per batch, and a byte
+    comparison only for the packets whose key equals an earlier one's within the window."""
+
+    def __init__(self, window_ns: int = DUP_WINDOW_NS, packets: int = DUP_PACKETS) -> None:
+        self.window_ns = window_ns
+        self.packets = packets
+        # the last `packets` packets of earlier batches: keys, timestamps and bytes
+        self.tail_key = np.zeros(0, np.uint64)
+        self.tail_ts = np.zeros(0, np.int64)
+        self.tail_iface = np.zeros(0, np.int64)
+        self.tail_bytes: list[bytes] = []
+
+    def find(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        """Masks over the batch: the packets that copy an earlier one, and those of them whose
+        original came on another interface."""
+        n = len(batch)
+        data, off, cap = batch.data, batch.offset, batch.caplen.astype(np.int64)
+        g = F._Gather(data)
+        last = np.maximum(cap - 4, 0)
+        cols = [cap.astype(np.uint64), batch.linktype.astype(np.uint64)]
+        cols += [g.u32(off + np.minimum(at, last)).astype(np.uint64) for at in _DUP_AT]
+        cols.append(g.u32(off + last).astype(np.uint64))
+        key = _key_hash(cols)
+        nt = self.tail_key.size
+        keys = np.concatenate([self.tail_key, key])
+        ts = np.concatenate([self.tail_ts, batch.ts_ns.astype(np.int64)])
+        iface = np.concatenate([self.tail_iface, batch.interface.astype(np.int64)])
+        order = np.argsort(keys, kind="stable")  # capture order within one key
+        ks = keys[order]
+        same = np.zeros(order.size, bool)
+        same[1:] = ks[1:] == ks[:-1]
+        cur, prev = order[1:][same[1:]], order[:-1][same[1:]]  # a packet and the latest earlier one of its key
+        near = (cur >= nt) & (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
+        dup = np.zeros(n, bool)
+        other_iface = np.zeros(n, bool)
+        if near.any():
+            tail = self.tail_bytes
+
+            def frame(i: int) -> bytes:
+                if i < nt:
+                    return tail[i]
+                o = int(off[i - nt])
+                return data[o : o + int(cap[i - nt])]
+
+            for c, p in zip(cur[near].tolist(), prev[near].tolist()):
+                if frame(c) == frame(p):
+                    dup[c - nt] = True
+                    other_iface[c - nt] = iface[c] != iface[p]
+        # the new tail: the last `packets` packets, this batch's included
+        keep = min(self.packets, nt + n)
+        from_batch = min(keep, n)
+        old = keep - from_batch
+        self.tail_key = keys[-keep:] if keep else keys[:0]
+        self.tail_ts = ts[-keep:] if keep else ts[:0]
+        self.tail_iface = iface[-keep:] if keep else iface[:0]
+        self.tail_bytes = (self.tail_bytes[nt - old :] if old else []) + [
+            data[int(o) : int(o) + int(c)] for o, c in zip(off[n - from_batch :].tolist(), cap[n - from_batch :].tolist())]
+        return dup, other_iface
+
+
 class FlowBuilder:
     """Feed it decoded batches in capture order; ``finish()`` returns :class:`RawFlows`."""
 
-    def __init__(self, idle_ns: int = UDP_IDLE_NS, evidence: bool = True, max_flows: int | None = None) -> None:
+    def __init__(self, idle_ns: int = UDP_IDLE_NS, evidence: bool = True, max_flows: int | None = None,
+                 duplicates: bool = True) -> None:
         self.idle_ns = idle_ns
+        self.dups = _DuplicateFinder() if duplicates else None  # None: every packet counts, duplicates too
+        self.duplicates = 0
+        self.strong_copies = 0  # copies seen that no endpoint would send (see DUP_SYSTEMATIC)
+        self.f_ifmask = _Grow(np.uint64)
+        self.if_high: dict[int, set] = {}
         self.max_flows = max_flows  # None or 0: no limit (see FlowLimitError)
         self.keep_evidence = evidence
         self.slot_keys = SlotTable()  # canonical 5-tuple of each slot; a slot holds one 5-tuple's flows in turn
@@ -384,7 +489,7 @@ class FlowBuilder:
         self.nflows += 1
         if self.nflows > len(self.f_slot.a):  # grow every per-flow column at once, doubling
             for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap,
-                      self.f_frag, self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b):
+                      self.f_frag, self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b, self.f_ifmask):
                 g.ensure(self.nflows)
             self.f_first.ensure(self.nflows, np.iinfo(np.int64).max)
             self.f_last.ensure(self.nflows, np.iinfo(np.int64).min)
@@ -415,6 +520,12 @@ class FlowBuilder:
             gb = grouped
         for reason, cnt in gb.undecoded:
             self.undecoded[reason] += cnt
+        if self.dups is not None:
+            dup = self._duplicates(batch, d, gb)
+            if dup is not None:
+                gb = _without(gb, dup)
+                self.duplicates += int(dup.sum())
+                self.undecoded["duplicate"] += int(dup.sum())
         pidx = gb.pidx
         self.decoded += int(pidx.size)
         if pidx.size == 0:
@@ -552,6 +663,7 @@ class FlowBuilder:
         enc = d.encapsulated[pidx]
         if enc.any():
             self.f_encap.a[fid[enc]] = True
+        self._interfaces(batch.interface[pidx], fid)
 
         # ---- STUN and TURN ChannelData counted on every UDP datagram (classified by group_batch)
         is_udp = proto == F.PROTO_UDP
@@ -570,6 +682,32 @@ class FlowBuilder:
             self._evidence(data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf)
 
     # ------------------------------------------------------------------ helpers
+    def _duplicates(self, batch, d: F.Decoded, gb: Grouped) -> np.ndarray | None:
+        """The decoded packets of the batch to drop as copies (see DUP_SYSTEMATIC), or None."""
+        copy, other_iface = self.dups.find(batch)
+        copy &= d.reason == F.OK
+        if not copy.any():
+            return None
+        bare = np.zeros(len(batch), bool)  # TCP ACKs and RSTs without payload (no SYN, no FIN: those are not re-sent so soon)
+        bare[gb.pidx] = ((gb.proto == F.PROTO_TCP) & (d.payload_len[gb.pidx] == 0)
+                         & ((d.tcp_flags[gb.pidx] & (TCP_SYN | TCP_FIN)) == 0))
+        strong = copy & (~bare | other_iface)
+        before = self.strong_copies + np.cumsum(strong) - strong  # strong copies earlier in the capture
+        self.strong_copies += int(strong.sum())
+        drop = strong | (copy & bare & (before >= DUP_SYSTEMATIC))
+        return drop if drop.any() else None
+
+    def _interfaces(self, iface: np.ndarray, fid: np.ndarray) -> None:
+        """Note the capture interface of each packet's flow (pcapng: several interfaces)."""
+        lo, hi = int(iface.min()), int(iface.max())
+        if lo == hi and hi < 64:  # the usual batch: one interface
+            self.f_ifmask.a[np.unique(fid)] |= np.uint64(1 << hi)
+            return
+        low = iface < 64
+        np.bitwise_or.at(self.f_ifmask.a, fid[low], np.left_shift(np.uint64(1), iface[low].astype(np.uint64)))
+        for f, i in zip(fid[~low].tolist(), iface[~low].tolist()):
+            self.if_high.setdefault(f, set()).add(i)
+
     def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf) -> None:
         pcap_ = d.payload_cap[pidx]
         cand = np.nonzero((pcap_ > 0) & (is_tcp | is_udp))[0]
@@ -722,12 +860,15 @@ class FlowBuilder:
             encapsulated=self.f_encap.a[:nf],
             fragments=self.f_frag.a[:nf],
             stun_counts=self.f_stun[:nf],
+            interface_mask=self.f_ifmask.a[:nf],
             tcp=self.tcp,
             icmp=self.icmp,
             evidence=dict(self.evidence),
             undecoded=self.undecoded,
             dns_parsed=self.dns_parsed,
             decoded=self.decoded,
+            interfaces_high=self.if_high,
+            duplicates=self.duplicates,
         )
 
 

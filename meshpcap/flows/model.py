@@ -185,6 +185,7 @@ class Flow:
     stun: StunSummary | None = None
     name: str | None = None
     name_source: str | None = None
+    interfaces: tuple[int, ...] = ()  # capture interfaces (indices into capture["interfaces"]) its packets came on
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(zip(FLOW_COLUMNS, _flow_values(self)))

@@ -160,9 +160,19 @@ def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | 
 _NAME_FIELDS = tuple(f for f in FLOW_COLUMNS if f not in (
     "id", "transport", "ip_version", "client", "client_port", "server", "server_port", "state", "syn_count",
     "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "first_ns", "last_ns", "icmp_errors", "rst_from",
-    "rst_ttl", "orientation", "encapsulated", "ip_fragments"))
+    "rst_ttl", "orientation", "encapsulated", "ip_fragments", "interfaces"))
+# FlowRecords._make passes the fields by position: the flow's own, the naming stage's, interfaces
+assert FLOW_COLUMNS[21:-1] == _NAME_FIELDS and FLOW_COLUMNS[-1] == "interfaces"
 _NO_NAMES = (None,) * len(_NAME_FIELDS)
 CHUNK = 8192  # flows made at a time when streaming
+
+
+class _MaskTuples(dict):
+    """Interface bit mask -> the tuple of its bit numbers (a capture has few distinct masks)."""
+
+    def __missing__(self, mask: int) -> tuple[int, ...]:
+        t = self[mask] = tuple(i for i in range(64) if mask >> i & 1)
+        return t
 
 
 class FlowRecords(Sequence):
@@ -179,6 +189,10 @@ class FlowRecords(Sequence):
         self._order = _record_order(raw)
         self._a_client, self._how = orientation(raw)
         self._kept: list[Flow] | None = None
+        self._ifaces = _MaskTuples()
+
+    def _interfaces(self, fid: int, mask: int) -> tuple[int, ...]:
+        return tuple(sorted(set(self._ifaces[mask]) | self._raw.interfaces_high[fid]))
 
     def __len__(self) -> int:
         return int(self._order.size)
@@ -231,6 +245,8 @@ class FlowRecords(Sequence):
         encap, frags = raw.encapsulated[fids].tolist(), raw.fragments[fids].tolist()
         stun_rows = raw.stun_counts[fids]
         has_stun = stun_rows.any(axis=1).tolist() if len(stun_rows) else []
+        masks = raw.interface_mask[fids].tolist()
+        ifaces_of = self._ifaces
         tcp, icmp, names = raw.tcp, raw.icmp, self._names
         out: list[Flow] = []
         for j, fid in enumerate(fids.tolist()):
@@ -272,7 +288,8 @@ class FlowRecords(Sequence):
             out.append(Flow(
                 int(pos[j]) + 1, _TRANSPORTS.get(proto, f"ip-{proto}"), ver, client, cport, server, sport, state,
                 syn_count, c2s, s2c, bc2s, bs2c, first_ns[j], last_ns[j], icmp_errors, rst_from, rst_ttl,
-                _HOW[how_l[j]], encap[j], frags[j], *named))
+                _HOW[how_l[j]], encap[j], frags[j], *named,
+                ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j])))
         return out
 
 
