@@ -506,16 +506,34 @@ class FlowBuilder:
     # ------------------------------------------------------------------ batches
     def add(self, batch, d: F.Decoded, grouped: Grouped | None = None) -> None:
         """Add one decoded batch; ``grouped`` is :func:`group_batch` of it, when already made
-        (by :func:`prepare`, beside the reader), else it is made here."""
-        n = len(batch)
-        if n == 0:
+        (by :func:`prepare`, beside the reader), else it is made here.
+
+        The steps: group the packets by 5-tuple (less duplicates), map the groups to slots, go
+        through the packets that decide flow boundaries one by one, split idle 5-tuples, give
+        every packet its flow, then add the batch to the per-flow counters."""
+        if len(batch) == 0:
             return
-        data = batch.data
-        rec0 = batch.first_record
-        ts = batch.ts_ns
+        gb = self._group(batch, d, grouped)
+        if gb.pidx.size == 0:
+            return
+        slot = self.slot_keys.lookup(gb.keys, gb.key_hash)[gb.inv]  # each packet's slot
+        self.slot_cur.ensure(len(self.slot_keys), -1)
+        self.slot_last.ensure(len(self.slot_keys), 0)
+        flow_before = self.slot_cur.a[slot].copy()  # each packet's 5-tuple's flow before this batch (-1: none)
+        started = np.full(gb.pidx.size, -1, np.int64)  # the flow a packet starts, -1 where it starts none
+        icmp_events = self._packet_events(batch, d, gb, slot, flow_before, started)
+        ts = batch.ts_ns[gb.pidx]
+        self._idle_splits(batch.first_record, gb, slot, ts, flow_before, started)
+        flow = self._flow_of_each_packet(gb, slot, ts, flow_before, started)
+        if icmp_events:
+            self._icmp_errors(batch.data, d, gb, slot, flow, flow_before, icmp_events)
+        self._count(batch, d, gb, flow, ts, prepared=grouped is not None)
+
+    def _group(self, batch, d: F.Decoded, grouped: Grouped | None) -> Grouped:
+        """The batch grouped by 5-tuple, without the duplicate packets; counts what did not decode."""
         if grouped is None:
-            self._fragments(d, rec0)
-            gb = group_batch(data, d)
+            self._fragments(d, batch.first_record)
+            gb = group_batch(batch.data, d)
         else:  # made by prepare: the batch has no IP fragments
             gb = grouped
         for reason, cnt in gb.undecoded:
@@ -526,160 +544,131 @@ class FlowBuilder:
                 gb = _without(gb, dup)
                 self.duplicates += int(dup.sum())
                 self.undecoded["duplicate"] += int(dup.sum())
+        self.decoded += int(gb.pidx.size)
+        return gb
+
+    def _packet_events(self, batch, d: F.Decoded, gb: Grouped, slot, flow_before, started) -> list[tuple[int, int]]:
+        """One by one, the packets that decide flow boundaries and outcomes: the first packet of a
+        5-tuple without a flow, TCP SYN, FIN and RST, ICMP errors.  Starts flows (noted in
+        ``started``) and fills TcpFacts; returns the ICMP errors (position, ns) to match later."""
         pidx = gb.pidx
-        self.decoded += int(pidx.size)
-        if pidx.size == 0:
-            return
-        proto, src_a, perm, first_pos, inv = gb.proto, gb.src_a, gb.perm, gb.first_pos, gb.inv
-
-        # ---- map batch groups to global slots
-        gslot = self.slot_keys.lookup(gb.keys, gb.key_hash)
-        self.slot_cur.ensure(len(self.slot_keys), -1)
-        self.slot_last.ensure(len(self.slot_keys), 0)
-        pslot = gslot[inv]
-        cur_at_start = self.slot_cur.a[pslot].copy()
-
-        # ---- per-packet pass over the packets that decide flow boundaries and outcomes
-        anchor = np.full(pidx.size, -1, np.int64)
         flags = d.tcp_flags[pidx].astype(np.int64)
-        is_tcp = proto == F.PROTO_TCP
-        ctrl = is_tcp & ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0)
+        is_tcp = gb.proto == F.PROTO_TCP
+        control = is_tcp & ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0)
         itype = d.icmp_type[pidx].astype(np.int64)
-        icmp_err = ((proto == F.PROTO_ICMP) & np.isin(itype, F.ICMP4_ERRORS)) | (
-            (proto == F.PROTO_ICMPV6) & np.isin(itype, F.ICMP6_ERRORS))
-        firsts = np.zeros(pidx.size, bool)
-        firsts[first_pos[cur_at_start[first_pos] < 0]] = True  # 5-tuples with no flow yet
-        events = np.nonzero(ctrl | icmp_err | firsts)[0]
-        ts_p = ts[pidx]
-        seq_p = d.tcp_seq[pidx]
-        ev_slot = pslot[events].tolist()
-        ev_flags = flags[events].tolist()
-        ev_tcp = is_tcp[events].tolist()
-        ev_icmp = icmp_err[events].tolist()
-        ev_srca = src_a[events].tolist()
-        ev_ts = ts_p[events].tolist()
-        ev_seq = seq_p[events].tolist()
-        ev_ttl = d.ttl[pidx[events]].tolist()
-        ev_rec = (pidx[events] + rec0).tolist()
-        slot_cur = self.slot_cur.a
-        tcpf = self.tcp
+        icmp_err = ((gb.proto == F.PROTO_ICMP) & np.isin(itype, F.ICMP4_ERRORS)) | (
+            (gb.proto == F.PROTO_ICMPV6) & np.isin(itype, F.ICMP6_ERRORS))
+        first_without_flow = np.zeros(pidx.size, bool)
+        first_without_flow[gb.first_pos[flow_before[gb.first_pos] < 0]] = True
+        events = np.nonzero(control | icmp_err | first_without_flow)[0]
+        at = pidx[events]
+        columns = zip(events.tolist(), slot[events].tolist(), gb.src_a[events].tolist(), is_tcp[events].tolist(),
+                      flags[events].tolist(), icmp_err[events].tolist(), batch.ts_ns[at].tolist(),
+                      d.tcp_seq[at].tolist(), d.ttl[at].tolist(), (at + batch.first_record).tolist())
         icmp_events: list[tuple[int, int]] = []  # matched once every packet of the batch has its flow
-        for j, e in enumerate(events.tolist()):
-            s = ev_slot[j]
-            fid = int(slot_cur[s])
-            fa = ev_srca[j]
-            created = False
-            if fid < 0:
-                fid = self._new_flow(s, ev_rec[j], fa, ev_ts[j])
-                anchor[e] = fid
-                created = True
-                slot_cur = self.slot_cur.a
-            if ev_tcp[j]:
-                fl = ev_flags[j]
-                t = tcpf[fid]
-                if fl & TCP_SYN and not fl & TCP_ACK:
-                    # same ISN: a retransmitted SYN of the same attempt, even after a RST (Wireshark agrees)
-                    if not created and (t.isn is None or t.isn != ev_seq[j]):
-                        fid = self._new_flow(s, ev_rec[j], fa, ev_ts[j])
-                        anchor[e] = fid
-                        slot_cur = self.slot_cur.a
-                        t = tcpf[fid]
-                    t.syn_count += 1
-                    if t.isn is None:
-                        t.isn = ev_seq[j]
-                        t.syn_dir = 1 if fa else 0
-                        t.first_syn_ns = ev_ts[j]
-                elif fl & TCP_SYN:
-                    if t.synack_dir is None:
-                        t.synack_dir = 1 if fa else 0
-                        t.synack_ns = ev_ts[j]
-                        t.synack_isn = ev_seq[j]
-                if fl & TCP_RST:
-                    t.rst_count += 1
-                    if t.rst_dir is None:
-                        t.rst_dir = 1 if fa else 0
-                        t.rst_ns = ev_ts[j]
-                        t.rst_ttl = ev_ttl[j]
-                if fl & TCP_FIN:
-                    if fa:
-                        t.fin_a = True
-                    else:
-                        t.fin_b = True
-            elif ev_icmp[j]:
-                icmp_events.append((e, ev_ts[j]))
+        for e, s, from_a, tcp, fl, icmp, ns, seq, ttl, record in columns:
+            fid = int(self.slot_cur.a[s])
+            created = fid < 0
+            if created:
+                fid = started[e] = self._new_flow(s, record, from_a, ns)
+            if tcp:
+                t = self.tcp[fid]
+                # a SYN of a new attempt; the same ISN is a retransmitted SYN of the same attempt,
+                # even after a RST (Wireshark agrees)
+                if fl & TCP_SYN and not fl & TCP_ACK and not created and (t.isn is None or t.isn != seq):
+                    fid = started[e] = self._new_flow(s, record, from_a, ns)
+                    t = self.tcp[fid]
+                _tcp_event(t, fl, from_a, ns, seq, ttl)
+            elif icmp:
+                icmp_events.append((e, ns))
+        return icmp_events
 
-        # ---- idle gaps start new flows for transports without handshakes
-        order = perm  # grouped by 5-tuple (hence by slot), capture order within each group
-        so = pslot[order]
-        ts_o = ts_p[order]
-        gstart = np.ones(order.size, bool)
-        gstart[1:] = so[1:] != so[:-1]
-        prev = np.empty(order.size, np.int64)
-        prev[1:] = ts_o[:-1]
-        prev[gstart] = self.slot_last.a[so[gstart]]
-        had_flow = cur_at_start[order] >= 0
-        idle = (~is_tcp[order]) & (ts_o - prev > self.idle_ns) & (~gstart | had_flow)
-        idle &= anchor[order] < 0
-        if idle.any():
-            for pos in np.nonzero(idle)[0].tolist():
-                e = int(order[pos])
-                anchor[e] = self._new_flow(int(so[pos]), int(pidx[e]) + rec0, bool(src_a[e]), int(ts_p[e]))
-        # forward-fill each packet's flow from the latest anchor in its 5-tuple
-        anc_o = anchor[order]
-        start_fill = gstart & (anc_o < 0)
-        anc_o[start_fill] = cur_at_start[order][start_fill]
-        pos = np.where(anc_o >= 0, np.arange(order.size), 0)
-        np.maximum.accumulate(pos, out=pos)
-        fid_o = anc_o[pos]
-        fid = np.empty(pidx.size, np.int64)
-        fid[order] = fid_o
-        if icmp_events:
-            starts = np.flatnonzero(gstart)  # each 5-tuple's packets are contiguous in ``order``
-            ends = np.append(starts[1:], order.size)
-            ranges = dict(zip(so[starts].tolist(), zip(starts.tolist(), ends.tolist())))
-            for e, ns in icmp_events:
-                self._icmp_error(data, d, int(pidx[e]), ns, e, order, ranges, fid, cur_at_start)
-        gend = np.ones(order.size, bool)
-        gend[:-1] = so[1:] != so[:-1]
-        self.slot_cur.a[so[gend]] = fid_o[gend]
-        self.slot_last.a[so[gend]] = ts_o[gend]
+    def _idle_splits(self, rec0: int, gb: Grouped, slot, ts, flow_before, started) -> None:
+        """Start a new flow where a transport without handshakes (not TCP) was silent on its
+        5-tuple for more than ``idle_ns`` (across batches too)."""
+        order = gb.perm  # grouped by 5-tuple (hence by slot), capture order within each group
+        slot_o, ts_o = slot[order], ts[order]
+        tuple_start = np.ones(order.size, bool)
+        tuple_start[1:] = slot_o[1:] != slot_o[:-1]
+        previous_ns = np.empty(order.size, np.int64)  # the 5-tuple's previous packet, in this batch or before
+        previous_ns[1:] = ts_o[:-1]
+        previous_ns[tuple_start] = self.slot_last.a[slot_o[tuple_start]]
+        had_flow = flow_before[order] >= 0
+        idle = (gb.proto[order] != F.PROTO_TCP) & (ts_o - previous_ns > self.idle_ns) & (~tuple_start | had_flow)
+        idle &= started[order] < 0
+        for pos in np.nonzero(idle)[0].tolist():
+            e = int(order[pos])
+            started[e] = self._new_flow(int(slot_o[pos]), int(gb.pidx[e]) + rec0, bool(gb.src_a[e]), int(ts[e]))
 
-        # ---- aggregates
+    def _flow_of_each_packet(self, gb: Grouped, slot, ts, flow_before, started) -> np.ndarray:
+        """Each packet's flow: the latest flow started in its 5-tuple up to it, else the one the
+        5-tuple had before the batch.  Notes each slot's flow and last time for the next batch."""
+        order = gb.perm
+        slot_o = slot[order]
+        tuple_start = np.ones(order.size, bool)
+        tuple_start[1:] = slot_o[1:] != slot_o[:-1]
+        flow_o = started[order]
+        inherit = tuple_start & (flow_o < 0)
+        flow_o[inherit] = flow_before[order][inherit]
+        latest = np.where(flow_o >= 0, np.arange(order.size), 0)  # forward fill within each 5-tuple
+        np.maximum.accumulate(latest, out=latest)
+        flow_o = flow_o[latest]
+        flow = np.empty(gb.pidx.size, np.int64)
+        flow[order] = flow_o
+        tuple_end = np.ones(order.size, bool)
+        tuple_end[:-1] = slot_o[1:] != slot_o[:-1]
+        self.slot_cur.a[slot_o[tuple_end]] = flow_o[tuple_end]
+        self.slot_last.a[slot_o[tuple_end]] = ts[order][tuple_end]
+        return flow
+
+    def _icmp_errors(self, data, d: F.Decoded, gb: Grouped, slot, flow, flow_before, icmp_events) -> None:
+        order = gb.perm
+        slot_o = slot[order]
+        starts = np.flatnonzero(np.r_[True, slot_o[1:] != slot_o[:-1]])  # each 5-tuple's packets are contiguous
+        ends = np.append(starts[1:], order.size)
+        ranges = dict(zip(slot_o[starts].tolist(), zip(starts.tolist(), ends.tolist())))
+        for e, ns in icmp_events:
+            self._icmp_error(data, d, int(gb.pidx[e]), ns, e, order, ranges, flow, flow_before)
+
+    def _count(self, batch, d: F.Decoded, gb: Grouped, flow, ts, prepared: bool) -> None:
+        """Add the batch to the per-flow counters and keep its evidence."""
+        pidx, src_a = gb.pidx, gb.src_a
+        rec0 = batch.first_record
         nf = self.nflows
         # one count over (flow, direction): even slots the b->a direction, odd slots a->b
-        fdir = fid * 2 + src_a
-        pk = np.bincount(fdir, minlength=2 * nf)
+        flow_dir = flow * 2 + src_a
+        pk = np.bincount(flow_dir, minlength=2 * nf)
         self.f_pk_a.a[:nf] += pk[1::2]
         self.f_pk_b.a[:nf] += pk[0::2]
-        by = np.bincount(fdir, weights=d.ip_len[pidx], minlength=2 * nf).astype(np.int64)
+        by = np.bincount(flow_dir, weights=d.ip_len[pidx], minlength=2 * nf).astype(np.int64)
         self.f_by_a.a[:nf] += by[1::2]
         self.f_by_b.a[:nf] += by[0::2]
-        np.minimum.at(self.f_first.a, fid, ts_p)
-        np.maximum.at(self.f_last.a, fid, ts_p)
-        np.minimum.at(self.f_first_rec.a, fid, pidx + rec0)
-        mf = d.more_frags[pidx] if grouped is None else None
-        if mf is not None and mf.any():
-            self.f_frag.a[:nf] += np.bincount(fid[mf], minlength=nf)
+        np.minimum.at(self.f_first.a, flow, ts)
+        np.maximum.at(self.f_last.a, flow, ts)
+        np.minimum.at(self.f_first_rec.a, flow, pidx + rec0)
+        more_fragments = None if prepared else d.more_frags[pidx]  # a prepared batch has no fragments
+        if more_fragments is not None and more_fragments.any():
+            self.f_frag.a[:nf] += np.bincount(flow[more_fragments], minlength=nf)
         enc = d.encapsulated[pidx]
         if enc.any():
-            self.f_encap.a[fid[enc]] = True
-        self._interfaces(batch.interface[pidx], fid)
+            self.f_encap.a[flow[enc]] = True
+        self._interfaces(batch.interface[pidx], flow)
 
-        # ---- STUN and TURN ChannelData counted on every UDP datagram (classified by group_batch)
-        is_udp = proto == F.PROTO_UDP
+        # STUN and TURN ChannelData counted on every UDP datagram (classified by group_batch)
         if gb.stun_cls.size:
-            sfid = fid[gb.stun_at]
+            stun_flow = flow[gb.stun_at]
             for k in range(4):
                 sel = gb.stun_cls == k
                 if sel.any():
-                    self.f_stun[:nf, k] += np.bincount(sfid[sel], minlength=nf)
+                    self.f_stun[:nf, k] += np.bincount(stun_flow[sel], minlength=nf)
         if gb.chan_at.size:
-            self.f_stun[:nf, 4] += np.bincount(fid[gb.chan_at], minlength=nf)
-        stun = np.zeros(pidx.size, bool)
-        stun[gb.stun_at] = True
+            self.f_stun[:nf, 4] += np.bincount(flow[gb.chan_at], minlength=nf)
 
         if self.keep_evidence:
-            self._evidence(data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf)
+            stun = np.zeros(pidx.size, bool)
+            stun[gb.stun_at] = True
+            is_tcp, is_udp = gb.proto == F.PROTO_TCP, gb.proto == F.PROTO_UDP
+            self._evidence(batch.data, d, pidx, flow, src_a, is_tcp, is_udp, stun, rec0, ts, nf)
 
     # ------------------------------------------------------------------ helpers
     def _duplicates(self, batch, d: F.Decoded, gb: Grouped) -> np.ndarray | None:
@@ -870,6 +859,32 @@ class FlowBuilder:
             interfaces_high=self.if_high,
             duplicates=self.duplicates,
         )
+
+
+def _tcp_event(t: TcpFacts, flags: int, from_a: bool, ns: int, seq: int, ttl: int) -> None:
+    """What one TCP SYN, SYN-ACK, RST or FIN tells about its flow."""
+    if flags & TCP_SYN and not flags & TCP_ACK:
+        t.syn_count += 1
+        if t.isn is None:
+            t.isn = seq
+            t.syn_dir = 1 if from_a else 0
+            t.first_syn_ns = ns
+    elif flags & TCP_SYN:
+        if t.synack_dir is None:
+            t.synack_dir = 1 if from_a else 0
+            t.synack_ns = ns
+            t.synack_isn = seq
+    if flags & TCP_RST:
+        t.rst_count += 1
+        if t.rst_dir is None:
+            t.rst_dir = 1 if from_a else 0
+            t.rst_ns = ns
+            t.rst_ttl = ttl
+    if flags & TCP_FIN:
+        if from_a:
+            t.fin_a = True
+        else:
+            t.fin_b = True
 
 
 _ADDR_TEXT: dict[tuple[int, int, int], str] = {}

@@ -8,7 +8,6 @@ import csv
 import gc
 import io
 import json
-from json.encoder import INFINITY, encode_basestring_ascii
 
 from .formats import FlowFormat
 from ..flows.model import FLOW_COLUMNS, FLOWS_SCHEMA, FlowTable, endpoint
@@ -150,8 +149,9 @@ def _item_encoder():
     bytes, which is where orjson's output is printable ASCII: json.dumps escapes every other
     character (DEL and non-ASCII too) and orjson writes them as UTF-8.  orjson also refuses what
     json.dumps takes (integers beyond 64 bits, non-str keys, surrogates): those items, and all
-    items without orjson, go through json_indent2.  Measured per flow record: json_indent2
-    about 19 us, orjson 3.7 us (json.dumps(indent=2) 46 us)."""
+    items without orjson, go through json_indent2.  Measured per flow record (the largest of a
+    sample): orjson 3.7 us, json.dumps(indent=2) 46 us.  Flow and DNS records hold no floats
+    (orjson writes 1e-07 as 1e-7); a new float field would need the slow path."""
     slow = make_json_indent2()
     try:
         import orjson
@@ -175,180 +175,24 @@ def _item_encoder():
 
 
 def json_indent2(obj, indent: str = "") -> str:
-    """Exactly ``json.dumps(obj, indent=2)``, about three times faster.
+    """Exactly ``json.dumps(obj, indent=2)``, its lines after the first indented by ``indent`` (the
+    indentation of the line ``obj`` starts on, for writing a document in parts; exact, since
+    json.dumps escapes every newline inside strings).
 
-    With an indent, ``json.dumps`` falls back to its pure-Python generator encoder; this
-    builds the same text with one list of pieces and the C string escaper.  The values
-    that make up almost all of a flow table (None, int, str, bool, empty lists) are
-    written inline in the dict and list loops rather than through a call per value, and
-    each string key is escaped once per depth, together with the separator before it.
-    Everything else (subclasses of str/int/float/list/tuple/dict, non-str keys, floats)
-    takes the general path, which follows ``json.encoder._make_iterencode``.
-
-    ``indent``: the indentation of the line ``obj`` starts on (for writing a document in parts)."""
-    return make_json_indent2()(obj, indent)
+    This module had a re-implementation of json.dumps(indent=2), three times faster than it.
+    Measured again (issue 10 item 6) on 200,000 flow records, writing the whole document, best of
+    3 alternating runs on the shared machine: orjson 3.9 s, the re-implementation 5.5 s,
+    json.dumps 11.3 s.  orjson now writes every flow and DNS record whose bytes it gets right
+    (:func:`_item_encoder`); what is left for this function (the capture and stats objects,
+    the head of the analysis report, the rare record with non-ASCII text) is within noise of a
+    whole run, so the 134 lines went."""
+    text = json.dumps(obj, indent=2)
+    return text.replace("\n", "\n" + indent) if indent else text
 
 
 def make_json_indent2():
-    """:func:`json_indent2` as a function that keeps its cache of encoded keys from one call to the
-    next (for encoding the flows of a document one by one)."""
-    out: list[str] = []
-    app = out.append
-    ebs = encode_basestring_ascii
-    # depth's indent -> {key: ",\n<indent>\"key\": "}; only keys whose type is exactly str
-    # go in, so a lookup never meets a key with its own __eq__/__hash__ (or True == 1).
-    key_pieces: dict[str, dict[str, str]] = {}
-
-    def enc_dict(o, ind: str) -> None:  # o: a non-empty dict
-        ni = ind + "  "
-        kc = key_pieces.get(ni)
-        if kc is None:
-            kc = key_pieces[ni] = {}
-        lead = ",\n" + ni
-        first = len(out)
-        for k, v in o.items():
-            if type(k) is str:
-                ek = kc.get(k)
-                if ek is None:
-                    ek = kc[k] = lead + ebs(k) + ": "
-            else:
-                ek = lead + ebs(_json_key(k)) + ": "
-            app(ek)
-            if v is None:
-                app("null")
-            else:
-                t = type(v)
-                if t is int:
-                    app(repr(v))
-                elif t is str:
-                    app(ebs(v))
-                elif t is bool:
-                    app("true" if v else "false")
-                elif t is list or t is tuple:
-                    if v:
-                        enc_list(v, ni)
-                    else:
-                        app("[]")
-                elif t is dict:
-                    if v:
-                        enc_dict(v, ni)
-                    else:
-                        app("{}")
-                else:
-                    enc(v, ni)
-        if len(out) > first:
-            out[first] = "{" + out[first][1:]  # the first item's lead: "{\n" instead of ",\n"
-        else:  # a dict subclass whose items() yielded nothing: what json.dumps writes then
-            app("{\n" + ni)
-        app("\n" + ind + "}")
-
-    def enc_list(o, ind: str) -> None:  # o: a non-empty list or tuple
-        ni = ind + "  "
-        t = type(o)
-        if (t is list or t is tuple) and type(o[0]) is str:
-            try:  # a list of strings (ALPN ids, names, addresses): one join
-                app("[\n" + ni + (",\n" + ni).join(map(ebs, o)) + "\n" + ind + "]")
-                return
-            except TypeError:  # not all strings: the loop below
-                pass
-        lead = ",\n" + ni
-        first = len(out)
-        for v in o:
-            app(lead)
-            if v is None:
-                app("null")
-            else:
-                t = type(v)
-                if t is int:
-                    app(repr(v))
-                elif t is str:
-                    app(ebs(v))
-                elif t is bool:
-                    app("true" if v else "false")
-                elif t is dict:
-                    if v:
-                        enc_dict(v, ni)
-                    else:
-                        app("{}")
-                elif t is list or t is tuple:
-                    if v:
-                        enc_list(v, ni)
-                    else:
-                        app("[]")
-                else:
-                    enc(v, ni)
-        if len(out) > first:  # (a list subclass that iterates as empty gets no "[", as in json.dumps)
-            out[first] = "[\n" + ni
-        app("\n" + ind + "]")
-
-    def enc(o, ind: str) -> None:
-        t = type(o)
-        if t is str:
-            app(ebs(o))
-        elif o is None:
-            app("null")
-        elif o is True:
-            app("true")
-        elif o is False:
-            app("false")
-        elif t is int:
-            app(int.__repr__(o))
-        elif t is float:
-            app(_json_float(o))
-        elif isinstance(o, str):
-            app(ebs(o))
-        elif isinstance(o, int):
-            app(int.__repr__(o))
-        elif isinstance(o, float):
-            app(_json_float(o))
-        elif isinstance(o, (list, tuple)):
-            if o:
-                enc_list(o, ind)
-            else:
-                app("[]")
-        elif isinstance(o, dict):
-            if o:
-                enc_dict(o, ind)
-            else:
-                app("{}")
-        else:
-            raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
-
-    def encode(obj, indent: str = "") -> str:
-        try:
-            enc(obj, indent)
-            return "".join(out)
-        finally:
-            out.clear()  # the encoder's functions refer to each other: a cycle, kept small
-
-    return encode
-
-
-def _json_float(o: float) -> str:
-    if o != o:
-        return "NaN"
-    if o == INFINITY:
-        return "Infinity"
-    if o == -INFINITY:
-        return "-Infinity"
-    return float.__repr__(o)
-
-
-def _json_key(k) -> str:
-    """json.dumps' rules for dict keys that are not strings."""
-    if isinstance(k, str):
-        return k
-    if isinstance(k, float):
-        return _json_float(k)
-    if k is True:
-        return "true"
-    if k is False:
-        return "false"
-    if k is None:
-        return "null"
-    if isinstance(k, int):
-        return int.__repr__(k)
-    raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+    """:func:`json_indent2` as a function (the slow path of :func:`_item_encoder`)."""
+    return json_indent2
 
 
 def flows_csv(ft: FlowTable) -> str:
