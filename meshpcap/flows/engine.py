@@ -42,9 +42,9 @@ EVIDENCE_STUN = 64  # STUN messages kept per flow direction beyond the first dat
 EVIDENCE_DNS = 10_000  # DNS datagrams kept per flow
 
 # Duplicate packets (a SPAN port mirroring both directions, Windows pktmon seeing one packet at
-# several points of the stack, a capture merged with itself).  A copy is a packet whose bytes equal
-# those of the latest earlier packet with the same prefilter key, among the last DUP_PACKETS
-# packets and less than DUP_WINDOW_NS from it.  A copy is dropped (counted once) when it came on
+# several points of the stack, a capture merged with itself).  A copy is a decoded packet whose bytes
+# equal those of the latest earlier packet with the same prefilter key, among the last DUP_PACKETS
+# decoded packets and less than DUP_WINDOW_NS from it.  A copy is dropped (counted once) when it came on
 # another interface, or carries a payload, a SYN or a FIN (or is not TCP): no endpoint sends those
 # twice within a millisecond.  A TCP ACK or RST without payload legitimately repeats byte for byte
 # (a host answers each segment of a closed connection with the same RST, IP ID 0; duplicate ACKs
@@ -54,11 +54,9 @@ EVIDENCE_DNS = 10_000  # DNS datagrams kept per flow
 DUP_WINDOW_NS = 1_000_000
 DUP_PACKETS = 1024
 DUP_SYSTEMATIC = 2
-_DUP_AT = (12, 16, 24, 36, 48)  # frame offsets of the 32-bit words in the prefilter key (EtherType, IP ID,
-#                                 checksum, TCP sequence, TCP checksum for Ethernet + IPv4 + TCP), and the last word
 
 _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
-                             0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5)]
+                             0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63)]
 
 
 DEFAULT_MAX_FLOWS = 10_000_000  # about 10 GB of memory at the peak of `analyze`; see FlowLimitError
@@ -265,7 +263,9 @@ class Grouped:
 
 
 def _key_hash(cols) -> np.ndarray:
-    """A 64-bit hash per row of the key columns (proto<<8|version, a_hi, a_lo, b_hi, b_lo, a_port<<16|b_port)."""
+    """A 64-bit hash per row of up to 8 uint64 columns (for 5-tuples: proto<<8|version, a_hi, a_lo,
+    b_hi, b_lo, a_port<<16|b_port)."""
+    assert len(cols) <= len(_K)
     with np.errstate(over="ignore"):
         h = np.zeros(cols[0].size, np.uint64)
         for c, k in zip(cols, _K):
@@ -378,42 +378,44 @@ def _without(g: Grouped, drop: np.ndarray) -> Grouped:
 
 
 class _DuplicateFinder:
-    """Finds duplicate packets across batches (see DUP_WINDOW_NS): a columnar prefilter key per
-    packet (length, link type and six words of its bytes), one sort per batch, and a byte
-    comparison only for the packets whose key equals an earlier one's within the window."""
+    """Finds copies among the decoded packets, across batches (see DUP_WINDOW_NS): a prefilter key
+    per packet from the decoded columns (5-tuple, direction, IP length, TCP sequence number and
+    flags, payload length, TTL, captured length), one sort per batch, and a byte comparison only
+    for the packets whose key equals an earlier one's within the window."""
 
     def __init__(self, window_ns: int = DUP_WINDOW_NS, packets: int = DUP_PACKETS) -> None:
         self.window_ns = window_ns
         self.packets = packets
-        # the last `packets` packets of earlier batches: keys, timestamps and bytes
+        # the last `packets` decoded packets of earlier batches: keys, timestamps, interfaces, bytes
         self.tail_key = np.zeros(0, np.uint64)
         self.tail_ts = np.zeros(0, np.int64)
         self.tail_iface = np.zeros(0, np.int64)
         self.tail_bytes: list[bytes] = []
 
-    def find(self, batch) -> tuple[np.ndarray, np.ndarray]:
-        """Masks over the batch: the packets that copy an earlier one, and those of them whose
-        original came on another interface."""
-        n = len(batch)
-        data, off, cap = batch.data, batch.offset, batch.caplen.astype(np.int64)
-        g = F._Gather(data)
-        last = np.maximum(cap - 4, 0)
-        cols = [cap.astype(np.uint64), batch.linktype.astype(np.uint64)]
-        cols += [g.u32(off + np.minimum(at, last)).astype(np.uint64) for at in _DUP_AT]
-        cols.append(g.u32(off + last).astype(np.uint64))
-        key = _key_hash(cols)
+    def find(self, batch, d: F.Decoded, gb: Grouped) -> tuple[np.ndarray, np.ndarray]:
+        """Masks over the decoded packets (``gb.pidx``): those that copy an earlier one, and those of
+        them whose original came on another interface."""
+        pidx = gb.pidx
+        n = pidx.size
+        cols = [gb.key_hash[gb.inv], gb.src_a.astype(np.uint64), d.ip_len[pidx].astype(np.uint64),
+                d.tcp_seq[pidx].astype(np.uint64), d.tcp_flags[pidx].astype(np.uint64),
+                d.payload_len[pidx].astype(np.uint64), d.ttl[pidx].astype(np.uint64),
+                batch.caplen[pidx].astype(np.uint64)]
         nt = self.tail_key.size
-        keys = np.concatenate([self.tail_key, key])
-        ts = np.concatenate([self.tail_ts, batch.ts_ns.astype(np.int64)])
-        iface = np.concatenate([self.tail_iface, batch.interface.astype(np.int64)])
-        order = np.argsort(keys, kind="stable")  # capture order within one key
-        ks = keys[order]
-        same = np.zeros(order.size, bool)
-        same[1:] = ks[1:] == ks[:-1]
-        cur, prev = order[1:][same[1:]], order[:-1][same[1:]]  # a packet and the latest earlier one of its key
+        keys = np.concatenate([self.tail_key, _key_hash(cols) >> np.uint64(32)])
+        ts = np.concatenate([self.tail_ts, batch.ts_ns[pidx].astype(np.int64)])
+        iface = np.concatenate([self.tail_iface, batch.interface[pidx].astype(np.int64)])
+        # sorted by key, capture order within a key: the position in the low 32 bits makes every
+        # value distinct, so the faster unstable sort gives the stable order
+        order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
+        ks = order >> np.uint64(32)
+        order = (order & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        same = ks[1:] == ks[:-1]
+        cur, prev = order[1:][same], order[:-1][same]  # a packet and the latest earlier one of its key
         near = (cur >= nt) & (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
-        dup = np.zeros(n, bool)
+        copy = np.zeros(n, bool)
         other_iface = np.zeros(n, bool)
+        data, off, cap = batch.data, batch.offset[pidx], batch.caplen[pidx]
         if near.any():
             tail = self.tail_bytes
 
@@ -425,18 +427,16 @@ class _DuplicateFinder:
 
             for c, p in zip(cur[near].tolist(), prev[near].tolist()):
                 if frame(c) == frame(p):
-                    dup[c - nt] = True
+                    copy[c - nt] = True
                     other_iface[c - nt] = iface[c] != iface[p]
-        # the new tail: the last `packets` packets, this batch's included
+        # the new tail: the last `packets` decoded packets, this batch's included
         keep = min(self.packets, nt + n)
         from_batch = min(keep, n)
         old = keep - from_batch
-        self.tail_key = keys[-keep:] if keep else keys[:0]
-        self.tail_ts = ts[-keep:] if keep else ts[:0]
-        self.tail_iface = iface[-keep:] if keep else iface[:0]
+        self.tail_key, self.tail_ts, self.tail_iface = keys[nt + n - keep :], ts[nt + n - keep :], iface[nt + n - keep :]
         self.tail_bytes = (self.tail_bytes[nt - old :] if old else []) + [
-            data[int(o) : int(o) + int(c)] for o, c in zip(off[n - from_batch :].tolist(), cap[n - from_batch :].tolist())]
-        return dup, other_iface
+            data[o : o + c] for o, c in zip(off[n - from_batch :].tolist(), cap[n - from_batch :].tolist())]
+        return copy, other_iface
 
 
 class FlowBuilder:
@@ -672,19 +672,24 @@ class FlowBuilder:
 
     # ------------------------------------------------------------------ helpers
     def _duplicates(self, batch, d: F.Decoded, gb: Grouped) -> np.ndarray | None:
-        """The decoded packets of the batch to drop as copies (see DUP_SYSTEMATIC), or None."""
-        copy, other_iface = self.dups.find(batch)
-        copy &= d.reason == F.OK
+        """The decoded packets of the batch to drop as copies (see DUP_SYSTEMATIC): a mask over the
+        batch, or None."""
+        copy, other_iface = self.dups.find(batch, d, gb)
         if not copy.any():
             return None
-        bare = np.zeros(len(batch), bool)  # TCP ACKs and RSTs without payload (no SYN, no FIN: those are not re-sent so soon)
-        bare[gb.pidx] = ((gb.proto == F.PROTO_TCP) & (d.payload_len[gb.pidx] == 0)
-                         & ((d.tcp_flags[gb.pidx] & (TCP_SYN | TCP_FIN)) == 0))
+        pidx = gb.pidx
+        # TCP ACKs and RSTs without payload (no SYN, no FIN: those are not re-sent so soon)
+        bare = ((gb.proto == F.PROTO_TCP) & (d.payload_len[pidx] == 0)
+                & ((d.tcp_flags[pidx] & (TCP_SYN | TCP_FIN)) == 0))
         strong = copy & (~bare | other_iface)
         before = self.strong_copies + np.cumsum(strong) - strong  # strong copies earlier in the capture
         self.strong_copies += int(strong.sum())
         drop = strong | (copy & bare & (before >= DUP_SYSTEMATIC))
-        return drop if drop.any() else None
+        if not drop.any():
+            return None
+        out = np.zeros(len(batch), bool)
+        out[pidx[drop]] = True
+        return out
 
     def _interfaces(self, iface: np.ndarray, fid: np.ndarray) -> None:
         """Note the capture interface of each packet's flow (pcapng: several interfaces)."""
