@@ -361,21 +361,48 @@ _POOL = [
 ] + [bytes(f) for f in fragment(IP(src=C, dst=S, id=3) / UDP(sport=50008, dport=3480) / (b"f" * 60), 32)]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_POOL += [
+    B.udp6("2001:db8::1", 50010, "2001:db8::2", 3478,  # a STUN Binding request over IPv6 (RFC 8489 section 5)
+           b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"t" * 12),
+    B.udp4(S, 53, C, 50007, b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01"
+           b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x34\x70\x00\x0a"),  # its answer: a -> S
+    B.tcp4(C, 50011, S, 443, "A", seq=5, ack=6),  # a bare ACK (copies of it are dropped only once copies are systematic)
+]
+
+
+def _full(ft):
+    """Everything a reader sees: capture, flows, DNS events and stats."""
+    cap, flows = _comparable(ft)
+    return cap, flows, [e.to_dict() for e in ft.dns], ft.stats
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # found by CI: ICMP errors quoting a 5-tuple whose own packets follow later in the same batch
-@example(pkts=[(8, 1), (10, 1), (10, 1), (11, 1), (0, 1)], batch_bytes=64)
-@example(pkts=[(8, 1), (10, 1), (10, 1), (11, 1), (0, 1)], batch_bytes=300)
-@given(st.lists(st.tuples(st.integers(0, len(_POOL) - 1), st.sampled_from([1, 1000, 200 * B.SEC, 400 * B.SEC])),
+@example(pkts=[(8, 1, 0, 0), (10, 1, 0, 0), (10, 1, 0, 0), (11, 1, 0, 0), (0, 1, 0, 0)], batch_bytes=64)
+@example(pkts=[(8, 1, 0, 0), (10, 1, 0, 0), (10, 1, 0, 0), (11, 1, 0, 0), (0, 1, 0, 0)], batch_bytes=300)
+# copies across a batch boundary, on another interface, and a bare ACK copied after two strong copies
+@example(pkts=[(0, 1, 1, 0), (8, 1000, 1, 1), (len(_POOL) - 1, 1, 2, 0), (7, 1, 1, 1)], batch_bytes=1)
+@given(st.lists(st.tuples(st.integers(0, len(_POOL) - 1), st.sampled_from([1, 1000, 200 * B.SEC, 400 * B.SEC]),
+                          st.integers(0, 2),  # copies of the packet that follow it, 1 us apart (SPAN, pktmon)
+                          st.integers(0, 1)),  # the interface its copies come on: 0 the same, 1 the other
                 min_size=1, max_size=40),
        st.sampled_from([1, 64, 300]))
 def test_batch_size_never_matters(tmp_path, pkts, batch_bytes):
+    """Whatever the batches, the same flows, DNS events and stats, on a two-interface pcapng with
+    copies; and every packet is a flow's, undecoded, or a dropped copy."""
     t = B.T0
     recs = []
-    for k, dt in pkts:
+    for k, dt, copies, other in pkts:
         t += dt
-        recs.append((t, _POOL[k]))
-    p = B.write_pcap(tmp_path / "prop.pcap", recs, linktype=101)
-    assert _comparable(_read(p, batch_bytes=batch_bytes)) == _comparable(_read(p))
+        recs.append((0, t, B.ether(_POOL[k])))
+        for c in range(copies):
+            recs.append((other, t + (c + 1) * 1000, B.ether(_POOL[k])))
+        t += copies * 1000
+    p = B.write_pcapng(tmp_path / "prop.pcapng", [1, 1], recs)
+    small, whole = _read(p, batch_bytes=batch_bytes), _read(p)
+    assert _full(small) == _full(whole)
+    assert sum(f.packets_c2s + f.packets_s2c for f in whole.flows) == whole.capture["decoded"]
+    assert whole.capture["undecoded"].get("duplicate", 0) == whole.capture["duplicates_dropped"]
 
 
 # ---------------------------------------------------------------- the slot table: hash collisions
