@@ -695,7 +695,7 @@ class FlowBuilder:
         """Note the capture interface of each packet's flow (pcapng: several interfaces)."""
         lo, hi = int(iface.min()), int(iface.max())
         if lo == hi and hi < 64:  # the usual batch: one interface
-            self.f_ifmask.a[np.unique(fid)] |= np.uint64(1 << hi)
+            self.f_ifmask.a[fid] |= np.uint64(1 << hi)  # repeated flows: the same value, set again
             return
         low = iface < 64
         np.bitwise_or.at(self.f_ifmask.a, fid[low], np.left_shift(np.uint64(1), iface[low].astype(np.uint64)))

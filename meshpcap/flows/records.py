@@ -220,6 +220,11 @@ class FlowRecords(Sequence):
     def __repr__(self) -> str:
         return f"<{len(self)} flows>"
 
+    def __reduce__(self):
+        """Pickled (and deep-copied) as the plain list of its records: the builder's state and the
+        naming closure it reads from do not cross processes."""
+        return (list, (list(self.stream()),))
+
     def stream(self, chunk: int = CHUNK):
         """Every flow in record order, made ``chunk`` at a time and not kept."""
         if self._kept is not None:

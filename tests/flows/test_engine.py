@@ -459,6 +459,12 @@ def test_flow_records_behave_as_a_list(tmp_path):
     assert recs == streamed and list(recs) == streamed and recs[1] == streamed[1]
     assert recs._kept is not None  # a full iteration keeps the records for the next
 
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(ft)).flows == streamed  # a plain list on the other side
+    assert copy.deepcopy(ft).flows == streamed
+
 
 # ---------------------------------------------------------------- --max-flows
 def test_max_flows_stops_with_one_line(tmp_path):
