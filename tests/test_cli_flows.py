@@ -197,3 +197,10 @@ def test_max_flows_is_one_line_and_exit_2(small, command):
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
     assert res.stderr.startswith(f"meshpcap: {small}: more than 1 flows (the --max-flows limit")
     assert res.stdout == ""
+
+
+def test_max_flows_default_is_the_engines():
+    from meshpcap import cli
+    from meshpcap.flows import engine
+
+    assert cli.DEFAULT_MAX_FLOWS == engine.DEFAULT_MAX_FLOWS  # cli keeps its own copy: no numpy for --help
