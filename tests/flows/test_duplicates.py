@@ -128,3 +128,12 @@ def test_agrees_with_editcap_on_a_merged_capture(tmp_path):
                           text=True, check=True)
     skipped = int(re.search(r"(\d+) packets? skipped", done.stdout + done.stderr)[1])
     assert read_flows(p).capture["duplicates_dropped"] == skipped == len(recs)
+
+
+def test_interfaces_above_63(tmp_path):
+    out = B.ether(B.udp4(C, 50006, S, 3479, b"out"))
+    back = B.ether(B.udp4(S, 3479, C, 50006, b"back"))
+    other = B.ether(B.udp4(C, 50007, S, 3479, b"x"))
+    packets = [(3, B.T0, out), (65, B.T0 + B.SEC, back), (69, B.T0 + 2 * B.SEC, out), (64, B.T0 + 3 * B.SEC, other)]
+    ft = read_flows(B.write_pcapng(tmp_path / "many.pcapng", [1] * 70, packets), batch_bytes=64)
+    assert [f.interfaces for f in ft.flows] == [(3, 65, 69), (64,)]
