@@ -616,13 +616,64 @@ def write_pcap(out: Path | str, packets: int = 1_000_000, seed: int = 1) -> tupl
     return mix, written
 
 
+def write_tiny_flows(out: Path | str, flows: int = 2_000_000, seed: int = 1) -> int:
+    """Write ``flows`` UDP datagrams without payload, each its own 5-tuple (a scan, or a busy
+    gateway over a day: 2,000,000 flows in 116 MB), with numpy rather than a loop per packet.
+
+    Clients are 10.64.0.0/10 addresses (one per 4,096 flows), servers 100.64.0.0/10 (chosen at
+    random per flow), ports 1024-65535 at random; timestamps increase over about an hour."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = flows
+    rec = np.dtype([("ts_sec", "<u4"), ("ts_usec", "<u4"), ("incl", "<u4"), ("orig", "<u4"),
+                    ("eth", "V14"), ("vihl", "u1"), ("tos", "u1"), ("tot_len", ">u2"), ("ip_id", ">u2"),
+                    ("frag", ">u2"), ("ttl", "u1"), ("proto", "u1"), ("ip_sum", ">u2"), ("src", ">u4"),
+                    ("dst", ">u4"), ("sport", ">u2"), ("dport", ">u2"), ("udp_len", ">u2"), ("udp_sum", ">u2")])
+    assert rec.itemsize == 16 + 42
+    a = np.zeros(n, rec)
+    us = np.sort(rng.integers(0, 3_600 * 1_000_000, n, dtype=np.int64))
+    a["ts_sec"] = START_S + us // 1_000_000
+    a["ts_usec"] = us % 1_000_000
+    a["incl"] = a["orig"] = 42
+    a["eth"] = np.frombuffer(GATEWAY_MAC + bytes.fromhex("00155d0a00ff") + ETH_IPV4, dtype="V14")[0]
+    a["vihl"], a["ttl"], a["proto"], a["frag"] = 0x45, 64, 17, 0x4000
+    a["tot_len"], a["udp_len"] = 28, 8
+    idx = np.arange(n, dtype=np.int64)
+    a["ip_id"] = idx & 0xFFFF
+    src = (10 << 24 | 64 << 16) + (idx >> 12)
+    a["src"] = src
+    dst = (100 << 24 | 64 << 16) + rng.integers(0, 1 << 22, n, dtype=np.int64)
+    a["dst"] = dst
+    # distinct 5-tuples: each client's 4,096 flows use distinct source ports
+    a["sport"] = 1024 + ((idx * 40_503) & 4095) * 15
+    a["dport"] = rng.integers(1024, 65536, n, dtype=np.int64)
+    # IPv4 header checksum (RFC 1071) over the 10 header words; the UDP checksum is 0: none (RFC 768)
+    words = (0x4500 + 28 + (idx & 0xFFFF) + 0x4000 + (64 << 8 | 17) + (src >> 16) + (src & 0xFFFF)
+             + (dst >> 16) + (dst & 0xFFFF))
+    while (words >> 16).any():
+        words = (words & 0xFFFF) + (words >> 16)
+    a["ip_sum"] = 0xFFFF - words
+    with open(out, "wb") as f:
+        f.write(PCAP_HEADER)
+        f.write(a.tobytes())
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path, help="pcap file to write")
     parser.add_argument("--packets", type=int, default=1_000_000, help="exact number of packets (default 1000000)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--tiny-flows", type=int, metavar="N",
+                        help="instead: N UDP datagrams without payload, each its own flow (see write_tiny_flows)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
+    if args.tiny_flows is not None:
+        written = write_tiny_flows(args.out, args.tiny_flows, args.seed)
+        print(f"{args.out}: {written} packets (one UDP flow each), {args.out.stat().st_size / 1e6:.1f} MB in "
+              f"{time.perf_counter() - began:.1f} s", file=sys.stderr)
+        return 0
     try:
         mix, written = write_pcap(args.out, args.packets, args.seed)
     except ValueError as exc:

@@ -85,12 +85,21 @@ def meshpcap_argv() -> tuple[list[str], bool] | None:
     return None
 
 
-def tools_for(capture: Path) -> list[Tool]:
+def tools_for(capture: Path, many_flows: bool = False) -> list[Tool]:
     tools: list[Tool] = []
     found = meshpcap_argv()
     if found is None:
         print("run.py: skipping meshpcap: neither `meshpcap flows --help` nor `python -m meshpcap.cli flows "
               "--help` works", file=sys.stderr)
+    elif many_flows:  # the memory case: a flow per packet; tshark's conversation table is not the point here
+        base = found[0]
+        tools.append(Tool("meshpcap flows --format json", base + ["flows", str(capture), "--format", "json", "-o",
+                                                                  os.devnull]))
+        tools.append(Tool("meshpcap flows --format csv", base + ["flows", str(capture), "--format", "csv", "-o",
+                                                                 os.devnull]))
+        tools.append(Tool("meshpcap analyze --format json", base + ["analyze", str(capture), "--format", "json",
+                                                                    "-o", os.devnull, "--fail-on", "never"]))
+        return tools
     else:
         base, no_names = found
         flows = base + ["flows", str(capture), "--format", "json", "-o", os.devnull]
@@ -131,17 +140,19 @@ def count_packets(path: Path) -> int:
     raise SystemExit(f"run.py: {path}: capinfos did not report a packet count")
 
 
-def ensure_capture(packets: int, seed: int) -> tuple[Path, bool, float | None]:
-    """Path of the generated capture, whether this call created it, and how long generating took."""
+def ensure_capture(packets: int, seed: int, tiny_flows: bool = False) -> tuple[Path, bool, float | None]:
+    """Path of the generated capture, whether this call created it, and how long generating took.
+    ``tiny_flows``: one UDP flow per packet (gen.write_tiny_flows) instead of the realistic mix."""
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"synthetic-{packets}p-seed{seed}-v{gen.GEN_VERSION}.pcap"
+    kind = "tinyflows" if tiny_flows else "synthetic"
+    path = OUT / f"{kind}-{packets}p-seed{seed}-v{gen.GEN_VERSION}.pcap"
     if path.exists():
         print(f"run.py: reusing {path}", file=sys.stderr)
         return path, False, None
     tmp = path.with_suffix(".pcap.partial")
     print(f"run.py: generating {packets} packets into {path} ...", file=sys.stderr)
     began = time.perf_counter()
-    gen.write_pcap(tmp, packets, seed)
+    (gen.write_tiny_flows if tiny_flows else gen.write_pcap)(tmp, packets, seed)
     elapsed = time.perf_counter() - began
     tmp.rename(path)  # only a complete file carries the final name, so reuse is safe
     print(f"run.py: generated {path.stat().st_size / 1e6:.1f} MB in {elapsed:.1f} s", file=sys.stderr)
@@ -181,8 +192,20 @@ def machine() -> dict:
     return info
 
 
-def markdown(tools: list[Tool], packets: int, size: int, runs: int) -> str:
-    """The results table, ready to paste into bench/README.md."""
+def markdown(tools: list[Tool], packets: int, size: int, runs: int, flows: int | None = None) -> str:
+    """The results table, ready to paste into bench/README.md (``flows``: the capture's flow count,
+    for the memory case, which reports peak RSS per flow instead of the ratio to tshark)."""
+    if flows:
+        lines = [f"{flows:,} flows ({packets:,} packets, {size / 1e6:.1f} MB), median of {runs} run(s)", "",
+                 "| Command | Median wall (s) | Peak RSS (MiB) | Peak RSS per flow (bytes) |", "|---|---:|---:|---:|"]
+        for t in tools:
+            med = t.median_s()
+            if med is None:
+                lines.append(f"| `{t.name}` | failed | | |")
+            else:
+                lines.append(f"| `{t.name}` | {med:.2f} | {t.peak_rss_mib():,.0f} | "
+                             f"{t.peak_rss_mib() * 2**20 / flows:,.0f} |")
+        return "\n".join(lines)
     tshark = next((t.median_s() for t in tools if t.name.startswith("tshark")), None)
     lines = [
         f"{packets:,} packets, {size / 1e6:.1f} MB, median of {runs} alternating run(s)",
@@ -216,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per command (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep a capture this run generated (700 MB per 1M)")
     parser.add_argument("--file", type=Path, help="time this capture instead of generating one")
+    parser.add_argument("--tiny-flows", type=int, metavar="N",
+                        help="instead: N flows of one UDP datagram each (2000000: the 116 MB case of issue 9); "
+                             "times `flows` (JSON and CSV) and `analyze --format json`, without tshark")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -227,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run.py: {capture}: no such file", file=sys.stderr)
             return 2
         packets = count_packets(capture)
+    elif args.tiny_flows is not None:
+        capture, generated, gen_seconds = ensure_capture(args.tiny_flows, args.seed, tiny_flows=True)
+        packets = args.tiny_flows
     else:
         try:
             capture, generated, gen_seconds = ensure_capture(args.packets, args.seed)
@@ -237,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     size = capture.stat().st_size
 
     try:
-        tools = tools_for(capture)
+        tools = tools_for(capture, many_flows=args.tiny_flows is not None)
         if not tools:
             print("run.py: nothing to time", file=sys.stderr)
             return 1
@@ -259,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if generated and not args.keep:
             capture.unlink(missing_ok=True)
 
-    table = markdown(tools, packets, size, args.runs)
+    table = markdown(tools, packets, size, args.runs, flows=args.tiny_flows)
     print(table)
     tshark = next((t.median_s() for t in tools if t.name.startswith("tshark")), None)
     results = {
@@ -281,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         "markdown": table,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"run.py: wrote {OUT / 'results.json'}", file=sys.stderr)
+    out = OUT / ("results-tinyflows.json" if args.tiny_flows else "results.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"run.py: wrote {out}", file=sys.stderr)
     return 1 if any(t.error for t in tools) else 0
 
 

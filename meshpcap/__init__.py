@@ -9,11 +9,12 @@ __all__ = ["read_flows", "analyze", "analyze_profiles", "analyze_many", "write_b
            "__version__"]
 
 
-def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None):
+def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None,
+               max_flows: int | None = None):
     """Read a capture into a :class:`meshpcap.flows.model.FlowTable` (see ``meshpcap.pipeline.read_flows``)."""
     from .pipeline import read_flows as _read_flows
 
-    return _read_flows(path, names=names, idle_seconds=idle_seconds, batch_bytes=batch_bytes)
+    return _read_flows(path, names=names, idle_seconds=idle_seconds, batch_bytes=batch_bytes, max_flows=max_flows)
 
 
 def analyze(
@@ -32,6 +33,7 @@ def analyze(
     as_of=None,
     quality: bool = True,
     quality_targets=None,
+    max_flows: int | None = None,
 ):
     """Judge a capture against a profile; returns a :class:`meshpcap.report.analysis.Report`.
 
@@ -43,13 +45,14 @@ def analyze(
     a string or a list of strings; ``rules``: your own TOML rules; ``fail_on``: blocked, missing
     (default), unexpected, degraded, warning or never.  ``quality``/``quality_targets``: measure the
     RTP media streams and judge them against Microsoft's targets (``Report.streams``, ``degraded``
-    findings).  ``.verdict`` is "pass", "fail" or "inconclusive" (see
+    findings).  ``max_flows``: stop with one clear error past this many flows (None: no limit).  ``.verdict`` is "pass", "fail" or "inconclusive" (see
     ``.reason``).  With ``profiles=[...]`` the capture is judged under each of them instead (read
     once) and a :class:`meshpcap.report.compare.Comparison` is returned, as from :func:`analyze_profiles`.
     """
     options = dict(service_tags=service_tags, m365_endpoints=m365_endpoints, webslates=webslates,
                    webslate_allow=webslate_allow, cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on,
-                   use_cache=use_cache, as_of=as_of, quality=quality, quality_targets=quality_targets)
+                   use_cache=use_cache, as_of=as_of, quality=quality, quality_targets=quality_targets,
+                   max_flows=max_flows)
     if profiles is not None:
         return analyze_profiles(source, profiles, **options)
     from .pipeline import analyze as _analyze

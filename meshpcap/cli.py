@@ -48,6 +48,23 @@ def _write(text: str, output: Optional[Path]) -> None:
             raise MeshpcapError(f"{output}: cannot write: {exc.strerror or exc}") from None
 
 
+def _write_stream(write_to, output: Optional[Path]) -> None:
+    """``write_to(write)`` writes the output in pieces, to standard output or to ``output``."""
+    if output is None or str(output) == "-":
+        write_to(sys.stdout.write)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            write_to(f.write)
+    except OSError as exc:
+        raise MeshpcapError(f"{output}: cannot write: {exc.strerror or exc}") from None
+
+
+DEFAULT_MAX_FLOWS = 10_000_000  # flows.engine.DEFAULT_MAX_FLOWS (not imported here: numpy would slow `--help`)
+_MAX_FLOWS_HELP = ("stop with one line (exit 2) when the capture has more flows than this (0: no limit); each "
+                   "flow needs about 1 KB of memory")
+
+
 def _fail(exc: BaseException) -> None:
     from .report.sanitize import terminal_text  # a file name in the message is text from outside: one line, no escapes
 
@@ -63,16 +80,17 @@ def flows(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write here instead of standard output "
                                           "(never the capture itself)"),
     no_names: bool = typer.Option(False, "--no-names", help="skip naming (SNI, QUIC, DNS, HTTP, STUN): flows only"),
+    max_flows: int = typer.Option(DEFAULT_MAX_FLOWS, "--max-flows", min=0, help=_MAX_FLOWS_HELP),
 ) -> None:
     """List the flows of a capture, oriented client -> server, with names and outcomes."""
-    from . import read_flows
-    from .report.flows import render_flows
+    from .pipeline import read_flows
+    from .report.flows import write_flows
 
     try:
         _not_the_capture(output, capture)
         fmt = _output_format(format, output, _FLOW_EXTENSIONS)
-        ft = read_flows(capture, names=not no_names)
-        _write(render_flows(ft, fmt), output)
+        ft = read_flows(capture, names=not no_names, max_flows=max_flows)
+        _write_stream(lambda write: write_flows(ft, fmt, write), output)
     except MeshpcapError as exc:
         _fail(exc)
 
@@ -147,6 +165,7 @@ def analyze(
                                                    "default: Microsoft's Teams client-to-edge targets)"),
     streams_csv: Optional[Path] = typer.Option(None, "--streams-csv", help="also write the media streams table "
                                                "(one row per RTP stream) as CSV to this file"),
+    max_flows: int = typer.Option(DEFAULT_MAX_FLOWS, "--max-flows", min=0, help=_MAX_FLOWS_HELP),
 ) -> None:
     """Judge a capture against Microsoft's requirements: blocked, unexpected and missing flows, with fixes.
 
@@ -164,7 +183,7 @@ def analyze(
         _compare(capture, profile, format, output, fail_on.value, service_tags=service_tags,
                  m365_endpoints=m365_endpoints, webslates=webslate, webslate_allow=webslate_allow,
                  cloud_scripting=cloud_scripting, rules=rules, as_of=as_of, quality=quality,
-                 quality_targets=quality_targets)
+                 quality_targets=quality_targets, max_flows=max_flows)
         return
     try:
         _not_the_capture(output, capture)
@@ -173,10 +192,13 @@ def analyze(
                      m365_endpoints=m365_endpoints,
                      webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
                      rules=rules, fail_on=fail_on.value, as_of=as_of, quality=quality,
-                     quality_targets=quality_targets)
+                     quality_targets=quality_targets, max_flows=max_flows)
         # JSON is for machines and carries every flow; the other formats list unrelated flows on request
         show = show_unrelated or fmt == ReportFormat.json
-        _write(render_report(report, fmt, show), output)
+        if fmt == ReportFormat.json:  # written in pieces: millions of flows are never one text
+            _write_stream(lambda write: report.write_json(write, show), output)
+        else:
+            _write(render_report(report, fmt, show), output)
         if streams_csv is not None:
             from .report.analysis import render_streams_csv
 

@@ -13,9 +13,9 @@ from typing import Sequence
 from .capture import open_capture, series
 from .decode.frames import decode_batch
 from .errors import CaptureError
-from .flows.engine import FlowBuilder, prepare
+from .flows.engine import FlowBuilder, FlowLimitError, prepare
 from .flows.model import FlowTable
-from .flows.records import build_records, flow_order
+from .flows.records import build_records, naming_jobs, with_flow_ids
 
 
 def _decode(batch):
@@ -46,7 +46,8 @@ def retain_until_exit() -> None:
 
 
 def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: bool = True,
-               idle_seconds: float | None = None, batch_bytes: int | None = None, media=None) -> FlowTable:
+               idle_seconds: float | None = None, batch_bytes: int | None = None, media=None,
+               max_flows: int | None = None) -> FlowTable:
     """Read a capture and return its flows (``.to_dataframe()`` for pandas).
 
     ``path`` is a file, a FIFO or ``"-"`` (standard input), or a list of files that continue
@@ -61,6 +62,8 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
     it off for its one run; a notebook may do the same around a large read).  ``media``, a
     :class:`meshpcap.flows.media.MediaCollector` (or True for one with the default options), is given
     every batch too, and the table's ``media`` is then its result (RTP streams, round-trip times).
+    ``max_flows`` (None or 0: no limit) stops with :class:`meshpcap.flows.engine.FlowLimitError` when
+    the capture has more flows; ``FlowTable.flows`` makes its records when read (about 0.5 KB per flow).
     """
     if isinstance(path, (str, os.PathLike)):
         paths = [os.fspath(path)]
@@ -68,16 +71,19 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
         paths = [os.fspath(p) for p in path]
         if not paths:
             raise CaptureError("(no files)", "no capture given")
-    return _read_flows(paths, names, idle_seconds, batch_bytes, media)
+    try:
+        return _read_flows(paths, names, idle_seconds, batch_bytes, media, max_flows)
+    except FlowLimitError as exc:
+        raise FlowLimitError(exc.limit, paths[0]) from None
 
 
 def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch_bytes: int | None,
-                media=None) -> FlowTable:
+                media=None, max_flows: int | None = None) -> FlowTable:
     if media is True:
         from .flows.media import MediaCollector
 
         media = MediaCollector()
-    kwargs = {}
+    kwargs = {"max_flows": max_flows}
     if idle_seconds is not None:
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
     builder = FlowBuilder(evidence=names, **kwargs)
@@ -113,12 +119,16 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     if names:
         from .flows.naming import name_flows
 
-        jobs = flow_order(raw)
+        jobs = naming_jobs(raw)  # the flows with payloads; the others only get DNS names, when their record is made
         n, names_list = name_flows(raw, jobs, early)
         named = dict(zip((fid for fid, _ in jobs), names_list))
+        dns_names = n._dns_and_choice if n._resolved else None
 
-        def _named(fid: int, a_is_client: bool) -> dict:
-            return named[fid]
+        def _named(fid: int, a_is_client: bool) -> dict | None:
+            got = named.get(fid)
+            if got is None and dns_names is not None:
+                got = dns_names(fid, a_is_client, {})
+            return got
 
         namer = _named
 
@@ -127,13 +137,15 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
         stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
     flows = build_records(raw, namer)
     if names:
-        dns_events = n.link_dns_events(flows)
+        dns_events = with_flow_ids(n.dns_events, n._dns_event_fid, raw)
     if _retained is not None:
         _retained.append((builder, raw, early, namer))
     capture = info.to_dict()
     capture["path"] = str(Path(paths[0]))
     capture["decoded"] = raw.decoded
     capture["undecoded"] = dict(sorted(raw.undecoded.items()))
+    # also in undecoded["duplicate"], so that packets == decoded + undecoded
+    capture["duplicates_dropped"] = raw.duplicates
     table = FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
     if media is not None:
         table.media = media.finish(flows)
@@ -203,6 +215,7 @@ def analyze(
     as_of=None,
     quality: bool = True,
     quality_targets: str | os.PathLike | None = None,
+    max_flows: int | None = None,
 ):
     """Judge a capture against a profile and return a :class:`meshpcap.report.analysis.Report`.
 
@@ -249,7 +262,8 @@ def analyze(
         from .classify.quality import load_targets
 
         targets = load_targets(quality_targets)
-    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets))
+    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets),
+                                                                 max_flows=max_flows)
     prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
     return judge_table(ft, prof, notices, tags, tags_path, fail_on, targets)
 
@@ -323,6 +337,7 @@ def analyze_profiles(
     as_of=None,
     quality: bool = True,
     quality_targets: str | os.PathLike | None = None,
+    max_flows: int | None = None,
 ):
     """Judge one capture under several profiles; a :class:`meshpcap.report.compare.Comparison`.
 
@@ -350,7 +365,8 @@ def analyze_profiles(
         from .classify.quality import load_targets
 
         targets = load_targets(quality_targets)
-    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets))
+    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets),
+                                                                 max_flows=max_flows)
     reports = []
     for prof in loaded:
         prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)

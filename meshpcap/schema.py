@@ -90,6 +90,8 @@ FLOW_FIELDS: tuple[Column, ...] = (
     _c("name_source", "string", "dict", "where the name came from: sni | connect | http | dns | ..."),
     _c("sni_literal", "string", "string", "an IP address literal the client put in the SNI field (not a name, "
        "RFC 6066 section 3; kept as evidence)"),
+    _c("interfaces", "object", "list<int64>", "capture interfaces (indices into the capture's interfaces) its "
+       "packets came on"),
 )
 
 VERDICT_FIELDS: tuple[Column, ...] = (

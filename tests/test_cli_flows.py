@@ -214,3 +214,24 @@ def test_real_entry_point_flushes_its_output_before_leaving(tmp_path):
                                    "--format", "json"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1  # the sample's blocked relay
     assert json.loads(proc.stdout)["verdict"] == "fail"
+
+
+
+@pytest.mark.parametrize("command", ["flows", "analyze"])
+def test_max_flows_is_one_line_and_exit_2(small, command):
+    # small has 2 flows
+    ok = runner.invoke(app, [command, str(small), "--max-flows", "2"])
+    assert ok.exit_code in (0, 1, 3) and ok.stderr == "", ok.stderr  # 3: analyze finds no session in it
+    assert runner.invoke(app, [command, str(small), "--max-flows", "0"]).exit_code == ok.exit_code  # 0: no limit
+    res = runner.invoke(app, [command, str(small), "--max-flows", "1"])
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert res.stderr.startswith(f"meshpcap: {small}: more than 1 flows (the --max-flows limit")
+    assert res.stdout == ""
+
+
+def test_max_flows_default_is_the_engines():
+    from meshpcap import cli
+    from meshpcap.flows import engine
+
+    assert cli.DEFAULT_MAX_FLOWS == engine.DEFAULT_MAX_FLOWS  # cli keeps its own copy: no numpy for --help

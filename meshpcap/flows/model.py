@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
@@ -184,7 +185,8 @@ class Flow:
     stun: StunSummary | None = None
     name: str | None = None
     name_source: str | None = None
-    sni_literal: str | None = None  # an IP address the client put in server_name: evidence, not a name (decode branch)
+    sni_literal: str | None = None  # an IP address the client put in server_name: evidence, not a name
+    interfaces: tuple[int, ...] = ()  # capture interfaces (indices into capture["interfaces"]) its packets came on
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(zip(FLOW_COLUMNS, _flow_values(self)))
@@ -256,7 +258,8 @@ class FlowTable:
     """Flows of one capture plus what the capture said about itself."""
 
     capture: dict[str, Any]
-    flows: list[Flow] = field(default_factory=list)
+    # a list, or (from read_flows) a FlowRecords: a read-only sequence that makes its records when read
+    flows: Sequence[Flow] = field(default_factory=list)
     dns: list[DnsEvent] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     media: Any = None  # the media pass's result (meshpcap.flows.media.MediaResult) when it ran
@@ -265,7 +268,7 @@ class FlowTable:
         return {
             "schema": FLOWS_SCHEMA,
             "capture": self.capture,
-            "flows": [f.to_dict() for f in self.flows],
+            "flows": [f.to_dict() for f in getattr(self.flows, "stream", lambda: self.flows)()],
             "dns": [e.to_dict() for e in self.dns],
             "stats": self.stats,
         }
@@ -276,7 +279,7 @@ class FlowTable:
         and ``community_id``."""
         from ..schema import frame
 
-        return frame("flows", [flow_row(f) for f in self.flows])
+        return frame("flows", [flow_row(f) for f in getattr(self.flows, "stream", lambda: self.flows)()])
 
     def dns_dataframe(self):
         """Every DNS query and what became of it (``meshpcap.schema.DNS_FIELDS``)."""

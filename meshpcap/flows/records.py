@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
 
 from ..decode import frames as F
 from .engine import RawFlows, TcpFacts, addr_text
-from .model import Flow, StunSummary
+from .model import FLOW_COLUMNS, Flow, StunSummary
 
 # Ports that name a service even above 1024 (so their side is the server).
 SERVICE_PORTS = frozenset(
@@ -73,87 +74,230 @@ def tcp_state(t: TcpFacts, a_is_client: bool, c2s: int, s2c: int) -> str:
 def record_order(raw: RawFlows) -> list[int]:
     """The builder's flow numbers in record order: by first packet (ties cannot happen: one
     packet starts one flow); record ids count from 1 in this order."""
-    return np.argsort(raw.first_rec, kind="stable").tolist()
+    return _record_order(raw).tolist()
+
+
+def _record_order(raw: RawFlows) -> np.ndarray:
+    return np.argsort(raw.first_rec, kind="stable")
+
+
+_HOW = ("syn", "syn-ack", "ports", "first-packet")
+
+
+def orientation(raw: RawFlows) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`orient` of every flow at once: (a_is_client, index into ``_HOW``), by builder flow number."""
+    cols = raw.slot_keys.columns
+    slot = raw.flow_slot
+    proto = cols[0].a[slot]
+    pa = cols[6].a[slot].astype(np.int64)
+    pb = cols[7].a[slot].astype(np.int64)
+    a_client = raw.first_from_a.astype(bool)
+    how = np.full(slot.size, 3, np.int8)
+    ported = ((proto == F.PROTO_TCP) | (proto == F.PROTO_UDP)) & (pa != pb)
+    if ported.any():
+        service = np.array(sorted(SERVICE_PORTS))
+
+        def is_service(p):
+            return (p < 1024) | np.isin(p, service) | ((p >= MESH_RANGE.start) & (p < MESH_RANGE.stop))
+
+        sa, sb = is_service(pa), is_service(pb)
+        da, db = pa >= DYNAMIC_START, pb >= DYNAMIC_START
+        by_service = ported & (sa != sb)
+        by_low = ported & ~by_service & ((pa < 1024) | (pb < 1024))
+        by_dynamic = ported & ~by_service & ~by_low & (da != db)
+        a_client = np.where(by_service, sb, np.where(by_low, pa > pb, np.where(by_dynamic, da, a_client)))
+        how[by_service | by_low | by_dynamic] = 2
+    for fid, t in raw.tcp.items():  # the handshake decides before the ports
+        if t.syn_dir is not None:
+            a_client[fid], how[fid] = t.syn_dir == 1, 0
+        elif t.synack_dir is not None:
+            a_client[fid], how[fid] = t.synack_dir == 0, 1
+    return a_client, how
 
 
 def flow_order(raw: RawFlows) -> list[tuple[int, bool]]:
     """(flow, a_is_client) in record order: the calls :func:`build_records` makes to ``names``."""
-    keys, slot, first_a = raw.slot_keys, raw.flow_slot.tolist(), raw.first_from_a.tolist()
-    return [(fid, orient(keys[slot[fid]], raw.tcp.get(fid), first_a[fid])[0]) for fid in record_order(raw)]
+    a_client = orientation(raw)[0]
+    order = _record_order(raw)
+    return list(zip(order.tolist(), a_client[order].tolist()))
 
 
-def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | None = None) -> list[Flow]:
-    """Oriented flow records sorted by their first packet; ids count from 1 in that order."""
-    out: list[Flow] = []
-    # whole columns as Python ints once, rather than a numpy scalar per field and flow
-    slot, first_a = raw.flow_slot.tolist(), raw.first_from_a.tolist()
-    pk_a, pk_b, by_a, by_b = raw.pk_a.tolist(), raw.pk_b.tolist(), raw.by_a.tolist(), raw.by_b.tolist()
-    first_ns, last_ns = raw.first_ns.tolist(), raw.last_ns.tolist()
-    encap, frags = raw.encapsulated.tolist(), raw.fragments.tolist()
-    # TURN ChannelData counts only on a flow that spoke STUN (RFC 8656 section 12: a channel is bound by
-    # ChannelBind on the same 5-tuple): alone, 0x40-0x4F first bytes are as likely QUIC or LLMNR
-    has_stun = raw.stun_counts[:, :4].any(axis=1).tolist() if len(raw.stun_counts) else []
-    for new_id, fid in enumerate(record_order(raw), start=1):
-        key = raw.slot_keys[slot[fid]]
-        proto, ver, ah, al, bh, bl, pa, pb = key
-        t = raw.tcp.get(fid)
-        a_client, how = orient(key, t, first_a[fid])
-        a_addr, b_addr = addr_text(ver, ah, al), addr_text(ver, bh, bl)
-        if a_client:
-            client, cport, server, sport = a_addr, pa, b_addr, pb
-            c2s, s2c, bc2s, bs2c = pk_a[fid], pk_b[fid], by_a[fid], by_b[fid]
-        else:
-            client, cport, server, sport = b_addr, pb, a_addr, pa
-            c2s, s2c, bc2s, bs2c = pk_b[fid], pk_a[fid], by_b[fid], by_a[fid]
-        has_ports = proto in (F.PROTO_TCP, F.PROTO_UDP)
-        rst_from = rst_ttl = None
-        if t is not None:
-            state = tcp_state(t, a_client, c2s, s2c)
-            syn_count = t.syn_count
-            if t.rst_dir is not None:
-                rst_from = "client" if (t.rst_dir == 1) == a_client else "server"
-                rst_ttl = t.rst_ttl
-        else:
-            state = "bidirectional" if (c2s and s2c) else "one-way"
-            syn_count = 0
-        icmp = []
-        for err, quoted_a_to_b in raw.icmp.get(fid, ()):
-            toward_server = quoted_a_to_b == a_client
-            icmp.append(err if toward_server else _toward(err, "client"))
-        stun = None
-        if has_stun[fid]:
-            sc = raw.stun_counts[fid].tolist()
-            stun = StunSummary(requests=sc[0], indications=sc[1], successes=sc[2], errors=sc[3], channel_data=sc[4])
-        extra = names(fid, a_client) if names is not None else {}
-        if stun is not None and extra.get("stun") is not None:
-            extra["stun"] = _merge_stun(stun, extra["stun"])
-        elif stun is not None:
-            extra["stun"] = stun
-        out.append(Flow(
-            id=new_id,
-            transport=_TRANSPORTS.get(proto, f"ip-{proto}"),
-            ip_version=ver,
-            client=client,
-            client_port=cport if has_ports else None,
-            server=server,
-            server_port=sport if has_ports else None,
-            state=state,
-            syn_count=syn_count,
-            packets_c2s=c2s,
-            packets_s2c=s2c,
-            bytes_c2s=bc2s,
-            bytes_s2c=bs2c,
-            first_ns=first_ns[fid],
-            last_ns=last_ns[fid],
-            icmp_errors=tuple(icmp),
-            rst_from=rst_from,
-            rst_ttl=rst_ttl,
-            orientation=how,
-            encapsulated=encap[fid],
-            ip_fragments=frags[fid],
-            **extra,
-        ))
-    return out
+def naming_jobs(raw: RawFlows) -> list[tuple[int, bool]]:
+    """(flow, a_is_client) in record order for the flows that have payloads kept as evidence: the
+    only ones whose names need their payloads (the others get their DNS names when their record
+    is made, see ``pipeline``)."""
+    a_client = orientation(raw)[0]
+    order = _record_order(raw)
+    has = np.zeros(order.size, bool)
+    has[np.fromiter(raw.evidence.keys(), np.int64, len(raw.evidence))] = True
+    sel = order[has[order]]
+    return list(zip(sel.tolist(), a_client[sel].tolist()))
+
+
+def with_flow_ids(events: list, event_flows: list[int], raw: RawFlows) -> list:
+    """The DNS events with the record id of the flow (builder number in ``event_flows``) that carried each."""
+    if not events:
+        return []
+    from dataclasses import fields
+
+    from .model import DnsEvent
+
+    record_id = np.empty(len(raw.first_rec), np.int64)
+    record_id[_record_order(raw)] = np.arange(1, len(raw.first_rec) + 1)
+    ids = record_id[np.asarray(event_flows, np.int64)].tolist()
+    names = [f.name for f in fields(DnsEvent) if f.name != "flow_id"]  # dataclasses.replace is several times slower
+    return [DnsEvent(**{f: getattr(e, f) for f in names}, flow_id=i) for e, i in zip(events, ids)]
+
+
+def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | None = None) -> "FlowRecords":
+    """Oriented flow records sorted by their first packet; ids count from 1 in that order.
+
+    The records are made when read (:class:`FlowRecords`), not kept: a capture of millions of
+    flows is written out in chunks without ever holding a :class:`Flow` per flow."""
+    return FlowRecords(raw, names)
+
+
+_NAME_FIELDS = tuple(f for f in FLOW_COLUMNS if f not in (
+    "id", "transport", "ip_version", "client", "client_port", "server", "server_port", "state", "syn_count",
+    "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "first_ns", "last_ns", "icmp_errors", "rst_from",
+    "rst_ttl", "orientation", "encapsulated", "ip_fragments", "interfaces"))
+# FlowRecords._make passes the fields by position: the flow's own, the naming stage's, interfaces
+assert FLOW_COLUMNS[21:-1] == _NAME_FIELDS and FLOW_COLUMNS[-1] == "interfaces"
+_NO_NAMES = (None,) * len(_NAME_FIELDS)
+CHUNK = 8192  # flows made at a time when streaming
+
+
+class _MaskTuples(dict):
+    """Interface bit mask -> the tuple of its bit numbers (a capture has few distinct masks)."""
+
+    def __missing__(self, mask: int) -> tuple[int, ...]:
+        t = self[mask] = tuple(i for i in range(64) if mask >> i & 1)
+        return t
+
+
+class FlowRecords(Sequence):
+    """The flows of a capture as a read-only sequence of :class:`Flow`, made from the builder's
+    columns when read.
+
+    Iterating, ``len()``, indexing and slicing behave as on a list; the first full iteration keeps
+    the records (as a list) for the next ones, since a caller that walks the flows once tends to
+    walk them again.  :meth:`stream` yields them without keeping any, for writers."""
+
+    def __init__(self, raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | None = None) -> None:
+        self._raw = raw
+        self._names = names
+        self._order = _record_order(raw)
+        self._a_client, self._how = orientation(raw)
+        self._kept: list[Flow] | None = None
+        self._ifaces = _MaskTuples()
+
+    def _interfaces(self, fid: int, mask: int) -> tuple[int, ...]:
+        return tuple(sorted(set(self._ifaces[mask]) | self._raw.interfaces_high[fid]))
+
+    def __len__(self) -> int:
+        return int(self._order.size)
+
+    def __getitem__(self, i):
+        if self._kept is not None:
+            return self._kept[i]
+        if isinstance(i, slice):
+            return self._make(range(len(self))[i])
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("flow index out of range")
+        return self._make([i % n])[0]
+
+    def __iter__(self):
+        if self._kept is None:
+            self._kept = list(self.stream())
+        return iter(self._kept)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (FlowRecords, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self.stream(), other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} flows>"
+
+    def __reduce__(self):
+        """Pickled (and deep-copied) as the plain list of its records: the builder's state and the
+        naming closure it reads from do not cross processes."""
+        return (list, (list(self.stream()),))
+
+    def stream(self, chunk: int = CHUNK):
+        """Every flow in record order, made ``chunk`` at a time and not kept."""
+        if self._kept is not None:
+            yield from self._kept
+            return
+        for lo in range(0, len(self), chunk):
+            yield from self._make(range(lo, min(lo + chunk, len(self))))
+
+    def _make(self, positions) -> list[Flow]:
+        """The records at these positions (record order)."""
+        raw = self._raw
+        pos = np.asarray(positions, np.int64)
+        fids = self._order[pos]
+        slot = raw.flow_slot[fids]
+        cols = raw.slot_keys.columns
+        proto_l, ver_l = cols[0].a[slot].tolist(), cols[1].a[slot].tolist()
+        ah_l, al_l, bh_l, bl_l = (cols[k].a[slot].tolist() for k in (2, 3, 4, 5))
+        pa_l, pb_l = cols[6].a[slot].tolist(), cols[7].a[slot].tolist()
+        a_client_l, how_l = self._a_client[fids].tolist(), self._how[fids].tolist()
+        pk_a, pk_b = raw.pk_a[fids].tolist(), raw.pk_b[fids].tolist()
+        by_a, by_b = raw.by_a[fids].tolist(), raw.by_b[fids].tolist()
+        first_ns, last_ns = raw.first_ns[fids].tolist(), raw.last_ns[fids].tolist()
+        encap, frags = raw.encapsulated[fids].tolist(), raw.fragments[fids].tolist()
+        stun_rows = raw.stun_counts[fids]
+        # TURN ChannelData counts only on a flow that spoke STUN (RFC 8656 section 12: a channel is bound by
+        # ChannelBind on the same 5-tuple): alone, 0x40-0x4F first bytes are as likely QUIC or LLMNR
+        has_stun = stun_rows[:, :4].any(axis=1).tolist() if len(stun_rows) else []
+        masks = raw.interface_mask[fids].tolist()
+        ifaces_of = self._ifaces
+        tcp, icmp, names = raw.tcp, raw.icmp, self._names
+        out: list[Flow] = []
+        for j, fid in enumerate(fids.tolist()):
+            proto, ver, a_client = proto_l[j], ver_l[j], a_client_l[j]
+            a_addr, b_addr = addr_text(ver, ah_l[j], al_l[j]), addr_text(ver, bh_l[j], bl_l[j])
+            pa, pb = pa_l[j], pb_l[j]
+            if a_client:
+                client, cport, server, sport = a_addr, pa, b_addr, pb
+                c2s, s2c, bc2s, bs2c = pk_a[j], pk_b[j], by_a[j], by_b[j]
+            else:
+                client, cport, server, sport = b_addr, pb, a_addr, pa
+                c2s, s2c, bc2s, bs2c = pk_b[j], pk_a[j], by_b[j], by_a[j]
+            if proto not in (F.PROTO_TCP, F.PROTO_UDP):
+                cport = sport = None
+            rst_from = rst_ttl = None
+            t = tcp.get(fid)
+            if t is not None:
+                state = tcp_state(t, a_client, c2s, s2c)
+                syn_count = t.syn_count
+                if t.rst_dir is not None:
+                    rst_from = "client" if (t.rst_dir == 1) == a_client else "server"
+                    rst_ttl = t.rst_ttl
+            else:
+                state = "bidirectional" if (c2s and s2c) else "one-way"
+                syn_count = 0
+            errs = icmp.get(fid)
+            icmp_errors = () if not errs else tuple(
+                err if quoted_a_to_b == a_client else _toward(err, "client") for err, quoted_a_to_b in errs)
+            stun = None
+            if has_stun[j]:
+                sc = stun_rows[j].tolist()
+                stun = StunSummary(requests=sc[0], indications=sc[1], successes=sc[2], errors=sc[3],
+                                   channel_data=sc[4])
+            extra = names(fid, a_client) if names is not None else None
+            if stun is not None:
+                extra = dict(extra or ())
+                extra["stun"] = _merge_stun(stun, extra["stun"]) if extra.get("stun") is not None else stun
+            named = tuple(map(extra.get, _NAME_FIELDS)) if extra else _NO_NAMES
+            out.append(Flow(
+                int(pos[j]) + 1, _TRANSPORTS.get(proto, f"ip-{proto}"), ver, client, cport, server, sport, state,
+                syn_count, c2s, s2c, bc2s, bs2c, first_ns[j], last_ns[j], icmp_errors, rst_from, rst_ttl,
+                _HOW[how_l[j]], encap[j], frags[j], *named,
+                ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j])))
+        return out
 
 
 def _toward(err, side: str):

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
-from .flows import capture_summary, cell, endpoint, json_indent2, ns_text, terminal_cells
+from .flows import capture_summary, cell, endpoint, json_indent2, ns_text, terminal_cells, write_json_list
 from .formats import ReportFormat
 from .sanitize import CsvWriter, markdown_code, markdown_text, terminal_text
 
@@ -101,8 +101,21 @@ class Report:
         return frame("checklist", [c.to_dict() for c in self.judgement.checklist])
 
     def to_dict(self, show_unrelated: bool = True) -> dict[str, Any]:
+        return {**self._head(), "flows": [v.to_dict() for v in self._flows(show_unrelated)],
+                "dns": [e.to_dict() for e in self.flow_table.dns], **self._tail()}
+
+    def _tail(self) -> dict[str, Any]:
+        """Media quality (issue 15): additive sections after the DNS events, absent when not measured."""
+        if self.quality is None:
+            return {}
+        return {"quality": self.quality.to_dict(), "streams": [s.to_dict() for s in self.quality.media.streams]}
+
+    def _flows(self, show_unrelated: bool):
+        return (v for v in self.judgement.flows if show_unrelated or v.verdict != "unrelated")
+
+    def _head(self) -> dict[str, Any]:
+        """The document without its flows and DNS events (which come last)."""
         j = self.judgement
-        flows = [v.to_dict() for v in j.flows if show_unrelated or v.verdict != "unrelated"]
         return {
             "schema": REPORT_SCHEMA,
             "capture": self.capture,
@@ -116,17 +129,25 @@ class Report:
             "expected": [g.to_dict() for g in j.groups],
             "checklist": [c.to_dict() for c in j.checklist],
             "warnings": list(j.warnings),
-            "flows": flows,
-            "dns": [e.to_dict() for e in self.flow_table.dns],
-            # media quality (issue 15): additive sections, absent when it was not measured
-            **({} if self.quality is None else {
-                "quality": self.quality.to_dict(),
-                "streams": [s.to_dict() for s in self.quality.media.streams],
-            }),
         }
 
     def to_json(self, show_unrelated: bool = True) -> str:
-        return json_indent2(self.to_dict(show_unrelated)) + "\n"  # exactly json.dumps(indent=2), faster
+        buf = io.StringIO()
+        self.write_json(buf.write, show_unrelated)
+        return buf.getvalue()
+
+    def write_json(self, write, show_unrelated: bool = True) -> None:
+        """``json.dumps(self.to_dict(show_unrelated), indent=2) + "\\n"``, written a chunk of flows at a
+        time (a capture of millions of flows is never held as one text)."""
+        head = json_indent2(self._head())
+        write(head[:-2] + ',\n  "flows": ')  # the head without its closing "\n}"
+        write_json_list((v.to_dict() for v in self._flows(show_unrelated)), "  ", write)
+        write(',\n  "dns": ')
+        write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
+        tail = self._tail()
+        if tail:
+            write("," + json_indent2(tail)[1:-2])  # its members, without the braces
+        write("\n}\n")
 
     def __repr__(self) -> str:
         j = self.judgement

@@ -83,7 +83,8 @@ def test_raw_ipv4_and_ipv6_link_types(tmp_path, lt, ip):
     d = B.decode([ip], lt)
     assert d.reason[0] == 0
     assert d.ip_version[0] == (4 if lt == 228 else 6)
-    p = B.write_pcap(tmp_path / f"lt{lt}.pcap", [(B.T0, ip), (B.T0 + 1, ip)], linktype=lt)
+    # a second later: the same packet 1 ns later would be a duplicate, counted once
+    p = B.write_pcap(tmp_path / f"lt{lt}.pcap", [(B.T0, ip), (B.T0 + B.SEC, ip)], linktype=lt)
     (f,) = read_flows(p, names=False).flows
     assert (f.ip_version, f.packets_c2s, f.bytes_c2s) == (d.ip_version[0], 2, 2 * len(ip))
     wrong = TCP4 if lt == 229 else UDP6  # the link type fixes the IP version

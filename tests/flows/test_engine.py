@@ -361,18 +361,119 @@ _POOL = [
 ] + [bytes(f) for f in fragment(IP(src=C, dst=S, id=3) / UDP(sport=50008, dport=3480) / (b"f" * 60), 32)]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_POOL += [
+    B.udp6("2001:db8::1", 50010, "2001:db8::2", 3478,  # a STUN Binding request over IPv6 (RFC 8489 section 5)
+           b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"t" * 12),
+    B.udp4(S, 53, C, 50007, b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01"
+           b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x34\x70\x00\x0a"),  # its answer: a -> S
+    B.tcp4(C, 50011, S, 443, "A", seq=5, ack=6),  # a bare ACK (copies of it are dropped only once copies are systematic)
+]
+
+
+def _full(ft):
+    """Everything a reader sees: capture, flows, DNS events and stats."""
+    cap, flows = _comparable(ft)
+    return cap, flows, [e.to_dict() for e in ft.dns], ft.stats
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # found by CI: ICMP errors quoting a 5-tuple whose own packets follow later in the same batch
-@example(pkts=[(8, 1), (10, 1), (10, 1), (11, 1), (0, 1)], batch_bytes=64)
-@example(pkts=[(8, 1), (10, 1), (10, 1), (11, 1), (0, 1)], batch_bytes=300)
-@given(st.lists(st.tuples(st.integers(0, len(_POOL) - 1), st.sampled_from([1, 1000, 200 * B.SEC, 400 * B.SEC])),
+@example(pkts=[(8, 1, 0, 0), (10, 1, 0, 0), (10, 1, 0, 0), (11, 1, 0, 0), (0, 1, 0, 0)], batch_bytes=64)
+@example(pkts=[(8, 1, 0, 0), (10, 1, 0, 0), (10, 1, 0, 0), (11, 1, 0, 0), (0, 1, 0, 0)], batch_bytes=300)
+# copies across a batch boundary, on another interface, and a bare ACK copied after two strong copies
+@example(pkts=[(0, 1, 1, 0), (8, 1000, 1, 1), (len(_POOL) - 1, 1, 2, 0), (7, 1, 1, 1)], batch_bytes=1)
+@given(st.lists(st.tuples(st.integers(0, len(_POOL) - 1), st.sampled_from([1, 1000, 200 * B.SEC, 400 * B.SEC]),
+                          st.integers(0, 2),  # copies of the packet that follow it, 1 us apart (SPAN, pktmon)
+                          st.integers(0, 1)),  # the interface its copies come on: 0 the same, 1 the other
                 min_size=1, max_size=40),
        st.sampled_from([1, 64, 300]))
 def test_batch_size_never_matters(tmp_path, pkts, batch_bytes):
+    """Whatever the batches, the same flows, DNS events and stats, on a two-interface pcapng with
+    copies; and every packet is a flow's, undecoded, or a dropped copy."""
     t = B.T0
     recs = []
-    for k, dt in pkts:
+    for k, dt, copies, other in pkts:
         t += dt
-        recs.append((t, _POOL[k]))
-    p = B.write_pcap(tmp_path / "prop.pcap", recs, linktype=101)
-    assert _comparable(_read(p, batch_bytes=batch_bytes)) == _comparable(_read(p))
+        recs.append((0, t, B.ether(_POOL[k])))
+        for c in range(copies):
+            recs.append((other, t + (c + 1) * 1000, B.ether(_POOL[k])))
+        t += copies * 1000
+    p = B.write_pcapng(tmp_path / "prop.pcapng", [1, 1], recs)
+    small, whole = _read(p, batch_bytes=batch_bytes), _read(p)
+    assert _full(small) == _full(whole)
+    assert sum(f.packets_c2s + f.packets_s2c for f in whole.flows) == whole.capture["decoded"]
+    assert whole.capture["undecoded"].get("duplicate", 0) == whole.capture["duplicates_dropped"]
+
+
+# ---------------------------------------------------------------- the slot table: hash collisions
+@pytest.mark.parametrize("buckets", [1, 4])
+@pytest.mark.parametrize("batch_bytes", [None, 256])
+def test_hash_collisions_change_nothing(tmp_path, monkeypatch, buckets, batch_bytes):
+    """5-tuples are found by a 64-bit hash, confirmed against the key: with a hash of one or four
+    values (every key colliding, in one batch and across batches) the flows are the same."""
+    import numpy as np
+
+    from meshpcap.flows import engine
+
+    p = tmp_path / "busy.pcap"
+    _busy_capture(p)
+    want = _comparable(_read(p, batch_bytes=batch_bytes))
+    real = engine._key_hash
+    monkeypatch.setattr(engine, "_key_hash", lambda cols: real(cols) & np.uint64(buckets - 1))
+    got = _read(p, batch_bytes=batch_bytes)
+    assert _comparable(got) == want
+    assert len(got.flows) > 10
+
+
+def test_slot_table_finds_each_key_once():
+    import numpy as np
+
+    from meshpcap.flows.engine import SlotTable, _key_columns, _key_hash
+
+    keys = [(6, 4, 0, 1, 0, 2, 40000, 443), (17, 4, 0, 1, 0, 2, 40000, 443), (17, 6, 2**63, 5, 2**64 - 1, 7, 1, 2)]
+    table = SlotTable()
+    dtypes = (np.int64, np.int64, np.uint64, np.uint64, np.uint64, np.uint64, np.int64, np.int64)  # as group_batch's
+    cols = tuple(np.array(c, dtype=dt) for c, dt in zip(zip(*keys), dtypes))
+    h = _key_hash(_key_columns(*cols))
+    first = table.lookup(cols, h)
+    again = table.lookup(tuple(c[::-1] for c in cols), h[::-1])
+    assert first.tolist() == [0, 1, 2] and again.tolist() == [2, 1, 0]
+    assert [table[s] for s in range(3)] == keys and list(table) == keys
+    assert [table.find(k) for k in keys] == [0, 1, 2]
+    assert table.find((6, 4, 0, 1, 0, 2, 40000, 444)) is None
+
+
+# ---------------------------------------------------------------- FlowRecords: a sequence made when read
+def test_flow_records_behave_as_a_list(tmp_path):
+    p = tmp_path / "busy.pcap"
+    _busy_capture(p)
+    ft = _read(p)
+    recs = ft.flows
+    streamed = list(recs.stream(chunk=3))
+    assert recs._kept is None  # stream() keeps nothing
+    assert len(recs) == len(streamed) > 10
+    assert recs[0] == streamed[0] and recs[-1] == streamed[-1] and recs[2:5] == streamed[2:5]
+    assert [f.id for f in streamed] == list(range(1, len(streamed) + 1))
+    with pytest.raises(IndexError):
+        recs[len(recs)]
+    assert recs == streamed and list(recs) == streamed and recs[1] == streamed[1]
+    assert recs._kept is not None  # a full iteration keeps the records for the next
+
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(ft)).flows == streamed  # a plain list on the other side
+    assert copy.deepcopy(ft).flows == streamed
+
+
+# ---------------------------------------------------------------- --max-flows
+def test_max_flows_stops_with_one_line(tmp_path):
+    from meshpcap.flows.engine import FlowLimitError
+
+    p = tmp_path / "busy.pcap"
+    _busy_capture(p)
+    n = len(_read(p, names=False).flows)
+    assert len(_read(p, names=False, max_flows=n).flows) == n
+    with pytest.raises(FlowLimitError) as err:
+        _read(p, names=False, max_flows=n - 1, batch_bytes=256)
+    assert str(err.value).startswith(f"{p}: more than {n - 1:,} flows") and "\n" not in str(err.value)

@@ -33,6 +33,8 @@ def _comparable(raw) -> dict:
         v = getattr(raw, f.name)
         if isinstance(v, np.ndarray):
             v = v.tolist()
+        elif f.name == "slot_keys":  # a SlotTable: its key tuples
+            v = list(v)
         elif f.name == "tcp":
             v = {k: {s: getattr(t, s) for s in t.__slots__} for k, t in v.items()}
         elif f.name == "evidence":
