@@ -724,18 +724,3 @@ def read_alerts(stream: bytes) -> TlsAlert | None:
             return make_alert(payload[0], payload[1]) if len(payload) >= 2 else None
         pos += 5 + length
     return None
-
-
-# The builders that lived here moved to meshpcap.testing.tls (issue 10: a parser module holds parsing only).
-# Until every branch imports them from there, the old names still resolve, with a DeprecationWarning.
-_MOVED = frozenset(['build_alert', 'build_application_data', 'build_certificate_record', 'build_change_cipher_spec', 'build_client_hello', 'build_handshake', 'build_record', 'build_server_hello'])
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"meshpcap.decode.tls.{name} moved to meshpcap.testing.tls.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("meshpcap.testing.tls"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
