@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 from meshpcap.errors import RuleError
+from meshpcap.rules.files import read_file
 from meshpcap.rules.match import parse_domain_pattern, parse_prefix
 from meshpcap.rules.m365 import load_m365_endpoints, rules_for_use, version_date, version_from_name
 from meshpcap.rules.model import COMBINE, REQUIREMENTS, TRANSPORTS, EndpointsUse, ExpectedGroup, PortSet, Profile, Rule
@@ -122,10 +123,7 @@ def _replace_group(g: ExpectedGroup, **changes: Any) -> ExpectedGroup:
 
 def _load(path: Path, require_profile: bool, base: Profile | None = None) -> Profile:
     src = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RuleError(src, f"cannot read: {exc.strerror or exc}") from None
+    raw = read_file(path)
     try:
         data = tomllib.loads(_decode_text(raw, src))
     except tomllib.TOMLDecodeError as exc:
