@@ -228,30 +228,41 @@ def analyze(
     and findings of kind ``degraded``.  A FlowTable source is judged for quality when it was read
     with ``read_flows(..., media=True)``.
     """
+    return _reports(source, [profile], service_tags=service_tags, m365_endpoints=m365_endpoints, webslates=webslates,
+                    webslate_allow=webslate_allow, cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on,
+                    use_cache=use_cache, as_of=as_of, quality=quality, quality_targets=quality_targets)[0]
+
+
+def _reports(source, profiles, *, service_tags, m365_endpoints, webslates, webslate_allow, cloud_scripting, rules,
+             fail_on, use_cache, as_of, quality, quality_targets) -> list:
+    """One Report per profile of ``profiles`` over one reading of ``source`` (the body of :func:`analyze`
+    and :func:`analyze_profiles`): every option is checked and every reference file loaded before the
+    capture is read, so that a bad option fails fast."""
     from .classify import FAIL_ON
     from .errors import MeshpcapError
     from .rules import cached_service_tags, load_service_tags
 
     if fail_on not in FAIL_ON:
         raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
+    if not profiles:
+        raise MeshpcapError("--profile: give at least one profile to compare")
     as_of = _as_of(as_of)
     addons = (m365_endpoints, _items(webslates, "webslates"), _items(webslate_allow, "webslate_allow"),
               _items(cloud_scripting, "cloud_scripting"), rules)
-    prof = None if profile == "auto" else load_rules(profile, *addons, use_cache=use_cache)
-    tags = None
-    tags_path = service_tags
-    if tags_path is None and use_cache:
-        tags_path = cached_service_tags()
-    if tags_path is not None:
-        tags = load_service_tags(tags_path)
+    loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
+    tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
+    tags = load_service_tags(tags_path) if tags_path is not None else None
     targets = None
     if quality:
         from .classify.quality import load_targets
 
         targets = load_targets(quality_targets)
     ft = source if isinstance(source, FlowTable) else read_flows(source, media=_collector(targets))
-    prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
-    return _report(ft, prof, notices, tags, tags_path, fail_on, targets)
+    reports = []
+    for prof in loaded:
+        prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
+        reports.append(_report(ft, prof, notices, tags, tags_path, fail_on, targets))
+    return reports
 
 
 def _collector(targets):
@@ -330,31 +341,12 @@ def analyze_profiles(
     and each profile (``"auto"`` allowed; add-ons apply to every one) judges the same flows.
     ``comparison.reports`` holds one Report per profile, in the order given.
     """
-    from .classify import FAIL_ON
-    from .errors import MeshpcapError
     from .report.compare import Comparison
-    from .rules import cached_service_tags, load_service_tags
 
-    if fail_on not in FAIL_ON:
-        raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
-    if not profiles:
-        raise MeshpcapError("--profile: give at least one profile to compare")
-    as_of = _as_of(as_of)
-    addons = (m365_endpoints, _items(webslates, "webslates"), _items(webslate_allow, "webslate_allow"),
-              _items(cloud_scripting, "cloud_scripting"), rules)
-    loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
-    tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
-    tags = load_service_tags(tags_path) if tags_path is not None else None
-    targets = None
-    if quality:
-        from .classify.quality import load_targets
-
-        targets = load_targets(quality_targets)
-    ft = source if isinstance(source, FlowTable) else read_flows(source, media=_collector(targets))
-    reports = []
-    for prof in loaded:
-        prof, notices = _profile_for_date(prof, ft, as_of, addons, use_cache)
-        reports.append(_report(ft, prof, notices, tags, tags_path, fail_on, targets))
+    reports = _reports(source, list(profiles), service_tags=service_tags, m365_endpoints=m365_endpoints,
+                       webslates=webslates, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
+                       rules=rules, fail_on=fail_on, use_cache=use_cache, as_of=as_of, quality=quality,
+                       quality_targets=quality_targets)
     return Comparison(reports, fail_on)
 
 
