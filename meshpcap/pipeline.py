@@ -86,9 +86,47 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     early = None
     if names:
         from .flows.engine import EVIDENCE_TCP
-        from .flows.naming import EarlyNamer, prefetch_dns
+        from .flows.naming import EarlyNamer
 
         early = EarlyNamer(builder, EVIDENCE_TCP)
+    info = _read_files(paths, builder, early, media, batch_bytes)
+    raw = builder.finish()
+    namer = None
+    dns_events = []
+    stats: dict = {}
+    if names:
+        from .flows.naming import name_flows
+
+        jobs = flow_order(raw)
+        n, names_list = name_flows(raw, jobs, early)
+        named = dict(zip((fid for fid, _ in jobs), names_list))
+
+        def _named(fid: int, a_is_client: bool) -> dict:
+            return named[fid]
+
+        namer = _named
+        # counters sorted by key: the same output whichever flows were named early or in which process
+        stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
+    flows = build_records(raw, namer)
+    if names:
+        dns_events = n.link_dns_events(flows)
+    if _retained is not None:
+        _retained.append((builder, raw, early, namer))
+    capture = info.to_dict()
+    capture["path"] = str(Path(paths[0]))
+    capture["decoded"] = raw.decoded
+    capture["undecoded"] = dict(sorted(raw.undecoded.items()))
+    table = FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
+    if media is not None:
+        table.media = media.finish(flows)
+    return table
+
+
+def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_bytes: int | None):
+    """Feed every batch of every file to ``builder`` (and to ``media`` and the early namer ``early``, when
+    given), in order, with record numbers running on across the files; the capture's CaptureInfo."""
+    if early is not None:
+        from .flows.naming import prefetch_dns
     infos = []
     first_record = 0  # records in the files before this one: record numbers run on across a series
     for p in paths:
@@ -105,39 +143,7 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
                     early.step()
             infos.append(cap.info)
             first_record += cap.info.records
-    info = infos[0] if len(infos) == 1 else series.merge(infos)
-    raw = builder.finish()
-    namer = None
-    dns_events = []
-    stats: dict = {}
-    if names:
-        from .flows.naming import name_flows
-
-        jobs = flow_order(raw)
-        n, names_list = name_flows(raw, jobs, early)
-        named = dict(zip((fid for fid, _ in jobs), names_list))
-
-        def _named(fid: int, a_is_client: bool) -> dict:
-            return named[fid]
-
-        namer = _named
-
-        dns_events = n.dns_events
-        # counters sorted by key: the same output whichever flows were named early or in which process
-        stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
-    flows = build_records(raw, namer)
-    if names:
-        dns_events = n.link_dns_events(flows)
-    if _retained is not None:
-        _retained.append((builder, raw, early, namer))
-    capture = info.to_dict()
-    capture["path"] = str(Path(paths[0]))
-    capture["decoded"] = raw.decoded
-    capture["undecoded"] = dict(sorted(raw.undecoded.items()))
-    table = FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
-    if media is not None:
-        table.media = media.finish(flows)
-    return table
+    return infos[0] if len(infos) == 1 else series.merge(infos)
 
 
 def load_rules(
