@@ -348,47 +348,15 @@ def profiles(
     format: ProfilesFormat = typer.Option(ProfilesFormat.table, "--format", "-f", help="table, json or csv"),
 ) -> None:
     """List the rule sets: when each was in force (with the source of each date), source and notes."""
-    import csv
-    import io
-    import json
-
-    from tabulate import tabulate
-
+    from .report.profiles import render_profiles
     from .rules import list_profiles
     from .rules.periods import profile_period
 
     try:
-        items = list_profiles()
+        rows = [profile_period(p) for p in list_profiles()]
     except MeshpcapError as exc:
         _fail(exc)
-    data = [profile_period(p) for p in items]
-    if format == ProfilesFormat.json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    if format == ProfilesFormat.csv:
-        buf = io.StringIO()
-        scalar = [k for k, v in data[0].items() if not isinstance(v, (dict, list))] if data else ["id"]
-        w = csv.DictWriter(buf, fieldnames=scalar, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: ("true" if v is True else "false" if v is False else v) for k, v in d.items()} for d in data)
-        sys.stdout.write(buf.getvalue())
-        return
-    rows = [[d["id"] + (" (default)" if d["default"] else ""), d["date"], d["in_force"], d["rules"], d["title"]]
-            for d in data]
-    typer.echo(tabulate(rows, ["profile", "date", "in force", "rules", "title"], tablefmt="simple"))
-    for d in data:
-        typer.echo("")
-        typer.echo(f"{d['id']}: {d['source']}")
-        for key, label in (("valid_from", "valid from"), ("superseded_on", "superseded on"), ("retired_on", "retired on")):
-            if d[key]:
-                by = d.get(key.replace("_on", "_by")) if key != "valid_from" else None
-                typer.echo(f"  {label} {d[key]}" + (f" (then: {by})" if by else "") + f": {d[key + '_source']}")
-        if d["endpoints"]:
-            e = d["endpoints"]
-            typer.echo(f"  endpoint files: {e['combine']} ({', '.join(e['selects'])})"
-                       + (f"; shipped rows: version {e['version']} ({e['file']})" if e["version"] else ""))
-        if d["notes"]:
-            typer.echo(f"  notes: {d['notes']}")
+    _write(render_profiles(rows, format.value), None)
 
 
 tags_app = typer.Typer(no_args_is_help=True, help="Azure service-tag snapshots: download and look up.")

@@ -92,26 +92,10 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     early = None
     if names:
         from .flows.engine import EVIDENCE_TCP
-        from .flows.naming import EarlyNamer, prefetch_dns
+        from .flows.naming import EarlyNamer
 
         early = EarlyNamer(builder, EVIDENCE_TCP)
-    infos = []
-    first_record = 0  # records in the files before this one: record numbers run on across a series
-    for p in paths:
-        with open_capture(p, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
-            for batch, (decoded, grouped, *extracted) in cap.batches_with(_decode if media is None else _decode_media):
-                batch.first_record += first_record
-                builder.add(batch, decoded, grouped)
-                if media is not None:  # the media pass (RTP, STUN and SYN times), its arrays made beside the reader
-                    media.add(batch, decoded, grouped, *extracted)
-                if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
-                    if builder.dns_new:
-                        prefetch_dns(builder.dns_new, builder.dns_parsed)
-                        builder.dns_new = []
-                    early.step()
-            infos.append(cap.info)
-            first_record += cap.info.records
-    info = infos[0] if len(infos) == 1 else series.merge(infos)
+    info = _read_files(paths, builder, early, media, batch_bytes)
     raw = builder.finish()
     namer = None
     dns_events = []
@@ -150,6 +134,30 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     if media is not None:
         table.media = media.finish(flows)
     return table
+
+
+def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_bytes: int | None):
+    """Feed every batch of every file to ``builder`` (and to ``media`` and the early namer ``early``, when
+    given), in order, with record numbers running on across the files; the capture's CaptureInfo."""
+    if early is not None:
+        from .flows.naming import prefetch_dns
+    infos = []
+    first_record = 0  # records in the files before this one: record numbers run on across a series
+    for p in paths:
+        with open_capture(p, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
+            for batch, (decoded, grouped, *extracted) in cap.batches_with(_decode if media is None else _decode_media):
+                batch.first_record += first_record
+                builder.add(batch, decoded, grouped)
+                if media is not None:  # the media pass (RTP, STUN and SYN times), its arrays made beside the reader
+                    media.add(batch, decoded, grouped, *extracted)
+                if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
+                    if builder.dns_new:
+                        prefetch_dns(builder.dns_new, builder.dns_parsed)
+                        builder.dns_new = []
+                    early.step()
+            infos.append(cap.info)
+            first_record += cap.info.records
+    return infos[0] if len(infos) == 1 else series.merge(infos)
 
 
 def load_rules(
@@ -241,22 +249,31 @@ def analyze(
     and findings of kind ``degraded``.  A FlowTable source is judged for quality when it was read
     with ``read_flows(..., media=True)``.
     """
+    return _reports(source, [profile], service_tags=service_tags, m365_endpoints=m365_endpoints, webslates=webslates,
+                    webslate_allow=webslate_allow, cloud_scripting=cloud_scripting, rules=rules, fail_on=fail_on,
+                    use_cache=use_cache, as_of=as_of, quality=quality, quality_targets=quality_targets,
+                    max_flows=max_flows)[0]
+
+
+def _reports(source, profiles, *, service_tags, m365_endpoints, webslates, webslate_allow, cloud_scripting, rules,
+             fail_on, use_cache, as_of, quality, quality_targets, max_flows=None) -> list:
+    """One Report per profile of ``profiles`` over one reading of ``source`` (the body of :func:`analyze`
+    and :func:`analyze_profiles`): every option is checked and every reference file loaded before the
+    capture is read, so that a bad option fails fast."""
     from .classify import FAIL_ON
     from .errors import MeshpcapError
     from .rules import cached_service_tags, load_service_tags
 
     if fail_on not in FAIL_ON:
         raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
+    if not profiles:
+        raise MeshpcapError("--profile: give at least one profile to compare")
     as_of = _as_of(as_of)
     addons = (m365_endpoints, _items(webslates, "webslates"), _items(webslate_allow, "webslate_allow"),
               _items(cloud_scripting, "cloud_scripting"), rules)
-    prof = None if profile == "auto" else load_rules(profile, *addons, use_cache=use_cache)
-    tags = None
-    tags_path = service_tags
-    if tags_path is None and use_cache:
-        tags_path = cached_service_tags()
-    if tags_path is not None:
-        tags = load_service_tags(tags_path)
+    loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
+    tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
+    tags = load_service_tags(tags_path) if tags_path is not None else None
     targets = None
     if quality:
         from .classify.quality import load_targets
@@ -264,8 +281,11 @@ def analyze(
         targets = load_targets(quality_targets)
     ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets),
                                                                  max_flows=max_flows)
-    prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
-    return judge_table(ft, prof, notices, tags, tags_path, fail_on, targets)
+    reports = []
+    for prof in loaded:
+        prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
+        reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets))
+    return reports
 
 
 def media_collector(targets):
@@ -345,32 +365,12 @@ def analyze_profiles(
     and each profile (``"auto"`` allowed; add-ons apply to every one) judges the same flows.
     ``comparison.reports`` holds one Report per profile, in the order given.
     """
-    from .classify import FAIL_ON
-    from .errors import MeshpcapError
     from .report.compare import Comparison
-    from .rules import cached_service_tags, load_service_tags
 
-    if fail_on not in FAIL_ON:
-        raise MeshpcapError(f"--fail-on: '{fail_on}' is not one of {', '.join(FAIL_ON)}")
-    if not profiles:
-        raise MeshpcapError("--profile: give at least one profile to compare")
-    as_of = _as_of(as_of)
-    addons = (m365_endpoints, _items(webslates, "webslates"), _items(webslate_allow, "webslate_allow"),
-              _items(cloud_scripting, "cloud_scripting"), rules)
-    loaded = [None if p == "auto" else load_rules(p, *addons, use_cache=use_cache) for p in profiles]
-    tags_path = service_tags if service_tags is not None else (cached_service_tags() if use_cache else None)
-    tags = load_service_tags(tags_path) if tags_path is not None else None
-    targets = None
-    if quality:
-        from .classify.quality import load_targets
-
-        targets = load_targets(quality_targets)
-    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets),
-                                                                 max_flows=max_flows)
-    reports = []
-    for prof in loaded:
-        prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
-        reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets))
+    reports = _reports(source, list(profiles), service_tags=service_tags, m365_endpoints=m365_endpoints,
+                       webslates=webslates, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
+                       rules=rules, fail_on=fail_on, use_cache=use_cache, as_of=as_of, quality=quality,
+                       quality_targets=quality_targets, max_flows=max_flows)
     return Comparison(reports, fail_on)
 
 

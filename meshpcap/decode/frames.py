@@ -146,7 +146,29 @@ def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: 
     n = len(offset)
     g = _Gather(data)
     end = offset + caplen
-    d = Decoded(
+    d = _undecoded(n)
+    if n == 0:
+        return d
+    fast = HEADERS
+    if fast is not None:  # the common packets, compiled (_headers.c); the rest go on below
+        rest = np.empty(n, np.int64)
+        k = fast.decode_common(data, np.ascontiguousarray(offset, np.int64), np.ascontiguousarray(caplen, np.int64),
+                               np.ascontiguousarray(linktype, np.int32), tuple(getattr(d, c) for c in _COMMON_COLUMNS),
+                               rest)
+        if k == 0:
+            return d
+        idx = rest[:k]
+        l3, eth = _link(g, idx, offset[idx], end[idx], linktype[idx].astype(np.int64), d)
+    else:
+        idx = np.arange(n)
+        l3, eth = _link(g, idx, offset, end, linktype.astype(np.int64), d)
+    _network_and_tunnels(g, idx, l3, eth, end, d)
+    return d
+
+
+def _undecoded(n: int) -> Decoded:
+    """The columns for ``n`` packets before decoding: no reason yet (OK), no ports (-1), no protocol (-1)."""
+    return Decoded(
         reason=np.zeros(n, np.uint8),
         ip_version=np.zeros(n, np.int8),
         proto=np.full(n, -1, np.int16),
@@ -172,22 +194,11 @@ def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: 
         payload_cap=np.zeros(n, np.int64),
         encapsulated=np.zeros(n, bool),
     )
-    if n == 0:
-        return d
-    fast = HEADERS
-    if fast is not None:  # the common packets, compiled (_headers.c); the rest go on below
-        rest = np.empty(n, np.int64)
-        k = fast.decode_common(data, np.ascontiguousarray(offset, np.int64), np.ascontiguousarray(caplen, np.int64),
-                               np.ascontiguousarray(linktype, np.int32), tuple(getattr(d, c) for c in _COMMON_COLUMNS),
-                               rest)
-        if k == 0:
-            return d
-        idx = rest[:k]
-        l3, eth = _link(g, idx, offset[idx], end[idx], linktype[idx].astype(np.int64), d)
-    else:
-        idx = np.arange(n)
-        l3, eth = _link(g, idx, offset, end, linktype.astype(np.int64), d)
-    # peel tunnels: at most 3 levels
+
+
+def _network_and_tunnels(g: _Gather, idx, l3, eth, end, d: Decoded) -> None:
+    """Decode the network and transport headers of packets ``idx`` (network header at ``l3``, EtherType
+    ``eth``), then of the frames tunnelled inside them, peeling at most 3 levels of tunnels."""
     for depth in range(4):
         inner_idx, inner_start, inner_kind = _network(g, idx, l3, eth, end, d)
         if inner_idx.size == 0:
@@ -217,7 +228,6 @@ def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: 
             eth[ip] = np.where(ver == 6, ETH_IPV6, ETH_IPV4)
         keep = d.reason[idx] == OK
         idx, l3, eth = idx[keep], l3[keep], eth[keep]
-    return d
 
 
 def _link(g: _Gather, idx, offset, end, lt, d: Decoded):

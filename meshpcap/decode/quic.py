@@ -393,18 +393,3 @@ def client_hello_from_initials(datagrams: Iterable[bytes]) -> tuple[int, ClientH
             if hs[0] != 1:
                 raise DecodeError(f"first CRYPTO handshake message type {hs[0]} is not ClientHello")
     return None
-
-
-# The builders that lived here moved to meshpcap.testing.quic (issue 10: a parser module holds parsing only).
-# Until every branch imports them from there, the old names still resolve, with a DeprecationWarning.
-_MOVED = frozenset(['_varint', 'build_long_header_packet', 'crypto_frame', 'encrypt_client_initial', 'long_header_type_bits'])
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"meshpcap.decode.quic.{name} moved to meshpcap.testing.quic.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("meshpcap.testing.quic"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

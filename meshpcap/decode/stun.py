@@ -496,18 +496,3 @@ def demux_first_byte(b: int) -> str:
     if 128 <= b <= 191:
         return "rtp"
     return "other"
-
-
-# The builders that lived here moved to meshpcap.testing.stun (issue 10: a parser module holds parsing only).
-# Until every branch imports them from there, the old names still resolve, with a DeprecationWarning.
-_MOVED = frozenset(['_message_type', 'build_address', 'build_channel_data', 'build_error_code', 'build_stun', 'build_xor_address'])
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"meshpcap.decode.stun.{name} moved to meshpcap.testing.stun.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("meshpcap.testing.stun"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -214,23 +214,13 @@ def _parse_sni(data: bytes) -> bytes | None:
 
 def _parse_alpn_list(data: bytes) -> list[bytes]:
     # RFC 7301 section 3.1: ProtocolNameList protocol_name_list<2..2^16-1>
-    n = len(data)
-    if n < 2:
-        raise_short(data, 0, n, 2)
-    end = 2 + ((data[0] << 8) | data[1])
-    if end > n:
-        raise_short(data, 2, n, end - 2)
-    pos = 2
+    pos, end = _u16_vector(data, 0, len(data))
     out = []
     while pos < end:
-        k = data[pos]  # ProtocolName opaque<1..2^8-1>
-        pos += 1
-        if end - pos < k:
-            raise_short(data, pos, end, k)
-        if not k:
+        start, pos = _u8_vector(data, pos, end)  # ProtocolName opaque<1..2^8-1>
+        if pos == start:
             raise DecodeError("empty ALPN protocol name")
-        out.append(data[pos : pos + k])
-        pos += k
+        out.append(data[start:pos])
     return out
 
 
@@ -293,32 +283,62 @@ def _hello_fixed_fields(data: bytes, pos: int, end: int) -> tuple[int, tuple[int
     pos += 2
     if end - pos < 33:
         raise_short(data, pos, end, 32, 1)  # random, legacy_session_id length
-    n = data[pos + 32]
-    pos += 33
-    if end - pos < n:
-        raise_short(data, pos, end, n)
-    if n > 32:
-        raise DecodeError("ClientHello session id longer than 32 bytes")
-    pos += n
-    if end - pos < 2:
-        raise_short(data, pos, end, 2)
-    n = (data[pos] << 8) | data[pos + 1]
-    pos += 2
-    if end - pos < n:
-        raise_short(data, pos, end, n)
+    pos = _skip_session_id(data, pos + 32, end, "ClientHello")
+    start, pos = _u16_vector(data, pos, end)
+    n = pos - start
     if n % 2 or not n:
         raise DecodeError("ClientHello cipher_suites has a bad length")
-    suites = struct.unpack_from(f"!{n // 2}H", data, pos)
-    pos += n
+    suites = struct.unpack_from(f"!{n // 2}H", data, start)
+    start, pos = _u8_vector(data, pos, end)
+    if pos == start:
+        raise DecodeError("ClientHello has no compression methods")
+    return legacy_version, suites, pos
+
+
+# Vectors and extensions (RFC 8446 section 3.4: a vector is its length, in 1 or 2 bytes, then its bytes),
+# read by index; when one does not fit, raise_short raises what Buffer reads would have raised.
+
+
+def _u8_vector(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(start, stop) of the bytes of the vector whose 1-byte length is at ``pos``."""
     if end - pos < 1:
         raise_short(data, pos, end, 1)
     n = data[pos]
     pos += 1
     if end - pos < n:
         raise_short(data, pos, end, n)
-    if not n:
-        raise DecodeError("ClientHello has no compression methods")
-    return legacy_version, suites, pos + n
+    return pos, pos + n
+
+
+def _u16_vector(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(start, stop) of the bytes of the vector whose 2-byte length is at ``pos``."""
+    if end - pos < 2:
+        raise_short(data, pos, end, 2)
+    n = (data[pos] << 8) | data[pos + 1]
+    pos += 2
+    if end - pos < n:
+        raise_short(data, pos, end, n)
+    return pos, pos + n
+
+
+def _skip_session_id(data: bytes, pos: int, end: int, message: str) -> int:
+    """Offset after the legacy_session_id whose length byte is at ``pos``: at most 32 bytes
+    (RFC 8446 sections 4.1.2 and 4.1.3)."""
+    start, stop = _u8_vector(data, pos, end)
+    if stop - start > 32:
+        raise DecodeError(f"{message} session id longer than 32 bytes")
+    return stop
+
+
+def _extension_at(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(extension_type, start, stop of extension_data) of the extension at ``pos`` (RFC 8446 section 4.2)."""
+    if end - pos < 4:
+        raise_short(data, pos, end, 2, 2)  # extension_type, extension_data length
+    ext_type, n = _EXT_HEADER(data, pos)
+    start = pos + 4
+    if start + n > end:
+        raise_short(data, start, end, n)
+    return ext_type, start, start + n
 
 
 class _HelloExtensions:
@@ -338,23 +358,12 @@ class _HelloExtensions:
 
 def _hello_extensions(data: bytes, pos: int, end: int, out: _HelloExtensions) -> None:
     """Walk the extensions block at ``data[pos:end]`` (RFC 8446 section 4.2) into ``out``."""
-    if end - pos < 2:
-        raise_short(data, pos, end, 2)
-    n = (data[pos] << 8) | data[pos + 1]
-    pos += 2
-    if end - pos < n:
-        raise_short(data, pos, end, n)
-    if pos + n != end:
+    pos, stop = _u16_vector(data, pos, end)
+    if stop != end:
         raise DecodeError("bytes after ClientHello extensions")
     seen: set[int] = set()
     while pos < end:
-        if end - pos < 4:
-            raise_short(data, pos, end, 2, 2)  # extension_type, extension_data length
-        ext_type, n = _EXT_HEADER(data, pos)
-        start = pos + 4
-        pos = start + n
-        if pos > end:
-            raise_short(data, start, end, n)
+        ext_type, start, pos = _extension_at(data, pos, end)
         if ext_type in seen:
             # RFC 8446 section 4.2: "There MUST NOT be more than one extension of the same type"
             raise DecodeError(f"duplicate extension {ext_type}")
@@ -512,13 +521,7 @@ def _parse_server_hello(body: Buffer) -> tuple[int, int, str | None, bool]:
         raise_short(data, pos, end, 2, 32, 1)  # legacy_version, random, legacy_session_id_echo length
     legacy_version = (data[pos] << 8) | data[pos + 1]
     random = data[pos + 2 : pos + 34]
-    n = data[pos + 34]
-    pos += 35
-    if end - pos < n:
-        raise_short(data, pos, end, n)
-    if n > 32:
-        raise DecodeError("ServerHello session id longer than 32 bytes")
-    pos += n
+    pos = _skip_session_id(data, pos + 34, end, "ServerHello")
     if end - pos < 3:
         raise_short(data, pos, end, 2, 1)  # cipher_suite, legacy_compression_method
     suite = (data[pos] << 8) | data[pos + 1]
@@ -526,22 +529,10 @@ def _parse_server_hello(body: Buffer) -> tuple[int, int, str | None, bool]:
     version = legacy_version
     alpn = None
     if pos < end:
-        if end - pos < 2:
-            raise_short(data, pos, end, 2)
-        n = (data[pos] << 8) | data[pos + 1]
-        pos += 2
-        if end - pos < n:
-            raise_short(data, pos, end, n)
-        end = pos + n  # bytes after the extensions are not looked at
+        pos, end = _u16_vector(data, pos, end)  # bytes after the extensions are not looked at
         while pos < end:
-            if end - pos < 4:
-                raise_short(data, pos, end, 2, 2)
-            ext_type, n = _EXT_HEADER(data, pos)
-            start = pos + 4
-            pos = start + n
-            if pos > end:
-                raise_short(data, start, end, n)
-            if ext_type == EXT_SUPPORTED_VERSIONS and n == 2:
+            ext_type, start, pos = _extension_at(data, pos, end)
+            if ext_type == EXT_SUPPORTED_VERSIONS and pos - start == 2:
                 version = (data[start] << 8) | data[start + 1]
             elif ext_type == EXT_ALPN:
                 protos = _parse_alpn_list(data[start:pos])
@@ -724,18 +715,3 @@ def read_alerts(stream: bytes) -> TlsAlert | None:
             return make_alert(payload[0], payload[1]) if len(payload) >= 2 else None
         pos += 5 + length
     return None
-
-
-# The builders that lived here moved to meshpcap.testing.tls (issue 10: a parser module holds parsing only).
-# Until every branch imports them from there, the old names still resolve, with a DeprecationWarning.
-_MOVED = frozenset(['build_alert', 'build_application_data', 'build_certificate_record', 'build_change_cipher_spec', 'build_client_hello', 'build_handshake', 'build_record', 'build_server_hello'])
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"meshpcap.decode.tls.{name} moved to meshpcap.testing.tls.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("meshpcap.testing.tls"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -173,65 +173,16 @@ def _addr_port(ap) -> str | None:
 
 def handshake(flow, packets: list[dict], segments: dict, datagrams: list[bytes]) -> dict[str, Any]:
     """The flow's handshake, decoded again from its own packets."""
-    from ..decode import http, quic, tls
-
     out: dict[str, Any] = {}
     if flow.transport == "tcp":
         c = reassemble(segments["c2s"])
         s = reassemble(segments["s2c"])
         out["client_bytes"] = len(c)
         out["server_bytes"] = len(s)
-        if c[:1] == b"\x16":
-            try:
-                ch = tls.read_client_hello(c)
-                if ch is not None:
-                    out["client_hello"] = {
-                        "sni": ch.sni, "sni_invalid": ch.sni_raw_invalid, "alpn": list(ch.alpn),
-                        "versions": [tls.TLS_VERSION_NAMES.get(v, hex(v)) for v in ch.versions],
-                        "ech": ch.ech, "cipher_suites": [f"0x{x:04x}" for x in ch.cipher_suites],
-                        "extensions": list(ch.extensions), "length": ch.length}
-            except DecodeError as exc:
-                out["client_hello_error"] = str(exc)
-            try:
-                a = tls.read_alerts(c)
-                if a is not None:
-                    out["client_alert"] = a.name
-            except DecodeError:
-                pass
-        if s[:1] in (b"\x16", b"\x15"):
-            try:
-                sf = tls.read_server_flight(s)
-                out["server_flight"] = {
-                    "server_hello": sf.server_hello,
-                    "version": tls.TLS_VERSION_NAMES.get(sf.version, hex(sf.version)) if sf.version else None,
-                    "cipher_suite": f"0x{sf.cipher_suite:04x}" if sf.cipher_suite is not None else None,
-                    "alpn": sf.alpn, "alert": sf.alert.name if sf.alert else None,
-                    "cert_subject": sf.cert_subject, "cert_issuer": sf.cert_issuer,
-                    "hello_retry": sf.hello_retry, "encrypted": sf.encrypted, "complete": sf.complete}
-            except DecodeError as exc:
-                out["server_flight_error"] = str(exc)
-        if http.looks_like_http_request(c[:16]):
-            req = http.read_request_head(c)
-            if req is not None:
-                out["http_request"] = {"method": req.method, "target": req.target, "version": req.version,
-                                       "host": req.host, "connect_host": req.connect_host,
-                                       "connect_port": req.connect_port}
-            resp = http.read_response_head(s)
-            if resp is not None:
-                out["http_response"] = {"status": resp.status, "reason": resp.reason, "version": resp.version}
+        _tls_handshake(c, s, out)
+        _http_heads(c, s, out)
         if c and c[:1] != b"\x16" and "http_request" not in out:
-            from ..decode.stun import split_stun_tcp
-
-            msgs: list[tuple[str, bytes]] = []
-            for direction, stream in (("c2s", c), ("s2c", s)):
-                try:
-                    found, _ = split_stun_tcp(stream)
-                except DecodeError:
-                    found = []
-                msgs += [(direction, m) for m in found]
-            stun = _stun_list(msgs)
-            if stun:
-                out["stun"] = stun
+            _tcp_stun(c, s, out)
     if flow.server_port in (53, 5353) or flow.client_port == 5353:
         dns_msgs = _dns_list([(p["dir"], p["_udp"]) for p in packets if p.get("_udp")] if flow.transport == "udp"
                              else _dns_tcp(segments))
@@ -242,18 +193,94 @@ def handshake(flow, packets: list[dict], segments: dict, datagrams: list[bytes])
         stun = _stun_list(msgs)
         if stun:
             out["stun"] = stun[:200]
-        if datagrams and quic.is_long_header(datagrams[0]):
-            try:
-                lh = quic.parse_long_header(datagrams[0])
-                out["quic_initial"] = {"version": quic.version_name(lh.version), "dcid": lh.dcid.hex(),
-                                       "scid": lh.scid.hex(), "type": lh.packet_type}
-                got = quic.client_hello_from_initials(datagrams[:8])
-                if got is not None:
-                    _, ch = got
-                    out["quic_initial"]["client_hello"] = {"sni": ch.sni, "alpn": list(ch.alpn), "ech": ch.ech}
-            except (DecodeError, AttributeError) as exc:
-                out["quic_error"] = str(exc)
+        if datagrams:
+            _quic_initial(datagrams, out)
     return out
+
+
+def _tls_handshake(c: bytes, s: bytes, out: dict[str, Any]) -> None:
+    """The ClientHello and client alert of the client's stream ``c``, the server's flight of ``s``."""
+    from ..decode import tls
+
+    if c[:1] == b"\x16":
+        try:
+            ch = tls.read_client_hello(c)
+            if ch is not None:
+                out["client_hello"] = {
+                    "sni": ch.sni, "sni_invalid": ch.sni_raw_invalid, "alpn": list(ch.alpn),
+                    "versions": [tls.TLS_VERSION_NAMES.get(v, hex(v)) for v in ch.versions],
+                    "ech": ch.ech, "cipher_suites": [f"0x{x:04x}" for x in ch.cipher_suites],
+                    "extensions": list(ch.extensions), "length": ch.length}
+        except DecodeError as exc:
+            out["client_hello_error"] = str(exc)
+        try:
+            a = tls.read_alerts(c)
+            if a is not None:
+                out["client_alert"] = a.name
+        except DecodeError:
+            pass
+    if s[:1] in (b"\x16", b"\x15"):
+        try:
+            sf = tls.read_server_flight(s)
+            out["server_flight"] = {
+                "server_hello": sf.server_hello,
+                "version": tls.TLS_VERSION_NAMES.get(sf.version, hex(sf.version)) if sf.version else None,
+                "cipher_suite": f"0x{sf.cipher_suite:04x}" if sf.cipher_suite is not None else None,
+                "alpn": sf.alpn, "alert": sf.alert.name if sf.alert else None,
+                "cert_subject": sf.cert_subject, "cert_issuer": sf.cert_issuer,
+                "hello_retry": sf.hello_retry, "encrypted": sf.encrypted, "complete": sf.complete}
+        except DecodeError as exc:
+            out["server_flight_error"] = str(exc)
+
+
+def _http_heads(c: bytes, s: bytes, out: dict[str, Any]) -> None:
+    """The HTTP request head of the client's stream ``c`` and the response head of ``s`` (a proxy's answer)."""
+    from ..decode import http
+
+    if not http.looks_like_http_request(c[:16]):
+        return
+    req = http.read_request_head(c)
+    if req is not None:
+        out["http_request"] = {"method": req.method, "target": req.target, "version": req.version,
+                               "host": req.host, "connect_host": req.connect_host,
+                               "connect_port": req.connect_port}
+    resp = http.read_response_head(s)
+    if resp is not None:
+        out["http_response"] = {"status": resp.status, "reason": resp.reason, "version": resp.version}
+
+
+def _tcp_stun(c: bytes, s: bytes, out: dict[str, Any]) -> None:
+    """The STUN/TURN messages of a TCP flow, both ways (back to back, RFC 8489 section 6.2.2; TURN over TCP 443)."""
+    from ..decode.stun import split_stun_tcp
+
+    msgs: list[tuple[str, bytes]] = []
+    for direction, stream in (("c2s", c), ("s2c", s)):
+        try:
+            found, _ = split_stun_tcp(stream)
+        except DecodeError:
+            found = []
+        msgs += [(direction, m) for m in found]
+    stun = _stun_list(msgs)
+    if stun:
+        out["stun"] = stun
+
+
+def _quic_initial(datagrams: list[bytes], out: dict[str, Any]) -> None:
+    """The QUIC long header of the first datagram and the ClientHello of the first Initials, when it is QUIC."""
+    from ..decode import quic
+
+    if not quic.is_long_header(datagrams[0]):
+        return
+    try:
+        lh = quic.parse_long_header(datagrams[0])
+        out["quic_initial"] = {"version": quic.version_name(lh.version), "dcid": lh.dcid.hex(),
+                               "scid": lh.scid.hex(), "type": lh.packet_type}
+        got = quic.client_hello_from_initials(datagrams[:8])
+        if got is not None:
+            _, ch = got
+            out["quic_initial"]["client_hello"] = {"sni": ch.sni, "alpn": list(ch.alpn), "ech": ch.ech}
+    except (DecodeError, AttributeError) as exc:
+        out["quic_error"] = str(exc)
 
 
 def dns_for(ft, flow) -> list[dict]:

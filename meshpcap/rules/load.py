@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 from meshpcap.errors import RuleError
+from meshpcap.rules.files import read_file
 from meshpcap.rules.match import parse_domain_pattern, parse_prefix
 from meshpcap.rules.m365 import load_m365_endpoints, rules_for_use, version_date, version_from_name
 from meshpcap.rules.model import COMBINE, REQUIREMENTS, TRANSPORTS, EndpointsUse, ExpectedGroup, PortSet, Profile, Rule
@@ -122,10 +123,7 @@ def _replace_group(g: ExpectedGroup, **changes: Any) -> ExpectedGroup:
 
 def _load(path: Path, require_profile: bool, base: Profile | None = None) -> Profile:
     src = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RuleError(src, f"cannot read: {exc.strerror or exc}") from None
+    raw = read_file(path)
     try:
         data = tomllib.loads(_decode_text(raw, src))
     except tomllib.TOMLDecodeError as exc:
@@ -153,23 +151,7 @@ def parse_profile_data(
     base: Profile | None = None,
 ) -> Profile:
     """Validate an already-parsed TOML document; ``src`` names it in errors."""
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise RuleError(src, f"unknown key (expected one of: {', '.join(_TOP_KEYS)})", field=key)
-    head = data.get("profile")
-    if head is None:
-        if require_profile:
-            raise RuleError(src, "missing [profile] table")
-        head = {}
-    if not isinstance(head, dict):
-        raise RuleError(src, "must be a table", field="profile")
-    for key in head:
-        if key not in _PROFILE_KEYS:
-            raise RuleError(src, f"unknown key (expected one of: {', '.join(_PROFILE_KEYS)})", field=f"profile: {key}")
-    if require_profile:
-        for key in ("id", "source"):
-            if key not in head:
-                raise RuleError(src, "missing", field=f"profile: {key}")
+    head = _profile_table(data, src, require_profile)
     pid = _str(head.get("id", path.stem if path else "rules"), src, None, "profile: id")
     title = _str(head.get("title", pid), src, None, "profile: title")
     psource = _str(head.get("source", src), src, None, "profile: source")
@@ -192,21 +174,8 @@ def parse_profile_data(
 
     base_rules = {r.id for r in base.rules} if base else set()
     base_groups = {g.id for g in base.expected} if base else set()
-    group_ids = [_group_id(g, i, src) for i, g in enumerate(raw_groups, 1)]
-    seen: set[str] = set()
-    for gid in group_ids:
-        if gid in seen or gid in base_groups:
-            raise RuleError(src, "duplicate id", field=f"expected '{gid}': id")
-        seen.add(gid)
-
-    rules: list[Rule] = []
-    ids: set[str] = set()
-    for i, raw in enumerate(raw_rules, 1):
-        rule = _parse_rule(raw, i, src, set(group_ids) | base_groups)
-        if rule.id in ids or rule.id in base_rules:
-            raise RuleError(src, "duplicate id", rule=rule.id, field="id")
-        ids.add(rule.id)
-        rules.append(rule)
+    group_ids = _group_ids(raw_groups, src, base_groups)
+    rules, ids = _rules(raw_rules, src, set(group_ids) | base_groups, base_rules)
     endpoints_version = use.version if use else None
     if use is not None and use.file is not None:  # the rules Microsoft publishes, generated from the file
         rules += _generated_rules(use, src, set(group_ids), ids | base_rules)
@@ -223,6 +192,53 @@ def parse_profile_data(
         expected=tuple(groups), path=path, default=default, media_ports=media_ports, endpoints=use, endpoints_version=endpoints_version,
         endpoints_file=use.file if use else None, **period,
     )
+
+
+def _profile_table(data: dict[str, Any], src: str, require_profile: bool) -> dict[str, Any]:
+    """The ``[profile]`` table of a document whose top-level keys are all known (an empty one for a rules
+    file that has none), its keys known and, when ``require_profile``, its ``id`` and ``source`` given."""
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise RuleError(src, f"unknown key (expected one of: {', '.join(_TOP_KEYS)})", field=key)
+    head = data.get("profile")
+    if head is None:
+        if require_profile:
+            raise RuleError(src, "missing [profile] table")
+        head = {}
+    if not isinstance(head, dict):
+        raise RuleError(src, "must be a table", field="profile")
+    for key in head:
+        if key not in _PROFILE_KEYS:
+            raise RuleError(src, f"unknown key (expected one of: {', '.join(_PROFILE_KEYS)})", field=f"profile: {key}")
+    if require_profile:
+        for key in ("id", "source"):
+            if key not in head:
+                raise RuleError(src, "missing", field=f"profile: {key}")
+    return head
+
+
+def _group_ids(raw_groups: list[dict[str, Any]], src: str, taken: set[str]) -> list[str]:
+    """The ids of the ``[[expected]]`` tables, each unique and not one of ``taken`` (the base profile's)."""
+    group_ids = [_group_id(g, i, src) for i, g in enumerate(raw_groups, 1)]
+    seen: set[str] = set()
+    for gid in group_ids:
+        if gid in seen or gid in taken:
+            raise RuleError(src, "duplicate id", field=f"expected '{gid}': id")
+        seen.add(gid)
+    return group_ids
+
+
+def _rules(raw_rules: list[dict[str, Any]], src: str, group_ids: set[str], taken: set[str]) -> tuple[list[Rule], set[str]]:
+    """(rules, their ids) of the ``[[rule]]`` tables, each id unique and not one of ``taken``."""
+    rules: list[Rule] = []
+    ids: set[str] = set()
+    for i, raw in enumerate(raw_rules, 1):
+        rule = _parse_rule(raw, i, src, group_ids)
+        if rule.id in ids or rule.id in taken:
+            raise RuleError(src, "duplicate id", rule=rule.id, field="id")
+        ids.add(rule.id)
+        rules.append(rule)
+    return rules, ids
 
 
 def _generated_rules(use: EndpointsUse, src: str, group_ids: set[str], taken: set[str]) -> list[Rule]:

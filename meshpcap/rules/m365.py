@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from meshpcap.errors import RuleError
+from meshpcap.rules.files import parse_json, read_file
 from meshpcap.rules.match import parse_domain_pattern, parse_prefix
 import dataclasses
 from datetime import date
@@ -46,20 +46,12 @@ def version_from_name(path: str | Path) -> str | None:
 
 def load_m365_endpoints(path: str | Path) -> list[EndpointSet]:
     """Read and validate an endpoints/worldwide JSON file (array of endpoint-set records)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RuleError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    return parse_m365_endpoints(data, str(path))
+    return parse_m365_endpoints(read_file(path), str(path))
 
 
 def parse_m365_endpoints(data: bytes, src: str) -> list[EndpointSet]:
     """Validate the bytes of an endpoints/worldwide document; RuleError names ``src`` and the record."""
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RuleError(src, f"not valid JSON: {exc}") from None
+    doc = parse_json(data, src)
     if not isinstance(doc, list):
         raise RuleError(src, "not an endpoints file (top level is not an array of endpoint sets)")
     records = [_record(raw, i, src) for i, raw in enumerate(doc)]

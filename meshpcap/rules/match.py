@@ -419,17 +419,3 @@ class RuleMatcher:
             for k in np.nonzero(inside)[0].tolist():
                 hits[k].update(ids)
         return [[self.rules[i] for i in sorted(h)] for h in hits]
-
-
-def __getattr__(name: str):
-    # The slow reference domain_matches moved to meshpcap.testing.rules (issue 10); the old import still
-    # resolves, with a DeprecationWarning, until every branch imports it from there.
-    if name == "domain_matches":
-        import warnings
-
-        from meshpcap.testing.rules import domain_matches
-
-        warnings.warn("meshpcap.rules.match.domain_matches moved to meshpcap.testing.rules.domain_matches",
-                      DeprecationWarning, stacklevel=2)
-        return domain_matches
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

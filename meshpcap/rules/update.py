@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import os
 import uuid
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from meshpcap.errors import MeshpcapError, RuleError
+from meshpcap.rules.files import parse_json, read_file
 from meshpcap.rules.m365 import CACHE_NAME, cached_m365_endpoints, parse_m365_endpoints, version_from_name
 from meshpcap.rules.servicetags import FILE_NAME, cache_dir, file_date, parse_service_tags, store_index
 
@@ -123,10 +123,7 @@ def import_service_tags(path: str | Path, cache: str | Path | None = None,
     if stamp is None:
         raise UpdateError(f"{src}: the name has no date (ServiceTags_Public_YYYYMMDD.json): give --date YYYY-MM-DD", what)
     try:
-        body = src.read_bytes()
-    except OSError as exc:
-        raise UpdateError(f"{src}: cannot read: {exc.strerror or exc}", what) from None
-    try:
+        body = read_file(src)
         tags = parse_service_tags(body, str(src), stamp)
     except RuleError as exc:
         raise UpdateError(str(exc), what) from None
@@ -165,9 +162,9 @@ def client_request_id(cache: str | Path | None = None) -> str:
 def _latest_version(body: bytes, url: str, instance: str = "Worldwide") -> str:
     what = "endpoints update"
     try:
-        doc = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UpdateError(f"{url}: not valid JSON: {exc}", what) from None
+        doc = parse_json(body, url)
+    except RuleError as exc:
+        raise UpdateError(str(exc), what) from None
     items = doc if isinstance(doc, list) else [doc]
     for item in items:
         if isinstance(item, dict) and str(item.get("instance", "")).lower() == instance.lower():
@@ -229,9 +226,9 @@ def import_m365_endpoints(path: str | Path, version: str | None = None,
     if v is None or not _VERSION_TEXT.match(v):
         raise UpdateError(f"{src}: no endpoints version (YYYYMMDDNN) in the name: give --version", what)
     try:
-        body = src.read_bytes()
-    except OSError as exc:
-        raise UpdateError(f"{src}: cannot read: {exc.strerror or exc}", what) from None
+        body = read_file(src)
+    except RuleError as exc:
+        raise UpdateError(str(exc), what) from None
     check_endpoints_shape(body, str(src), what)
     folder = Path(cache) if cache is not None else cache_dir()
     return _store(folder, f"m365-endpoints-worldwide-{v}.json", body, what), v

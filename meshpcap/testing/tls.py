@@ -112,6 +112,30 @@ def build_client_hello(
     ``ech`` adds an outer encrypted_client_hello extension.
     """
     seed = (sni if isinstance(sni, bytes) else (sni or "").encode()) + b"|" + ",".join(alpn).encode()
+    exts = _client_extensions(seed, sni, alpn, versions, ech, pq_key_share, grease, quic_transport_parameters)
+    suites = ([0x5A5A] if grease else []) + [0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8]
+    legacy = 0x0303 if max(versions or (0x0303,)) >= 0x0303 else max(versions)
+    head = _u16(legacy) + _filler(seed + b"random", 32) + _vec(_filler(seed + b"sid", 32), 1)
+    head += _vec(b"".join(_u16(s) for s in suites), 2) + _vec(b"\x00", 1)
+
+    def message(extra: list[bytes]) -> bytes:
+        return build_handshake(HS_CLIENT_HELLO, head + _vec(b"".join(exts + extra), 2))
+
+    msg = message([])
+    if padding_to is not None and len(msg) < padding_to:
+        pad = max(padding_to - len(msg) - 4, 0)
+        msg = message([_ext(EXT_PADDING, bytes(pad))])
+    if not record:
+        return msg
+    # RFC 8446 section 5.1: the first ClientHello's record version is commonly 0x0301
+    return build_record(CT_HANDSHAKE, msg, version=0x0301, max_fragment=max_fragment)
+
+
+def _client_extensions(seed: bytes, sni: str | bytes | None, alpn: tuple[str, ...], versions: tuple[int, ...],
+                       ech: bool, pq_key_share: bool, grease: bool, quic_transport_parameters: bytes | None,
+                       ) -> list[bytes]:
+    """The extensions of :func:`build_client_hello`, in the order a Chromium-like browser sends them
+    (without the padding extension, which depends on the size of the rest)."""
     exts: list[bytes] = []
     if grease:
         exts.append(_ext(0x0A0A, b""))
@@ -132,13 +156,7 @@ def build_client_hello(
     sigalgs = (0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601)
     exts.append(_ext(EXT_SIGNATURE_ALGORITHMS, _vec(b"".join(_u16(s) for s in sigalgs), 2)))
     if 0x0304 in versions:
-        shares = b""
-        if grease:
-            shares += _u16(0x2A2A) + _vec(b"\x00", 2)
-        if pq_key_share:
-            shares += _u16(GROUP_X25519MLKEM768) + _vec(_filler(seed + b"mlkem", X25519MLKEM768_SHARE_LEN), 2)
-        shares += _u16(GROUP_X25519) + _vec(_filler(seed + b"x25519", 32), 2)
-        exts.append(_ext(EXT_KEY_SHARE, _vec(shares, 2)))
+        exts.append(_ext(EXT_KEY_SHARE, _vec(_key_shares(seed, pq_key_share, grease), 2)))
         exts.append(_ext(EXT_PSK_KEY_EXCHANGE_MODES, _vec(b"\x01", 1)))
     if versions and versions != (0x0303,):
         vs = ([0x3A3A] if grease else []) + list(versions)
@@ -152,22 +170,19 @@ def build_client_hello(
         exts.append(_ext(EXT_ECH, payload))
     if grease:
         exts.append(_ext(0x4A4A, b"\x00"))
-    suites = ([0x5A5A] if grease else []) + [0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8]
-    legacy = 0x0303 if max(versions or (0x0303,)) >= 0x0303 else max(versions)
-    head = _u16(legacy) + _filler(seed + b"random", 32) + _vec(_filler(seed + b"sid", 32), 1)
-    head += _vec(b"".join(_u16(s) for s in suites), 2) + _vec(b"\x00", 1)
+    return exts
 
-    def message(extra: list[bytes]) -> bytes:
-        return build_handshake(HS_CLIENT_HELLO, head + _vec(b"".join(exts + extra), 2))
 
-    msg = message([])
-    if padding_to is not None and len(msg) < padding_to:
-        pad = max(padding_to - len(msg) - 4, 0)
-        msg = message([_ext(EXT_PADDING, bytes(pad))])
-    if not record:
-        return msg
-    # RFC 8446 section 5.1: the first ClientHello's record version is commonly 0x0301
-    return build_record(CT_HANDSHAKE, msg, version=0x0301, max_fragment=max_fragment)
+def _key_shares(seed: bytes, pq_key_share: bool, grease: bool) -> bytes:
+    """The client_shares of a key_share extension (RFC 8446 section 4.2.8): a GREASE share, the
+    post-quantum X25519MLKEM768 share, and X25519, each filled with bytes derived from ``seed``."""
+    shares = b""
+    if grease:
+        shares += _u16(0x2A2A) + _vec(b"\x00", 2)
+    if pq_key_share:
+        shares += _u16(GROUP_X25519MLKEM768) + _vec(_filler(seed + b"mlkem", X25519MLKEM768_SHARE_LEN), 2)
+    shares += _u16(GROUP_X25519) + _vec(_filler(seed + b"x25519", 32), 2)
+    return shares
 
 
 def build_server_hello(

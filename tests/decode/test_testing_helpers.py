@@ -26,9 +26,10 @@ def test_parsers_define_no_builders(module):
     (tls_parser, mt.tls, "build_client_hello"), (quic_parser, mt.quic, "encrypt_client_initial"),
     (stun_parser, mt.stun, "build_stun"), (match, mt.rules, "domain_matches"),
 ])
-def test_old_names_still_resolve_with_a_warning(module, target, name):
-    with pytest.warns(DeprecationWarning, match=f"moved to {target.__name__}"):
-        assert getattr(module, name) is getattr(target, name)
+def test_old_names_are_gone(module, target, name):
+    # the deprecation shims were removed once every caller imported from meshpcap.testing
+    assert callable(getattr(target, name))
+    assert not hasattr(module, name)
     with pytest.raises(AttributeError):
         module.no_such_thing  # noqa: B018
 

@@ -30,7 +30,8 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from meshpcap.cli import app
-from meshpcap.decode import stun, tls
+from meshpcap.decode import stun
+from meshpcap.testing import stun as build_stun_msgs, tls
 from meshpcap.report.flows import cell
 from meshpcap.report.sanitize import CsvWriter, csv_text, markdown_code, markdown_text, terminal_text
 from tests import builders as B
@@ -69,7 +70,7 @@ def hostile(tmp_path_factory):
     c, s = "10.0.0.1", "20.73.96.14"
     hello = tls.build_client_hello("mesh.office.com", alpn=(ALPN,))
     flight = tls.build_server_hello(0x0303) + tls.build_certificate_record(CERT)
-    allocate = stun.build_stun(0x003, 0, [(stun.REALM, REALM.encode())], bytes(range(12)))
+    allocate = build_stun_msgs.build_stun(0x003, 0, [(stun.REALM, REALM.encode())], bytes(range(12)))
     ips = [B.tcp4(c, 50000, s, 443, "S", seq=1), B.tcp4(s, 443, c, 50000, "SA", seq=9, ack=2),
            B.tcp4(c, 50000, s, 443, "A", seq=2, ack=10),
            B.tcp4(c, 50000, s, 443, "PA", seq=2, ack=10, payload=hello),

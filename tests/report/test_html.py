@@ -254,7 +254,7 @@ def hostile_capture(path: Path) -> Path:
     from scapy.layers.inet import UDP
     from scapy.packet import Raw
 
-    from meshpcap.decode import tls
+    from meshpcap.testing import tls
 
     key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
     cert = (x509.CertificateBuilder()
@@ -282,14 +282,15 @@ def hostile_capture(path: Path) -> Path:
              ms.GATEWAY)
     # a TURN Allocate refused with 401 whose REALM, SOFTWARE and reason phrase are markup
     from meshpcap.decode import stun
+    from meshpcap.testing.stun import build_error_code, build_stun
 
     tid = bytes(range(12))
     sport = ms.ephemeral_port(cap)
-    req = stun.build_stun(ms.ALLOCATE, stun.REQUEST, [(stun.REQUESTED_TRANSPORT, b"\x11\x00\x00\x00")], tid,
-                          fingerprint=True)
-    resp = stun.build_stun(ms.ALLOCATE, stun.ERROR, [stun.build_error_code(401, IMG),
-                                                       (stun.REALM, SCRIPT.encode()), (stun.NONCE, b"n" * 16),
-                                                       (stun.SOFTWARE, IMG.encode())], tid, fingerprint=True)
+    req = build_stun(ms.ALLOCATE, stun.REQUEST, [(stun.REQUESTED_TRANSPORT, b"\x11\x00\x00\x00")], tid,
+                     fingerprint=True)
+    resp = build_stun(ms.ALLOCATE, stun.ERROR, [build_error_code(401, IMG),
+                                                (stun.REALM, SCRIPT.encode()), (stun.NONCE, b"n" * 16),
+                                                (stun.SOFTWARE, IMG.encode())], tid, fingerprint=True)
     cap.emit(t + 300 * ms.MS, UDP(sport=sport, dport=3478) / Raw(req), ms.CLIENT, ms.RELAY)
     cap.emit(t + 322 * ms.MS, UDP(sport=3478, dport=sport) / Raw(resp), ms.RELAY, ms.CLIENT)
     path.write_bytes(ms.pcapng_bytes(cap))
