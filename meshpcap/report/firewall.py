@@ -170,7 +170,7 @@ def build(doc: dict[str, Any]) -> FirewallLists:
         fl = [f for f in flows_by_rule.get(item["rule"], []) if f.get("verdict") in NEEDED_VERDICTS]
         hosts: dict[str, HostSeen] = {}
 
-        def seen(name: str | None, source: str) -> None:
+        def seen(name: str | None, source: str, domains=domains, hosts=hosts) -> None:
             if not name or _is_ip(name) or not any(under(name, d) for d in domains):
                 return
             key = name.lower().rstrip(".")

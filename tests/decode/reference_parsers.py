@@ -22,7 +22,6 @@ from meshpcap.decode.dns import (
     DnsMessage,
     Question,
     Record,
-    _read_name,
 )
 from meshpcap.decode.names import _normalize_careful, is_ip_literal
 from meshpcap.decode.tls import (
