@@ -13,7 +13,7 @@ from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
 from .flows import capture_summary, cell, endpoint, json_indent2, ns_text, terminal_cells, write_json_list
 from .formats import ReportFormat
-from .sanitize import CsvWriter, markdown_code, markdown_text, terminal_text
+from .sanitize import CsvWriter, terminal_text
 
 
 def tabulate(*args, **kwargs) -> str:
@@ -123,6 +123,7 @@ class Report:
             "service_tags": self.service_tags,
             "verdict": j.verdict,
             "reason": j.reason,
+            "headline": _headline(self),  # the one line that agrees with the exit code (renderers show it)
             "fail_on": j.fail_on,
             "counts": {**j.counts, "findings": len(j.findings)},
             "findings": [f.to_dict() for f in j.findings],
@@ -286,52 +287,10 @@ def _short(text: str, n: int) -> str:
 
 
 def render_markdown(r: Report, show_unrelated: bool = False) -> str:
-    j = r.judgement
-    out = [f"# meshpcap: {_md(_headline(r))}", ""] + [f"> **Note:** {_md(n['text'])}\n" for n in r.profile.get("notices", ())]
-    out.append(f"- capture: {markdown_code(r.capture.get('path'))} ({r.capture.get('packets')} packets)")
-    out.append(f"- profile: **{_md(r.profile['id'])}**: {_md(r.profile['title'])}; source: {_md(r.profile['source'])}")
-    out.append(f"- {_md(_tags_line(r))}")
-    if _warnings(r):
-        out += ["", "## Warnings", ""] + [f"- {_md(w)}" for w in _warnings(r)]
-    out += ["", "## Findings", ""]
-    if not j.findings:
-        out.append("None.")
-    for f in j.findings:
-        out.append(f"### {_md(f.id)} ({f.severity}, {f.kind}): {_md(f.title)}")
-        out.append("")
-        if f.rule:
-            out.append(f"- rule: {markdown_code(f.rule)}: {_md(f.source or '')}")
-        out.append(f"- {_md(f.detail)}")
-        out.append(f"- **fix:** {_md(f.fix)}")
-        if f.flow_ids:
-            out.append(f"- flows: {', '.join(map(str, f.flow_ids))}")
-        if f.clients:
-            out.append(f"- {_md(_who_and_when(f))}")
-        out.append("")
-    out += ["## Expected traffic", "", "| status | group | what a working session shows |", "|---|---|---|"]
-    out += [f"| {_md(g.status)} | {_md(g.id)} | {_md(g.description)} |" for g in j.groups]
-    out += ["", "## Requirements", "", "| status | rule | ports | destination | req | flows |", "|---|---|---|---|---|---|"]
-    out += [f"| {_md(c.status)} | {_md(c.rule)} | {_md(c.ports)} | {_md(c.destination)} | {_md(c.requirement)} | "
-            f"{c.flows} |" for c in j.checklist]
-    out += ["", "## Flows", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
-    out += ["| " + " | ".join(_md(str(x)) for x in row) + " |" for row in _flow_rows(r, show_unrelated)]
-    q = r.quality
-    if q is not None and q.verdict != "no media":
-        out += ["", f"## Media quality: {q.verdict}", "", f"Targets: {_md(q.targets.source)}", "",
-                "| flow | dir | ssrc | packets | lost | worst 15 s loss | worst 200 ms burst | jitter max (ms) | "
-                "reordered |", "|---|---|---|---|---|---|---|---|---|"]
-        for st in q.media.streams:
-            out.append(f"| {st.flow_id} | {st.direction} | 0x{st.ssrc:08X} | {st.packets} | {st.lost} | "
-                       + ("" if st.loss_window_pct is None else f"{st.loss_window_pct:.2f}%") + " | "
-                       + ("" if st.burst_window_pct is None else f"{st.burst_window_pct:.1f}%") + " | "
-                       + ("" if st.jitter_ms_max is None else f"{st.jitter_ms_max:.1f}") + f" | {st.reordered} |")
-        out += ["", *[f"- {_md(t)}" for t in q.to_dict()["limits"]]]
-    return "\n".join(out) + "\n"
+    """The Markdown report (meshpcap.report.markdown, over the report document), for notebooks' display too."""
+    from .markdown import render_markdown as render
 
-
-def _md(text: object) -> str:
-    """Text (from the capture, or naming it) safe in Markdown: no markup, no HTML, no new line."""
-    return markdown_text(text)
+    return render(r, show_unrelated)
 
 
 def _quality_lines(r: Report) -> list[str]:
@@ -386,12 +345,6 @@ def render_csv(r: Report, show_unrelated: bool = True) -> str:
     return buf.getvalue()
 
 
-def _render_markdown(r: Report, show_unrelated: bool = False) -> str:
-    from .markdown import render_markdown as render  # the report's full content as text (report/markdown.py)
-
-    return render(r, show_unrelated)
-
-
 def _render_html(r: Report, show_unrelated: bool = False) -> str:
     from .html import render_html  # jinja2 is imported only for this format
 
@@ -402,7 +355,7 @@ RENDERERS = {
     ReportFormat.table: render_table,
     ReportFormat.json: render_json,
     ReportFormat.csv: render_csv,
-    ReportFormat.markdown: _render_markdown,
+    ReportFormat.markdown: render_markdown,
     ReportFormat.html: _render_html,
 }
 

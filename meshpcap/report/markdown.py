@@ -41,6 +41,10 @@ def block(text: str, lang: str = "") -> list[str]:
 
 
 def headline(doc: dict[str, Any]) -> str:
+    """The report's headline (the one line that agrees with the exit code); counted here for a
+    document older than the field."""
+    if doc.get("headline"):
+        return str(doc["headline"])
     fs = doc.get("findings") or []
     kinds = {k: sum(1 for f in fs if f.get("kind") == k and f.get("severity") != "info")
              for k in ("blocked", "missing", "unexpected")}
@@ -69,6 +73,7 @@ def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> 
     p = doc.get("profile") or {}
     st = doc.get("service_tags")
     out = [f"# meshpcap: {md(headline(doc))}", ""]
+    out += [f"> **Note:** {md(n.get('text'))}\n" for n in p.get("notices", ())]  # the rules' dates vs the capture's
     out.append(f"- capture: {code(cap.get('path'))} ({cap.get('packets')} packets, {cap.get('decoded')} decoded; "
                f"{md(cap.get('format'))})")
     out.append(f"- span: {ns_text(cap.get('first_ns'))} .. {ns_text(cap.get('last_ns'))}")

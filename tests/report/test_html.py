@@ -496,3 +496,23 @@ def test_firewall_lists_use_the_rules_in_full(shared_spec):
     out = firewall.render_all(doc)
     for c in full["cidrs"]:
         assert c in out["panos"] and c in out["nftables"]
+
+
+def test_page_and_markdown_lead_with_the_headline_and_the_rules_notice():
+    # a capture judged by the 2024-06-12 rules as of 2026: the notice that they had been superseded is in the
+    # first lines of every format, and the headline is the one that agrees with the exit code
+    from meshpcap.report.html import render_html
+    from meshpcap.report.markdown import render_markdown
+
+    r = meshpcap.analyze(SAMPLES / "reject-icmp.pcapng", service_tags=SAMPLES / "ServiceTags_Public_SAMPLE.json",
+                         use_cache=False, as_of="2026-01-05")
+    notice = r.profile["notices"][0]["text"]
+    assert "superseded on 2024-07-30" in notice
+    head = r.to_dict()["headline"]
+    assert head.startswith("FAIL: ") and r.exit_code == 1
+    page = render_html(r)
+    top = page[page.index('<header'):page.index('</header>')]
+    assert head.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;") in top and "superseded on 2024-07-30" in top
+    md_lines = render_markdown(r).splitlines()
+    assert md_lines[0].startswith("# meshpcap: FAIL: ") and "(2024-06-12)" in md_lines[0]
+    assert any("superseded on 2024-07-30" in line for line in md_lines[:4])
