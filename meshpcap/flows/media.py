@@ -138,8 +138,8 @@ class MediaStream:
         }
 
 
-# the columns of the streams table (CSV, DataFrame; lists are compact JSON in the CSV); bitrate_series and the
-# windows' [start, end] are left to the JSON
+# the columns of the streams table (CSV, DataFrame; lists are compact JSON in the CSV); bitrate_series and
+# the windows' [start, end] are left to the JSON
 STREAM_COLUMNS = ("flow_id", "direction", "transport", "src", "src_port", "dst", "dst_port", "framing", "ssrc",
                   "payload_types", "packets", "expected", "lost", "lost_pct", "lost_rfc3550", "loss_bursts", "max_burst",
                   "duplicates", "reordered", "reordered_pct", "seq_restarts", "clock_rate", "clock_source",
@@ -195,8 +195,8 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
-def _nan_none(a: np.ndarray) -> tuple[float | None, ...]:
-    return tuple(None if v != v else v for v in a.tolist())
+def _nan_none(a: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in a.tolist()]
 
 
 def _rs(xs: tuple[float | None, ...], nd: int = 3) -> list[float | None]:
@@ -779,7 +779,8 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     loss_bins[fb[brun]] = np.where(b_exp > 0, 100.0 * b_lost / np.maximum(b_exp, 1), 0.0)
     jit_bins = np.full(bins.size, np.nan)
     jit_bins[fb[brun]] = np.maximum.reduceat(jit, brun)
-    loss_series, jit_series = np.split(loss_bins, boff[1:]), np.split(jit_bins, boff[1:])
+    loss_all, jit_all = _nan_none(loss_bins), _nan_none(jit_bins)  # lists for every bin, sliced per stream
+    b_lo, b_hi = boff.tolist(), (boff + nb).tolist()
     total = np.bincount(sid, by, S)
     gap_at = np.flatnonzero(inner & (dt_ms > o.gap_ms))
     gaps_of: dict[int, list[tuple[int, float]]] = {}
@@ -833,8 +834,8 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
             burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
             jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
             rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
-            loss_series_pct=_nan_none(loss_series[s_]),
-            jitter_series_ms=_nan_none(jit_series[s_]) if has_clock else (None,) * ser.size,
+            loss_series_pct=tuple(loss_all[b_lo[s_]:b_hi[s_]]),
+            jitter_series_ms=tuple(jit_all[b_lo[s_]:b_hi[s_]]) if has_clock else (None,) * ser.size,
         ))
     out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
     return out
