@@ -8,8 +8,8 @@ header fields; STUN requests and responses (transaction ids, for RTT); TCP SYN a
 and the payload bytes of TCP flows that carry TURN framing (the TCP 443 fallback).  ``finish``
 assigns them to the finished flows and computes, per stream (flow, direction, SSRC), the RFC 3550
 statistics: packets, expected from the extended sequence number, loss, loss bursts, duplicates and
-reordering (appendix A.1, A.3), interarrival jitter (A.8), payload types, bitrate over time, gaps,
-and the worst windows the quality targets are judged on.  Per-packet Python runs only for TURN over
+reordering (appendix A.1, A.3), interarrival jitter (A.8), payload types, bitrate, loss and jitter per
+bin, gaps, and the worst windows the quality targets are judged on.  Per-packet Python runs only for TURN over
 TCP and for the (few) STUN and SYN packets; the RTP statistics are array operations per stream.
 """
 
@@ -91,6 +91,15 @@ class MediaStream:
     jitter_window_ms: float | None  # highest jitter, and the jitter window (15 s) it fell in
     jitter_window_ns: tuple[int, int] | None
     rtcp_packets: int = 0  # RTCP packets sent by this SSRC in the same direction (SRTCP: header only)
+    # per bitrate bin from first_ns, None where no packet arrived in the bin:
+    # loss: RFC 3550 A.3 per bin, percent: the bin expects the distinct extended sequence numbers above the
+    # highest one first seen by the end of the previous bin, up to the highest first seen by its own end
+    # (jumps over MAX_DROPOUT left out); lost are those of them never received (a late packet is not loss,
+    # so the bins sum to ``expected`` and ``lost``); 0.0 where nothing new was expected (only late or
+    # duplicated packets arrived)
+    loss_series_pct: tuple[float | None, ...] = ()
+    # jitter: the highest RFC 3550 A.8 value J reached in the bin, ms (all None without a clock rate)
+    jitter_series_ms: tuple[float | None, ...] = ()
 
     @property
     def lost_pct(self) -> float:
@@ -120,6 +129,7 @@ class MediaStream:
             "delta_ms_max": _r(self.delta_ms_max), "first_ns": self.first_ns, "last_ns": self.last_ns,
             "bytes": self.bytes, "bitrate_kbps": _r(self.bitrate_kbps), "bitrate_max_kbps": _r(self.bitrate_max_kbps),
             "bitrate_series": [round(x, 1) for x in self.bitrate_series],
+            "loss_series_pct": _rs(self.loss_series_pct), "jitter_series_ms": _rs(self.jitter_series_ms),
             "gaps": [{"start_ns": s, "ms": round(ms, 3)} for s, ms in self.gaps],
             "loss_window_pct": _r(self.loss_window_pct), "loss_window_ns": _w(self.loss_window_ns),
             "burst_window_pct": _r(self.burst_window_pct), "burst_window_ns": _w(self.burst_window_ns),
@@ -128,13 +138,14 @@ class MediaStream:
         }
 
 
-# the flat columns of the streams table (CSV, DataFrame); nested ones are left to the JSON
+# the columns of the streams table (CSV, DataFrame; lists are compact JSON in the CSV); bitrate_series and
+# the windows' [start, end] are left to the JSON
 STREAM_COLUMNS = ("flow_id", "direction", "transport", "src", "src_port", "dst", "dst_port", "framing", "ssrc",
                   "payload_types", "packets", "expected", "lost", "lost_pct", "lost_rfc3550", "loss_bursts", "max_burst",
                   "duplicates", "reordered", "reordered_pct", "seq_restarts", "clock_rate", "clock_source",
                   "jitter_ms_mean", "jitter_ms_max", "delta_ms_min", "delta_ms_mean", "delta_ms_max", "first_ns",
                   "last_ns", "bytes", "bitrate_kbps", "bitrate_max_kbps", "gaps", "loss_window_pct",
-                  "burst_window_pct", "jitter_window_ms", "rtcp_packets")
+                  "burst_window_pct", "jitter_window_ms", "rtcp_packets", "loss_series_pct", "jitter_series_ms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +193,14 @@ class MediaResult:
 
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(float(x), nd)
+
+
+def _nan_none(a: np.ndarray) -> list[float | None]:
+    return [None if v != v else v for v in a.tolist()]
+
+
+def _rs(xs: tuple[float | None, ...], nd: int = 3) -> list[float | None]:
+    return [None if v is None else round(v, nd) for v in xs]
 
 
 def _w(w: tuple[int, int] | None) -> list[int] | None:
@@ -736,6 +755,32 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     boff = np.concatenate([[0], np.cumsum(nb)[:-1]])
     bins = np.bincount(boff[sid] + b, weights=by.astype(float), minlength=int(nb.sum())) * 8 / (binw / 1e9) / 1000
     series = np.split(bins, boff[1:])
+    # loss and jitter per bin.  Loss as RFC 3550 A.3 counts it per reporting interval: a bin expects the
+    # distinct sequence numbers above the highest one first seen by the end of the bin before, up to the
+    # highest first seen by its own end (ranked with the jumps over MAX_DROPOUT left out, as ``expected``),
+    # and loses those of them never received (in any bin: a late packet is not loss), so the bins add up to
+    # ``expected`` and ``lost``.  Jitter: the highest A.8 value J reached in the bin.  Bins where no packet
+    # arrived are NaN (None in the stream).  Packets are in stream then time order: the flat bin index never
+    # decreases, so each non-empty bin is one run of packets.
+    fb = boff[sid] + b
+    brun = np.flatnonzero(np.r_[True, fb[1:] != fb[:-1]])  # first packet of each non-empty bin
+    uidx = np.empty(P, np.int64)
+    uidx[o2] = np.cumsum(newu) - 1  # each packet's distinct sequence number (index into the u_ arrays)
+    hi = np.maximum.accumulate(np.maximum.reduceat(uidx, brun))  # streams' u_ indices follow one another
+    ustart = np.flatnonzero(np.r_[True, u_sid[1:] != u_sid[:-1]])
+    hs = u_sid[hi]
+    lost_before = np.concatenate([[0], np.cumsum(loss_gap)])  # lost numbers below each distinct one (global)
+    cum_lost = lost_before[hi] - lost_before[ustart[hs]]
+    cum_exp = hi - ustart[hs] + 1 + cum_lost
+    new_stream = np.r_[True, hs[1:] != hs[:-1]]
+    b_lost = cum_lost - np.where(new_stream, 0, np.r_[0, cum_lost[:-1]])
+    b_exp = cum_exp - np.where(new_stream, 0, np.r_[0, cum_exp[:-1]])
+    loss_bins = np.full(bins.size, np.nan)
+    loss_bins[fb[brun]] = np.where(b_exp > 0, 100.0 * b_lost / np.maximum(b_exp, 1), 0.0)
+    jit_bins = np.full(bins.size, np.nan)
+    jit_bins[fb[brun]] = np.maximum.reduceat(jit, brun)
+    loss_all, jit_all = _nan_none(loss_bins), _nan_none(jit_bins)  # lists for every bin, sliced per stream
+    b_lo, b_hi = boff.tolist(), (boff + nb).tolist()
     total = np.bincount(sid, by, S)
     gap_at = np.flatnonzero(inner & (dt_ms > o.gap_ms))
     gaps_of: dict[int, list[tuple[int, float]]] = {}
@@ -789,6 +834,8 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
             burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
             jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
             rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
+            loss_series_pct=tuple(loss_all[b_lo[s_]:b_hi[s_]]),
+            jitter_series_ms=tuple(jit_all[b_lo[s_]:b_hi[s_]]) if has_clock else (None,) * ser.size,
         ))
     out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
     return out

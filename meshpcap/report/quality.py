@@ -5,10 +5,12 @@ value against the target, round-trip times per server, and the geometry of one i
 
 Pure functions of the document (STYLE lesson 14): the page draws what is here, no script needed.
 
-What a plot can show is what the streams table holds: the bitrate per bin (``bitrate_series``), the gaps
-where media stopped, and for packet loss (15 s), burst loss (200 ms) and jitter (15 s) the *worst* window
-the targets are judged on (``loss_window_pct``/``loss_window_ns`` and so on), drawn where it fell against
-the target line, with the stream's mean jitter; the table carries no loss or jitter value per window.
+What a plot shows is what the streams table holds: the bitrate, the loss and the jitter per bin
+(``bitrate_series``, ``loss_series_pct``, ``jitter_series_ms``: 1 s bins) as curves, broken where a bin had
+no packet, the gaps where media stopped, and for packet loss (15 s), burst loss (200 ms) and jitter (15 s)
+the *worst* window the targets are judged on (``loss_window_pct``/``loss_window_ns`` and so on), drawn
+where it fell against the dashed target line, with the stream's mean jitter.  Burst loss has no curve:
+its 200 ms window is finer than the bins.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from ..flows.media import MediaOptions
 STREAM_PLOTS = 40  # streams drawn at most (those that missed a target first); the table lists more
 STREAM_ROWS = 300  # streams listed in the page's streams table at most
 RTT_ROWS = 40  # servers listed with their round-trip times at most (not met first, then STUN-measured ones)
-PLOT_POINTS = 300  # bitrate points per plot at most (consecutive bins averaged beyond that)
+PLOT_POINTS = 300  # points per curve at most (consecutive bins averaged, for loss and jitter their highest taken)
 
 # the metric a target judges -> the streams-table fields of its worst window (value, [start, end] ns)
 WINDOW_FIELDS = {"loss_pct": ("loss_window_pct", "loss_window_ns"),
                  "burst_loss_pct": ("burst_window_pct", "burst_window_ns"),
                  "jitter_ms": ("jitter_window_ms", "jitter_window_ns")}
 LANE_TITLES = {"loss_pct": "loss %", "burst_loss_pct": "burst loss %", "jitter_ms": "jitter ms"}
+# the metric a lane judges -> the streams-table series drawn in it as a curve (one value per bitrate bin)
+SERIES_FIELDS = {"loss_pct": ("loss_series_pct", "loss % per {bin} s bin"),
+                 "jitter_ms": ("jitter_series_ms", "highest jitter (ms) in each {bin} s bin")}
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -202,18 +207,40 @@ def _bin_ns(s: dict) -> float:
 def bitrate_points(s: dict, limit: int = PLOT_POINTS) -> list[tuple[int, float]]:
     """(ns, kbit/s) at the middle of each bitrate bin (of its covered part for the last one); more than
     ``limit`` bins are averaged in runs of consecutive ones."""
-    series = list(s.get("bitrate_series") or [])
+    return series_points(s, "bitrate_series", limit, lambda c: sum(c) / len(c))  # type: ignore[return-value]
+
+
+def series_points(s: dict, key: str, limit: int = PLOT_POINTS, agg=max) -> list[tuple[int, float | None]]:
+    """(ns, value) at the middle of each bin of the series ``key`` (of its covered part for the last one),
+    None where the bin had no packet; more than ``limit`` bins are taken in runs of consecutive ones, each
+    run's value ``agg`` of its values (the highest by default: a peak stays visible against the target)."""
+    series = list(s.get(key) or [])
     if not series:
         return []
     b = _bin_ns(s)
     k = max(1, math.ceil(len(series) / limit))
     out = []
     for i in range(0, len(series), k):
-        chunk = series[i:i + k]
+        chunk = [v for v in series[i:i + k] if v is not None]
         start = s["first_ns"] + i * b
-        end = min(s["first_ns"] + (i + len(chunk)) * b, s["last_ns"])
-        out.append((int((start + max(end, start)) / 2), sum(chunk) / len(chunk)))
+        end = min(s["first_ns"] + (i + min(k, len(series) - i)) * b, s["last_ns"])
+        out.append((int((start + max(end, start)) / 2), agg(chunk) if chunk else None))
     return out
+
+
+def curve_path(points: list[tuple[float, float | None]]) -> str:
+    """SVG path data through (x, y) points, broken where y is None; a point alone is a zero-length
+    segment (drawn as a dot by the round line cap)."""
+    parts: list[str] = []
+    run: list[str] = []
+    for x, y in points + [(0.0, None)]:
+        if y is not None:
+            run.append(f"{x},{y}")
+            continue
+        if run:
+            parts.append(f"M{run[0]}" + (" L" + " ".join(run[1:]) if len(run) > 1 else " h0"))
+        run = []
+    return " ".join(parts)
 
 
 def stream_plot(s: dict, doc: dict[str, Any]) -> dict[str, Any]:
@@ -253,11 +280,21 @@ def stream_plot(s: dict, doc: dict[str, Any]) -> dict[str, Any]:
         value, window = s.get(vf), s.get(wf)
         unit = t["unit"]
         mean = s.get("jitter_ms_mean") if metric == "jitter_ms" else None
-        top = _nice(max(2 * t["limit"], (value or 0) * 1.15, mean or 0) or 1.0)
+        sf = SERIES_FIELDS.get(metric)
+        cpts = series_points(s, sf[0]) if sf else []
+        cmax = max((v for _, v in cpts if v is not None), default=0.0)
+        top = _nice(max(2 * t["limit"], (value or 0) * 1.15, mean or 0, cmax) or 1.0)
         h = 30
         lane = {"kind": metric, "y": y, "h": h, "label": LANE_TITLES[metric], "max": f"{top:g}",
                 "target_y": round(y + h - t["limit"] / top * h, 1), "target": f"target {t['op']} {fmt(t['limit'], unit)}",
-                "window": None, "mean": None}
+                "window": None, "mean": None, "curve": None}
+        drawn = [(x(ns), None if v is None else round(y + h - min(v / top, 1.0) * h, 1)) for ns, v in cpts]
+        if any(v is not None for _, v in drawn):
+            n_bins = len(s.get(sf[0]) or [])
+            lane["curve"] = {"d": curve_path(drawn), "count": sum(v is not None for _, v in drawn),
+                             "title": sf[1].format(bin=f"{_bin_ns(s) / 1e9:g}") + f": {n_bins} bins, highest "
+                             f"{fmt(cmax, unit)}" + (f" (drawn as {len(cpts)} highest of runs)"
+                                                     if len(cpts) < n_bins else "")}
         if value is None or not window:
             why = s.get("clock_source") if metric == "jitter_ms" else "too few packets"
             lane["text"] = f"not judged ({why})"

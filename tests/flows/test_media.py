@@ -294,8 +294,15 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
     want = ref.streams(cols, locate, m.options)
     assert len(got) == len(want) == 8
 
+    by_ssrc = {c.ssrc: c for c, _ in calls}
     for g, w in zip(got, want):
+        # the per-bin series against a plain computation from the generator's packets
+        loss, jitter = series_by_hand(by_ssrc[g.ssrc], g.clock_rate)
+        assert len(g.loss_series_pct) == len(g.jitter_series_ms) == len(g.bitrate_series)
+        assert close(g.loss_series_pct, loss) and close(g.jitter_series_ms, jitter), g.ssrc
         for f in fields(g):
+            if f.name in ("loss_series_pct", "jitter_series_ms"):
+                continue  # the reference module predates them: checked above
             a, b = getattr(g, f.name), getattr(w, f.name)
             if isinstance(b, float) or (isinstance(b, tuple) and b and isinstance(b[0], float)):
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-9), f.name
@@ -315,3 +322,80 @@ def test_a_time_that_steps_back_inside_a_stream_is_held(tmp_path):
     assert s.packets == 198 and s.lost == 2  # 200 sent, 2 lost
     assert all(b >= 0 for b in s.bitrate_series) and s.first_ns == pkts[0][0]
     assert s.loss_window_ns[0] >= s.first_ns and s.burst_window_ns[0] >= s.first_ns
+
+
+def close(got, want) -> bool:
+    """Series equal to 1e-9, None where None."""
+    return len(got) == len(want) and all((a is None) == (b is None) and (a is None or a == pytest.approx(b, rel=1e-9,
+                                          abs=1e-9)) for a, b in zip(got, want))
+
+
+def series_by_hand(call: Call, clock: int | None, bin_ns: int = SEC):
+    """``loss_series_pct`` and ``jitter_series_ms`` of one call worked out packet by packet from what the
+    generator sent: packet index i is the extended sequence number, its timestamp is unwrapped already."""
+    arr = call.packets()  # (arrival, index, sequence, timestamp) in arrival order
+    t0 = arr[0][0]
+    nbins = (arr[-1][0] - t0) // bin_ns + 1
+    received = {i for _, i, _, _ in arr}
+    in_bin: list[list[tuple[int, int, int]]] = [[] for _ in range(nbins)]
+    for at, i, _, ts in arr:
+        in_bin[(at - t0) // bin_ns].append((at, i, ts))
+    loss, high = [], min(received) - 1
+    for pk in in_bin:
+        if not pk:
+            loss.append(None)
+            continue
+        top = max(high, max(i for _, i, _ in pk))
+        expected = range(high + 1, top + 1)  # the numbers above the last bin's highest, up to this bin's
+        loss.append(100 * sum(i not in received for i in expected) / len(expected) if expected else 0.0)
+        high = top
+    jitter, j, prev = [], 0.0, None
+    for pk in in_bin:
+        top = None
+        for at, _, ts in pk:
+            if prev is not None:  # RFC 3550 A.8
+                d = (at - prev[0]) / 1e6 - (ts - prev[1]) * 1000 / clock if clock else 0.0
+                j += (abs(d) - j) / 16
+            prev = (at, ts)
+            top = j if top is None else max(top, j)
+        jitter.append(top if clock else None)
+    return loss, jitter
+
+
+def test_loss_and_jitter_per_bin(tmp_path):
+    # 20 ms packets over 20 s: 5 lost in second 5 (of its 50), every odd packet of second 12 10 ms late
+    lost = set(range(260, 265))
+    late = {i: 10_000_000 for i in range(601, 650, 2)}
+    call = Call(count=1000, lost=lost, delay_ns=late)
+    # another stream: one packet overtaken across a bin edge (49 arrives after 50, in second 1): not loss
+    swap = Call(ssrc=0x99, count=200, swapped={49})
+    r = media(write_calls(tmp_path / "s.pcap", [(call, UP), (swap, DOWN)]))
+    s, w = sorted(r.streams, key=lambda x: x.ssrc != call.ssrc)
+    per_bin = SEC // call.interval_ns
+    assert len(s.loss_series_pct) == len(s.jitter_series_ms) == len(s.bitrate_series) == call.count // per_bin
+    want = [0.0] * 20
+    want[5] = 100 * len(lost) / per_bin  # second 5 expects its 50 numbers and 5 never arrive
+    assert s.loss_series_pct == pytest.approx(want, abs=1e-12)
+    # jitter: exactly 0 up to second 12; there 49 |D| of 10 ms (601..649), the 50th (650) in second 13,
+    # then D = 0 again: J decays by 15/16 a packet
+    j = [10 * (1 - (15 / 16) ** k) for k in (49, 50)]
+    assert s.jitter_series_ms[:12] == (0.0,) * 12
+    assert s.jitter_series_ms[12:14] == pytest.approx(j, rel=1e-9)
+    assert s.jitter_series_ms[14] == pytest.approx(j[1] * (15 / 16) ** 50, rel=1e-9)
+    assert max(s.jitter_series_ms) == pytest.approx(s.jitter_ms_max, rel=1e-12)
+    assert (w.reordered, w.lost) == (1, 0) and set(w.loss_series_pct) == {0.0}
+    d = s.to_dict()
+    assert d["loss_series_pct"][5] == 10.0 and d["jitter_series_ms"][13] == round(j[1], 3)
+
+
+def test_bins_without_packets_have_no_loss_or_jitter(tmp_path):
+    # the sender pauses for 3 s (150 packet times) before packet 100: 99 arrives at 1.98 s, 100 at 5 s
+    call = Call(count=300, gap=(100, 150), lost={250})
+    (s,) = media(write_calls(tmp_path / "g.pcap", [(call, UP)])).streams
+    loss, jitter = series_by_hand(call, 48000)
+    assert loss.count(None) == 3 and s.loss_series_pct == tuple(loss)  # seconds 2 to 4 hold no packet
+    assert [v is None for v in s.jitter_series_ms] == [v is None for v in loss]
+    assert close(s.jitter_series_ms, jitter)
+    # too few packets to infer a dynamic payload type's clock: no jitter
+    (u,) = media(write_calls(tmp_path / "u.pcap", [(Call(count=4, pt=96, interval_ns=10_000_000), UP)])).streams
+    assert u.clock_rate is None and u.jitter_series_ms == (None,) and u.loss_series_pct == (0.0,)

@@ -127,6 +127,54 @@ def test_page_shows_the_quality_section_and_a_plot_per_stream(call):
     assert all("<script" not in s and "<foreignObject" not in s for s in svgs)
 
 
+def lane(svg: str, kind: str) -> str:
+    return re.search(rf'<g class="lane lane-{kind}">.*?</g>', svg, re.S)[0]
+
+
+def curve(svg: str, kind: str) -> tuple[list[tuple[float, float]], int, int, tuple[float, float]]:
+    """A lane's curve: its points, the count it declares, its runs, and the lane's top and bottom y."""
+    g = lane(svg, kind)
+    m = re.search(r'<path class="curve" d="([^"]*)" data-points="(\d+)">', g)
+    frame = re.search(r'<rect class="frame" x="[^"]*" y="([^"]*)" width="[^"]*" height="([^"]*)"/>', g)
+    top = float(frame[1])
+    pts = [(float(a), float(b)) for a, b in re.findall(r"(-?[\d.]+),(-?[\d.]+)", m[1])]
+    return pts, int(m[2]), m[1].count("M"), (top, top + float(frame[2]))
+
+
+def occupied(call: Call) -> list[int]:
+    """The 1 s bins (from the first arrival) in which packets of the call arrive."""
+    arr = call.packets()
+    return sorted({(at - arr[0][0]) // SEC for at, *_ in arr})
+
+
+def test_plots_draw_loss_and_jitter_per_bin(call):
+    r, up, down = call
+    svgs = plots(render_html(r))
+    by_ssrc = {s.ssrc: svg for s, svg in zip(r.quality.media.streams, svgs)}
+    up_svg, down_svg = by_ssrc[up.ssrc], by_ssrc[down.ssrc]
+    # up: 21 bins, second 12 empty (the sender paused from 12 s to 13 s): 20 points in two runs
+    pts, count, runs, (y0, y1) = curve(up_svg, "loss_pct")
+    assert occupied(up) == [b for b in range(bins(up)) if b != 12]
+    assert len(pts) == count == len(occupied(up)) == 20 and runs == 2
+    # the 12 lost (300-311) fall in second 6, which expects 300-349: 24%, the lane's top is 50%
+    loss6 = 100 * len(UP["lost"]) / (SEC // up.interval_ns)
+    assert loss6 == 24.0 and re.search(r'text-anchor="end">50<', lane(up_svg, "loss_pct"))
+    assert pts[6][1] == pytest.approx(y1 - loss6 / 50 * (y1 - y0), abs=0.1)
+    assert all(p[1] == y1 for i, p in enumerate(pts) if i != 6)  # no loss anywhere else
+    xs = [p[0] for p in pts]
+    assert xs == sorted(xs)
+    # the worst-window marks, the target line and the gap stay
+    assert 'class="w-bad"' in lane(up_svg, "loss_pct") and 'class="target"' in lane(up_svg, "loss_pct")
+    assert up_svg.count('class="gap"') == 1
+    # down: 18 bins with packets; jitter 0 until the late packets start (101 at 6.06 s), above target then
+    pts, count, runs, (y0, y1) = curve(down_svg, "jitter_ms")
+    assert len(pts) == count == len(occupied(down)) == bins(down) == 18 and runs == 1
+    target_y = float(re.search(r'<line class="target"[^>]* y1="([^"]*)"', lane(down_svg, "jitter_ms"))[1])
+    assert all(p[1] == y1 for p in pts[:6]) and all(p[1] < target_y for p in pts[7:12])
+    # burst loss (200 ms) has no per-bin curve; its lane keeps the worst window
+    assert "<path" not in lane(up_svg, "burst_loss_pct") and 'class="w-bad"' in lane(up_svg, "burst_loss_pct")
+
+
 def test_markdown_has_the_same_quality_section(call):
     r, up, down = call
     out = render_markdown(r)
@@ -174,6 +222,19 @@ def _stream(**kw) -> dict:
          "dst": "52.112.0.1", "dst_port": 3478, "first_ns": 0, "last_ns": 0, "bitrate_series": [], "gaps": [],
          "packets": 10, "lost": 0, "expected": 10, "lost_pct": 0.0}
     return {**s, **kw}
+
+
+def test_long_series_are_drawn_with_their_peaks_and_breaks():
+    from meshpcap.report.quality import PLOT_POINTS, curve_path, series_points
+
+    n = 3 * PLOT_POINTS
+    loss = [0.0] * n
+    loss[400] = 7.0
+    loss[12:15] = [None] * 3  # one whole run of 3 bins without packets (bins 12-14: the 5th run)
+    s = _stream(last_ns=(n - 1) * SEC + SEC // 2, loss_series_pct=loss)
+    pts = series_points(s, "loss_series_pct")
+    assert len(pts) == PLOT_POINTS and pts[400 // 3][1] == 7.0 and pts[3][1] == 0.0 and pts[4][1] is None
+    assert curve_path([(1.0, 2.0), (3.0, None), (5.0, 6.0), (7.0, 8.0)]) == "M1.0,2.0 h0 M5.0,6.0 L7.0,8.0"
 
 
 def test_long_streams_are_drawn_with_at_most_plot_points():
