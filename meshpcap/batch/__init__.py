@@ -50,8 +50,6 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
     ``service_tags``, ``rules``, ...).  ``audit``: the per-capture function (default
     :func:`audit_one`; must be importable by the workers).
     """
-    from .. import __version__
-
     options = AuditOptions.from_kwargs(**analyze_options)
     fx = fixed(options)  # a bad profile, rule or tag file fails here, once, as analyze() would
     paths = find_captures(paths_or_globs)
@@ -59,7 +57,6 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
     if cache is not None and cache is not False:
         store = ResultCache(default_cache_dir() if cache is True else cache)
     results: list[AuditResult | None] = [None] * len(paths)
-    reused = 0
     bar = _Progress(progress, len(paths), [_size(p) for p in paths])
 
     def finished(i: int, result: AuditResult) -> None:
@@ -70,43 +67,71 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
 
     try:
         warm(options)
-        if client is not None:  # the keys need the content hashes up front; cache hits stay here
-            todo: list[_Task] = []
-            for i, p in enumerate(paths):
-                try:
-                    size, sha = file_digest(p)
-                except OSError as exc:
-                    finished(i, error_result(p, f"{p}: cannot read: {exc.strerror or exc}", options=options))
-                    continue
-                hit = None if store is None or force else store.get(sha, fx.fingerprint)
-                if hit is not None:
-                    hit = _rekey(hit, p)
-                    hit.capture["cached"] = True
-                    reused += 1
-                    finished(i, hit)
-                else:
-                    todo.append(_Task(i, p, size, sha))
-            analysed = len(todo)
-            bar.start()
-            for i, result in _run_dask(todo, options, client, timeout, memory_limit, audit, fx.fingerprint):
-                if store is not None and result.deterministic and result.capture.get("sha256"):
-                    store.put(result.capture["sha256"], fx.fingerprint, result)
-                finished(i, result)
+        if client is not None:
+            analysed, reused = _run_on_dask(paths, options, fx, store, force, client, timeout, memory_limit, audit,
+                                            finished, bar)
         else:
-            tasks = [_Task(i, p, None, None) for i, p in enumerate(paths)]
-            analysed = 0
-            for i, result, was_cached in _run_local(tasks, options, jobs or _default_jobs(), timeout, memory_limit,
-                                                    audit, store, force, fx.fingerprint, started=bar.start):
-                reused += was_cached
-                analysed += not was_cached
-                finished(i, result)
+            analysed, reused = _run_here(paths, options, fx, store, force, jobs, timeout, memory_limit, audit,
+                                         finished, bar)
     finally:
         bar.close()
     done = [r for r in results if r is not None]
     captures = schema.frame(CAPTURES_TABLE, [r.capture for r in done])
     flows = _concat(FLOWS_TABLE, [r.flows for r in done])
     findings = _concat(FINDINGS_TABLE, [r.findings for r in done])
-    metadata = {
+    return BatchReport(captures, flows, findings, options, _metadata(fx, options), analysed=analysed,
+                       reused=reused)
+
+
+def _run_on_dask(paths, options: AuditOptions, fx, store, force: bool, client, timeout, memory_limit, audit,
+                 finished: Callable[[int, AuditResult], None], bar: _Progress) -> tuple[int, int]:
+    """The captures on a Dask cluster: the keys need the content hashes up front, so each file is
+    hashed here and cache hits are answered here; the rest run on ``client``, and what they give
+    back is stored in the cache. Returns (captures analysed, captures reused from the cache)."""
+    reused = 0
+    todo: list[_Task] = []
+    for i, p in enumerate(paths):
+        try:
+            size, sha = file_digest(p)
+        except OSError as exc:
+            finished(i, error_result(p, f"{p}: cannot read: {exc.strerror or exc}", options=options))
+            continue
+        hit = None if store is None or force else store.get(sha, fx.fingerprint)
+        if hit is not None:
+            hit = _rekey(hit, p)
+            hit.capture["cached"] = True
+            reused += 1
+            finished(i, hit)
+        else:
+            todo.append(_Task(i, p, size, sha))
+    analysed = len(todo)
+    bar.start()
+    for i, result in _run_dask(todo, options, client, timeout, memory_limit, audit, fx.fingerprint):
+        if store is not None and result.deterministic and result.capture.get("sha256"):
+            store.put(result.capture["sha256"], fx.fingerprint, result)
+        finished(i, result)
+    return analysed, reused
+
+
+def _run_here(paths, options: AuditOptions, fx, store, force: bool, jobs: int | None, timeout, memory_limit, audit,
+              finished: Callable[[int, AuditResult], None], bar: _Progress) -> tuple[int, int]:
+    """The captures in a local pool of ``jobs`` workers (hashing and the cache are the workers').
+    Returns (captures analysed, captures reused from the cache)."""
+    tasks = [_Task(i, p, None, None) for i, p in enumerate(paths)]
+    analysed = reused = 0
+    for i, result, was_cached in _run_local(tasks, options, jobs or _default_jobs(), timeout, memory_limit,
+                                            audit, store, force, fx.fingerprint, started=bar.start):
+        reused += was_cached
+        analysed += not was_cached
+        finished(i, result)
+    return analysed, reused
+
+
+def _metadata(fx, options: AuditOptions) -> dict[str, str]:
+    """The batch's provenance (written beside its tables): versions, profile, snapshot, files."""
+    from .. import __version__
+
+    return {
         "schema": schema.SCHEMA_VERSION,
         "meshpcap": __version__,
         "profile": fx.profile_info["id"],
@@ -119,7 +144,6 @@ def analyze_many(paths_or_globs, *, jobs: int | None = None, client=None, progre
         "rules_file": os.path.basename(options.rules) if options.rules else "",
         "fingerprint": fx.fingerprint,
     }
-    return BatchReport(captures, flows, findings, options, metadata, analysed=analysed, reused=reused)
 
 
 def _size(path: str) -> int:

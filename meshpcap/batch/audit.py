@@ -310,35 +310,51 @@ def audit_isolated(path: str | os.PathLike, options: AuditOptions | None = None,
     sys.stderr.flush()
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: bounded, writes one pickled result, leaves without cleanup
-        try:
-            os.close(r)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            import faulthandler
-
-            faulthandler.disable()  # a crash is reported as one error row, not a dump on stderr
-            if limit is not None:
-                import resource
-
-                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-            data = None
-            try:
-                result = audit(name, options, sha256=sha256, size=size)
-                data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-            except MemoryError:
-                pass  # answered below, once the traceback (and the memory it holds) is released
-            if data is None:
-                result = None
-                data = pickle.dumps(error_result(name, "ran out of memory", size=size, sha256=sha256, options=options,
-                                                 deterministic=False))
-            view = memoryview(data)
-            while view:
-                n = os.write(w, view)
-                view = view[n:]
-        except BaseException:
-            os._exit(70)
-        os._exit(0)
+    if pid == 0:
+        _child_audit(r, w, name, options, sha256, size, limit, audit)  # never returns
     os.close(w)
+    chunks, timed_out, status = _collect_child(r, pid, timeout)
+    return _child_outcome(name, options, sha256, size, chunks, timed_out, status,
+                          seconds=time.perf_counter() - began, timeout=timeout, memory_limit=memory_limit)
+
+
+def _child_audit(r: int, w: int, name: str, options: AuditOptions, sha256: str | None, size: int | None,
+                 limit: int | None, audit: Callable[..., AuditResult]) -> None:
+    """The forked child's whole life: bounded (``RLIMIT_AS`` = ``limit``), writes one pickled result
+    to ``w`` and leaves without cleanup (exit 0; 70 if anything at all went wrong). Never returns."""
+    try:
+        os.close(r)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        import faulthandler
+
+        faulthandler.disable()  # a crash is reported as one error row, not a dump on stderr
+        if limit is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        data = None
+        try:
+            result = audit(name, options, sha256=sha256, size=size)
+            data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        except MemoryError:
+            pass  # answered below, once the traceback (and the memory it holds) is released
+        if data is None:
+            result = None
+            data = pickle.dumps(error_result(name, "ran out of memory", size=size, sha256=sha256, options=options,
+                                             deterministic=False))
+        view = memoryview(data)
+        while view:
+            n = os.write(w, view)
+            view = view[n:]
+    except BaseException:
+        os._exit(70)
+    os._exit(0)
+
+
+def _collect_child(r: int, pid: int, timeout: float | None) -> tuple[list[bytes], bool, int]:
+    """The parent's side: read the child's bytes from ``r`` until it closes the pipe or ``timeout``
+    seconds pass (then SIGKILL it), close ``r`` and reap the child. Returns (the bytes read, in
+    chunks; whether it timed out; its ``waitpid`` status)."""
     chunks: list[bytes] = []
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     timed_out = False
@@ -363,7 +379,14 @@ def audit_isolated(path: str | os.PathLike, options: AuditOptions | None = None,
             except ProcessLookupError:
                 pass
         _, status = os.waitpid(pid, 0)
-    seconds = time.perf_counter() - began
+    return chunks, timed_out, status
+
+
+def _child_outcome(name: str, options: AuditOptions, sha256: str | None, size: int | None, chunks: list[bytes],
+                   timed_out: bool, status: int, *, seconds: float, timeout: float | None,
+                   memory_limit: int | None) -> AuditResult:
+    """How the child ended, as a result: its own result (with the parent's wall-clock ``seconds``), or
+    an ``error`` row for a timeout, a signal, an exit without a result, or memory exhaustion."""
     mib = f"{int(memory_limit) >> 20} MiB" if memory_limit is not None else "no limit"
     if timed_out:
         return error_result(name, f"timed out after {float(timeout):g} s (stopped)", size=size, sha256=sha256,

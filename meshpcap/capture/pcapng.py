@@ -165,64 +165,12 @@ class PcapngWalker:
         """Walk the blocks from file offset ``start`` (a block boundary, with the walker's state
         as it was there), from ``source`` or, if None, the file mapped or read."""
         info = self.info
-        if source is None:
-            source = mapped_source(self.source)
-        if source is not None:  # mapped chunks, kept on page boundaries
-            align = mmap.ALLOCATIONGRANULARITY
-            self.base = source.pos = start - start % align  # file offset of data[0]
-            tail, skip = b"", start - self.base  # skip: bytes at the start of the chunk walked already
-        elif start:
-            source = self.source
-            source.raw.seek(start)
-            source.eof = False
-            tail, align, skip, self.base = b"", 0, 0, start
-        else:
-            source, tail, align, skip, self.base = self.source, self.head, 0, 0, 0
+        source, tail, align, skip = self._start_at(start, source)
         want = self.batch_bytes
         while True:
             data = source.read_after(tail, want)
             n = len(data)
-            rec = array("q")
-            ext = rec.extend
-            spb_rows: list[int] = []
-            pos = skip
-            damaged = None
-            self.need = 0
-            order, sec_base, nif = self.order, self.sec_base, self.sec_nif
-            hdr, epb, u32 = _S[order]["hdr"].unpack_from, _S[order]["epb"].unpack_from, _S[order]["u32"].unpack_from
-            fast = accel.WALK
-            out = np.empty(6 * (n // 32 + 1), dtype=np.int64) if fast is not None else None
-            try:
-                while n - pos >= 8:
-                    if fast is not None:  # a run of plain EPBs, compiled (_walk.c); the rest comes here
-                        k, pos = fast.pcapng_epbs(data, pos, order == ">", nif, sec_base, MAX_BLOCK, out)
-                        if k:
-                            rec.frombytes(out[: 6 * k].tobytes())
-                            if n - pos < 8:
-                                break
-                    btype, blen = hdr(data, pos)
-                    if btype == EPB:
-                        end = pos + blen
-                        if not (blen & 3 or blen < 32 or blen > MAX_BLOCK) and end <= n:
-                            iface, tsh, tsl, cap, orig = epb(data, pos + 8)
-                            if cap <= blen - 32 and iface < nif and u32(data, end - 4)[0] == blen:
-                                ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
-                                pos = end
-                                continue
-                        end = self._odd_epb(data, pos, n, source.eof, blen, rec)
-                        if end < 0:
-                            break
-                        pos = end
-                        continue
-                    end = self._block(data, pos, n, btype, blen, rec, spb_rows)
-                    if end < 0:
-                        break
-                    pos = end
-                    order, sec_base, nif = self.order, self.sec_base, self.sec_nif
-                    hdr, epb = _S[order]["hdr"].unpack_from, _S[order]["epb"].unpack_from
-                    u32 = _S[order]["u32"].unpack_from
-            except _Damaged as exc:
-                damaged = str(exc)
+            rec, spb_rows, pos, damaged = self._walk_chunk(data, skip, source)
             if rec:
                 self.resume_at = self.base + pos  # where the walk goes on after this batch
                 yield self._batch(data, rec, spb_rows)
@@ -235,15 +183,90 @@ class PcapngWalker:
             skip = pos - keep
             self.base += keep
             if source.eof:
-                if rem:
-                    why = self._cut_reason(data[pos:])
-                    if source.error:
-                        why += f"; {source.error}"
-                    info._truncate(info.records, self.base + skip, why)
-                elif source.error:
-                    info._truncate(info.records, self.base + skip, source.error)
+                self._end_of_source(source, data, pos, skip)
                 return
             want = max(self.batch_bytes, self.need if rem >= 8 else 8 - rem)
+
+    def _start_at(self, start: int, source: MappedSource | None) -> tuple[Source | MappedSource, bytes, int, int]:
+        """Where the walk reads from, for a walk from file offset ``start``: (the source, the bytes
+        already read that come first, the chunk alignment (0: none), the bytes of the first chunk
+        walked already); sets ``base``, the file offset of the first chunk's first byte."""
+        if source is None:
+            source = mapped_source(self.source)
+        if source is not None:  # mapped chunks, kept on page boundaries
+            align = mmap.ALLOCATIONGRANULARITY
+            self.base = source.pos = start - start % align  # file offset of data[0]
+            return source, b"", align, start - self.base  # skip: bytes at the start of the chunk walked already
+        if start:
+            source = self.source
+            source.raw.seek(start)
+            source.eof = False
+            self.base = start
+            return source, b"", 0, 0
+        self.base = 0
+        return self.source, self.head, 0, 0
+
+    def _walk_chunk(self, data: bytes, pos: int, source: Source | MappedSource) -> tuple[array, list[int], int, str | None]:
+        """Walk the whole blocks in ``data`` from ``pos``: (the packet records, the rows of simple
+        packet blocks, the position after the last whole block, why the walk stops there when the
+        file is damaged, else None). ``need`` says how many bytes the next block wants.
+
+        The per-block loop is the capture walk's hot loop: its lookups are bound to locals, and
+        plain EPBs are taken inline (runs of them by the compiled walker when it is built)."""
+        n = len(data)
+        rec = array("q")
+        ext = rec.extend
+        spb_rows: list[int] = []
+        damaged = None
+        self.need = 0
+        order, sec_base, nif = self.order, self.sec_base, self.sec_nif
+        hdr, epb, u32 = _S[order]["hdr"].unpack_from, _S[order]["epb"].unpack_from, _S[order]["u32"].unpack_from
+        fast = accel.WALK
+        out = np.empty(6 * (n // 32 + 1), dtype=np.int64) if fast is not None else None
+        try:
+            while n - pos >= 8:
+                if fast is not None:  # a run of plain EPBs, compiled (_walk.c); the rest comes here
+                    k, pos = fast.pcapng_epbs(data, pos, order == ">", nif, sec_base, MAX_BLOCK, out)
+                    if k:
+                        rec.frombytes(out[: 6 * k].tobytes())
+                        if n - pos < 8:
+                            break
+                btype, blen = hdr(data, pos)
+                if btype == EPB:
+                    end = pos + blen
+                    if not (blen & 3 or blen < 32 or blen > MAX_BLOCK) and end <= n:
+                        iface, tsh, tsl, cap, orig = epb(data, pos + 8)
+                        if cap <= blen - 32 and iface < nif and u32(data, end - 4)[0] == blen:
+                            ext((pos + 28, sec_base + iface, tsh, tsl, cap, orig))
+                            pos = end
+                            continue
+                    end = self._odd_epb(data, pos, n, source.eof, blen, rec)
+                    if end < 0:
+                        break
+                    pos = end
+                    continue
+                end = self._block(data, pos, n, btype, blen, rec, spb_rows)
+                if end < 0:
+                    break
+                pos = end
+                order, sec_base, nif = self.order, self.sec_base, self.sec_nif
+                hdr, epb = _S[order]["hdr"].unpack_from, _S[order]["epb"].unpack_from
+                u32 = _S[order]["u32"].unpack_from
+        except _Damaged as exc:
+            damaged = str(exc)
+        return rec, spb_rows, pos, damaged
+
+    def _end_of_source(self, source: Source | MappedSource, data: bytes, pos: int, skip: int) -> None:
+        """The source is used up at ``pos`` in ``data``: note a cut (bytes left that are not a whole
+        block) or a read error as where the capture was truncated."""
+        info = self.info
+        if len(data) != pos:  # bytes left that are not a whole block
+            why = self._cut_reason(data[pos:])
+            if source.error:
+                why += f"; {source.error}"
+            info._truncate(info.records, self.base + skip, why)
+        elif source.error:
+            info._truncate(info.records, self.base + skip, source.error)
 
     # ------------------------------------------------------------------ two processes (parallel.py)
     _INFO_STATE = ("link_types", "sections", "snaplen", "unknown_blocks", "dropped_by_capture", "damaged_blocks")

@@ -62,14 +62,26 @@ def _rel(ns: int | None, t0: int | None) -> str:
 
 
 def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> str:
+    """The report document as Markdown: headline and notices, the capture's summary and warnings,
+    findings, requirements and expected traffic, quality, clients, firewall-ready lists, flows."""
     cap = doc.get("capture") or {}
     t0 = cap.get("first_ns")
     flows = doc.get("flows") or []
     by_id = {f["id"]: f for f in flows}
-    by_rule: dict[str, list[dict]] = {}
-    for f in flows:
-        if f.get("rule"):
-            by_rule.setdefault(f["rule"], []).append(f)
+    findings = [finding_view(f, by_id, doc.get("dns")) for f in doc.get("findings") or []]
+    out = _summary_section(doc)
+    out += _findings_section(findings, t0)
+    out += _requirements_section(doc, flows)
+    out += _quality(doc)
+    out += _clients_section(flows, findings)
+    out += _firewall_section(doc)
+    out += _flows_section(flows, t0, unrelated_hidden)
+    return "\n".join(out) + "\n"
+
+
+def _summary_section(doc: dict[str, Any]) -> list[str]:
+    """The headline, the profile's notices, what was read under which rules, and the warnings."""
+    cap = doc.get("capture") or {}
     p = doc.get("profile") or {}
     st = doc.get("service_tags")
     out = [f"# meshpcap: {md(headline(doc))}", ""]
@@ -89,9 +101,12 @@ def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> 
         warnings.append(f"capture truncated at record {t.get('record')}: {t.get('reason')}")
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {md(w)}" for w in warnings]
+    return out
 
-    out += ["", "## Findings", ""]
-    findings = [finding_view(f, by_id, doc.get("dns")) for f in doc.get("findings") or []]
+
+def _findings_section(findings: list[dict], t0: int | None) -> list[str]:
+    """One subsection a finding (already through :func:`finding_view`), or "None."."""
+    out = ["", "## Findings", ""]
     if not findings:
         out += ["None.", ""]
     for f in findings:
@@ -110,9 +125,17 @@ def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> 
         if f.get("filter"):
             out.append(f"- Wireshark: {code(f['filter'])}")
         out.append("")
+    return out
 
-    out += ["## Requirements", "", "| status | rule | what | destination | ports | req. | evidence |",
-            "|---|---|---|---|---|---|---|"]
+
+def _requirements_section(doc: dict[str, Any], flows: list[dict]) -> list[str]:
+    """The checklist (each rule with the flows that are its evidence) and the expected groups."""
+    by_rule: dict[str, list[dict]] = {}
+    for f in flows:
+        if f.get("rule"):
+            by_rule.setdefault(f["rule"], []).append(f)
+    out = ["## Requirements", "", "| status | rule | what | destination | ports | req. | evidence |",
+           "|---|---|---|---|---|---|---|"]
     for c in doc.get("checklist") or []:
         ev = "; ".join(evidence(c["rule"], by_rule)) or "no flow"
         out.append(f"| {md(c.get('status'))} | {md(c['rule'])} | {md(c.get('description'))} | "
@@ -122,27 +145,38 @@ def render_markdown_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> 
                 "|---|---|---|---|"]
         out += [f"| {md(g.get('status'))} | {md(g.get('id'))} | {md(g.get('description'))} | {md(g.get('detail'))} |"
                 for g in doc["expected"]]
+    return out
 
-    out += _quality(doc)
 
+def _clients_section(flows: list[dict], findings: list[dict]) -> list[str]:
+    """One row a client address (none when there is no client)."""
     clients = clients_view(flows, findings)
-    if clients:
-        out += ["", "## Clients", "", "| client | allowed | blocked | unexpected | blocked flows | findings |",
-                "|---|---|---|---|---|---|"]
-        out += [f"| {md(c['client'])} | {c['allowed']} | {c['blocked']} | {c['unexpected']} | "
-                f"{md('; '.join(c['blocked_to']))} | {md(', '.join(c['findings']))} |" for c in clients]
+    if not clients:
+        return []
+    out = ["", "## Clients", "", "| client | allowed | blocked | unexpected | blocked flows | findings |",
+           "|---|---|---|---|---|---|"]
+    out += [f"| {md(c['client'])} | {c['allowed']} | {c['blocked']} | {c['unexpected']} | "
+            f"{md('; '.join(c['blocked_to']))} | {md(', '.join(c['findings']))} |" for c in clients]
+    return out
 
+
+def _firewall_section(doc: dict[str, Any]) -> list[str]:
+    """The firewall-ready lists: the change-request text, PAN-OS, nftables, FortiGate."""
     fw = firewall.build(doc)
-    out += ["", "## Firewall-ready", "", "For the change request:", ""]
+    out = ["", "## Firewall-ready", "", "For the change request:", ""]
     out += block(firewall.render_text(fw, doc), "text")
     out += ["", "PAN-OS external dynamic lists:", ""] + block(firewall.render_panos(fw), "text")
     out += ["", "nftables:", ""] + block(firewall.render_nftables(fw), "nft")
     out += ["", "FortiGate address objects:", ""] + block(firewall.render_fortigate(fw), "text")
+    return out
 
+
+def _flows_section(flows: list[dict], t0: int | None, unrelated_hidden: int) -> list[str]:
+    """The flow table (and how many unrelated flows it leaves out)."""
     note = f" ({unrelated_hidden} unrelated flows not shown: --show-unrelated)" if unrelated_hidden else ""
-    out += ["", f"## Flows{note}", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
+    out = ["", f"## Flows{note}", "", "| " + " | ".join(FLOW_HEAD) + " |", "|" + "---|" * len(FLOW_HEAD)]
     out += ["| " + " | ".join(md(x) for x in row) + " |" for row in flow_rows(flows, t0)]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _row(cells) -> str:
