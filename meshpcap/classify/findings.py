@@ -30,7 +30,7 @@ from typing import Any
 from ..flows.model import DnsEvent, Flow, FlowTable, endpoint, hops_away
 from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
-from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, _names, judge_dns, judge_flow
+from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, _names, judge_dns, judge_flows
 
 KINDS = ("blocked", "missing", "unexpected", "degraded")  # degraded: media quality (classify/quality.py)
 SEVERITIES = ("error", "warning", "info")
@@ -228,7 +228,7 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
     quality = _capture_quality(ft)
     ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), quality.one_direction,
                   ft.capture.get("dropped_by_capture") or 0)
-    verdicts = [judge_flow(f, ctx) for f in ft.flows]
+    verdicts = judge_flows(ft.flows, ctx)
     rules = {r.id: r for r in profile.rules}
 
     dns_fail = _dns_failures(ft, matcher, ctx, verdicts)
