@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..decode.stun import ALLOCATE_RETRY_CODES, ERROR_NAMES
 from ..flows.model import DnsEvent, Flow, StunSummary, hops_away, is_admin_prohibited
 from ..rules.match import RuleMatcher
@@ -141,7 +143,7 @@ def judge_flows(flows: Sequence[Flow], ctx: Context) -> list[FlowVerdict]:
 
     A TCP or UDP flow that carries no name and no CONNECT target, to a server address no rule covers (asked
     of the matcher for all such servers at once), is judged by its transport and port alone; that judgement
-    is made once per (transport, port): either ``unrelated`` for all of them, or (a port of a service-tag
+    is made once per (transport, port), as a table of the 65,536 ports: ``unrelated``, or (a port of a service-tag
     rule without a snapshot, a media port of the profile) the full :func:`judge_flow`.  A scan or a busy
     gateway has millions of such flows."""
     plain = [f.transport in ("tcp", "udp") and f.connect_target is None and not (f.sni or f.http_host or f.dns_names)
@@ -149,34 +151,39 @@ def judge_flows(flows: Sequence[Flow], ctx: Context) -> list[FlowVerdict]:
     servers = list(dict.fromkeys(f.server for f, p in zip(flows, plain) if p))
     covered = ({a for a, hit in zip(servers, ctx.matcher.covers_many(servers).tolist()) if hit}
                if servers else set())
-    by_port: dict[tuple[str, int | None], bool] = {}
-    tag_port_rules = () if ctx.tags_loaded else tuple(
-        r for r in ctx.profile.rules if r.service_tag and not r.domains and not r.cidrs)
+    tables = {t: _ports_judged_in_full(t, ctx) for t in ("tcp", "udp")}
     out: list[FlowVerdict] = []
     append = out.append
     for f, p in zip(flows, plain):
         if not p or f.server in covered:
             append(judge_flow(f, ctx))
             continue
-        key = (f.transport, f.server_port)
-        unrelated = by_port.get(key)
-        if unrelated is None:
-            unrelated = by_port[key] = _unrelated_without_destination(key[0], key[1], ctx, tag_port_rules)
-        append(FlowVerdict(f, "unrelated", destination=f.server) if unrelated else judge_flow(f, ctx))
+        port = f.server_port
+        if port is None or (0 <= port < 65536 and not tables[f.transport][port]):
+            append(FlowVerdict(f, "unrelated", destination=f.server))
+        else:
+            append(judge_flow(f, ctx))
     return out
 
 
-def _unrelated_without_destination(transport: str, port: int | None, ctx: Context,
-                                   tag_port_rules: Sequence[Rule]) -> bool:
-    """True when :func:`judge_flow` says ``unrelated`` of every flow on ``transport``/``port`` that has no
-    name, no CONNECT target and a server address no rule covers: no service-tag rule judged on its port
-    (``tag_port_rules``: without a snapshot, the service-tag rules without names or CIDRs) takes it, and it
-    is no media port of the profile judged against a snapshot."""
-    if port is None:
-        return True
-    if any(r.allows(transport, port) for r in tag_port_rules):
-        return False
-    return not (ctx.tags_loaded and ctx.profile.looks_like(transport, port))
+def _ports_judged_in_full(transport: str, ctx: Context) -> list[bool]:
+    """Per destination port (0-65535) of ``transport``: could :func:`judge_flow` say anything but
+    ``unrelated`` of a flow on it that has no name, no CONNECT target and a server address no rule covers?
+    Yes on a port of a service-tag rule without names or CIDRs when there is no snapshot (judged on
+    transport and port alone), and on a media port of the profile when there is one (``unexpected``)."""
+    ports = np.arange(65536)
+    full = np.zeros(65536, dtype=bool)
+    if not ctx.tags_loaded:
+        for r in ctx.profile.rules:
+            if r.service_tag and not r.domains and not r.cidrs:
+                allowed = r.ports_for(transport)
+                if allowed is not None:
+                    full |= allowed.contains_many(ports)
+    else:
+        for t, allowed in ctx.profile.media_ports:
+            if t == transport:
+                full |= allowed.contains_many(ports)
+    return full.tolist()
 
 
 def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
