@@ -345,3 +345,15 @@ def test_covers_many_agrees_with_by_address():
     assert m.covers_many(addrs).tolist() == [bool(m.by_address(a)) for a in addrs]
     bare = M.matcher(with_tags=False)
     assert bare.covers_many(addrs).tolist() == [bool(bare.by_address(a)) for a in addrs]
+
+
+def test_unrelated_shortcut_is_the_dataclass():
+    from dataclasses import fields
+
+    from meshpcap.classify.verdicts import FlowVerdict, _unrelated
+
+    f = M.flow(server=OTHER, server_port=9)
+    v = _unrelated(f, OTHER)
+    assert v == FlowVerdict(f, "unrelated", destination=OTHER)
+    assert all(getattr(v, x.name) == getattr(FlowVerdict(f, "unrelated", destination=OTHER), x.name)
+               for x in fields(FlowVerdict))
