@@ -23,14 +23,14 @@ groups, the checklist and the headline verdict (:func:`headline`).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..flows.model import DnsEvent, Flow, FlowTable, endpoint, hops_away
 from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
-from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, _names, judge_dns, judge_flow
+from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, _names, judge_dns, judge_flows
 
 KINDS = ("blocked", "missing", "unexpected", "degraded")  # degraded: media quality (classify/quality.py)
 SEVERITIES = ("error", "warning", "info")
@@ -185,18 +185,26 @@ def _capture_quality(ft: FlowTable) -> CaptureQuality:
     """Warnings about the capture itself, and the facts the verdicts need."""
     c = ft.capture
     warns: list[str] = []
-    tcp = [f for f in ft.flows if f.transport == "tcp"]
-    midstream = tuple(f for f in tcp if f.orientation not in ("syn", "syn-ack"))
+    tcp, both, proxy_set, mid = 0, 0, set(), []
+    for f in ft.flows:  # one walk over the flows (millions, for a scan)
+        if f.transport == "tcp":
+            tcp += 1
+            if f.orientation not in ("syn", "syn-ack"):
+                mid.append(f)
+        if f.connect_target:
+            proxy_set.add(endpoint(f.server, f.server_port))
+        if f.packets_c2s and f.packets_s2c:
+            both += 1
+    midstream = tuple(mid)
     if midstream:
         warns.append(
-            f"the capture began mid-session: {len(midstream)} of {len(tcp)} TCP flows have no handshake in it, "
+            f"the capture began mid-session: {len(midstream)} of {tcp} TCP flows have no handshake in it, "
             "so their names and outcomes may be unknown, and traffic set up before the capture cannot be checked"
         )
-    proxies = sorted({endpoint(f.server, f.server_port) for f in ft.flows if f.connect_target})
+    proxies = sorted(proxy_set)
     if proxies:
         warns.append(f"HTTPS goes through an explicit proxy at {', '.join(proxies)}: the proxy, not the client, "
                      "connects to the Microsoft endpoints, so its policy and its own firewall path decide what works")
-    both = sum(1 for f in ft.flows if f.packets_c2s and f.packets_s2c)
     one_direction = bool(ft.flows) and both == 0
     if one_direction:
         warns.append("the capture shows only one direction of traffic (no flow has packets both ways): "
@@ -228,12 +236,15 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
     quality = _capture_quality(ft)
     ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), quality.one_direction,
                   ft.capture.get("dropped_by_capture") or 0)
-    verdicts = [judge_flow(f, ctx) for f in ft.flows]
+    verdicts = judge_flows(ft.flows, ctx)
     rules = {r.id: r for r in profile.rules}
 
     dns_fail = _dns_failures(ft, matcher, ctx, verdicts)
+    # the verdicts under a rule: the only ones expected groups, the session start, the session evidence and
+    # the checklist look at (a scan of millions of unrelated flows has a few thousand of them)
+    ruled = [v for v in verdicts if v.rule]
     findings = _flow_findings(verdicts, rules) + _dns_findings(dns_fail)
-    group_status, group_findings = _expected_groups(profile, verdicts, rules, quality, ft, dns_fail)
+    group_status, group_findings = _expected_groups(profile, ruled, rules, quality, ft, dns_fail)
     findings = _note_fallbacks(findings + group_findings, group_status)
 
     warnings = list(quality.warnings)
@@ -243,7 +254,7 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
                            f"{', '.join(tags)} were judged on transport and port alone "
                            "(use --service-tags FILE or `meshpcap tags update`)")
 
-    lacks = _what_the_capture_lacks(ft, verdicts, matcher, profile)
+    lacks = _what_the_capture_lacks(ft, ruled, matcher, profile)
     if lacks is not None:
         # no session to judge: no firewall advice ("allow UDP 3478-3481" on an empty file is wrong), and a
         # group without traffic is "not shown" rather than "missing"
@@ -251,8 +262,9 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
         group_status = [replace(g, status="not shown", detail="the capture shows no session")
                         if g.status == "missing" else g for g in group_status]
     findings = _number(findings)
-    checklist = _checklist(profile, verdicts, group_status, dns_fail)
-    counts = {k: sum(1 for v in verdicts if v.verdict == k) for k in ("allowed", "blocked", "unexpected", "unrelated")}
+    checklist = _checklist(profile, ruled, group_status, dns_fail)
+    tally = Counter(v.verdict for v in verdicts)
+    counts = {k: tally[k] for k in ("allowed", "blocked", "unexpected", "unrelated")}
     verdict, reason = headline(findings, warnings, group_status, fail_on, lacks)
     return Judgement(verdicts, findings, checklist, group_status, warnings, verdict, counts, reason, fail_on)
 
@@ -326,7 +338,7 @@ def _is_session_evidence(v: FlowVerdict, profile: Profile) -> bool:
 def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: list[FlowVerdict]) -> list[DnsFailure]:
     """Failed lookups of names a rule needs.  Each blocks the (otherwise unrelated) flow that
     carried it: ``verdicts`` is updated in place."""
-    by_id = {v.flow.id: i for i, v in enumerate(verdicts)}
+    by_id: dict[int, int] | None = None  # flow id -> index, made at the first failure that names a flow
     out: list[DnsFailure] = []
     for ev in ft.dns:
         res = judge_dns(ev, matcher)
@@ -339,7 +351,9 @@ def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: l
             why = "no answer in the capture (which may simply have missed it)"
         failure = DnsFailure(ev, rule, why, uncertain=uncaptured or ev.rcode == "NXDOMAIN")
         out.append(failure)
-        i = by_id.get(ev.flow_id) if ev.flow_id is not None else None
+        if ev.flow_id is not None and by_id is None:
+            by_id = {v.flow.id: i for i, v in enumerate(verdicts)}
+        i = by_id.get(ev.flow_id) if ev.flow_id is not None and by_id is not None else None
         if i is not None and verdicts[i].verdict == "unrelated":
             v = verdicts[i]
             verdicts[i] = FlowVerdict(v.flow, "blocked", rule.id, "dns-failure",
@@ -654,9 +668,14 @@ def _checklist(profile: Profile, verdicts: list[FlowVerdict], groups: list[Group
     """Every rule of the profile with what the capture showed for it (a flow counts under
     every rule it satisfies, not only its primary one)."""
     missing_groups = {g.id for g in groups if g.status == "missing"}
+    under: dict[str, list[FlowVerdict]] = {r.id: [] for r in profile.rules}
+    for v in verdicts:  # one pass, each verdict under every rule it lists (in order, once per rule)
+        for rid in dict.fromkeys(v.all_rules):
+            if rid in under:
+                under[rid].append(v)
     out = []
     for r in profile.rules:
-        vs = [v for v in verdicts if r.id in v.all_rules]
+        vs = under[r.id]
         allowed = [v for v in vs if v.verdict == "allowed"]
         blocked = [v for v in vs if v.verdict == "blocked"]
         unexpected = [v for v in vs if v.verdict == "unexpected"]

@@ -202,13 +202,12 @@ def judge_quality(media: MediaResult, judgement: Judgement, targets: Targets,
                   capture_first_ns: int | None = None) -> Quality:
     """Compare every stream and every measured server with the targets; one ``degraded`` finding per
     stream (or server) and target that is not met."""
-    verdicts = {v.flow.id: v for v in judgement.flows}
+    under_rule = {v.flow.id for v in judgement.flows if v.rule}  # not a dict of every flow: there may be millions
     q = Quality(targets, media)
     findings: list[Finding] = []
 
     def scope_of(fid: int) -> str:
-        v = verdicts.get(fid)
-        return "microsoft-edge" if v is not None and v.rule else "other"
+        return "microsoft-edge" if fid in under_rule else "other"
 
     for s in media.streams:
         res: dict[str, Any] = {"stream": s.name, "flow_id": s.flow_id, "direction": s.direction,

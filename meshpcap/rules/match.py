@@ -412,6 +412,19 @@ class RuleMatcher:
             found = self._by_address[address] = [self.rules[i] for i in sorted(hits)]
         return list(found)
 
+    def covers_many(self, addresses: Sequence[object]) -> np.ndarray:
+        """Boolean array: does ``by_address`` find any rule for each address (one pass over the prefixes per
+        prefix length, not a lookup per address, and nothing cached)."""
+        packed = [_packed_address(a) for a in addresses]
+        found = self._cidrs.contains_many(packed) if len(self._cidrs) else np.zeros(len(packed), dtype=bool)
+        many = getattr(self._tags, "membership", None)
+        for tag in self._tagged:
+            if many is not None:
+                found |= many(tag, packed)
+            else:  # a snapshot object with the single-address question only
+                found |= np.array([self._tags.contains(tag, a) for a in packed], dtype=bool)  # type: ignore[union-attr]
+        return found
+
     def by_address_many(self, addresses: Sequence[object]) -> list[list]:
         hits: list[set[int]] = [set(ids) for ids in self._cidrs.lookup_many(addresses)]  # type: ignore[arg-type]
         for tag, ids in self._tagged.items():

@@ -305,3 +305,55 @@ def test_to_dict_carries_flow_and_verdict_fields():
     d = judged(M.unanswered(transport="udp", server=RELAY, server_port=3478)).to_dict()
     assert d["id"] == 1 and d["server"] == RELAY
     assert (d["rule"], d["verdict"], d["blocked_by"], d["confidence"]) == ("MR-A4", "blocked", "no-answer", "high")
+
+
+# -- judge_flows: the shortcut for flows no rule can match gives judge_flow's verdicts ---------------------------
+
+def _mixed_flows():
+    """Nameless flows to covered and uncovered servers on rule ports, media ports, tag ports and other ports,
+    named flows, a proxied flow, an ICMP flow, each more than once so the per-port memo is hit."""
+    out = []
+    ports = [("udp", 3478), ("udp", 30012), ("tcp", 30012), ("tcp", 443), ("udp", 443), ("tcp", 80),
+             ("udp", 5353), ("tcp", 22), ("udp", 49152), ("udp", None)]
+    for server in (OTHER, MESHSVC, RELAY, "2001:db8::9", "203.0.113.5"):
+        for transport, port in ports:
+            for kw in ({}, dict(packets_s2c=0, bytes_s2c=0, state="one-way" if transport == "udp" else "no-answer")):
+                out.append(M.flow(len(out) + 1, transport, server, port, **kw))
+    out.append(M.flow(len(out) + 1, "tcp", OTHER, 443, sni="teams.microsoft.com"))
+    out.append(M.flow(len(out) + 1, "tcp", OTHER, 8080, connect_target="teams.microsoft.com:443"))
+    out.append(M.flow(len(out) + 1, "tcp", OTHER, 8080, connect_target=""))
+    out.append(M.flow(len(out) + 1, "udp", OTHER, 5353, dns_names=("mesh.microsoft.com",)))
+    out.append(M.flow(len(out) + 1, "icmp", OTHER, None))
+    return out
+
+
+@pytest.mark.parametrize("with_tags", [True, False])
+def test_judge_flows_equals_judge_flow_on_every_flow(with_tags):
+    from meshpcap.classify.verdicts import judge_flows
+
+    flows = _mixed_flows()
+    ctx = M.context(with_tags=with_tags)
+    expected = [judge_flow(f, M.context(with_tags=with_tags)) for f in flows]
+    got = judge_flows(flows, ctx)
+    assert got == expected
+    assert {v.verdict for v in got} >= {"unrelated", "allowed", "blocked"}
+
+
+def test_covers_many_agrees_with_by_address():
+    m = M.matcher()
+    addrs = [OTHER, MESHSVC, RELAY, "2001:db8::9", "203.0.113.5", M.MEDIA, "52.112.0.1", "::1"]
+    assert m.covers_many(addrs).tolist() == [bool(m.by_address(a)) for a in addrs]
+    bare = M.matcher(with_tags=False)
+    assert bare.covers_many(addrs).tolist() == [bool(bare.by_address(a)) for a in addrs]
+
+
+def test_unrelated_shortcut_is_the_dataclass():
+    from dataclasses import fields
+
+    from meshpcap.classify.verdicts import FlowVerdict, _unrelated
+
+    f = M.flow(server=OTHER, server_port=9)
+    v = _unrelated(f, OTHER)
+    assert v == FlowVerdict(f, "unrelated", destination=OTHER)
+    assert all(getattr(v, x.name) == getattr(FlowVerdict(f, "unrelated", destination=OTHER), x.name)
+               for x in fields(FlowVerdict))
