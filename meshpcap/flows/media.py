@@ -754,6 +754,23 @@ def _jitter(p: _Packets, c: _Clock, dt_ms: np.ndarray) -> np.ndarray:
     return _jitter_segments(dd, p.is_first)
 
 
+def _jitter_stats(p: _Packets, jit: np.ndarray, jw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stream: the sum and the highest of J, and the start of the ``jw`` ns window where it peaks."""
+    t, starts = p.t, p.starts
+    jmax, jat = _first_argmax(jit, starts)
+    return np.bincount(p.sid, jit, p.n.size), jmax, t[starts] + ((t[jat] - t[starts]) // jw) * jw
+
+
+def _delta_stats(p: _Packets, dt_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stream: the lowest, highest and summed interarrival deltas (ms; +-inf for a single packet)."""
+    S, sid, inner = p.n.size, p.sid, ~p.is_first
+    dmin = np.full(S, np.inf)
+    dmax = np.full(S, -np.inf)
+    np.minimum.at(dmin, sid[inner], dt_ms[inner])
+    np.maximum.at(dmax, sid[inner], dt_ms[inner])
+    return dmin, dmax, np.bincount(sid, dt_ms, S)
+
+
 def _events(p: _Packets, u: _Seen) -> _Events:
     """Loss over time: each stream's arrivals and its lost packets, placed between their neighbours'
     arrival times, sorted by stream then time."""
@@ -891,17 +908,10 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     c = _clock(p, rts, pt)
     dt_ms = _interarrival_ms(p)
     jit = _jitter(p, c, dt_ms)
-    jsum = np.bincount(sid, jit, S)
-    jmax, jat = _first_argmax(jit, starts)
     jw = int(o.jitter_window_ms * 1e6)
-    jws = t[starts] + ((t[jat] - t[starts]) // jw) * jw
-    # interarrival deltas
+    jsum, jmax, jws = _jitter_stats(p, jit, jw)
     inner = ~p.is_first
-    dmin = np.full(S, np.inf)
-    dmax = np.full(S, -np.inf)
-    np.minimum.at(dmin, sid[inner], dt_ms[inner])
-    np.maximum.at(dmax, sid[inner], dt_ms[inner])
-    dsum = np.bincount(sid, dt_ms, S)
+    dmin, dmax, dsum = _delta_stats(p, dt_ms)
     e = _events(p, u)
     windows = {name: (*_worst_window(e, u.lost, int(wms * 1e6), o.min_window_packets), int(wms * 1e6))
                for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms))}
