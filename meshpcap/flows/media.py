@@ -16,7 +16,7 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -572,18 +572,71 @@ _CANDS = np.array(CLOCK_CANDIDATES, float)
 _T_BITS = 46  # per-stream times (ns from the stream's start) are packed beside the stream index: 19.5 h
 
 
-def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> list[MediaStream]:
-    """Every stream's statistics at once, as array operations over the packets grouped by stream."""
-    fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size, _wire = cols
-    ok = fid >= 0
+class _Packets(NamedTuple):
+    """The RTP packets kept, grouped by stream (stream then arrival order), shared by every section."""
+    ii: np.ndarray  # index of each packet in the batch columns
+    sid: np.ndarray  # stream index of each packet
+    starts: np.ndarray  # first packet of each stream
+    last: np.ndarray  # last packet of each stream
+    n: np.ndarray  # packets per stream
+    is_first: np.ndarray  # the packet is its stream's first
+    t: np.ndarray  # arrival time, never backwards inside a stream
+    d: np.ndarray  # signed sequence step from the packet before (0 at a stream's first)
+    ext: np.ndarray  # extended sequence number
+    restart: np.ndarray  # the step jumps over MAX_DROPOUT
+
+
+class _Seen(NamedTuple):
+    """Distinct sequence numbers per stream (first arrival of each) and the loss counted from them."""
+    o2: np.ndarray  # packets in stream then extended-number order
+    newu: np.ndarray  # in that order: the first packet of each distinct number
+    first_seen: np.ndarray  # per packet: it is the first arrival of its number
+    u_sid: np.ndarray
+    u_t: np.ndarray
+    nu: np.ndarray  # distinct numbers per stream
+    loss_gap: np.ndarray  # numbers missing after each distinct one (0 over a jump past MAX_DROPOUT)
+    lost: np.ndarray
+    bursts: np.ndarray
+    max_burst: np.ndarray
+
+
+class _Clock(NamedTuple):
+    dts: np.ndarray  # signed RTP timestamp step from the packet before
+    pts: np.ndarray  # payload type of each packet
+    clock: np.ndarray  # clock rate per stream (0: unknown)
+    static: np.ndarray
+    fit_ok: np.ndarray
+    snapped: np.ndarray
+    rate: np.ndarray
+
+
+class _Events(NamedTuple):
+    """Arrivals and lost packets (placed between their neighbours) per stream, in stream then time order."""
+    ev_sid: np.ndarray
+    ekey: np.ndarray  # stream index and time from the stream's first event, packed
+    estart: np.ndarray
+    et0: np.ndarray
+    erel: np.ndarray
+    ecum: np.ndarray  # lost events before each event
+    te: np.ndarray  # each stream's last event, from its first
+    first_of_run: np.ndarray  # for each event, the first event of its stream at the same time
+
+
+def _rtcp_counts(fid, c2s, kind, ssrc, ok) -> dict[tuple[int, bool, int], int]:
+    """RTCP packets per (flow, direction, SSRC)."""
     rtcp = ok & (kind == R.K_RTCP)
-    rtcp_count: dict[tuple[int, bool, int], int] = {}
-    if rtcp.any():
-        keys, counts = np.unique(((fid[rtcp] * 2 + c2s[rtcp]) << 32) | ssrc[rtcp], return_counts=True)
-        rtcp_count = {(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist())}
+    if not rtcp.any():
+        return {}
+    keys, counts = np.unique(((fid[rtcp] * 2 + c2s[rtcp]) << 32) | ssrc[rtcp], return_counts=True)
+    return {(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist())}
+
+
+def _packets(fid, c2s, ts, kind, seq, ssrc, ok, o: MediaOptions) -> _Packets | None:
+    """RTP packets grouped by stream, the streams whose numbers do not follow on left out, sequence
+    numbers extended (RFC 3550 A.1); None when no stream is left."""
     idx = np.flatnonzero(ok & (kind == R.K_RTP))
     if idx.size == 0:
-        return []
+        return None
     skey = ((fid[idx] * 2 + c2s[idx]) << 32) | ssrc[idx]
     order, starts, ends = _segments(skey)
     ii = idx[order]
@@ -605,20 +658,22 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
         ii, d, sq = ii[pk], d[pk], sq[pk]
         n = n[keep]
         if n.size == 0:
-            return []
+            return None
         sid = np.repeat(np.arange(n.size), n)
-    S = n.size
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])
-    last = starts + n - 1
-    P = ii.size
-    is_first = np.zeros(P, bool)
+    is_first = np.zeros(ii.size, bool)
     is_first[starts] = True
     t = _never_backwards(ts[ii], starts, n)
     cd = np.cumsum(d)
     ext = cd - cd[starts][sid] + sq[starts][sid]
-    restart = np.abs(d) > MAX_DROPOUT
-    # distinct sequence numbers per stream, the first arrival of each
-    emin = np.minimum.reduceat(ext, starts)
+    return _Packets(ii=ii, sid=sid, starts=starts, last=starts + n - 1, n=n, is_first=is_first, t=t, d=d,
+                    ext=ext, restart=np.abs(d) > MAX_DROPOUT)
+
+
+def _seen(p: _Packets) -> _Seen:
+    """Distinct sequence numbers per stream, the first arrival of each, and the numbers never received."""
+    sid, ext, S, P = p.sid, p.ext, p.n.size, p.ii.size
+    emin = np.minimum.reduceat(ext, p.starts)
     erange = int((ext - emin[sid]).max())
     if erange < (1 << 30):  # one stable sort of a packed key (the usual case), else by three keys
         o2 = np.argsort((sid.astype(np.int64) << 30) | (ext - emin[sid]), kind="stable")
@@ -629,30 +684,40 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     newu[1:] = (se[1:] != se[:-1]) | (ss[1:] != ss[:-1])
     first_seen = np.zeros(P, bool)
     first_seen[o2[newu]] = True
-    u_ext, u_sid, u_t = se[newu], ss[newu], t[o2[newu]]
-    nu = np.bincount(u_sid, minlength=S)
+    u_ext, u_sid, u_t = se[newu], ss[newu], p.t[o2[newu]]
     gaps = np.diff(u_ext) - 1
     same = u_sid[1:] == u_sid[:-1]
     loss_gap = np.where(same & (gaps <= MAX_DROPOUT), gaps, 0)
-    lost = np.bincount(u_sid[1:], weights=loss_gap, minlength=S).astype(np.int64)
-    bursts = np.bincount(u_sid[1:], weights=loss_gap > 0, minlength=S).astype(np.int64)
     max_burst = np.zeros(S, np.int64)
     np.maximum.at(max_burst, u_sid[1:], loss_gap)
-    # reordered: arrived after a higher sequence number had, and not a duplicate
-    e2 = ext + sid.astype(np.int64) * (1 << 40)
+    return _Seen(o2=o2, newu=newu, first_seen=first_seen, u_sid=u_sid, u_t=u_t,
+                 nu=np.bincount(u_sid, minlength=S), loss_gap=loss_gap,
+                 lost=np.bincount(u_sid[1:], weights=loss_gap, minlength=S).astype(np.int64),
+                 bursts=np.bincount(u_sid[1:], weights=loss_gap > 0, minlength=S).astype(np.int64),
+                 max_burst=max_burst)
+
+
+def _reordered(p: _Packets, u: _Seen) -> np.ndarray:
+    """Per stream: packets that arrived after a higher sequence number had, and are not duplicates."""
+    e2 = p.ext + p.sid.astype(np.int64) * (1 << 40)
     runmax = np.maximum.accumulate(e2)
-    late = np.zeros(P, bool)
-    late[1:] = (e2[1:] < runmax[:-1]) & first_seen[1:]
-    late &= ~is_first
-    reordered = np.bincount(sid, weights=late, minlength=S).astype(np.int64)
-    # timestamps, unwrapped alike; the clock from a static payload type or from their slope over arrival time
-    r = rts[ii]
-    dts = np.zeros(P, np.int64)
+    late = np.zeros(p.ii.size, bool)
+    late[1:] = (e2[1:] < runmax[:-1]) & u.first_seen[1:]
+    late &= ~p.is_first
+    return np.bincount(p.sid, weights=late, minlength=p.n.size).astype(np.int64)
+
+
+def _clock(p: _Packets, rts: np.ndarray, pt: np.ndarray) -> _Clock:
+    """Timestamps unwrapped as the sequence is; the clock from a static payload type or from their slope
+    over arrival time (snapped to a known RTP clock)."""
+    sid, starts, n, t, S = p.sid, p.starts, p.n, p.t, p.n.size
+    r = rts[p.ii]
+    dts = np.zeros(p.ii.size, np.int64)
     dts[1:] = (np.diff(r) + TS_MOD // 2) % TS_MOD - TS_MOD // 2
     dts[starts] = 0
     cts = np.cumsum(dts)
     ext_ts = (cts - cts[starts][sid]).astype(float)
-    pts = pt[ii].astype(np.int64)
+    pts = pt[p.ii].astype(np.int64)
     cl = _STATIC[pts & 0xFF]
     smin, smax = np.minimum.reduceat(cl, starts), np.maximum.reduceat(cl, starts)
     static = (smin == smax) & (smin > 0)
@@ -662,33 +727,55 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     den = n * sxx - sx * sx
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(den > 0, (n * sxy - sx * sy) / np.where(den > 0, den, 1), 0.0)
-    span_ns = t[last] - t[starts]
+    span_ns = t[p.last] - t[starts]
     fit_ok = (n >= 5) & (span_ns >= 100_000_000)
     rel = np.abs(rate[:, None] - _CANDS) / _CANDS
     best = np.argmin(rel, axis=1)
     snapped = rel[np.arange(S), best] <= CLOCK_TOLERANCE
     clock = np.where(static, smin, np.where(fit_ok & snapped, _CANDS[best].astype(np.int64), 0))
-    # RFC 3550 A.8: D = (R_j - R_i) - (S_j - S_i), arrival order, in ms here
-    dt_ms = np.zeros(P)
-    dt_ms[1:] = np.diff(t) / 1e6
-    dt_ms[starts] = 0.0
-    ck = clock[sid]
+    return _Clock(dts=dts, pts=pts, clock=clock, static=static, fit_ok=fit_ok, snapped=snapped, rate=rate)
+
+
+def _interarrival_ms(p: _Packets) -> np.ndarray:
+    """Time from the packet before in the stream, in ms (0 at a stream's first)."""
+    dt_ms = np.zeros(p.ii.size)
+    dt_ms[1:] = np.diff(p.t) / 1e6
+    dt_ms[p.starts] = 0.0
+    return dt_ms
+
+
+def _jitter(p: _Packets, c: _Clock, dt_ms: np.ndarray) -> np.ndarray:
+    """RFC 3550 A.8 jitter J after each packet, in ms (0 where the clock is unknown)."""
+    # D = (R_j - R_i) - (S_j - S_i), arrival order, in ms here
+    ck = c.clock[p.sid]
     with np.errstate(divide="ignore", invalid="ignore"):
-        dd = np.where(ck > 0, np.abs(dt_ms - dts * 1000.0 / np.where(ck > 0, ck, 1)), 0.0)
-    dd[is_first | restart] = 0.0
-    jit = _jitter_segments(dd, is_first)
-    jsum = np.bincount(sid, jit, S)
+        dd = np.where(ck > 0, np.abs(dt_ms - c.dts * 1000.0 / np.where(ck > 0, ck, 1)), 0.0)
+    dd[p.is_first | p.restart] = 0.0
+    return _jitter_segments(dd, p.is_first)
+
+
+def _jitter_stats(p: _Packets, jit: np.ndarray, jw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stream: the sum and the highest of J, and the start of the ``jw`` ns window where it peaks."""
+    t, starts = p.t, p.starts
     jmax, jat = _first_argmax(jit, starts)
-    jw = int(o.jitter_window_ms * 1e6)
-    jws = t[starts] + ((t[jat] - t[starts]) // jw) * jw
-    # interarrival deltas
-    inner = ~is_first
+    return np.bincount(p.sid, jit, p.n.size), jmax, t[starts] + ((t[jat] - t[starts]) // jw) * jw
+
+
+def _delta_stats(p: _Packets, dt_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stream: the lowest, highest and summed interarrival deltas (ms; +-inf for a single packet)."""
+    S, sid, inner = p.n.size, p.sid, ~p.is_first
     dmin = np.full(S, np.inf)
     dmax = np.full(S, -np.inf)
     np.minimum.at(dmin, sid[inner], dt_ms[inner])
     np.maximum.at(dmax, sid[inner], dt_ms[inner])
-    dsum = np.bincount(sid, dt_ms, S)
-    # loss over time: lost packets placed between their neighbours' arrival times
+    return dmin, dmax, np.bincount(sid, dt_ms, S)
+
+
+def _events(p: _Packets, u: _Seen) -> _Events:
+    """Loss over time: each stream's arrivals and its lost packets, placed between their neighbours'
+    arrival times, sorted by stream then time."""
+    S, t, starts = p.n.size, p.t, p.starts
+    u_sid, u_t, loss_gap = u.u_sid, u.u_t, u.loss_gap
     g = np.flatnonzero(loss_gap)
     cnt = loss_gap[g]
     rep = np.repeat(g, cnt)
@@ -705,56 +792,69 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     estart = np.concatenate([[0], np.cumsum(ecount)[:-1]])
     et0 = ev_t[estart]
     erel = ev_t - et0[ev_sid]
-    ecum = np.concatenate([[0], np.cumsum(ev_l)])
-    te = erel[estart + ecount - 1]
-    # a window [s, s + W) starts at every event that leaves room for it before the stream's last event, and
-    # one more ends at that last event; a stream shorter than W is one window from its first event
     runstart = np.ones(ekey.size, bool)
     runstart[1:] = ekey[1:] != ekey[:-1]
-    first_of_run = np.maximum.accumulate(np.where(runstart, np.arange(ekey.size), 0))  # equal times: the first
-    windows = {}
-    for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms)):
-        W = int(wms * 1e6)
-        short = te < W
-        # a stream without loss whose first window holds enough packets has its worst window there (0%):
-        # the search over every window is only for the others
-        first_count = np.searchsorted(ekey, ekey[estart] + W, "left") - estart
-        need = (lost > 0) | (first_count < o.min_window_packets)
-        wmax = np.zeros(S)
-        wstart = et0.copy()
-        if need.any():
-            sel = need[ev_sid]
-            cand = np.flatnonzero(sel & np.where(short[ev_sid], np.arange(ev_t.size) == estart[ev_sid],
-                                                 erel + W <= te[ev_sid]))
-            c_sid = ev_sid[cand]
-            lo = first_of_run[cand]
-            hi = np.searchsorted(ekey, ekey[cand] + W, "left")
-            tot = hi - lo
-            ratio = np.where(tot >= o.min_window_packets, (ecum[hi] - ecum[lo]) / np.maximum(tot, 1), -1.0)
-            cstart = np.flatnonzero(np.r_[True, c_sid[1:] != c_sid[:-1]])  # every stream has a candidate
-            mx, at = _first_argmax(ratio, cstart)
-            ns_ = c_sid[cstart]
-            wmax[ns_] = mx
-            wstart[ns_] = et0[ns_] + erel[cand[at]]
-            # the window that ends at each long stream's last event
-            xs = np.flatnonzero(need & ~short)
-            xkey = (xs.astype(np.int64) << _T_BITS) + te[xs] - W + 1
-            xlo = np.searchsorted(ekey, xkey, "left")
-            xhi = np.searchsorted(ekey, xkey + W, "left")
-            xt = xhi - xlo
-            xr = np.where(xt >= o.min_window_packets, (ecum[xhi] - ecum[xlo]) / np.maximum(xt, 1), -1.0)
-            better = xr > wmax[xs]
-            wmax[xs[better]] = xr[better]
-            wstart[xs[better]] = et0[xs[better]] + te[xs[better]] - W + 1
-        windows[name] = (wmax, wstart, W)
-    # bitrate bins, gaps, bytes
-    by = size[ii].astype(np.int64)
-    binw = int(o.bitrate_bin_ms * 1e6)
+    return _Events(ev_sid=ev_sid, ekey=ekey, estart=estart, et0=et0, erel=erel,
+                   ecum=np.concatenate([[0], np.cumsum(ev_l)]), te=erel[estart + ecount - 1],
+                   first_of_run=np.maximum.accumulate(np.where(runstart, np.arange(ekey.size), 0)))
+
+
+def _worst_window(e: _Events, lost: np.ndarray, W: int, min_packets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per stream: the highest lost fraction over windows of W ns holding at least ``min_packets`` events
+    (-1 when none does), and where the first such window starts."""
+    # a window [s, s + W) starts at every event that leaves room for it before the stream's last event, and
+    # one more ends at that last event; a stream shorter than W is one window from its first event
+    ev_sid, ekey, estart, et0, erel, ecum, te = e.ev_sid, e.ekey, e.estart, e.et0, e.erel, e.ecum, e.te
+    short = te < W
+    # a stream without loss whose first window holds enough packets has its worst window there (0%):
+    # the search over every window is only for the others
+    first_count = np.searchsorted(ekey, ekey[estart] + W, "left") - estart
+    need = (lost > 0) | (first_count < min_packets)
+    wmax = np.zeros(lost.size)
+    wstart = et0.copy()
+    if not need.any():
+        return wmax, wstart
+    sel = need[ev_sid]
+    cand = np.flatnonzero(sel & np.where(short[ev_sid], np.arange(ev_sid.size) == estart[ev_sid],
+                                         erel + W <= te[ev_sid]))
+    c_sid = ev_sid[cand]
+    lo = e.first_of_run[cand]
+    hi = np.searchsorted(ekey, ekey[cand] + W, "left")
+    tot = hi - lo
+    ratio = np.where(tot >= min_packets, (ecum[hi] - ecum[lo]) / np.maximum(tot, 1), -1.0)
+    cstart = np.flatnonzero(np.r_[True, c_sid[1:] != c_sid[:-1]])  # every stream has a candidate
+    mx, at = _first_argmax(ratio, cstart)
+    ns_ = c_sid[cstart]
+    wmax[ns_] = mx
+    wstart[ns_] = et0[ns_] + erel[cand[at]]
+    # the window that ends at each long stream's last event
+    xs = np.flatnonzero(need & ~short)
+    xkey = (xs.astype(np.int64) << _T_BITS) + te[xs] - W + 1
+    xlo = np.searchsorted(ekey, xkey, "left")
+    xhi = np.searchsorted(ekey, xkey + W, "left")
+    xt = xhi - xlo
+    xr = np.where(xt >= min_packets, (ecum[xhi] - ecum[xlo]) / np.maximum(xt, 1), -1.0)
+    better = xr > wmax[xs]
+    wmax[xs[better]] = xr[better]
+    wstart[xs[better]] = et0[xs[better]] + te[xs[better]] - W + 1
+    return wmax, wstart
+
+
+class _Bins(NamedTuple):
+    series: list[np.ndarray]  # bitrate per bin (kbit/s), one array per stream
+    loss_all: list[float | None]  # loss % per bin, every stream's bins laid end to end
+    jit_all: list[float | None]  # highest jitter per bin (ms), laid out alike
+    b_lo: list[int]  # each stream's first bin in those lists
+    b_hi: list[int]
+
+
+def _bins(p: _Packets, u: _Seen, by: np.ndarray, jit: np.ndarray, binw: int) -> _Bins:
+    """Per-bin series: bitrate, loss and jitter, bins of ``binw`` ns from each stream's first packet."""
+    sid, t, starts, P = p.sid, p.t, p.starts, p.ii.size
     b = (t - t[starts][sid]) // binw
-    nb = b[last] + 1
+    nb = b[p.last] + 1
     boff = np.concatenate([[0], np.cumsum(nb)[:-1]])
     bins = np.bincount(boff[sid] + b, weights=by.astype(float), minlength=int(nb.sum())) * 8 / (binw / 1e9) / 1000
-    series = np.split(bins, boff[1:])
     # loss and jitter per bin.  Loss as RFC 3550 A.3 counts it per reporting interval: a bin expects the
     # distinct sequence numbers above the highest one first seen by the end of the bin before, up to the
     # highest first seen by its own end (ranked with the jumps over MAX_DROPOUT left out, as ``expected``),
@@ -765,11 +865,11 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     fb = boff[sid] + b
     brun = np.flatnonzero(np.r_[True, fb[1:] != fb[:-1]])  # first packet of each non-empty bin
     uidx = np.empty(P, np.int64)
-    uidx[o2] = np.cumsum(newu) - 1  # each packet's distinct sequence number (index into the u_ arrays)
+    uidx[u.o2] = np.cumsum(u.newu) - 1  # each packet's distinct sequence number (index into the u_ arrays)
     hi = np.maximum.accumulate(np.maximum.reduceat(uidx, brun))  # streams' u_ indices follow one another
-    ustart = np.flatnonzero(np.r_[True, u_sid[1:] != u_sid[:-1]])
-    hs = u_sid[hi]
-    lost_before = np.concatenate([[0], np.cumsum(loss_gap)])  # lost numbers below each distinct one (global)
+    ustart = np.flatnonzero(np.r_[True, u.u_sid[1:] != u.u_sid[:-1]])
+    hs = u.u_sid[hi]
+    lost_before = np.concatenate([[0], np.cumsum(u.loss_gap)])  # lost numbers below each distinct one (global)
     cum_lost = lost_before[hi] - lost_before[ustart[hs]]
     cum_exp = hi - ustart[hs] + 1 + cum_lost
     new_stream = np.r_[True, hs[1:] != hs[:-1]]
@@ -779,24 +879,61 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     loss_bins[fb[brun]] = np.where(b_exp > 0, 100.0 * b_lost / np.maximum(b_exp, 1), 0.0)
     jit_bins = np.full(bins.size, np.nan)
     jit_bins[fb[brun]] = np.maximum.reduceat(jit, brun)
-    loss_all, jit_all = _nan_none(loss_bins), _nan_none(jit_bins)  # lists for every bin, sliced per stream
-    b_lo, b_hi = boff.tolist(), (boff + nb).tolist()
+    return _Bins(series=np.split(bins, boff[1:]), loss_all=_nan_none(loss_bins), jit_all=_nan_none(jit_bins),
+                 b_lo=boff.tolist(), b_hi=(boff + nb).tolist())
+
+
+def _clock_source(static: bool, fit_ok: bool, snapped: bool, rate: float) -> str:
+    if static:
+        return "payload type"
+    if not fit_ok:
+        return "unknown: too few packets or too short to infer the clock from timestamps"
+    if snapped:
+        return "timestamps"
+    return f"unknown: timestamps advance {rate:,.0f}/s, not a known RTP clock"
+
+
+def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> list[MediaStream]:
+    """Every stream's statistics at once, as array operations over the packets grouped by stream."""
+    fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size, _wire = cols
+    ok = fid >= 0
+    rtcp_count = _rtcp_counts(fid, c2s, kind, ssrc, ok)
+    p = _packets(fid, c2s, ts, kind, seq, ssrc, ok, o)
+    if p is None:
+        return []
+    ii, sid, starts, last, n, t = p.ii, p.sid, p.starts, p.last, p.n, p.t
+    S = n.size
+    u = _seen(p)
+    reordered = _reordered(p, u)
+    c = _clock(p, rts, pt)
+    dt_ms = _interarrival_ms(p)
+    jit = _jitter(p, c, dt_ms)
+    jw = int(o.jitter_window_ms * 1e6)
+    jsum, jmax, jws = _jitter_stats(p, jit, jw)
+    inner = ~p.is_first
+    dmin, dmax, dsum = _delta_stats(p, dt_ms)
+    e = _events(p, u)
+    windows = {name: (*_worst_window(e, u.lost, int(wms * 1e6), o.min_window_packets), int(wms * 1e6))
+               for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms))}
+    by = size[ii].astype(np.int64)
+    bn = _bins(p, u, by, jit, int(o.bitrate_bin_ms * 1e6))
     total = np.bincount(sid, by, S)
-    gap_at = np.flatnonzero(inner & (dt_ms > o.gap_ms))
     gaps_of: dict[int, list[tuple[int, float]]] = {}
-    for k in gap_at.tolist():
+    for k in np.flatnonzero(inner & (dt_ms > o.gap_ms)).tolist():
         gaps_of.setdefault(int(sid[k]), []).append((int(t[k - 1]), float(dt_ms[k])))
     # payload types and the most common framing
     pt_of: dict[int, list[int]] = {}
-    for k in np.flatnonzero(np.bincount(sid * 256 + (pts & 0xFF), minlength=S * 256)).tolist():
+    for k in np.flatnonzero(np.bincount(sid * 256 + (c.pts & 0xFF), minlength=S * 256)).tolist():
         pt_of.setdefault(k >> 8, []).append(k & 0xFF)
     fmain = np.bincount(sid * 8 + fr[ii].astype(np.int64), minlength=S * 8).reshape(S, 8).argmax(axis=1)
 
+    # assembling the records: one MediaStream per stream from the per-stream columns (one Python step
+    # per stream, none per packet); the 30 columns are zipped here so each is read once as a list
     out = []
     L = lambda a: a.tolist()  # noqa: E731
-    cols_ = zip(range(S), L(fid[ii[starts]]), L(c2s[ii[starts]]), L(ssrc[ii[starts]]), L(n), L(nu), L(lost),
-                L(bursts), L(max_burst), L(reordered), L(np.bincount(sid, weights=restart, minlength=S).astype(np.int64)),
-                L(clock), L(static), L(fit_ok), L(snapped), L(rate), L(jsum), L(jmax), L(jws), L(dmin), L(dmax),
+    cols_ = zip(range(S), L(fid[ii[starts]]), L(c2s[ii[starts]]), L(ssrc[ii[starts]]), L(n), L(u.nu), L(u.lost),
+                L(u.bursts), L(u.max_burst), L(reordered), L(np.bincount(sid, weights=p.restart, minlength=S).astype(np.int64)),
+                L(c.clock), L(c.static), L(c.fit_ok), L(c.snapped), L(c.rate), L(jsum), L(jmax), L(jws), L(dmin), L(dmax),
                 L(dsum), L(t[starts]), L(t[last]), L(total), L(fmain), L(windows["loss"][0]), L(windows["loss"][1]),
                 L(windows["burst"][0]), L(windows["burst"][1]))
     for (s_, f_, fwd, ss_, n_, nu_, lost_, bu_, mb_, re_, rs_, ck_, st_, fo_, sn_, rt_, js_, jm_, jws_, dmi_, dma_,
@@ -804,23 +941,15 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
         fl = locate.by_id[f_]
         src, sport, dst, dport = ((fl.client, fl.client_port, fl.server, fl.server_port) if fwd
                                   else (fl.server, fl.server_port, fl.client, fl.client_port))
-        if st_:
-            csrc = "payload type"
-        elif not fo_:
-            csrc = "unknown: too few packets or too short to infer the clock from timestamps"
-        elif sn_:
-            csrc = "timestamps"
-        else:
-            csrc = f"unknown: timestamps advance {rt_:,.0f}/s, not a known RTP clock"
         has_clock = ck_ > 0
         span = t1_ - t0_
-        ser = series[s_]
+        ser = bn.series[s_]
         lw_ok, bw_ok = lw_ >= 0, bw_ >= 0
         out.append(MediaStream(
             flow_id=fl.id, direction="c2s" if fwd else "s2c", transport=fl.transport, src=src, src_port=sport,
             dst=dst, dst_port=dport, framing=R.FRAMING[fm_], ssrc=ss_, payload_types=tuple(pt_of[s_]), packets=n_,
             expected=nu_ + lost_, lost=lost_, loss_bursts=bu_, max_burst=mb_, duplicates=n_ - nu_, reordered=re_,
-            seq_restarts=rs_, clock_rate=ck_ if has_clock else None, clock_source=csrc,
+            seq_restarts=rs_, clock_rate=ck_ if has_clock else None, clock_source=_clock_source(st_, fo_, sn_, rt_),
             jitter_ms_mean=(js_ / (n_ - 1) if n_ > 1 else 0.0) if has_clock else None,
             jitter_ms_max=jm_ if has_clock else None,
             delta_ms_min=dmi_ if n_ > 1 else None, delta_ms_mean=ds_ / (n_ - 1) if n_ > 1 else None,
@@ -834,8 +963,8 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
             burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
             jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
             rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
-            loss_series_pct=tuple(loss_all[b_lo[s_]:b_hi[s_]]),
-            jitter_series_ms=tuple(jit_all[b_lo[s_]:b_hi[s_]]) if has_clock else (None,) * ser.size,
+            loss_series_pct=tuple(bn.loss_all[bn.b_lo[s_]:bn.b_hi[s_]]),
+            jitter_series_ms=tuple(bn.jit_all[bn.b_lo[s_]:bn.b_hi[s_]]) if has_clock else (None,) * ser.size,
         ))
     out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
     return out

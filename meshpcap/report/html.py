@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -198,15 +199,40 @@ def _notes(f: dict) -> list[str]:
 
 def timeline(doc: dict[str, Any], flows: list[dict]) -> dict[str, Any]:
     """Geometry of the inline SVG timeline (the template draws it; no script needed)."""
-    cap = doc.get("capture") or {}
     relevant = [f for f in flows if f.get("verdict") != "unrelated"]
+    t0, t1 = _timeline_bounds(doc, relevant)
+    span = max(t1 - t0, 1)
+    ranked, chosen = _timeline_destinations(relevant)
+    left, width, row_h, top = 300, 640, 16, 46
+    total = left + width + 300
+
+    def x(ns: int) -> float:
+        return round(left + (ns - t0) / span * width, 1)
+
+    rows = [_timeline_row(fl, top + i * row_h, x, t0) for i, fl in enumerate(chosen)]
+    drawn = sum(min(len(fl), BARS_PER_ROW) for fl in chosen)
+    height = top + max(len(rows), 1) * row_h + 40
+    return {"rows": rows, "dns": _dns_marks(doc, x, t0), "marks": _media_marks(doc, flows, relevant, x, t0, t1),
+            "ticks": _timeline_ticks(span, left, width), "left": left, "width": width,
+            "total": total, "height": height, "top": top, "row_h": row_h,
+            "omitted": len(relevant) - drawn, "rows_omitted": len(ranked) - len(chosen), "dns_omitted": max(len(doc.get("dns") or []) - DNS_MARKS, 0),
+            "start": ns_text(t0), "end": ns_text(t1)}
+
+
+def _timeline_bounds(doc: dict[str, Any], relevant: list[dict]) -> tuple[int, int]:
+    """The capture's first and last instants, or those of the flows and DNS events drawn."""
+    cap = doc.get("capture") or {}
     t0 = cap.get("first_ns")
     t1 = cap.get("last_ns")
     stamps = [f["first_ns"] for f in relevant] + [f["last_ns"] for f in relevant]
     stamps += [e["ns"] for e in doc.get("dns") or []]
     if t0 is None or t1 is None:
         t0, t1 = (min(stamps), max(stamps)) if stamps else (0, 1)
-    span = max(t1 - t0, 1)
+    return t0, t1
+
+
+def _timeline_destinations(relevant: list[dict]) -> tuple[list[list[dict]], list[list[dict]]]:
+    """All destination rows ranked (failing first), and the rows drawn, in time order."""
     # one row per destination (transport, name or address, port): a retry or a reconnection is
     # another bar on the same row; rows with failing flows are drawn first when there are too many
     groups: dict[tuple, list[dict]] = {}
@@ -215,34 +241,34 @@ def timeline(doc: dict[str, Any], flows: list[dict]) -> dict[str, Any]:
     ranked = sorted(groups.values(), key=lambda fl: (min(VERDICT_ORDER.get(f.get("verdict"), 9) for f in fl),
                                                     fl[0]["first_ns"]))
     chosen = sorted(ranked[:TIMELINE_ROWS], key=lambda fl: (fl[0]["first_ns"], fl[0]["id"]))
-    left, width, row_h, top = 300, 640, 16, 46
-    total = left + width + 300
+    return ranked, chosen
 
-    def x(ns: int) -> float:
-        return round(left + (ns - t0) / span * width, 1)
 
-    rows = []
-    for i, fl in enumerate(chosen):
-        bars = []
-        for f in fl[:BARS_PER_ROW]:
-            x0, x1 = x(f["first_ns"]), x(f["last_ns"])
-            notes = _notes(f)
-            bars.append({
-                "x": x0, "w": max(round(x1 - x0, 1), 2.0), "verdict": f.get("verdict") or "unrelated",
-                "title": (f"flow {f['id']}: {_flow_label(f)} from {f.get('client')}; {f.get('verdict')}"
-                          + (f" ({f['blocked_by']})" if f.get("blocked_by") else "") + f"; {f.get('state')}; "
-                          f"{_rel(f['first_ns'], t0)} .. {_rel(f['last_ns'], t0)}"
-                          + (f"; {'; '.join(notes)}" if notes else "")),
-            })
-        failing = [f for f in fl if f.get("verdict") in FAILING]
-        notes = _notes(failing[0] if failing else fl[0])
-        if len(fl) > 1:
-            notes.insert(0, f"{len(fl)} flows" + (f", {len(failing)} failing" if failing else "")
-                         + (f", first {len(bars)} drawn" if len(fl) > len(bars) else ""))
-        ids = ",".join(str(f["id"]) for f in fl[:3]) + ("…" if len(fl) > 3 else "")
-        rows.append({"y": top + i * row_h, "bars": bars, "label": _short(f"#{ids} {_flow_label(fl[0])}", 44),
-                     "notes": "; ".join(notes), "end": max(b["x"] + b["w"] for b in bars)})
-    drawn = sum(min(len(fl), BARS_PER_ROW) for fl in chosen)
+def _timeline_row(fl: list[dict], y: int, x: Callable[[int], float], t0: int) -> dict[str, Any]:
+    """One destination's row: a bar per flow (the first BARS_PER_ROW), its label and notes."""
+    bars = []
+    for f in fl[:BARS_PER_ROW]:
+        x0, x1 = x(f["first_ns"]), x(f["last_ns"])
+        notes = _notes(f)
+        bars.append({
+            "x": x0, "w": max(round(x1 - x0, 1), 2.0), "verdict": f.get("verdict") or "unrelated",
+            "title": (f"flow {f['id']}: {_flow_label(f)} from {f.get('client')}; {f.get('verdict')}"
+                      + (f" ({f['blocked_by']})" if f.get("blocked_by") else "") + f"; {f.get('state')}; "
+                      f"{_rel(f['first_ns'], t0)} .. {_rel(f['last_ns'], t0)}"
+                      + (f"; {'; '.join(notes)}" if notes else "")),
+        })
+    failing = [f for f in fl if f.get("verdict") in FAILING]
+    notes = _notes(failing[0] if failing else fl[0])
+    if len(fl) > 1:
+        notes.insert(0, f"{len(fl)} flows" + (f", {len(failing)} failing" if failing else "")
+                     + (f", first {len(bars)} drawn" if len(fl) > len(bars) else ""))
+    ids = ",".join(str(f["id"]) for f in fl[:3]) + ("…" if len(fl) > 3 else "")
+    return {"y": y, "bars": bars, "label": _short(f"#{ids} {_flow_label(fl[0])}", 44),
+            "notes": "; ".join(notes), "end": max(b["x"] + b["w"] for b in bars)}
+
+
+def _dns_marks(doc: dict[str, Any], x: Callable[[int], float], t0: int) -> list[dict[str, Any]]:
+    """A tick per DNS event (at most DNS_MARKS; failures are always drawn first)."""
     dns = []
     events = doc.get("dns") or []
     bad = [e for e in events if e.get("rcode") != "NOERROR" or e.get("sinkhole")]
@@ -252,6 +278,12 @@ def timeline(doc: dict[str, Any], flows: list[dict]) -> dict[str, Any]:
         dns.append({"x": x(e["ns"]), "failed": failed,
                     "title": f"DNS {e.get('qtype')} {e.get('qname')}: {e.get('rcode') or 'no answer'}"
                              + (" (sinkhole)" if e.get("sinkhole") else "") + f" at {_rel(e['ns'], t0)}"})
+    return dns
+
+
+def _media_marks(doc: dict[str, Any], flows: list[dict], relevant: list[dict], x: Callable[[int], float],
+                 t0: int, t1: int) -> list[dict[str, Any]]:
+    """The "UDP media stopped" and "fallback to TCP 443" marks, when the capture shows them."""
     marks = []
     by_id = {f["id"]: f for f in flows}
     fallback_ns = None
@@ -272,18 +304,18 @@ def timeline(doc: dict[str, Any], flows: list[dict]) -> dict[str, Any]:
     if fallback_ns is not None:
         marks.append({"x": x(fallback_ns), "label": "fallback to TCP 443", "cls": "m-fallback",
                       "title": f"first fallback TCP flow at {_rel(fallback_ns, t0)}"})
-    # axis ticks: about 8 round steps
+    return marks
+
+
+def _timeline_ticks(span: int, left: int, width: int) -> list[dict[str, Any]]:
+    """Axis ticks: about 8 round steps of seconds from the start."""
     step = _nice_step(span / 1e9 / 8)
     ticks = []
     s = 0.0
     while s <= span / 1e9 + 1e-9 and len(ticks) < 40:
         ticks.append({"x": round(left + s * 1e9 / span * width, 1), "label": f"{s:g} s"})
         s += step
-    height = top + max(len(rows), 1) * row_h + 40
-    return {"rows": rows, "dns": dns, "marks": marks, "ticks": ticks, "left": left, "width": width,
-            "total": total, "height": height, "top": top, "row_h": row_h,
-            "omitted": len(relevant) - drawn, "rows_omitted": len(ranked) - len(chosen), "dns_omitted": max(len(doc.get("dns") or []) - DNS_MARKS, 0),
-            "start": ns_text(t0), "end": ns_text(t1)}
+    return ticks
 
 
 def _nice_step(raw: float) -> float:

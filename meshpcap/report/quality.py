@@ -16,6 +16,7 @@ its 200 ms window is finer than the bins.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..flows.media import MediaOptions
@@ -256,12 +257,31 @@ def stream_plot(s: dict, doc: dict[str, Any]) -> dict[str, Any]:
     def x(ns: float) -> float:
         return round(left + (min(max(ns, s0), s1) - s0) / span * width, 1)
 
-    lanes = []
-    y = 8
+    lanes = [_bitrate_lane(s, x, 8)]
+    y = 8 + lanes[0]["h"] + 10
+    by_metric = {t["metric"]: t for t in (q.get("targets") or {}).get("targets") or [] if t.get("judged", True)}
+    for metric in ("loss_pct", "burst_loss_pct", "jitter_ms"):
+        t = by_metric.get(metric)
+        if t is None:
+            continue
+        lane = _target_lane(s, metric, t, x, y, t0)
+        lanes.append(lane)
+        y += lane["h"] + 10
+    bottom = y - 10
+    gaps = [{"x": x(g["start_ns"]), "w": max(round(x(g["start_ns"] + g["ms"] * 1e6) - x(g["start_ns"]), 1), 1.0),
+             "title": f"media stopped for {g['ms']:.0f} ms at {_rel(g['start_ns'], t0)}"} for g in s.get("gaps") or []]
+    return {"name": stream_name(s), "id": plot_id(s), "lanes": lanes, "gaps": gaps,
+            "ticks": _stream_ticks(s0, s1, t0, x), "left": left, "width": width,
+            "total": total, "top": 8, "bottom": bottom, "height": bottom + 22, "points": lanes[0]["count"],
+            "caption": _stream_caption(s, t0)}
+
+
+def _bitrate_lane(s: dict, x: Callable[[float], float], y: int) -> dict[str, Any]:
+    """The bitrate lane: one point per bin (or per average of a run of bins), with mean and max."""
     pts = bitrate_points(s)
     top_rate = _nice(max((v for _, v in pts), default=0.0) or 1.0)
     h = 46
-    lanes.append({
+    return {
         "kind": "bitrate", "y": y, "h": h, "label": "kbit/s", "max": f"{top_rate:g}", "window": None, "mean": None,
         "points": " ".join(f"{x(ns)},{round(y + h - v / top_rate * h, 1)}" for ns, v in pts),
         "count": len(pts),
@@ -269,52 +289,50 @@ def stream_plot(s: dict, doc: dict[str, Any]) -> dict[str, Any]:
                 + (f", max {s['bitrate_max_kbps']:.1f}" if s.get("bitrate_max_kbps") is not None else ""),
         "title": f"bitrate per {_bin_ns(s) / 1e9:g} s bin: {len(s.get('bitrate_series') or [])} bins"
                  + (f" (drawn as {len(pts)} averages)" if len(pts) < len(s.get("bitrate_series") or []) else ""),
-    })
-    y += h + 10
-    by_metric = {t["metric"]: t for t in (q.get("targets") or {}).get("targets") or [] if t.get("judged", True)}
-    for metric in ("loss_pct", "burst_loss_pct", "jitter_ms"):
-        t = by_metric.get(metric)
-        if t is None:
-            continue
-        vf, wf = WINDOW_FIELDS[metric]
-        value, window = s.get(vf), s.get(wf)
-        unit = t["unit"]
-        mean = s.get("jitter_ms_mean") if metric == "jitter_ms" else None
-        sf = SERIES_FIELDS.get(metric)
-        cpts = series_points(s, sf[0]) if sf else []
-        cmax = max((v for _, v in cpts if v is not None), default=0.0)
-        top = _nice(max(2 * t["limit"], (value or 0) * 1.15, mean or 0, cmax) or 1.0)
-        h = 30
-        lane = {"kind": metric, "y": y, "h": h, "label": LANE_TITLES[metric], "max": f"{top:g}",
-                "target_y": round(y + h - t["limit"] / top * h, 1), "target": f"target {t['op']} {fmt(t['limit'], unit)}",
-                "window": None, "mean": None, "curve": None}
-        drawn = [(x(ns), None if v is None else round(y + h - min(v / top, 1.0) * h, 1)) for ns, v in cpts]
-        if any(v is not None for _, v in drawn):
-            n_bins = len(s.get(sf[0]) or [])
-            lane["curve"] = {"d": curve_path(drawn), "count": sum(v is not None for _, v in drawn),
-                             "title": sf[1].format(bin=f"{_bin_ns(s) / 1e9:g}") + f": {n_bins} bins, highest "
-                             f"{fmt(cmax, unit)}" + (f" (drawn as {len(cpts)} highest of runs)"
-                                                     if len(cpts) < n_bins else "")}
-        if value is None or not window:
-            why = s.get("clock_source") if metric == "jitter_ms" else "too few packets"
-            lane["text"] = f"not judged ({why})"
-        else:
-            ok = _holds(t, value)
-            wx0, wx1 = x(window[0]), x(window[1])
-            vh = max(round(value / top * h, 1), 1.0)
-            lane["window"] = {"x": wx0, "w": max(round(wx1 - wx0, 1), 2.0), "y": round(y + h - vh, 1), "h": vh,
-                              "ok": ok, "title": f"worst {t['window_ms'] / 1000:g} s window: {fmt(value, unit)} "
-                              f"({window_text(window, t0)}); {t['text']}" if t.get("window_ms") else
-                              f"worst window: {fmt(value, unit)}; {t['text']}"}
-            lane["text"] = f"worst {fmt(value, unit)} ({'met' if ok else 'NOT MET'}, {lane['target']})"
-        if mean is not None:
-            lane["mean"] = {"y": round(y + h - min(mean / top, 1.0) * h, 1), "title": f"mean jitter {mean:.1f} ms"}
-        lanes.append(lane)
-        y += h + 10
-    bottom = y - 10
-    gaps = [{"x": x(g["start_ns"]), "w": max(round(x(g["start_ns"] + g["ms"] * 1e6) - x(g["start_ns"]), 1), 1.0),
-             "title": f"media stopped for {g['ms']:.0f} ms at {_rel(g['start_ns'], t0)}"} for g in s.get("gaps") or []]
-    # ticks: seconds from the start of the capture (as on the timeline), about 6 of them
+    }
+
+
+def _target_lane(s: dict, metric: str, t: dict, x: Callable[[float], float], y: int, t0: int | None) -> dict[str, Any]:
+    """One judged target's lane: the target line, the per-bin curve, the worst window and the mean."""
+    vf, wf = WINDOW_FIELDS[metric]
+    value, window = s.get(vf), s.get(wf)
+    unit = t["unit"]
+    mean = s.get("jitter_ms_mean") if metric == "jitter_ms" else None
+    sf = SERIES_FIELDS.get(metric)
+    cpts = series_points(s, sf[0]) if sf else []
+    cmax = max((v for _, v in cpts if v is not None), default=0.0)
+    top = _nice(max(2 * t["limit"], (value or 0) * 1.15, mean or 0, cmax) or 1.0)
+    h = 30
+    lane = {"kind": metric, "y": y, "h": h, "label": LANE_TITLES[metric], "max": f"{top:g}",
+            "target_y": round(y + h - t["limit"] / top * h, 1), "target": f"target {t['op']} {fmt(t['limit'], unit)}",
+            "window": None, "mean": None, "curve": None}
+    drawn = [(x(ns), None if v is None else round(y + h - min(v / top, 1.0) * h, 1)) for ns, v in cpts]
+    if any(v is not None for _, v in drawn):
+        n_bins = len(s.get(sf[0]) or [])
+        lane["curve"] = {"d": curve_path(drawn), "count": sum(v is not None for _, v in drawn),
+                         "title": sf[1].format(bin=f"{_bin_ns(s) / 1e9:g}") + f": {n_bins} bins, highest "
+                         f"{fmt(cmax, unit)}" + (f" (drawn as {len(cpts)} highest of runs)"
+                                                 if len(cpts) < n_bins else "")}
+    if value is None or not window:
+        why = s.get("clock_source") if metric == "jitter_ms" else "too few packets"
+        lane["text"] = f"not judged ({why})"
+    else:
+        ok = _holds(t, value)
+        wx0, wx1 = x(window[0]), x(window[1])
+        vh = max(round(value / top * h, 1), 1.0)
+        lane["window"] = {"x": wx0, "w": max(round(wx1 - wx0, 1), 2.0), "y": round(y + h - vh, 1), "h": vh,
+                          "ok": ok, "title": f"worst {t['window_ms'] / 1000:g} s window: {fmt(value, unit)} "
+                          f"({window_text(window, t0)}); {t['text']}" if t.get("window_ms") else
+                          f"worst window: {fmt(value, unit)}; {t['text']}"}
+        lane["text"] = f"worst {fmt(value, unit)} ({'met' if ok else 'NOT MET'}, {lane['target']})"
+    if mean is not None:
+        lane["mean"] = {"y": round(y + h - min(mean / top, 1.0) * h, 1), "title": f"mean jitter {mean:.1f} ms"}
+    return lane
+
+
+def _stream_ticks(s0: int, s1: int, t0: int | None, x: Callable[[float], float]) -> list[dict[str, Any]]:
+    """Ticks in seconds from the start of the capture (as on the timeline), about 6 of them."""
+    span = max(s1 - s0, 1)
     base = t0 if t0 is not None else s0
     step = _nice(span / 1e9 / 6)
     first = math.ceil((s0 - base) / 1e9 / step) * step
@@ -323,13 +341,16 @@ def stream_plot(s: dict, doc: dict[str, Any]) -> dict[str, Any]:
     while v * 1e9 + base <= s1 + 1 and len(ticks) < 20:
         ticks.append({"x": x(base + v * 1e9), "label": f"{v:g} s"})
         v += step
-    return {"name": stream_name(s), "id": plot_id(s), "lanes": lanes, "gaps": gaps, "ticks": ticks, "left": left, "width": width,
-            "total": total, "top": 8, "bottom": bottom, "height": bottom + 22, "points": lanes[0]["count"],
-            "caption": (f"{s['packets']} packets, {s['lost']} lost of {s['expected']} ({s['lost_pct']:.2f}%), "
-                        f"{s.get('loss_bursts', 0)} loss burst(s), {s.get('reordered', 0)} reordered, "
-                        f"{s.get('duplicates', 0)} duplicated, {len(s.get('gaps') or [])} gap(s); clock "
-                        f"{s.get('clock_rate') or 'unknown'} ({s.get('clock_source')}); "
-                        f"{_rel(s0, t0)} .. {_rel(s1, t0)}")}
+    return ticks
+
+
+def _stream_caption(s: dict, t0: int | None) -> str:
+    """The line under a stream's plot: counts, clock and time span."""
+    return (f"{s['packets']} packets, {s['lost']} lost of {s['expected']} ({s['lost_pct']:.2f}%), "
+            f"{s.get('loss_bursts', 0)} loss burst(s), {s.get('reordered', 0)} reordered, "
+            f"{s.get('duplicates', 0)} duplicated, {len(s.get('gaps') or [])} gap(s); clock "
+            f"{s.get('clock_rate') or 'unknown'} ({s.get('clock_source')}); "
+            f"{_rel(s['first_ns'], t0)} .. {_rel(s['last_ns'], t0)}")
 
 
 def plotted_streams(doc: dict[str, Any], limit: int = STREAM_PLOTS) -> list[dict]:
