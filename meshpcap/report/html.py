@@ -28,7 +28,7 @@ from importlib import resources
 from typing import Any
 
 from . import firewall
-from .quality import quality_view
+from .quality import nice_step, quality_view
 from .flows import ns_text
 
 EMBED_PLAIN_LIMIT = 256 * 1024  # bytes of compact JSON embedded as is; larger documents are gzip+base64
@@ -309,25 +309,13 @@ def _media_marks(doc: dict[str, Any], flows: list[dict], relevant: list[dict], x
 
 def _timeline_ticks(span: int, left: int, width: int) -> list[dict[str, Any]]:
     """Axis ticks: about 8 round steps of seconds from the start."""
-    step = _nice_step(span / 1e9 / 8)
+    step = nice_step(span / 1e9 / 8)
     ticks = []
     s = 0.0
     while s <= span / 1e9 + 1e-9 and len(ticks) < 40:
         ticks.append({"x": round(left + s * 1e9 / span * width, 1), "label": f"{s:g} s"})
         s += step
     return ticks
-
-
-def _nice_step(raw: float) -> float:
-    if raw <= 0:
-        return 1.0
-    import math
-
-    mag = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5, 10):
-        if raw <= m * mag:
-            return m * mag
-    return 10 * mag
 
 
 def clients_view(flows: list[dict], findings: list[dict]) -> list[dict]:

@@ -184,7 +184,8 @@ STREAM_HEAD = ["flow", "dir", "SSRC", "framing", "PT", "packets", "lost", "worst
 
 # ---------------------------------------------------------------- one plot per stream
 
-def _nice(raw: float) -> float:
+def nice_step(raw: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten at or above ``raw`` (axis steps and tops)."""
     if raw <= 0:
         return 1.0
     mag = 10 ** math.floor(math.log10(raw))
@@ -279,7 +280,7 @@ def stream_plot(s: dict, doc: dict[str, Any]) -> dict[str, Any]:
 def _bitrate_lane(s: dict, x: Callable[[float], float], y: int) -> dict[str, Any]:
     """The bitrate lane: one point per bin (or per average of a run of bins), with mean and max."""
     pts = bitrate_points(s)
-    top_rate = _nice(max((v for _, v in pts), default=0.0) or 1.0)
+    top_rate = nice_step(max((v for _, v in pts), default=0.0) or 1.0)
     h = 46
     return {
         "kind": "bitrate", "y": y, "h": h, "label": "kbit/s", "max": f"{top_rate:g}", "window": None, "mean": None,
@@ -301,7 +302,7 @@ def _target_lane(s: dict, metric: str, t: dict, x: Callable[[float], float], y: 
     sf = SERIES_FIELDS.get(metric)
     cpts = series_points(s, sf[0]) if sf else []
     cmax = max((v for _, v in cpts if v is not None), default=0.0)
-    top = _nice(max(2 * t["limit"], (value or 0) * 1.15, mean or 0, cmax) or 1.0)
+    top = nice_step(max(2 * t["limit"], (value or 0) * 1.15, mean or 0, cmax) or 1.0)
     h = 30
     lane = {"kind": metric, "y": y, "h": h, "label": LANE_TITLES[metric], "max": f"{top:g}",
             "target_y": round(y + h - t["limit"] / top * h, 1), "target": f"target {t['op']} {fmt(t['limit'], unit)}",
@@ -334,7 +335,7 @@ def _stream_ticks(s0: int, s1: int, t0: int | None, x: Callable[[float], float])
     """Ticks in seconds from the start of the capture (as on the timeline), about 6 of them."""
     span = max(s1 - s0, 1)
     base = t0 if t0 is not None else s0
-    step = _nice(span / 1e9 / 6)
+    step = nice_step(span / 1e9 / 6)
     first = math.ceil((s0 - base) / 1e9 / step) * step
     ticks = []
     v = first
