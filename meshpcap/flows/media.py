@@ -32,6 +32,10 @@ CLOCK_TOLERANCE = 0.08  # inferred rate within 8% of a candidate
 STUN_RTT_METHODS = {0x001: "Binding", 0x003: "Allocate", 0x004: "Refresh", 0x008: "CreatePermission",
                     0x009: "ChannelBind"}
 TCP_SYN, TCP_ACK = 0x02, 0x10
+# the RTP/RTCP rows kept per packet until the end, one column each (slot: the 5-tuple's index in
+# MediaCollector.slot_keys, then after finish's lookup the flow id and the client-to-server flag)
+RTP_COLUMNS = ("slot", "from_a", "ns", "kind", "framing", "payload_type", "sequence", "timestamp", "ssrc", "bytes")
+RTP_DTYPES = (np.int32, np.bool_, np.int64, np.int8, np.int8, np.uint8, np.uint16, np.uint32, np.uint32, np.int32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +232,8 @@ class MediaCollector:
         self.options = options or MediaOptions()
         self.slots: dict[tuple, int] = {}
         self.slot_keys: list[tuple] = []
-        self.rtp: list[tuple[np.ndarray, ...]] = []
+        self.rtp: list[list[np.ndarray]] = [[] for _ in RTP_DTYPES]  # per column (RTP_COLUMNS), one array per batch
+        self.result: MediaResult | None = None
         self.stun: list[tuple[np.ndarray, ...]] = []
         self.syn: list[tuple[np.ndarray, ...]] = []
         self.tcp_turn: dict[int, _TcpTurn] = {}
@@ -257,7 +262,10 @@ class MediaCollector:
         if len(batch) == 0:
             return
         mb = extracted if extracted is not None else extract(batch, d, grouped)
-        for rows, out in ((mb.rtp, self.rtp), (mb.stun, self.stun), (mb.syn, self.syn)):
+        if mb.rtp is not None:
+            for col, a in zip(self.rtp, (self._slot_of(mb.keys, mb.rtp[0]).astype(np.int32),) + mb.rtp[1:]):
+                col.append(a)
+        for rows, out in ((mb.stun, self.stun), (mb.syn, self.syn)):
             if rows is not None:
                 out.append((self._slot_of(mb.keys, rows[0]),) + rows[1:])
         if mb.tcp_payloads:  # TURN over TCP: the stateful part (which flows carry it) is decided here
@@ -299,25 +307,35 @@ class MediaCollector:
 
     # ------------------------------------------------------------------ the end
     def finish(self, flows) -> MediaResult:
-        """Assign what was gathered to ``flows`` (the finished flow records) and compute the streams and RTTs."""
+        """Assign what was gathered to ``flows`` (the finished flow records) and compute the streams and RTTs.
+        The RTP rows are consumed (each column freed once joined): a later call returns the same result."""
+        if self.result is not None:
+            return self.result
         opts = self.options
         locate = _FlowLocator(flows, self.slot_keys)
-        rows = list(self.rtp)
-        tcp_rows = [r for s_, tt in self.tcp_turn.items() for r in _tcp_rows(s_, tt)]
-        rows.extend(tcp_rows)
+        cols = self._rtp_columns()
         streams: list[MediaStream] = []
-        if rows:
-            cols = [np.concatenate([r[i] for r in rows]) for i in range(11)]
-            slot, src_a, ts = cols[0].astype(np.int64), cols[1].astype(bool), cols[2].astype(np.int64)
-            if tcp_rows:  # they came last: capture order for everything (the UDP rows are in it already)
-                order = np.argsort(ts, kind="stable")
-                cols = [c[order] for c in cols]
-                slot, src_a, ts = slot[order], src_a[order], ts[order]
-            fid, c2s = locate(slot, src_a, ts)
-            cols[0], cols[1] = fid, c2s
-            streams = _streams(cols, locate, opts)
+        if cols[0].size:
+            fid, c2s = locate(cols[0], cols[1], cols[2])
+            streams = _streams([fid, c2s] + cols[2:], locate, opts)
         samples = _stun_rtt(self.stun, locate) + _tcp_rtt(self.syn, locate)
-        return MediaResult(streams, _per_server(samples), samples, opts)
+        self.result = MediaResult(streams, _per_server(samples), samples, opts)
+        return self.result
+
+    def _rtp_columns(self) -> list[np.ndarray]:
+        """The RTP/RTCP rows of every batch and of the TURN-over-TCP flows, as one array per column
+        (RTP_COLUMNS) in capture order; the per-batch arrays are let go column by column."""
+        tcp_rows = [r for s_, tt in self.tcp_turn.items() for r in _tcp_rows(s_, tt)]
+        cols = []
+        for i, dt in enumerate(RTP_DTYPES):
+            parts = self.rtp[i] + [r[i] for r in tcp_rows]
+            self.rtp[i] = []
+            cols.append(np.concatenate(parts).astype(dt, copy=False) if parts else np.zeros(0, dt))
+            del parts
+        if tcp_rows:  # they came last: capture order for everything (the UDP rows are in it already)
+            order = np.argsort(cols[2], kind="stable")
+            cols = [c[order] for c in cols]
+        return cols
 
 
 @dataclass(slots=True)
@@ -327,7 +345,7 @@ class MediaBatch:
     function of the batch, so the reader's second process can make it."""
 
     keys: tuple[np.ndarray, ...]  # the batch's groups: proto, ip version, a_hi, a_lo, b_hi, b_lo, a_port, b_port
-    rtp: tuple[np.ndarray, ...] | None  # group, from a, ns, kind, framing, pt, seq, timestamp, ssrc, bytes, wire bytes
+    rtp: tuple[np.ndarray, ...] | None  # group, then RTP_COLUMNS[1:], of RTP_DTYPES
     stun: tuple[np.ndarray, ...] | None  # group, from a, ns, class, method, transaction id (3 x 32 bits)
     syn: tuple[np.ndarray, ...] | None  # group, from a, ns, ACK set
     tcp_payloads: bool  # the batch has TCP payloads (TURN over TCP is looked for by the collector)
@@ -360,8 +378,10 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
                 k = cols["kind"] != R.K_NONE
                 if k.any():
                     c = c[k]
-                    rtp = (gb.inv[c], gb.src_a[c], ts[c], cols["kind"][k], fr[k], cols["payload_type"][k],
-                           cols["sequence"][k], cols["timestamp"][k], cols["ssrc"][k], icap[k], d.payload_len[pidx[c]])
+                    rtp = (gb.inv[c], gb.src_a[c], ts[c], cols["kind"][k], fr[k],
+                           cols["payload_type"][k].astype(np.uint8), cols["sequence"][k].astype(np.uint16),
+                           cols["timestamp"][k].astype(np.uint32), cols["ssrc"][k].astype(np.uint32),
+                           icap[k].astype(np.int32))
             # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
             s = cand[(buf[pos[cand]] <= 3) & (cap[cand] >= 20)]
             if s.size:
@@ -492,8 +512,8 @@ def _tcp_rows(slot: int, tt: _TcpTurn) -> list[tuple[np.ndarray, ...]]:
         if rows:
             a = np.array(rows, np.int64)
             n = len(rows)
-            out.append((np.full(n, slot, np.int64), np.full(n, side), a[:, 0], a[:, 1].astype(np.int8),
-                        a[:, 2].astype(np.int8), a[:, 3].astype(np.int16), a[:, 4], a[:, 5], a[:, 6], a[:, 7], a[:, 7]))
+            out.append((np.full(n, slot, np.int32), np.full(n, side), a[:, 0]) + tuple(
+                a[:, j].astype(dt) for j, dt in zip(range(1, 8), RTP_DTYPES[3:])))
     return out
 
 
@@ -569,6 +589,8 @@ _STATIC = np.zeros(256, np.int64)
 for _pt, _c in R.STATIC_CLOCK.items():
     _STATIC[_pt] = _c
 _CANDS = np.array(CLOCK_CANDIDATES, float)
+JITTER_BLOCK = 128
+CHUNK_PACKETS = 1 << 15  # RTP packets per chunk of streams in _streams (bounds its working memory)
 _T_BITS = 46  # per-stream times (ns from the stream's start) are packed beside the stream index: 19.5 h
 
 
@@ -631,19 +653,19 @@ def _rtcp_counts(fid, c2s, kind, ssrc, ok) -> dict[tuple[int, bool, int], int]:
     return {(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist())}
 
 
-def _packets(fid, c2s, ts, kind, seq, ssrc, ok, o: MediaOptions) -> _Packets | None:
-    """RTP packets grouped by stream, the streams whose numbers do not follow on left out, sequence
-    numbers extended (RFC 3550 A.1); None when no stream is left."""
-    idx = np.flatnonzero(ok & (kind == R.K_RTP))
-    if idx.size == 0:
+def _packets(skey: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOptions) -> _Packets | None:
+    """RTP packets grouped by stream (the columns given in stream then arrival order, ``skey`` the stream
+    key), the streams whose numbers do not follow on left out, sequence numbers extended (RFC 3550 A.1);
+    None when no stream is left."""
+    if skey.size == 0:
         return None
-    skey = ((fid[idx] * 2 + c2s[idx]) << 32) | ssrc[idx]
-    order, starts, ends = _segments(skey)
-    ii = idx[order]
+    starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
+    ends = np.append(starts[1:], skey.size)
+    ii = np.arange(skey.size)
     n = ends - starts
     sid = np.repeat(np.arange(n.size), n)
     # RFC 3550 A.1: extend the 16-bit sequence; each step is the shortest signed delta from the packet before
-    sq = seq[ii]
+    sq = seq.astype(np.int64)
     d = np.zeros(ii.size, np.int64)
     d[1:] = (np.diff(sq) + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
     d[starts] = 0
@@ -711,7 +733,7 @@ def _clock(p: _Packets, rts: np.ndarray, pt: np.ndarray) -> _Clock:
     """Timestamps unwrapped as the sequence is; the clock from a static payload type or from their slope
     over arrival time (snapped to a known RTP clock)."""
     sid, starts, n, t, S = p.sid, p.starts, p.n, p.t, p.n.size
-    r = rts[p.ii]
+    r = rts[p.ii].astype(np.int64)
     dts = np.zeros(p.ii.size, np.int64)
     dts[1:] = (np.diff(r) + TS_MOD // 2) % TS_MOD - TS_MOD // 2
     dts[starts] = 0
@@ -744,14 +766,22 @@ def _interarrival_ms(p: _Packets) -> np.ndarray:
     return dt_ms
 
 
-def _jitter(p: _Packets, c: _Clock, dt_ms: np.ndarray) -> np.ndarray:
-    """RFC 3550 A.8 jitter J after each packet, in ms (0 where the clock is unknown)."""
+def _jitter(p: _Packets, c: _Clock, dt_ms: np.ndarray, lead: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RFC 3550 A.8 jitter J after each packet, in ms (0 where the clock is unknown), and the values of
+    |D| the next chunk of streams needs in front (``lead`` here: those of the chunks before, see
+    :func:`_streams`)."""
     # D = (R_j - R_i) - (S_j - S_i), arrival order, in ms here
     ck = c.clock[p.sid]
     with np.errstate(divide="ignore", invalid="ignore"):
         dd = np.where(ck > 0, np.abs(dt_ms - c.dts * 1000.0 / np.where(ck > 0, ck, 1)), 0.0)
     dd[p.is_first | p.restart] = 0.0
-    return _jitter_segments(dd, p.is_first)
+    # _jitter_segments works in blocks of JITTER_BLOCK laid from the first stream of all: the chunk goes in
+    # behind the |D| of its block's earlier packets, so that every sum is made as over all streams at once
+    x = np.concatenate([lead, dd])
+    first = np.zeros(x.size, bool)
+    first[lead.size:] = p.is_first
+    jit = _jitter_segments(x, first, JITTER_BLOCK)[lead.size:]
+    return jit, x[x.size - x.size % JITTER_BLOCK:]
 
 
 def _jitter_stats(p: _Packets, jit: np.ndarray, jw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -894,20 +924,45 @@ def _clock_source(static: bool, fit_ok: bool, snapped: bool, rate: float) -> str
 
 
 def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> list[MediaStream]:
-    """Every stream's statistics at once, as array operations over the packets grouped by stream."""
-    fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size, _wire = cols
+    """Every stream's statistics, as array operations over the packets grouped by stream: one sort of all
+    RTP packets by stream, then chunks of whole streams (about CHUNK_PACKETS packets each, so that the
+    working arrays stay small) each computed at once."""
+    fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size = cols
     ok = fid >= 0
     rtcp_count = _rtcp_counts(fid, c2s, kind, ssrc, ok)
-    p = _packets(fid, c2s, ts, kind, seq, ssrc, ok, o)
+    idx = np.flatnonzero(ok & (kind == R.K_RTP))
+    skey = ((fid[idx] * 2 + c2s[idx]) << 32) | ssrc[idx]
+    order = np.argsort(skey, kind="stable")
+    ii = idx[order]
+    skey = skey[order]
+    del idx, order
+    starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]]) if skey.size else np.zeros(0, np.int64)
+    # a chunk begins at the last stream start at or before each multiple of CHUNK_PACKETS
+    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, skey.size, CHUNK_PACKETS), "right") - 1])
+    out: list[MediaStream] = []
+    lead = np.zeros(0)
+    for a, b in zip(cuts.tolist(), cuts[1:].tolist() + [skey.size]):
+        sub = ii[a:b]
+        got, lead = _chunk_streams(skey[a:b], [c[sub] for c in (fid, c2s, ts, fr, pt, seq, rts, ssrc, size)],
+                                   locate, o, rtcp_count, lead)
+        out += got
+    out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
+    return out
+
+
+def _chunk_streams(skey, cols, locate, o, rtcp_count, lead) -> tuple[list[MediaStream], np.ndarray]:
+    """The streams of one chunk (columns in stream then arrival order); and the jitter lead for the next."""
+    fid, c2s, ts, fr, pt, seq, rts, ssrc, size = cols
+    p = _packets(skey, ts, seq, o)
     if p is None:
-        return []
+        return [], lead
     ii, sid, starts, last, n, t = p.ii, p.sid, p.starts, p.last, p.n, p.t
     S = n.size
     u = _seen(p)
     reordered = _reordered(p, u)
     c = _clock(p, rts, pt)
     dt_ms = _interarrival_ms(p)
-    jit = _jitter(p, c, dt_ms)
+    jit, lead = _jitter(p, c, dt_ms, lead)
     jw = int(o.jitter_window_ms * 1e6)
     jsum, jmax, jws = _jitter_stats(p, jit, jw)
     inner = ~p.is_first
@@ -966,8 +1021,7 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
             loss_series_pct=tuple(bn.loss_all[bn.b_lo[s_]:bn.b_hi[s_]]),
             jitter_series_ms=tuple(bn.jit_all[bn.b_lo[s_]:bn.b_hi[s_]]) if has_clock else (None,) * ser.size,
         ))
-    out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
-    return out
+    return out, lead
 
 
 # ---------------------------------------------------------------- round-trip times
