@@ -11,7 +11,7 @@ from typing import Any
 
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
-from .flows import capture_summary, cell, endpoint, json_indent2, ns_text, terminal_cells, write_json_list
+from .flows import capture_summary, cell, endpoint, json_indent2, json_indent2_checked, ns_text, terminal_cells, write_json_list
 from .formats import ReportFormat
 from .sanitize import CsvWriter, terminal_text
 
@@ -147,7 +147,7 @@ class Report:
         write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
         tail = self._tail()
         if tail:
-            write("," + json_indent2(tail)[1:-2])  # its members, without the braces
+            write("," + json_indent2_checked(tail)[1:-2])  # its members, without the braces
         write("\n}\n")
 
     def __repr__(self) -> str:

@@ -196,6 +196,30 @@ def json_indent2(obj, indent: str = "") -> str:
     return text.replace("\n", "\n" + indent) if indent else text
 
 
+def json_indent2_checked(obj, indent: str = "") -> str:
+    """:func:`json_indent2`'s text, made by orjson when it is sure to be the same: when orjson's compact
+    text is json.dumps's compact text (its C encoder, about three times faster than its indent=2 one),
+    both hold the same tokens, and orjson's OPT_INDENT_2 lays them out as json.dumps(indent=2) does.
+    Anything orjson writes otherwise (a float such as 1e-07, which it writes 1e-7; NaN, which it writes
+    null; non-ASCII text), refuses (integers beyond 64 bits, non-str keys) or json.dumps refuses goes
+    through json_indent2.  For the analysis report's quality and streams sections (floats
+    by the thousand); measured on the 1M-packet benchmark's 2.2 MB of quality and streams: 65 ms through
+    json_indent2, 27 ms here."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency; this works without it
+        return json_indent2(obj, indent)
+    try:
+        compact = orjson.dumps(obj)
+        same = json.dumps(obj, separators=(",", ":")).encode("ascii") == compact
+    except (TypeError, ValueError, OverflowError, RecursionError):  # json_indent2 says what json.dumps says
+        same = False
+    if not same:
+        return json_indent2(obj, indent)
+    text = orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode("ascii")
+    return text.replace("\n", "\n" + indent) if indent else text
+
+
 def make_json_indent2():
     """:func:`json_indent2` as a function (the slow path of :func:`_item_encoder`)."""
     return json_indent2
