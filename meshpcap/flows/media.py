@@ -225,6 +225,27 @@ class _TcpTurn:
         self.segs: list[tuple[bool, int, int, bytes]] = []  # (from a, ns, seq, payload)
 
 
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def _give_back_memory() -> None:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim``; nothing elsewhere).  The media
+    pass frees its rows and working arrays in the middle of a heap that the reading left fragmented, where
+    they stay counted in the process's resident size unless given back (measured on the 1M-packet
+    benchmark: about 20 MiB more peak RSS for the rest of the run without; a call costs about a millisecond)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 class MediaCollector:
     """Feed it every batch after the flow builder (``add``); ``finish(flows)`` returns :class:`MediaResult`."""
 
@@ -314,10 +335,13 @@ class MediaCollector:
         opts = self.options
         locate = _FlowLocator(flows, self.slot_keys)
         cols = self._rtp_columns()
+        _give_back_memory()  # the per-batch arrays just joined
         streams: list[MediaStream] = []
         if cols[0].size:
-            fid, c2s = locate(cols[0], cols[1], cols[2])
-            streams = _streams([fid, c2s] + cols[2:], locate, opts)
+            cols[0], cols[1] = locate(cols[0], cols[1], cols[2])  # slot, from a -> flow id, client to server
+            streams = _streams(cols, locate, opts)
+        del cols
+        _give_back_memory()
         samples = _stun_rtt(self.stun, locate) + _tcp_rtt(self.syn, locate)
         self.result = MediaResult(streams, _per_server(samples), samples, opts)
         return self.result
@@ -590,7 +614,7 @@ for _pt, _c in R.STATIC_CLOCK.items():
     _STATIC[_pt] = _c
 _CANDS = np.array(CLOCK_CANDIDATES, float)
 JITTER_BLOCK = 128
-CHUNK_PACKETS = 1 << 15  # RTP packets per chunk of streams in _streams (bounds its working memory)
+CHUNK_PACKETS = 1 << 14  # RTP packets per chunk of streams in _streams (bounds its working memory)
 _T_BITS = 46  # per-stream times (ns from the stream's start) are packed beside the stream index: 19.5 h
 
 
@@ -930,21 +954,21 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size = cols
     ok = fid >= 0
     rtcp_count = _rtcp_counts(fid, c2s, kind, ssrc, ok)
-    idx = np.flatnonzero(ok & (kind == R.K_RTP))
-    skey = ((fid[idx] * 2 + c2s[idx]) << 32) | ssrc[idx]
+    ii = np.flatnonzero(ok & (kind == R.K_RTP)).astype(np.int32 if fid.size < (1 << 31) else np.int64)
+    del ok
+    skey = ((fid[ii] * 2 + c2s[ii]) << 32) | ssrc[ii]
     order = np.argsort(skey, kind="stable")
-    ii = idx[order]
-    skey = skey[order]
-    del idx, order
-    starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]]) if skey.size else np.zeros(0, np.int64)
+    ii = ii[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(skey[order]) != 0]) if skey.size else np.zeros(0, np.int64)
+    del skey, order
     # a chunk begins at the last stream start at or before each multiple of CHUNK_PACKETS
-    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, skey.size, CHUNK_PACKETS), "right") - 1])
+    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, ii.size, CHUNK_PACKETS), "right") - 1])
     out: list[MediaStream] = []
     lead = np.zeros(0)
-    for a, b in zip(cuts.tolist(), cuts[1:].tolist() + [skey.size]):
+    for a, b in zip(cuts.tolist(), cuts[1:].tolist() + [ii.size]):
         sub = ii[a:b]
-        got, lead = _chunk_streams(skey[a:b], [c[sub] for c in (fid, c2s, ts, fr, pt, seq, rts, ssrc, size)],
-                                   locate, o, rtcp_count, lead)
+        cc = [c[sub] for c in (fid, c2s, ts, fr, pt, seq, rts, ssrc, size)]
+        got, lead = _chunk_streams(((cc[0] * 2 + cc[1]) << 32) | cc[7], cc, locate, o, rtcp_count, lead)
         out += got
     out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
     return out

@@ -313,8 +313,9 @@ class _KeepColumns(MediaCollector):
     """A collector that keeps the joined RTP columns its finish consumed (for the tests below)."""
 
     def _rtp_columns(self):
-        self.cols = super()._rtp_columns()
-        return self.cols
+        cols = super()._rtp_columns()
+        self.cols = list(cols)  # finish replaces the slot and side columns in its list
+        return cols
 
 
 def test_streams_in_chunks_equal_streams_at_once(tmp_path, monkeypatch):
