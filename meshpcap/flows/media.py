@@ -461,6 +461,14 @@ class _FlowLocator:
         self.row_first = np.array(first, np.int64)
         self.row_id = np.array(ids, np.int64)
         self.row_a_client = np.array(a_client, bool)
+        # each slot's one flow (id -1 where none), when no slot has more
+        self.single = None
+        if self.count.size == 0 or int(self.count.max()) <= 1:
+            self.single = self.count == 1
+            self.single_id = np.full(self.count.size, -1, np.int64)
+            self.single_id[self.single] = self.row_id
+            self.single_a_client = np.zeros(self.count.size, bool)
+            self.single_a_client[self.single] = self.row_a_client
 
     def __call__(self, slot: np.ndarray, src_a: np.ndarray, ts: np.ndarray):
         """Flow ids (-1: no flow) and client-to-server flags of packets given by slot, side and time."""
@@ -468,6 +476,9 @@ class _FlowLocator:
         c2s = np.zeros(slot.size, bool)
         if slot.size == 0 or self.row_id.size == 0:
             return fid, c2s
+        if self.single is not None:  # no 5-tuple reused: one gather per column
+            fid = self.single_id[slot]
+            return fid, (src_a == self.single_a_client[slot]) & (fid >= 0)
         cnt = self.count[slot]
         row = self.offset[slot].copy()
         many = np.flatnonzero(cnt > 1)  # a 5-tuple reused by later flows: the last flow begun by then

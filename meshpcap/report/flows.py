@@ -220,6 +220,25 @@ def json_indent2_checked(obj, indent: str = "") -> str:
     return text.replace("\n", "\n" + indent) if indent else text
 
 
+def write_json_list_checked(items, ind: str, write, chunk: int = 256) -> None:
+    """:func:`write_json_list`'s text with each item through :func:`json_indent2_checked` (for items
+    holding floats), written ``chunk`` items at a time."""
+    parts: list[str] = []
+    first = True
+    for item in items:
+        parts.append("[\n" + ind + "  " if first else ",\n" + ind + "  ")
+        parts.append(json_indent2_checked(item, ind + "  "))
+        first = False
+        if len(parts) >= 2 * chunk:
+            write("".join(parts))
+            parts.clear()
+    if first:
+        write("[]")
+        return
+    parts.append("\n" + ind + "]")
+    write("".join(parts))
+
+
 def make_json_indent2():
     """:func:`json_indent2` as a function (the slow path of :func:`_item_encoder`)."""
     return json_indent2
