@@ -289,35 +289,33 @@ class MediaCollector:
         for rows, out in ((mb.stun, self.stun), (mb.syn, self.syn)):
             if rows is not None:
                 out.append((self._slot_of(mb.keys, rows[0]),) + rows[1:])
-        if mb.tcp_payloads:  # TURN over TCP: the stateful part (which flows carry it) is decided here
-            gb = grouped if grouped is not None else group_batch(batch.data, d)
-            pidx = gb.pidx
-            pos, cap = d.payload[pidx], d.payload_cap[pidx]
-            t = np.nonzero((gb.proto == F.PROTO_TCP) & (cap > 0))[0]
-            self._tcp(batch, d, gb, pidx, R.gather(batch.data), t, pos, cap, batch.ts_ns[pidx])
+        if mb.tcp_first is not None:  # TURN over TCP: the stateful part (which flows carry it) is decided here
+            self._tcp(batch, d, grouped, mb)
 
-    def _tcp(self, batch, d, gb, pidx, g, t, pos, cap, ts) -> None:
-        slot = self._slot_of(gb.keys, gb.inv[t])
+    def _tcp(self, batch, d, grouped, mb: "MediaBatch") -> None:
+        groups, bare, pref = mb.tcp_first
+        slot = self._slot_of(mb.keys, groups)
         if self.tcp_seen.size < len(self.slot_keys):
             grown = np.zeros(max(len(self.slot_keys), 2 * self.tcp_seen.size), bool)
             grown[: self.tcp_seen.size] = self.tcp_seen
             self.tcp_seen = grown
         new = ~self.tcp_seen[slot]
         if new.any():
-            # a TCP flow's first payload decides: a STUN message, bare (RFC 8656) or behind an RFC 4571 length
-            # (RFC 6544), marks TURN over TCP; the magic cookie sits at offset 4 or 6
-            nt, ns_ = t[new], slot[new]
-            first = np.unique(ns_, return_index=True)[1]
-            nt, ns_ = nt[first], ns_[first]
-            p, c = pos[nt], cap[nt]
-            bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == R.STUN_COOKIE)
-            pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == R.STUN_COOKIE)
+            # a TCP flow's first payload decides (extract looked at it): a STUN message, bare or behind a length
+            o = np.argsort(slot[new], kind="stable")
+            ns_ = slot[new][o]
             self.tcp_seen[ns_] = True
-            for s_, b_, q_ in zip(ns_.tolist(), bare.tolist(), pref.tolist()):
+            for s_, b_, q_ in zip(ns_.tolist(), bare[new][o].tolist(), pref[new][o].tolist()):
                 if b_ or q_:
                     self.tcp_turn[s_] = _TcpTurn(prefixed=q_ and not b_)
         if not self.tcp_turn:
             return
+        # per packet only while some flow carries TURN over TCP (the fallback: few)
+        gb = grouped if grouped is not None else group_batch(batch.data, d)
+        pidx = gb.pidx
+        pos, cap, ts = d.payload[pidx], d.payload_cap[pidx], batch.ts_ns[pidx]
+        t = np.nonzero((gb.proto == F.PROTO_TCP) & (cap > 0))[0]
+        slot = self._slot_of(gb.keys, gb.inv[t])
         keep = np.isin(slot, np.fromiter(self.tcp_turn, np.int64, len(self.tcp_turn)))
         if not keep.any():
             return
@@ -372,7 +370,9 @@ class MediaBatch:
     rtp: tuple[np.ndarray, ...] | None  # group, then RTP_COLUMNS[1:], of RTP_DTYPES
     stun: tuple[np.ndarray, ...] | None  # group, from a, ns, class, method, transaction id (3 x 32 bits)
     syn: tuple[np.ndarray, ...] | None  # group, from a, ns, ACK set
-    tcp_payloads: bool  # the batch has TCP payloads (TURN over TCP is looked for by the collector)
+    # TCP groups with payload: group (each once), and whether its first payload here is a STUN message bare
+    # (RFC 8656) or behind an RFC 4571 length (RFC 6544): TURN over TCP, decided by the collector
+    tcp_first: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
@@ -381,7 +381,7 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
     pidx = gb.pidx
     rtp = stun = syn = None
     if len(batch) == 0 or pidx.size == 0:
-        return MediaBatch(gb.keys, None, None, None, False)
+        return MediaBatch(gb.keys, None, None, None, None)
     g = R.gather(batch.data)
     buf = g.buf
     proto = gb.proto
@@ -419,14 +419,22 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
                     stun = (gb.inv[s], gb.src_a[s], ts[s], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
     # ---- TCP: handshake times
     tcp = proto == F.PROTO_TCP
-    has_payload = False
+    tcp_first = None
     if tcp.any():
         flags = d.tcp_flags[pidx]
         sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
         if sy.size:
             syn = (gb.inv[sy], gb.src_a[sy], ts[sy], (flags[sy] & TCP_ACK) != 0)
-        has_payload = bool((tcp & (cap > 0)).any())
-    return MediaBatch(gb.keys, rtp, stun, syn, has_payload)
+        t = np.nonzero(tcp & (cap > 0))[0]
+        if t.size:
+            grp = gb.inv[t]
+            first = np.sort(np.unique(grp, return_index=True)[1])
+            p, c = pos[t[first]], cap[t[first]]
+            # the magic cookie sits at offset 4 (bare) or 6 (behind the length)
+            bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == R.STUN_COOKIE)
+            pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == R.STUN_COOKIE)
+            tcp_first = (grp[first], bare, pref)
+    return MediaBatch(gb.keys, rtp, stun, syn, tcp_first)
 
 
 class _FlowLocator:
