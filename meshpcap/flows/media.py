@@ -633,7 +633,7 @@ for _pt, _c in R.STATIC_CLOCK.items():
     _STATIC[_pt] = _c
 _CANDS = np.array(CLOCK_CANDIDATES, float)
 JITTER_BLOCK = 128
-CHUNK_PACKETS = 1 << 14  # RTP packets per chunk of streams in _streams (bounds its working memory)
+CHUNK_PACKETS = 1 << 15  # RTP packets per chunk of streams in _streams (bounds its working memory)
 _T_BITS = 46  # per-stream times (ns from the stream's start) are packed beside the stream index: 19.5 h
 
 
