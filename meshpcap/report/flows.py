@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import io
+import itertools
 import json
 
 from .formats import FlowFormat
@@ -224,22 +225,34 @@ def json_indent2_checked(obj, indent: str = "") -> str:
 
 
 def write_json_list_checked(items, ind: str, write, chunk: int = 256) -> None:
-    """:func:`write_json_list`'s text with each item through :func:`json_indent2_checked` (for items
-    holding floats), written ``chunk`` items at a time."""
-    parts: list[str] = []
+    """:func:`write_json_list`'s text (json.dumps(list(items), indent=2) at indent ``ind``) for items
+    holding floats: ``chunk`` items at a time, each chunk checked as :func:`json_indent2_checked` checks
+    and written by one orjson call, or item by item through json_indent2_checked."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency; this works without it
+        orjson = None
+    it = iter(items)
     first = True
-    for item in items:
-        parts.append("[\n" + ind + "  " if first else ",\n" + ind + "  ")
-        parts.append(json_indent2_checked(item, ind + "  "))
+    while True:
+        part = list(itertools.islice(it, chunk))
+        if not part:
+            break
+        text = None
+        if orjson is not None:
+            try:
+                if _COMPACT(part).encode("ascii") == orjson.dumps(part):
+                    # "[\n  a,\n  b\n]" at indent ind, without its brackets: "\n" + ind + "  a,..." + "b"
+                    text = orjson.dumps(part, option=orjson.OPT_INDENT_2).decode("ascii")
+                    text = text.replace("\n", "\n" + ind)[1:-len(ind) - 2]
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                text = None
+        if text is None:
+            lead = ",\n" + ind + "  "
+            text = "\n" + ind + "  " + lead.join(json_indent2_checked(x, ind + "  ") for x in part)
+        write(("[" if first else ",") + text)
         first = False
-        if len(parts) >= 2 * chunk:
-            write("".join(parts))
-            parts.clear()
-    if first:
-        write("[]")
-        return
-    parts.append("\n" + ind + "]")
-    write("".join(parts))
+    write("[]" if first else "\n" + ind + "]")
 
 
 def make_json_indent2():

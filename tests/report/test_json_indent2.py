@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshpcap.flows.model import Flow, FlowTable, IcmpError, StunSummary
-from meshpcap.report.flows import json_indent2, json_indent2_checked, render_flows
+from meshpcap.report.flows import json_indent2, json_indent2_checked, render_flows, write_json_list_checked
 
 
 class Str(str):
@@ -152,6 +152,17 @@ def test_checked_is_json_dumps(obj, indent):
 def test_checked_odd_floats_and_text(obj):
     assert json_indent2_checked(obj) == dumps(obj)
     assert json_indent2_checked(obj, "    ") == dumps(obj).replace("\n", "\n    ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_like | st.recursive(float_texts | texts, containers, max_leaves=20), max_size=7),
+       st.sampled_from(["", "  ", "    "]), st.sampled_from([1, 2, 3, 256]))
+def test_checked_list_writer_is_json_dumps(items, ind, chunk):
+    """write_json_list_checked, chunk by chunk (orjson for a chunk whose compact text is json.dumps'),
+    writes json_indent2 of the list at indent ``ind``."""
+    out: list[str] = []
+    write_json_list_checked(iter(items), ind, out.append, chunk)
+    assert "".join(out) == json_indent2(items, ind)
 
 
 @pytest.mark.parametrize("obj", [object(), {"a": {1, 2}}, [b"x"], {(1, 2): 1}])
