@@ -914,7 +914,7 @@ def _worst_window(e: _Events, lost: np.ndarray, W: int, min_packets: int) -> tup
 
 
 class _Bins(NamedTuple):
-    series: list[np.ndarray]  # bitrate per bin (kbit/s), one array per stream
+    bit_all: list[float]  # bitrate per bin (kbit/s), every stream's bins laid end to end
     loss_all: list[float | None]  # loss % per bin, every stream's bins laid end to end
     jit_all: list[float | None]  # highest jitter per bin (ms), laid out alike
     b_lo: list[int]  # each stream's first bin in those lists
@@ -952,7 +952,7 @@ def _bins(p: _Packets, u: _Seen, by: np.ndarray, jit: np.ndarray, binw: int) -> 
     loss_bins[fb[brun]] = np.where(b_exp > 0, 100.0 * b_lost / np.maximum(b_exp, 1), 0.0)
     jit_bins = np.full(bins.size, np.nan)
     jit_bins[fb[brun]] = np.maximum.reduceat(jit, brun)
-    return _Bins(series=np.split(bins, boff[1:]), loss_all=_nan_none(loss_bins), jit_all=_nan_none(jit_bins),
+    return _Bins(bit_all=bins.tolist(), loss_all=_nan_none(loss_bins), jit_all=_nan_none(jit_bins),
                  b_lo=boff.tolist(), b_hi=(boff + nb).tolist())
 
 
@@ -1041,7 +1041,8 @@ def _chunk_streams(skey, cols, locate, o, rtcp_count, lead) -> tuple[list[MediaS
                                   else (fl.server, fl.server_port, fl.client, fl.client_port))
         has_clock = ck_ > 0
         span = t1_ - t0_
-        ser = bn.series[s_]
+        lo, hi = bn.b_lo[s_], bn.b_hi[s_]
+        ser = tuple(bn.bit_all[lo:hi])
         lw_ok, bw_ok = lw_ >= 0, bw_ >= 0
         out.append(MediaStream(
             flow_id=fl.id, direction="c2s" if fwd else "s2c", transport=fl.transport, src=src, src_port=sport,
@@ -1053,7 +1054,7 @@ def _chunk_streams(skey, cols, locate, o, rtcp_count, lead) -> tuple[list[MediaS
             delta_ms_min=dmi_ if n_ > 1 else None, delta_ms_mean=ds_ / (n_ - 1) if n_ > 1 else None,
             delta_ms_max=dma_ if n_ > 1 else None, first_ns=t0_, last_ns=t1_, bytes=by_,
             bitrate_kbps=by_ * 8 / (span / 1e9) / 1000 if span > 0 else None,
-            bitrate_max_kbps=float(ser.max()) if ser.size else None, bitrate_series=tuple(ser.tolist()),
+            bitrate_max_kbps=max(ser) if ser else None, bitrate_series=ser,
             gaps=tuple(gaps_of.get(s_, ())),
             loss_window_pct=100.0 * lw_ if lw_ok else None,
             loss_window_ns=(lws_, lws_ + windows["loss"][2]) if lw_ok else None,
@@ -1061,8 +1062,8 @@ def _chunk_streams(skey, cols, locate, o, rtcp_count, lead) -> tuple[list[MediaS
             burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
             jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
             rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
-            loss_series_pct=tuple(bn.loss_all[bn.b_lo[s_]:bn.b_hi[s_]]),
-            jitter_series_ms=tuple(bn.jit_all[bn.b_lo[s_]:bn.b_hi[s_]]) if has_clock else (None,) * ser.size,
+            loss_series_pct=tuple(bn.loss_all[lo:hi]),
+            jitter_series_ms=tuple(bn.jit_all[lo:hi]) if has_clock else (None,) * len(ser),
         ))
     return out, lead
 
