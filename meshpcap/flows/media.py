@@ -836,11 +836,10 @@ def _jitter_stats(p: _Packets, jit: np.ndarray, jw: int) -> tuple[np.ndarray, np
 
 def _delta_stats(p: _Packets, dt_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per stream: the lowest, highest and summed interarrival deltas (ms; +-inf for a single packet)."""
-    S, sid, inner = p.n.size, p.sid, ~p.is_first
-    dmin = np.full(S, np.inf)
-    dmax = np.full(S, -np.inf)
-    np.minimum.at(dmin, sid[inner], dt_ms[inner])
-    np.maximum.at(dmax, sid[inner], dt_ms[inner])
+    S, sid = p.n.size, p.sid
+    # each stream's packets are one run from p.starts: its first packet (no delta) counts as +-inf
+    dmin = np.minimum.reduceat(np.where(p.is_first, np.inf, dt_ms), p.starts)
+    dmax = np.maximum.reduceat(np.where(p.is_first, -np.inf, dt_ms), p.starts)
     return dmin, dmax, np.bincount(sid, dt_ms, S)
 
 
