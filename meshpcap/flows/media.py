@@ -649,6 +649,7 @@ class _Packets(NamedTuple):
     d: np.ndarray  # signed sequence step from the packet before (0 at a stream's first)
     ext: np.ndarray  # extended sequence number
     restart: np.ndarray  # the step jumps over MAX_DROPOUT
+    kept: np.ndarray  # which of the streams given each stream is
 
 
 class _Seen(NamedTuple):
@@ -696,15 +697,14 @@ def _rtcp_counts(fid, c2s, kind, ssrc, ok) -> dict[tuple[int, bool, int], int]:
     return {(k >> 33, bool((k >> 32) & 1), k & 0xFFFFFFFF): c for k, c in zip(keys.tolist(), counts.tolist())}
 
 
-def _packets(skey: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOptions) -> _Packets | None:
-    """RTP packets grouped by stream (the columns given in stream then arrival order, ``skey`` the stream
-    key), the streams whose numbers do not follow on left out, sequence numbers extended (RFC 3550 A.1);
-    None when no stream is left."""
-    if skey.size == 0:
+def _packets(starts: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOptions) -> _Packets | None:
+    """RTP packets grouped by stream (the columns given in stream then arrival order, each stream's first
+    packet at ``starts``), the streams whose numbers do not follow on left out, sequence numbers extended
+    (RFC 3550 A.1); None when no stream is left."""
+    if ts.size == 0:
         return None
-    starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
-    ends = np.append(starts[1:], skey.size)
-    ii = np.arange(skey.size)
+    ends = np.append(starts[1:], ts.size)
+    ii = np.arange(ts.size)
     n = ends - starts
     sid = np.repeat(np.arange(n.size), n)
     # RFC 3550 A.1: extend the 16-bit sequence; each step is the shortest signed delta from the packet before
@@ -718,6 +718,7 @@ def _packets(skey: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOptions)
     step[starts] = False
     near = np.bincount(sid, weights=step, minlength=n.size)
     keep = (n >= o.min_packets) & ((n == 1) | (near >= 0.5 * (n - 1)))
+    kept = np.flatnonzero(keep)
     if not keep.all():
         pk = np.repeat(keep, n)
         ii, d, sq = ii[pk], d[pk], sq[pk]
@@ -732,7 +733,7 @@ def _packets(skey: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOptions)
     cd = np.cumsum(d)
     ext = cd - cd[starts][sid] + sq[starts][sid]
     return _Packets(ii=ii, sid=sid, starts=starts, last=starts + n - 1, n=n, is_first=is_first, t=t, d=d,
-                    ext=ext, restart=np.abs(d) > MAX_DROPOUT)
+                    ext=ext, restart=np.abs(d) > MAX_DROPOUT, kept=kept)
 
 
 def _seen(p: _Packets) -> _Seen:
@@ -983,19 +984,26 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, ii.size, CHUNK_PACKETS), "right") - 1])
     out: list[MediaStream] = []
     lead = np.zeros(0)
+    first = ii[starts]  # each stream's first packet: its flow, direction and SSRC
+    keys = (fid[first], c2s[first], ssrc[first])
+    del first
+    s_lo = 0
     for a, b in zip(cuts.tolist(), cuts[1:].tolist() + [ii.size]):
         sub = ii[a:b]
-        cc = [c[sub] for c in (fid, c2s, ts, fr, pt, seq, rts, ssrc, size)]
-        got, lead = _chunk_streams(((cc[0] * 2 + cc[1]) << 32) | cc[7], cc, locate, o, rtcp_count, lead)
+        s_hi = int(np.searchsorted(starts, b))
+        got, lead = _chunk_streams(starts[s_lo:s_hi] - a, [k[s_lo:s_hi] for k in keys],
+                                   [c[sub] for c in (ts, fr, pt, seq, rts, size)], locate, o, rtcp_count, lead)
+        s_lo = s_hi
         out += got
     out.sort(key=lambda s: (s.flow_id, s.direction != "c2s", s.first_ns))
     return out
 
 
-def _chunk_streams(skey, cols, locate, o, rtcp_count, lead) -> tuple[list[MediaStream], np.ndarray]:
-    """The streams of one chunk (columns in stream then arrival order); and the jitter lead for the next."""
-    fid, c2s, ts, fr, pt, seq, rts, ssrc, size = cols
-    p = _packets(skey, ts, seq, o)
+def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[list[MediaStream], np.ndarray]:
+    """The streams of one chunk (columns in stream then arrival order, each stream's first packet at
+    ``starts``, its flow id, direction and SSRC in ``keys``); and the jitter lead for the next chunk."""
+    ts, fr, pt, seq, rts, size = cols
+    p = _packets(starts, ts, seq, o)
     if p is None:
         return [], lead
     ii, sid, starts, last, n, t = p.ii, p.sid, p.starts, p.last, p.n, p.t
@@ -1028,7 +1036,7 @@ def _chunk_streams(skey, cols, locate, o, rtcp_count, lead) -> tuple[list[MediaS
     # per stream, none per packet); the 30 columns are zipped here so each is read once as a list
     out = []
     L = lambda a: a.tolist()  # noqa: E731
-    cols_ = zip(range(S), L(fid[ii[starts]]), L(c2s[ii[starts]]), L(ssrc[ii[starts]]), L(n), L(u.nu), L(u.lost),
+    cols_ = zip(range(S), L(keys[0][p.kept]), L(keys[1][p.kept]), L(keys[2][p.kept]), L(n), L(u.nu), L(u.lost),
                 L(u.bursts), L(u.max_burst), L(reordered), L(np.bincount(sid, weights=p.restart, minlength=S).astype(np.int64)),
                 L(c.clock), L(c.static), L(c.fit_ok), L(c.snapped), L(c.rate), L(jsum), L(jmax), L(jws), L(dmin), L(dmax),
                 L(dsum), L(t[starts]), L(t[last]), L(total), L(fmain), L(windows["loss"][0]), L(windows["loss"][1]),
