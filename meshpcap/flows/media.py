@@ -229,8 +229,10 @@ def _malloc_trim():
     try:
         import ctypes
 
-        return ctypes.CDLL(None).malloc_trim  # glibc
-    except (OSError, AttributeError, ImportError):
+        trim = ctypes.CDLL(None).malloc_trim  # glibc; absent elsewhere
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+        return trim
+    except (OSError, AttributeError, ImportError, TypeError):
         return None
 
 
