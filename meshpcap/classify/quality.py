@@ -209,6 +209,7 @@ def judge_quality(media: MediaResult, judgement: Judgement, targets: Targets,
     def scope_of(fid: int) -> str:
         return "microsoft-edge" if fid in under_rule else "other"
 
+    stream_targets = {m: targets.get(m) for m in ("loss_pct", "burst_loss_pct", "jitter_ms", "reorder_pct")}
     for s in media.streams:
         res: dict[str, Any] = {"stream": s.name, "flow_id": s.flow_id, "direction": s.direction,
                                "ssrc": f"0x{s.ssrc:08X}", "scope": scope_of(s.flow_id), "results": {}}
@@ -216,7 +217,7 @@ def judge_quality(media: MediaResult, judgement: Judgement, targets: Targets,
                   s.burst_window_ns), ("jitter_ms", s.jitter_window_ms, s.jitter_window_ns),
                   ("reorder_pct", s.reordered_pct, (s.first_ns, s.last_ns)))
         for metric, value, window in checks:
-            t = targets.get(metric)
+            t = stream_targets[metric]
             if t is None:
                 continue
             if value is None or not t.judged:

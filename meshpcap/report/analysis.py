@@ -11,7 +11,8 @@ from typing import Any
 
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
-from .flows import capture_summary, cell, endpoint, json_indent2, ns_text, terminal_cells, write_json_list
+from .flows import (capture_summary, cell, endpoint, json_indent2, json_indent2_checked, ns_text, terminal_cells,
+                    write_json_list, write_json_list_checked)
 from .formats import ReportFormat
 from .sanitize import CsvWriter, terminal_text
 
@@ -145,9 +146,9 @@ class Report:
         write_json_list((v.to_dict() for v in self._flows(show_unrelated)), "  ", write)
         write(',\n  "dns": ')
         write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
-        tail = self._tail()
-        if tail:
-            write("," + json_indent2(tail)[1:-2])  # its members, without the braces
+        if self.quality is not None:  # _tail's members, the streams one at a time
+            write(',\n  "quality": ' + json_indent2_checked(self.quality.to_dict(), "  ") + ',\n  "streams": ')
+            write_json_list_checked((s.to_dict() for s in self.quality.media.streams), "  ", write)
         write("\n}\n")
 
     def __repr__(self) -> str:

@@ -104,7 +104,9 @@ def test_degraded_findings_name_stream_window_value_and_source(tmp_path):
     assert "60%" in burst["title"]  # 6 of the 10 packets of a 200 ms window
     assert "0.2 s window from" in burst["detail"]
     assert by["quality:reordering"]["title"].startswith(f"packet reordering {100 * 1 / 194:.3g}%")
-    doc = json.loads(r.to_json())
+    text = r.to_json()  # the streams written one at a time, orjson where it gives json.dumps' bytes
+    assert text == json.dumps(r.to_dict(), indent=2) + "\n"
+    doc = json.loads(text)
     assert doc["quality"]["verdict"] == "not met"
     assert doc["quality"]["degraded"] == list(deg.id)
     assert any("SRTCP" in x for x in doc["quality"]["limits"])

@@ -63,7 +63,7 @@ def _worst_window(t_ns: np.ndarray, lost: np.ndarray, window_ns: int, min_packet
 
 
 def streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> list[MediaStream]:
-    fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size, _wire = cols
+    fid, c2s, ts, kind, fr, pt, seq, rts, ssrc, size = cols
     ok = fid >= 0
     rtp = ok & (kind == R.K_RTP)
     rtcp = ok & (kind == R.K_RTCP)

@@ -283,15 +283,14 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
     calls.append((Call(ssrc=7, count=900), UP))  # lossless and longer than 15 s: its first windows are its worst
     calls.append((Call(ssrc=8, count=4, interval_ns=60_000_000), DOWN))  # too few packets for any window
     p = write_calls(tmp_path / "v.pcap", calls)
-    m = M.MediaCollector()
+    m = _KeepColumns()
     ft = read_flows(p, media=m)
-    rows = list(m.rtp)
-    cols = [np.concatenate([r[i] for r in rows]) for i in range(11)]
+    cols = list(m.cols)
     locate = M._FlowLocator(ft.flows, m.slot_keys)
-    fid, c2s = locate(cols[0].astype(np.int64), cols[1].astype(bool), cols[2].astype(np.int64))
+    fid, c2s = locate(cols[0], cols[1], cols[2])
     cols[0], cols[1] = fid, c2s
     got = M._streams(cols, locate, m.options)
-    want = ref.streams(cols, locate, m.options)
+    want = ref.streams([c.astype(np.int64) if c.dtype.kind in "ui" else c for c in cols], locate, m.options)
     assert len(got) == len(want) == 8
 
     by_ssrc = {c.ssrc: c for c, _ in calls}
@@ -308,6 +307,42 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-9), f.name
             else:
                 assert a == b, f.name
+
+
+class _KeepColumns(MediaCollector):
+    """A collector that keeps the joined RTP columns its finish consumed (for the tests below)."""
+
+    def _rtp_columns(self):
+        cols = super()._rtp_columns()
+        self.cols = list(cols)  # finish replaces the slot and side columns in its list
+        return cols
+
+
+def test_streams_in_chunks_equal_streams_at_once(tmp_path, monkeypatch):
+    """_streams cuts the streams into chunks of about CHUNK_PACKETS packets: chunks of a few dozen packets
+    (every chunk boundary inside a jitter block, streams left out by the RTP checks among them) give the
+    very same streams, floats bit for bit, as one chunk of everything."""
+    from meshpcap.flows import media as M
+
+    rng = random.Random(5)
+    calls = []
+    for k in range(9):
+        n = 2 if k == 4 else rng.randint(3, 300)  # 2: fewer than min_packets, left out
+        calls.append((Call(ssrc=500 + k, pt=rng.choice([0, 96, 111]), clock=rng.choice([8000, 48000, 90000]),
+                           count=n, seq0=rng.randrange(65536), ts0=rng.randrange(1 << 32),
+                           lost={i for i in range(1, n - 1) if rng.random() < 0.05},
+                           delay_ns={i: rng.randint(0, 25_000_000) for i in range(n) if rng.random() < 0.3}),
+                      UP if k % 2 else DOWN))
+    m = _KeepColumns()
+    ft = read_flows(write_calls(tmp_path / "c.pcap", calls), media=m)
+    cols = list(m.cols)
+    locate = M._FlowLocator(ft.flows, m.slot_keys)
+    cols[0], cols[1] = locate(cols[0], cols[1], cols[2])
+    whole = M._streams(cols, locate, m.options)
+    assert len(whole) == 8 and whole == m.result.streams
+    for chunk in (1, 37, 200):
+        monkeypatch.setattr(M, "CHUNK_PACKETS", chunk)
+        assert M._streams(cols, locate, m.options) == whole, chunk
 
 
 def test_a_time_that_steps_back_inside_a_stream_is_held(tmp_path):

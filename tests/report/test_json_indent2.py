@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshpcap.flows.model import Flow, FlowTable, IcmpError, StunSummary
-from meshpcap.report.flows import json_indent2, render_flows
+from meshpcap.report.flows import json_indent2, json_indent2_checked, render_flows, write_json_list_checked
 
 
 class Str(str):
@@ -132,6 +132,45 @@ def test_unserializable_raises_like_json_dumps(obj):
         dumps(obj)
     with pytest.raises(TypeError) as got:
         json_indent2(obj)
+    assert str(got.value) == str(expected.value)
+
+
+# floats orjson writes its own way (1e-7, 1e16, null for NaN), beside floats it writes as json.dumps does
+float_texts = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [1e-07, 1e-05, 0.0001, 1e16, 1e15, 123456789012345680.0, 0.1 + 0.2, 1.5, 310.472])
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_like | st.recursive(float_texts | texts, containers, max_leaves=40), st.sampled_from(["", "  "]))
+def test_checked_is_json_dumps(obj, indent):
+    """json_indent2_checked (orjson where its compact text is json.dumps') gives json_indent2's text."""
+    assert json_indent2_checked(obj, indent) == json_indent2(obj, indent)
+
+
+@pytest.mark.parametrize("obj", [[1e-07], {"a": float("nan")}, [float("inf")], {"x": 1e16}, ["\u00e9"],
+                                 {1: 2}, [2**70], {"a": [0.001, 310.472, None, True, "b"]}, [[], {}, ""]])
+def test_checked_odd_floats_and_text(obj):
+    assert json_indent2_checked(obj) == dumps(obj)
+    assert json_indent2_checked(obj, "    ") == dumps(obj).replace("\n", "\n    ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_like | st.recursive(float_texts | texts, containers, max_leaves=20), max_size=7),
+       st.sampled_from(["", "  ", "    "]), st.sampled_from([1, 2, 3, 256]))
+def test_checked_list_writer_is_json_dumps(items, ind, chunk):
+    """write_json_list_checked, chunk by chunk (orjson for a chunk whose compact text is json.dumps'),
+    writes json_indent2 of the list at indent ``ind``."""
+    out: list[str] = []
+    write_json_list_checked(iter(items), ind, out.append, chunk)
+    assert "".join(out) == json_indent2(items, ind)
+
+
+@pytest.mark.parametrize("obj", [object(), {"a": {1, 2}}, [b"x"], {(1, 2): 1}])
+def test_checked_unserializable_raises_like_json_dumps(obj):
+    with pytest.raises(TypeError) as expected:
+        dumps(obj)
+    with pytest.raises(TypeError) as got:
+        json_indent2_checked(obj)
     assert str(got.value) == str(expected.value)
 
 
