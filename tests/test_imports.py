@@ -37,3 +37,6 @@ def test_analyze_to_json_does_not_load_pandas_or_tabulate(tmp_path):
     assert loaded.isdisjoint({"pandas", "tabulate", "jinja2", "rich", "pydantic"}), loaded
     # numpy.ma (6 ms) comes in through np.unique/np.isin's sorting path; nothing here needs masked arrays
     assert "numpy.ma" not in modules
+    # the sample's TLS 1.2 server certificate is read by meshpcap.decode.x509, not cryptography (20 ms)
+    assert "cryptography" not in loaded
+    assert any(f["cert_subject"] for f in json.loads(out.read_text())["flows"])
