@@ -39,4 +39,5 @@ def test_analyze_to_json_does_not_load_pandas_or_tabulate(tmp_path):
     assert "numpy.ma" not in modules
     # the sample's TLS 1.2 server certificate is read by meshpcap.decode.x509, not cryptography (20 ms)
     assert "cryptography" not in loaded
+    assert "meshpcap.capture.series" not in modules  # one file: no series to order or merge
     assert any(f["cert_subject"] for f in json.loads(out.read_text())["flows"])
