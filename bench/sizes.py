@@ -52,6 +52,7 @@ class Cmd:
     cpus: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
     error: str | None = None
+    env: dict[str, str] | None = None  # added to the environment of the command
 
     def median(self) -> float | None:
         return statistics.median(self.walls) if self.walls and not self.error else None
@@ -60,11 +61,12 @@ class Cmd:
         return statistics.median(self.cpus) if self.cpus and not self.error else None
 
 
-def measure(argv: list[str]) -> tuple[float, float, float, int, str]:
+def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float, int, str]:
     """(wall s, CPU s of the child and what it waited for, peak RSS MiB of the largest, exit code, stderr tail)."""
     with tempfile.TemporaryFile() as err:
         began = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO,
+                                env=None if env is None else {**os.environ, **env})
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - began
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -113,12 +115,16 @@ def capture(packets: int, fmt: str, seed: int, made: list[Path]) -> Path:
     return ng
 
 
-def commands(path: Path, tags: Path | None, nfstream: bool) -> list[Cmd]:
+def commands(path: Path, tags: Path | None, nfstream: bool, no_tags_dir: Path | None = None) -> list[Cmd]:
+    """The commands timed on ``path``; with ``no_tags_dir`` (an empty cache directory) also `analyze` without
+    any service-tag file (the start-up line reports both)."""
     m = meshpcap_script()
     flows = m + ["flows", str(path), "--format", "json", "-o", os.devnull]
     cmds = [Cmd("flows", flows), Cmd("flows --no-names", flows + ["--no-names"])]
     analyze = m + ["analyze", str(path), "--format", "json", "-o", os.devnull]
     cmds.append(Cmd("analyze", analyze + (["--service-tags", str(tags)] if tags else [])))
+    if no_tags_dir is not None and tags:
+        cmds.append(Cmd("analyze, no tag file", analyze, env={"MESHPCAP_CACHE_DIR": str(no_tags_dir)}))
     if tshark := shutil.which("tshark"):
         cmds.append(Cmd("tshark", [tshark, "-q", "-n", "-r", str(path), "-z", "conv,tcp", "-z", "conv,udp"]))
     if nfstream:
@@ -132,15 +138,15 @@ def run_capture(path: Path, cmds: list[Cmd], runs: int) -> None:
         while f.read(1 << 24):
             pass
     for c in cmds:  # warm-up, untimed: writes the service-tag index, loads tshark's and nfstream's libraries
-        wall, _cpu, _rss, code, tail = measure(c.argv)
-        if code not in (0, 1, 3) or (c.key not in ("analyze",) and code != 0):  # analyze exits 1/3 on findings
+        wall, _cpu, _rss, code, tail = measure(c.argv, c.env)
+        if code not in (0, 1, 3) or (not c.key.startswith("analyze") and code != 0):  # analyze: 1/3 on findings
             c.error = f"exit {code}: {tail.splitlines()[-1] if tail else '(no stderr)'}"
             print(f"sizes.py: {c.key} failed on {path.name}; not timed.\n{tail}", file=sys.stderr)
     for i in range(runs):
         for c in cmds:
             if c.error:
                 continue
-            wall, cpu, rss, _code, _tail = measure(c.argv)
+            wall, cpu, rss, _code, _tail = measure(c.argv, c.env)
             c.walls.append(wall)
             c.cpus.append(cpu)
             c.rss_mib.append(rss)
@@ -250,6 +256,10 @@ def table(rows: list[dict], runs_note: str) -> str:
                   f"+{a['median_wall_s'] - n['median_wall_s']:.3f} s wall; CPU time (user+sys) "
                   f"{a['median_cpu_s']:.3f} s against {n['median_cpu_s']:.3f} s, "
                   f"+{a['median_cpu_s'] - n['median_cpu_s']:.3f} s."]
+        b = sm.get("analyze, no tag file", {})
+        if b.get("median_wall_s"):
+            lines[-1] += (f" Without a tag file: {b['median_wall_s']:.3f} s, +{b['median_wall_s'] - n['median_wall_s']:.3f} s "
+                          f"wall; CPU +{b['median_cpu_s'] - n['median_cpu_s']:.3f} s.")
     return "\n".join(lines)
 
 
@@ -323,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     made: list[Path] = []
     rows = []
     cost: dict = {}
+    no_cache = Path(tempfile.mkdtemp(prefix="sizes-no-cache-"))  # `analyze` of the smallest capture without tags
     try:
         for packets in sizes:
             for fmt in formats:
                 path = capture(packets, fmt, args.seed, made)
-                cmds = commands(path, tags, nfstream)
+                cmds = commands(path, tags, nfstream, no_cache if packets == min(sizes) else None)
                 n = runs_large if packets >= 500_000 else runs
                 run_capture(path, cmds, n)
                 rows.append({"packets": packets, "format": fmt, "bytes": path.stat().st_size, "runs": n,
@@ -342,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             if quic and quic["flows"]:
                 cost["QUIC"] = dict(quic, source=args.quic_capture.name)
     finally:
+        shutil.rmtree(no_cache, ignore_errors=True)
         if not args.keep:
             for p in made:
                 p.unlink(missing_ok=True)

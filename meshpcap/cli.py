@@ -29,13 +29,20 @@ class ProfilesFormat(str, Enum):
     json = "json"
     csv = "csv"
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Check packet captures of Microsoft Mesh and Teams sessions against Microsoft's firewall requirements.")
-
-
-@app.callback()
 def _root() -> None:
     """meshpcap: judge a capture against Microsoft's published firewall requirements."""
+
+
+def _typer() -> typer.Typer:
+    """The ``meshpcap`` group, without commands yet."""
+    group = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                        help="Check packet captures of Microsoft Mesh and Teams sessions against Microsoft's "
+                             "firewall requirements.")
+    group.callback()(_root)
+    return group
+
+
+app = _typer()
 
 
 def _write(text: str, output: Optional[Path]) -> None:
@@ -229,9 +236,11 @@ def _compare(capture: Path, profiles: List[str], format, output: Optional[Path],
 
 def _captures(captures: Optional[List[Path]], series: Optional[Path]) -> Path | list[str]:
     """The one capture, or the files of a series (``--series DIR`` and/or several arguments)."""
-    from .capture.series import series_in
+    paths = [str(p) for p in captures or []]
+    if series is not None:
+        from .capture.series import series_in
 
-    paths = [str(p) for p in captures or []] + (series_in(series) if series is not None else [])
+        paths += series_in(series)
     if not paths:
         raise MeshpcapError("no capture given: name a file, '-' for standard input, or --series DIR")
     return Path(paths[0]) if len(paths) == 1 else paths
@@ -468,6 +477,18 @@ def endpoints_import(
     typer.echo(f"{path}: version {v}")
 
 
+def app_for(args: list[str]) -> typer.Typer:
+    """The app for one run with these arguments: the group with only the command ``args`` name first (the
+    same command, options and help), else :data:`app`. Typer builds the options of every command it holds
+    from the functions' signatures at each start (about 10 ms for all of them); a run needs one."""
+    for info in app.registered_commands:
+        if args and info.name is None and info.callback is not None and info.callback.__name__ == args[0]:
+            one = _typer()
+            one.command()(info.callback)
+            return one
+    return app
+
+
 def main() -> None:
     # One command, then the process ends: the cyclic garbage collector would only walk the
     # ever larger heap of flows and payloads again and again (the objects made here hold no
@@ -478,7 +499,7 @@ def main() -> None:
 
     retain_until_exit()
     try:
-        app()  # click's standalone mode ends with SystemExit
+        app_for(sys.argv[1:])()  # click's standalone mode ends with SystemExit
         code = 0
     except SystemExit as exc:
         code = exc.code

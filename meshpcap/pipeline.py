@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .capture import open_capture, series
+from .capture import open_capture
 from .decode.frames import decode_batch
 from .errors import CaptureError
 from .flows.engine import FlowBuilder, FlowLimitError, prepare
@@ -88,6 +88,8 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
     builder = FlowBuilder(evidence=names, **kwargs)
     if len(paths) > 1:
+        from .capture import series
+
         paths = series.order(paths)
     early = None
     if names:
@@ -157,7 +159,11 @@ def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_byte
                     early.step()
             infos.append(cap.info)
             first_record += cap.info.records
-    return infos[0] if len(infos) == 1 else series.merge(infos)
+    if len(infos) == 1:
+        return infos[0]
+    from .capture import series
+
+    return series.merge(infos)
 
 
 def load_rules(

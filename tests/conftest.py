@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# A cache directory of its own from the start: importing meshpcap.classify reads issuers.toml through the
+# parsed-TOML cache (meshpcap.rules.files.toml_document) while tests are collected, before the fixture below.
+_COLLECTION_CACHE = tempfile.mkdtemp(prefix="meshpcap-test-cache-")
+atexit.register(shutil.rmtree, _COLLECTION_CACHE, True)
+os.environ["MESHPCAP_CACHE_DIR"] = _COLLECTION_CACHE
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"

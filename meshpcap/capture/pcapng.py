@@ -558,7 +558,7 @@ class PcapngWalker:
             ts_ns[:] = ticks_to_ns(ticks, *clocks[0])
         else:  # one pass per distinct clock (resolution, offset), not per interface
             clock = clock_of[iface]
-            present = np.unique(clock)
+            present = np.unique(clock, return_counts=True)[0]  # (without return_counts numpy asks numpy.ma: 6 ms)
             for g in present.tolist():
                 sel = clock == g if len(present) > 1 else slice(None)
                 ts_ns[sel] = ticks_to_ns(ticks[sel], *clocks[g])

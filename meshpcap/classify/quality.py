@@ -9,13 +9,13 @@ only compares the measurements of :mod:`meshpcap.flows.media` with them.
 from __future__ import annotations
 
 import datetime as _dt
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import RuleError
 from ..flows.media import MediaOptions, MediaResult, MediaStream, ServerRtt
+from ..rules.files import TomlError, toml_document
 from .findings import Finding, Judgement, failing
 
 METRICS = ("latency_one_way_ms", "rtt_ms", "burst_loss_pct", "loss_pct", "jitter_ms", "reorder_pct")
@@ -92,10 +92,10 @@ def load_targets(path: str | Path | None = None) -> Targets:
     # the shipped file is named as in the source tree, so that reports do not depend on where it is installed
     src = str(p) if path is not None else "rules/quality/teams-client-edge.toml"
     try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        doc = toml_document(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise RuleError(src, f"cannot read: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (TomlError, UnicodeDecodeError) as exc:
         raise RuleError(src, f"not valid TOML: {exc}") from None
     s = doc.get("source")
     if not isinstance(s, dict):

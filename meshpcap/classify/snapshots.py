@@ -7,10 +7,11 @@ else its date is unknown, and the report says so.
 
 from __future__ import annotations
 
-import tomllib
 from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+
+from ..rules.files import toml_document
 
 # AzureCloud changes every week; beyond this many days between the snapshot and the capture,
 # addresses may have joined or left the tag since.
@@ -20,8 +21,7 @@ FAR_DAYS = 90
 @lru_cache(maxsize=1)
 def known_snapshots() -> dict[tuple[str, int], date]:
     """(cloud, changeNumber) -> date of the published snapshots listed in ``snapshots.toml``."""
-    with Path(__file__).with_name("snapshots.toml").open("rb") as fh:
-        doc = tomllib.load(fh)
+    doc = toml_document(Path(__file__).with_name("snapshots.toml").read_bytes().decode())
     return {(s["cloud"], s["change_number"]): s["date"] for s in doc.get("snapshot", [])}
 
 

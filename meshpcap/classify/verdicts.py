@@ -21,7 +21,6 @@ expected group that applies sees it.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..decode.stun import ALLOCATE_RETRY_CODES, ERROR_NAMES
 from ..flows.model import DnsEvent, Flow, StunSummary, hops_away, is_admin_prohibited
+from ..rules.files import toml_document
 from ..rules.match import RuleMatcher
 from ..rules.model import Profile, Rule
 
@@ -40,8 +40,7 @@ BLOCKED_BY = ("no-answer", "rejected", "icmp-unreachable", "tls-alert", "proxy-d
 
 def _load_issuers() -> tuple[tuple[str, ...], str]:
     """The issuer substrings of ``issuers.toml`` (beside this module) and the source it cites."""
-    with (Path(__file__).with_name("issuers.toml")).open("rb") as fh:
-        doc = tomllib.load(fh)["issuers"]
+    doc = toml_document(Path(__file__).with_name("issuers.toml").read_bytes().decode())["issuers"]
     return tuple(s.lower() for s in doc["substrings"]), doc["source"]
 
 

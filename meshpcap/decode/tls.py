@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-import warnings
 from dataclasses import dataclass
 
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
+from meshpcap.decode.x509 import read_certificate_names
 
 # RFC 8446 section 5.1: ContentType
 CT_CHANGE_CIPHER_SPEC = 20
@@ -555,18 +555,13 @@ def _first_certificate_tls13(body: Buffer) -> bytes:
 
 
 def _cert_names(der: bytes) -> tuple[str | None, str | None]:
+    """(subject, issuer) of a certificate as RFC 4514 strings; (None, None) when it cannot be read (a hostile
+    or cut certificate only loses the names)."""
     try:
-        from cryptography import x509
-
-        # cryptography warns about certificates it means to refuse one day (a serial number that
-        # is not positive, RFC 5280 section 4.1.2.2): a capture's certificates are what they are,
-        # and a warning on the user's terminal helps nobody
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cert = x509.load_der_x509_certificate(der)
-            return cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
-    except Exception:  # any failure in a hostile certificate only loses the names
+        names = read_certificate_names(der)
+    except DecodeError:
         return None, None
+    return (None, None) if names is None else (names.subject, names.issuer)
 
 
 class _Flight:

@@ -492,7 +492,7 @@ class _FlowLocator:
         cnt = self.count[slot]
         row = self.offset[slot].copy()
         many = np.flatnonzero(cnt > 1)  # a 5-tuple reused by later flows: the last flow begun by then
-        for s in np.unique(slot[many]).tolist():
+        for s in sorted(set(slot[many].tolist())):  # not np.unique: it imports numpy.ma (6 ms)
             m = many[slot[many] == s]
             lo = int(self.offset[s])
             k = np.searchsorted(self.row_first[lo:lo + int(self.count[s])], ts[m], "right") - 1
@@ -615,7 +615,7 @@ def _never_backwards(t: np.ndarray, starts: np.ndarray, n: np.ndarray) -> np.nda
     t = t.copy()
     first = np.zeros(t.size, bool)
     first[starts] = True
-    for s in np.unique(np.searchsorted(starts, back[~first[back]], "right") - 1).tolist():
+    for s in sorted(set((np.searchsorted(starts, back[~first[back]], "right") - 1).tolist())):  # np.unique: numpy.ma
         seg = slice(int(starts[s]), int(starts[s] + n[s]))
         np.maximum.accumulate(t[seg], out=t[seg])
     return t

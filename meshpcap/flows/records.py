@@ -98,7 +98,8 @@ def orientation(raw: RawFlows) -> tuple[np.ndarray, np.ndarray]:
         service = np.array(sorted(SERVICE_PORTS))
 
         def is_service(p):
-            return (p < 1024) | np.isin(p, service) | ((p >= MESH_RANGE.start) & (p < MESH_RANGE.stop))
+            # kind='table' (ports are small): the sorting kind calls np.unique, which imports numpy.ma (6 ms)
+            return (p < 1024) | np.isin(p, service, kind="table") | ((p >= MESH_RANGE.start) & (p < MESH_RANGE.stop))
 
         sa, sb = is_service(pa), is_service(pb)
         da, db = pa >= DYNAMIC_START, pb >= DYNAMIC_START

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-import tomllib
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -14,7 +13,7 @@ from urllib.parse import urlsplit
 
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 from meshpcap.errors import RuleError
-from meshpcap.rules.files import read_file
+from meshpcap.rules.files import TomlError, read_file, toml_document
 from meshpcap.rules.match import parse_domain_pattern, parse_prefix
 from meshpcap.rules.m365 import load_m365_endpoints, rules_for_use, version_date, version_from_name
 from meshpcap.rules.model import COMBINE, REQUIREMENTS, TRANSPORTS, EndpointsUse, ExpectedGroup, PortSet, Profile, Rule
@@ -125,8 +124,8 @@ def _load(path: Path, require_profile: bool, base: Profile | None = None) -> Pro
     src = str(path)
     raw = read_file(path)
     try:
-        data = tomllib.loads(_decode_text(raw, src))
-    except tomllib.TOMLDecodeError as exc:
+        data = toml_document(_decode_text(raw, src))
+    except TomlError as exc:
         raise RuleError(src, f"not valid TOML: {exc}") from None
     return parse_profile_data(data, src, path=path, require_profile=require_profile, base=base)
 
