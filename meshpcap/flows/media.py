@@ -983,7 +983,8 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     starts = np.flatnonzero(np.r_[True, np.diff(skey[order]) != 0]) if skey.size else np.zeros(0, np.int64)
     del skey, order
     # a chunk begins at the last stream start at or before each multiple of CHUNK_PACKETS
-    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, ii.size, CHUNK_PACKETS), "right") - 1])
+    cuts = starts[np.searchsorted(starts, np.arange(0, ii.size, CHUNK_PACKETS), "right") - 1]
+    cuts = cuts[np.r_[True, cuts[1:] != cuts[:-1]]] if cuts.size else cuts  # sorted: unique without np.unique (numpy.ma)
     out: list[MediaStream] = []
     lead = np.zeros(0)
     first = ii[starts]  # each stream's first packet: its flow, direction and SSRC
