@@ -49,11 +49,30 @@ def compile_extension(root: Path, source: Path, out: Path) -> str | None:
     return None
 
 
+def compile_bytecode(package: Path) -> None:
+    """Write the package's bytecode beside its sources, as pip does when it installs a wheel.
+
+    An editable install runs the source tree, whose modules Python would otherwise compile at
+    every start when it may not write bytecode (PYTHONDONTWRITEBYTECODE=1, a read-only checkout):
+    about 0.15 s of each run for the 51 modules `analyze` imports.  A module edited later is
+    compiled from its source again (the bytecode records the source's time and size)."""
+    import compileall
+
+    try:
+        compileall.compile_dir(str(package), quiet=2, workers=1)
+    except OSError as exc:  # a read-only tree: every run compiles, as before
+        print(f"meshpcap: bytecode not written ({exc})", file=sys.stderr)
+
+
 class CustomBuildHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict) -> None:
-        if self.target_name != "wheel" or os.environ.get("MESHPCAP_NO_EXTENSION"):
+        if self.target_name != "wheel":
+            return
+        if version == "editable":
+            compile_bytecode(Path(self.root) / "meshpcap")
+        if os.environ.get("MESHPCAP_NO_EXTENSION"):
             return
         root = Path(self.root)
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
