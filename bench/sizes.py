@@ -22,7 +22,6 @@ library, and writes everything to bench/out/sizes.json.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import platform
@@ -314,9 +313,6 @@ def main(argv: list[str] | None = None) -> int:
         if done.get("naming"):
             print("\n" + naming_table(done["naming"], done.get("naming_size", 100_000), "pcap"))
         return 0
-    # the package's bytecode, as the install writes it (hatch_build.py): a module edited since would
-    # otherwise be compiled at every start when Python may not write bytecode (PYTHONDONTWRITEBYTECODE)
-    compileall.compile_dir(str(REPO / "meshpcap"), quiet=2)
     if args.quick:
         sizes, formats, runs, runs_large = args.sizes or [200, 20_000], args.formats or ["pcap"], 2, 1
     else:
