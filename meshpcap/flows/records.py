@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -165,6 +166,51 @@ _NAME_FIELDS = tuple(f for f in FLOW_COLUMNS if f not in (
 assert FLOW_COLUMNS[21:-1] == _NAME_FIELDS and FLOW_COLUMNS[-1] == "interfaces"
 _NO_NAMES = (None,) * len(_NAME_FIELDS)
 CHUNK = 8192  # flows made at a time when streaming
+_FLOW_SETTERS = tuple(getattr(Flow, f).__set__ for f in FLOW_COLUMNS)
+_new = object.__new__
+
+
+def _flow(values) -> Flow:
+    """``Flow(*values)``, made in 40% of the time: the frozen dataclass's ``__init__`` sets each of its
+    39 fields through ``object.__setattr__``; the slots' own setters are quicker (a scan makes millions)."""
+    f = _new(Flow)
+    for put, v in zip(_FLOW_SETTERS, values):
+        put(f, v)
+    return f
+
+
+# The fields of a plain flow (see FlowRecords.plain_chunk) that vary from flow to flow, in FLOW_COLUMNS order;
+# the others have the values of a Flow made with only its first 15 fields given (syn_count 0)
+PLAIN_FIELDS = ("id", "transport", "ip_version", "client", "client_port", "server", "server_port", "state",
+                "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "first_ns", "last_ns", "orientation",
+                "encapsulated", "ip_fragments", "interfaces")
+
+
+class _Transports(dict):
+    def __missing__(self, proto: int) -> str:
+        t = self[proto] = _TRANSPORTS.get(proto, f"ip-{proto}")
+        return t
+
+
+_TRANSPORT_TEXT = _Transports()
+
+
+@dataclass(slots=True)
+class PlainChunk:
+    """A chunk of records in columns, for writers that write a flow without making it.
+
+    ``columns`` holds one list per name of :data:`PLAIN_FIELDS` (``interfaces``: the interface
+    bit mask, see :meth:`FlowRecords.interfaces_of`), the values a :class:`Flow` of that position would
+    have; ``special`` maps a position in the chunk to its :class:`Flow` where the flow is not plain (a
+    TCP flow, a named one, one with ICMP errors, STUN or interfaces numbered 64 and up): there, and only
+    there, the columns do not describe the flow."""
+
+    start: int  # the record position of the chunk's first flow (its id is start + 1)
+    columns: dict[str, list]
+    special: dict[int, Flow]
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
 
 
 class _MaskTuples(dict):
@@ -190,6 +236,83 @@ class FlowRecords(Sequence):
         self._a_client, self._how = orientation(raw)
         self._kept: list[Flow] | None = None
         self._ifaces = _MaskTuples()
+        self._plain: np.ndarray | None = None
+
+    def interfaces_of(self, mask: int) -> tuple[int, ...]:
+        """The ``interfaces`` of a plain flow whose interface bit mask is ``mask``."""
+        return self._ifaces[mask]
+
+    def _plain_flows(self) -> np.ndarray:
+        """Per builder flow: could it be plain (no TCP facts, ICMP errors, STUN or interfaces from 64 on)?
+        Whether it is also depends on its names."""
+        if self._plain is None:
+            raw = self._raw
+            plain = ~raw.stun_counts[:, :4].any(axis=1) if len(raw.stun_counts) else np.ones(0, bool)
+            for d in (raw.tcp, raw.icmp, raw.interfaces_high):
+                if d:
+                    plain[np.fromiter(d.keys(), np.int64, len(d))] = False
+            self._plain = plain
+        return self._plain
+
+    def plain_chunk(self, lo: int, hi: int) -> PlainChunk:
+        """The records at positions ``lo`` to ``hi`` (record order) as a :class:`PlainChunk`: columns
+        made with numpy, a :class:`Flow` only for the flows that are not plain."""
+        raw = self._raw
+        fids = self._order[lo:hi]
+        slot = raw.flow_slot[fids]
+        cols = raw.slot_keys.columns
+        proto, ver = cols[0].a[slot], cols[1].a[slot]
+        a_client = self._a_client[fids]
+        ah, al, bh, bl = (cols[k].a[slot] for k in (2, 3, 4, 5))
+        pa, pb = cols[6].a[slot], cols[7].a[slot]
+        ver_l = ver.tolist()
+        client = list(map(addr_text, ver_l, np.where(a_client, ah, bh).tolist(), np.where(a_client, al, bl).tolist()))
+        server = list(map(addr_text, ver_l, np.where(a_client, bh, ah).tolist(), np.where(a_client, bl, al).tolist()))
+        ported = (proto == F.PROTO_TCP) | (proto == F.PROTO_UDP)
+        cport = np.where(a_client, pa, pb).tolist()
+        sport = np.where(a_client, pb, pa).tolist()
+        if not ported.all():
+            for j in np.flatnonzero(~ported).tolist():
+                cport[j] = sport[j] = None
+        pk_a, pk_b = raw.pk_a[fids], raw.pk_b[fids]
+        c2s, s2c = np.where(a_client, pk_a, pk_b), np.where(a_client, pk_b, pk_a)
+        by_a, by_b = raw.by_a[fids], raw.by_b[fids]
+        columns = {
+            "id": list(range(lo + 1, lo + 1 + len(fids))),
+            "transport": list(map(_TRANSPORT_TEXT.__getitem__, proto.tolist())),
+            "ip_version": ver_l,
+            "client": client,
+            "client_port": cport,
+            "server": server,
+            "server_port": sport,
+            "state": np.where((c2s > 0) & (s2c > 0), "bidirectional", "one-way").tolist(),
+            "packets_c2s": c2s.tolist(),
+            "packets_s2c": s2c.tolist(),
+            "bytes_c2s": np.where(a_client, by_a, by_b).tolist(),
+            "bytes_s2c": np.where(a_client, by_b, by_a).tolist(),
+            "first_ns": raw.first_ns[fids].tolist(),
+            "last_ns": raw.last_ns[fids].tolist(),
+            "orientation": np.array(_HOW)[self._how[fids]].tolist(),
+            "encapsulated": raw.encapsulated[fids].astype(bool).tolist(),
+            "ip_fragments": raw.fragments[fids].tolist(),
+            "interfaces": raw.interface_mask[fids].tolist(),
+        }
+        plain = self._plain_flows()[fids]
+        extras = None
+        if self._names is not None:
+            names = self._names
+            extras = list(map(names, fids.tolist(), a_client.tolist()))
+            plain &= np.fromiter(map(_empty, extras), bool, len(extras))
+        odd = np.flatnonzero(~plain)
+        special: dict[int, Flow] = {}
+        if odd.size:
+            kept = self._kept
+            if kept is not None:
+                special = {j: kept[lo + j] for j in odd.tolist()}
+            else:
+                made = self._make(lo + odd, None if extras is None else [extras[j] for j in odd.tolist()])
+                special = dict(zip(odd.tolist(), made))
+        return PlainChunk(lo, columns, special)
 
     def _interfaces(self, fid: int, mask: int) -> tuple[int, ...]:
         return tuple(sorted(set(self._ifaces[mask]) | self._raw.interfaces_high[fid]))
@@ -233,8 +356,9 @@ class FlowRecords(Sequence):
         for lo in range(0, len(self), chunk):
             yield from self._make(range(lo, min(lo + chunk, len(self))))
 
-    def _make(self, positions) -> list[Flow]:
-        """The records at these positions (record order)."""
+    def _make(self, positions, extras: list | None = None) -> list[Flow]:
+        """The records at these positions (record order); ``extras``: what ``names`` gave for each, when
+        already asked."""
         raw = self._raw
         pos = np.asarray(positions, np.int64)
         fids = self._order[pos]
@@ -287,17 +411,25 @@ class FlowRecords(Sequence):
                 sc = stun_rows[j].tolist()
                 stun = StunSummary(requests=sc[0], indications=sc[1], successes=sc[2], errors=sc[3],
                                    channel_data=sc[4])
-            extra = names(fid, a_client) if names is not None else None
+            if extras is not None:
+                extra = extras[j]
+            else:
+                extra = names(fid, a_client) if names is not None else None
             if stun is not None:
                 extra = dict(extra or ())
                 extra["stun"] = _merge_stun(stun, extra["stun"]) if extra.get("stun") is not None else stun
             named = tuple(map(extra.get, _NAME_FIELDS)) if extra else _NO_NAMES
-            out.append(Flow(
+            out.append(_flow((
                 int(pos[j]) + 1, _TRANSPORTS.get(proto, f"ip-{proto}"), ver, client, cport, server, sport, state,
                 syn_count, c2s, s2c, bc2s, bs2c, first_ns[j], last_ns[j], icmp_errors, rst_from, rst_ttl,
                 _HOW[how_l[j]], encap[j], frags[j], *named,
-                ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j])))
+                ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j]))))
         return out
+
+
+def _empty(extra) -> bool:
+    """Did the naming stage give a flow nothing but None (so that it can be plain)?"""
+    return not extra or list(extra.values()).count(None) == len(extra)
 
 
 def _toward(err, side: str):

@@ -119,7 +119,10 @@ def write_flows_json(ft: FlowTable, write) -> None:
     FlowTable.to_dict's order)."""
     write('{\n  "schema": ' + json_indent2(FLOWS_SCHEMA) + ',\n  "capture": ' + json_indent2(ft.capture, "  ")
           + ',\n  "flows": ')
-    write_json_list((f.to_dict() for f in _stream(ft.flows)), "  ", write)
+    if hasattr(ft.flows, "plain_chunk"):
+        write_json_list_text(_flow_texts(ft.flows, "    "), "  ", write)
+    else:
+        write_json_list((f.to_dict() for f in _stream(ft.flows)), "  ", write)
     write(',\n  "dns": ')
     write_json_list((e.to_dict() for e in ft.dns), "  ", write)
     write(',\n  "stats": ' + json_indent2(ft.stats, "  ") + "\n}\n")
@@ -148,6 +151,120 @@ def write_json_list(items, ind: str, write) -> None:
     else:
         chunk.append("\n" + ind + "]")
         write("".join(chunk))
+
+
+def write_json_list_text(chunks, ind: str, write) -> None:
+    """:func:`write_json_list` of items already encoded: ``chunks`` yields lists of their texts (at
+    indent ``ind + "  "``)."""
+    lead = ",\n" + ind + "  "
+    first = True
+    for texts in chunks:
+        if not texts:
+            continue
+        write(("[\n" + ind + "  " if first else lead) + lead.join(texts))
+        first = False
+    write("[]" if first else "\n" + ind + "]")
+
+
+# -- plain flows, written from the columns (FlowRecords.plain_chunk) ------------------------------------------
+# A flow that is no more than its counters (a scan or a busy gateway has millions) is written by filling a
+# template made once from the slow path's own output: json_indent2 of Flow.to_dict (or cell() of it, for CSV)
+# with a marker in each field of PLAIN_FIELDS.  The addresses, transports, states and orientations of such a
+# flow are ASCII letters, digits, "." ":" and "-": text that neither JSON nor CSV escapes or quotes, nor
+# csv_text marks (a test compares both paths on varied tables).
+def _plain_flow():
+    from ..flows.model import Flow
+
+    return Flow(0, "", 0, "", None, "", None, "", 0, 0, 0, 0, 0, 0, 0)
+
+
+def _mark(i: int) -> str:
+    return f"QQ{i}QQ"  # text that JSON, CSV and csv_text leave as it is
+
+
+def plain_template(d: dict, render, more: tuple[str, ...] = ()) -> tuple[str, dict[str, int]]:
+    """``render(d)`` with a ``%s`` slot (other ``%`` escaped) in place of each field of PLAIN_FIELDS and
+    ``more``, and the slot number of each of those fields (``render`` must keep ``d``'s key order)."""
+    from ..flows.records import PLAIN_FIELDS
+
+    d = dict(d)
+    marked = PLAIN_FIELDS + more
+    for i, name in enumerate(marked):
+        d[name] = _mark(i)
+    text = render(d).replace("%", "%%")
+    order = [name for name in d if name in marked]
+    for name in order:
+        quoted = '"' + d[name] + '"'
+        text = text.replace(quoted if quoted in text else d[name], "%s")
+    return text, {name: i for i, name in enumerate(order)}
+
+
+class _Texts(dict):
+    """value -> its text by ``make`` (memoised: few distinct values, e.g. interface masks)."""
+
+    def __init__(self, make) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        t = self[key] = self.make(key)
+        return t
+
+
+_JSON_STR = '"%s"'.__mod__
+
+
+def json_cells(chunk, records, ind: str) -> dict[str, list]:
+    """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as JSON texts."""
+    cols = chunk.columns
+    ports = _JSON_PORTS
+    ifaces = _Texts(lambda mask: json_indent2(list(records.interfaces_of(mask)), ind + "  "))
+    out = {}
+    for name, values in cols.items():
+        if name in ("transport", "client", "server", "state", "orientation"):
+            out[name] = list(map(_JSON_STR, values))
+        elif name in ("client_port", "server_port"):
+            out[name] = list(map(ports.__getitem__, values))
+        elif name == "encapsulated":
+            out[name] = ["true" if v else "false" for v in values]
+        elif name == "interfaces":
+            out[name] = list(map(ifaces.__getitem__, values))
+        else:
+            out[name] = values
+    return out
+
+
+_PORTS = tuple(map(str, range(65536)))
+
+
+def _port_text(none: str) -> dict:
+    """Port number (or None) -> its text; made once per writer."""
+    t = dict(zip(range(65536), _PORTS))
+    t[None] = none
+    return t
+
+
+_JSON_PORTS, _CSV_PORTS = _port_text("null"), _port_text("")
+
+
+def filled(template: str, slots: dict[str, int], cells: dict[str, list]) -> list[str]:
+    """The template filled from each row of ``cells`` (columns by field name, in the template's slot order)."""
+    cols = [None] * len(slots)
+    for name, i in slots.items():
+        cols[i] = cells[name]
+    return list(map(template.__mod__, zip(*cols)))
+
+
+def _flow_texts(records, ind: str, chunk: int = CHUNK):
+    """The JSON texts of ``records`` (a FlowRecords) a chunk at a time, each item at indent ``ind``."""
+    template, slots = plain_template(_plain_flow().to_dict(), lambda d: json_indent2(d, ind))
+    encode = _item_encoder()
+    for lo in range(0, len(records), chunk):
+        c = records.plain_chunk(lo, min(lo + chunk, len(records)))
+        texts = filled(template, slots, json_cells(c, records, ind))
+        for j, f in c.special.items():
+            texts[j] = encode(f.to_dict(), ind)
+        yield texts
 
 
 def _item_encoder():
@@ -211,6 +328,11 @@ def write_flows_csv(ft: FlowTable, write) -> None:
     buf = io.StringIO()
     w = CsvWriter(buf)  # csv.writer(buf, lineterminator="\n") that quotes a lone CR too
     w.writerow(FLOW_COLUMNS)
+    if hasattr(ft.flows, "plain_chunk"):
+        write(buf.getvalue())
+        for lines in _flow_csv_lines(ft.flows):
+            write("".join(lines))
+        return
     for i, f in enumerate(_stream(ft.flows), start=1):
         d = f.to_dict()
         w.writerow([cell(d[c]) for c in FLOW_COLUMNS])
@@ -219,6 +341,37 @@ def write_flows_csv(ft: FlowTable, write) -> None:
             buf.seek(0)
             buf.truncate()
     write(buf.getvalue())
+
+
+def csv_line(row) -> str:
+    """One CSV line (ending in a newline) as :class:`CsvWriter` writes ``row``."""
+    buf = io.StringIO()
+    CsvWriter(buf).writerow(row)
+    return buf.getvalue()
+
+
+def csv_cells(chunk, records) -> dict[str, list]:
+    """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as CSV cells (quoted where needed)."""
+    ports = _CSV_PORTS
+    ifaces = _Texts(lambda mask: csv_line([cell(list(records.interfaces_of(mask)))])[:-1])
+    out = dict(chunk.columns)
+    out["client_port"] = list(map(ports.__getitem__, out["client_port"]))
+    out["server_port"] = list(map(ports.__getitem__, out["server_port"]))
+    out["encapsulated"] = ["true" if v else "false" for v in out["encapsulated"]]
+    out["interfaces"] = list(map(ifaces.__getitem__, out["interfaces"]))
+    return out
+
+
+def _flow_csv_lines(records, chunk: int = CHUNK):
+    """The CSV lines of ``records`` (a FlowRecords) a chunk at a time."""
+    template, slots = plain_template(_plain_flow().to_dict(), lambda d: csv_line([cell(d[c]) for c in FLOW_COLUMNS]))
+    for lo in range(0, len(records), chunk):
+        c = records.plain_chunk(lo, min(lo + chunk, len(records)))
+        lines = filled(template, slots, csv_cells(c, records))
+        for j, f in c.special.items():
+            d = f.to_dict()
+            lines[j] = csv_line([cell(d[col]) for col in FLOW_COLUMNS])
+        yield lines
 
 
 def cell(v) -> str:
