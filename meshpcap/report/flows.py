@@ -154,14 +154,14 @@ def write_json_list(items, ind: str, write) -> None:
 
 
 def write_json_list_text(chunks, ind: str, write) -> None:
-    """:func:`write_json_list` of items already encoded: ``chunks`` yields lists of their texts (at
-    indent ``ind + "  "``)."""
+    """:func:`write_json_list` of items already encoded: ``chunks`` yields texts of one or more items at
+    indent ``ind + "  "``, joined by ``",\n" + ind + "  "`` (empty texts are skipped)."""
     lead = ",\n" + ind + "  "
     first = True
-    for texts in chunks:
-        if not texts:
+    for text in chunks:
+        if not text:
             continue
-        write(("[\n" + ind + "  " if first else lead) + lead.join(texts))
+        write(("[\n" + ind + "  " if first else lead) + text)
         first = False
     write("[]" if first else "\n" + ind + "]")
 
@@ -182,21 +182,57 @@ def _mark(i: int) -> str:
     return f"QQ{i}QQ"  # text that JSON, CSV and csv_text leave as it is
 
 
-def plain_template(d: dict, render, more: tuple[str, ...] = ()) -> tuple[str, dict[str, int]]:
-    """``render(d)`` with a ``%s`` slot (other ``%`` escaped) in place of each field of PLAIN_FIELDS and
-    ``more``, and the slot number of each of those fields (``render`` must keep ``d``'s key order)."""
+class Template:
+    """A text with named slots: ``literals[0] + value[names[0]] + literals[1] + ... + literals[-1]``.
+
+    :meth:`fill` writes a whole chunk of rows with one ``str.join`` over a list laid out by slice
+    assignments: no string, tuple or call per row."""
+
+    __slots__ = ("literals", "names")
+
+    def __init__(self, literals: list[str], names: list[str]) -> None:
+        assert len(literals) == len(names) + 1
+        self.literals, self.names = literals, names
+
+    def fill(self, cells: dict[str, list], n: int, special: dict[int, str], sep: str = "") -> str:
+        """Rows 0..n-1 filled from ``cells`` (columns of text by slot name), ``sep`` between rows;
+        row ``j`` is ``special[j]`` instead where given."""
+        if n == 0:
+            return ""
+        k = len(self.names)
+        stride = 2 * k + 1
+        out: list = [None] * (stride * n)
+        lits = self.literals
+        for i in range(k):
+            out[2 * i::stride] = [lits[i]] * n
+            out[2 * i + 1::stride] = cells[self.names[i]]
+        out[2 * k::stride] = [lits[k] + sep] * n
+        blank = [""] * (stride - 2)
+        for j, text in special.items():
+            out[j * stride:(j + 1) * stride] = [text, *blank, sep]
+        out[-1] = out[-1][:len(out[-1]) - len(sep)] if sep else out[-1]
+        return "".join(out)
+
+
+def plain_template(d: dict, render, more: tuple[str, ...] = ()) -> Template:
+    """``render(d)`` with a slot in place of each field of PLAIN_FIELDS and ``more`` (a JSON string's
+    quotes go with its slot; ``render`` must keep ``d``'s key order)."""
     from ..flows.records import PLAIN_FIELDS
 
     d = dict(d)
     marked = PLAIN_FIELDS + more
     for i, name in enumerate(marked):
         d[name] = _mark(i)
-    text = render(d).replace("%", "%%")
-    order = [name for name in d if name in marked]
-    for name in order:
+    text = render(d)
+    names = [name for name in d if name in marked]
+    literals = []
+    for name in names:
         quoted = '"' + d[name] + '"'
-        text = text.replace(quoted if quoted in text else d[name], "%s")
-    return text, {name: i for i, name in enumerate(order)}
+        before, found, text = text.partition(quoted if quoted in text else d[name])
+        assert found and d[name] not in before
+        literals.append(before)
+    literals.append(text)
+    return Template(literals, names)
 
 
 class _Texts(dict):
@@ -212,25 +248,21 @@ class _Texts(dict):
 
 
 _JSON_STR = '"%s"'.__mod__
+_INT_FIELDS = ("id", "ip_version", "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "first_ns", "last_ns",
+               "ip_fragments")
 
 
 def json_cells(chunk, records, ind: str) -> dict[str, list]:
     """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as JSON texts."""
     cols = chunk.columns
-    ports = _JSON_PORTS
     ifaces = _Texts(lambda mask: json_indent2(list(records.interfaces_of(mask)), ind + "  "))
-    out = {}
-    for name, values in cols.items():
-        if name in ("transport", "client", "server", "state", "orientation"):
-            out[name] = list(map(_JSON_STR, values))
-        elif name in ("client_port", "server_port"):
-            out[name] = list(map(ports.__getitem__, values))
-        elif name == "encapsulated":
-            out[name] = ["true" if v else "false" for v in values]
-        elif name == "interfaces":
-            out[name] = list(map(ifaces.__getitem__, values))
-        else:
-            out[name] = values
+    out = {name: list(map(str, cols[name])) for name in _INT_FIELDS}
+    for name in ("transport", "client", "server", "state", "orientation"):
+        out[name] = list(map(_JSON_STR, cols[name]))
+    out["client_port"] = list(map(_JSON_PORTS.__getitem__, cols["client_port"]))
+    out["server_port"] = list(map(_JSON_PORTS.__getitem__, cols["server_port"]))
+    out["encapsulated"] = ["true" if v else "false" for v in cols["encapsulated"]]
+    out["interfaces"] = list(map(ifaces.__getitem__, cols["interfaces"]))
     return out
 
 
@@ -238,7 +270,7 @@ _PORTS = tuple(map(str, range(65536)))
 
 
 def _port_text(none: str) -> dict:
-    """Port number (or None) -> its text; made once per writer."""
+    """Port number (or None) -> its text."""
     t = dict(zip(range(65536), _PORTS))
     t[None] = none
     return t
@@ -247,24 +279,16 @@ def _port_text(none: str) -> dict:
 _JSON_PORTS, _CSV_PORTS = _port_text("null"), _port_text("")
 
 
-def filled(template: str, slots: dict[str, int], cells: dict[str, list]) -> list[str]:
-    """The template filled from each row of ``cells`` (columns by field name, in the template's slot order)."""
-    cols = [None] * len(slots)
-    for name, i in slots.items():
-        cols[i] = cells[name]
-    return list(map(template.__mod__, zip(*cols)))
-
-
 def _flow_texts(records, ind: str, chunk: int = CHUNK):
-    """The JSON texts of ``records`` (a FlowRecords) a chunk at a time, each item at indent ``ind``."""
-    template, slots = plain_template(_plain_flow().to_dict(), lambda d: json_indent2(d, ind))
+    """The JSON texts of ``records`` (a FlowRecords) a chunk at a time, items at indent ``ind`` joined as
+    :func:`write_json_list_text` wants them."""
+    template = plain_template(_plain_flow().to_dict(), lambda d: json_indent2(d, ind))
     encode = _item_encoder()
+    sep = ",\n" + ind
     for lo in range(0, len(records), chunk):
         c = records.plain_chunk(lo, min(lo + chunk, len(records)))
-        texts = filled(template, slots, json_cells(c, records, ind))
-        for j, f in c.special.items():
-            texts[j] = encode(f.to_dict(), ind)
-        yield texts
+        special = {j: encode(f.to_dict(), ind) for j, f in c.special.items()}
+        yield template.fill(json_cells(c, records, ind), len(c), special, sep)
 
 
 def _item_encoder():
@@ -330,8 +354,8 @@ def write_flows_csv(ft: FlowTable, write) -> None:
     w.writerow(FLOW_COLUMNS)
     if hasattr(ft.flows, "plain_chunk"):
         write(buf.getvalue())
-        for lines in _flow_csv_lines(ft.flows):
-            write("".join(lines))
+        for text in _flow_csv_lines(ft.flows):
+            write(text)
         return
     for i, f in enumerate(_stream(ft.flows), start=1):
         d = f.to_dict()
@@ -352,11 +376,12 @@ def csv_line(row) -> str:
 
 def csv_cells(chunk, records) -> dict[str, list]:
     """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as CSV cells (quoted where needed)."""
-    ports = _CSV_PORTS
     ifaces = _Texts(lambda mask: csv_line([cell(list(records.interfaces_of(mask)))])[:-1])
     out = dict(chunk.columns)
-    out["client_port"] = list(map(ports.__getitem__, out["client_port"]))
-    out["server_port"] = list(map(ports.__getitem__, out["server_port"]))
+    for name in _INT_FIELDS:
+        out[name] = list(map(str, out[name]))
+    out["client_port"] = list(map(_CSV_PORTS.__getitem__, out["client_port"]))
+    out["server_port"] = list(map(_CSV_PORTS.__getitem__, out["server_port"]))
     out["encapsulated"] = ["true" if v else "false" for v in out["encapsulated"]]
     out["interfaces"] = list(map(ifaces.__getitem__, out["interfaces"]))
     return out
@@ -364,14 +389,14 @@ def csv_cells(chunk, records) -> dict[str, list]:
 
 def _flow_csv_lines(records, chunk: int = CHUNK):
     """The CSV lines of ``records`` (a FlowRecords) a chunk at a time."""
-    template, slots = plain_template(_plain_flow().to_dict(), lambda d: csv_line([cell(d[c]) for c in FLOW_COLUMNS]))
+    template = plain_template(_plain_flow().to_dict(), lambda d: csv_line([cell(d[c]) for c in FLOW_COLUMNS]))
     for lo in range(0, len(records), chunk):
         c = records.plain_chunk(lo, min(lo + chunk, len(records)))
-        lines = filled(template, slots, csv_cells(c, records))
+        special = {}
         for j, f in c.special.items():
             d = f.to_dict()
-            lines[j] = csv_line([cell(d[col]) for col in FLOW_COLUMNS])
-        yield lines
+            special[j] = csv_line([cell(d[col]) for col in FLOW_COLUMNS])
+        yield template.fill(csv_cells(c, records), len(c), special)
 
 
 def cell(v) -> str:

@@ -24,6 +24,7 @@ from meshpcap.pipeline import read_flows
 from meshpcap.report import flows as RF
 from meshpcap.testing import stun as build_stun, tls
 from tests import builders as B
+from tests.conftest import SAMPLES
 
 C, S = "10.0.0.1", "20.73.96.14"
 
@@ -106,25 +107,29 @@ def test_columns_give_the_record_paths_bytes(varied, names):
     assert RF.render_flows(ft, "json") == json.dumps(ft.to_dict(), indent=2) + "\n"
     assert RF.render_flows(ft, "csv") == _record_path_csv(ft)
     for size in (1, 3, 7):  # chunk edges anywhere
-        texts = [t for c in RF._flow_texts(recs, "    ", size) for t in c]
-        assert texts == [RF.json_indent2(f.to_dict(), "    ") for f in recs.stream()]
-        lines = "".join(line for c in RF._flow_csv_lines(recs, size) for line in c)
+        texts = ",\n    ".join(RF._flow_texts(recs, "    ", size))
+        assert texts == ",\n    ".join(RF.json_indent2(f.to_dict(), "    ") for f in recs.stream())
+        lines = "".join(RF._flow_csv_lines(recs, size))
         assert RF.render_flows(ft, "csv") == _record_path_csv(ft).split("\n", 1)[0] + "\n" + lines
     assert recs._kept is None  # the writers kept no records
     list(recs)  # kept: the special flows come from the kept list, the same bytes
     assert RF.render_flows(ft, "json") == json.dumps(ft.to_dict(), indent=2) + "\n"
 
 
-def test_plain_template_escapes_percent_and_keeps_order():
+def test_template_keeps_order_and_fills_rows():
     from meshpcap.flows.records import PLAIN_FIELDS
 
     d = {"a%": "50%", "id": 0, "b": None, "client": ""}
-    text, slots = RF.plain_template(d, json.dumps, more=("b",))
-    assert list(slots) == ["id", "b", "client"] + [f for f in PLAIN_FIELDS if f not in d]
-    assert list(slots.values()) == list(range(len(slots)))
-    expect = dict(d)
-    expect.update({name: f"<{name}>" for name in slots})
-    assert text % tuple(json.dumps(f"<{name}>") for name in slots) == json.dumps(expect)
+    t = RF.plain_template(d, json.dumps, more=("b",))
+    assert t.names == ["id", "b", "client"] + [f for f in PLAIN_FIELDS if f not in d]
+    rows = [{name: json.dumps(f"<{name} {j}>") for name in t.names} for j in range(4)]
+    cells = {name: [r[name] for r in rows] for name in t.names}
+    expect = [json.dumps({**d, **{name: f"<{name} {j}>" for name in t.names}}) for j in range(4)]
+    assert t.fill(cells, 4, {}, ", ") == ", ".join(expect)
+    assert t.fill(cells, 4, {0: "zero", 3: "three"}, ", ") == ", ".join(["zero", *expect[1:3], "three"])
+    one = {name: v[:1] for name, v in cells.items()}
+    assert t.fill(one, 1, {0: "only"}, ", ") == "only" and t.fill(one, 1, {}, ", ") == expect[0]
+    assert t.fill({name: [] for name in cells}, 0, {}) == ""
 
 
 def test_empty_table(tmp_path):
@@ -132,3 +137,39 @@ def test_empty_table(tmp_path):
     ft = read_flows(p)
     assert RF.render_flows(ft, "json") == json.dumps(ft.to_dict(), indent=2) + "\n"
     assert RF.render_flows(ft, "csv") == _record_path_csv(ft)
+
+
+@pytest.mark.parametrize("names", [True, False])
+def test_records_made_from_the_columns_are_the_per_flow_ones(varied, names):
+    import dataclasses
+    import pickle
+
+    from meshpcap.flows.model import Flow
+    from meshpcap.flows.records import _flow_by_setters
+
+    recs = read_flows(varied, names=names).flows
+    fast = [f for lo in range(0, len(recs), 4) for f in recs._chunk(lo, min(lo + 4, len(recs)))]
+    slow = recs._make(range(len(recs)))  # one flow at a time
+    assert fast == slow and all(type(f) is Flow for f in fast)
+    assert [dataclasses.astuple(f) for f in fast] == [dataclasses.astuple(f) for f in slow]
+    f = fast[-1]
+    assert f == _flow_by_setters(dataclasses.astuple(f)) and hash(f) == hash(slow[-1])
+    assert pickle.loads(pickle.dumps(f)) == f
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.id = 0
+
+
+def test_report_json_from_the_columns(varied):
+    from meshpcap.pipeline import analyze
+    from meshpcap.report.analysis import _verdict_texts, records_kept
+
+    r = analyze(varied, service_tags=SAMPLES / "ServiceTags_Public_SAMPLE.json")
+    verdicts = r.judgement.flows
+    assert records_kept(r.flow_table.flows, verdicts)
+    kinds = {v.verdict for v in verdicts}
+    assert "unrelated" in kinds and len(kinds) >= 2  # plain unrelated ones and verdicts that say more
+    assert r.to_json() == json.dumps(r.to_dict(), indent=2) + "\n"
+    assert r.to_json(False) == json.dumps(r.to_dict(False), indent=2) + "\n"
+    for size in (1, 5):
+        assert ",\n    ".join(t for t in _verdict_texts(verdicts, r.flow_table.flows, "    ", size)) == ",\n    ".join(
+            RF.json_indent2(v.to_dict(), "    ") for v in verdicts)
