@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, Callable
 
 import numpy as np
@@ -84,6 +85,7 @@ def _record_order(raw: RawFlows) -> np.ndarray:
 
 
 _HOW = ("syn", "syn-ack", "ports", "first-packet")
+_UDP_STATE = ("one-way", "bidirectional")  # by "packets both ways"
 
 
 def orientation(raw: RawFlows) -> tuple[np.ndarray, np.ndarray]:
@@ -310,8 +312,13 @@ class FlowRecords(Sequence):
         ah, al, bh, bl = (cols[k].a[slot] for k in (2, 3, 4, 5))
         pa, pb = cols[6].a[slot], cols[7].a[slot]
         ver_l = ver.tolist()
-        client = list(map(addr_text, ver_l, np.where(a_client, ah, bh).tolist(), np.where(a_client, al, bl).tolist()))
-        server = list(map(addr_text, ver_l, np.where(a_client, bh, ah).tolist(), np.where(a_client, bl, al).tolist()))
+        kept = self._kept
+        if kept is not None:  # the records' own address strings: no text to make
+            client = list(map(_client_of, kept[lo:hi]))
+            server = list(map(_server_of, kept[lo:hi]))
+        else:
+            client = _addresses(ver, np.where(a_client, ah, bh), np.where(a_client, al, bl))
+            server = _addresses(ver, np.where(a_client, bh, ah), np.where(a_client, bl, al))
         ported = (proto == F.PROTO_TCP) | (proto == F.PROTO_UDP)
         cport = np.where(a_client, pa, pb).tolist()
         sport = np.where(a_client, pb, pa).tolist()
@@ -329,14 +336,15 @@ class FlowRecords(Sequence):
             "client_port": cport,
             "server": server,
             "server_port": sport,
-            "state": np.where((c2s > 0) & (s2c > 0), "bidirectional", "one-way").tolist(),
+            # the same str objects in every record (not one per flow, as tolist of a numpy text array gives)
+            "state": list(map(_UDP_STATE.__getitem__, ((c2s > 0) & (s2c > 0)).tolist())),
             "packets_c2s": c2s.tolist(),
             "packets_s2c": s2c.tolist(),
             "bytes_c2s": np.where(a_client, by_a, by_b).tolist(),
             "bytes_s2c": np.where(a_client, by_b, by_a).tolist(),
             "first_ns": raw.first_ns[fids].tolist(),
             "last_ns": raw.last_ns[fids].tolist(),
-            "orientation": np.array(_HOW)[self._how[fids]].tolist(),
+            "orientation": list(map(_HOW.__getitem__, self._how[fids].tolist())),
             "encapsulated": raw.encapsulated[fids].astype(bool).tolist(),
             "ip_fragments": raw.fragments[fids].tolist(),
             "interfaces": raw.interface_mask[fids].tolist(),
@@ -350,7 +358,6 @@ class FlowRecords(Sequence):
         odd = np.flatnonzero(~plain)
         special: dict[int, Flow] = {}
         if odd.size:
-            kept = self._kept
             if kept is not None:
                 special = {j: kept[lo + j] for j in odd.tolist()}
             else:
@@ -487,6 +494,25 @@ class FlowRecords(Sequence):
                 _HOW[how_l[j]], encap[j], frags[j], *named,
                 ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j]))))
         return out
+
+
+_client_of, _server_of = attrgetter("client"), attrgetter("server")
+_OCTETS = tuple(map(str, range(256)))
+_DOTTED = "{}.{}.{}.{}".format
+
+
+def _addresses(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+    """``addr_text`` of every (version, hi, lo), the IPv4 ones made from numpy's octets at once."""
+    v4 = ver == 4
+    if not v4.any():
+        return list(map(addr_text, ver.tolist(), hi.tolist(), lo.tolist()))
+    a = lo.astype(np.int64)
+    octet = _OCTETS.__getitem__
+    out = list(map(_DOTTED, *(map(octet, ((a >> s_) & 255).tolist()) for s_ in (24, 16, 8, 0))))
+    if not v4.all():
+        for j in np.flatnonzero(~v4).tolist():
+            out[j] = addr_text(int(ver[j]), int(hi[j]), int(lo[j]))
+    return out
 
 
 def _empty(extra) -> bool:

@@ -256,7 +256,7 @@ def json_cells(chunk, records, ind: str) -> dict[str, list]:
     """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as JSON texts."""
     cols = chunk.columns
     ifaces = _Texts(lambda mask: json_indent2(list(records.interfaces_of(mask)), ind + "  "))
-    out = {name: list(map(str, cols[name])) for name in _INT_FIELDS}
+    out = {name: int_texts(cols[name]) for name in _INT_FIELDS}
     for name in ("transport", "client", "server", "state", "orientation"):
         out[name] = list(map(_JSON_STR, cols[name]))
     out["client_port"] = list(map(_JSON_PORTS.__getitem__, cols["client_port"]))
@@ -267,6 +267,13 @@ def json_cells(chunk, records, ind: str) -> dict[str, list]:
 
 
 _PORTS = tuple(map(str, range(65536)))
+
+
+def int_texts(values: list[int]) -> list[str]:
+    """``list(map(str, values))``, from a table when they are all in 0..65535 (counters, versions)."""
+    if values and 0 <= min(values) and max(values) < 65536:
+        return list(map(_PORTS.__getitem__, values))
+    return list(map(str, values))
 
 
 def _port_text(none: str) -> dict:
@@ -379,7 +386,7 @@ def csv_cells(chunk, records) -> dict[str, list]:
     ifaces = _Texts(lambda mask: csv_line([cell(list(records.interfaces_of(mask)))])[:-1])
     out = dict(chunk.columns)
     for name in _INT_FIELDS:
-        out[name] = list(map(str, out[name]))
+        out[name] = int_texts(out[name])
     out["client_port"] = list(map(_CSV_PORTS.__getitem__, out["client_port"]))
     out["server_port"] = list(map(_CSV_PORTS.__getitem__, out["server_port"]))
     out["encapsulated"] = ["true" if v else "false" for v in out["encapsulated"]]

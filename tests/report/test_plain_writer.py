@@ -173,3 +173,21 @@ def test_report_json_from_the_columns(varied):
     for size in (1, 5):
         assert ",\n    ".join(t for t in _verdict_texts(verdicts, r.flow_table.flows, "    ", size)) == ",\n    ".join(
             RF.json_indent2(v.to_dict(), "    ") for v in verdicts)
+
+
+def test_addresses_at_once_are_addr_text():
+    import numpy as np
+
+    from meshpcap.flows.engine import addr_text
+    from meshpcap.flows.records import _addresses
+
+    rng = np.random.default_rng(3)
+    n = 300
+    ver = np.where(np.arange(n) % 7 == 0, 6, 4).astype(np.uint8)
+    hi = rng.integers(0, 1 << 63, n).astype(np.uint64)
+    lo = np.where(ver == 4, rng.integers(0, 1 << 32, n), rng.integers(0, 1 << 63, n)).astype(np.uint64)
+    lo[1], lo[2], hi[0], lo[0] = 0, 0xFFFFFFFF, 0, 1  # 0.0.0.0, 255.255.255.255, ::1
+    for sel in (slice(None), ver == 4, ver == 6):
+        expect = [addr_text(int(v), int(h), int(x)) for v, h, x in zip(ver[sel], hi[sel], lo[sel])]
+        assert _addresses(ver[sel], hi[sel], lo[sel]) == expect
+    assert _addresses(ver[:3], hi[:3], lo[:3]) == ["::1", "0.0.0.0", "255.255.255.255"]
