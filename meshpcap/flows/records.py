@@ -502,13 +502,16 @@ _DOTTED = "{}.{}.{}.{}".format
 
 
 def _addresses(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
-    """``addr_text`` of every (version, hi, lo), the IPv4 ones made from numpy's octets at once."""
+    """``addr_text`` of every (version, hi, lo), the IPv4 ones made from numpy's octets at once (the
+    IPv6 ones through addr_text's memo)."""
     v4 = ver == 4
     if not v4.any():
         return list(map(addr_text, ver.tolist(), hi.tolist(), lo.tolist()))
-    a = lo.astype(np.int64)
+    # one str per distinct address (a client's many flows share theirs, as addr_text's memo made them)
+    a, inverse = np.unique(lo.astype(np.int64) & 0xFFFFFFFF, return_inverse=True)
     octet = _OCTETS.__getitem__
-    out = list(map(_DOTTED, *(map(octet, ((a >> s_) & 255).tolist()) for s_ in (24, 16, 8, 0))))
+    texts = list(map(_DOTTED, *(map(octet, ((a >> s_) & 255).tolist()) for s_ in (24, 16, 8, 0))))
+    out = list(map(texts.__getitem__, inverse.tolist()))
     if not v4.all():
         for j in np.flatnonzero(~v4).tolist():
             out[j] = addr_text(int(ver[j]), int(hi[j]), int(lo[j]))

@@ -191,3 +191,5 @@ def test_addresses_at_once_are_addr_text():
         expect = [addr_text(int(v), int(h), int(x)) for v, h, x in zip(ver[sel], hi[sel], lo[sel])]
         assert _addresses(ver[sel], hi[sel], lo[sel]) == expect
     assert _addresses(ver[:3], hi[:3], lo[:3]) == ["::1", "0.0.0.0", "255.255.255.255"]
+    same = _addresses(np.full(3, 4, np.uint8), np.zeros(3, np.uint64), np.array([7, 9, 7], np.uint64))
+    assert same == ["0.0.0.7", "0.0.0.9", "0.0.0.7"] and same[0] is same[2]  # one str per address: memory
