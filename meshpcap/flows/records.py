@@ -12,7 +12,7 @@ import numpy as np
 
 from ..decode import frames as F
 from .engine import RawFlows, TcpFacts, addr_text
-from .model import FLOW_COLUMNS, Flow, StunSummary
+from .model import FLOW_COLUMNS, Flow, StunSummary, record_maker, twin_class
 
 # Ports that name a service even above 1024 (so their side is the server).
 SERVICE_PORTS = frozenset(
@@ -169,50 +169,8 @@ _NAME_FIELDS = tuple(f for f in FLOW_COLUMNS if f not in (
 assert FLOW_COLUMNS[21:-1] == _NAME_FIELDS and FLOW_COLUMNS[-1] == "interfaces"
 _NO_NAMES = (None,) * len(_NAME_FIELDS)
 CHUNK = 8192  # flows made at a time when streaming
-_FLOW_SETTERS = tuple(getattr(Flow, f).__set__ for f in FLOW_COLUMNS)
-_new = object.__new__
-
-
-def _flow_by_setters(values) -> Flow:
-    """``Flow(*values)`` through the slots' own setters (the frozen dataclass's ``__init__`` sets each of
-    its 39 fields through ``object.__setattr__``, twice as slow)."""
-    f = _new(Flow)
-    for put, v in zip(_FLOW_SETTERS, values):
-        put(f, v)
-    return f
-
-
-def _twin_class():
-    """A plain class with Flow's slots, in Flow's order: an instance filled by its ``__init__`` (plain slot
-    stores) becomes a Flow when its ``__class__`` is set, the two layouts being the same.  Five times
-    quicker than ``Flow(*values)``; a scan makes millions of records."""
-    args = ", ".join(FLOW_COLUMNS)
-    body = "".join(f"        self.{c} = {c}\n" for c in FLOW_COLUMNS)
-    ns: dict = {}
-    exec(f"class FlowTwin:\n    __slots__ = {FLOW_COLUMNS!r}\n    def __init__(self, {args}):\n{body}", ns)
-    return ns["FlowTwin"]
-
-
-_twin = _twin_class()
-
-
-def _flow_by_twin(values) -> Flow:
-    f = _twin(*values)
-    f.__class__ = Flow
-    return f
-
-
-def _pick_maker():
-    probe = tuple(range(len(FLOW_COLUMNS)))
-    try:
-        made = _flow_by_twin(probe)
-    except TypeError:  # pragma: no cover - a Python without __class__ assignment between equal layouts
-        return _flow_by_setters
-    assert type(made) is Flow and made == _flow_by_setters(probe)
-    return _flow_by_twin
-
-
-_flow = _pick_maker()  # Flow(*values), quickly
+_twin = twin_class(Flow)
+_flow = record_maker(Flow)  # Flow(*values), quickly
 
 
 # The fields of a plain flow (see FlowRecords.plain_chunk) that vary from flow to flow, in FLOW_COLUMNS order;
@@ -415,11 +373,11 @@ class FlowRecords(Sequence):
         n = hi - lo
         fields = [cols[f] if f in cols else repeat(_PLAIN_CONSTANT[f], n) for f in FLOW_COLUMNS[:-1]]
         fields.append(map(self._ifaces.__getitem__, cols["interfaces"]))
-        if _flow is _flow_by_twin:
+        if _twin is not None:
             made = list(map(_twin, *fields))
             for f in made:
                 f.__class__ = Flow
-        else:  # pragma: no cover - see _pick_maker
+        else:  # pragma: no cover - see twin_class
             made = list(map(_flow, zip(*fields)))
         for j, f in c.special.items():
             made[j] = f

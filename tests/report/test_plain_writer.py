@@ -144,8 +144,7 @@ def test_records_made_from_the_columns_are_the_per_flow_ones(varied, names):
     import dataclasses
     import pickle
 
-    from meshpcap.flows.model import Flow
-    from meshpcap.flows.records import _flow_by_setters
+    from meshpcap.flows.model import FLOW_COLUMNS, Flow, record_maker
 
     recs = read_flows(varied, names=names).flows
     fast = [f for lo in range(0, len(recs), 4) for f in recs._chunk(lo, min(lo + 4, len(recs)))]
@@ -153,7 +152,9 @@ def test_records_made_from_the_columns_are_the_per_flow_ones(varied, names):
     assert fast == slow and all(type(f) is Flow for f in fast)
     assert [dataclasses.astuple(f) for f in fast] == [dataclasses.astuple(f) for f in slow]
     f = fast[-1]
-    assert f == _flow_by_setters(dataclasses.astuple(f)) and hash(f) == hash(slow[-1])
+    values = tuple(getattr(f, n) for n in FLOW_COLUMNS)
+    assert f == Flow(*values) == record_maker(Flow)(values) and hash(f) == hash(slow[-1])
+    assert type(record_maker(Flow)(values)) is Flow
     assert pickle.loads(pickle.dumps(f)) == f
     with pytest.raises(dataclasses.FrozenInstanceError):
         f.id = 0
