@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
+import operator
 from operator import attrgetter
 from typing import Any, Callable
 
@@ -309,7 +310,9 @@ class FlowRecords(Sequence):
         }
         plain = self._plain_flows()[fids]
         extras = None
-        if self._names is not None:
+        if kept is not None:  # the records say what the naming stage gave them
+            plain &= np.fromiter(map(operator.eq, map(_names_of, kept[lo:hi]), repeat(_NO_NAMES)), bool, len(fids))
+        elif self._names is not None:
             names = self._names
             extras = list(map(names, fids.tolist(), a_client.tolist()))
             plain &= np.fromiter(map(_empty, extras), bool, len(extras))
@@ -455,6 +458,7 @@ class FlowRecords(Sequence):
 
 
 _client_of, _server_of = attrgetter("client"), attrgetter("server")
+_names_of = attrgetter(*_NAME_FIELDS)
 _OCTETS = tuple(map(str, range(256)))
 _DOTTED = "{}.{}.{}.{}".format
 

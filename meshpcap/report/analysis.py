@@ -192,6 +192,8 @@ def _verdict_texts(verdicts, records, ind: str, chunk: int = CHUNK):
     A verdict that says no more than ``unrelated`` about a plain flow (see FlowRecords.plain_chunk) whose
     destination is its server, on the very record ``records`` holds at its position, is written from the
     columns (a scan's millions of flows); every other one through ``FlowVerdict.to_dict``."""
+    import numpy as np
+
     from ..classify.verdicts import FlowVerdict
     from .flows import _item_encoder, _plain_flow, plain_template
 
@@ -205,12 +207,13 @@ def _verdict_texts(verdicts, records, ind: str, chunk: int = CHUNK):
         vs = verdicts[lo:hi]
         c = records.plain_chunk(lo, hi)
         cells = json_cells(c, records, ind)
-        cells["destination"] = cells["server"]
+        cells["destination"] = cells["server"]  # compared with the verdicts' below
         same = map(operator.is_, map(_flow_of, vs), kept[lo:hi])
         plain = map(operator.eq, map(_verdict_fields, vs), repeat(_PLAIN_VERDICT))
         dest_is_server = map(operator.eq, map(_destination_of, vs), c.columns["server"])
-        special = {j: encode(vs[j].to_dict(), ind) for j, ok in enumerate(map(all, zip(same, plain, dest_is_server)))
-                   if not ok or j in c.special}
+        ok = np.fromiter(map(all, zip(same, plain, dest_is_server)), bool, hi - lo)
+        ok[list(c.special)] = False
+        special = {j: encode(vs[j].to_dict(), ind) for j in np.flatnonzero(~ok).tolist()}
         yield template.fill(cells, hi - lo, special, sep)
 
 

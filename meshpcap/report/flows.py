@@ -214,9 +214,14 @@ class Template:
         return "".join(out)
 
 
+# the PLAIN_FIELDS that hold text (their JSON quotes stay in the template: the cells are the records' own str)
+TEXT_FIELDS = ("transport", "client", "server", "state", "orientation", "destination")
+
+
 def plain_template(d: dict, render, more: tuple[str, ...] = ()) -> Template:
-    """``render(d)`` with a slot in place of each field of PLAIN_FIELDS and ``more`` (a JSON string's
-    quotes go with its slot; ``render`` must keep ``d``'s key order)."""
+    """``render(d)`` with a slot in place of each field of PLAIN_FIELDS and ``more`` (the quotes of a JSON
+    string stay around the slot of a :data:`TEXT_FIELDS` field and go with any other's; ``render`` must
+    keep ``d``'s key order)."""
     from ..flows.records import PLAIN_FIELDS
 
     d = dict(d)
@@ -228,7 +233,7 @@ def plain_template(d: dict, render, more: tuple[str, ...] = ()) -> Template:
     literals = []
     for name in names:
         quoted = '"' + d[name] + '"'
-        before, found, text = text.partition(quoted if quoted in text else d[name])
+        before, found, text = text.partition(quoted if quoted in text and name not in TEXT_FIELDS else d[name])
         assert found and d[name] not in before
         literals.append(before)
     literals.append(text)
@@ -247,7 +252,7 @@ class _Texts(dict):
         return t
 
 
-_JSON_STR = '"%s"'.__mod__
+_JSON_BOOL = ("false", "true")  # by False/True (CSV's cell() writes them the same)
 _INT_FIELDS = ("id", "ip_version", "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "first_ns", "last_ns",
                "ip_fragments")
 
@@ -258,10 +263,10 @@ def json_cells(chunk, records, ind: str) -> dict[str, list]:
     ifaces = _Texts(lambda mask: json_indent2(list(records.interfaces_of(mask)), ind + "  "))
     out = {name: int_texts(cols[name]) for name in _INT_FIELDS}
     for name in ("transport", "client", "server", "state", "orientation"):
-        out[name] = list(map(_JSON_STR, cols[name]))
+        out[name] = cols[name]  # quoted by the template (none of them needs escaping: see above)
     out["client_port"] = list(map(_JSON_PORTS.__getitem__, cols["client_port"]))
     out["server_port"] = list(map(_JSON_PORTS.__getitem__, cols["server_port"]))
-    out["encapsulated"] = ["true" if v else "false" for v in cols["encapsulated"]]
+    out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, cols["encapsulated"]))
     out["interfaces"] = list(map(ifaces.__getitem__, cols["interfaces"]))
     return out
 
@@ -389,7 +394,7 @@ def csv_cells(chunk, records) -> dict[str, list]:
         out[name] = int_texts(out[name])
     out["client_port"] = list(map(_CSV_PORTS.__getitem__, out["client_port"]))
     out["server_port"] = list(map(_CSV_PORTS.__getitem__, out["server_port"]))
-    out["encapsulated"] = ["true" if v else "false" for v in out["encapsulated"]]
+    out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, out["encapsulated"]))
     out["interfaces"] = list(map(ifaces.__getitem__, out["interfaces"]))
     return out
 

@@ -122,7 +122,9 @@ def test_template_keeps_order_and_fills_rows():
     d = {"a%": "50%", "id": 0, "b": None, "client": ""}
     t = RF.plain_template(d, json.dumps, more=("b",))
     assert t.names == ["id", "b", "client"] + [f for f in PLAIN_FIELDS if f not in d]
-    rows = [{name: json.dumps(f"<{name} {j}>") for name in t.names} for j in range(4)]
+    # a text field's quotes are the template's; any other's are the cell's
+    rows = [{name: f"<{name} {j}>" if name in RF.TEXT_FIELDS else json.dumps(f"<{name} {j}>") for name in t.names}
+            for j in range(4)]
     cells = {name: [r[name] for r in rows] for name in t.names}
     expect = [json.dumps({**d, **{name: f"<{name} {j}>" for name in t.names}}) for j in range(4)]
     assert t.fill(cells, 4, {}, ", ") == ", ".join(expect)
