@@ -287,6 +287,8 @@ class FlowRecords(Sequence):
         pk_a, pk_b = raw.pk_a[fids], raw.pk_b[fids]
         c2s, s2c = np.where(a_client, pk_a, pk_b), np.where(a_client, pk_b, pk_a)
         by_a, by_b = raw.by_a[fids], raw.by_b[fids]
+        first_ns = raw.first_ns[fids]
+        first_l = first_ns.tolist()
         columns = {
             "id": list(range(lo + 1, lo + 1 + len(fids))),
             "transport": list(map(_TRANSPORT_TEXT.__getitem__, proto.tolist())),
@@ -301,8 +303,8 @@ class FlowRecords(Sequence):
             "packets_s2c": s2c.tolist(),
             "bytes_c2s": np.where(a_client, by_a, by_b).tolist(),
             "bytes_s2c": np.where(a_client, by_b, by_a).tolist(),
-            "first_ns": raw.first_ns[fids].tolist(),
-            "last_ns": raw.last_ns[fids].tolist(),
+            "first_ns": first_l,
+            "last_ns": _last_ns(first_ns, raw.last_ns[fids], first_l),
             "orientation": list(map(_HOW.__getitem__, self._how[fids].tolist())),
             "encapsulated": raw.encapsulated[fids].astype(bool).tolist(),
             "ip_fragments": raw.fragments[fids].tolist(),
@@ -477,6 +479,18 @@ def _addresses(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
     if not v4.all():
         for j in np.flatnonzero(~v4).tolist():
             out[j] = addr_text(int(ver[j]), int(hi[j]), int(lo[j]))
+    return out
+
+
+def _last_ns(first: np.ndarray, last: np.ndarray, first_l: list[int]) -> list[int]:
+    """``last.tolist()``, with the int objects of ``first_l`` where a flow ends when it begins (a flow of
+    one packet: a scan's millions of records then hold one int, not two equal ones)."""
+    same = first == last
+    if same.all():
+        return first_l
+    out = last.tolist()
+    for j in np.flatnonzero(same).tolist():
+        out[j] = first_l[j]
     return out
 
 
