@@ -36,8 +36,14 @@ class Tool:
     runs: list[Run] = field(default_factory=list)
     error: str | None = None
 
+    @property
+    def ok_codes(self) -> tuple[int, ...]:
+        """The exit codes of a run that worked: analyze's verdicts are exit codes too (1 fail, 3
+        inconclusive; 2 is bad input, a failure here)."""
+        return (0, 1, 3) if "analyze" in self.name else (0,)
+
     def ok_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.exit_code == 0]
+        return [r for r in self.runs if r.exit_code in self.ok_codes]
 
     def median_s(self) -> float | None:
         ok = self.ok_runs()
@@ -85,8 +91,13 @@ def meshpcap_argv() -> tuple[list[str], bool] | None:
     return None
 
 
-def tools_for(capture: Path, many_flows: bool = False) -> list[Tool]:
+def tools_for(capture: Path, many_flows: bool = False, out_dir: Path | None = None) -> list[Tool]:
+    """The commands to time; ``out_dir``: where the memory case writes its outputs (else /dev/null)."""
     tools: list[Tool] = []
+
+    def target(name: str) -> str:
+        return os.devnull if out_dir is None else str(out_dir / name)
+
     found = meshpcap_argv()
     if found is None:
         print("run.py: skipping meshpcap: neither `meshpcap flows --help` nor `python -m meshpcap.cli flows "
@@ -94,11 +105,12 @@ def tools_for(capture: Path, many_flows: bool = False) -> list[Tool]:
     elif many_flows:  # the memory case: a flow per packet; tshark's conversation table is not the point here
         base = found[0]
         tools.append(Tool("meshpcap flows --format json", base + ["flows", str(capture), "--format", "json", "-o",
-                                                                  os.devnull]))
+                                                                  target("flows.json")]))
         tools.append(Tool("meshpcap flows --format csv", base + ["flows", str(capture), "--format", "csv", "-o",
-                                                                 os.devnull]))
+                                                                 target("flows.csv")]))
         tools.append(Tool("meshpcap analyze --format json", base + ["analyze", str(capture), "--format", "json",
-                                                                    "-o", os.devnull, "--fail-on", "never"]))
+                                                                    "-o", target("analyze.json"), "--fail-on",
+                                                                    "never"]))
         return tools
     else:
         base, no_names = found
@@ -242,11 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-flows", type=int, metavar="N",
                         help="instead: N flows of one UDP datagram each (2000000: the 116 MB case of issue 9); "
                              "times `flows` (JSON and CSV) and `analyze --format json`, without tshark")
+    parser.add_argument("--write-outputs", action="store_true",
+                        help="with --tiny-flows: write the outputs to files (a temporary directory, removed at the "
+                             "end: 2,000,000 flows make 2.1 GB of flows JSON and 2.6 GB of analyze JSON) rather "
+                             "than to /dev/null, so that the time includes writing them")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
     generated, gen_seconds = False, None
+    out_dir = None
     if args.file is not None:
         capture = args.file
         if not capture.is_file():
@@ -266,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     size = capture.stat().st_size
 
     try:
-        tools = tools_for(capture, many_flows=args.tiny_flows is not None)
+        out_dir = Path(tempfile.mkdtemp(prefix="meshpcap-bench-")) if args.write_outputs else None
+        tools = tools_for(capture, many_flows=args.tiny_flows is not None, out_dir=out_dir)
         if not tools:
             print("run.py: nothing to time", file=sys.stderr)
             return 1
@@ -278,8 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 run, tail = measure(t.argv)
                 t.runs.append(run)
-                # analyze's verdicts are exit codes too: 1 fail, 3 inconclusive (2 is bad input, a failure here)
-                ok = run.exit_code in ((0, 1, 3) if "analyze" in t.name else (0,))
+                ok = run.exit_code in t.ok_codes
                 status = "ok" if ok else f"exit {run.exit_code}"
                 print(f"run.py: run {i + 1}/{args.runs} {t.name}: {run.wall_s:.2f} s, "
                       f"{run.max_rss_kib / 1024:.0f} MiB, {status}", file=sys.stderr)
@@ -289,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if generated and not args.keep:
             capture.unlink(missing_ok=True)
+        if out_dir is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)
 
     table = markdown(tools, packets, size, args.runs, flows=args.tiny_flows)
     print(table)

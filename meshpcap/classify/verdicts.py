@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..decode.stun import ALLOCATE_RETRY_CODES, ERROR_NAMES
-from ..flows.model import DnsEvent, Flow, StunSummary, hops_away, is_admin_prohibited
+from ..flows.model import DnsEvent, Flow, StunSummary, hops_away, is_admin_prohibited, record_maker
 from ..rules.files import toml_document
 from ..rules.match import RuleMatcher
 from ..rules.model import Profile, Rule
@@ -95,27 +95,14 @@ class FlowVerdict:
 
 _FIELDS = ("flow", "verdict", "rule", "blocked_by", "detail", "confidence", "matched_by", "destination",
            "tag_verified", "rules")
-assert FlowVerdict.__slots__ == _FIELDS, "_unrelated sets every field of FlowVerdict: keep them in step"
-_new = object.__new__
-_set_flow, _set_verdict, _set_rule, _set_by, _set_detail, _set_conf, _set_matched, _set_dest, _set_tag, _set_rules = (
-    getattr(FlowVerdict, n).__set__ for n in _FIELDS)
+assert FlowVerdict.__slots__ == _FIELDS, "_unrelated gives every field of FlowVerdict: keep them in step"
+_verdict = record_maker(FlowVerdict)
 
 
 def _unrelated(f: Flow, destination: str) -> FlowVerdict:
-    """``FlowVerdict(f, "unrelated", destination=destination)``, made in half the time (the frozen
+    """``FlowVerdict(f, "unrelated", destination=destination)``, made in a fifth of the time (the frozen
     dataclass's ``__init__`` goes through ``object.__setattr__`` field by field; a scan makes millions)."""
-    v = _new(FlowVerdict)
-    _set_flow(v, f)
-    _set_verdict(v, "unrelated")
-    _set_rule(v, None)
-    _set_by(v, None)
-    _set_detail(v, None)
-    _set_conf(v, "high")
-    _set_matched(v, None)
-    _set_dest(v, destination)
-    _set_tag(v, None)
-    _set_rules(v, ())
-    return v
+    return _verdict((f, "unrelated", None, None, None, "high", None, destination, None, ()))
 
 
 @dataclass(frozen=True, slots=True)

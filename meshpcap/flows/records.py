@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import repeat
+import operator
+from operator import attrgetter
 from typing import Any, Callable
 
 import numpy as np
 
 from ..decode import frames as F
 from .engine import RawFlows, TcpFacts, addr_text
-from .model import FLOW_COLUMNS, Flow, StunSummary
+from .model import FLOW_COLUMNS, Flow, StunSummary, record_maker, twin_class
 
 # Ports that name a service even above 1024 (so their side is the server).
 SERVICE_PORTS = frozenset(
@@ -82,6 +86,7 @@ def _record_order(raw: RawFlows) -> np.ndarray:
 
 
 _HOW = ("syn", "syn-ack", "ports", "first-packet")
+_UDP_STATE = ("one-way", "bidirectional")  # by "packets both ways"
 
 
 def orientation(raw: RawFlows) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +171,47 @@ _NAME_FIELDS = tuple(f for f in FLOW_COLUMNS if f not in (
 assert FLOW_COLUMNS[21:-1] == _NAME_FIELDS and FLOW_COLUMNS[-1] == "interfaces"
 _NO_NAMES = (None,) * len(_NAME_FIELDS)
 CHUNK = 8192  # flows made at a time when streaming
+_twin = twin_class(Flow)
+_flow = record_maker(Flow)  # Flow(*values), quickly
+
+
+# The fields of a plain flow (see FlowRecords.plain_chunk) that vary from flow to flow, in FLOW_COLUMNS order;
+# the others have the values of a Flow made with only its first 15 fields given (syn_count 0)
+PLAIN_FIELDS = ("id", "transport", "ip_version", "client", "client_port", "server", "server_port", "state",
+                "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "first_ns", "last_ns", "orientation",
+                "encapsulated", "ip_fragments", "interfaces")
+
+
+# what a plain flow holds in the fields that are not PLAIN_FIELDS
+_PLAIN_CONSTANT = {f: None for f in FLOW_COLUMNS}
+_PLAIN_CONSTANT.update(syn_count=0, icmp_errors=())
+
+
+class _Transports(dict):
+    def __missing__(self, proto: int) -> str:
+        t = self[proto] = _TRANSPORTS.get(proto, f"ip-{proto}")
+        return t
+
+
+_TRANSPORT_TEXT = _Transports()
+
+
+@dataclass(slots=True)
+class PlainChunk:
+    """A chunk of records in columns, for writers that write a flow without making it.
+
+    ``columns`` holds one list per name of :data:`PLAIN_FIELDS` (``interfaces``: the interface
+    bit mask, see :meth:`FlowRecords.interfaces_of`), the values a :class:`Flow` of that position would
+    have; ``special`` maps a position in the chunk to its :class:`Flow` where the flow is not plain (a
+    TCP flow, a named one, one with ICMP errors, STUN or interfaces numbered 64 and up): there, and only
+    there, the columns do not describe the flow."""
+
+    start: int  # the record position of the chunk's first flow (its id is start + 1)
+    columns: dict[str, list]
+    special: dict[int, Flow]
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
 
 
 class _MaskTuples(dict):
@@ -191,6 +237,97 @@ class FlowRecords(Sequence):
         self._a_client, self._how = orientation(raw)
         self._kept: list[Flow] | None = None
         self._ifaces = _MaskTuples()
+        self._plain: np.ndarray | None = None
+
+    @property
+    def kept(self) -> list[Flow] | None:
+        """The records, once a full iteration has made and kept them (else None)."""
+        return self._kept
+
+    def interfaces_of(self, mask: int) -> tuple[int, ...]:
+        """The ``interfaces`` of a plain flow whose interface bit mask is ``mask``."""
+        return self._ifaces[mask]
+
+    def _plain_flows(self) -> np.ndarray:
+        """Per builder flow: could it be plain (no TCP facts, ICMP errors, STUN or interfaces from 64 on)?
+        Whether it is also depends on its names."""
+        if self._plain is None:
+            raw = self._raw
+            plain = ~raw.stun_counts[:, :4].any(axis=1) if len(raw.stun_counts) else np.ones(0, bool)
+            for d in (raw.tcp, raw.icmp, raw.interfaces_high):
+                if d:
+                    plain[np.fromiter(d.keys(), np.int64, len(d))] = False
+            self._plain = plain
+        return self._plain
+
+    def plain_chunk(self, lo: int, hi: int) -> PlainChunk:
+        """The records at positions ``lo`` to ``hi`` (record order) as a :class:`PlainChunk`: columns
+        made with numpy, a :class:`Flow` only for the flows that are not plain."""
+        raw = self._raw
+        fids = self._order[lo:hi]
+        slot = raw.flow_slot[fids]
+        cols = raw.slot_keys.columns
+        proto, ver = cols[0].a[slot], cols[1].a[slot]
+        a_client = self._a_client[fids]
+        ah, al, bh, bl = (cols[k].a[slot] for k in (2, 3, 4, 5))
+        pa, pb = cols[6].a[slot], cols[7].a[slot]
+        ver_l = ver.tolist()
+        kept = self._kept
+        if kept is not None:  # the records' own address strings: no text to make
+            client = list(map(_client_of, kept[lo:hi]))
+            server = list(map(_server_of, kept[lo:hi]))
+        else:
+            client = _addresses(ver, np.where(a_client, ah, bh), np.where(a_client, al, bl))
+            server = _addresses(ver, np.where(a_client, bh, ah), np.where(a_client, bl, al))
+        ported = (proto == F.PROTO_TCP) | (proto == F.PROTO_UDP)
+        cport = np.where(a_client, pa, pb).tolist()
+        sport = np.where(a_client, pb, pa).tolist()
+        if not ported.all():
+            for j in np.flatnonzero(~ported).tolist():
+                cport[j] = sport[j] = None
+        pk_a, pk_b = raw.pk_a[fids], raw.pk_b[fids]
+        c2s, s2c = np.where(a_client, pk_a, pk_b), np.where(a_client, pk_b, pk_a)
+        by_a, by_b = raw.by_a[fids], raw.by_b[fids]
+        first_ns = raw.first_ns[fids]
+        first_l = first_ns.tolist()
+        columns = {
+            "id": list(range(lo + 1, lo + 1 + len(fids))),
+            "transport": list(map(_TRANSPORT_TEXT.__getitem__, proto.tolist())),
+            "ip_version": ver_l,
+            "client": client,
+            "client_port": cport,
+            "server": server,
+            "server_port": sport,
+            # the same str objects in every record (not one per flow, as tolist of a numpy text array gives)
+            "state": list(map(_UDP_STATE.__getitem__, ((c2s > 0) & (s2c > 0)).tolist())),
+            "packets_c2s": c2s.tolist(),
+            "packets_s2c": s2c.tolist(),
+            "bytes_c2s": np.where(a_client, by_a, by_b).tolist(),
+            "bytes_s2c": np.where(a_client, by_b, by_a).tolist(),
+            "first_ns": first_l,
+            "last_ns": _last_ns(first_ns, raw.last_ns[fids], first_l),
+            "orientation": list(map(_HOW.__getitem__, self._how[fids].tolist())),
+            "encapsulated": raw.encapsulated[fids].astype(bool).tolist(),
+            "ip_fragments": raw.fragments[fids].tolist(),
+            "interfaces": raw.interface_mask[fids].tolist(),
+        }
+        plain = self._plain_flows()[fids]
+        extras = None
+        if kept is not None:  # the records say what the naming stage gave them
+            plain &= np.fromiter(map(operator.eq, map(_names_of, kept[lo:hi]), repeat(_NO_NAMES)), bool, len(fids))
+        elif self._names is not None:
+            names = self._names
+            extras = list(map(names, fids.tolist(), a_client.tolist()))
+            plain &= np.fromiter(map(_empty, extras), bool, len(extras))
+        odd = np.flatnonzero(~plain)
+        special: dict[int, Flow] = {}
+        if odd.size:
+            if kept is not None:
+                special = {j: kept[lo + j] for j in odd.tolist()}
+            else:
+                made = self._make(lo + odd, None if extras is None else [extras[j] for j in odd.tolist()])
+                special = dict(zip(odd.tolist(), made))
+        return PlainChunk(lo, columns, special)
 
     def _interfaces(self, fid: int, mask: int) -> tuple[int, ...]:
         return tuple(sorted(set(self._ifaces[mask]) | self._raw.interfaces_high[fid]))
@@ -232,10 +369,29 @@ class FlowRecords(Sequence):
             yield from self._kept
             return
         for lo in range(0, len(self), chunk):
-            yield from self._make(range(lo, min(lo + chunk, len(self))))
+            yield from self._chunk(lo, min(lo + chunk, len(self)))
 
-    def _make(self, positions) -> list[Flow]:
-        """The records at these positions (record order)."""
+    def _chunk(self, lo: int, hi: int) -> list[Flow]:
+        """The records at positions ``lo`` to ``hi``: the plain ones straight from :meth:`plain_chunk`'s
+        columns (one C-level ``map`` over them), the others as :meth:`_make` makes them."""
+        c = self.plain_chunk(lo, hi)
+        cols = c.columns
+        n = hi - lo
+        fields = [cols[f] if f in cols else repeat(_PLAIN_CONSTANT[f], n) for f in FLOW_COLUMNS[:-1]]
+        fields.append(map(self._ifaces.__getitem__, cols["interfaces"]))
+        if _twin is not None:
+            made = list(map(_twin, *fields))
+            for f in made:
+                f.__class__ = Flow
+        else:  # pragma: no cover - see twin_class
+            made = list(map(_flow, zip(*fields)))
+        for j, f in c.special.items():
+            made[j] = f
+        return made
+
+    def _make(self, positions, extras: list | None = None) -> list[Flow]:
+        """The records at these positions (record order); ``extras``: what ``names`` gave for each, when
+        already asked."""
         raw = self._raw
         pos = np.asarray(positions, np.int64)
         fids = self._order[pos]
@@ -288,17 +444,60 @@ class FlowRecords(Sequence):
                 sc = stun_rows[j].tolist()
                 stun = StunSummary(requests=sc[0], indications=sc[1], successes=sc[2], errors=sc[3],
                                    channel_data=sc[4])
-            extra = names(fid, a_client) if names is not None else None
+            if extras is not None:
+                extra = extras[j]
+            else:
+                extra = names(fid, a_client) if names is not None else None
             if stun is not None:
                 extra = dict(extra or ())
                 extra["stun"] = _merge_stun(stun, extra["stun"]) if extra.get("stun") is not None else stun
             named = tuple(map(extra.get, _NAME_FIELDS)) if extra else _NO_NAMES
-            out.append(Flow(
+            out.append(_flow((
                 int(pos[j]) + 1, _TRANSPORTS.get(proto, f"ip-{proto}"), ver, client, cport, server, sport, state,
                 syn_count, c2s, s2c, bc2s, bs2c, first_ns[j], last_ns[j], icmp_errors, rst_from, rst_ttl,
                 _HOW[how_l[j]], encap[j], frags[j], *named,
-                ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j])))
+                ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j]))))
         return out
+
+
+_client_of, _server_of = attrgetter("client"), attrgetter("server")
+_names_of = attrgetter(*_NAME_FIELDS)
+_OCTETS = tuple(map(str, range(256)))
+_DOTTED = "{}.{}.{}.{}".format
+
+
+def _addresses(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+    """``addr_text`` of every (version, hi, lo), the IPv4 ones made from numpy's octets at once (the
+    IPv6 ones through addr_text's memo)."""
+    v4 = ver == 4
+    if not v4.any():
+        return list(map(addr_text, ver.tolist(), hi.tolist(), lo.tolist()))
+    # one str per distinct address (a client's many flows share theirs, as addr_text's memo made them)
+    a, inverse = np.unique(lo.astype(np.int64) & 0xFFFFFFFF, return_inverse=True)
+    octet = _OCTETS.__getitem__
+    texts = list(map(_DOTTED, *(map(octet, ((a >> s_) & 255).tolist()) for s_ in (24, 16, 8, 0))))
+    out = list(map(texts.__getitem__, inverse.tolist()))
+    if not v4.all():
+        for j in np.flatnonzero(~v4).tolist():
+            out[j] = addr_text(int(ver[j]), int(hi[j]), int(lo[j]))
+    return out
+
+
+def _last_ns(first: np.ndarray, last: np.ndarray, first_l: list[int]) -> list[int]:
+    """``last.tolist()``, with the int objects of ``first_l`` where a flow ends when it begins (a flow of
+    one packet: a scan's millions of records then hold one int, not two equal ones)."""
+    same = first == last
+    if same.all():
+        return first_l
+    out = last.tolist()
+    for j in np.flatnonzero(same).tolist():
+        out[j] = first_l[j]
+    return out
+
+
+def _empty(extra) -> bool:
+    """Did the naming stage give a flow nothing but None (so that it can be plain)?"""
+    return not extra or list(extra.values()).count(None) == len(extra)
 
 
 def _toward(err, side: str):

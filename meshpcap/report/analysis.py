@@ -6,13 +6,16 @@ Each renderer is a pure function returning a string; :data:`RENDERERS` lists the
 from __future__ import annotations
 
 import io
+import operator
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from ..classify import Judgement
 from ..flows.model import FLOW_COLUMNS, FlowTable
-from .flows import (capture_summary, cell, endpoint, json_indent2, json_indent2_checked, ns_text, terminal_cells,
-                    write_json_list, write_json_list_checked)
+from .flows import (CHUNK, capture_summary, cell, endpoint, json_cells, json_indent2, json_indent2_checked, ns_text,
+                    terminal_cells, write_json_list, write_json_list_checked, write_json_list_text)
 from .formats import ReportFormat
 from .sanitize import CsvWriter, terminal_text
 
@@ -143,7 +146,11 @@ class Report:
         time (a capture of millions of flows is never held as one text)."""
         head = json_indent2(self._head())
         write(head[:-2] + ',\n  "flows": ')  # the head without its closing "\n}"
-        write_json_list((v.to_dict() for v in self._flows(show_unrelated)), "  ", write)
+        records = self.flow_table.flows
+        if show_unrelated and records_kept(records, self.judgement.flows):
+            write_json_list_text(_verdict_texts(self.judgement.flows, records, "    "), "  ", write)
+        else:
+            write_json_list((v.to_dict() for v in self._flows(show_unrelated)), "  ", write)
         write(',\n  "dns": ')
         write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
         if self.quality is not None:  # _tail's members, the streams one at a time
@@ -163,6 +170,51 @@ class Report:
 
     def _repr_markdown_(self) -> str:
         return render_markdown(self)
+
+
+def records_kept(records, verdicts) -> bool:
+    """Can the verdicts' flows be written from the columns of ``records``?  When ``records`` is a
+    FlowRecords that kept its records (judging walked them) and there is one verdict per record."""
+    return getattr(records, "kept", None) is not None and len(verdicts) == len(records)
+
+
+_PLAIN_VERDICT = ("unrelated", None, None, None, "high", None, None, ())
+_verdict_fields = attrgetter("verdict", "rule", "blocked_by", "detail", "confidence", "matched_by", "tag_verified",
+                             "rules")
+_flow_of = attrgetter("flow")
+_destination_of = attrgetter("destination")
+
+
+def _verdict_texts(verdicts, records, ind: str, chunk: int = CHUNK):
+    """The JSON texts of ``verdicts`` (one per record of ``records``, in record order) a chunk at a time,
+    joined as :func:`write_json_list_text` wants them.
+
+    A verdict that says no more than ``unrelated`` about a plain flow (see FlowRecords.plain_chunk) whose
+    destination is its server, on the very record ``records`` holds at its position, is written from the
+    columns (a scan's millions of flows); every other one through ``FlowVerdict.to_dict``."""
+    import numpy as np
+
+    from ..classify.verdicts import FlowVerdict
+    from .flows import _item_encoder, _plain_flow, plain_template
+
+    template = plain_template(FlowVerdict(_plain_flow(), "unrelated", destination="").to_dict(),
+                              lambda d: json_indent2(d, ind), more=("destination",))
+    encode = _item_encoder()
+    kept = records.kept
+    sep = ",\n" + ind
+    for lo in range(0, len(verdicts), chunk):
+        hi = min(lo + chunk, len(verdicts))
+        vs = verdicts[lo:hi]
+        c = records.plain_chunk(lo, hi)
+        cells = json_cells(c, records, ind)
+        cells["destination"] = cells["server"]  # compared with the verdicts' below
+        same = map(operator.is_, map(_flow_of, vs), kept[lo:hi])
+        plain = map(operator.eq, map(_verdict_fields, vs), repeat(_PLAIN_VERDICT))
+        dest_is_server = map(operator.eq, map(_destination_of, vs), c.columns["server"])
+        ok = np.fromiter(map(all, zip(same, plain, dest_is_server)), bool, hi - lo)
+        ok[list(c.special)] = False
+        special = {j: encode(vs[j].to_dict(), ind) for j in np.flatnonzero(~ok).tolist()}
+        yield template.fill(cells, hi - lo, special, sep)
 
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}  # 2: bad input (the CLI)

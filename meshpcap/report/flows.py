@@ -120,7 +120,10 @@ def write_flows_json(ft: FlowTable, write) -> None:
     FlowTable.to_dict's order)."""
     write('{\n  "schema": ' + json_indent2(FLOWS_SCHEMA) + ',\n  "capture": ' + json_indent2(ft.capture, "  ")
           + ',\n  "flows": ')
-    write_json_list((f.to_dict() for f in _stream(ft.flows)), "  ", write)
+    if hasattr(ft.flows, "plain_chunk"):
+        write_json_list_text(_flow_texts(ft.flows, "    "), "  ", write)
+    else:
+        write_json_list((f.to_dict() for f in _stream(ft.flows)), "  ", write)
     write(',\n  "dns": ')
     write_json_list((e.to_dict() for e in ft.dns), "  ", write)
     write(',\n  "stats": ' + json_indent2(ft.stats, "  ") + "\n}\n")
@@ -149,6 +152,156 @@ def write_json_list(items, ind: str, write) -> None:
     else:
         chunk.append("\n" + ind + "]")
         write("".join(chunk))
+
+
+def write_json_list_text(chunks, ind: str, write) -> None:
+    """:func:`write_json_list` of items already encoded: ``chunks`` yields texts of one or more items at
+    indent ``ind + "  "``, joined by ``",\n" + ind + "  "`` (empty texts are skipped)."""
+    lead = ",\n" + ind + "  "
+    first = True
+    for text in chunks:
+        if not text:
+            continue
+        write(("[\n" + ind + "  " if first else lead) + text)
+        first = False
+    write("[]" if first else "\n" + ind + "]")
+
+
+# -- plain flows, written from the columns (FlowRecords.plain_chunk) ------------------------------------------
+# A flow that is no more than its counters (a scan or a busy gateway has millions) is written by filling a
+# template made once from the slow path's own output: json_indent2 of Flow.to_dict (or cell() of it, for CSV)
+# with a marker in each field of PLAIN_FIELDS.  The addresses, transports, states and orientations of such a
+# flow are ASCII letters, digits, "." ":" and "-": text that neither JSON nor CSV escapes or quotes, nor
+# csv_text marks (a test compares both paths on varied tables).
+def _plain_flow():
+    from ..flows.model import Flow
+
+    return Flow(0, "", 0, "", None, "", None, "", 0, 0, 0, 0, 0, 0, 0)
+
+
+def _mark(i: int) -> str:
+    return f"QQ{i}QQ"  # text that JSON, CSV and csv_text leave as it is
+
+
+class Template:
+    """A text with named slots: ``literals[0] + value[names[0]] + literals[1] + ... + literals[-1]``.
+
+    :meth:`fill` writes a whole chunk of rows with one ``str.join`` over a list laid out by slice
+    assignments: no string, tuple or call per row."""
+
+    __slots__ = ("literals", "names")
+
+    def __init__(self, literals: list[str], names: list[str]) -> None:
+        assert len(literals) == len(names) + 1
+        self.literals, self.names = literals, names
+
+    def fill(self, cells: dict[str, list], n: int, special: dict[int, str], sep: str = "") -> str:
+        """Rows 0..n-1 filled from ``cells`` (columns of text by slot name), ``sep`` between rows;
+        row ``j`` is ``special[j]`` instead where given."""
+        if n == 0:
+            return ""
+        k = len(self.names)
+        stride = 2 * k + 1
+        out: list = [None] * (stride * n)
+        lits = self.literals
+        for i in range(k):
+            out[2 * i::stride] = [lits[i]] * n
+            out[2 * i + 1::stride] = cells[self.names[i]]
+        out[2 * k::stride] = [lits[k] + sep] * n
+        blank = [""] * (stride - 2)
+        for j, text in special.items():
+            out[j * stride:(j + 1) * stride] = [text, *blank, sep]
+        out[-1] = out[-1][:len(out[-1]) - len(sep)] if sep else out[-1]
+        return "".join(out)
+
+
+# the PLAIN_FIELDS that hold text (their JSON quotes stay in the template: the cells are the records' own str)
+TEXT_FIELDS = ("transport", "client", "server", "state", "orientation", "destination")
+
+
+def plain_template(d: dict, render, more: tuple[str, ...] = ()) -> Template:
+    """``render(d)`` with a slot in place of each field of PLAIN_FIELDS and ``more`` (the quotes of a JSON
+    string stay around the slot of a :data:`TEXT_FIELDS` field and go with any other's; ``render`` must
+    keep ``d``'s key order)."""
+    from ..flows.records import PLAIN_FIELDS
+
+    d = dict(d)
+    marked = PLAIN_FIELDS + more
+    for i, name in enumerate(marked):
+        d[name] = _mark(i)
+    text = render(d)
+    names = [name for name in d if name in marked]
+    literals = []
+    for name in names:
+        quoted = '"' + d[name] + '"'
+        before, found, text = text.partition(quoted if quoted in text and name not in TEXT_FIELDS else d[name])
+        assert found and d[name] not in before
+        literals.append(before)
+    literals.append(text)
+    return Template(literals, names)
+
+
+class _Texts(dict):
+    """value -> its text by ``make`` (memoised: few distinct values, e.g. interface masks)."""
+
+    def __init__(self, make) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        t = self[key] = self.make(key)
+        return t
+
+
+_JSON_BOOL = ("false", "true")  # by False/True (CSV's cell() writes them the same)
+_INT_FIELDS = ("id", "ip_version", "packets_c2s", "packets_s2c", "bytes_c2s", "bytes_s2c", "first_ns", "last_ns",
+               "ip_fragments")
+
+
+def json_cells(chunk, records, ind: str) -> dict[str, list]:
+    """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as JSON texts."""
+    cols = chunk.columns
+    ifaces = _Texts(lambda mask: json_indent2(list(records.interfaces_of(mask)), ind + "  "))
+    out = {name: int_texts(cols[name]) for name in _INT_FIELDS}
+    for name in ("transport", "client", "server", "state", "orientation"):
+        out[name] = cols[name]  # quoted by the template (none of them needs escaping: see above)
+    out["client_port"] = list(map(_JSON_PORTS.__getitem__, cols["client_port"]))
+    out["server_port"] = list(map(_JSON_PORTS.__getitem__, cols["server_port"]))
+    out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, cols["encapsulated"]))
+    out["interfaces"] = list(map(ifaces.__getitem__, cols["interfaces"]))
+    return out
+
+
+_PORTS = tuple(map(str, range(65536)))
+
+
+def int_texts(values: list[int]) -> list[str]:
+    """``list(map(str, values))``, from a table when they are all in 0..65535 (counters, versions)."""
+    if values and 0 <= min(values) and max(values) < 65536:
+        return list(map(_PORTS.__getitem__, values))
+    return list(map(str, values))
+
+
+def _port_text(none: str) -> dict:
+    """Port number (or None) -> its text."""
+    t = dict(zip(range(65536), _PORTS))
+    t[None] = none
+    return t
+
+
+_JSON_PORTS, _CSV_PORTS = _port_text("null"), _port_text("")
+
+
+def _flow_texts(records, ind: str, chunk: int = CHUNK):
+    """The JSON texts of ``records`` (a FlowRecords) a chunk at a time, items at indent ``ind`` joined as
+    :func:`write_json_list_text` wants them."""
+    template = plain_template(_plain_flow().to_dict(), lambda d: json_indent2(d, ind))
+    encode = _item_encoder()
+    sep = ",\n" + ind
+    for lo in range(0, len(records), chunk):
+        c = records.plain_chunk(lo, min(lo + chunk, len(records)))
+        special = {j: encode(f.to_dict(), ind) for j, f in c.special.items()}
+        yield template.fill(json_cells(c, records, ind), len(c), special, sep)
 
 
 def _item_encoder():
@@ -270,6 +423,11 @@ def write_flows_csv(ft: FlowTable, write) -> None:
     buf = io.StringIO()
     w = CsvWriter(buf)  # csv.writer(buf, lineterminator="\n") that quotes a lone CR too
     w.writerow(FLOW_COLUMNS)
+    if hasattr(ft.flows, "plain_chunk"):
+        write(buf.getvalue())
+        for text in _flow_csv_lines(ft.flows):
+            write(text)
+        return
     for i, f in enumerate(_stream(ft.flows), start=1):
         d = f.to_dict()
         w.writerow([cell(d[c]) for c in FLOW_COLUMNS])
@@ -278,6 +436,38 @@ def write_flows_csv(ft: FlowTable, write) -> None:
             buf.seek(0)
             buf.truncate()
     write(buf.getvalue())
+
+
+def csv_line(row) -> str:
+    """One CSV line (ending in a newline) as :class:`CsvWriter` writes ``row``."""
+    buf = io.StringIO()
+    CsvWriter(buf).writerow(row)
+    return buf.getvalue()
+
+
+def csv_cells(chunk, records) -> dict[str, list]:
+    """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as CSV cells (quoted where needed)."""
+    ifaces = _Texts(lambda mask: csv_line([cell(list(records.interfaces_of(mask)))])[:-1])
+    out = dict(chunk.columns)
+    for name in _INT_FIELDS:
+        out[name] = int_texts(out[name])
+    out["client_port"] = list(map(_CSV_PORTS.__getitem__, out["client_port"]))
+    out["server_port"] = list(map(_CSV_PORTS.__getitem__, out["server_port"]))
+    out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, out["encapsulated"]))
+    out["interfaces"] = list(map(ifaces.__getitem__, out["interfaces"]))
+    return out
+
+
+def _flow_csv_lines(records, chunk: int = CHUNK):
+    """The CSV lines of ``records`` (a FlowRecords) a chunk at a time."""
+    template = plain_template(_plain_flow().to_dict(), lambda d: csv_line([cell(d[c]) for c in FLOW_COLUMNS]))
+    for lo in range(0, len(records), chunk):
+        c = records.plain_chunk(lo, min(lo + chunk, len(records)))
+        special = {}
+        for j, f in c.special.items():
+            d = f.to_dict()
+            special[j] = csv_line([cell(d[col]) for col in FLOW_COLUMNS])
+        yield template.fill(csv_cells(c, records), len(c), special)
 
 
 def cell(v) -> str:
