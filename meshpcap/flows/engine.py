@@ -260,6 +260,10 @@ class Grouped:
     stun_at: np.ndarray  # packets that are STUN messages (RFC 8489 section 5)
     stun_cls: np.ndarray  # their class: 0 request, 1 indication, 2 success, 3 error
     chan_at: np.ndarray  # packets that are TURN ChannelData (RFC 8656 section 12.4)
+    # the batch's half of the duplicate search (:func:`dup_prefilter`), made beside the reader; None: not made
+    dup_key: np.ndarray | None = None  # each packet's prefilter key (32 bits)
+    dup_prev: np.ndarray | None = None  # the latest earlier packet of the batch with the same key, -1: none
+    dup_first: np.ndarray | None = None  # the first packet of each key, in key order
 
 
 def _key_hash(cols) -> np.ndarray:
@@ -372,6 +376,7 @@ def prepare(batch, d: F.Decoded, trim: bool = False) -> Grouped | None:
     if len(batch) == 0 or ((d.reason == F.OK) & (d.more_frags | (d.frag_offset > 0))).any():
         return None
     grouped = group_batch(batch.data, d)
+    dup_prefilter(batch, d, grouped)
     if trim:
         for name in UNUSED_WHEN_PREPARED:
             setattr(d, name, None)
@@ -396,66 +401,120 @@ def _without(g: Grouped, drop: np.ndarray) -> Grouped:
                    g.stun_cls[stun_kept], new_pos[g.chan_at[chan_kept]])
 
 
+def dup_prefilter(batch, d: F.Decoded, gb: Grouped) -> None:
+    """The part of the duplicate search that needs no earlier batch (so the reader's second process
+    can make it): each decoded packet's prefilter key (5-tuple, direction, IP length, TCP sequence
+    number and flags, payload length, TTL, captured length, hashed to 32 bits) and the latest earlier
+    packet of the batch with the same key; set on ``gb``."""
+    pidx = gb.pidx
+    cols = [gb.key_hash[gb.inv], gb.src_a.astype(np.uint64), d.ip_len[pidx].astype(np.uint64),
+            d.tcp_seq[pidx].astype(np.uint64), d.tcp_flags[pidx].astype(np.uint64),
+            d.payload_len[pidx].astype(np.uint64), d.ttl[pidx].astype(np.uint64),
+            batch.caplen[pidx].astype(np.uint64)]
+    keys = _key_hash(cols) >> np.uint64(32)
+    # sorted by key, capture order within a key: the position in the low 32 bits makes every
+    # value distinct, so the faster unstable sort gives the stable order
+    order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
+    same = (order[1:] >> np.uint64(32)) == (order[:-1] >> np.uint64(32))
+    pos = (order & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    prev = np.full(keys.size, -1, np.int64)
+    prev[pos[1:][same]] = pos[:-1][same]
+    starts = np.ones(keys.size, bool)
+    starts[1:] = ~same
+    gb.dup_key, gb.dup_prev, gb.dup_first = keys, prev, pos[starts]
+
+
 class _DuplicateFinder:
     """Finds copies among the decoded packets, across batches (see DUP_WINDOW_NS): a prefilter key
-    per packet from the decoded columns (5-tuple, direction, IP length, TCP sequence number and
-    flags, payload length, TTL, captured length), one sort per batch, and a byte comparison only
-    for the packets whose key equals an earlier one's within the window."""
+    per packet from the decoded columns (:func:`dup_prefilter`, made per batch), and a byte comparison
+    only for the packets whose key equals the latest earlier one's within the window: in the batch,
+    or else among the last ``packets`` decoded packets of earlier batches (the tail)."""
 
     def __init__(self, window_ns: int = DUP_WINDOW_NS, packets: int = DUP_PACKETS) -> None:
         self.window_ns = window_ns
         self.packets = packets
-        # the last `packets` decoded packets of earlier batches: keys, timestamps, interfaces, bytes
+        # the last `packets` decoded packets of earlier batches: keys, timestamps, interfaces, and their
+        # bytes as one copied run of the batch (tail_blob[tail_off[i]:tail_off[i] + tail_cap[i]])
         self.tail_key = np.zeros(0, np.uint64)
         self.tail_ts = np.zeros(0, np.int64)
         self.tail_iface = np.zeros(0, np.int64)
-        self.tail_bytes: list[bytes] = []
+        self.tail_blob = b""
+        self.tail_off = np.zeros(0, np.int64)
+        self.tail_cap = np.zeros(0, np.int64)
 
     def find(self, batch, d: F.Decoded, gb: Grouped) -> tuple[np.ndarray, np.ndarray]:
         """Masks over the decoded packets (``gb.pidx``): those that copy an earlier one, and those of
         them whose original came on another interface."""
+        if gb.dup_key is None:
+            dup_prefilter(batch, d, gb)
+        keys, prev_in = gb.dup_key, gb.dup_prev
         pidx = gb.pidx
         n = pidx.size
-        cols = [gb.key_hash[gb.inv], gb.src_a.astype(np.uint64), d.ip_len[pidx].astype(np.uint64),
-                d.tcp_seq[pidx].astype(np.uint64), d.tcp_flags[pidx].astype(np.uint64),
-                d.payload_len[pidx].astype(np.uint64), d.ttl[pidx].astype(np.uint64),
-                batch.caplen[pidx].astype(np.uint64)]
         nt = self.tail_key.size
-        keys = np.concatenate([self.tail_key, _key_hash(cols) >> np.uint64(32)])
-        ts = np.concatenate([self.tail_ts, batch.ts_ns[pidx].astype(np.int64)])
-        iface = np.concatenate([self.tail_iface, batch.interface[pidx].astype(np.int64)])
-        # sorted by key, capture order within a key: the position in the low 32 bits makes every
-        # value distinct, so the faster unstable sort gives the stable order
-        order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
-        ks = order >> np.uint64(32)
-        order = (order & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        same = ks[1:] == ks[:-1]
-        cur, prev = order[1:][same], order[:-1][same]  # a packet and the latest earlier one of its key
-        near = (cur >= nt) & (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
+        ts = batch.ts_ns[pidx].astype(np.int64)
+        iface = batch.interface[pidx].astype(np.int64)
+        # pairs inside the batch: a packet and the latest earlier one of its key
+        cur = np.flatnonzero(prev_in >= 0)
+        prev = prev_in[cur]
+        near = (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
+        pairs = [(int(c), int(p), False) for c, p in zip(cur[near].tolist(), prev[near].tolist())]
+        if nt and n:  # a batch's first packet of a key and the tail's latest packet of that key
+            first = gb.dup_first  # in key order
+            first_keys = keys[first]
+            tail_order = np.sort((self.tail_key << np.uint64(32)) | np.arange(nt, dtype=np.uint64))
+            tail_keys = tail_order >> np.uint64(32)
+            latest = np.ones(nt, bool)  # the tail's latest packet of each key
+            latest[:-1] = tail_keys[1:] != tail_keys[:-1]
+            tail_keys, tail_pos = tail_keys[latest], (tail_order[latest] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            at = np.minimum(np.searchsorted(first_keys, tail_keys), first.size - 1)
+            hit = first_keys[at] == tail_keys
+            c2, p2 = first[at[hit]], tail_pos[hit]
+            near2 = (c2 + nt - p2 <= self.packets) & (np.abs(ts[c2] - self.tail_ts[p2]) < self.window_ns)
+            pairs += [(int(c), int(p), True) for c, p in zip(c2[near2].tolist(), p2[near2].tolist())]
         copy = np.zeros(n, bool)
         other_iface = np.zeros(n, bool)
         data, off, cap = batch.data, batch.offset[pidx], batch.caplen[pidx]
-        if near.any():
-            tail = self.tail_bytes
+        if pairs:
+            blob, t_off, t_cap = self.tail_blob, self.tail_off, self.tail_cap
+            for c, p, in_tail in pairs:
+                o = int(off[c])
+                if in_tail:
+                    q = int(t_off[p])
+                    same = data[o : o + int(cap[c])] == blob[q : q + int(t_cap[p])]
+                    other = iface[c] != self.tail_iface[p]
+                else:
+                    q = int(off[p])
+                    same = data[o : o + int(cap[c])] == data[q : q + int(cap[p])]
+                    other = iface[c] != iface[p]
+                if same:
+                    copy[c] = True
+                    other_iface[c] = other
+        self._keep_tail(data, off, cap, keys, ts, iface)
+        return copy, other_iface
 
-            def frame(i: int) -> bytes:
-                if i < nt:
-                    return tail[i]
-                o = int(off[i - nt])
-                return data[o : o + int(cap[i - nt])]
-
-            for c, p in zip(cur[near].tolist(), prev[near].tolist()):
-                if frame(c) == frame(p):
-                    copy[c - nt] = True
-                    other_iface[c - nt] = iface[c] != iface[p]
-        # the new tail: the last `packets` decoded packets, this batch's included
+    def _keep_tail(self, data, off, cap, keys, ts, iface) -> None:
+        """The new tail: the last ``packets`` decoded packets, this batch's included; their bytes copied
+        as one run (one slice instead of one per packet)."""
+        n, nt = keys.size, self.tail_key.size
         keep = min(self.packets, nt + n)
         from_batch = min(keep, n)
         old = keep - from_batch
-        self.tail_key, self.tail_ts, self.tail_iface = keys[nt + n - keep :], ts[nt + n - keep :], iface[nt + n - keep :]
-        self.tail_bytes = (self.tail_bytes[nt - old :] if old else []) + [
-            data[o : o + c] for o, c in zip(off[n - from_batch :].tolist(), cap[n - from_batch :].tolist())]
-        return copy, other_iface
+        if from_batch:
+            o, c = off[n - from_batch :].astype(np.int64), cap[n - from_batch :].astype(np.int64)
+            lo, hi = int(o.min()), int((o + c).max())
+            blob, b_off = data[lo:hi], o - lo
+        else:
+            blob, b_off, c = b"", np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if old:
+            t_off, t_cap = self.tail_off[nt - old :], self.tail_cap[nt - old :]
+            lo = int(t_off.min())
+            head = self.tail_blob[lo : int((t_off + t_cap).max())]
+            blob, b_off, c = head + blob, np.concatenate([t_off - lo, b_off + len(head)]), np.concatenate([t_cap, c])
+            keys, ts, iface = (np.concatenate([self.tail_key[nt - old :], keys]),
+                               np.concatenate([self.tail_ts[nt - old :], ts]),
+                               np.concatenate([self.tail_iface[nt - old :], iface]))
+        self.tail_key, self.tail_ts, self.tail_iface = keys[keys.size - keep :], ts[ts.size - keep :], iface[iface.size - keep :]
+        self.tail_blob, self.tail_off, self.tail_cap = blob, b_off, c
 
 
 class FlowBuilder:
