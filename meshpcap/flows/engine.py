@@ -264,6 +264,9 @@ class Grouped:
     dup_key: np.ndarray | None = None  # each packet's prefilter key (32 bits)
     dup_prev: np.ndarray | None = None  # the latest earlier packet of the batch with the same key, -1: none
     dup_first: np.ndarray | None = None  # the first packet of each key, in key order
+    # the packets that may become evidence (:func:`evidence_candidates`), in capture order; None: not made
+    ev_cand: np.ndarray | None = None
+    ev_idle_ns: int = 0  # the idle split the candidates were chosen under
 
 
 def _key_hash(cols) -> np.ndarray:
@@ -377,10 +380,53 @@ def prepare(batch, d: F.Decoded, trim: bool = False) -> Grouped | None:
         return None
     grouped = group_batch(batch.data, d)
     dup_prefilter(batch, d, grouped)
+    evidence_candidates(batch, d, grouped)
     if trim:
         for name in UNUSED_WHEN_PREPARED:
             setattr(d, name, None)
     return grouped
+
+
+def evidence_candidates(batch, d: F.Decoded, gb: Grouped, idle_ns: int = UDP_IDLE_NS) -> None:
+    """The packets of the batch that FlowBuilder._evidence may keep, a superset made without the
+    builder's state (so the reader's second process can make it, and the builder ranks only these):
+    TCP and UDP packets with payload whose rank among the payload packets of their 5-tuple and
+    direction, counted from the latest packet of the 5-tuple in the batch that could start a flow,
+    is under the bound of their kind, and every STUN message.  Flows start only at such packets
+    (the 5-tuple's first in the batch, a TCP SYN without ACK, a UDP datagram after more than
+    ``idle_ns`` of silence), so a packet's rank in its flow is at least the rank counted here: a
+    packet left out is past its bound, and so is every later payload of its flow direction in the
+    batch, after at least that many candidates of its own.  Set on ``gb`` (``ev_cand``, indices into
+    ``gb.pidx``, with ``ev_idle_ns``): valid for a builder whose idle split is ``idle_ns`` or longer."""
+    pidx, o = gb.pidx, gb.perm
+    n = pidx.size
+    is_tcp, is_udp = gb.proto == F.PROTO_TCP, gb.proto == F.PROTO_UDP
+    pay = (d.payload_cap[pidx] > 0) & (is_tcp | is_udp)
+    inv_o = gb.inv[o]
+    ts_o = batch.ts_ns[pidx][o].astype(np.int64)
+    start = np.ones(n, bool)  # perm order: a packet that could start a flow
+    start[1:] = inv_o[1:] != inv_o[:-1]
+    flags_o = d.tcp_flags[pidx][o].astype(np.int64)
+    start |= is_tcp[o] & ((flags_o & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+    gap = np.zeros(n, bool)
+    gap[1:] = ts_o[1:] - ts_o[:-1] > idle_ns
+    start |= is_udp[o] & gap
+    seg = np.maximum.accumulate(np.where(start, np.arange(n), 0))  # each packet's segment's first packet
+    pay_o, a_o = pay[o], gb.src_a[o]
+    rank = np.zeros(n, np.int64)
+    for side in (a_o, ~a_o):
+        m = pay_o & side
+        c = np.cumsum(m)
+        r = c - 1 - (c[seg] - m[seg])
+        rank[m] = r[m]
+    sp, dp = d.sport[pidx][o], d.dport[pidx][o]
+    dns = is_udp[o] & ((sp == 53) | (dp == 53) | (sp == 5353) | (dp == 5353) | (sp == 5355) | (dp == 5355))
+    bound = np.where(is_tcp[o], EVIDENCE_TCP, np.where(dns, EVIDENCE_DNS, EVIDENCE_UDP))
+    stun = np.zeros(n, bool)
+    stun[gb.stun_at] = True
+    keep = pay_o & ((rank < bound) | stun[o])
+    gb.ev_cand = np.sort(o[keep])
+    gb.ev_idle_ns = idle_ns
 
 
 def _without(g: Grouped, drop: np.ndarray) -> Grouped:
@@ -746,7 +792,8 @@ class FlowBuilder:
             stun = np.zeros(pidx.size, bool)
             stun[gb.stun_at] = True
             is_tcp, is_udp = gb.proto == F.PROTO_TCP, gb.proto == F.PROTO_UDP
-            self._evidence(batch.data, d, pidx, flow, src_a, is_tcp, is_udp, stun, rec0, ts, nf)
+            cand = gb.ev_cand if gb.ev_cand is not None and self.idle_ns >= gb.ev_idle_ns else None
+            self._evidence(batch.data, d, pidx, flow, src_a, is_tcp, is_udp, stun, rec0, ts, nf, cand)
 
     # ------------------------------------------------------------------ helpers
     def _duplicates(self, batch, d: F.Decoded, gb: Grouped) -> np.ndarray | None:
@@ -780,9 +827,13 @@ class FlowBuilder:
         for f, i in zip(fid[~low].tolist(), iface[~low].tolist()):
             self.if_high.setdefault(f, set()).add(i)
 
-    def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf) -> None:
+    def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf, cand=None) -> None:
+        """Keep the batch's evidence.  ``cand``: :func:`evidence_candidates` of the batch, or None (every
+        payload is a candidate); ranking only those counts the payloads of a flow direction exactly
+        while it is under its bound and at least up to the bound once it is past (all the bounds need)."""
         pcap_ = d.payload_cap[pidx]
-        cand = np.nonzero((pcap_ > 0) & (is_tcp | is_udp))[0]
+        if cand is None:
+            cand = np.nonzero((pcap_ > 0) & (is_tcp | is_udp))[0]
         if cand.size == 0:
             return
         cf, ca = fid[cand], src_a[cand]
