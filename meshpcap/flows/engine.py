@@ -143,15 +143,22 @@ class SlotTable:
         self.hashes = np.zeros(0, np.uint64)  # sorted
         self.hash_slot = np.zeros(0, np.int64)  # the slot of each hash
         self.collided: dict[tuple, int] = {}
+        self._tuples: dict[int, tuple] = {}  # slot -> key tuple, as asked for (at most 65,536 kept)
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, slot: int) -> tuple:
-        if not -self.n <= slot < self.n:
-            raise IndexError(slot)
-        slot %= self.n
-        return tuple(int(c.a[slot]) for c in self.columns)
+        key = self._tuples.get(slot)  # a slot's key never changes: the naming stage asks for each several times
+        if key is None:
+            if not -self.n <= slot < self.n:
+                raise IndexError(slot)
+            slot %= self.n
+            key = tuple([c.a.item(slot) for c in self.columns])
+            if len(self._tuples) >= 1 << 16:  # bounded: a scan asks for millions of slots, each once or twice
+                self._tuples.clear()
+            self._tuples[slot] = key
+        return key
 
     def _append(self, keys: tuple[np.ndarray, ...]) -> np.ndarray:
         """New slots for these keys (columns); returns their numbers."""

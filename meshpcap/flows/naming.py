@@ -175,6 +175,7 @@ class Namer:
         self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
         self._resolved: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)  # address -> [(ns, question name)]
         self._resolved_ns: dict[str, list[int]] = {}
+        self._names_memo: dict[str, tuple[list, dict[int, tuple[str, ...]]]] = {}  # see names_resolving_to
         self.dns_events: list[DnsEvent] = []
         self._dns_event_fid: list[int] = []
         if dns_pass:  # False only for name_flows(), which runs it itself
@@ -263,6 +264,18 @@ class Namer:
         if not lst:
             return ()
         i = bisect.bisect_right(self._resolved_ns[address], before_ns)
+        # the answer is the same for every flow to this address begun after the same lookups (many flows)
+        memo = self._names_memo.get(address)
+        if memo is None or memo[0] is not lst:
+            memo = self._names_memo[address] = (lst, {})
+        got = memo[1].get(i)
+        if got is None:
+            got = memo[1][i] = self._names_before(lst, i)
+        return got
+
+    @staticmethod
+    def _names_before(lst: list[tuple[int, tuple[str, ...]]], i: int) -> tuple[str, ...]:
+        """:meth:`names_resolving_to` from the lookups ``lst[:i]``."""
         out: list[str] = []
         for k in range(i - 1, max(i - 1 - MAX_LOOKUPS_SCANNED, -1), -1):
             for name in lst[k][1]:
