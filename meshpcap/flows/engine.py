@@ -555,7 +555,11 @@ class _DuplicateFinder:
         if from_batch:
             o, c = off[n - from_batch :].astype(np.int64), cap[n - from_batch :].astype(np.int64)
             lo, hi = int(o.min()), int((o + c).max())
-            blob, b_off = data[lo:hi], o - lo
+            if hi - lo <= 2 * int(c.sum()) + 65536:
+                blob, b_off = data[lo:hi], o - lo
+            else:  # decoded packets far apart (among many that did not decode): copy only theirs
+                blob = b"".join([data[p : p + k] for p, k in zip(o.tolist(), c.tolist())])
+                b_off = np.cumsum(c) - c
         else:
             blob, b_off, c = b"", np.zeros(0, np.int64), np.zeros(0, np.int64)
         if old:

@@ -139,18 +139,22 @@ def test_interfaces_above_63(tmp_path):
     assert [f.interfaces for f in ft.flows] == [(3, 65, 69), (64,)]
 
 
-def test_the_window_of_earlier_packets_holds_across_batches(tmp_path, monkeypatch):
+@pytest.mark.parametrize("junk", [False, True])
+def test_the_window_of_earlier_packets_holds_across_batches(tmp_path, monkeypatch, junk):
     """Copies within the last `packets` decoded packets are found whether the original is in the same
-    batch or an earlier one (the tail), and copies further back are not, for any batch size."""
+    batch or an earlier one (the tail), and copies further back are not, for any batch size; also when
+    large frames that do not decode lie between them (the tail then copies its packets one by one)."""
     import random
 
     from meshpcap.flows import engine
 
     rng = random.Random(5)
     frames = []
-    for i in range(400):  # UDP datagrams 10 us apart drawn from few payloads: many copies, at every distance
+    for i in range(160 if junk else 400):  # UDP datagrams 10 us apart from few payloads: copies at every distance
         port = 50000 + rng.randrange(3)
         frames.append((B.T0 + i * 10 * US, B.ether(B.udp4(C, port, S, 3479, b"x%d" % rng.randrange(6)))))
+        if junk and i % 2 == 0:  # a 40 kB frame of an EtherType nothing decodes
+            frames.append((B.T0 + i * 10 * US + 1, B.ether(bytes(40_000), ethertype=0x88B5)))
     p = B.write_pcap(tmp_path / "copies.pcap", frames)
     monkeypatch.setattr(engine._DuplicateFinder.__init__, "__defaults__", (engine.DUP_WINDOW_NS, 8))
     whole = read_flows(p, batch_bytes=1 << 20)
