@@ -231,6 +231,8 @@ def judge_flow(f: Flow, ctx: Context, plans: dict | None = None) -> FlowVerdict:
     if plan is None:
         plan = _plan(f, ctx, port, names, via_proxy)
         if plans is not None:
+            if len(plans) >= 1 << 16:  # bounded: a scan of covered addresses has millions of destinations
+                plans.clear()
             plans[key] = plan
     if plan[0]:
         _, rule, matched_by, dest, tag_verified, every = plan
