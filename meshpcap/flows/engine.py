@@ -143,7 +143,7 @@ class SlotTable:
         self.hashes = np.zeros(0, np.uint64)  # sorted
         self.hash_slot = np.zeros(0, np.int64)  # the slot of each hash
         self.collided: dict[tuple, int] = {}
-        self._tuples: dict[int, tuple] = {}  # slot -> key tuple, as asked for (at most 65,536 kept)
+        self._tuples: dict[int, tuple] = {}  # slot -> key tuple, as asked for (at most 8,192 kept)
 
     def __len__(self) -> int:
         return self.n
@@ -155,7 +155,7 @@ class SlotTable:
                 raise IndexError(slot)
             slot %= self.n
             key = tuple([c.a.item(slot) for c in self.columns])
-            if len(self._tuples) >= 1 << 16:  # bounded: a scan asks for millions of slots, each once or twice
+            if len(self._tuples) >= 1 << 13:  # bounded: a scan asks for millions of slots, each once or twice
                 self._tuples.clear()
             self._tuples[slot] = key
         return key
