@@ -1,5 +1,5 @@
 """Arrays sent from the reading child (capture/parallel.py's pickler) come back with the same dtype,
-shape and values, whether they cross narrowed, as a constant or as they are."""
+shape and values, whether they cross as a constant or as they are."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshpcap.capture.parallel import NARROW_MIN, _ArrayPickler
+from meshpcap.capture.parallel import CONSTANT_MIN, _ArrayPickler
 
 
 def _round_trip(obj):
@@ -25,7 +25,7 @@ DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.sampled_from(DTYPES), st.integers(0, 3 * NARROW_MIN), st.integers(0, 64), st.integers(0, 2**64 - 1),
+@given(st.sampled_from(DTYPES), st.integers(0, 3 * CONSTANT_MIN), st.integers(0, 64), st.integers(0, 2**64 - 1),
        st.booleans())
 def test_integer_arrays_come_back_equal(dtype, n, bits, seed, two_d):
     info = np.iinfo(dtype)
@@ -43,15 +43,17 @@ def test_integer_arrays_come_back_equal(dtype, n, bits, seed, two_d):
     assert got.flags.writeable
 
 
-def test_narrowing_sends_less_and_other_arrays_as_they_are():
-    n = 4 * NARROW_MIN
-    offsets = np.arange(n, dtype=np.int64) * 700 + (1 << 40)  # a large base, a small span: 4 bytes each
+def test_constant_arrays_cross_as_one_value_and_others_as_they_are():
+    n = 4 * CONSTANT_MIN
+    offsets = np.arange(n, dtype=np.int64) * 700 + (1 << 40)
     const = np.full(n, 7, np.int32)
+    top = np.full(n, 2**64 - 1, np.uint64)
     flags = np.arange(n) % 3 == 0
-    wide = np.arange(n, dtype=np.int64) << 40  # spans more than 32 bits: sent whole
-    (o, c, f, w), sent = _round_trip((offsets, const, flags, wide))
+    small = np.full(CONSTANT_MIN - 1, 3, np.int64)  # below the size where it pays: sent whole
+    (o, c, t, f, s), sent = _round_trip((offsets, const, top, flags, small))
     assert np.array_equal(o, offsets) and o.dtype == offsets.dtype
     assert np.array_equal(c, const) and c.dtype == const.dtype
+    assert np.array_equal(t, top) and t.dtype == top.dtype
     assert np.array_equal(f, flags) and f.dtype == bool
-    assert np.array_equal(w, wide)
-    assert sent == 4 * n + 0 + n + 8 * n
+    assert np.array_equal(s, small)
+    assert sent == 8 * n + n + 8 * (CONSTANT_MIN - 1)
