@@ -432,7 +432,7 @@ def evidence_candidates(batch, d: F.Decoded, gb: Grouped, idle_ns: int = UDP_IDL
     stun = np.zeros(n, bool)
     stun[gb.stun_at] = True
     keep = pay_o & ((rank < bound) | stun[o])
-    gb.ev_cand = np.sort(o[keep])
+    gb.ev_cand = np.sort(o[keep]).astype(np.int32)
     gb.ev_idle_ns = idle_ns
 
 
@@ -469,12 +469,12 @@ def dup_prefilter(batch, d: F.Decoded, gb: Grouped) -> None:
     # value distinct, so the faster unstable sort gives the stable order
     order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
     same = (order[1:] >> np.uint64(32)) == (order[:-1] >> np.uint64(32))
-    pos = (order & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    prev = np.full(keys.size, -1, np.int64)
+    pos = (order & np.uint64(0xFFFFFFFF)).astype(np.int32)  # 32-bit columns: half as much to send
+    prev = np.full(keys.size, -1, np.int32)
     prev[pos[1:][same]] = pos[:-1][same]
     starts = np.ones(keys.size, bool)
     starts[1:] = ~same
-    gb.dup_key, gb.dup_prev, gb.dup_first = keys, prev, pos[starts]
+    gb.dup_key, gb.dup_prev, gb.dup_first = keys.astype(np.uint32), prev, pos[starts]
 
 
 class _DuplicateFinder:
@@ -488,7 +488,7 @@ class _DuplicateFinder:
         self.packets = packets
         # the last `packets` decoded packets of earlier batches: keys, timestamps, interfaces, and their
         # bytes as one copied run of the batch (tail_blob[tail_off[i]:tail_off[i] + tail_cap[i]])
-        self.tail_key = np.zeros(0, np.uint64)
+        self.tail_key = np.zeros(0, np.uint32)
         self.tail_ts = np.zeros(0, np.int64)
         self.tail_iface = np.zeros(0, np.int64)
         self.tail_blob = b""
@@ -514,8 +514,8 @@ class _DuplicateFinder:
         if nt and n:  # a batch's first packet of a key and the tail's latest packet of that key
             first = gb.dup_first  # in key order
             first_keys = keys[first]
-            tail_order = np.sort((self.tail_key << np.uint64(32)) | np.arange(nt, dtype=np.uint64))
-            tail_keys = tail_order >> np.uint64(32)
+            tail_order = np.sort((self.tail_key.astype(np.uint64) << np.uint64(32)) | np.arange(nt, dtype=np.uint64))
+            tail_keys = (tail_order >> np.uint64(32)).astype(np.uint32)
             latest = np.ones(nt, bool)  # the tail's latest packet of each key
             latest[:-1] = tail_keys[1:] != tail_keys[:-1]
             tail_keys, tail_pos = tail_keys[latest], (tail_order[latest] & np.uint64(0xFFFFFFFF)).astype(np.int64)
