@@ -73,7 +73,7 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterat
             sizes = read(pipe, 8 * nbufs)
             if body is None or sizes is None:
                 break
-            bufs = [read(pipe, n, writable=True) for n in struct.unpack(f"<{nbufs}Q", sizes)]
+            bufs = [_read_buffer(pipe, n) for n in struct.unpack(f"<{nbufs}Q", sizes)]
             if any(b is None for b in bufs):
                 break
             if kind != _MSG_BATCH:
@@ -101,6 +101,21 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None) -> Iterat
     if not ended:  # the child failed: walk the rest here
         for batch in walker.resume(resume, state):
             yield batch if work is None else (batch, work(batch))
+
+
+def _read_buffer(pipe: Any, n: int) -> np.ndarray | None:
+    """Exactly ``n`` bytes from the pipe into a new writable buffer, or None at its end: like
+    ``_child.read_exact(pipe, n, writable=True)`` without zero-filling the buffer first (most of what
+    crosses the pipe is these buffers)."""
+    buf = np.empty(n, np.uint8)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = pipe.readinto(view[got:])
+        if not k:
+            return None
+        got += k
+    return buf
 
 
 def _walk_in_child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> None:
