@@ -33,6 +33,7 @@ from ..errors import MeshpcapError
 from .model import IcmpError, icmp_description
 
 UDP_IDLE_NS = 300 * 1_000_000_000
+DNS_PORTS = (53, 5353, 5355)  # DNS, mDNS (RFC 6762), LLMNR (RFC 4795): up to EVIDENCE_DNS datagrams kept
 TCP_SYN, TCP_RST, TCP_ACK, TCP_FIN = 0x02, 0x04, 0x10, 0x01
 STUN_COOKIE = 0x2112A442  # RFC 8489 section 5
 
@@ -407,28 +408,30 @@ def evidence_candidates(batch, d: F.Decoded, gb: Grouped, idle_ns: int = UDP_IDL
     ``gb.pidx``, with ``ev_idle_ns``): valid for a builder whose idle split is ``idle_ns`` or longer."""
     pidx, o = gb.pidx, gb.perm
     n = pidx.size
-    is_tcp, is_udp = gb.proto == F.PROTO_TCP, gb.proto == F.PROTO_UDP
-    pay = (d.payload_cap[pidx] > 0) & (is_tcp | is_udp)
+    po = pidx[o]  # perm order from here on: each 5-tuple's packets together, in capture order
+    proto_o = gb.proto[o]
+    tcp_o, udp_o = proto_o == F.PROTO_TCP, proto_o == F.PROTO_UDP
+    pay_o = (d.payload_cap[po] > 0) & (tcp_o | udp_o)
     inv_o = gb.inv[o]
-    ts_o = batch.ts_ns[pidx][o].astype(np.int64)
-    start = np.ones(n, bool)  # perm order: a packet that could start a flow
+    start = np.ones(n, bool)  # a packet that could start a flow
     start[1:] = inv_o[1:] != inv_o[:-1]
-    flags_o = d.tcp_flags[pidx][o].astype(np.int64)
-    start |= is_tcp[o] & ((flags_o & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+    start |= tcp_o & ((d.tcp_flags[po] & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+    ts_o = batch.ts_ns[po]
     gap = np.zeros(n, bool)
-    gap[1:] = ts_o[1:] - ts_o[:-1] > idle_ns
-    start |= is_udp[o] & gap
+    gap[1:] = (ts_o[1:] - ts_o[:-1]) > idle_ns
+    start |= udp_o & gap
     seg = np.maximum.accumulate(np.where(start, np.arange(n), 0))  # each packet's segment's first packet
-    pay_o, a_o = pay[o], gb.src_a[o]
-    rank = np.zeros(n, np.int64)
-    for side in (a_o, ~a_o):
+    a_o = gb.src_a[o]
+    ranks = []
+    for side in (a_o, ~a_o):  # each payload's rank among its direction's in its segment (others: unused)
         m = pay_o & side
         c = np.cumsum(m)
-        r = c - 1 - (c[seg] - m[seg])
-        rank[m] = r[m]
-    sp, dp = d.sport[pidx][o], d.dport[pidx][o]
-    dns = is_udp[o] & ((sp == 53) | (dp == 53) | (sp == 5353) | (dp == 5353) | (sp == 5355) | (dp == 5355))
-    bound = np.where(is_tcp[o], EVIDENCE_TCP, np.where(dns, EVIDENCE_DNS, EVIDENCE_UDP))
+        ranks.append(c - 1 - (c[seg] - m[seg]))
+    rank = np.where(a_o, ranks[0], ranks[1])
+    dns_g = np.zeros(gb.keys[6].size, bool)  # per 5-tuple, from its ports
+    for port in DNS_PORTS:
+        dns_g |= (gb.keys[6] == port) | (gb.keys[7] == port)
+    bound = np.where(tcp_o, EVIDENCE_TCP, np.where(dns_g[inv_o], EVIDENCE_DNS, EVIDENCE_UDP))
     stun = np.zeros(n, bool)
     stun[gb.stun_at] = True
     keep = pay_o & ((rank < bound) | stun[o])
