@@ -613,13 +613,17 @@ def _group_status(g: ExpectedGroup, verdicts: list[FlowVerdict]) -> GroupStatus:
     or missing (no attempt).  A flow counts for the group through any rule it satisfies."""
     primary, fallback, tried = [], [], []
     relay_servers = set()
+    hows: dict[tuple, str | None] = {}  # (rules, transport, port) -> how they count for the group
     for v in verdicts:
         # an "unexpected" flow only names the rule it fell outside of: it is no attempt at the group
         if not v.rule or v.verdict == "unexpected" or v.flow.transport not in ("tcp", "udp"):
             continue
         port = v.flow.server_port if not v.flow.connect_target else 443
-        ways = {g.satisfied_by(r, v.flow.transport, port or 0) for r in v.all_rules}
-        how = "primary" if "primary" in ways else "fallback" if "fallback" in ways else None
+        key = (v.all_rules, v.flow.transport, port or 0)
+        how = hows.get(key, "")
+        if how == "":
+            ways = {g.satisfied_by(r, key[1], key[2]) for r in key[0]}
+            how = hows[key] = "primary" if "primary" in ways else "fallback" if "fallback" in ways else None
         if how == "primary":
             tried.append(v)
             relay_servers.add(v.flow.server)

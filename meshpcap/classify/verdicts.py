@@ -162,6 +162,7 @@ def judge_flows(flows: Sequence[Flow], ctx: Context) -> list[FlowVerdict]:
     gateway has millions of such flows."""
     tables = {t: _ports_judged_in_full(t, ctx) for t in ("tcp", "udp")}
     covers = ctx.matcher.covers_many
+    plans: dict = {}
     out: list[FlowVerdict] = []
     append = out.append
     for lo in range(0, len(flows), _CHUNK):  # a chunk at a time: the servers' question stays small
@@ -172,13 +173,13 @@ def judge_flows(flows: Sequence[Flow], ctx: Context) -> list[FlowVerdict]:
         covered = {a for a, hit in zip(servers, covers(servers).tolist()) if hit} if servers else set()
         for f, p in zip(chunk, plain):
             if not p or f.server in covered:
-                append(judge_flow(f, ctx))
+                append(judge_flow(f, ctx, plans))
                 continue
             port = f.server_port
             if port is None or (0 <= port < 65536 and not tables[f.transport][port]):
                 append(_unrelated(f, f.server))
             else:
-                append(judge_flow(f, ctx))
+                append(judge_flow(f, ctx, plans))
     return out
 
 
@@ -202,13 +203,37 @@ def _ports_judged_in_full(transport: str, ctx: Context) -> list[bool]:
     return full.tolist()
 
 
-def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
+def judge_flow(f: Flow, ctx: Context, plans: dict | None = None) -> FlowVerdict:
+    """The verdict on one flow.  ``plans`` (a dict kept across the flows of one judging, by
+    :func:`judge_flows`) holds which rule applies to each destination seen (its names, server, transport
+    and port), so that flows to the same destination only have their outcome worked out."""
     if f.transport not in ("tcp", "udp"):
         return FlowVerdict(f, "unrelated")
-    transport = f.transport
     port = _dest_port(f)
     names = _names(f)
     via_proxy = f.connect_target is not None
+    key = (f.transport, port, tuple(names), f.server, via_proxy, not f.quic_version)
+    plan = plans.get(key) if plans is not None else None
+    if plan is None:
+        plan = _plan(f, ctx, port, names, via_proxy)
+        if plans is not None:
+            if len(plans) >= 1 << 16:  # bounded: a scan of covered addresses has millions of destinations
+                plans.clear()
+            plans[key] = plan
+    if plan[0]:
+        _, rule, matched_by, dest, tag_verified, every = plan
+        v = _outcome(f, ctx, rule, matched_by, dest, tag_verified, every)
+        if tag_verified is False:  # never a silent pass: say what was not checked
+            v = replace(v, detail=f"{v.detail}; {TAG_UNVERIFIED}" if v.detail else TAG_UNVERIFIED)
+        return v
+    return FlowVerdict(f, *plan[1])
+
+
+def _plan(f: Flow, ctx: Context, port: int | None, names: list[str], via_proxy: bool) -> tuple:
+    """What :func:`judge_flow` decides from the flow's destination alone (its names, server, transport,
+    port, and whether it is QUIC): (True, rule, matched_by, destination, tag_verified, rules) when a rule
+    applies (the outcome then depends on the flow), else (False, the verdict's fields after the flow)."""
+    transport = f.transport
     by_name: list[Rule] = []
     for n in names:
         for r in ctx.matcher.by_name(n):
@@ -244,11 +269,7 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
         rule = applicable[0]
         dest = names[0] if (matched_by == "name" and names) else f.server
         every = tuple(dict.fromkeys(r.id for r in applicable + fit_name + fit_addr))
-        v = _outcome(f, ctx, rule.id, matched_by, dest, tag_verified)
-        v = replace(v, rules=every)
-        if tag_verified is False:  # never a silent pass: say what was not checked
-            v = replace(v, detail=f"{v.detail}; {TAG_UNVERIFIED}" if v.detail else TAG_UNVERIFIED)
-        return v
+        return True, rule.id, matched_by, dest, tag_verified, every
 
     # a destination the profile names, on a transport or port it does not list
     named = [r for r in by_name + [r for r in by_addr if r.domains or r.cidrs]]
@@ -256,8 +277,8 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
         r = named[0]
         detail = (f"{destination} is covered by {r.id} ({r.ports_text()}), but this flow used "
                   f"{transport.upper()} {port}" + (" (QUIC)" if f.quic_version else ""))
-        return FlowVerdict(f, "unexpected", r.id, None, detail, matched_by="name" if by_name else "address",
-                           destination=destination, rules=(r.id,))
+        return False, ("unexpected", r.id, None, detail, "high", "name" if by_name else "address", destination, None,
+                       (r.id,))
     if ctx.profile.looks_like(transport, port) and not via_proxy:
         if ctx.tags_loaded:
             detail = (f"{transport.upper()} {port} is a media port of the profile, but {f.server} is in no rule "
@@ -265,21 +286,22 @@ def judge_flow(f: Flow, ctx: Context) -> FlowVerdict:
             tag_rules = [r for r in ctx.profile.rules if r.service_tag and r.allows(transport, port)]
             if tag_rules:
                 detail += f" (not in the {tag_rules[0].service_tag} service tag)"
-                return FlowVerdict(f, "unexpected", tag_rules[0].id, None, detail, matched_by="media-port",
-                                   destination=f.server, tag_verified=True, rules=(tag_rules[0].id,))
-            return FlowVerdict(f, "unexpected", None, None, detail, destination=f.server)
-    return FlowVerdict(f, "unrelated", destination=destination)
+                return False, ("unexpected", tag_rules[0].id, None, detail, "high", "media-port", f.server, True,
+                               (tag_rules[0].id,))
+            return False, ("unexpected", None, None, detail, "high", None, f.server)
+    return False, ("unrelated", None, None, None, "high", None, destination)
 
 
-def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_verified: bool | None) -> FlowVerdict:
+def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_verified: bool | None,
+             rules: tuple[str, ...] = ()) -> FlowVerdict:
     """Did the flow work?  Evidence in order of strength."""
     low = "high"
 
     def blocked(by: str, detail: str, confidence: str = "high") -> FlowVerdict:
-        return FlowVerdict(f, "blocked", rule, by, detail, confidence, matched_by, dest, tag_verified)
+        return FlowVerdict(f, "blocked", rule, by, detail, confidence, matched_by, dest, tag_verified, rules)
 
     def allowed(detail: str | None = None) -> FlowVerdict:
-        return FlowVerdict(f, "allowed", rule, None, detail, low, matched_by, dest, tag_verified)
+        return FlowVerdict(f, "allowed", rule, None, detail, low, matched_by, dest, tag_verified, rules)
 
     if f.connect_status is not None and not 200 <= f.connect_status < 300:
         return blocked("proxy-denied", f"the proxy {f.server}:{f.server_port} answered CONNECT {f.connect_target} "

@@ -33,6 +33,7 @@ from ..errors import MeshpcapError
 from .model import IcmpError, icmp_description
 
 UDP_IDLE_NS = 300 * 1_000_000_000
+DNS_PORTS = (53, 5353, 5355)  # DNS, mDNS (RFC 6762), LLMNR (RFC 4795): up to EVIDENCE_DNS datagrams kept
 TCP_SYN, TCP_RST, TCP_ACK, TCP_FIN = 0x02, 0x04, 0x10, 0x01
 STUN_COOKIE = 0x2112A442  # RFC 8489 section 5
 
@@ -143,15 +144,22 @@ class SlotTable:
         self.hashes = np.zeros(0, np.uint64)  # sorted
         self.hash_slot = np.zeros(0, np.int64)  # the slot of each hash
         self.collided: dict[tuple, int] = {}
+        self._tuples: dict[int, tuple] = {}  # slot -> key tuple, as asked for (at most 8,192 kept)
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, slot: int) -> tuple:
-        if not -self.n <= slot < self.n:
-            raise IndexError(slot)
-        slot %= self.n
-        return tuple(int(c.a[slot]) for c in self.columns)
+        key = self._tuples.get(slot)  # a slot's key never changes: the naming stage asks for each several times
+        if key is None:
+            if not -self.n <= slot < self.n:
+                raise IndexError(slot)
+            slot %= self.n
+            key = tuple([c.a.item(slot) for c in self.columns])
+            if len(self._tuples) >= 1 << 13:  # bounded: a scan asks for millions of slots, each once or twice
+                self._tuples.clear()
+            self._tuples[slot] = key
+        return key
 
     def _append(self, keys: tuple[np.ndarray, ...]) -> np.ndarray:
         """New slots for these keys (columns); returns their numbers."""
@@ -260,6 +268,13 @@ class Grouped:
     stun_at: np.ndarray  # packets that are STUN messages (RFC 8489 section 5)
     stun_cls: np.ndarray  # their class: 0 request, 1 indication, 2 success, 3 error
     chan_at: np.ndarray  # packets that are TURN ChannelData (RFC 8656 section 12.4)
+    # the batch's half of the duplicate search (:func:`dup_prefilter`), made beside the reader; None: not made
+    dup_key: np.ndarray | None = None  # each packet's prefilter key (32 bits)
+    dup_prev: np.ndarray | None = None  # the latest earlier packet of the batch with the same key, -1: none
+    dup_first: np.ndarray | None = None  # the first packet of each key, in key order
+    # the packets that may become evidence (:func:`evidence_candidates`), in capture order; None: not made
+    ev_cand: np.ndarray | None = None
+    ev_idle_ns: int = 0  # the idle split the candidates were chosen under
 
 
 def _key_hash(cols) -> np.ndarray:
@@ -372,10 +387,56 @@ def prepare(batch, d: F.Decoded, trim: bool = False) -> Grouped | None:
     if len(batch) == 0 or ((d.reason == F.OK) & (d.more_frags | (d.frag_offset > 0))).any():
         return None
     grouped = group_batch(batch.data, d)
+    dup_prefilter(batch, d, grouped)
+    evidence_candidates(batch, d, grouped)
     if trim:
         for name in UNUSED_WHEN_PREPARED:
             setattr(d, name, None)
     return grouped
+
+
+def evidence_candidates(batch, d: F.Decoded, gb: Grouped, idle_ns: int = UDP_IDLE_NS) -> None:
+    """The packets of the batch that FlowBuilder._evidence may keep, a superset made without the
+    builder's state (so the reader's second process can make it, and the builder ranks only these):
+    TCP and UDP packets with payload whose rank among the payload packets of their 5-tuple and
+    direction, counted from the latest packet of the 5-tuple in the batch that could start a flow,
+    is under the bound of their kind, and every STUN message.  Flows start only at such packets
+    (the 5-tuple's first in the batch, a TCP SYN without ACK, a UDP datagram after more than
+    ``idle_ns`` of silence), so a packet's rank in its flow is at least the rank counted here: a
+    packet left out is past its bound, and so is every later payload of its flow direction in the
+    batch, after at least that many candidates of its own.  Set on ``gb`` (``ev_cand``, indices into
+    ``gb.pidx``, with ``ev_idle_ns``): valid for a builder whose idle split is ``idle_ns`` or longer."""
+    pidx, o = gb.pidx, gb.perm
+    n = pidx.size
+    po = pidx[o]  # perm order from here on: each 5-tuple's packets together, in capture order
+    proto_o = gb.proto[o]
+    tcp_o, udp_o = proto_o == F.PROTO_TCP, proto_o == F.PROTO_UDP
+    pay_o = (d.payload_cap[po] > 0) & (tcp_o | udp_o)
+    inv_o = gb.inv[o]
+    start = np.ones(n, bool)  # a packet that could start a flow
+    start[1:] = inv_o[1:] != inv_o[:-1]
+    start |= tcp_o & ((d.tcp_flags[po] & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+    ts_o = batch.ts_ns[po]
+    gap = np.zeros(n, bool)
+    gap[1:] = (ts_o[1:] - ts_o[:-1]) > idle_ns
+    start |= udp_o & gap
+    seg = np.maximum.accumulate(np.where(start, np.arange(n), 0))  # each packet's segment's first packet
+    a_o = gb.src_a[o]
+    ranks = []
+    for side in (a_o, ~a_o):  # each payload's rank among its direction's in its segment (others: unused)
+        m = pay_o & side
+        c = np.cumsum(m)
+        ranks.append(c - 1 - (c[seg] - m[seg]))
+    rank = np.where(a_o, ranks[0], ranks[1])
+    dns_g = np.zeros(gb.keys[6].size, bool)  # per 5-tuple, from its ports
+    for port in DNS_PORTS:
+        dns_g |= (gb.keys[6] == port) | (gb.keys[7] == port)
+    bound = np.where(tcp_o, EVIDENCE_TCP, np.where(dns_g[inv_o], EVIDENCE_DNS, EVIDENCE_UDP))
+    stun = np.zeros(n, bool)
+    stun[gb.stun_at] = True
+    keep = pay_o & ((rank < bound) | stun[o])
+    gb.ev_cand = np.sort(o[keep]).astype(np.int32)
+    gb.ev_idle_ns = idle_ns
 
 
 def _without(g: Grouped, drop: np.ndarray) -> Grouped:
@@ -396,66 +457,124 @@ def _without(g: Grouped, drop: np.ndarray) -> Grouped:
                    g.stun_cls[stun_kept], new_pos[g.chan_at[chan_kept]])
 
 
+def dup_prefilter(batch, d: F.Decoded, gb: Grouped) -> None:
+    """The part of the duplicate search that needs no earlier batch (so the reader's second process
+    can make it): each decoded packet's prefilter key (5-tuple, direction, IP length, TCP sequence
+    number and flags, payload length, TTL, captured length, hashed to 32 bits) and the latest earlier
+    packet of the batch with the same key; set on ``gb``."""
+    pidx = gb.pidx
+    cols = [gb.key_hash[gb.inv], gb.src_a.astype(np.uint64), d.ip_len[pidx].astype(np.uint64),
+            d.tcp_seq[pidx].astype(np.uint64), d.tcp_flags[pidx].astype(np.uint64),
+            d.payload_len[pidx].astype(np.uint64), d.ttl[pidx].astype(np.uint64),
+            batch.caplen[pidx].astype(np.uint64)]
+    keys = _key_hash(cols) >> np.uint64(32)
+    # sorted by key, capture order within a key: the position in the low 32 bits makes every
+    # value distinct, so the faster unstable sort gives the stable order
+    order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
+    same = (order[1:] >> np.uint64(32)) == (order[:-1] >> np.uint64(32))
+    pos = (order & np.uint64(0xFFFFFFFF)).astype(np.int32)  # 32-bit columns: half as much to send
+    prev = np.full(keys.size, -1, np.int32)
+    prev[pos[1:][same]] = pos[:-1][same]
+    starts = np.ones(keys.size, bool)
+    starts[1:] = ~same
+    gb.dup_key, gb.dup_prev, gb.dup_first = keys.astype(np.uint32), prev, pos[starts]
+
+
 class _DuplicateFinder:
     """Finds copies among the decoded packets, across batches (see DUP_WINDOW_NS): a prefilter key
-    per packet from the decoded columns (5-tuple, direction, IP length, TCP sequence number and
-    flags, payload length, TTL, captured length), one sort per batch, and a byte comparison only
-    for the packets whose key equals an earlier one's within the window."""
+    per packet from the decoded columns (:func:`dup_prefilter`, made per batch), and a byte comparison
+    only for the packets whose key equals the latest earlier one's within the window: in the batch,
+    or else among the last ``packets`` decoded packets of earlier batches (the tail)."""
 
     def __init__(self, window_ns: int = DUP_WINDOW_NS, packets: int = DUP_PACKETS) -> None:
         self.window_ns = window_ns
         self.packets = packets
-        # the last `packets` decoded packets of earlier batches: keys, timestamps, interfaces, bytes
-        self.tail_key = np.zeros(0, np.uint64)
+        # the last `packets` decoded packets of earlier batches: keys, timestamps, interfaces, and their
+        # bytes as one copied run of the batch (tail_blob[tail_off[i]:tail_off[i] + tail_cap[i]])
+        self.tail_key = np.zeros(0, np.uint32)
         self.tail_ts = np.zeros(0, np.int64)
         self.tail_iface = np.zeros(0, np.int64)
-        self.tail_bytes: list[bytes] = []
+        self.tail_blob = b""
+        self.tail_off = np.zeros(0, np.int64)
+        self.tail_cap = np.zeros(0, np.int64)
 
     def find(self, batch, d: F.Decoded, gb: Grouped) -> tuple[np.ndarray, np.ndarray]:
         """Masks over the decoded packets (``gb.pidx``): those that copy an earlier one, and those of
         them whose original came on another interface."""
+        if gb.dup_key is None:
+            dup_prefilter(batch, d, gb)
+        keys, prev_in = gb.dup_key, gb.dup_prev
         pidx = gb.pidx
         n = pidx.size
-        cols = [gb.key_hash[gb.inv], gb.src_a.astype(np.uint64), d.ip_len[pidx].astype(np.uint64),
-                d.tcp_seq[pidx].astype(np.uint64), d.tcp_flags[pidx].astype(np.uint64),
-                d.payload_len[pidx].astype(np.uint64), d.ttl[pidx].astype(np.uint64),
-                batch.caplen[pidx].astype(np.uint64)]
         nt = self.tail_key.size
-        keys = np.concatenate([self.tail_key, _key_hash(cols) >> np.uint64(32)])
-        ts = np.concatenate([self.tail_ts, batch.ts_ns[pidx].astype(np.int64)])
-        iface = np.concatenate([self.tail_iface, batch.interface[pidx].astype(np.int64)])
-        # sorted by key, capture order within a key: the position in the low 32 bits makes every
-        # value distinct, so the faster unstable sort gives the stable order
-        order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
-        ks = order >> np.uint64(32)
-        order = (order & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        same = ks[1:] == ks[:-1]
-        cur, prev = order[1:][same], order[:-1][same]  # a packet and the latest earlier one of its key
-        near = (cur >= nt) & (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
+        ts = batch.ts_ns[pidx].astype(np.int64)
+        iface = batch.interface[pidx].astype(np.int64)
+        # pairs inside the batch: a packet and the latest earlier one of its key
+        cur = np.flatnonzero(prev_in >= 0)
+        prev = prev_in[cur]
+        near = (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
+        pairs = [(int(c), int(p), False) for c, p in zip(cur[near].tolist(), prev[near].tolist())]
+        if nt and n:  # a batch's first packet of a key and the tail's latest packet of that key
+            first = gb.dup_first  # in key order
+            first_keys = keys[first]
+            tail_order = np.sort((self.tail_key.astype(np.uint64) << np.uint64(32)) | np.arange(nt, dtype=np.uint64))
+            tail_keys = (tail_order >> np.uint64(32)).astype(np.uint32)
+            latest = np.ones(nt, bool)  # the tail's latest packet of each key
+            latest[:-1] = tail_keys[1:] != tail_keys[:-1]
+            tail_keys, tail_pos = tail_keys[latest], (tail_order[latest] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            at = np.minimum(np.searchsorted(first_keys, tail_keys), first.size - 1)
+            hit = first_keys[at] == tail_keys
+            c2, p2 = first[at[hit]], tail_pos[hit]
+            near2 = (c2 + nt - p2 <= self.packets) & (np.abs(ts[c2] - self.tail_ts[p2]) < self.window_ns)
+            pairs += [(int(c), int(p), True) for c, p in zip(c2[near2].tolist(), p2[near2].tolist())]
         copy = np.zeros(n, bool)
         other_iface = np.zeros(n, bool)
         data, off, cap = batch.data, batch.offset[pidx], batch.caplen[pidx]
-        if near.any():
-            tail = self.tail_bytes
+        if pairs:
+            blob, t_off, t_cap = self.tail_blob, self.tail_off, self.tail_cap
+            for c, p, in_tail in pairs:
+                o = int(off[c])
+                if in_tail:
+                    q = int(t_off[p])
+                    same = data[o : o + int(cap[c])] == blob[q : q + int(t_cap[p])]
+                    other = iface[c] != self.tail_iface[p]
+                else:
+                    q = int(off[p])
+                    same = data[o : o + int(cap[c])] == data[q : q + int(cap[p])]
+                    other = iface[c] != iface[p]
+                if same:
+                    copy[c] = True
+                    other_iface[c] = other
+        self._keep_tail(data, off, cap, keys, ts, iface)
+        return copy, other_iface
 
-            def frame(i: int) -> bytes:
-                if i < nt:
-                    return tail[i]
-                o = int(off[i - nt])
-                return data[o : o + int(cap[i - nt])]
-
-            for c, p in zip(cur[near].tolist(), prev[near].tolist()):
-                if frame(c) == frame(p):
-                    copy[c - nt] = True
-                    other_iface[c - nt] = iface[c] != iface[p]
-        # the new tail: the last `packets` decoded packets, this batch's included
+    def _keep_tail(self, data, off, cap, keys, ts, iface) -> None:
+        """The new tail: the last ``packets`` decoded packets, this batch's included; their bytes copied
+        as one run (one slice instead of one per packet)."""
+        n, nt = keys.size, self.tail_key.size
         keep = min(self.packets, nt + n)
         from_batch = min(keep, n)
         old = keep - from_batch
-        self.tail_key, self.tail_ts, self.tail_iface = keys[nt + n - keep :], ts[nt + n - keep :], iface[nt + n - keep :]
-        self.tail_bytes = (self.tail_bytes[nt - old :] if old else []) + [
-            data[o : o + c] for o, c in zip(off[n - from_batch :].tolist(), cap[n - from_batch :].tolist())]
-        return copy, other_iface
+        if from_batch:
+            o, c = off[n - from_batch :].astype(np.int64), cap[n - from_batch :].astype(np.int64)
+            lo, hi = int(o.min()), int((o + c).max())
+            if hi - lo <= 2 * int(c.sum()) + 65536:
+                blob, b_off = data[lo:hi], o - lo
+            else:  # decoded packets far apart (among many that did not decode): copy only theirs
+                blob = b"".join([data[p : p + k] for p, k in zip(o.tolist(), c.tolist())])
+                b_off = np.cumsum(c) - c
+        else:
+            blob, b_off, c = b"", np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if old:
+            t_off, t_cap = self.tail_off[nt - old :], self.tail_cap[nt - old :]
+            lo = int(t_off.min())
+            head = self.tail_blob[lo : int((t_off + t_cap).max())]
+            blob, b_off, c = head + blob, np.concatenate([t_off - lo, b_off + len(head)]), np.concatenate([t_cap, c])
+            keys, ts, iface = (np.concatenate([self.tail_key[nt - old :], keys]),
+                               np.concatenate([self.tail_ts[nt - old :], ts]),
+                               np.concatenate([self.tail_iface[nt - old :], iface]))
+        self.tail_key, self.tail_ts, self.tail_iface = keys[keys.size - keep :], ts[ts.size - keep :], iface[iface.size - keep :]
+        self.tail_blob, self.tail_off, self.tail_cap = blob, b_off, c
 
 
 class FlowBuilder:
@@ -687,7 +806,8 @@ class FlowBuilder:
             stun = np.zeros(pidx.size, bool)
             stun[gb.stun_at] = True
             is_tcp, is_udp = gb.proto == F.PROTO_TCP, gb.proto == F.PROTO_UDP
-            self._evidence(batch.data, d, pidx, flow, src_a, is_tcp, is_udp, stun, rec0, ts, nf)
+            cand = gb.ev_cand if gb.ev_cand is not None and self.idle_ns >= gb.ev_idle_ns else None
+            self._evidence(batch.data, d, pidx, flow, src_a, is_tcp, is_udp, stun, rec0, ts, nf, cand)
 
     # ------------------------------------------------------------------ helpers
     def _duplicates(self, batch, d: F.Decoded, gb: Grouped) -> np.ndarray | None:
@@ -721,9 +841,13 @@ class FlowBuilder:
         for f, i in zip(fid[~low].tolist(), iface[~low].tolist()):
             self.if_high.setdefault(f, set()).add(i)
 
-    def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf) -> None:
+    def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf, cand=None) -> None:
+        """Keep the batch's evidence.  ``cand``: :func:`evidence_candidates` of the batch, or None (every
+        payload is a candidate); ranking only those counts the payloads of a flow direction exactly
+        while it is under its bound and at least up to the bound once it is past (all the bounds need)."""
         pcap_ = d.payload_cap[pidx]
-        cand = np.nonzero((pcap_ > 0) & (is_tcp | is_udp))[0]
+        if cand is None:
+            cand = np.nonzero((pcap_ > 0) & (is_tcp | is_udp))[0]
         if cand.size == 0:
             return
         cf, ca = fid[cand], src_a[cand]

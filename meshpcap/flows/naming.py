@@ -98,6 +98,36 @@ def _reassemble_general(segs: list[Evidence], isn: int | None, limit: int) -> tu
     return bytes(out[:limit]), gap
 
 
+def _chain_runs(lst: list[tuple[int, tuple[str, ...]]]) -> tuple[list[int], list[tuple[str, ...]]]:
+    """The lookups of one address (time order) as runs of the same answer chain: (first index of each
+    run, its chain).  A lookup repeated adds no name the same chain just after it has not added."""
+    starts: list[int] = []
+    chains: list[tuple[str, ...]] = []
+    for k, (_, chain) in enumerate(lst):
+        if not chains or chain != chains[-1]:
+            starts.append(k)
+            chains.append(chain)
+    return starts, chains
+
+
+def _names_before(runs: tuple[list[int], list[tuple[str, ...]]], i: int) -> tuple[str, ...]:
+    """:meth:`Namer.names_resolving_to` from the lookups before index ``i``: the newest
+    MAX_LOOKUPS_SCANNED of them, newest first, until MAX_DNS_NAMES names are found (each run of
+    one chain read once: the lookups after its first add nothing to the names, nor to the count)."""
+    starts, chains = runs
+    lo = max(i - 1 - MAX_LOOKUPS_SCANNED, -1) + 1  # the oldest lookup scanned
+    out: list[str] = []
+    r = bisect.bisect_right(starts, i - 1) - 1
+    while r >= 0 and (r + 1 == len(starts) or starts[r + 1] > lo):
+        for name in chains[r]:
+            if name not in out:
+                out.append(name)
+        if len(out) >= MAX_DNS_NAMES:
+            break
+        r -= 1
+    return tuple(out[:MAX_DNS_NAMES])
+
+
 def parse_dns_or_error(data: bytes) -> "dnsp.DnsMessage | DecodeError":
     try:
         return dnsp.parse_dns(data)
@@ -175,6 +205,7 @@ class Namer:
         self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
         self._resolved: dict[str, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)  # address -> [(ns, question name)]
         self._resolved_ns: dict[str, list[int]] = {}
+        self._names_memo: dict[str, tuple[list, dict[int, tuple[str, ...]]]] = {}  # see names_resolving_to
         self.dns_events: list[DnsEvent] = []
         self._dns_event_fid: list[int] = []
         if dns_pass:  # False only for name_flows(), which runs it itself
@@ -263,14 +294,14 @@ class Namer:
         if not lst:
             return ()
         i = bisect.bisect_right(self._resolved_ns[address], before_ns)
-        out: list[str] = []
-        for k in range(i - 1, max(i - 1 - MAX_LOOKUPS_SCANNED, -1), -1):
-            for name in lst[k][1]:
-                if name not in out:
-                    out.append(name)
-            if len(out) >= MAX_DNS_NAMES:
-                break
-        return tuple(out[:MAX_DNS_NAMES])
+        # the answer is the same for every flow to this address begun after the same lookups (many flows)
+        memo = self._names_memo.get(address)
+        if memo is None or memo[0] is not lst:
+            memo = self._names_memo[address] = (lst, {}, _chain_runs(lst))
+        got = memo[1].get(i)
+        if got is None:
+            got = memo[1][i] = _names_before(memo[2], i)
+        return got
 
     def link_dns_events(self, flows: list[Flow]) -> list[DnsEvent]:
         """Give each DNS event the id of the flow that carried it."""

@@ -323,6 +323,8 @@ def _mixed_flows():
     out.append(M.flow(len(out) + 1, "tcp", OTHER, 8080, connect_target="teams.microsoft.com:443"))
     out.append(M.flow(len(out) + 1, "tcp", OTHER, 8080, connect_target=""))
     out.append(M.flow(len(out) + 1, "udp", OTHER, 5353, dns_names=("mesh.microsoft.com",)))
+    for quic in ("v1", None, "v1"):  # one destination, named, on a port its rule does not list: QUIC or not
+        out.append(M.flow(len(out) + 1, "udp", OTHER, 8443, sni="teams.microsoft.com", quic_version=quic))
     out.append(M.flow(len(out) + 1, "icmp", OTHER, None))
     return out
 

@@ -137,3 +137,32 @@ def test_interfaces_above_63(tmp_path):
     packets = [(3, B.T0, out), (65, B.T0 + B.SEC, back), (69, B.T0 + 2 * B.SEC, out), (64, B.T0 + 3 * B.SEC, other)]
     ft = read_flows(B.write_pcapng(tmp_path / "many.pcapng", [1] * 70, packets), batch_bytes=64)
     assert [f.interfaces for f in ft.flows] == [(3, 65, 69), (64,)]
+
+
+@pytest.mark.parametrize("junk", [False, True])
+def test_the_window_of_earlier_packets_holds_across_batches(tmp_path, monkeypatch, junk):
+    """Copies within the last `packets` decoded packets are found whether the original is in the same
+    batch or an earlier one (the tail), and copies further back are not, for any batch size; also when
+    large frames that do not decode lie between them (the tail then copies its packets one by one)."""
+    import random
+
+    from meshpcap.flows import engine
+
+    rng = random.Random(5)
+    frames = []
+    for i in range(160 if junk else 400):  # UDP datagrams 10 us apart from few payloads: copies at every distance
+        port = 50000 + rng.randrange(3)
+        frames.append((B.T0 + i * 10 * US, B.ether(B.udp4(C, port, S, 3479, b"x%d" % rng.randrange(6)))))
+        if junk and i % 2 == 0:  # a 40 kB frame of an EtherType nothing decodes
+            frames.append((B.T0 + i * 10 * US + 1, B.ether(bytes(40_000), ethertype=0x88B5)))
+    p = B.write_pcap(tmp_path / "copies.pcap", frames)
+    monkeypatch.setattr(engine._DuplicateFinder.__init__, "__defaults__", (engine.DUP_WINDOW_NS, 8))
+    whole = read_flows(p, batch_bytes=1 << 20)
+    dropped = whole.capture["duplicates_dropped"]
+    assert 0 < dropped
+    for batch_bytes in (1, 200, 700, 3000):
+        cut = read_flows(p, batch_bytes=batch_bytes)
+        assert cut.capture["duplicates_dropped"] == dropped
+        assert _flows(cut) == _flows(whole)
+    monkeypatch.setattr(engine._DuplicateFinder.__init__, "__defaults__", (engine.DUP_WINDOW_NS, 1024))
+    assert read_flows(p, batch_bytes=700).capture["duplicates_dropped"] > dropped  # the window matters

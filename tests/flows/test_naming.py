@@ -726,3 +726,38 @@ def test_sslv2_hellos_in_a_real_capture_match_wireshark() -> None:
             if f.transport == "tcp" and f.ech is False and f.sni is None}
     assert theirs <= ours
     assert not ft.stats["malformed"]
+
+
+def _names_before_reference(lst, i):
+    """names_resolving_to as first written: every lookup of the window, newest first."""
+    from meshpcap.flows.naming import MAX_DNS_NAMES, MAX_LOOKUPS_SCANNED
+
+    out: list[str] = []
+    for k in range(i - 1, max(i - 1 - MAX_LOOKUPS_SCANNED, -1), -1):
+        for name in lst[k][1]:
+            if name not in out:
+                out.append(name)
+        if len(out) >= MAX_DNS_NAMES:
+            break
+    return tuple(out[:MAX_DNS_NAMES])
+
+
+def test_names_before_reads_runs_of_one_answer_as_every_lookup():
+    """The window of lookups read as runs of one chain gives what reading each lookup gives."""
+    import random
+
+    from meshpcap.flows.naming import _chain_runs, _names_before
+
+    rng = random.Random(3)
+    chains = [("a.example",), ("b.example", "cdn.example"), ("c.example",), tuple(f"n{k}.example" for k in range(9))]
+    chains += [(f"x{k}.example",) for k in range(12)]
+    for _ in range(300):
+        n = rng.randrange(0, 200)
+        lst, cur = [], rng.choice(chains)
+        for k in range(n):
+            if rng.random() < rng.choice((0.02, 0.3, 1.0)):
+                cur = rng.choice(chains)
+            lst.append((k, cur))
+        runs = _chain_runs(lst)
+        for i in range(n + 1):
+            assert _names_before(runs, i) == _names_before_reference(lst, i)
