@@ -444,21 +444,26 @@ class _FlowLocator:
 
     def __init__(self, flows, slot_keys: list[tuple]) -> None:
         # flows by transport and unordered endpoint pair; records come sorted by their first packet, so each
-        # list is in time order
-        by_key: dict[tuple, list] = {}
-        for f in flows:
-            if f.transport not in ("tcp", "udp"):
-                continue
-            c, s_ = (f.client, f.client_port), (f.server, f.server_port)
-            by_key.setdefault((f.transport, c, s_) if c <= s_ else (f.transport, s_, c), []).append(f)
-        self.by_id = {f.id: f for f in flows}
-        # one row per (slot, flow) in slot then time order, for the vectorised lookup
-        counts, first, ids, a_client = [], [], [], []
-        for key in slot_keys:
-            proto, ver, ah, al, bh, bl, pa, pb = key
+        # list is in time order; only the slots' 5-tuples are indexed (of millions of flows, few carry media)
+        wanted: list[tuple] = []
+        for proto, ver, ah, al, bh, bl, pa, pb in slot_keys:
             a, b = (addr_text(ver, ah, al), pa), (addr_text(ver, bh, bl), pb)
             tr = "tcp" if proto == F.PROTO_TCP else "udp"
-            fl = by_key.get((tr, a, b) if a <= b else (tr, b, a), ())
+            wanted.append(((tr, a, b) if a <= b else (tr, b, a), a))
+        by_key: dict[tuple, list] = {k: [] for k, _ in wanted}
+        ports = {p for (_, a, b), _ in wanted for p in (a[1], b[1])}
+        for f in flows if by_key else ():
+            if f.server_port not in ports or f.client_port not in ports or f.transport not in ("tcp", "udp"):
+                continue
+            c, s_ = (f.client, f.client_port), (f.server, f.server_port)
+            fl = by_key.get((f.transport, c, s_) if c <= s_ else (f.transport, s_, c))
+            if fl is not None:
+                fl.append(f)
+        self.by_id = {f.id: f for fl in by_key.values() for f in fl}
+        # one row per (slot, flow) in slot then time order, for the vectorised lookup
+        counts, first, ids, a_client = [], [], [], []
+        for k, a in wanted:
+            fl = by_key[k]
             if len(fl) > 1:
                 fl = sorted(fl, key=lambda f: f.first_ns)
             counts.append(len(fl))
