@@ -23,6 +23,8 @@ groups, the checklist and the headline verdict (:func:`headline`).
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -186,14 +188,15 @@ def _capture_quality(ft: FlowTable) -> CaptureQuality:
     c = ft.capture
     warns: list[str] = []
     tcp, both, proxy_set, mid = 0, 0, set(), []
-    for f in ft.flows:  # one walk over the flows (millions, for a scan)
-        if f.transport == "tcp":
+    facts = attrgetter("transport", "connect_target", "packets_c2s", "packets_s2c")
+    for f, (transport, connect_target, c2s, s2c) in zip(ft.flows, map(facts, ft.flows)):  # millions, for a scan
+        if transport == "tcp":
             tcp += 1
             if f.orientation not in ("syn", "syn-ack"):
                 mid.append(f)
-        if f.connect_target:
+        if connect_target:
             proxy_set.add(endpoint(f.server, f.server_port))
-        if f.packets_c2s and f.packets_s2c:
+        if c2s and s2c:
             both += 1
     midstream = tuple(mid)
     if midstream:
