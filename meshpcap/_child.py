@@ -89,11 +89,18 @@ def write_all(fd: int, data: object) -> None:
 def read_exact(f: BinaryIO, n: int, writable: bool = False) -> bytes | bytearray | None:
     """Exactly ``n`` bytes from an unbuffered pipe, or None at its end."""
     buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
+    if not fill(f, buf):
+        return None
+    return buf if writable else bytes(buf)
+
+
+def fill(f: BinaryIO, buf) -> bool:
+    """Read from an unbuffered pipe until the writable buffer ``buf`` is full; False at the pipe's end."""
+    view = memoryview(buf).cast("B")
+    got, n = 0, view.nbytes
     while got < n:
         k = f.readinto(view[got:])
         if not k:
-            return None
+            return False
         got += k
-    return buf if writable else bytes(buf)
+    return True

@@ -108,14 +108,7 @@ def _read_buffer(pipe: Any, n: int) -> np.ndarray | None:
     ``_child.read_exact(pipe, n, writable=True)`` without zero-filling the buffer first (most of what
     crosses the pipe is these buffers)."""
     buf = np.empty(n, np.uint8)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = pipe.readinto(view[got:])
-        if not k:
-            return None
-        got += k
-    return buf
+    return buf if _child.fill(pipe, buf) else None
 
 
 def _walk_in_child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> None:
