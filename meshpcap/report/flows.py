@@ -347,54 +347,50 @@ def json_indent2(obj, indent: str = "") -> str:
 _COMPACT = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(obj, separators=(",", ":"))
 
 
-def json_indent2_checked(obj, indent: str = "") -> str:
-    """:func:`json_indent2`'s text, made by orjson when it is sure to be the same: when orjson's compact
-    text is json.dumps's compact text (its C encoder, about three times faster than its indent=2 one),
-    both hold the same tokens, and orjson's OPT_INDENT_2 lays them out as json.dumps(indent=2) does.
-    Anything orjson writes otherwise (a float such as 1e-07, which it writes 1e-7; NaN, which it writes
-    null; non-ASCII text), refuses (integers beyond 64 bits, non-str keys) or json.dumps refuses goes
-    through json_indent2.  For the analysis report's quality and streams sections (floats
-    by the thousand); measured on the 1M-packet benchmark's 2.2 MB of quality and streams: 65 ms through
-    json_indent2, 27 ms here."""
+def _orjson_indent2(obj) -> str | None:
+    """``json.dumps(obj, indent=2)``'s text made by orjson, or None where it may differ: where orjson's
+    compact text is not json.dumps's compact text (its C encoder, about three times faster than its
+    indent=2 one), or either refuses ``obj``.  When the compact texts agree both hold the same tokens,
+    and orjson's OPT_INDENT_2 lays them out as json.dumps(indent=2) does.  What orjson writes its own
+    way: a float such as 1e-07 (1e-7), NaN (null), non-ASCII text; what it refuses: integers beyond 64
+    bits, non-str keys."""
     try:
         import orjson
-    except ImportError:  # pragma: no cover - orjson is a dependency; this works without it
-        return json_indent2(obj, indent)
+    except ImportError:  # pragma: no cover - orjson is a dependency; the callers work without it
+        return None
     try:
-        compact = orjson.dumps(obj)
-        same = _COMPACT(obj).encode("ascii") == compact
+        if _COMPACT(obj).encode("ascii") != orjson.dumps(obj):
+            return None
+        return orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode("ascii")
     except (TypeError, ValueError, OverflowError, RecursionError):  # json_indent2 says what json.dumps says
-        same = False
-    if not same:
+        return None
+
+
+def json_indent2_checked(obj, indent: str = "") -> str:
+    """:func:`json_indent2`'s text, made by orjson when it is sure to be the same (:func:`_orjson_indent2`).
+    For the analysis report's quality and streams sections (floats by the thousand); measured on the
+    1M-packet benchmark's 2.2 MB of quality and streams: 65 ms through json_indent2, 27 ms here."""
+    text = _orjson_indent2(obj)
+    if text is None:
         return json_indent2(obj, indent)
-    text = orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode("ascii")
     return text.replace("\n", "\n" + indent) if indent else text
 
 
 def write_json_list_checked(items, ind: str, write, chunk: int = 256) -> None:
     """:func:`write_json_list`'s text (json.dumps(list(items), indent=2) at indent ``ind``) for items
-    holding floats: ``chunk`` items at a time, each chunk checked as :func:`json_indent2_checked` checks
-    and written by one orjson call, or item by item through json_indent2_checked."""
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - orjson is a dependency; this works without it
-        orjson = None
+    holding floats: ``chunk`` items at a time, each chunk written by one orjson call where
+    :func:`_orjson_indent2` vouches for it, else item by item through json_indent2_checked."""
     it = iter(items)
     first = True
     while True:
         part = list(itertools.islice(it, chunk))
         if not part:
             break
-        text = None
-        if orjson is not None:
-            try:
-                if _COMPACT(part).encode("ascii") == orjson.dumps(part):
-                    # "[\n  a,\n  b\n]" at indent ind, without its brackets: "\n" + ind + "  a,..." + "b"
-                    text = orjson.dumps(part, option=orjson.OPT_INDENT_2).decode("ascii")
-                    text = text.replace("\n", "\n" + ind)[1:-len(ind) - 2]
-            except (TypeError, ValueError, OverflowError, RecursionError):
-                text = None
-        if text is None:
+        text = _orjson_indent2(part)
+        if text is not None:
+            # "[\n  a,\n  b\n]" at indent ind, without its brackets: "\n" + ind + "  a,..." + "b"
+            text = text.replace("\n", "\n" + ind)[1:-len(ind) - 2]
+        else:
             lead = ",\n" + ind + "  "
             text = "\n" + ind + "  " + lead.join(json_indent2_checked(x, ind + "  ") for x in part)
         write(("[" if first else ",") + text)
