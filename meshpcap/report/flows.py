@@ -259,16 +259,21 @@ _INT_FIELDS = ("id", "ip_version", "packets_c2s", "packets_s2c", "bytes_c2s", "b
 
 
 def json_cells(chunk, records, ind: str) -> dict[str, list]:
-    """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as JSON texts."""
-    cols = chunk.columns
-    ifaces = _Texts(lambda mask: json_indent2(list(records.interfaces_of(mask)), ind + "  "))
-    out = {name: int_texts(cols[name]) for name in _INT_FIELDS}
-    for name in ("transport", "client", "server", "state", "orientation"):
-        out[name] = cols[name]  # quoted by the template (none of them needs escaping: see above)
-    out["client_port"] = list(map(_JSON_PORTS.__getitem__, cols["client_port"]))
-    out["server_port"] = list(map(_JSON_PORTS.__getitem__, cols["server_port"]))
-    out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, cols["encapsulated"]))
-    out["interfaces"] = list(map(ifaces.__getitem__, cols["interfaces"]))
+    """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as JSON texts (the text fields as
+    they are: the template quotes them, and none of them needs escaping, see above)."""
+    return _cells(chunk, _JSON_PORTS, lambda mask: json_indent2(list(records.interfaces_of(mask)), ind + "  "))
+
+
+def _cells(chunk, ports: dict, interfaces_text) -> dict[str, list]:
+    """The columns of ``chunk`` as the texts a template takes: numbers and booleans as JSON and CSV both
+    write them, ports through ``ports`` (None: null or empty), interface masks through ``interfaces_text``."""
+    out = dict(chunk.columns)
+    for name in _INT_FIELDS:
+        out[name] = int_texts(out[name])
+    out["client_port"] = list(map(ports.__getitem__, out["client_port"]))
+    out["server_port"] = list(map(ports.__getitem__, out["server_port"]))
+    out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, out["encapsulated"]))
+    out["interfaces"] = list(map(_Texts(interfaces_text).__getitem__, out["interfaces"]))
     return out
 
 
@@ -437,15 +442,7 @@ def csv_line(row) -> str:
 
 def csv_cells(chunk, records) -> dict[str, list]:
     """The columns of a :class:`~meshpcap.flows.records.PlainChunk` as CSV cells (quoted where needed)."""
-    ifaces = _Texts(lambda mask: csv_line([cell(list(records.interfaces_of(mask)))])[:-1])
-    out = dict(chunk.columns)
-    for name in _INT_FIELDS:
-        out[name] = int_texts(out[name])
-    out["client_port"] = list(map(_CSV_PORTS.__getitem__, out["client_port"]))
-    out["server_port"] = list(map(_CSV_PORTS.__getitem__, out["server_port"]))
-    out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, out["encapsulated"]))
-    out["interfaces"] = list(map(ifaces.__getitem__, out["interfaces"]))
-    return out
+    return _cells(chunk, _CSV_PORTS, lambda mask: csv_line([cell(list(records.interfaces_of(mask)))])[:-1])
 
 
 def _flow_csv_lines(records, chunk: int = CHUNK):
