@@ -299,6 +299,12 @@ def notable(verdicts: Sequence[FlowVerdict]) -> Sequence[FlowVerdict]:
     return verdicts.notable() if isinstance(verdicts, Verdicts) else verdicts
 
 
+def unrelated_count(verdicts: Sequence[FlowVerdict]) -> int:
+    """How many of ``verdicts`` are ``unrelated`` (the ones :func:`notable` leaves out, all unrelated, not made)."""
+    said = notable(verdicts)
+    return sum(1 for v in said if v.verdict == "unrelated") + len(verdicts) - len(said)
+
+
 def _ports_judged_in_full(transport: str, ctx: Context) -> np.ndarray:
     """Per destination port (0-65535) of ``transport``: could :func:`judge_flow` say anything but
     ``unrelated`` of a flow on it that has no name, no CONNECT target and a server address no rule covers?
