@@ -8,6 +8,7 @@ import gc
 import io
 import itertools
 import json
+import re
 
 from .formats import FlowFormat
 from .sanitize import CsvWriter, csv_text, terminal_text
@@ -356,19 +357,39 @@ def _orjson_indent2(obj) -> str | None:
     """``json.dumps(obj, indent=2)``'s text made by orjson, or None where it may differ: where orjson's
     compact text is not json.dumps's compact text (its C encoder, about three times faster than its
     indent=2 one), or either refuses ``obj``.  When the compact texts agree both hold the same tokens,
-    and orjson's OPT_INDENT_2 lays them out as json.dumps(indent=2) does.  What orjson writes its own
-    way: a float such as 1e-07 (1e-7), NaN (null), non-ASCII text; what it refuses: integers beyond 64
-    bits, non-str keys."""
+    and orjson's OPT_INDENT_2 lays them out as json.dumps(indent=2) does.  Non-ASCII text (and DEL),
+    which orjson writes as it is, is escaped as json.dumps escapes it (:func:`_ascii_escaped`) before
+    the comparison.  What orjson writes its own way: a float such as 1e-07 (1e-7), NaN (null); what it
+    refuses: integers beyond 64 bits, non-str keys, lone surrogates."""
     try:
         import orjson
     except ImportError:  # pragma: no cover - orjson is a dependency; the callers work without it
         return None
     try:
-        if _COMPACT(obj).encode("ascii") != orjson.dumps(obj):
+        compact = orjson.dumps(obj)
+        plain = compact.isascii() and b"\x7f" not in compact
+        if _COMPACT(obj) != (compact.decode("ascii") if plain else _ascii_escaped(compact.decode())):
             return None
-        return orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode("ascii")
+        text = orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode()
+        return text if plain else _ascii_escaped(text)
     except (TypeError, ValueError, OverflowError, RecursionError):  # json_indent2 says what json.dumps says
         return None
+
+
+_ESCAPED = re.compile("[\x7f-\U0010ffff]")  # what json.dumps (ensure_ascii) escapes beyond the controls
+
+
+def _escape(m) -> str:
+    c = ord(m.group())
+    if c < 0x10000:
+        return "\\u%04x" % c  # lower-case hex, as json.dumps writes it
+    c -= 0x10000  # a UTF-16 surrogate pair (RFC 8259 section 7)
+    return "\\u%04x\\u%04x" % (0xD800 | c >> 10, 0xDC00 | c & 0x3FF)
+
+
+def _ascii_escaped(text: str) -> str:
+    """``text`` (JSON) with every character from DEL on written as json.dumps writes it: ``\\uXXXX``."""
+    return _ESCAPED.sub(_escape, text)
 
 
 def json_indent2_checked(obj, indent: str = "") -> str:

@@ -278,3 +278,16 @@ def test_checked_circular_raises_like_json_dumps():
     with pytest.raises(ValueError) as got:
         json_indent2_checked({"a": loop})
     assert str(got.value) == str(expected.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.text(st.characters(exclude_categories=["Cs"])) | st.integers(-5, 5),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+                    max_leaves=12))
+def test_orjson_text_escaped_as_json_dumps_escapes(obj):
+    """Non-ASCII text, DEL, astral characters (surrogate pairs) and controls: orjson's text, escaped as
+    json.dumps escapes it (ensure_ascii), is json.dumps' text, so orjson writes it."""
+    from meshpcap.report.flows import _orjson_indent2
+
+    assert _orjson_indent2(obj) == dumps(obj)
+    assert _orjson_indent2(["\u00e9\u2026\x7f\U0001f600\u2028\x01\n"]) == dumps(["\u00e9\u2026\x7f\U0001f600\u2028\x01\n"])
