@@ -368,7 +368,8 @@ def _is_session_evidence(v: FlowVerdict, profile: Profile) -> bool:
     return any(g.satisfied_by(r, v.flow.transport, port) == "primary" for g in profile.expected for r in v.all_rules)
 
 
-def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: list[FlowVerdict]) -> list[DnsFailure]:
+def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context,
+                  verdicts: Sequence[FlowVerdict]) -> list[DnsFailure]:
     """Failed lookups of names a rule needs.  Each blocks the (otherwise unrelated) flow that
     carried it: ``verdicts`` is updated in place."""
     by_id = None  # flow id -> index (a dict, or _Positions), made at the first failure that names a flow
