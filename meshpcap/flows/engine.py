@@ -652,13 +652,14 @@ class FlowBuilder:
         if self.max_flows and fid0 + k > self.max_flows:
             raise FlowLimitError(self.max_flows)
         self.nflows += k
-        if self.nflows > len(self.f_slot.a):
+        while self.nflows > len(self.f_slot.a):  # grown by the steps one flow at a time takes (the same sizes)
+            n = len(self.f_slot.a) + 1
             for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap,
                       self.f_frag, self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b, self.f_ifmask):
-                g.ensure(self.nflows)
-            self.f_first.ensure(self.nflows, np.iinfo(np.int64).max)
-            self.f_last.ensure(self.nflows, np.iinfo(np.int64).min)
-            self.f_first_rec.ensure(self.nflows, np.iinfo(np.int64).max)
+                g.ensure(n)
+            self.f_first.ensure(n, np.iinfo(np.int64).max)
+            self.f_last.ensure(n, np.iinfo(np.int64).min)
+            self.f_first_rec.ensure(n, np.iinfo(np.int64).max)
         while self.nflows > len(self.f_stun):
             self.f_stun = np.concatenate([self.f_stun, np.zeros_like(self.f_stun)])
         fids = np.arange(fid0, self.nflows, dtype=np.int64)
