@@ -271,8 +271,11 @@ class FlowRecords(Sequence):
                 self._named = ~np.fromiter(map(operator.eq, map(_names_of, self._kept), repeat(_NO_NAMES)), bool, n)
             elif self._names is not None:
                 fids = self._order
-                asked = map(self._names, fids.tolist(), self._a_client[fids].tolist())
-                self._named = ~np.fromiter(map(_empty, asked), bool, n)
+                asked = list(map(self._names, fids.tolist(), self._a_client[fids].tolist()))
+                named = np.fromiter(map(bool, asked), bool, n)  # None (most flows) or a dict
+                for j in np.flatnonzero(named).tolist():
+                    named[j] = not _empty(asked[j])
+                self._named = named
             else:
                 self._named = np.zeros(n, bool)
         return self._named

@@ -269,8 +269,13 @@ def _cells(chunk, ports: dict, interfaces_text) -> dict[str, list]:
     """The columns of ``chunk`` as the texts a template takes: numbers and booleans as JSON and CSV both
     write them, ports through ``ports`` (None: null or empty), interface masks through ``interfaces_text``."""
     out = dict(chunk.columns)
+    made: dict[int, list[str]] = {}  # by the column list's id: last_ns is first_ns' list when no flow lasts
     for name in _INT_FIELDS:
-        out[name] = int_texts(out[name])
+        col = out[name]  # chunk.columns keeps it alive: its id stays its own
+        texts = made.get(id(col))
+        if texts is None:
+            texts = made[id(col)] = int_texts(col)
+        out[name] = texts
     out["client_port"] = list(map(ports.__getitem__, out["client_port"]))
     out["server_port"] = list(map(ports.__getitem__, out["server_port"]))
     out["encapsulated"] = list(map(_JSON_BOOL.__getitem__, out["encapsulated"]))
