@@ -226,9 +226,9 @@ def judge_records(records, ctx: Context) -> "Verdicts":
 
 
 class Verdicts(Sequence):
-    """The verdicts of :func:`judge_records`, in record order, as a read-only sequence of
-    :class:`FlowVerdict` (iterating, indexing and ``len()`` behave as on the list :func:`judge_flows`
-    gives): ``unrelated`` marks the positions whose verdict is ``unrelated`` about the flow's server,
+    """The verdicts of :func:`judge_records`, in record order, as a sequence of :class:`FlowVerdict`
+    (iterating, indexing, ``len()`` and ``==`` behave as on the list :func:`judge_flows` gives; pickled, it
+    becomes that list): ``unrelated`` marks the positions whose verdict is ``unrelated`` about the flow's server,
     made only when read; ``made`` holds every other verdict by position.  Setting an item replaces
     its verdict (the DNS failures do)."""
 
