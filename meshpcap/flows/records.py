@@ -523,6 +523,17 @@ _client_of, _server_of = attrgetter("client"), attrgetter("server")
 _names_of = attrgetter(*_NAME_FIELDS)
 _OCTETS = tuple(map(str, range(256)))
 _DOTTED = "{}.{}.{}.{}".format
+_HALF_DOTTED = "{}.{}".format
+_HALVES_FROM = 1024  # distinct IPv4 addresses in one call from which _addresses uses _halves
+_HALVES: list[str] = []
+
+
+def _halves() -> list[str]:
+    """``"a.b"`` for each 16-bit value ``a << 8 | b``: made once, the first time a chunk has many distinct
+    addresses (4 MB, about 15 ms; three times quicker than four octets per address after that)."""
+    if not _HALVES:
+        _HALVES.extend(f"{a}.{b}" for a in range(256) for b in range(256))
+    return _HALVES
 
 
 def _addresses(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
@@ -533,8 +544,12 @@ def _addresses(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
         return list(map(addr_text, ver.tolist(), hi.tolist(), lo.tolist()))
     # one str per distinct address (a client's many flows share theirs, as addr_text's memo made them)
     a, inverse = np.unique(lo.astype(np.int64) & 0xFFFFFFFF, return_inverse=True)
-    octet = _OCTETS.__getitem__
-    texts = list(map(_DOTTED, *(map(octet, ((a >> s_) & 255).tolist()) for s_ in (24, 16, 8, 0))))
+    if a.size >= _HALVES_FROM:  # many addresses (a scan): from the texts of their two 16-bit halves
+        half = _halves().__getitem__
+        texts = list(map(_HALF_DOTTED, map(half, (a >> 16).tolist()), map(half, (a & 0xFFFF).tolist())))
+    else:
+        octet = _OCTETS.__getitem__
+        texts = list(map(_DOTTED, *(map(octet, ((a >> s_) & 255).tolist()) for s_ in (24, 16, 8, 0))))
     out = list(map(texts.__getitem__, inverse.tolist()))
     if not v4.all():
         for j in np.flatnonzero(~v4).tolist():
