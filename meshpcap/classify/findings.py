@@ -23,16 +23,20 @@ groups, the checklist and the headline verdict (:func:`headline`).
 
 from __future__ import annotations
 
-from operator import attrgetter
-
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
+import numpy as np
+
+from ..decode.frames import PROTO_TCP
 from ..flows.model import DnsEvent, Flow, FlowTable, endpoint, hops_away
 from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule
-from .verdicts import END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, _names, judge_dns, judge_flows
+from .verdicts import (END_GRACE_NS, TAG_UNVERIFIED, Context, FlowVerdict, Verdicts, _names, judge_dns, judge_flows,
+                       judge_records, notable)
 
 KINDS = ("blocked", "missing", "unexpected", "degraded")  # degraded: media quality (classify/quality.py)
 SEVERITIES = ("error", "warning", "info")
@@ -133,7 +137,7 @@ class Judgement:
     """Everything ``judge`` decided.  ``verdict`` is ``pass``, ``fail`` or ``inconclusive``;
     ``reason`` says why when it is inconclusive (what the capture lacks), else None."""
 
-    flows: list[FlowVerdict]
+    flows: Sequence[FlowVerdict]  # a list, or (a FlowRecords judged) Verdicts: most made when read
     findings: list[Finding]
     checklist: list[CheckItem]
     groups: list[GroupStatus]
@@ -187,17 +191,20 @@ def _capture_quality(ft: FlowTable) -> CaptureQuality:
     """Warnings about the capture itself, and the facts the verdicts need."""
     c = ft.capture
     warns: list[str] = []
-    tcp, both, proxy_set, mid = 0, 0, set(), []
-    facts = attrgetter("transport", "connect_target", "packets_c2s", "packets_s2c")
-    for f, (transport, connect_target, c2s, s2c) in zip(ft.flows, map(facts, ft.flows)):  # millions, for a scan
-        if transport == "tcp":
-            tcp += 1
-            if f.orientation not in ("syn", "syn-ack"):
-                mid.append(f)
-        if connect_target:
-            proxy_set.add(endpoint(f.server, f.server_port))
-        if c2s and s2c:
-            both += 1
+    if hasattr(ft.flows, "judging_columns"):
+        tcp, both, proxy_set, mid = _flow_facts_from_columns(ft.flows)
+    else:
+        tcp, both, proxy_set, mid = 0, 0, set(), []
+        facts = attrgetter("transport", "connect_target", "packets_c2s", "packets_s2c")
+        for f, (transport, connect_target, c2s, s2c) in zip(ft.flows, map(facts, ft.flows)):
+            if transport == "tcp":
+                tcp += 1
+                if f.orientation not in ("syn", "syn-ack"):
+                    mid.append(f)
+            if connect_target:
+                proxy_set.add(endpoint(f.server, f.server_port))
+            if c2s and s2c:
+                both += 1
     midstream = tuple(mid)
     if midstream:
         warns.append(
@@ -229,6 +236,26 @@ def _capture_quality(ft: FlowTable) -> CaptureQuality:
     return CaptureQuality(tuple(warns), one_direction, midstream, bool(c.get("truncated")))
 
 
+def _flow_facts_from_columns(records) -> tuple[int, int, set, list[Flow]]:
+    """:func:`_capture_quality`'s walk over a FlowRecords, from its columns (a scan has millions of flows):
+    (TCP flows, flows with packets both ways, the proxies of CONNECT flows, the TCP flows whose client was
+    not chosen by the handshake).  Only those TCP flows and the named flows (a CONNECT target comes from
+    the naming stage) are made."""
+    from ..flows.records import ORIENTATIONS
+
+    cols = records.judging_columns()
+    is_tcp = cols["proto"] == PROTO_TCP
+    handshake = np.isin(cols["orientation"], [ORIENTATIONS.index("syn"), ORIENTATIONS.index("syn-ack")])
+    mid = records.at(np.flatnonzero(is_tcp & ~handshake))
+    proxies = set()
+    named = np.flatnonzero(records.named_mask())
+    for lo in range(0, named.size, 65536):
+        for f in records.at(named[lo:lo + 65536]):
+            if f.connect_target:
+                proxies.add(endpoint(f.server, f.server_port))
+    return int(is_tcp.sum()), int(cols["both_ways"].sum()), proxies, mid
+
+
 def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bool,
           fail_on: str = "missing") -> Judgement:
     """Judge every flow and DNS lookup of ``ft`` against ``profile`` and decide the headline.
@@ -239,14 +266,16 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
     quality = _capture_quality(ft)
     ctx = Context(profile, matcher, tags_loaded, ft.capture.get("last_ns"), quality.one_direction,
                   ft.capture.get("dropped_by_capture") or 0)
-    verdicts = judge_flows(ft.flows, ctx)
+    # a FlowRecords is judged from its columns, its plain unrelated flows never made (a scan has millions)
+    verdicts = judge_records(ft.flows, ctx) if hasattr(ft.flows, "judging_columns") else judge_flows(ft.flows, ctx)
     rules = {r.id: r for r in profile.rules}
 
     dns_fail = _dns_failures(ft, matcher, ctx, verdicts)
+    said = notable(verdicts)  # the others are plain "unrelated" verdicts: no finding, no rule, no group
     # the verdicts under a rule: the only ones expected groups, the session start, the session evidence and
     # the checklist look at (a scan of millions of unrelated flows has a few thousand of them)
-    ruled = [v for v in verdicts if v.rule]
-    findings = _flow_findings(verdicts, rules) + _dns_findings(dns_fail)
+    ruled = [v for v in said if v.rule]
+    findings = _flow_findings(said, rules) + _dns_findings(dns_fail)
     group_status, group_findings = _expected_groups(profile, ruled, rules, quality, ft, dns_fail)
     findings = _note_fallbacks(findings + group_findings, group_status)
 
@@ -266,7 +295,8 @@ def judge(ft: FlowTable, profile: Profile, matcher: RuleMatcher, tags_loaded: bo
                         if g.status == "missing" else g for g in group_status]
     findings = _number(findings)
     checklist = _checklist(profile, ruled, group_status, dns_fail)
-    tally = Counter(v.verdict for v in verdicts)
+    tally = Counter(v.verdict for v in said)
+    tally["unrelated"] += len(verdicts) - len(said)
     counts = {k: tally[k] for k in ("allowed", "blocked", "unexpected", "unrelated")}
     verdict, reason = headline(findings, warnings, group_status, fail_on, lacks)
     return Judgement(verdicts, findings, checklist, group_status, warnings, verdict, counts, reason, fail_on)
@@ -338,10 +368,11 @@ def _is_session_evidence(v: FlowVerdict, profile: Profile) -> bool:
     return any(g.satisfied_by(r, v.flow.transport, port) == "primary" for g in profile.expected for r in v.all_rules)
 
 
-def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: list[FlowVerdict]) -> list[DnsFailure]:
+def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context,
+                  verdicts: Sequence[FlowVerdict]) -> list[DnsFailure]:
     """Failed lookups of names a rule needs.  Each blocks the (otherwise unrelated) flow that
     carried it: ``verdicts`` is updated in place."""
-    by_id: dict[int, int] | None = None  # flow id -> index, made at the first failure that names a flow
+    by_id = None  # flow id -> index (a dict, or _Positions), made at the first failure that names a flow
     out: list[DnsFailure] = []
     for ev in ft.dns:
         res = judge_dns(ev, matcher)
@@ -355,7 +386,8 @@ def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: l
         failure = DnsFailure(ev, rule, why, uncertain=uncaptured or ev.rcode == "NXDOMAIN")
         out.append(failure)
         if ev.flow_id is not None and by_id is None:
-            by_id = {v.flow.id: i for i, v in enumerate(verdicts)}
+            by_id = _Positions(verdicts) if isinstance(verdicts, Verdicts) else {v.flow.id: i for i, v in
+                                                                                enumerate(verdicts)}
         i = by_id.get(ev.flow_id) if ev.flow_id is not None and by_id is not None else None
         if i is not None and verdicts[i].verdict == "unrelated":
             v = verdicts[i]
@@ -363,6 +395,13 @@ def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context, verdicts: l
                                       f"{ev.qname} ({ev.qtype}): {why} from {ev.server}",
                                       "low" if failure.uncertain else "high", "name", ev.qname, rules=(rule.id,))
     return out
+
+
+class _Positions:
+    """flow id -> position for :class:`Verdicts` (ids count from 1 in record order), as a dict's ``get``."""
+
+    def __init__(self, verdicts: Verdicts) -> None:
+        self.get = verdicts.index_of
 
 
 def _dns_findings(dns_fail: list[DnsFailure]) -> list[Finding]:

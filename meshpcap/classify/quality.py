@@ -17,6 +17,7 @@ from ..errors import RuleError
 from ..flows.media import MediaOptions, MediaResult, MediaStream, ServerRtt
 from ..rules.files import TomlError, toml_document
 from .findings import Finding, Judgement, failing
+from .verdicts import notable
 
 METRICS = ("latency_one_way_ms", "rtt_ms", "burst_loss_pct", "loss_pct", "jitter_ms", "reorder_pct")
 SEVERITIES = ("error", "warning", "info")
@@ -202,7 +203,8 @@ def judge_quality(media: MediaResult, judgement: Judgement, targets: Targets,
                   capture_first_ns: int | None = None) -> Quality:
     """Compare every stream and every measured server with the targets; one ``degraded`` finding per
     stream (or server) and target that is not met."""
-    under_rule = {v.flow.id for v in judgement.flows if v.rule}  # not a dict of every flow: there may be millions
+    # not a dict of every flow: there may be millions (and only the notable ones can be under a rule)
+    under_rule = {v.flow.id for v in notable(judgement.flows) if v.rule}
     q = Quality(targets, media)
     findings: list[Finding] = []
 

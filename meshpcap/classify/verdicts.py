@@ -21,12 +21,14 @@ expected group that applies sees it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..decode.frames import PROTO_TCP, PROTO_UDP
 from ..decode.stun import ALLOCATE_RETRY_CODES, ERROR_NAMES
 from ..flows.model import DnsEvent, Flow, StunSummary, hops_away, is_admin_prohibited, record_maker
 from ..rules.files import toml_document
@@ -160,17 +162,29 @@ def judge_flows(flows: Sequence[Flow], ctx: Context) -> list[FlowVerdict]:
     is made once per (transport, port), as a table of the 65,536 ports: ``unrelated``, or (a port of a service-tag
     rule without a snapshot, a media port of the profile) the full :func:`judge_flow`.  A scan or a busy
     gateway has millions of such flows."""
-    tables = {t: _ports_judged_in_full(t, ctx) for t in ("tcp", "udp")}
-    covers = ctx.matcher.covers_many
-    plans: dict = {}
+    judging = _Judging(ctx)
     out: list[FlowVerdict] = []
-    append = out.append
     for lo in range(0, len(flows), _CHUNK):  # a chunk at a time: the servers' question stays small
-        chunk = flows[lo:lo + _CHUNK]
+        out += judging.chunk(flows[lo:lo + _CHUNK])
+    return out
+
+
+class _Judging:
+    """:func:`judge_flows`' state across its chunks: the port tables and the plans of judge_flow."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.tables = {t: _ports_judged_in_full(t, ctx).tolist() for t in ("tcp", "udp")}
+        self.plans: dict = {}
+
+    def chunk(self, chunk: Sequence[Flow]) -> list[FlowVerdict]:
+        ctx, tables, plans = self.ctx, self.tables, self.plans
+        out: list[FlowVerdict] = []
+        append = out.append
         plain = [f.transport in ("tcp", "udp") and f.connect_target is None
                  and not (f.sni or f.http_host or f.dns_names) for f in chunk]
         servers = list(dict.fromkeys(f.server for f, p in zip(chunk, plain) if p))
-        covered = {a for a, hit in zip(servers, covers(servers).tolist()) if hit} if servers else set()
+        covered = {a for a, hit in zip(servers, ctx.matcher.covers_many(servers).tolist()) if hit} if servers else set()
         for f, p in zip(chunk, plain):
             if not p or f.server in covered:
                 append(judge_flow(f, ctx, plans))
@@ -180,10 +194,118 @@ def judge_flows(flows: Sequence[Flow], ctx: Context) -> list[FlowVerdict]:
                 append(_unrelated(f, f.server))
             else:
                 append(judge_flow(f, ctx, plans))
-    return out
+        return out
 
 
-def _ports_judged_in_full(transport: str, ctx: Context) -> list[bool]:
+def judge_records(records, ctx: Context) -> "Verdicts":
+    """:func:`judge_flows` of a :class:`~meshpcap.flows.records.FlowRecords`, the same verdicts, without a
+    :class:`Flow` or a :class:`FlowVerdict` for a plain flow (see ``FlowRecords.plain_mask``: no name,
+    no TCP facts, ICMP errors or STUN) over TCP or UDP to a server no rule covers, on a port judged by
+    transport and port alone as ``unrelated``: asked of the columns at once.  Every other flow is made
+    and judged by :func:`judge_flows`, in record order."""
+    cols = records.judging_columns()
+    proto, port = cols["proto"], cols["server_port"]
+    cand = np.flatnonzero(records.plain_mask() & ((proto == PROTO_TCP) | (proto == PROTO_UDP)))
+    unrelated = np.zeros(len(records), dtype=bool)
+    if cand.size:
+        judged_alone = ~ctx.matcher.covers_columns(cols["ip_version"][cand], cols["server_hi"][cand],
+                                                   cols["server_lo"][cand])
+        p, cport = proto[cand], port[cand].astype(np.int64)
+        for transport, number in (("tcp", PROTO_TCP), ("udp", PROTO_UDP)):
+            on = p == number
+            judged_alone[on] &= ~_ports_judged_in_full(transport, ctx)[cport[on]]
+        unrelated[cand[judged_alone]] = True
+    del cols
+    rest = np.flatnonzero(~unrelated)
+    judging = _Judging(ctx)
+    made: dict[int, FlowVerdict] = {}
+    for lo in range(0, rest.size, _CHUNK):
+        pos = rest[lo:lo + _CHUNK]
+        made.update(zip(pos.tolist(), judging.chunk(records.at(pos))))
+    return Verdicts(records, unrelated, made)
+
+
+class Verdicts(Sequence):
+    """The verdicts of :func:`judge_records`, in record order, as a sequence of :class:`FlowVerdict`
+    (iterating, indexing, ``len()`` and ``==`` behave as on the list :func:`judge_flows` gives; pickled, it
+    becomes that list): ``unrelated`` marks the positions whose verdict is ``unrelated`` about the flow's server,
+    made only when read; ``made`` holds every other verdict by position.  Setting an item replaces
+    its verdict (the DNS failures do)."""
+
+    __slots__ = ("records", "unrelated", "made", "_ordered")
+
+    def __init__(self, records, unrelated: np.ndarray, made: dict[int, FlowVerdict]) -> None:
+        self.records = records
+        self.unrelated = unrelated
+        self.made = made
+        self._ordered = True  # made's keys ascending
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("verdict index out of range")
+        i %= n
+        v = self.made.get(i)
+        if v is None:
+            f = self.records[i]
+            v = _unrelated(f, f.server)
+        return v
+
+    def __setitem__(self, i: int, v: FlowVerdict) -> None:
+        i %= len(self)
+        if i not in self.made:
+            self._ordered = False
+        self.made[i] = v
+        self.unrelated[i] = False
+
+    def __iter__(self):
+        made = self.made
+        for i, f in enumerate(self.records.stream()):
+            v = made.get(i)
+            yield _unrelated(f, f.server) if v is None else v
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (Verdicts, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} verdicts, {len(self.made)} made>"
+
+    def __reduce__(self):
+        """Pickled as the plain list of its verdicts (as FlowRecords is as the list of its records)."""
+        return (list, (list(self),))
+
+    def notable(self) -> list[FlowVerdict]:
+        """The made verdicts in record order: all but the plain ``unrelated`` ones."""
+        if not self._ordered:
+            self.made = dict(sorted(self.made.items()))
+            self._ordered = True
+        return list(self.made.values())
+
+    def index_of(self, flow_id: int) -> int | None:
+        """The position of the flow with this id (record ids count from 1 in record order), or None."""
+        return flow_id - 1 if 0 < flow_id <= len(self) else None
+
+
+def notable(verdicts: Sequence[FlowVerdict]) -> Sequence[FlowVerdict]:
+    """The verdicts that may say more than ``unrelated`` about a flow's server, in order: every one of a list,
+    the made ones of :class:`Verdicts` (what findings, expected groups and the checklist look at)."""
+    return verdicts.notable() if isinstance(verdicts, Verdicts) else verdicts
+
+
+def unrelated_count(verdicts: Sequence[FlowVerdict]) -> int:
+    """How many of ``verdicts`` are ``unrelated`` (the ones :func:`notable` leaves out, all unrelated, not made)."""
+    said = notable(verdicts)
+    return sum(1 for v in said if v.verdict == "unrelated") + len(verdicts) - len(said)
+
+
+def _ports_judged_in_full(transport: str, ctx: Context) -> np.ndarray:
     """Per destination port (0-65535) of ``transport``: could :func:`judge_flow` say anything but
     ``unrelated`` of a flow on it that has no name, no CONNECT target and a server address no rule covers?
     Yes on a port of a service-tag rule without names or CIDRs when there is no snapshot (judged on
@@ -200,7 +322,7 @@ def _ports_judged_in_full(transport: str, ctx: Context) -> list[bool]:
         for t, allowed in ctx.profile.media_ports:
             if t == transport:
                 full |= allowed.contains_many(ports)
-    return full.tolist()
+    return full
 
 
 def judge_flow(f: Flow, ctx: Context, plans: dict | None = None) -> FlowVerdict:

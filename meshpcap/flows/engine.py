@@ -111,6 +111,9 @@ class Evidence(NamedTuple):
 _new_evidence = partial(tuple.__new__, Evidence)  # Evidence from one row, without a Python-level call
 
 
+_RUN = 16  # the shortest run of flow-starting events FlowBuilder._packet_events starts at once
+
+
 class _Grow:
     """A growable numpy column (by half its size: with millions of flows, doubling would leave
     up to half of every per-flow column unused)."""
@@ -641,6 +644,30 @@ class FlowBuilder:
             self.tcp[fid] = TcpFacts()
         return fid
 
+    def _new_flows(self, slots: np.ndarray, from_a: np.ndarray) -> np.ndarray:
+        """:meth:`_new_flow` for each of ``slots`` in turn (distinct slots, none of them TCP), at once: the
+        first packets of a scan's millions of UDP 5-tuples.  Returns the flows' numbers."""
+        k = slots.size
+        fid0 = self.nflows
+        if self.max_flows and fid0 + k > self.max_flows:
+            raise FlowLimitError(self.max_flows)
+        self.nflows += k
+        while self.nflows > len(self.f_slot.a):  # grown by the steps one flow at a time takes (the same sizes)
+            n = len(self.f_slot.a) + 1
+            for g in (self.f_slot, self.f_pk_a, self.f_pk_b, self.f_by_a, self.f_by_b, self.f_first_a, self.f_encap,
+                      self.f_frag, self.f_pay_a, self.f_pay_b, self.f_stun_a, self.f_stun_b, self.f_ifmask):
+                g.ensure(n)
+            self.f_first.ensure(n, np.iinfo(np.int64).max)
+            self.f_last.ensure(n, np.iinfo(np.int64).min)
+            self.f_first_rec.ensure(n, np.iinfo(np.int64).max)
+        while self.nflows > len(self.f_stun):
+            self.f_stun = np.concatenate([self.f_stun, np.zeros_like(self.f_stun)])
+        fids = np.arange(fid0, self.nflows, dtype=np.int64)
+        self.f_slot.a[fids] = slots
+        self.f_first_a.a[fids] = from_a
+        self.slot_cur.a[slots] = fids
+        return fids
+
     # ------------------------------------------------------------------ batches
     def add(self, batch, d: F.Decoded, grouped: Grouped | None = None) -> None:
         """Add one decoded batch; ``grouped`` is :func:`group_batch` of it, when already made
@@ -699,11 +726,29 @@ class FlowBuilder:
         first_without_flow = np.zeros(pidx.size, bool)
         first_without_flow[gb.first_pos[flow_before[gb.first_pos] < 0]] = True
         events = np.nonzero(control | icmp_err | first_without_flow)[0]
-        at = pidx[events]
+        icmp_events: list[tuple[int, int]] = []  # matched once every packet of the batch has its flow
+        # a run of events that only start a flow (the first packet of a 5-tuple that is neither TCP nor an ICMP
+        # error: a scan's millions) is started at once, in order; the others one by one, in between
+        only_start = (first_without_flow & ~is_tcp & ~icmp_err)[events]
+        edges = np.flatnonzero(np.diff(only_start.astype(np.int8), prepend=np.int8(0), append=np.int8(0)))
+        done = 0
+        for lo, hi in zip(edges[0::2].tolist(), edges[1::2].tolist()):  # the runs of only_start
+            if hi - lo < _RUN:
+                continue
+            self._events(batch, d, gb, slot, events[done:lo], is_tcp, flags, icmp_err, started, icmp_events)
+            run = events[lo:hi]
+            started[run] = self._new_flows(slot[run], gb.src_a[run])
+            done = hi
+        self._events(batch, d, gb, slot, events[done:], is_tcp, flags, icmp_err, started, icmp_events)
+        return icmp_events
+
+    def _events(self, batch, d: F.Decoded, gb: Grouped, slot, events, is_tcp, flags, icmp_err, started,
+                icmp_events: list) -> None:
+        """:meth:`_packet_events` of these events (packet positions, in order), one by one."""
+        at = gb.pidx[events]
         columns = zip(events.tolist(), slot[events].tolist(), gb.src_a[events].tolist(), is_tcp[events].tolist(),
                       flags[events].tolist(), icmp_err[events].tolist(), batch.ts_ns[at].tolist(),
                       d.tcp_seq[at].tolist(), d.ttl[at].tolist(), (at + batch.first_record).tolist())
-        icmp_events: list[tuple[int, int]] = []  # matched once every packet of the batch has its flow
         for e, s, from_a, tcp, fl, icmp, ns, seq, ttl, record in columns:
             fid = int(self.slot_cur.a[s])
             created = fid < 0
@@ -719,7 +764,6 @@ class FlowBuilder:
                 _tcp_event(t, fl, from_a, ns, seq, ttl)
             elif icmp:
                 icmp_events.append((e, ns))
-        return icmp_events
 
     def _idle_splits(self, rec0: int, gb: Grouped, slot, ts, flow_before, started) -> None:
         """Start a new flow where a transport without handshakes (not TCP) was silent on its

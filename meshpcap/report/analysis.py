@@ -13,6 +13,7 @@ from operator import attrgetter
 from typing import Any
 
 from ..classify import Judgement
+from ..classify.verdicts import Verdicts, notable
 from ..flows.model import FLOW_COLUMNS, FlowTable
 from .flows import (CHUNK, capture_summary, cell, endpoint, json_cells, json_indent2, json_indent2_checked, ns_text,
                     terminal_cells, write_json_list, write_json_list_checked, write_json_list_text)
@@ -115,7 +116,10 @@ class Report:
         return {"quality": self.quality.to_dict(), "streams": [s.to_dict() for s in self.quality.media.streams]}
 
     def _flows(self, show_unrelated: bool):
-        return (v for v in self.judgement.flows if show_unrelated or v.verdict != "unrelated")
+        if show_unrelated:
+            return iter(self.judgement.flows)
+        # the verdicts left out of notable() are all unrelated: they are never made here
+        return (v for v in notable(self.judgement.flows) if v.verdict != "unrelated")
 
     def _head(self) -> dict[str, Any]:
         """The document without its flows and DNS events (which come last)."""
@@ -144,7 +148,7 @@ class Report:
     def write_json(self, write, show_unrelated: bool = True) -> None:
         """``json.dumps(self.to_dict(show_unrelated), indent=2) + "\\n"``, written a chunk of flows at a
         time (a capture of millions of flows is never held as one text)."""
-        head = json_indent2(self._head())
+        head = json_indent2_checked(self._head())  # orjson where it writes the same (findings' flow ids by the 10,000)
         write(head[:-2] + ',\n  "flows": ')  # the head without its closing "\n}"
         records = self.flow_table.flows
         if show_unrelated and records_kept(records, self.judgement.flows):
@@ -173,8 +177,11 @@ class Report:
 
 
 def records_kept(records, verdicts) -> bool:
-    """Can the verdicts' flows be written from the columns of ``records``?  When ``records`` is a
-    FlowRecords that kept its records (judging walked them) and there is one verdict per record."""
+    """Can the verdicts' flows be written from the columns of ``records``?  When ``verdicts`` are the
+    :class:`~meshpcap.classify.verdicts.Verdicts` judged from ``records`` (a FlowRecords), or when
+    ``records`` kept its records (something walked them) and there is one verdict per record."""
+    if isinstance(verdicts, Verdicts):
+        return verdicts.records is records
     return getattr(records, "kept", None) is not None and len(verdicts) == len(records)
 
 
@@ -190,8 +197,9 @@ def _verdict_texts(verdicts, records, ind: str, chunk: int = CHUNK):
     joined as :func:`write_json_list_text` wants them.
 
     A verdict that says no more than ``unrelated`` about a plain flow (see FlowRecords.plain_chunk) whose
-    destination is its server, on the very record ``records`` holds at its position, is written from the
-    columns (a scan's millions of flows); every other one through ``FlowVerdict.to_dict``."""
+    destination is its server is written from the columns (a scan's millions of flows): with
+    :class:`Verdicts`, where they mark it so (never made); with a list, where it holds such a verdict on
+    the very record ``records`` holds at its position.  Every other one goes through ``FlowVerdict.to_dict``."""
     import numpy as np
 
     from ..classify.verdicts import FlowVerdict
@@ -200,20 +208,26 @@ def _verdict_texts(verdicts, records, ind: str, chunk: int = CHUNK):
     template = plain_template(FlowVerdict(_plain_flow(), "unrelated", destination="").to_dict(),
                               lambda d: json_indent2(d, ind), more=("destination",))
     encode = _item_encoder()
+    columns = isinstance(verdicts, Verdicts)
     kept = records.kept
     sep = ",\n" + ind
     for lo in range(0, len(verdicts), chunk):
         hi = min(lo + chunk, len(verdicts))
-        vs = verdicts[lo:hi]
-        c = records.plain_chunk(lo, hi)
+        c = records.plain_chunk(lo, hi, records=not columns)  # Verdicts hold the flows that are not plain
         cells = json_cells(c, records, ind)
         cells["destination"] = cells["server"]  # compared with the verdicts' below
-        same = map(operator.is_, map(_flow_of, vs), kept[lo:hi])
-        plain = map(operator.eq, map(_verdict_fields, vs), repeat(_PLAIN_VERDICT))
-        dest_is_server = map(operator.eq, map(_destination_of, vs), c.columns["server"])
-        ok = np.fromiter(map(all, zip(same, plain, dest_is_server)), bool, hi - lo)
+        if columns:
+            ok = verdicts.unrelated[lo:hi].copy()
+            vs = verdicts
+        else:
+            vs = verdicts[lo:hi]
+            same = map(operator.is_, map(_flow_of, vs), kept[lo:hi])
+            plain = map(operator.eq, map(_verdict_fields, vs), repeat(_PLAIN_VERDICT))
+            dest_is_server = map(operator.eq, map(_destination_of, vs), c.columns["server"])
+            ok = np.fromiter(map(all, zip(same, plain, dest_is_server)), bool, hi - lo)
         ok[list(c.special)] = False
-        special = {j: encode(vs[j].to_dict(), ind) for j in np.flatnonzero(~ok).tolist()}
+        at = lo if columns else 0
+        special = {j: encode(vs[at + j].to_dict(), ind) for j in np.flatnonzero(~ok).tolist()}
         yield template.fill(cells, hi - lo, special, sep)
 
 
@@ -270,9 +284,7 @@ def _warnings(r: Report) -> list[str]:
 
 def _flow_rows(r: Report, show_unrelated: bool) -> list[list[Any]]:
     rows = []
-    for v in r.judgement.flows:
-        if v.verdict == "unrelated" and not show_unrelated:
-            continue
+    for v in r._flows(show_unrelated):
         f = v.flow
         rows.append([f.id, f.transport, endpoint(f.server, f.server_port), f.name or "", f.state, v.verdict,
                      v.blocked_by or "", v.rule or ""])
@@ -390,9 +402,7 @@ def render_csv(r: Report, show_unrelated: bool = True) -> str:
     buf = io.StringIO()
     w = CsvWriter(buf)  # csv.writer(buf, lineterminator="\n") that quotes a lone CR too
     w.writerow(FLOW_REPORT_COLUMNS)
-    for v in r.judgement.flows:
-        if v.verdict == "unrelated" and not show_unrelated:
-            continue
+    for v in r._flows(show_unrelated):
         d = v.to_dict()
         w.writerow([cell(d[c]) for c in FLOW_REPORT_COLUMNS])
     return buf.getvalue()

@@ -496,6 +496,8 @@ def render_html_document(doc: dict[str, Any], unrelated_hidden: int = 0) -> str:
 def render_html(r, show_unrelated: bool = False) -> str:
     """``meshpcap analyze --format html``: flows unrelated to the profile are listed on request only
     (the embedded document is ``r.to_dict(show_unrelated)``, the same flows the page lists)."""
+    from ..classify.verdicts import unrelated_count
+
     doc = r.to_dict(show_unrelated)
-    hidden = 0 if show_unrelated else sum(1 for v in r.judgement.flows if v.verdict == "unrelated")
+    hidden = 0 if show_unrelated else unrelated_count(r.judgement.flows)
     return render_html_document(doc, hidden)

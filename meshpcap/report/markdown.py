@@ -227,6 +227,8 @@ def _quality(doc: dict[str, Any]) -> list[str]:
 
 def render_markdown(r, show_unrelated: bool = False) -> str:
     """``meshpcap analyze --format markdown``."""
+    from ..classify.verdicts import unrelated_count
+
     doc = r.to_dict(show_unrelated)
-    hidden = 0 if show_unrelated else sum(1 for v in r.judgement.flows if v.verdict == "unrelated")
+    hidden = 0 if show_unrelated else unrelated_count(r.judgement.flows)
     return render_markdown_document(doc, hidden)

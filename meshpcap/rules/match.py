@@ -310,18 +310,35 @@ class PrefixIndex:
             found |= _search(starts, masked)[0]
         return found
 
+    def contains_columns(self, a4: np.ndarray, a6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``contains_many`` of addresses given as arrays: IPv4 as ``uint32``, IPv6 as rows of 16 bytes
+        (``uint8``, shape (n, 16)); a boolean array for each."""
+        none = np.zeros(0, dtype=np.int64)
+        found4 = np.zeros(len(a4), dtype=bool)
+        for pos, _groups, _idx in self._hits_of(np.arange(len(a4)), a4, none, a6[:0]):
+            found4[pos] = True
+        found6 = np.zeros(len(a6), dtype=bool)
+        for pos, _groups, _idx in self._hits_of(none, a4[:0], np.arange(len(a6)), a6):
+            found6[pos] = True
+        return found4, found6
+
     def _hits(self, addresses: Sequence[object]):
         packed = [_packed_address(a) for a in addresses]
         pos4 = np.array([i for i, p in enumerate(packed) if len(p) == 4], dtype=np.int64)
         pos6 = np.array([i for i, p in enumerate(packed) if len(p) == 16], dtype=np.int64)
+        a4 = np.frombuffer(b"".join(packed[i] for i in pos4.tolist()), dtype=">u4").astype(np.uint32)
+        a6 = np.frombuffer(b"".join(packed[i] for i in pos6.tolist()), dtype=np.uint8).reshape(-1, 16)
+        yield from self._hits_of(pos4, a4, pos6, a6)
+
+    def _hits_of(self, pos4: np.ndarray, a4: np.ndarray, pos6: np.ndarray, a6: np.ndarray):
+        """(positions, label groups, group index) per prefix level with hits, for the IPv4 addresses ``a4``
+        at ``pos4`` and the IPv6 ones ``a6`` at ``pos6``."""
         if len(pos4) and self._v4:
-            a4 = np.frombuffer(b"".join(packed[i] for i in pos4.tolist()), dtype=">u4").astype(np.uint32)
             for length, starts, groups in self._v4:
                 hit, idx = _search(starts, a4 & _V4_MASKS[length])
                 if hit.any():
                     yield pos4[hit], groups, idx[hit]
         if len(pos6) and self._v6:
-            a6 = np.frombuffer(b"".join(packed[i] for i in pos6.tolist()), dtype=np.uint8).reshape(-1, 16)
             for length, starts, groups in self._v6:
                 masked = np.ascontiguousarray(a6 & _v6_mask(length)).view("S16").ravel()
                 hit, idx = _search(starts, masked)
@@ -424,6 +441,31 @@ class RuleMatcher:
             else:  # a snapshot object with the single-address question only
                 found |= np.array([self._tags.contains(tag, a) for a in packed], dtype=bool)  # type: ignore[union-attr]
         return found
+
+    def covers_columns(self, version: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """:meth:`covers_many` of addresses given as columns: the IP version and the address as two 64-bit
+        halves (``(hi << 64) | lo``; IPv4 in the low 32 bits of ``lo``), as the flow builder keeps them."""
+        v4 = np.asarray(version) == 4
+        a4 = (np.asarray(lo)[v4] & 0xFFFFFFFF).astype(np.uint32)
+        six = np.empty((int((~v4).sum()), 2), dtype=">u8")
+        six[:, 0], six[:, 1] = np.asarray(hi)[~v4], np.asarray(lo)[~v4]
+        a6 = six.view(np.uint8).reshape(-1, 16)
+        indexes = [self._cidrs] if len(self._cidrs) else []
+        if self._tagged and not hasattr(self._tags, "tag_index"):  # a snapshot object without its prefix indexes
+            packed = [a.tobytes() for a in a4.astype(">u4")] + [r.tobytes() for r in a6]
+            covered = self.covers_many(packed)
+            out = np.empty(v4.size, dtype=bool)
+            out[v4], out[~v4] = covered[:a4.size], covered[a4.size:]
+            return out
+        indexes += [self._tags.tag_index(tag) for tag in self._tagged]  # type: ignore[union-attr]
+        out4, out6 = np.zeros(a4.size, dtype=bool), np.zeros(a6.shape[0], dtype=bool)
+        for index in indexes:
+            found4, found6 = index.contains_columns(a4, a6)
+            out4 |= found4
+            out6 |= found6
+        out = np.empty(v4.size, dtype=bool)
+        out[v4], out[~v4] = out4, out6
+        return out
 
     def by_address_many(self, addresses: Sequence[object]) -> list[list]:
         hits: list[set[int]] = [set(ids) for ids in self._cidrs.lookup_many(addresses)]  # type: ignore[arg-type]

@@ -466,6 +466,48 @@ def test_flow_records_behave_as_a_list(tmp_path):
     assert copy.deepcopy(ft).flows == streamed
 
 
+# ---------------------------------------------------------------- flows started at once
+def _scan_capture(path):
+    """Runs of new UDP 5-tuples (IPv4 and IPv6, some answered, some over an idle gap) between TCP flows,
+    ICMP errors quoting them and DNS: the events FlowBuilder starts at once and the ones it takes one by one."""
+    rnd = random.Random(11)
+    recs, t = [], B.T0
+    for i in range(400):
+        t += rnd.choice((1000, MS, 70 * B.SEC))
+        r = rnd.random()
+        if r < 0.1:
+            ip = B.tcp4(C, 41000 + i % 30, S, 443, rnd.choice(("S", "SA", "A", "F", "R")), seq=i % 3)
+        elif r < 0.13:
+            ip = B.icmp4("192.0.2.1", C, 3, 13, B.udp4(C, 42000 + i % 50, f"100.64.0.{i % 50}", 7777)[:28])
+        elif r < 0.25:
+            ip = B.udp6("2001:db8::1", 42000 + i % 50, f"2001:db8:1::{i % 50:x}", 7777)
+        elif r < 0.35:
+            ip = B.udp4(f"100.64.0.{i % 50}", 7777, C, 42000 + i % 50)  # an answer, or the first packet
+        else:
+            ip = B.udp4(C, 42000 + i % 50, f"100.64.0.{i % 50}", 7777)
+        recs.append((t, B.ether(ip)))
+    return B.write_pcap(path, recs)
+
+
+@pytest.mark.parametrize("batch_bytes", [None, 256, 4096])
+@pytest.mark.parametrize("run", [1, 3])
+def test_flows_started_at_once_are_the_ones_started_one_by_one(tmp_path, monkeypatch, batch_bytes, run):
+    from meshpcap.flows import engine
+
+    _busy_capture(tmp_path / "busy.pcap")
+    for p in (tmp_path / "busy.pcap", _scan_capture(tmp_path / "scan.pcap")):
+        monkeypatch.setattr(engine, "_RUN", 1 << 30)  # never: every event one by one
+        want = _full(_read(p, batch_bytes=batch_bytes))
+        monkeypatch.setattr(engine, "_RUN", run)
+        calls = []
+        real = engine.FlowBuilder._new_flows
+        monkeypatch.setattr(engine.FlowBuilder, "_new_flows",
+                            lambda self, *a, calls=calls, real=real: calls.append(1) or real(self, *a))
+        assert _full(_read(p, batch_bytes=batch_bytes)) == want
+        assert calls or p.name == "busy.pcap"  # in the scan, some runs were started at once
+        monkeypatch.undo()
+
+
 # ---------------------------------------------------------------- --max-flows
 def test_max_flows_stops_with_one_line(tmp_path):
     from meshpcap.flows.engine import FlowLimitError

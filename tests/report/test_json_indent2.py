@@ -148,7 +148,10 @@ def test_checked_is_json_dumps(obj, indent):
 
 
 @pytest.mark.parametrize("obj", [[1e-07], {"a": float("nan")}, [float("inf")], {"x": 1e16}, ["\u00e9"],
-                                 {1: 2}, [2**70], {"a": [0.001, 310.472, None, True, "b"]}, [[], {}, ""]])
+                                 {1: 2}, [2**70], {"a": [0.001, 310.472, None, True, "b"]}, [[], {}, ""]]
+                         # tried again member by member: orjson for the members it writes the same
+                         + [{"ids": list(range(50)), "src": "\u2026", "deep": [{"x": "\u00e9", "y": [1, 2]}, {}, []],
+                             "n": {"k": 2**70, 1: "a"}}, ({"a": ("\u00fc", [1e-07])},)])
 def test_checked_odd_floats_and_text(obj):
     assert json_indent2_checked(obj) == dumps(obj)
     assert json_indent2_checked(obj, "    ") == dumps(obj).replace("\n", "\n    ")
@@ -265,3 +268,26 @@ def test_records_written_by_orjson_hold_no_floats():
 
     for cls in (Flow, DnsEvent, IcmpError, StunSummary, FlowVerdict):
         assert [f.name for f in fields(cls) if "float" in str(f.type)] == [], cls
+
+
+def test_checked_circular_raises_like_json_dumps():
+    loop: list = ["\u00e9"]
+    loop.append(loop)
+    with pytest.raises(ValueError) as expected:
+        dumps(loop)
+    with pytest.raises(ValueError) as got:
+        json_indent2_checked({"a": loop})
+    assert str(got.value) == str(expected.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.text(st.characters(exclude_categories=["Cs"])) | st.integers(-5, 5),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+                    max_leaves=12))
+def test_orjson_text_escaped_as_json_dumps_escapes(obj):
+    """Non-ASCII text, DEL, astral characters (surrogate pairs) and controls: orjson's text, escaped as
+    json.dumps escapes it (ensure_ascii), is json.dumps' text, so orjson writes it."""
+    from meshpcap.report.flows import _orjson_indent2
+
+    assert _orjson_indent2(obj) == dumps(obj)
+    assert _orjson_indent2(["\u00e9\u2026\x7f\U0001f600\u2028\x01\n"]) == dumps(["\u00e9\u2026\x7f\U0001f600\u2028\x01\n"])
