@@ -26,9 +26,10 @@ from __future__ import annotations
 from operator import attrgetter
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
+from meshpcap._dataclass import dataclass
 from ..flows.model import DnsEvent, Flow, FlowTable, endpoint, hops_away
 from ..rules.match import RuleMatcher
 from ..rules.model import ExpectedGroup, Profile, Rule

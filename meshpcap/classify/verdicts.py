@@ -21,12 +21,13 @@ expected group that applies sees it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from ..decode.stun import ALLOCATE_RETRY_CODES, ERROR_NAMES
 from ..flows.model import DnsEvent, Flow, StunSummary, hops_away, is_admin_prohibited, record_maker
 from ..rules.files import toml_document

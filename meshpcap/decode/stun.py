@@ -9,8 +9,8 @@ import hmac
 import ipaddress
 import struct
 import zlib
-from dataclasses import dataclass
 
+from meshpcap._dataclass import dataclass
 from meshpcap.decode.buffer import DecodeError, NeedMore
 
 MAGIC_COOKIE = 0x2112A442  # RFC 8489 section 5

@@ -7,13 +7,14 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from meshpcap.errors import RuleError
 from meshpcap.rules.match import PrefixIndex, parse_prefix
 

@@ -1,0 +1,196 @@
+"""``dataclass``: the standard library's decorator, with the methods of slotted records made cheaply.
+
+Every record of meshpcap is ``@dataclass(frozen=True, slots=True)`` (or a slotted mutable one), and about
+sixty of them are defined when ``analyze`` starts.  The standard decorator (Python 3.11, 3.12) writes the
+source of six methods per class (``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__``,
+``__delattr__``) and compiles each: about 0.6 ms a class, a quarter of the start-up of a small run.  Here
+the standard decorator still does everything else (fields, defaults, ``__match_args__``, slots, the
+checks), asked for none of those methods; they are then added as closures over the field names, the same
+functions for every class, and only ``__init__`` is compiled (its signature must name the fields): one
+short line per field, storing the argument through ``object.__setattr__`` as the frozen ``__init__`` of
+the standard library does.  About a fifth of the cost, with the same behaviour: the same signature,
+defaults and default factories, ``__doc__``, ``__dataclass_params__``, ``repr``, equality and hash (over
+the same tuples), ``FrozenInstanceError`` on assignment and deletion, pickling and
+``dataclasses.replace``/``fields``/``asdict`` (one difference: setting an attribute that is not a field of a
+frozen record raises ``FrozenInstanceError``, where Python 3.11's own raises a ``TypeError`` from a
+``super()`` call that names the class as it was before slots were added).  ``tests/test_dataclass.py`` compares every meshpcap record
+and a set of edge cases with the standard decorator's result.
+
+Anything else is handed to the standard decorator unchanged: other options (``order``, ``kw_only``,
+``unsafe_hash`` ...), a class without ``slots=True``, one with dataclass bases, ``ClassVar``/``InitVar``/
+``KW_ONLY`` annotations, ``init=False`` or keyword-only fields, ``__post_init__``, or a method of its own
+among those generated.  Set :data:`FAST` to False before the records' modules are imported to build them
+all with the standard decorator (the tests do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, Field, FrozenInstanceError
+from operator import attrgetter
+from reprlib import recursive_repr
+
+FAST = True
+"""False: every class goes to the standard decorator (read when each class is decorated)."""
+
+# methods the standard decorator would make (or call): a class that defines one keeps the standard path
+_MADE = frozenset({"__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__", "__getstate__",
+                   "__setstate__", "__post_init__", "__slots__"})
+_PSEUDO = ("ClassVar", "InitVar", "KW_ONLY")  # annotations that are not plain fields
+_OPTIONS = {"init": True, "repr": True, "eq": True, "order": False, "unsafe_hash": False, "match_args": True,
+            "kw_only": False, "weakref_slot": False}
+
+
+class _Factory:
+    """The default of a parameter whose field has a default factory (shown as ``<factory>``, as the
+    standard library's is)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()
+_osa = object.__setattr__
+
+
+def dataclass(cls=None, /, *, frozen: bool = False, slots: bool = False, **options):
+    """:func:`dataclasses.dataclass`, with the same arguments and result (see the module's docstring)."""
+
+    def wrap(c):
+        if FAST and slots and all(options.get(k, v) == v for k, v in _OPTIONS.items()) and _plain(c):
+            return _slotted(c, frozen)
+        return dataclasses.dataclass(c, frozen=frozen, slots=slots, **options)
+
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise TypeError(f"dataclass() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    return wrap if cls is None else wrap(cls)
+
+
+def _plain(cls) -> bool:
+    """Only plain fields with defaults or default factories, no base but object, no method of its own
+    among those made: the cases :func:`_slotted` builds."""
+    own = cls.__dict__
+    if cls.__bases__ != (object,) or not _MADE.isdisjoint(own):
+        return False
+    for name, kind in own.get("__annotations__", {}).items():
+        if any(p in str(kind) for p in _PSEUDO) or name == "self" or name.startswith("__mp_"):
+            return False
+        value = own.get(name)
+        if isinstance(value, Field) and (not value.init or value.kw_only is True):
+            return False
+    return True
+
+
+def _slotted(cls, frozen: bool):
+    doc = cls.__doc__
+    cls = dataclasses.dataclass(cls, init=False, repr=False, eq=False, frozen=False, slots=True)
+    fields = dataclasses.fields(cls)
+    names = tuple(f.name for f in fields)
+    _method(cls, _init(cls, fields))
+    _method(cls, _repr(tuple(f.name for f in fields if f.repr)))
+    _method(cls, _eq(_values(tuple(f.name for f in fields if f.compare))))
+    if frozen:
+        _method(cls, _hash(_values(tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash)))))
+        for fn in _frozen(cls, frozenset(names)) + _state(_values(names), names):
+            _method(cls, fn)
+    else:
+        cls.__hash__ = None  # eq without frozen: unhashable, as the standard decorator makes it
+    params = cls.__dataclass_params__  # this class's own, made above: say what it now has
+    params.init = params.repr = params.eq = True
+    params.frozen = frozen
+    if not doc:  # the standard decorator's docstring for a class without one: its name and signature
+        import inspect
+
+        cls.__doc__ = cls.__name__ + str(inspect.signature(cls)).replace(" -> None", "")
+    return cls
+
+
+def _method(cls, fn) -> None:
+    fn.__qualname__ = f"{cls.__qualname__}.{fn.__name__}"
+    fn.__module__ = cls.__module__
+    setattr(cls, fn.__name__, fn)
+
+
+def _values(names: tuple[str, ...]):
+    """``obj`` -> the tuple of those attributes (also for none or one)."""
+    if len(names) > 1:
+        return attrgetter(*names)
+    if names:
+        one = attrgetter(names[0])
+        return lambda obj: (one(obj),)
+    return lambda obj: ()
+
+
+def _init(cls, fields):
+    """``__init__(self, <fields with their defaults>)``, compiled: one line per field."""
+    scope = {"__mp_osa": _osa, "__mp_factory": _FACTORY, "__name__": cls.__module__}
+    params, body = [], []
+    for i, f in enumerate(fields):
+        if f.default is not MISSING:
+            scope[f"__mp_d{i}"] = f.default
+            params.append(f"{f.name}=__mp_d{i}")
+        elif f.default_factory is not MISSING:
+            scope[f"__mp_f{i}"] = f.default_factory
+            params.append(f"{f.name}=__mp_factory")
+            body.append(f" if {f.name} is __mp_factory: {f.name} = __mp_f{i}()")
+        else:
+            params.append(f.name)
+        body.append(f" __mp_osa(self, {f.name!r}, {f.name})")
+    exec("\n".join([f"def __init__(self, {', '.join(params)}):", *(body or [" pass"])]), scope)  # noqa: S102
+    fn = scope["__init__"]
+    fn.__annotations__ = {**{f.name: f.type for f in fields}, "return": None}
+    return fn
+
+
+def _repr(names: tuple[str, ...]):
+    @recursive_repr("...")
+    def __repr__(self):
+        return f"{self.__class__.__qualname__}({', '.join([f'{n}={getattr(self, n)!r}' for n in names])})"
+
+    return __repr__
+
+
+def _eq(values):
+    def __eq__(self, other):
+        if other.__class__ is self.__class__:
+            return values(self) == values(other)
+        return NotImplemented
+
+    return __eq__
+
+
+def _hash(values):
+    def __hash__(self):
+        return hash(values(self))
+
+    return __hash__
+
+
+def _frozen(cls, names: frozenset[str]):
+    def __setattr__(self, name, value):
+        if type(self) is cls or name in names:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+        super(cls, self).__setattr__(name, value)
+
+    def __delattr__(self, name):
+        if type(self) is cls or name in names:
+            raise FrozenInstanceError(f"cannot delete field {name!r}")
+        super(cls, self).__delattr__(name)
+
+    return (__setattr__, __delattr__)
+
+
+def _state(values, names: tuple[str, ...]):
+    """Pickling a frozen slotted record (the standard decorator adds the same pair)."""
+
+    def __getstate__(self):
+        return list(values(self))
+
+    def __setstate__(self, state):
+        for name, value in zip(names, state):
+            _osa(self, name, value)
+
+    return (__getstate__, __setstate__)
