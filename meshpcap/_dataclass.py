@@ -6,9 +6,8 @@ source of six methods per class (``__init__``, ``__repr__``, ``__eq__``, ``__has
 ``__delattr__``) and compiles each: about 0.6 ms a class, a quarter of the start-up of a small run.  Here
 the standard decorator still does everything else (fields, defaults, ``__match_args__``, slots, the
 checks), asked for none of those methods; they are then added as closures over the field names, the same
-functions for every class, and only ``__init__`` is compiled (its signature must name the fields): one
-short line per field, storing the argument through ``object.__setattr__`` as the frozen ``__init__`` of
-the standard library does.  About a fifth of the cost, with the same behaviour: the same signature,
+functions for every class, and only ``__init__`` is compiled (its signature must name the fields), storing
+the arguments through ``object.__setattr__`` as the frozen ``__init__`` of the standard library does.  About a fifth of the cost, with the same behaviour: the same signature,
 defaults and default factories, ``__doc__``, ``__dataclass_params__``, ``repr``, equality and hash (over
 the same tuples), ``FrozenInstanceError`` on assignment and deletion, pickling and
 ``dataclasses.replace``/``fields``/``asdict`` (one difference: setting an attribute that is not a field of a
@@ -26,7 +25,9 @@ all with the standard decorator (the tests do).
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import MISSING, Field, FrozenInstanceError
+from itertools import repeat
 from operator import attrgetter
 from reprlib import recursive_repr
 
@@ -53,6 +54,8 @@ class _Factory:
 
 _FACTORY = _Factory()
 _osa = object.__setattr__
+_consume = deque(maxlen=0).extend  # runs an iterator to its end, keeping nothing
+_LINES = 12  # up to this many fields, one line each runs quicker than the map (and than the standard one)
 
 
 def dataclass(cls=None, /, *, frozen: bool = False, slots: bool = False, **options):
@@ -125,8 +128,11 @@ def _values(names: tuple[str, ...]):
 
 
 def _init(cls, fields):
-    """``__init__(self, <fields with their defaults>)``, compiled: one line per field."""
-    scope = {"__mp_osa": _osa, "__mp_factory": _FACTORY, "__name__": cls.__module__}
+    """``__init__(self, <fields with their defaults>)``, compiled: it stores the arguments through
+    ``object.__setattr__``, one line per field, or for more than :data:`_LINES` fields in one
+    ``map`` over them all (half the compiling, and as quick to run as the standard one at that size)."""
+    scope = {"__mp_osa": _osa, "__mp_factory": _FACTORY, "__mp_consume": _consume, "__mp_repeat": repeat,
+             "__mp_names": tuple(f.name for f in fields), "__name__": cls.__module__}
     params, body = [], []
     for i, f in enumerate(fields):
         if f.default is not MISSING:
@@ -138,7 +144,10 @@ def _init(cls, fields):
             body.append(f" if {f.name} is __mp_factory: {f.name} = __mp_f{i}()")
         else:
             params.append(f.name)
-        body.append(f" __mp_osa(self, {f.name!r}, {f.name})")
+    if len(fields) > _LINES:
+        body.append(f" __mp_consume(map(__mp_osa, __mp_repeat(self), __mp_names, ({', '.join(scope['__mp_names'])})))")
+    else:
+        body += [f" __mp_osa(self, {f.name!r}, {f.name})" for f in fields]
     exec("\n".join([f"def __init__(self, {', '.join(params)}):", *(body or [" pass"])]), scope)  # noqa: S102
     fn = scope["__init__"]
     fn.__annotations__ = {**{f.name: f.type for f in fields}, "return": None}

@@ -182,7 +182,12 @@ def _bodies():
 
         return Nested
 
-    return [empty, one, defaults, factories, nested]
+    def wide(deco):  # more fields than _dataclass._LINES: the other form of __init__
+        ns = {"__annotations__": {f"f{i}": "int" for i in range(_dataclass._LINES + 3)}, "__module__": __name__}
+        ns.update({"f14": 14, "f13": dataclasses.field(default_factory=list)})
+        return deco(type("Wide", (), ns))
+
+    return [empty, one, defaults, factories, nested, wide]
 
 
 def _decorators():
