@@ -4,8 +4,6 @@ Builders for tests and samples are in :mod:`meshpcap.testing.stun`."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import struct
 import zlib
@@ -420,6 +418,9 @@ def verify_integrity(payload: bytes, key: bytes) -> bool:
                 return False
             # The HMAC covers the header, with the length counting up to the end of this attribute.
             head = data[:2] + struct.pack("!H", pos + 24 - HEADER_LEN) + data[4:pos]
+            import hashlib  # here, not at the top: hmac and hashlib load OpenSSL (a few ms of every start)
+            import hmac
+
             mac = hmac.new(key, head, hashlib.sha1).digest()
             return hmac.compare_digest(mac, data[pos + 4 : pos + 24])
         pos += 4 + ((alen + 3) & ~3)
