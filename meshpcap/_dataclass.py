@@ -89,6 +89,8 @@ def _plain(cls) -> bool:
 
 def _slotted(cls, frozen: bool):
     doc = cls.__doc__
+    if not doc:  # given below, from the signature of the __init__ made here; the standard decorator would
+        cls.__doc__ = "-"  # otherwise work it out first from object's (through the tokenizer: 1.6 ms)
     cls = dataclasses.dataclass(cls, init=False, repr=False, eq=False, frozen=False, slots=True)
     fields = dataclasses.fields(cls)
     names = tuple(f.name for f in fields)
