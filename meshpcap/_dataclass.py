@@ -1,25 +1,29 @@
-"""``dataclass``: the standard library's decorator, with the methods of slotted records made cheaply.
+"""``dataclass``: the standard library's decorator, making slotted records at a fifth of its cost.
 
 Every record of meshpcap is ``@dataclass(frozen=True, slots=True)`` (or a slotted mutable one), and about
 sixty of them are defined when ``analyze`` starts.  The standard decorator (Python 3.11, 3.12) writes the
 source of six methods per class (``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__``,
-``__delattr__``) and compiles each: about 0.6 ms a class, a quarter of the start-up of a small run.  Here
-the standard decorator still does everything else (fields, defaults, ``__match_args__``, slots, the
-checks), asked for none of those methods; they are then added as closures over the field names, the same
-functions for every class, and only ``__init__`` is compiled (its signature must name the fields), storing
-the arguments through ``object.__setattr__`` as the frozen ``__init__`` of the standard library does.  About a fifth of the cost, with the same behaviour: the same signature,
-defaults and default factories, ``__doc__``, ``__dataclass_params__``, ``repr``, equality and hash (over
-the same tuples), ``FrozenInstanceError`` on assignment and deletion, pickling and
-``dataclasses.replace``/``fields``/``asdict`` (one difference: setting an attribute that is not a field of a
-frozen record raises ``FrozenInstanceError``, where Python 3.11's own raises a ``TypeError`` from a
-``super()`` call that names the class as it was before slots were added).  ``tests/test_dataclass.py`` compares every meshpcap record
+``__delattr__``) and compiles each, and checks every string annotation three times for ``ClassVar``,
+``InitVar`` and ``KW_ONLY`` with regular expressions: about 0.5 ms a class, a quarter of the start-up of a
+small run.  Here the fields are made as its ``_get_field`` makes them for a plain annotation (the class
+attribute as default, or the ``field()`` given, marked with its own ``_FIELD``), the class is made again
+with slots as its ``_add_slots`` does, and the methods are closures over the field names, the same
+functions for every class; only ``__init__`` is compiled (its signature must name the fields), storing the
+arguments through ``object.__setattr__`` as the standard frozen ``__init__`` does.  The result behaves the
+same: the same signature, defaults and default factories, ``__doc__``, ``__match_args__``,
+``__dataclass_fields__``/``__dataclass_params__``, ``repr``, equality and hash (over the same tuples),
+``FrozenInstanceError`` on assignment and deletion, pickling and ``dataclasses.replace``/``fields``/
+``asdict`` (one difference: setting an attribute that is not a field of a frozen record raises
+``FrozenInstanceError``, where Python 3.11's own raises a ``TypeError`` from a ``super()`` call that names
+the class as it was before slots were added).  ``tests/test_dataclass.py`` compares every meshpcap record
 and a set of edge cases with the standard decorator's result.
 
 Anything else is handed to the standard decorator unchanged: other options (``order``, ``kw_only``,
-``unsafe_hash`` ...), a class without ``slots=True``, one with dataclass bases, ``ClassVar``/``InitVar``/
-``KW_ONLY`` annotations, ``init=False`` or keyword-only fields, ``__post_init__``, or a method of its own
-among those generated.  Set :data:`FAST` to False before the records' modules are imported to build them
-all with the standard decorator (the tests do).
+``unsafe_hash`` ...), a class without ``slots=True``, one with bases or a metaclass, ``ClassVar``/
+``InitVar``/``KW_ONLY`` annotations, ``init=False`` or keyword-only fields, ``__post_init__``, a method of
+its own among those generated, or a Python whose ``dataclasses`` lacks the markers used here.  Set
+:data:`FAST` to False before the records' modules are imported to build them all with the standard
+decorator (the tests do).
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ FAST = True
 # methods the standard decorator would make (or call): a class that defines one keeps the standard path
 _MADE = frozenset({"__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__", "__getstate__",
                    "__setstate__", "__post_init__", "__slots__"})
-_PSEUDO = ("ClassVar", "InitVar", "KW_ONLY")  # annotations that are not plain fields
 _OPTIONS = {"init": True, "repr": True, "eq": True, "order": False, "unsafe_hash": False, "match_args": True,
             "kw_only": False, "weakref_slot": False}
 
@@ -53,6 +56,14 @@ class _Factory:
 
 
 _FACTORY = _Factory()
+# the standard library's own markers, as its decorator sets them (a Python without them: its decorator)
+_FIELD = getattr(dataclasses, "_FIELD", None)
+_DataclassParams = getattr(dataclasses, "_DataclassParams", None)
+_PARAMS_SET = {"init": True, "repr": True, "eq": True, "order": False, "unsafe_hash": False, "frozen": None,
+               "match_args": True, "kw_only": False, "slots": True, "weakref_slot": False}
+_PRIVATE = (_FIELD is not None and "_field_type" in Field.__slots__ and _DataclassParams is not None
+            and set(getattr(_DataclassParams, "__slots__", ())) <= set(_PARAMS_SET))
+_PARAMS: dict[bool, object] = {}
 _osa = object.__setattr__
 _consume = deque(maxlen=0).extend  # runs an iterator to its end, keeping nothing
 _LINES = 12  # up to this many fields, one line each runs quicker than the map (and than the standard one)
@@ -62,7 +73,7 @@ def dataclass(cls=None, /, *, frozen: bool = False, slots: bool = False, **optio
     """:func:`dataclasses.dataclass`, with the same arguments and result (see the module's docstring)."""
 
     def wrap(c):
-        if FAST and slots and all(options.get(k, v) == v for k, v in _OPTIONS.items()) and _plain(c):
+        if FAST and _PRIVATE and slots and all(options.get(k, v) == v for k, v in _OPTIONS.items()) and _plain(c):
             return _slotted(c, frozen)
         return dataclasses.dataclass(c, frozen=frozen, slots=slots, **options)
 
@@ -76,41 +87,78 @@ def _plain(cls) -> bool:
     """Only plain fields with defaults or default factories, no base but object, no method of its own
     among those made: the cases :func:`_slotted` builds."""
     own = cls.__dict__
-    if cls.__bases__ != (object,) or not _MADE.isdisjoint(own):
+    if cls.__bases__ != (object,) or type(cls) is not type or not _MADE.isdisjoint(own):
         return False
-    for name, kind in own.get("__annotations__", {}).items():
-        if any(p in str(kind) for p in _PSEUDO) or name == "self" or name.startswith("__mp_"):
+    annotations = own.get("__annotations__", {})
+    for name, kind in annotations.items():
+        text = kind if type(kind) is str else str(kind)
+        if "ClassVar" in text or "InitVar" in text or "KW_ONLY" in text or name == "self" or name[:5] == "__mp_":
             return False
-        value = own.get(name)
-        if isinstance(value, Field) and (not value.init or value.kw_only is True):
+    for name, value in own.items():  # a Field without annotation is an error the standard decorator reports
+        if isinstance(value, Field) and (name not in annotations or not value.init or value.kw_only is True):
             return False
     return True
 
 
 def _slotted(cls, frozen: bool):
-    doc = cls.__doc__
-    if not doc:  # given below, from the signature of the __init__ made here; the standard decorator would
-        cls.__doc__ = "-"  # otherwise work it out first from object's (through the tokenizer: 1.6 ms)
-    cls = dataclasses.dataclass(cls, init=False, repr=False, eq=False, frozen=False, slots=True)
-    fields = dataclasses.fields(cls)
+    fields = _fields(cls)
     names = tuple(f.name for f in fields)
-    _method(cls, _init(cls, fields))
-    _method(cls, _repr(tuple(f.name for f in fields if f.repr)))
-    _method(cls, _eq(_values(tuple(f.name for f in fields if f.compare))))
+    space = dict(cls.__dict__)  # the class again, with slots (as the standard decorator remakes it)
+    for name in (*names, "__dict__", "__weakref__"):
+        space.pop(name, None)
+    space.update(__slots__=names, __match_args__=names, __dataclass_fields__={f.name: f for f in fields},
+                 __dataclass_params__=_params(frozen))
+    if not space.get("__doc__"):
+        space["__doc__"] = None  # given below, from the signature of the __init__ made here
+    made = type(cls.__name__, cls.__bases__, space)
+    made.__qualname__ = cls.__qualname__
+    _method(made, _init(made, fields))
+    _method(made, _repr(tuple(f.name for f in fields if f.repr)))
+    _method(made, _eq(_values(tuple(f.name for f in fields if f.compare))))
     if frozen:
-        _method(cls, _hash(_values(tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash)))))
-        for fn in _frozen(cls, frozenset(names)) + _state(_values(names), names):
-            _method(cls, fn)
+        _method(made, _hash(_values(tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash)))))
+        for fn in _frozen(made, frozenset(names)) + _state(_values(names), names):
+            _method(made, fn)
     else:
-        cls.__hash__ = None  # eq without frozen: unhashable, as the standard decorator makes it
-    params = cls.__dataclass_params__  # this class's own, made above: say what it now has
-    params.init = params.repr = params.eq = True
-    params.frozen = frozen
-    if not doc:  # the standard decorator's docstring for a class without one: its name and signature
+        made.__hash__ = None  # eq without frozen: unhashable, as the standard decorator makes it
+    if made.__doc__ is None:  # the standard decorator's docstring for a class without one: name and signature
         import inspect
 
-        cls.__doc__ = cls.__name__ + str(inspect.signature(cls)).replace(" -> None", "")
-    return cls
+        made.__doc__ = made.__name__ + str(inspect.signature(made)).replace(" -> None", "")
+    return made
+
+
+def _fields(cls) -> list[Field]:
+    """The class's fields, as the standard decorator makes them (``dataclasses._get_field`` for a plain
+    annotation: a Field of the class attribute as default, or the Field given)."""
+    out = []
+    defaults = False
+    for name, kind in cls.__dict__.get("__annotations__", {}).items():
+        default = getattr(cls, name, MISSING)
+        f = default if isinstance(default, Field) else dataclasses.field(default=default)
+        f.name, f.type, f._field_type = name, kind, _FIELD
+        if f.kw_only is MISSING:
+            f.kw_only = False
+        if f.default.__class__.__hash__ is None:  # the standard decorator's check (a list, dict or set)
+            raise ValueError(f"mutable default {type(f.default)} for field {name} is not allowed: use default_factory")
+        if f.default is MISSING and f.default_factory is MISSING:
+            if defaults:  # as the standard decorator says it (rather than the compiler's SyntaxError)
+                raise TypeError(f"non-default argument {name!r} follows default argument")
+        else:
+            defaults = True
+        out.append(f)
+    return out
+
+
+def _params(frozen: bool):
+    """The ``__dataclass_params__`` the standard decorator gives a class decorated ``(frozen=frozen,
+    slots=True)`` (one for all such classes: nothing changes them)."""
+    if frozen not in _PARAMS:
+        params = object.__new__(_DataclassParams)
+        for name in _DataclassParams.__slots__:
+            object.__setattr__(params, name, _PARAMS_SET[name] if name != "frozen" else frozen)
+        _PARAMS[frozen] = params
+    return _PARAMS[frozen]
 
 
 def _method(cls, fn) -> None:

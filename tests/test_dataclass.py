@@ -281,3 +281,23 @@ def test_other_cases_go_to_the_standard_decorator():
     assert NotInInit(1).y == 0 and repr(OwnRepr(1)) == "mine" and not hasattr(NoSlots(1), "__slots__")
     with pytest.raises(TypeError, match="unexpected keyword argument 'ordr'"):
         _dataclass.dataclass(ordr=True)
+
+
+def test_the_standard_decorators_errors():
+    for deco in (dataclasses.dataclass(frozen=True, slots=True), _dataclass.dataclass(frozen=True, slots=True)):
+        with pytest.raises(ValueError, match="mutable default <class 'list'> for field x is not allowed"):
+            @deco
+            class MutableDefault:
+                x: list = []  # noqa: RUF012
+
+        with pytest.raises(TypeError, match="'y' is a field but has no type annotation"):
+            @deco
+            class NoAnnotation:
+                x: int
+                y = dataclasses.field(default=1)
+
+        with pytest.raises(TypeError, match="non-default argument 'y' follows default argument"):
+            @deco
+            class Order:
+                x: int = 0
+                y: int
