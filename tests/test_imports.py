@@ -43,6 +43,7 @@ def test_analyze_to_json_does_not_load_pandas_or_tabulate(tmp_path, monkeypatch)
     # the sample's TLS 1.2 server certificate is read by meshpcap.decode.x509, not cryptography (20 ms)
     assert "cryptography" not in loaded
     assert "meshpcap.capture.series" not in modules  # one file: no series to order or merge
+    assert "socket" not in modules  # addresses are packed by _socket's inet_pton (socket.py's enums: 1 ms)
     assert any(f["cert_subject"] for f in json.loads(out.read_text())["flows"])
 
 
