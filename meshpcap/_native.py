@@ -7,15 +7,28 @@ off with MESHPCAP_PURE_PYTHON=1 is None and the twin runs instead."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from pathlib import Path
 from types import ModuleType
 
+try:  # the interpreter's own SHA-256 (as the random module takes its SHA-512): importing hashlib loads
+    from _sha2 import sha256  # OpenSSL, about 2 ms of every start, for hashing a few small files
+except ImportError:  # Python 3.11
+    try:
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - a Python built without them
+        from hashlib import sha256
+
+
+def sha256_hex(data: bytes) -> str:
+    """``hashlib.sha256(data).hexdigest()``, without loading OpenSSL (for small inputs: it is slower on
+    megabytes)."""
+    return sha256(data).hexdigest()
+
 
 def source_hash(text: bytes) -> str:
     """The hash hatch_build.py compiles into a helper (SOURCE_HASH) of its source."""
-    return hashlib.sha256(text).hexdigest()[:16]
+    return sha256_hex(text)[:16]
 
 
 def is_current(module: ModuleType) -> bool:

@@ -18,8 +18,9 @@ changes meaning without a new :data:`SCHEMA_VERSION`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
+
+from meshpcap._dataclass import dataclass
 
 SCHEMA_VERSION = "meshpcap.tables/1"
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import Iterator
+
+from meshpcap._dataclass import dataclass
 
 GIB = 1 << 30
 

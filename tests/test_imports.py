@@ -43,4 +43,25 @@ def test_analyze_to_json_does_not_load_pandas_or_tabulate(tmp_path, monkeypatch)
     # the sample's TLS 1.2 server certificate is read by meshpcap.decode.x509, not cryptography (20 ms)
     assert "cryptography" not in loaded
     assert "meshpcap.capture.series" not in modules  # one file: no series to order or merge
+    assert "socket" not in modules  # addresses are packed by _socket's inet_pton (socket.py's enums: 1 ms)
     assert any(f["cert_subject"] for f in json.loads(out.read_text())["flows"])
+
+
+def test_analyze_with_a_known_tag_file_loads_no_openssl(tmp_path, monkeypatch):
+    """hashlib and hmac load OpenSSL (about 2 ms): the second run hashes nothing with them (the tag file's
+    hash is noted by its status, TOML texts and the compiled helpers' sources use the interpreter's own
+    SHA-256, STUN integrity is checked only when asked)."""
+    monkeypatch.setenv("MESHPCAP_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "r.json"
+    tags = tmp_path / "ServiceTags_Public_20250101.json"
+    tags.write_bytes((SAMPLES / "ServiceTags_Public_SAMPLE.json").read_bytes())
+    code = ("import sys\nimport meshpcap.rules.tagcache as t\nt.SETTLED_NS = 0  # just written: note it anyway\n"
+            f"sys.argv = ['meshpcap', 'analyze', {str(SAMPLES / 'relay-udp-dropped.pcapng')!r}, '--service-tags', "
+            f"{str(tags)!r}, '--format', 'json', '-o', {str(out)!r}]\nfrom meshpcap.cli import app\ntry:\n"
+            "    app(standalone_mode=False)\nexcept SystemExit:\n    pass")
+    first = _modules(code)  # hashes the tag file once, writes its index and notes its hash
+    assert "_hashlib" in first
+    modules = _modules(code)
+    assert json.loads(out.read_text())["service_tags"]["file"] == str(tags)
+    assert any(f.get("stun") for f in json.loads(out.read_text())["flows"])  # STUN was parsed
+    assert modules.isdisjoint({"hashlib", "_hashlib", "hmac"}), sorted(modules & {"hashlib", "_hashlib", "hmac"})

@@ -75,3 +75,12 @@ def test_built_from_the_source_in_this_tree(name):
     from meshpcap._native import is_current
 
     assert is_current(module), f"{name} was built from an older {name.rsplit('.', 1)[-1]}.c: run pip install -e . again"
+
+
+def test_sha256_hex_is_hashlibs():
+    import hashlib
+
+    from meshpcap._native import sha256_hex
+
+    for data in (b"", b"int x;\n", bytes(range(256)) * 300):
+        assert sha256_hex(data) == hashlib.sha256(data).hexdigest()

@@ -11,11 +11,11 @@ import select
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from meshpcap._dataclass import dataclass
 from .. import schema
 from ..errors import MeshpcapError
 

@@ -4,9 +4,9 @@ same per-capture function; the scheduling is theirs."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+from meshpcap._dataclass import dataclass
 from .. import schema
 from ..errors import MeshpcapError
 from .audit import (FINDINGS_TABLE, FLOWS_TABLE, AuditOptions, AuditResult, _worker_init, audit_isolated, error_result,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from meshpcap._dataclass import dataclass
 from .. import schema
 from .audit import AuditOptions
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from meshpcap import settings
 from meshpcap.capture.linktypes import linktype_name
 

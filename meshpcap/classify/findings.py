@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
+
+from meshpcap._dataclass import dataclass
 
 from ..decode.frames import PROTO_TCP
 from ..flows.model import DnsEvent, Flow, FlowTable, endpoint, hops_away

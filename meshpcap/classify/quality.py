@@ -9,10 +9,11 @@ only compares the measurements of :mod:`meshpcap.flows.media` with them.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
+from meshpcap._dataclass import dataclass
 from ..errors import RuleError
 from ..flows.media import MediaOptions, MediaResult, MediaStream, ServerRtt
 from ..rules.files import TomlError, toml_document

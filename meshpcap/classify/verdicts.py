@@ -22,11 +22,13 @@ expected group that applies sees it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from meshpcap._dataclass import dataclass
 
 from ..decode.frames import PROTO_TCP, PROTO_UDP
 from ..decode.stun import ALLOCATE_RETRY_CODES, ERROR_NAMES

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
 
+from meshpcap._dataclass import dataclass
 from meshpcap.decode.buffer import DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import normalize_hostname
 

@@ -12,10 +12,10 @@ off by re-running the decoder on the inner frame of just those packets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from meshpcap._native import load as _load_native
 
 # Reason codes for undecoded packets; 0 means decoded.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from meshpcap._dataclass import dataclass
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore
 from meshpcap.decode.tls import ClientHello, parse_client_hello
 

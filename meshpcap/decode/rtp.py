@@ -11,10 +11,10 @@ payload but leaves the RTP header in the clear, and SRTCP leaves only its first 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from meshpcap.decode.buffer import DecodeError, NeedMore
 from meshpcap.decode.frames import _Gather
 

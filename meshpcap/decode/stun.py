@@ -4,13 +4,11 @@ Builders for tests and samples are in :mod:`meshpcap.testing.stun`."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import struct
 import zlib
-from dataclasses import dataclass
 
+from meshpcap._dataclass import dataclass
 from meshpcap.decode.buffer import DecodeError, NeedMore
 
 MAGIC_COOKIE = 0x2112A442  # RFC 8489 section 5
@@ -420,6 +418,9 @@ def verify_integrity(payload: bytes, key: bytes) -> bool:
                 return False
             # The HMAC covers the header, with the length counting up to the end of this attribute.
             head = data[:2] + struct.pack("!H", pos + 24 - HEADER_LEN) + data[4:pos]
+            import hashlib  # here, not at the top: hmac and hashlib load OpenSSL (a few ms of every start)
+            import hmac
+
             mac = hmac.new(key, head, hashlib.sha1).digest()
             return hmac.compare_digest(mac, data[pos + 4 : pos + 24])
         pos += 4 + ((alen + 3) & ~3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
 
+from meshpcap._dataclass import dataclass
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 from meshpcap.decode.x509 import read_certificate_names

@@ -21,8 +21,8 @@ bytes are the start of a certificate that goes on, or :class:`DecodeError` when 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from meshpcap._dataclass import dataclass
 from meshpcap.decode.buffer import DecodeError
 
 __all__ = ["CertificateNames", "read_certificate_names", "oid_text", "rfc4514"]

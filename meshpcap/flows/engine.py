@@ -21,13 +21,14 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import partial
 from itertools import compress
 from typing import NamedTuple
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from ..decode import frames as F
 from ..errors import MeshpcapError
 from .model import IcmpError, icmp_description

@@ -15,11 +15,12 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch

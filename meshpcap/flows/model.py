@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from operator import attrgetter
 from typing import Any
+
+from meshpcap._dataclass import dataclass
 
 FLOWS_SCHEMA = "meshpcap.flows/2"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import repeat
 import operator
 from operator import attrgetter
@@ -11,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from ..decode import frames as F
 from .engine import RawFlows, TcpFacts, addr_text
 from .model import FLOW_COLUMNS, Flow, StunSummary, record_maker, twin_class

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import operator
-from dataclasses import dataclass, field
+from dataclasses import field
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
+from meshpcap._dataclass import dataclass
 from ..classify import Judgement
 from ..classify.verdicts import Verdicts, notable
 from ..flows.model import FLOW_COLUMNS, FlowTable

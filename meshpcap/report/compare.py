@@ -9,8 +9,10 @@ its id (``media-relay`` is in every shipped profile). Renderers are pure and ret
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from meshpcap._dataclass import dataclass
 
 
 def tabulate(*args, **kwargs) -> str:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from meshpcap._dataclass import dataclass
 from .sanitize import terminal_text
 
 # flows whose destination the firewall must let through: the working ones and the refused ones

@@ -47,10 +47,9 @@ def toml_document(text: str) -> dict[str, Any]:
     named by the sha256 of the text, and read back on the next call with the same text. An entry is used
     only when it reads back whole; one that does not, or a directory that cannot be written, means parsing
     again (and writing again). A document that would not read back equal (a NaN) is not kept."""
-    import hashlib
+    from meshpcap._native import sha256_hex
 
-    data = text.encode("utf-8", "surrogatepass")
-    entry = _entry(hashlib.sha256(data).hexdigest())
+    entry = _entry(sha256_hex(text.encode("utf-8", "surrogatepass")))
     try:
         doc = json.loads(entry.read_bytes(), object_hook=_decode)
         if isinstance(doc, dict):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshpcap._dataclass import dataclass
 from meshpcap.errors import RuleError
 from meshpcap.rules.files import parse_json, read_file
 from meshpcap.rules.match import parse_domain_pattern, parse_prefix

@@ -22,7 +22,7 @@ Overlapping prefixes are supported: every label whose prefix contains the addres
 from __future__ import annotations
 
 import ipaddress
-import socket
+import _socket as socket  # the C module (inet_pton, AF_*): socket.py builds its enums at import, 1 ms
 from collections.abc import Hashable, Iterable, Sequence
 
 import numpy as np

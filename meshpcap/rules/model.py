@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+
+from meshpcap._dataclass import dataclass
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

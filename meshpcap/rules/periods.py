@@ -6,10 +6,10 @@ in each profile's ``[profile]`` table, every one with its source); this module o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
+from meshpcap._dataclass import dataclass
 from meshpcap.errors import RuleError
 from meshpcap.rules.m365 import version_date
 from meshpcap.rules.model import Profile

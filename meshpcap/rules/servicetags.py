@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from meshpcap._dataclass import dataclass
 from meshpcap.errors import RuleError
 from meshpcap.rules.match import PrefixIndex, parse_prefix
 
@@ -115,20 +115,32 @@ def load_service_tags(path: str | Path, cache: str | Path | None | bool = None) 
     The parsed index is kept in binary form under the cache directory (``cache``, default
     :func:`cache_dir`; ``False`` for none), keyed by the sha256 of the file's bytes and the meshpcap
     version, so the next load of the same bytes reads arrays instead of parsing JSON (see
-    :mod:`meshpcap.rules.tagcache`). The answers are the same either way.
+    :mod:`meshpcap.rules.tagcache`). The answers are the same either way. The hash of a file that has
+    not changed for a few seconds is noted by the file's status (device, inode, size, modification and
+    change times), so that loading it again reads only the index, not the 4 MB JSON.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RuleError(str(path), f"cannot read: {exc.strerror or exc}") from None
     if cache is False:
-        return parse_service_tags(data, str(path), file_date(path))
+        return parse_service_tags(_read(path), str(path), file_date(path))
     from meshpcap.rules import tagcache
 
     folder = Path(cache) if cache is not None and cache is not True else cache_dir()
-    sha = hashlib.sha256(data).hexdigest()
-    hit = tagcache.load(folder, sha)
+    try:
+        with open(path, "rb") as fh:
+            # a file whose hash was noted for exactly this status (tagcache.noted_sha) is not read again
+            st = os.fstat(fh.fileno())
+            sha = tagcache.noted_sha(folder, st)
+            hit = tagcache.load(folder, sha) if sha is not None else None
+            if hit is None:
+                data = fh.read()
+    except OSError as exc:
+        raise RuleError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    if hit is None:
+        import hashlib  # only here: a run that reads no file to hash needs no OpenSSL (a few ms to load)
+
+        sha = hashlib.sha256(data).hexdigest()
+        hit = tagcache.load(folder, sha)
+        tagcache.note_sha(folder, st, sha)
     if hit is not None:
         meta, arrays = hit
         return ServiceTags(file=str(path), date=file_date(path), change_number=meta["change_number"],
@@ -137,6 +149,13 @@ def load_service_tags(path: str | Path, cache: str | Path | None | bool = None) 
     tags = parse_service_tags(data, str(path), file_date(path))
     store_index(tags, sha, folder)
     return tags
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RuleError(str(path), f"cannot read: {exc.strerror or exc}") from None
 
 
 def store_index(tags: ServiceTags, sha256: str, cache: str | Path | None = None) -> Path | None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -252,6 +254,48 @@ def store(folder: Path, sha256: str, tags, arrays: TagArrays) -> Path | None:
             except OSError:
                 pass
         return None
+
+
+SETTLED_NS = 2_000_000_000  # a file unchanged for this long gets its hash noted (see note_sha)
+
+
+def _note_path(folder: Path, st: os.stat_result) -> Path:
+    return folder / "tag-index" / f"stat-{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}.sha256"
+
+
+def noted_sha(folder: Path, st: os.stat_result) -> str | None:
+    """The sha256 that :func:`note_sha` noted for a regular file of exactly this status (device, inode, size,
+    modification and change times), or None.  Any write to the file changes its change time (which, unlike
+    the modification time, cannot be set back), so a file with the same status has the same bytes."""
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        with open(_note_path(folder, st), "rb") as fh:
+            text = fh.read(65)
+    except OSError:
+        return None
+    return text.decode("ascii") if len(text) == 64 and all(c in b"0123456789abcdef" for c in text) else None
+
+
+def note_sha(folder: Path, st: os.stat_result, sha256: str) -> None:
+    """Note ``sha256`` as the hash of the regular file of status ``st`` (silently nothing when the folder
+    cannot be written).  Only once the file has stood unchanged for :data:`SETTLED_NS`: a file noted within
+    one tick of the file system's clock after a write could be written again with the same size in that
+    tick, keeping its times (git's "racily clean" entries)."""
+    if not stat.S_ISREG(st.st_mode) or time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < SETTLED_NS:
+        return
+    target = _note_path(folder, st)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(sha256.encode("ascii"))
+        os.replace(tmp, target)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def load(folder: Path, sha256: str) -> tuple[dict, TagArrays] | None:

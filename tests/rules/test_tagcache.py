@@ -225,3 +225,58 @@ def test_import_writes_the_index_too(tmp_path):
     target, _when, _change = import_service_tags(src, cache=tmp_path / "cache")
     first = load_service_tags(target, cache=tmp_path / "cache")
     assert first._arrays is not None and first.file == str(target) and first.contains("Sql", "40.1.2.3")
+
+
+def test_a_settled_file_is_not_read_again(tmp_path, monkeypatch):
+    path = write(tmp_path / "ServiceTags_Public_20251028.json", doc())
+    cache = tmp_path / "cache"
+    loaded_twice(path, cache)
+    assert not list((cache / "tag-index").glob("stat-*"))  # written just now: not settled, nothing noted
+    monkeypatch.setattr(tagcache, "SETTLED_NS", 0)
+    assert load_service_tags(path, cache=cache)._arrays is not None  # hashed once more, and noted
+    (note,) = (cache / "tag-index").glob("stat-*")
+    import hashlib
+
+    assert note.read_text() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def no_hashing(*_args):
+        raise AssertionError("hashed a file whose hash was noted")
+
+    monkeypatch.setattr(hashlib, "sha256", no_hashing)
+    again = load_service_tags(path, cache=cache)
+    assert again._arrays is not None and again.tags == load_service_tags(path, cache=False).tags
+    monkeypatch.undo()
+
+    changed = doc()  # another status (size, times): hashed, never answered from the old note
+    changed["values"][4]["properties"]["addressPrefixes"].append("41.0.0.0/8")
+    write(path, changed)
+    monkeypatch.setattr(tagcache, "SETTLED_NS", 0)
+    fresh = load_service_tags(path, cache=cache)
+    assert fresh._arrays is None and fresh.contains("Sql", "41.0.0.1")
+    assert load_service_tags(path, cache=cache).contains("Sql", "41.0.0.1")
+    assert len(list((cache / "tag-index").glob("stat-*"))) == 2
+
+
+def test_a_damaged_note_is_ignored(tmp_path, monkeypatch):
+    path = write(tmp_path / "t.json", doc())
+    monkeypatch.setattr(tagcache, "SETTLED_NS", 0)
+    loaded_twice(path, tmp_path)
+    (note,) = (tmp_path / "tag-index").glob("stat-*")
+    import hashlib
+
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert note.read_text() == sha
+    for junk in ("0" * 64, "not a hash", "", "A" * 64, "f" * 65):  # another hash (no entry), or not one
+        note.write_text(junk)
+        got = load_service_tags(path, cache=tmp_path)
+        assert got._arrays is not None and got.change_number == 11  # found by the file's own hash
+        assert note.read_text() == sha  # and noted again
+
+
+def test_unreadable_tag_files_still_fail_with_one_line(tmp_path):
+    from meshpcap.errors import RuleError
+
+    with pytest.raises(RuleError, match="cannot read"):
+        load_service_tags(tmp_path / "missing.json", cache=tmp_path)
+    with pytest.raises(RuleError, match="cannot read: Is a directory"):
+        load_service_tags(tmp_path, cache=tmp_path / "c")
