@@ -90,10 +90,14 @@ def test_early_naming_changes_nothing(bench_capture, monkeypatch, batch_bytes):
     def spy(self):
         real_step(self)
         done.append(len(self.done))
+        # a flow named early lets its payloads go (its key stays: naming_jobs lists it)
+        kept.append(sum(len(self.builder.evidence[f]) for f in self.done))
 
+    kept: list[int] = []
     monkeypatch.setattr(naming_mod.EarlyNamer, "step", spy)
     early = read_flows(bench_capture, batch_bytes=batch_bytes).to_dict()
     assert done and done[-1] > 0, "no flow was named early"
+    assert set(kept) == {0}
     monkeypatch.setattr(naming_mod.EarlyNamer, "step", lambda self: None)
     late = read_flows(bench_capture, batch_bytes=batch_bytes).to_dict()
     assert early == late
