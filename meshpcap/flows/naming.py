@@ -27,6 +27,7 @@ from ..decode import tls as tlsp
 from ..decode.buffer import DecodeError
 from .engine import TCP_SYN, Evidence, RawFlows, addr_text
 from .model import DNS_COLUMNS, DnsEvent, Flow, StunSummary
+from .records import orient
 
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
 PARALLEL_MIN_FLOWS = 8000  # fewer flows left to name after EarlyNamer: one process (a fork costs more than it saves)
@@ -34,6 +35,8 @@ DNS_PORTS = (53, 5353, 5355)
 NAME_PRIORITY = ("sni", "connect", "http", "dns")
 MAX_DNS_NAMES = 8  # names kept per flow from DNS
 MAX_LOOKUPS_SCANNED = 64  # earlier answers for one address looked at per flow
+SPECULATE_MAX_EVIDENCE = 256  # flows with more payloads kept are not named ahead (EarlyNamer.speculate)
+SPECULATE_BUDGET = 8  # flows named ahead per call (each call is one slice of time the reader process gives)
 
 
 def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MAX_STREAM) -> tuple[bytes, bool]:
@@ -159,8 +162,14 @@ class EarlyNamer:
         self.done: dict[int, tuple[bool, dict[str, Any]]] = {}
         self.seen = np.zeros(1024, bool)  # flows already looked at
         self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
+        # flows named ahead (speculate): flow -> (evidence_state, a_is_client, names, stats of that naming)
+        self.guesses: dict[int, tuple[tuple, bool, dict[str, Any], dict[str, Any]]] = {}
+        self._queue: list[int] = []  # the flows speculate looks at in its current pass
+        self._at = 0
+        self._added = False  # a batch was added since the current pass began
 
     def step(self) -> None:
+        self._added = True
         b = self.builder
         nf = b.nflows
         if not nf:
@@ -188,6 +197,45 @@ class EarlyNamer:
             # takes this result.  The key stays (naming_jobs lists the flows that had evidence); the
             # bytes go (about 40 MB of the benchmark's 52 MB of evidence by the end of the read).
             b.evidence[fid] = []
+
+
+    def speculate(self) -> bool:
+        """Name a few flows whose evidence may still grow, in time this process would otherwise wait for
+        the reader (the capture reader calls it then: see ``Capture.batches_with``); False once every
+        flow's guess is as current as the evidence (until the next batch).  A guess keeps the state of
+        the evidence it was made from (:func:`evidence_state`); at the end name_flows takes it only where
+        that state is still the same, so the result is the same as naming the flow at the end."""
+        b = self.builder
+        if self._at >= len(self._queue):
+            if not self._added:
+                return False
+            self._queue, self._at, self._added = list(b.evidence), 0, False
+        namer = Namer(_LiveFlows(b), dns_pass=False)  # type: ignore[arg-type]
+        named = 0
+        while self._at < len(self._queue) and named < SPECULATE_BUDGET:
+            fid = self._queue[self._at]
+            self._at += 1
+            if fid in self.done or not 0 < len(b.evidence[fid]) <= SPECULATE_MAX_EVIDENCE:
+                continue
+            state = evidence_state(b, fid)
+            old = self.guesses.get(fid)
+            if old is not None and old[0] == state:
+                continue
+            t = b.tcp.get(fid)
+            a_is_client = orient(b.slot_keys[int(b.f_slot.a[fid])], t, bool(b.f_first_a.a[fid]))[0]
+            namer.stats = {"invalid_names": 0, "malformed": Counter()}
+            self.guesses[fid] = (state, a_is_client, namer._from_evidence(fid, a_is_client), namer.stats)
+            named += 1
+        return True
+
+
+def evidence_state(flows, fid: int) -> tuple:
+    """What a flow's names depend on that can change while the capture is read: how many payloads it
+    kept (the lists only grow) and its handshake's sequence numbers and directions.  ``flows``: a
+    FlowBuilder or the RawFlows it finished."""
+    t = flows.tcp.get(fid)
+    n = len(flows.evidence.get(fid, ()))
+    return (n,) if t is None else (n, t.isn, t.syn_dir, t.synack_isn, t.synack_dir)
 
 
 class _LiveFlows:
@@ -500,17 +548,31 @@ def name_flows(raw: RawFlows, jobs: list[tuple[int, bool]],
                early: EarlyNamer | None = None) -> tuple[Namer, list[dict[str, Any]]]:
     """:func:`name_flows_now` for the flows ``early`` has not named yet; the early ones only
     get their DNS names and their choice of name here."""
-    if early is None or not early.done:
+    if early is None or not (early.done or early.guesses):
         return name_flows_now(raw, jobs)
     done = early.done
-    todo = [(f, a) for f, a in jobs if not (f in done and done[f][0] == a)]
+    ahead: dict[int, dict[str, Any]] = {}  # flows whose guess still holds: its names (see EarlyNamer.speculate)
+    empty = {"invalid_names": 0, "malformed": Counter()}
+    todo = []
+    for f, a in jobs:
+        if f in done and done[f][0] == a:
+            continue
+        guess = early.guesses.get(f)
+        if guess is not None and guess[1] == a and guess[0] == evidence_state(raw, f):
+            ahead[f] = guess[2]
+        else:
+            todo.append((f, a))
     n, names = name_flows_now(raw, todo)
-    _stats_add(n.stats, _stats_delta(_stats_copy({"invalid_names": 0, "malformed": Counter()}), early.stats))
+    _stats_add(n.stats, _stats_delta(_stats_copy(empty), early.stats))
+    for f in ahead:
+        _stats_add(n.stats, _stats_delta(_stats_copy(empty), early.guesses[f][3]))
     by_fid = dict(zip((f for f, _ in todo), names))
     out = []
     for f, a in jobs:
         got = by_fid.get(f)
-        out.append(got if got is not None else n._dns_and_choice(f, a, dict(done[f][1])))
+        if got is None:
+            got = n._dns_and_choice(f, a, dict(ahead[f] if f in ahead else done[f][1]))
+        out.append(got)
     return n, out
 
 

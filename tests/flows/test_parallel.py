@@ -103,6 +103,49 @@ def test_early_naming_changes_nothing(bench_capture, monkeypatch, batch_bytes):
     assert early == late
 
 
+def test_flows_named_ahead_change_nothing(bench_capture, monkeypatch):
+    """Flows named ahead (EarlyNamer.speculate, run here after every batch until it has nothing left,
+    as the reader process lets it while it waits) get exactly the names of the final pass.  Batches of
+    8 KiB split ClientHellos and STUN exchanges across batches, so guesses go stale (a flow kept more
+    payloads after it was guessed) and must not be taken: taking them changes the names."""
+    monkeypatch.setattr(settings, "_current", settings.Settings(no_fork=True))
+    namers = []
+    guessed_again = set()
+
+    def ahead(self):  # no flow named as final (step's own work): every name comes from a guess or the end
+        self._added = True
+        before = {f: g[0] for f, g in self.guesses.items()}
+        while self.speculate():
+            pass
+        guessed_again.update(f for f, g in self.guesses.items() if f in before and before[f] != g[0])
+        namers.append(self)
+
+    monkeypatch.setattr(naming_mod.EarlyNamer, "step", ahead)
+    guessed = read_flows(bench_capture, batch_bytes=8 << 10).to_dict()
+    assert len(namers[-1].guesses) > 10 and guessed_again, "no flow was named ahead, or none again"
+    monkeypatch.setattr(naming_mod.EarlyNamer, "step", lambda self: None)
+    late = read_flows(bench_capture, batch_bytes=8 << 10).to_dict()
+    assert guessed == late
+
+
+def test_reader_calls_idle_while_it_waits(bench_capture, monkeypatch):
+    """The two-process reader hands the time it waits for the child to ``idle`` (batches_with)."""
+    from meshpcap.capture import open_capture
+    from meshpcap.pipeline import _decode
+
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    calls = []
+
+    def idle():
+        calls.append(1)
+        return len(calls) < 10_000
+
+    with open_capture(bench_capture, batch_bytes=64 << 10) as cap:
+        n = sum(len(b) for b, _ in cap.batches_with(_decode, idle))
+        assert n == cap.info.records > 0
+    assert calls, "idle was never called"
+
+
 def test_arrays_from_the_reader_process_have_numpy_s_own_dtypes(bench_capture, monkeypatch):
     """Arrays unpickled with their own dtype objects send numpy down slow generic paths
     (ufunc.at ran 30 times slower); the reader's pickler sends dtypes by name instead."""
