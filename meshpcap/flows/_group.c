@@ -8,7 +8,8 @@
  * of sorting the packets it finds the distinct hashes with a hash table, sorts only those (a batch has
  * far fewer 5-tuples than packets) and places the packets by counting.  Two different keys with one
  * hash (a collision) are reported, and the caller groups that batch in numpy, which handles them.
- * tests/flows/test_group_ext.py compares both.
+ * key_hash() is engine._key_hash alone (the duplicate search's prefilter keys).  tests/flows/test_group_ext.py
+ * compares both with their numpy twins.
  *
  * Only the limited C API (buffer protocol) is used: no numpy headers.
  */
@@ -22,7 +23,7 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define GROUP_ABI 1
+#define GROUP_ABI 2
 
 /* The output columns, in the order of the ``out`` tuple, with their item sizes. */
 enum { O_PROTO, O_VER, O_AH, O_AL, O_BH, O_BL, O_AP, O_BP, O_SRC_A, O_HASH, O_PERM, O_FIRST, O_INV, NOUT };
@@ -67,7 +68,7 @@ static PyObject *group_keys(PyObject *self, PyObject *args) {
     const Py_ssize_t m = proto_b.len / 2;  /* packets in the batch */
     if (pidx_b.len % 8 || proto_b.len % 2 || ver_b.len != m || shi_b.len != 8 * m || slo_b.len != 8 * m ||
         dhi_b.len != 8 * m || dlo_b.len != 8 * m || sp_b.len != 4 * m || dp_b.len != 4 * m ||
-        PyTuple_GET_SIZE(mult) != 6 || PyTuple_GET_SIZE(outs) != NOUT) {
+        PyTuple_GET_SIZE(mult) < 6 || PyTuple_GET_SIZE(outs) != NOUT) {
         PyErr_SetString(PyExc_ValueError, "group_keys: columns of unequal length or wrong item size");
         goto done;
     }
@@ -205,8 +206,54 @@ done:
     return result;
 }
 
+/* key_hash(cols, mult, out): engine._key_hash of up to eight uint64 columns of one length (h = 0; then per
+ * column h = (h ^ column) * multiplier; h ^= h >> 29), into the uint64 array ``out``. */
+static PyObject *key_hash(PyObject *self, PyObject *args) {
+    PyObject *cols, *mult;
+    Py_buffer out, col[8];
+    int ncol = 0;
+    PyObject *result = NULL;
+    uint64_t k[8];
+    if (!PyArg_ParseTuple(args, "O!O!w*", &PyTuple_Type, &cols, &PyTuple_Type, &mult, &out)) return NULL;
+    const Py_ssize_t m = PyTuple_GET_SIZE(cols), n = out.len / 8;
+    if (m < 1 || m > 8 || PyTuple_GET_SIZE(mult) < m || out.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "key_hash: one to eight columns, as many multipliers");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        k[j] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(mult, j));
+        if (PyErr_Occurred()) goto done;
+    }
+    for (; ncol < m; ncol++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(cols, ncol), &col[ncol], PyBUF_SIMPLE) < 0) goto done;
+        if (col[ncol].len != out.len) {
+            ncol++;
+            PyErr_SetString(PyExc_ValueError, "key_hash: columns of unequal length");
+            goto done;
+        }
+    }
+    uint64_t *h = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) h[i] = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {  /* column by column: the rows' multiplications overlap */
+        const uint64_t *c = col[j].buf, kj = k[j];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t x = (h[i] ^ c[i]) * kj;
+            h[i] = x ^ (x >> 29);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (int j = 0; j < ncol; j++) PyBuffer_Release(&col[j]);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"group_keys", group_keys, METH_VARARGS, "Group the decoded packets of a batch by canonical 5-tuple (see _group.c)."},
+    {"key_hash", key_hash, METH_VARARGS, "engine._key_hash of up to eight uint64 columns (see _group.c)."},
     {NULL, NULL, 0, NULL},
 };
 

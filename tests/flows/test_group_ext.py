@@ -4,7 +4,8 @@ Every input is grouped twice, by ``engine._groups_compiled`` and by ``engine._gr
 array must be identical, dtypes included.  The inputs are the samples' decoded batches and generated
 columns: few or many 5-tuples, both directions, equal addresses, IPv6 halves, packets without ports,
 packets left out (undecoded); and, with the hash multipliers set to zero so that every key has the
-same hash, the collision report that sends a batch to numpy."""
+same hash, the collision report that sends a batch to numpy.  ``key_hash`` (the hash alone, for the
+duplicate search's keys) against ``engine._key_hash_numpy``."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def _both_equal(d, pidx) -> None:
     try:
         E.GROUP = COMPILED
         fast = E._groups_compiled(d, pidx)
+        E.GROUP = None  # the twin all in numpy (its hash too)
+        slow = E._groups_numpy(d, pidx)
     finally:
         E.GROUP = saved
-    slow = E._groups_numpy(d, pidx)
     assert fast is not None, "the compiled grouping declined a batch without collisions"
     assert len(fast) == len(slow)
     for i, (a, b) in enumerate(zip(fast, slow)):
@@ -104,3 +106,20 @@ def test_bad_columns_are_refused():
     # columns of other types are left to numpy
     d.sport = d.sport.astype(np.int64)
     assert E._groups_compiled(d, np.array([0], np.int64)) is None
+
+
+@needs_ext
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 200), st.integers(0, 2**32 - 1))
+def test_key_hash_alike(ncols, n, seed):
+    rng = np.random.default_rng(seed)
+    cols = tuple(rng.integers(0, 2**64, n, dtype=np.uint64) for _ in range(ncols))
+    out = np.empty(n, np.uint64)
+    COMPILED.key_hash(cols, E._HASH_MULTIPLIERS, out)
+    assert np.array_equal(out, E._key_hash_numpy(cols))
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        assert np.array_equal(E._key_hash(cols), out)
+    finally:
+        E.GROUP = saved
