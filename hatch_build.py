@@ -2,6 +2,7 @@
 
 - meshpcap/capture/_walk.c: the record-header walks (twin: pcap.py, pcapng.py)
 - meshpcap/decode/_headers.c: header decoding of common packets (twin: decode/frames.py)
+- meshpcap/flows/_group.c: grouping a batch by 5-tuple (twin: flows/engine.py _groups_numpy)
 
 The package works without them (their Python twins give the same results), so a machine
 without a C compiler still installs; the build only says so.  An editable install gets the
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers")  # each built from MODULE + ".c"
+MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers", "meshpcap/flows/_group")  # each built from MODULE + ".c"
 
 
 def source_hash(text: bytes) -> str:

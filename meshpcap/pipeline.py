@@ -147,7 +147,9 @@ def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_byte
     first_record = 0  # records in the files before this one: record numbers run on across a series
     for p in paths:
         with open_capture(p, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
-            for batch, (decoded, grouped, *extracted) in cap.batches_with(_decode if media is None else _decode_media):
+            # while the reader's second process has not sent the next batch, name flows ahead (see EarlyNamer)
+            for batch, (decoded, grouped, *extracted) in cap.batches_with(_decode if media is None else _decode_media,
+                                                                          None if early is None else early.speculate):
                 batch.first_record += first_record
                 builder.add(batch, decoded, grouped)
                 if media is not None:  # the media pass (RTP, STUN and SYN times), its arrays made beside the reader

@@ -12,8 +12,10 @@ import pytest
 from meshpcap._native import load
 from meshpcap.capture import accel
 from meshpcap.decode import frames
+from meshpcap.flows import engine
 
-MODULES = {"meshpcap.capture._walk": accel.ABI, "meshpcap.decode._headers": frames.HEADERS_ABI}
+MODULES = {"meshpcap.capture._walk": accel.ABI, "meshpcap.decode._headers": frames.HEADERS_ABI,
+           "meshpcap.flows._group": engine.GROUP_ABI}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

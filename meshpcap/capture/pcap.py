@@ -71,12 +71,14 @@ class PcapWalker:
             }
         ]
 
-    def batches(self, work: Callable[[Batch], Any] | None = None) -> Iterator[Any]:
+    def batches(self, work: Callable[[Batch], Any] | None = None,
+                idle: Callable[[], bool] | None = None) -> Iterator[Any]:
         """The batches in file order; with ``work``, (batch, work(batch)) pairs instead.
 
-        A large plain file is walked (and ``work`` done) in a forked child; see parallel.py."""
+        A large plain file is walked (and ``work`` done) in a forked child; see parallel.py (which
+        calls ``idle`` while that child has not sent the next batch yet)."""
         if parallel_ok(self):
-            yield from parallel_batches(self, work)
+            yield from parallel_batches(self, work, idle)
             return
         mapped = mapped_source(self.source)
         if mapped is not None:  # chunks on page boundaries, so that each can be mapped

@@ -30,20 +30,23 @@ class Capture:
         """Yield the packets in file order, one :class:`Batch` per chunk; closes the file at the end."""
         yield from self._run(None)
 
-    def batches_with(self, work: Callable[[Batch], Any]) -> Iterator[tuple[Batch, Any]]:
+    def batches_with(self, work: Callable[[Batch], Any],
+                     idle: Callable[[], bool] | None = None) -> Iterator[tuple[Batch, Any]]:
         """Like :meth:`batches`, yielding (batch, work(batch)) pairs.
 
         ``work`` must be a pure function of the batch whose result pickles (a later stage's
         per-batch step, e.g. header decoding): where the walk runs in a second process, so
-        does ``work``, overlapping what the caller does with the previous pairs."""
-        yield from self._run(work)
+        does ``work``, overlapping what the caller does with the previous pairs.  There, while
+        the next pair is not ready yet, ``idle()`` is called (when given) until it returns False:
+        a small piece of the caller's own work, done in time it would otherwise wait."""
+        yield from self._run(work, idle)
 
-    def _run(self, work: Callable[[Batch], Any] | None) -> Iterator[Any]:
+    def _run(self, work: Callable[[Batch], Any] | None, idle: Callable[[], bool] | None = None) -> Iterator[Any]:
         if self._used:
             raise RuntimeError("Capture.batches() is single pass")
         self._used = True
         try:
-            yield from (self._walker.batches() if work is None else self._walker.batches(work))
+            yield from (self._walker.batches() if work is None else self._walker.batches(work, idle))
             if self.info.truncated is not None and self._source.error_at is not None:
                 self.info.truncated.setdefault("compressed_offset", self._source.error_at)
             self._source.note_change(self.info)

@@ -27,6 +27,7 @@ from ..decode import tls as tlsp
 from ..decode.buffer import DecodeError
 from .engine import TCP_SYN, Evidence, RawFlows, addr_text
 from .model import DNS_COLUMNS, DnsEvent, Flow, StunSummary
+from .records import orient
 
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
 PARALLEL_MIN_FLOWS = 8000  # fewer flows left to name after EarlyNamer: one process (a fork costs more than it saves)
@@ -34,6 +35,8 @@ DNS_PORTS = (53, 5353, 5355)
 NAME_PRIORITY = ("sni", "connect", "http", "dns")
 MAX_DNS_NAMES = 8  # names kept per flow from DNS
 MAX_LOOKUPS_SCANNED = 64  # earlier answers for one address looked at per flow
+SPECULATE_MAX_EVIDENCE = 256  # flows with more payloads kept are not named ahead (EarlyNamer.speculate)
+SPECULATE_BUDGET = 8  # flows named ahead per call (each call is one slice of time the reader process gives)
 
 
 def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MAX_STREAM) -> tuple[bytes, bool]:
@@ -159,8 +162,15 @@ class EarlyNamer:
         self.done: dict[int, tuple[bool, dict[str, Any]]] = {}
         self.seen = np.zeros(1024, bool)  # flows already looked at
         self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
+        # flows named ahead (speculate): flow -> (evidence_state, a_is_client, names, stats of that naming)
+        self.guesses: dict[int, tuple[tuple, bool, dict[str, Any], dict[str, Any]]] = {}
+        self.dns_guesses: dict[int, tuple] = {}  # DNS flows named ahead: flow -> (evidence_state, its DNS pass part)
+        self._queue: list[int] = []  # the flows speculate looks at in its current pass
+        self._at = 0
+        self._added = False  # a batch was added since the current pass began
 
     def step(self) -> None:
+        self._added = True
         b = self.builder
         nf = b.nflows
         if not nf:
@@ -183,18 +193,66 @@ class EarlyNamer:
                 continue
             a_is_client = t.syn_dir == 1
             self.done[fid] = (a_is_client, namer._from_evidence(fid, a_is_client))
+            # Its payloads are needed no more: the flow keeps no more (both directions are past the
+            # bound), and at the end it is oriented by the same SYN (records.orientation), so name_flows
+            # takes this result.  The key stays (naming_jobs lists the flows that had evidence); the
+            # bytes go (about 40 MB of the benchmark's 52 MB of evidence by the end of the read).
+            b.evidence[fid] = []
+
+
+    def speculate(self) -> bool:
+        """Name a few flows whose evidence may still grow, in time this process would otherwise wait for
+        the reader (the capture reader calls it then: see ``Capture.batches_with``); False once every
+        flow's guess is as current as the evidence (until the next batch).  A guess keeps the state of
+        the evidence it was made from (:func:`evidence_state`); at the end name_flows takes it only where
+        that state is still the same, so the result is the same as naming the flow at the end."""
+        b = self.builder
+        if self._at >= len(self._queue):
+            if not self._added:
+                return False
+            self._queue, self._at, self._added = list(b.evidence), 0, False
+        namer = Namer(_LiveFlows(b), dns_pass=False)  # type: ignore[arg-type]
+        named = 0
+        while self._at < len(self._queue) and named < SPECULATE_BUDGET:
+            fid = self._queue[self._at]
+            self._at += 1
+            if fid in self.done or not 0 < len(b.evidence[fid]) <= SPECULATE_MAX_EVIDENCE:
+                continue
+            state = evidence_state(b, fid)
+            old = self.guesses.get(fid)
+            if old is not None and old[0] == state:
+                continue
+            t = b.tcp.get(fid)
+            key = b.slot_keys[int(b.f_slot.a[fid])]
+            a_is_client = orient(key, t, bool(b.f_first_a.a[fid]))[0]
+            namer.stats = {"invalid_names": 0, "malformed": Counter()}
+            self.guesses[fid] = (state, a_is_client, namer._from_evidence(fid, a_is_client), namer.stats)
+            if key[6] in DNS_PORTS or key[7] in DNS_PORTS:  # its part of the DNS pass too
+                self.dns_guesses[fid] = (state, namer._dns_of_flow(fid, b.evidence[fid], key))
+            named += 1
+        return True
+
+
+def evidence_state(flows, fid: int) -> tuple:
+    """What a flow's names depend on that can change while the capture is read: how many payloads it
+    kept (the lists only grow) and its handshake's sequence numbers and directions.  ``flows``: a
+    FlowBuilder or the RawFlows it finished."""
+    t = flows.tcp.get(fid)
+    n = len(flows.evidence.get(fid, ()))
+    return (n,) if t is None else (n, t.isn, t.syn_dir, t.synack_isn, t.synack_dir)
 
 
 class _LiveFlows:
     """The parts of RawFlows that Namer._from_evidence reads, taken from a builder at work."""
 
-    __slots__ = ("slot_keys", "flow_slot", "evidence", "tcp")
+    __slots__ = ("slot_keys", "flow_slot", "evidence", "tcp", "dns_parsed")
 
     def __init__(self, b) -> None:
         self.slot_keys = b.slot_keys
         self.flow_slot = b.f_slot.a
         self.evidence = b.evidence
         self.tcp = b.tcp
+        self.dns_parsed = b.dns_parsed
 
 
 class Namer:
@@ -208,84 +266,105 @@ class Namer:
         self._names_memo: dict[str, tuple[list, dict[int, tuple[str, ...]]]] = {}  # see names_resolving_to
         self.dns_events: list[DnsEvent] = []
         self._dns_event_fid: list[int] = []
+        self.dns_ahead: dict[int, tuple] | None = None  # flow -> (evidence_state, _dns_of_flow), made ahead
         if dns_pass:  # False only for name_flows(), which runs it itself
             self._dns_pass()
 
     # ------------------------------------------------------------------ DNS
     def _dns_pass(self) -> None:
         raw = self.raw
+        ahead = self.dns_ahead
         for fid, evs in raw.evidence.items():
             key = raw.slot_keys[int(raw.flow_slot[fid])]
-            proto, ver, ah, al, bh, bl, pa, pb = key
-            if not (pa in DNS_PORTS or pb in DNS_PORTS):
+            if not (key[6] in DNS_PORTS or key[7] in DNS_PORTS):
                 continue
-            a, b = addr_text(ver, ah, al), addr_text(ver, bh, bl)
-            messages: list[tuple[int, bool, bytes]] = []
-            if proto == F.PROTO_UDP:
-                early = raw.dns_parsed
-                messages = [(e.ns, e.from_a, early.get(e.record, e.data)) for e in evs]
-            elif proto == F.PROTO_TCP:
-                t = raw.tcp.get(fid)
-                for from_a in (True, False):
-                    segs = [e for e in evs if e.from_a == from_a]
-                    isn = None
-                    if t is not None and t.isn is not None and (t.syn_dir == 1) == from_a:
-                        isn = t.isn
-                    elif t is not None and t.synack_isn is not None and (t.synack_dir == 1) == from_a:
-                        isn = t.synack_isn
-                    stream, _ = reassemble(segs, isn)
-                    try:
-                        msgs, _ = dnsp.split_dns_tcp(stream)
-                    except DecodeError:
-                        continue
-                    ns0 = min(e.ns for e in segs) if segs else 0
-                    messages += [(ns0, from_a, m) for m in msgs]
-                # both directions in time order, queries before answers at the same time (the QR bit,
-                # RFC 1035 section 4.1.1): answers must meet their pending query
-                messages.sort(key=lambda m: (m[0], m[2][2] >> 7))
-            pending: dict[tuple, tuple[int, str, str, str, str]] = {}
-            for ns, from_a, data in messages:
-                if isinstance(data, (bytes, bytearray, memoryview)):
-                    data = parse_dns_or_error(data)
-                if isinstance(data, DecodeError):
-                    self.stats["malformed"]["dns"] += 1
-                    continue
-                msg = data
-                self.stats["invalid_names"] += msg.invalid_names
-                if msg.opcode != 0 or not msg.questions or msg.questions[0].name is None:
-                    continue
-                q = msg.questions[0]
-                client, server = (a, b) if from_a != msg.is_response else (b, a)
-                k = (msg.id, q.name, q.qtype)
-                qtype = dnsp.TYPE_NAMES.get(q.qtype, str(q.qtype))
-                transport = "udp" if proto == F.PROTO_UDP else "tcp"
-                if not msg.is_response:
-                    if k not in pending:
-                        pending[k] = (ns, client, server, q.name, qtype)
-                    continue
-                qns = pending.pop(k, (ns,))[0]
-                rcode = dnsp.RCODE_NAMES.get(msg.rcode, str(msg.rcode))
-                answers = tuple(r.value for r in msg.answers if r.value is not None)
-                addrs = dnsp.answers_by_address(msg)
-                sinkhole = bool(addrs) and all(x in dnsp.SINKHOLE_ADDRESSES for x in addrs)
-                self.dns_events.append(DnsEvent(qns, client, server, transport, q.name, qtype, rcode, answers, sinkhole))
-                self._dns_event_fid.append(fid)
-                if msg.rcode == 0 and not sinkhole:
-                    for address, chain in addrs.items():
-                        if address in dnsp.SINKHOLE_ADDRESSES:
-                            continue
-                        # the question name first, then the CNAME chain behind it
-                        self._resolved[address].append((ns, chain))
-            for ns, client, server, qname, qtype in pending.values():
-                self.dns_events.append(DnsEvent(ns, client, server, "udp" if proto == F.PROTO_UDP else "tcp",
-                                                qname, qtype, None))
-                self._dns_event_fid.append(fid)
+            guess = ahead.get(fid) if ahead else None
+            if guess is not None and guess[0] == evidence_state(raw, fid):
+                events, resolved, invalid, malformed = guess[1]
+            else:
+                events, resolved, invalid, malformed = self._dns_of_flow(fid, evs, key)
+            self.stats["invalid_names"] += invalid
+            if malformed:
+                self.stats["malformed"]["dns"] += malformed
+            self.dns_events += events
+            self._dns_event_fid += [fid] * len(events)
+            for address, item in resolved:
+                self._resolved[address].append(item)
         for address, lst in self._resolved.items():
             lst.sort(key=lambda x: x[0])
             self._resolved_ns[address] = [x[0] for x in lst]
         order = sorted(range(len(self.dns_events)), key=lambda i: (self.dns_events[i].ns, self.dns_events[i].qname))
         self.dns_events = [self.dns_events[i] for i in order]
         self._dns_event_fid = [self._dns_event_fid[i] for i in order]
+
+    def _dns_of_flow(self, fid: int, evs: list[Evidence], key: tuple) -> tuple[list, list, int, int]:
+        """One DNS flow's part of the DNS pass: its events in the order met, its answers as (address,
+        (ns, chain)) pairs, and the invalid names and malformed messages it counted.  A pure function
+        of the flow's evidence and handshake (so it can be worked out ahead: EarlyNamer.speculate)."""
+        raw = self.raw
+        proto, ver, ah, al, bh, bl, pa, pb = key
+        events: list[DnsEvent] = []
+        resolved: list[tuple[str, tuple[int, tuple[str, ...]]]] = []
+        invalid = malformed = 0
+        a, b = addr_text(ver, ah, al), addr_text(ver, bh, bl)
+        messages: list[tuple[int, bool, bytes]] = []
+        if proto == F.PROTO_UDP:
+            early = raw.dns_parsed
+            messages = [(e.ns, e.from_a, early.get(e.record, e.data)) for e in evs]
+        elif proto == F.PROTO_TCP:
+            t = raw.tcp.get(fid)
+            for from_a in (True, False):
+                segs = [e for e in evs if e.from_a == from_a]
+                isn = None
+                if t is not None and t.isn is not None and (t.syn_dir == 1) == from_a:
+                    isn = t.isn
+                elif t is not None and t.synack_isn is not None and (t.synack_dir == 1) == from_a:
+                    isn = t.synack_isn
+                stream, _ = reassemble(segs, isn)
+                try:
+                    msgs, _ = dnsp.split_dns_tcp(stream)
+                except DecodeError:
+                    continue
+                ns0 = min(e.ns for e in segs) if segs else 0
+                messages += [(ns0, from_a, m) for m in msgs]
+            # both directions in time order, queries before answers at the same time (the QR bit,
+            # RFC 1035 section 4.1.1): answers must meet their pending query
+            messages.sort(key=lambda m: (m[0], m[2][2] >> 7))
+        transport = "udp" if proto == F.PROTO_UDP else "tcp"
+        pending: dict[tuple, tuple[int, str, str, str, str]] = {}
+        for ns, from_a, data in messages:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                data = parse_dns_or_error(data)
+            if isinstance(data, DecodeError):
+                malformed += 1
+                continue
+            msg = data
+            invalid += msg.invalid_names
+            if msg.opcode != 0 or not msg.questions or msg.questions[0].name is None:
+                continue
+            q = msg.questions[0]
+            client, server = (a, b) if from_a != msg.is_response else (b, a)
+            k = (msg.id, q.name, q.qtype)
+            qtype = dnsp.TYPE_NAMES.get(q.qtype, str(q.qtype))
+            if not msg.is_response:
+                if k not in pending:
+                    pending[k] = (ns, client, server, q.name, qtype)
+                continue
+            qns = pending.pop(k, (ns,))[0]
+            rcode = dnsp.RCODE_NAMES.get(msg.rcode, str(msg.rcode))
+            answers = tuple(r.value for r in msg.answers if r.value is not None)
+            addrs = dnsp.answers_by_address(msg)
+            sinkhole = bool(addrs) and all(x in dnsp.SINKHOLE_ADDRESSES for x in addrs)
+            events.append(DnsEvent(qns, client, server, transport, q.name, qtype, rcode, answers, sinkhole))
+            if msg.rcode == 0 and not sinkhole:
+                for address, chain in addrs.items():
+                    if address in dnsp.SINKHOLE_ADDRESSES:
+                        continue
+                    # the question name first, then the CNAME chain behind it
+                    resolved.append((address, (ns, chain)))
+        for ns, client, server, qname, qtype in pending.values():
+            events.append(DnsEvent(ns, client, server, transport, qname, qtype, None))
+        return events, resolved, invalid, malformed
 
     def names_resolving_to(self, address: str, before_ns: int) -> tuple[str, ...]:
         """Names whose answers pointed at ``address`` at or before ``before_ns``, newest lookup
@@ -495,21 +574,36 @@ def name_flows(raw: RawFlows, jobs: list[tuple[int, bool]],
                early: EarlyNamer | None = None) -> tuple[Namer, list[dict[str, Any]]]:
     """:func:`name_flows_now` for the flows ``early`` has not named yet; the early ones only
     get their DNS names and their choice of name here."""
-    if early is None or not early.done:
+    if early is None or not (early.done or early.guesses):
         return name_flows_now(raw, jobs)
     done = early.done
-    todo = [(f, a) for f, a in jobs if not (f in done and done[f][0] == a)]
-    n, names = name_flows_now(raw, todo)
-    _stats_add(n.stats, _stats_delta(_stats_copy({"invalid_names": 0, "malformed": Counter()}), early.stats))
+    ahead: dict[int, dict[str, Any]] = {}  # flows whose guess still holds: its names (see EarlyNamer.speculate)
+    empty = {"invalid_names": 0, "malformed": Counter()}
+    todo = []
+    for f, a in jobs:
+        if f in done and done[f][0] == a:
+            continue
+        guess = early.guesses.get(f)
+        if guess is not None and guess[1] == a and guess[0] == evidence_state(raw, f):
+            ahead[f] = guess[2]
+        else:
+            todo.append((f, a))
+    n, names = name_flows_now(raw, todo, early.dns_guesses)
+    _stats_add(n.stats, _stats_delta(_stats_copy(empty), early.stats))
+    for f in ahead:
+        _stats_add(n.stats, _stats_delta(_stats_copy(empty), early.guesses[f][3]))
     by_fid = dict(zip((f for f, _ in todo), names))
     out = []
     for f, a in jobs:
         got = by_fid.get(f)
-        out.append(got if got is not None else n._dns_and_choice(f, a, dict(done[f][1])))
+        if got is None:
+            got = n._dns_and_choice(f, a, dict(ahead[f] if f in ahead else done[f][1]))
+        out.append(got)
     return n, out
 
 
-def name_flows_now(raw: RawFlows, jobs: list[tuple[int, bool]]) -> tuple[Namer, list[dict[str, Any]]]:
+def name_flows_now(raw: RawFlows, jobs: list[tuple[int, bool]],
+                   dns_ahead: dict[int, tuple] | None = None) -> tuple[Namer, list[dict[str, Any]]]:
     """A :class:`Namer` for ``raw`` and its :meth:`Namer.names_for` of each (flow, a_is_client)
     job, in order.
 
@@ -518,6 +612,7 @@ def name_flows_now(raw: RawFlows, jobs: list[tuple[int, bool]]) -> tuple[Namer, 
     names from the child's DNS pass.  The names, DNS events and stats (counter keys in
     first-seen order) come out exactly as a serial pass makes them."""
     n = Namer(raw, dns_pass=False)
+    n.dns_ahead = dns_ahead  # DNS flows whose part of the pass was made ahead (EarlyNamer.speculate)
     if len(jobs) < PARALLEL_MIN_FLOWS or not _child.can_fork() or not all(
             type(v) is int or isinstance(v, Counter) for v in n.stats.values()):
         n._dns_pass()

@@ -761,3 +761,4 @@ def test_names_before_reads_runs_of_one_answer_as_every_lookup():
         runs = _chain_runs(lst)
         for i in range(n + 1):
             assert _names_before(runs, i) == _names_before_reference(lst, i)
+

@@ -90,13 +90,83 @@ def test_early_naming_changes_nothing(bench_capture, monkeypatch, batch_bytes):
     def spy(self):
         real_step(self)
         done.append(len(self.done))
+        # a flow named early lets its payloads go (its key stays: naming_jobs lists it)
+        kept.append(sum(len(self.builder.evidence[f]) for f in self.done))
 
+    kept: list[int] = []
     monkeypatch.setattr(naming_mod.EarlyNamer, "step", spy)
     early = read_flows(bench_capture, batch_bytes=batch_bytes).to_dict()
     assert done and done[-1] > 0, "no flow was named early"
+    assert set(kept) == {0}
     monkeypatch.setattr(naming_mod.EarlyNamer, "step", lambda self: None)
     late = read_flows(bench_capture, batch_bytes=batch_bytes).to_dict()
     assert early == late
+
+
+def test_flows_named_ahead_change_nothing(bench_capture, monkeypatch):
+    """Flows named ahead (EarlyNamer.speculate, run here after every batch until it has nothing left, as
+    the reader process lets it while it waits) get exactly the names of the final pass; a guess (of a
+    flow's names, or of a DNS flow's part of the DNS pass) is taken only while the flow's evidence is as
+    it was when the guess was made: a stale guess, however wrong, changes nothing."""
+    monkeypatch.setattr(settings, "_current", settings.Settings(no_fork=True))
+
+    def ahead(self):  # no flow named as final (step's own work): every name comes from a guess or the end
+        self._added = True
+        while self.speculate():
+            pass
+
+    seen = {}
+    real_name_flows = naming_mod.name_flows
+
+    def spy(raw, jobs, early=None):
+        seen.setdefault("at_end", (raw, jobs, early))  # the first read's
+        return real_name_flows(raw, jobs, early)
+
+    monkeypatch.setattr(naming_mod.EarlyNamer, "step", ahead)
+    monkeypatch.setattr(naming_mod, "name_flows", spy)
+    guessed = read_flows(bench_capture, batch_bytes=8 << 10).to_dict()
+    monkeypatch.setattr(naming_mod.EarlyNamer, "step", lambda self: None)
+    assert guessed == read_flows(bench_capture, batch_bytes=8 << 10).to_dict()
+
+    raw, jobs, early = seen["at_end"]
+    assert len(early.guesses) > 10 and early.dns_guesses
+
+    def names_and_dns(guesses, dns_guesses):
+        early.guesses, early.dns_guesses = guesses, dns_guesses
+        n, names = real_name_flows(raw, jobs, early)
+        return names, n.dns_events, dict(n.stats)
+
+    good, good_dns = dict(early.guesses), dict(early.dns_guesses)
+    want = names_and_dns({}, {})
+    assert names_and_dns(good, good_dns) == want
+    f = next(iter(good))
+    d = next(iter(good_dns))
+    state, a_is_client, _, stats = good[f]
+    poison = {"sni": "poison.example", "name": "poison.example"}
+    poison_dns = ([], [], 0, 0)
+    stale = (state[0] - 1,) + state[1:]
+    assert names_and_dns({**good, f: (stale, a_is_client, poison, stats)}, {**good_dns, d: (stale, poison_dns)}) == want
+    # the same guesses with a current state are taken (so the ones above were refused for their state)
+    assert names_and_dns({**good, f: (state, a_is_client, poison, stats)}, good_dns) != want
+    assert names_and_dns(good, {**good_dns, d: (good_dns[d][0], poison_dns)}) != want
+
+
+def test_reader_calls_idle_while_it_waits(bench_capture, monkeypatch):
+    """The two-process reader hands the time it waits for the child to ``idle`` (batches_with)."""
+    from meshpcap.capture import open_capture
+    from meshpcap.pipeline import _decode
+
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    calls = []
+
+    def idle():
+        calls.append(1)
+        return len(calls) < 10_000
+
+    with open_capture(bench_capture, batch_bytes=64 << 10) as cap:
+        n = sum(len(b) for b, _ in cap.batches_with(_decode, idle))
+        assert n == cap.info.records > 0
+    assert calls, "idle was never called"
 
 
 def test_arrays_from_the_reader_process_have_numpy_s_own_dtypes(bench_capture, monkeypatch):

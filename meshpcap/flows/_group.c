@@ -1,0 +1,272 @@
+/* Grouping a decoded batch by canonical 5-tuple: the compiled half of flows/engine.py group_batch.
+ *
+ * Optional accelerator.  group_keys() does for the decoded packets ``pidx`` of a batch what the numpy
+ * code of engine._canonical_groups does: the canonical endpoints (the "a" side is the smaller (address,
+ * port)), the 64-bit hash of each key (engine._key_hash, with the multipliers passed in), and the
+ * grouping by hash that a stable argsort of the hashes gives: ``perm`` (each hash's packets together,
+ * hashes ascending, capture order within), each group's first packet and each packet's group.  Instead
+ * of sorting the packets it finds the distinct hashes with a hash table, sorts only those (a batch has
+ * far fewer 5-tuples than packets) and places the packets by counting.  Two different keys with one
+ * hash (a collision) are reported, and the caller groups that batch in numpy, which handles them.
+ * key_hash() is engine._key_hash alone (the duplicate search's prefilter keys).  tests/flows/test_group_ext.py
+ * compares both with their numpy twins.
+ *
+ * Only the limited C API (buffer protocol) is used: no numpy headers.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef MESHPCAP_SOURCE_HASH  /* hatch_build.py passes the hash of this file */
+#define MESHPCAP_SOURCE_HASH ""
+#endif
+
+#define GROUP_ABI 2
+
+/* The output columns, in the order of the ``out`` tuple, with their item sizes. */
+enum { O_PROTO, O_VER, O_AH, O_AL, O_BH, O_BL, O_AP, O_BP, O_SRC_A, O_HASH, O_PERM, O_FIRST, O_INV, NOUT };
+static const Py_ssize_t OUT_SIZE[NOUT] = {8, 8, 8, 8, 8, 8, 8, 8, 1, 8, 8, 8, 8};
+
+typedef struct {
+    uint64_t hash;
+    int64_t group;  /* first-seen number of the group; -1: empty slot */
+} slot_t;
+
+typedef struct {
+    uint64_t hash;
+    int64_t group;
+} pair_t;
+
+static int by_hash(const void *x, const void *y) {
+    uint64_t a = ((const pair_t *)x)->hash, b = ((const pair_t *)y)->hash;
+    return a < b ? -1 : a > b;
+}
+
+/* group_keys(pidx, proto, ver, src_hi, src_lo, dst_hi, dst_lo, sport, dport, mult, out) -> (groups, collided)
+ *
+ * pidx: int64 packet indices; proto int16, ver int8, src/dst hi/lo uint64, sport/dport int32 (the Decoded
+ * columns of the whole batch); mult: the six uint64 hash multipliers; out: a tuple of writable arrays of
+ * len(pidx) in the order of the enum above (proto, ver, ap, bp, perm, first, inv int64; ah, al, bh, bl,
+ * hash uint64; src_a bool).  ``first`` holds each group's first packet in its first ``groups`` items. */
+static PyObject *group_keys(PyObject *self, PyObject *args) {
+    Py_buffer pidx_b, proto_b, ver_b, shi_b, slo_b, dhi_b, dlo_b, sp_b, dp_b;
+    PyObject *mult, *outs;
+    Py_buffer out[NOUT];
+    int nout = 0;
+    PyObject *result = NULL;
+    slot_t *table = NULL;
+    pair_t *pairs = NULL;
+    int64_t *group_of = NULL, *first_of = NULL, *rank = NULL, *next = NULL;
+    uint64_t *key_of = NULL;  /* the six hashed columns of each group's first packet (dense: stays in cache) */
+    uint64_t k[6];
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*y*O!O!", &pidx_b, &proto_b, &ver_b, &shi_b, &slo_b, &dhi_b, &dlo_b,
+                          &sp_b, &dp_b, &PyTuple_Type, &mult, &PyTuple_Type, &outs))
+        return NULL;
+    const Py_ssize_t n = pidx_b.len / 8;
+    const Py_ssize_t m = proto_b.len / 2;  /* packets in the batch */
+    if (pidx_b.len % 8 || proto_b.len % 2 || ver_b.len != m || shi_b.len != 8 * m || slo_b.len != 8 * m ||
+        dhi_b.len != 8 * m || dlo_b.len != 8 * m || sp_b.len != 4 * m || dp_b.len != 4 * m ||
+        PyTuple_GET_SIZE(mult) < 6 || PyTuple_GET_SIZE(outs) != NOUT) {
+        PyErr_SetString(PyExc_ValueError, "group_keys: columns of unequal length or wrong item size");
+        goto done;
+    }
+    for (int j = 0; j < 6; j++) {
+        k[j] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(mult, j));
+        if (PyErr_Occurred()) goto done;
+    }
+    for (; nout < NOUT; nout++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(outs, nout), &out[nout], PyBUF_WRITABLE) < 0) goto done;
+        if (out[nout].len != OUT_SIZE[nout] * n) {
+            nout++;
+            PyErr_SetString(PyExc_ValueError, "group_keys: an output column has the wrong size");
+            goto done;
+        }
+    }
+    const int64_t *pidx = pidx_b.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (pidx[i] < 0 || pidx[i] >= m) {
+            PyErr_SetString(PyExc_IndexError, "group_keys: packet index out of range");
+            goto done;
+        }
+    }
+    Py_ssize_t size = 16;
+    while (size < 2 * n) size <<= 1;
+    table = malloc(sizeof(slot_t) * size);
+    pairs = malloc(sizeof(pair_t) * (n ? n : 1));
+    group_of = malloc(sizeof(int64_t) * (n ? n : 1));
+    first_of = malloc(sizeof(int64_t) * (n ? n : 1));
+    rank = malloc(sizeof(int64_t) * (n ? n : 1));
+    next = malloc(sizeof(int64_t) * (n ? n : 1));
+    key_of = malloc(6 * sizeof(uint64_t) * (n ? n : 1));
+    if (!table || !pairs || !group_of || !first_of || !rank || !next || !key_of) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *o_proto = out[O_PROTO].buf, *o_ver = out[O_VER].buf, *o_ap = out[O_AP].buf, *o_bp = out[O_BP].buf;
+    uint64_t *o_ah = out[O_AH].buf, *o_al = out[O_AL].buf, *o_bh = out[O_BH].buf, *o_bl = out[O_BL].buf;
+    uint64_t *o_hash = out[O_HASH].buf;
+    unsigned char *o_src_a = out[O_SRC_A].buf;
+    int64_t *o_perm = out[O_PERM].buf, *o_first = out[O_FIRST].buf, *o_inv = out[O_INV].buf;
+    const int16_t *proto = proto_b.buf;
+    const int8_t *ver = ver_b.buf;
+    const uint64_t *shi = shi_b.buf, *slo = slo_b.buf, *dhi = dhi_b.buf, *dlo = dlo_b.buf;
+    const int32_t *sport = sp_b.buf, *dport = dp_b.buf;
+    int collided = 0;
+    Py_ssize_t groups = 0;
+    Py_BEGIN_ALLOW_THREADS
+    memset(table, 0xFF, sizeof(slot_t) * size);  /* every group -1: empty */
+    /* first the keys and hashes of every packet (independent rows: the multiplications overlap) ... */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t p = pidx[i];
+        const int64_t pr = proto[p], v = ver[p];
+        const uint64_t sh = shi[p], sl = slo[p], dh = dhi[p], dl = dlo[p];
+        const int64_t sp = sport[p] > 0 ? sport[p] : 0, dp = dport[p] > 0 ? dport[p] : 0;
+        const int a = (sh < dh) || (sh == dh && (sl < dl || (sl == dl && sp <= dp)));
+        const uint64_t ah = a ? sh : dh, al = a ? sl : dl, bh = a ? dh : sh, bl = a ? dl : sl;
+        const int64_t ap = a ? sp : dp, bp = a ? dp : sp;
+        o_proto[i] = pr;
+        o_ver[i] = v;
+        o_src_a[i] = (unsigned char)a;
+        o_ah[i] = ah;
+        o_al[i] = al;
+        o_bh[i] = bh;
+        o_bl[i] = bl;
+        o_ap[i] = ap;
+        o_bp[i] = bp;
+        /* engine._key_columns and engine._key_hash */
+        const uint64_t cols[6] = {(uint64_t)((pr << 8) | v), ah, al, bh, bl, (uint64_t)((ap << 16) | bp)};
+        uint64_t h = 0;
+        for (int j = 0; j < 6; j++) {
+            h = (h ^ cols[j]) * k[j];
+            h ^= h >> 29;
+        }
+        o_hash[i] = h;
+    }
+    /* ... then the distinct hashes, in the order first seen */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint64_t h = o_hash[i];
+        const uint64_t cols[6] = {(uint64_t)((o_proto[i] << 8) | o_ver[i]), o_ah[i], o_al[i], o_bh[i], o_bl[i],
+                                  (uint64_t)((o_ap[i] << 16) | o_bp[i])};
+        Py_ssize_t s = (Py_ssize_t)((h ^ (h >> 32)) & (uint64_t)(size - 1));
+        while (table[s].group >= 0 && table[s].hash != h) s = (s + 1) & (size - 1);
+        if (table[s].group < 0) {
+            table[s].hash = h;
+            table[s].group = groups;
+            first_of[groups] = i;
+            memcpy(key_of + 6 * groups, cols, sizeof(cols));
+            pairs[groups].hash = h;
+            pairs[groups].group = groups;
+            groups++;
+        } else if (memcmp(key_of + 6 * table[s].group, cols, sizeof(cols)) != 0) {
+            collided = 1;  /* two keys, one hash (the numpy twin compares the same six columns) */
+        }
+        group_of[i] = table[s].group;
+    }
+    /* the groups in hash order, then each packet placed after the earlier ones of its group */
+    qsort(pairs, (size_t)groups, sizeof(pair_t), by_hash);
+    for (Py_ssize_t r = 0; r < groups; r++) {
+        rank[pairs[r].group] = r;
+        next[r] = 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) next[rank[group_of[i]]]++;
+    int64_t at = 0;
+    for (Py_ssize_t r = 0; r < groups; r++) {
+        const int64_t c = next[r];
+        next[r] = at;
+        at += c;
+        o_first[r] = first_of[pairs[r].group];
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t r = rank[group_of[i]];
+        o_perm[next[r]++] = i;
+        o_inv[i] = r;
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(ni)", groups, collided);
+done:
+    for (int j = 0; j < nout; j++) PyBuffer_Release(&out[j]);
+    PyBuffer_Release(&pidx_b);
+    PyBuffer_Release(&proto_b);
+    PyBuffer_Release(&ver_b);
+    PyBuffer_Release(&shi_b);
+    PyBuffer_Release(&slo_b);
+    PyBuffer_Release(&dhi_b);
+    PyBuffer_Release(&dlo_b);
+    PyBuffer_Release(&sp_b);
+    PyBuffer_Release(&dp_b);
+    free(table);
+    free(pairs);
+    free(group_of);
+    free(first_of);
+    free(rank);
+    free(next);
+    free(key_of);
+    return result;
+}
+
+/* key_hash(cols, mult, out): engine._key_hash of up to eight uint64 columns of one length (h = 0; then per
+ * column h = (h ^ column) * multiplier; h ^= h >> 29), into the uint64 array ``out``. */
+static PyObject *key_hash(PyObject *self, PyObject *args) {
+    PyObject *cols, *mult;
+    Py_buffer out, col[8];
+    int ncol = 0;
+    PyObject *result = NULL;
+    uint64_t k[8];
+    if (!PyArg_ParseTuple(args, "O!O!w*", &PyTuple_Type, &cols, &PyTuple_Type, &mult, &out)) return NULL;
+    const Py_ssize_t m = PyTuple_GET_SIZE(cols), n = out.len / 8;
+    if (m < 1 || m > 8 || PyTuple_GET_SIZE(mult) < m || out.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "key_hash: one to eight columns, as many multipliers");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        k[j] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(mult, j));
+        if (PyErr_Occurred()) goto done;
+    }
+    for (; ncol < m; ncol++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(cols, ncol), &col[ncol], PyBUF_SIMPLE) < 0) goto done;
+        if (col[ncol].len != out.len) {
+            ncol++;
+            PyErr_SetString(PyExc_ValueError, "key_hash: columns of unequal length");
+            goto done;
+        }
+    }
+    uint64_t *h = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) h[i] = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {  /* column by column: the rows' multiplications overlap */
+        const uint64_t *c = col[j].buf, kj = k[j];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t x = (h[i] ^ c[i]) * kj;
+            h[i] = x ^ (x >> 29);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (int j = 0; j < ncol; j++) PyBuffer_Release(&col[j]);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"group_keys", group_keys, METH_VARARGS, "Group the decoded packets of a batch by canonical 5-tuple (see _group.c)."},
+    {"key_hash", key_hash, METH_VARARGS, "engine._key_hash of up to eight uint64 columns (see _group.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_group", "Compiled 5-tuple grouping for meshpcap.flows.engine.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__group(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && (PyModule_AddIntConstant(m, "ABI", GROUP_ABI) < 0 ||
+                      PyModule_AddStringConstant(m, "SOURCE_HASH", MESHPCAP_SOURCE_HASH) < 0)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

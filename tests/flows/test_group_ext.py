@@ -1,0 +1,125 @@
+"""The compiled 5-tuple grouping (meshpcap/flows/_group.c) against the numpy twin it accelerates.
+
+Every input is grouped twice, by ``engine._groups_compiled`` and by ``engine._groups_numpy``; every
+array must be identical, dtypes included.  The inputs are the samples' decoded batches and generated
+columns: few or many 5-tuples, both directions, equal addresses, IPv6 halves, packets without ports,
+packets left out (undecoded); and, with the hash multipliers set to zero so that every key has the
+same hash, the collision report that sends a batch to numpy.  ``key_hash`` (the hash alone, for the
+duplicate search's keys) against ``engine._key_hash_numpy``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meshpcap.capture import open_capture
+from meshpcap.decode import frames as F
+from meshpcap.flows import engine as E
+from tests.conftest import SAMPLES
+
+try:  # also when MESHPCAP_PURE_PYTHON is set: the comparison needs the module itself
+    from meshpcap.flows import _group as COMPILED
+except ImportError:
+    COMPILED = None
+needs_ext = pytest.mark.skipif(COMPILED is None, reason="the compiled grouping is not built (no C compiler?)")
+
+
+def _both_equal(d, pidx) -> None:
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        fast = E._groups_compiled(d, pidx)
+        E.GROUP = None  # the twin all in numpy (its hash too)
+        slow = E._groups_numpy(d, pidx)
+    finally:
+        E.GROUP = saved
+    assert fast is not None, "the compiled grouping declined a batch without collisions"
+    assert len(fast) == len(slow)
+    for i, (a, b) in enumerate(zip(fast, slow)):
+        assert a.dtype == b.dtype and a.shape == b.shape, i
+        assert np.array_equal(a, b), i
+
+
+class _Cols:
+    """The Decoded columns the grouping reads."""
+
+    def __init__(self, proto, ver, shi, slo, dhi, dlo, sport, dport) -> None:
+        self.proto, self.ip_version = np.asarray(proto, np.int16), np.asarray(ver, np.int8)
+        self.src_hi, self.src_lo = np.asarray(shi, np.uint64), np.asarray(slo, np.uint64)
+        self.dst_hi, self.dst_lo = np.asarray(dhi, np.uint64), np.asarray(dlo, np.uint64)
+        self.sport, self.dport = np.asarray(sport, np.int32), np.asarray(dport, np.int32)
+
+
+@needs_ext
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
+def test_samples_group_alike(sample):
+    with open_capture(SAMPLES / sample, batch_bytes=4096) as cap:
+        for batch in cap.batches():
+            d = F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+            _both_equal(d, np.nonzero(d.reason == F.OK)[0])
+
+
+@needs_ext
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 300), st.integers(1, 12), st.integers(0, 2**32 - 1), st.booleans())
+def test_generated_columns_group_alike(n, endpoints, seed, v6):
+    rng = np.random.default_rng(seed)
+    # few endpoints, so that packets share 5-tuples in both directions (and addresses repeat)
+    hosts = rng.integers(0, 2**64 if v6 else 2**32, (endpoints, 2), dtype=np.uint64)
+    if not v6:
+        hosts[:, 0] = 0
+    ports = rng.choice(np.array([-1, 0, 53, 443, 3478, 50000, 65535], np.int32), endpoints)
+    src, dst = rng.integers(0, endpoints, n), rng.integers(0, endpoints, n)
+    d = _Cols(rng.choice(np.array([6, 17, 1, 58], np.int16), n), np.full(n, 6 if v6 else 4, np.int8),
+              hosts[src, 0], hosts[src, 1], hosts[dst, 0], hosts[dst, 1], ports[src], ports[dst])
+    _both_equal(d, np.sort(rng.choice(n, rng.integers(0, n + 1), replace=False)).astype(np.int64) if n else
+                np.zeros(0, np.int64))
+
+
+@needs_ext
+def test_one_hash_for_two_keys_goes_to_numpy():
+    """With every multiplier zero every key hashes to 0: different keys are a collision, reported so
+    that _groups_compiled declines (and group_batch groups the batch in numpy); equal keys are not."""
+    zero = (0,) * 6
+    for keys, collided in ((([6, 6], [1, 2]), 1), (([6, 6], [1, 1]), 0)):
+        (proto, lo) = keys
+        d = _Cols(proto, [4, 4], [0, 0], lo, [0, 0], [9, 9], [1000, 1000], [443, 443])
+        pidx = np.arange(2, dtype=np.int64)
+        out = tuple(np.empty(2, dt) for dt in E._GROUP_OUTPUTS)
+        groups, got = COMPILED.group_keys(pidx, d.proto, d.ip_version, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
+                                          d.sport, d.dport, zero, out)
+        assert (groups, got) == (1, collided)
+
+
+@needs_ext
+def test_bad_columns_are_refused():
+    d = _Cols([6], [4], [0], [1], [0], [2], [1], [2])
+    out = tuple(np.empty(1, dt) for dt in E._GROUP_OUTPUTS)
+    with pytest.raises(IndexError):
+        COMPILED.group_keys(np.array([5], np.int64), d.proto, d.ip_version, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
+                            d.sport, d.dport, E._HASH_MULTIPLIERS, out)
+    with pytest.raises(ValueError):
+        COMPILED.group_keys(np.array([0], np.int64), d.proto, d.ip_version, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
+                            d.sport, d.dport, E._HASH_MULTIPLIERS, out[:-1])
+    # columns of other types are left to numpy
+    d.sport = d.sport.astype(np.int64)
+    assert E._groups_compiled(d, np.array([0], np.int64)) is None
+
+
+@needs_ext
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 200), st.integers(0, 2**32 - 1))
+def test_key_hash_alike(ncols, n, seed):
+    rng = np.random.default_rng(seed)
+    cols = tuple(rng.integers(0, 2**64, n, dtype=np.uint64) for _ in range(ncols))
+    out = np.empty(n, np.uint64)
+    COMPILED.key_hash(cols, E._HASH_MULTIPLIERS, out)
+    assert np.array_equal(out, E._key_hash_numpy(cols))
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        assert np.array_equal(E._key_hash(cols), out)
+    finally:
+        E.GROUP = saved
