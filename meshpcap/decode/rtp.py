@@ -228,8 +228,8 @@ def media_offsets(g: _Gather, pos: np.ndarray, cap: np.ndarray, max_attrs: int =
     if n == 0:
         return ipos, icap, fr
     has4 = cap >= 4
-    b0 = np.where(cap >= 1, g.u8(pos), -1)
     w0 = g.u16(pos)
+    b0 = np.where(cap >= 1, w0 >> 8, -1)  # the first byte (u16 reads it as u8 does, even at the buffer's end)
     length = g.u16(pos + 2)
     direct = (b0 >= 128) & (b0 <= 191)
     icap[direct] = cap[direct]
@@ -281,17 +281,25 @@ def rtp_columns(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> dict[str, np.nd
     hl = RTP_HEADER_LEN + 4 * cc
     ext = (b0 & 0x10) != 0
     ext_ok = ~ext | (hl + 4 <= cap)
-    hl = np.where(ext, hl + 4 + 4 * g.u16(pos + hl + 2), hl)
+    # the extension's length and the padding count are read only where the header says they are there (a
+    # gather gives each position the same value whichever others it is given)
+    e = np.flatnonzero(ext)
+    if e.size:
+        hl[e] += 4 + 4 * g.u16(pos[e] + hl[e] + 2)
     padded = (b0 & 0x20) != 0
-    pad = np.where(padded, g.u8(pos + cap - 1), 0)
+    pad = np.zeros(pos.size, np.int64)
+    q = np.flatnonzero(padded)
+    if q.size:
+        pad[q] = g.u8(pos[q] + cap[q] - 1)
     rtp = v2 & ~rtcp & (cap >= RTP_HEADER_LEN) & ext_ok & (hl <= cap) & (~padded | ((pad > 0) & (pad <= cap - hl)))
     kind = np.where(rtp, K_RTP, np.where(rtcp, K_RTCP, K_NONE)).astype(np.int8)
+    word4 = g.u32(pos + 4)  # RTP's timestamp, RTCP's sender SSRC
     return {
         "kind": kind,
         "marker": (b1 & 0x80) != 0,
         "payload_type": np.where(rtcp, b1, b1 & 0x7F).astype(np.int16),
         "sequence": g.u16(pos + 2),
-        "timestamp": g.u32(pos + 4),
-        "ssrc": np.where(rtcp, g.u32(pos + 4), g.u32(pos + 8)),
+        "timestamp": word4,
+        "ssrc": np.where(rtcp, word4, g.u32(pos + 8)),
         "payload_len": np.where(rtp, cap - hl - pad, 0),
     }

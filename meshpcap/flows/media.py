@@ -427,15 +427,20 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
         sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
         if sy.size:
             syn = (gb.inv[sy], gb.src_a[sy], ts[sy], (flags[sy] & TCP_ACK) != 0)
-        t = np.nonzero(tcp & (cap > 0))[0]
-        if t.size:
-            grp = gb.inv[t]
-            first = np.sort(np.unique(grp, return_index=True)[1])
-            p, c = pos[t[first]], cap[t[first]]
+        payload = tcp & (cap > 0)
+        if payload.any():
+            # each TCP group's first packet with payload: the first of its group's run in gb.perm (which lists
+            # each group's packets together, in capture order), without sorting the packets
+            pp = gb.perm[payload[gb.perm]]
+            grp = gb.inv[pp]
+            run = np.ones(pp.size, bool)
+            run[1:] = grp[1:] != grp[:-1]
+            first = np.sort(pp[run])
+            p, c = pos[first], cap[first]
             # the magic cookie sits at offset 4 (bare) or 6 (behind the length)
             bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == R.STUN_COOKIE)
             pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == R.STUN_COOKIE)
-            tcp_first = (grp[first], bare, pref)
+            tcp_first = (gb.inv[first], bare, pref)
     return MediaBatch(gb.keys, rtp, stun, syn, tcp_first)
 
 
