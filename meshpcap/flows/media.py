@@ -15,7 +15,7 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
+from .model import record_maker
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -140,6 +141,13 @@ class MediaStream:
             "jitter_window_ms": _r(self.jitter_window_ms), "jitter_window_ns": _w(self.jitter_window_ns),
             "rtcp_packets": self.rtcp_packets,
         }
+
+
+# MediaStream(*values) without its __init__ (which sets each field through object.__setattr__): every field
+# given, in the class's order (a thousand streams a second are made)
+_make_stream = record_maker(MediaStream)
+assert [f.name for f in fields(MediaStream)][19:22] == ["clock_source", "jitter_ms_mean", "jitter_ms_max"] \
+    and len(fields(MediaStream)) == 41, "_chunk_streams gives MediaStream's fields by position"
 
 
 # the columns of the streams table (CSV, DataFrame; lists are compact JSON in the CSV); bitrate_series and
@@ -1054,37 +1062,36 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
                 L(c.clock), L(c.static), L(c.fit_ok), L(c.snapped), L(c.rate), L(jsum), L(jmax), L(jws), L(dmin), L(dmax),
                 L(dsum), L(t[starts]), L(t[last]), L(total), L(fmain), L(windows["loss"][0]), L(windows["loss"][1]),
                 L(windows["burst"][0]), L(windows["burst"][1]))
+    loss_w, burst_w = windows["loss"][2], windows["burst"][2]
+    by_id, rtcp_get, framing, bit_all, loss_all, jit_all = (locate.by_id, rtcp_count.get, R.FRAMING, bn.bit_all,
+                                                            bn.loss_all, bn.jit_all)
+    make, b_lo, b_hi = _make_stream, bn.b_lo, bn.b_hi
     for (s_, f_, fwd, ss_, n_, nu_, lost_, bu_, mb_, re_, rs_, ck_, st_, fo_, sn_, rt_, js_, jm_, jws_, dmi_, dma_,
          ds_, t0_, t1_, by_, fm_, lw_, lws_, bw_, bws_) in cols_:
-        fl = locate.by_id[f_]
+        fl = by_id[f_]
         src, sport, dst, dport = ((fl.client, fl.client_port, fl.server, fl.server_port) if fwd
                                   else (fl.server, fl.server_port, fl.client, fl.client_port))
         has_clock = ck_ > 0
         span = t1_ - t0_
-        lo, hi = bn.b_lo[s_], bn.b_hi[s_]
-        ser = tuple(bn.bit_all[lo:hi])
+        lo, hi = b_lo[s_], b_hi[s_]
+        ser = tuple(bit_all[lo:hi])
         lw_ok, bw_ok = lw_ >= 0, bw_ >= 0
-        out.append(MediaStream(
-            flow_id=fl.id, direction="c2s" if fwd else "s2c", transport=fl.transport, src=src, src_port=sport,
-            dst=dst, dst_port=dport, framing=R.FRAMING[fm_], ssrc=ss_, payload_types=tuple(pt_of[s_]), packets=n_,
-            expected=nu_ + lost_, lost=lost_, loss_bursts=bu_, max_burst=mb_, duplicates=n_ - nu_, reordered=re_,
-            seq_restarts=rs_, clock_rate=ck_ if has_clock else None, clock_source=_clock_source(st_, fo_, sn_, rt_),
-            jitter_ms_mean=(js_ / (n_ - 1) if n_ > 1 else 0.0) if has_clock else None,
-            jitter_ms_max=jm_ if has_clock else None,
-            delta_ms_min=dmi_ if n_ > 1 else None, delta_ms_mean=ds_ / (n_ - 1) if n_ > 1 else None,
-            delta_ms_max=dma_ if n_ > 1 else None, first_ns=t0_, last_ns=t1_, bytes=by_,
-            bitrate_kbps=by_ * 8 / (span / 1e9) / 1000 if span > 0 else None,
-            bitrate_max_kbps=max(ser) if ser else None, bitrate_series=ser,
-            gaps=tuple(gaps_of.get(s_, ())),
-            loss_window_pct=100.0 * lw_ if lw_ok else None,
-            loss_window_ns=(lws_, lws_ + windows["loss"][2]) if lw_ok else None,
-            burst_window_pct=100.0 * bw_ if bw_ok else None,
-            burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
-            jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
-            rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
-            loss_series_pct=tuple(bn.loss_all[lo:hi]),
-            jitter_series_ms=tuple(bn.jit_all[lo:hi]) if has_clock else (None,) * len(ser),
-        ))
+        many = n_ > 1
+        # MediaStream's fields in their order (see _make_stream)
+        out.append(make((
+            fl.id, "c2s" if fwd else "s2c", fl.transport, src, sport, dst, dport, framing[fm_], ss_,
+            tuple(pt_of[s_]), n_, nu_ + lost_, lost_, bu_, mb_, n_ - nu_, re_, rs_, ck_ if has_clock else None,
+            _clock_source(st_, fo_, sn_, rt_),
+            (js_ / (n_ - 1) if many else 0.0) if has_clock else None, jm_ if has_clock else None,
+            dmi_ if many else None, ds_ / (n_ - 1) if many else None, dma_ if many else None, t0_, t1_, by_,
+            by_ * 8 / (span / 1e9) / 1000 if span > 0 else None, max(ser) if ser else None, ser,
+            tuple(gaps_of.get(s_, ())),
+            100.0 * lw_ if lw_ok else None, (lws_, lws_ + loss_w) if lw_ok else None,
+            100.0 * bw_ if bw_ok else None, (bws_, bws_ + burst_w) if bw_ok else None,
+            jm_ if has_clock else None, (jws_, jws_ + jw) if has_clock else None,
+            rtcp_get((fl.id, fwd, ss_), 0), tuple(loss_all[lo:hi]),
+            tuple(jit_all[lo:hi]) if has_clock else (None,) * len(ser),
+        )))
     return out, lead
 
 
