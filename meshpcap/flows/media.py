@@ -674,7 +674,7 @@ class _Packets(NamedTuple):
 
 class _Seen(NamedTuple):
     """Distinct sequence numbers per stream (first arrival of each) and the loss counted from them."""
-    o2: np.ndarray  # packets in stream then extended-number order
+    o2: np.ndarray | None  # packets in stream then extended-number order (None: the order they are in)
     newu: np.ndarray  # in that order: the first packet of each distinct number
     first_seen: np.ndarray  # per packet: it is the first arrival of its number
     u_sid: np.ndarray
@@ -684,6 +684,8 @@ class _Seen(NamedTuple):
     lost: np.ndarray
     bursts: np.ndarray
     max_burst: np.ndarray
+    ustart: np.ndarray  # each stream's first distinct number (index into the u_ arrays)
+    in_order: bool  # no number stepped back: o2 is the identity (None) and nothing is reordered
 
 
 class _Clock(NamedTuple):
@@ -758,33 +760,51 @@ def _packets(starts: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOption
 
 def _seen(p: _Packets) -> _Seen:
     """Distinct sequence numbers per stream, the first arrival of each, and the numbers never received."""
-    sid, ext, S, P = p.sid, p.ext, p.n.size, p.ii.size
-    emin = np.minimum.reduceat(ext, p.starts)
-    erange = int((ext - emin[sid]).max())
-    if erange < (1 << 30):  # one stable sort of a packed key (the usual case), else by three keys
-        o2 = np.argsort((sid.astype(np.int64) << 30) | (ext - emin[sid]), kind="stable")
+    sid, ext, P = p.sid, p.ext, p.ii.size
+    # no step back in any stream (p.d is 0 at a stream's first packet): every extended number at or above the
+    # one before, so that the sort into stream then number order below is the identity (the usual capture)
+    in_order = bool((p.d >= 0).all())
+    if in_order:
+        o2 = None
+        se, ss = ext, sid
     else:
-        o2 = np.lexsort((np.arange(P), ext, sid))
-    se, ss = ext[o2], sid[o2]
+        emin = np.minimum.reduceat(ext, p.starts)
+        erange = int((ext - emin[sid]).max())
+        if erange < (1 << 30):  # one stable sort of a packed key (the usual case), else by three keys
+            o2 = np.argsort((sid.astype(np.int64) << 30) | (ext - emin[sid]), kind="stable")
+        else:
+            o2 = np.lexsort((np.arange(P), ext, sid))
+        se, ss = ext[o2], sid[o2]
     newu = np.ones(P, bool)
     newu[1:] = (se[1:] != se[:-1]) | (ss[1:] != ss[:-1])
-    first_seen = np.zeros(P, bool)
-    first_seen[o2[newu]] = True
-    u_ext, u_sid, u_t = se[newu], ss[newu], p.t[o2[newu]]
+    if o2 is None:
+        first_seen = newu
+        if newu.all():  # no duplicate either: the distinct numbers are the packets
+            u_ext, u_sid, u_t = se, ss, p.t
+        else:
+            u_ext, u_sid, u_t = se[newu], ss[newu], p.t[newu]
+    else:
+        first_seen = np.zeros(P, bool)
+        first_seen[o2[newu]] = True
+        u_ext, u_sid, u_t = se[newu], ss[newu], p.t[o2[newu]]
     gaps = np.diff(u_ext) - 1
     same = u_sid[1:] == u_sid[:-1]
     loss_gap = np.where(same & (gaps <= MAX_DROPOUT), gaps, 0)
-    max_burst = np.zeros(S, np.int64)
-    np.maximum.at(max_burst, u_sid[1:], loss_gap)
+    # per stream (each one run of u_sid from ustart): the numbers missing before each distinct one (0 at a
+    # stream's first) summed, counted where not 0 and their highest, all exact in integers
+    ustart = np.flatnonzero(np.r_[True, ~same])
+    before = np.zeros(u_sid.size, np.int64)
+    before[1:] = loss_gap
     return _Seen(o2=o2, newu=newu, first_seen=first_seen, u_sid=u_sid, u_t=u_t,
-                 nu=np.bincount(u_sid, minlength=S), loss_gap=loss_gap,
-                 lost=np.bincount(u_sid[1:], weights=loss_gap, minlength=S).astype(np.int64),
-                 bursts=np.bincount(u_sid[1:], weights=loss_gap > 0, minlength=S).astype(np.int64),
-                 max_burst=max_burst)
+                 nu=np.diff(np.append(ustart, u_sid.size)), loss_gap=loss_gap,
+                 lost=np.add.reduceat(before, ustart), bursts=np.add.reduceat((before > 0).astype(np.int64), ustart),
+                 max_burst=np.maximum.reduceat(before, ustart), ustart=ustart, in_order=in_order)
 
 
 def _reordered(p: _Packets, u: _Seen) -> np.ndarray:
     """Per stream: packets that arrived after a higher sequence number had, and are not duplicates."""
+    if u.in_order:  # no number below one before it
+        return np.zeros(p.n.size, np.int64)
     e2 = p.ext + p.sid.astype(np.int64) * (1 << 40)
     runmax = np.maximum.accumulate(e2)
     late = np.zeros(p.ii.size, bool)
@@ -879,8 +899,9 @@ def _events(p: _Packets, u: _Seen) -> _Events:
     ev_l = np.concatenate([np.zeros(u_sid.size, np.int64), np.ones(lt.size, np.int64)])
     # every event is at or after its stream's first packet: times from there, packed beside the stream index
     ekey = (ev_sid.astype(np.int64) << _T_BITS) + (ev_t - t[starts][ev_sid])
-    eo = np.argsort(ekey, kind="stable")
-    ev_sid, ev_t, ev_l, ekey = ev_sid[eo], ev_t[eo], ev_l[eo], ekey[eo]
+    if lt.size or not u.in_order:  # else the arrivals alone, in stream then time order already
+        eo = np.argsort(ekey, kind="stable")
+        ev_sid, ev_t, ev_l, ekey = ev_sid[eo], ev_t[eo], ev_l[eo], ekey[eo]
     ecount = np.bincount(ev_sid, minlength=S)
     estart = np.concatenate([[0], np.cumsum(ecount)[:-1]])
     et0 = ev_t[estart]
@@ -957,10 +978,14 @@ def _bins(p: _Packets, u: _Seen, by: np.ndarray, jit: np.ndarray, binw: int) -> 
     # decreases, so each non-empty bin is one run of packets.
     fb = boff[sid] + b
     brun = np.flatnonzero(np.r_[True, fb[1:] != fb[:-1]])  # first packet of each non-empty bin
-    uidx = np.empty(P, np.int64)
-    uidx[u.o2] = np.cumsum(u.newu) - 1  # each packet's distinct sequence number (index into the u_ arrays)
+    # each packet's distinct sequence number (index into the u_ arrays)
+    if u.o2 is None:
+        uidx = np.cumsum(u.newu) - 1
+    else:
+        uidx = np.empty(P, np.int64)
+        uidx[u.o2] = np.cumsum(u.newu) - 1
     hi = np.maximum.accumulate(np.maximum.reduceat(uidx, brun))  # streams' u_ indices follow one another
-    ustart = np.flatnonzero(np.r_[True, u.u_sid[1:] != u.u_sid[:-1]])
+    ustart = u.ustart
     hs = u.u_sid[hi]
     lost_before = np.concatenate([[0], np.cumsum(u.loss_gap)])  # lost numbers below each distinct one (global)
     cum_lost = lost_before[hi] - lost_before[ustart[hs]]
