@@ -444,3 +444,18 @@ def test_bins_without_packets_have_no_loss_or_jitter(tmp_path):
     # too few packets to infer a dynamic payload type's clock: no jitter
     (u,) = media(write_calls(tmp_path / "u.pcap", [(Call(count=4, pt=96, interval_ns=10_000_000), UP)])).streams
     assert u.clock_rate is None and u.jitter_series_ms == (None,) and u.loss_series_pct == (0.0,)
+
+
+def test_floor_div_is_integer_floor_division():
+    import numpy as np
+
+    from meshpcap.flows.media import _floor_div
+
+    rng = np.random.default_rng(3)
+    for w in (1, 3, 7, 200_000_000, 999_999_999, 1_000_000_000):
+        top = (1 << 52) // w * w
+        x = np.concatenate([rng.integers(0, 1 << 52, 20_000), np.arange(0, 40 * w, max(w // 3, 1))[:20_000],
+                            [0, w - 1, w, w + 1, top - 1, top, (1 << 52) - 1]]).astype(np.int64)
+        assert np.array_equal(_floor_div(x, w), x // w), w
+        odd = np.array([-w - 1, -1, 1 << 60, 5], np.int64)  # outside the float path's range: // itself
+        assert np.array_equal(_floor_div(odd, w), odd // w), w
