@@ -393,7 +393,6 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
     if len(batch) == 0 or pidx.size == 0:
         return MediaBatch(gb.keys, None, None, None, None)
     g = R.gather(batch.data)
-    buf = g.buf
     proto = gb.proto
     pos = d.payload[pidx]
     cap = d.payload_cap[pidx]
@@ -401,10 +400,12 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
     # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
     u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
     if u.size:
-        b0 = buf[pos[u]]
-        cand = u[(b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)]
+        word = g.u32(pos[u])  # the first 4 bytes (cap >= 8): the first byte here, the framing's header there
+        b0 = word >> 24
+        is_cand = (b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)
+        cand = u[is_cand]
         if cand.size:
-            ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand])
+            ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand], word=word[is_cand])
             m = fr != R.F_NONE
             if m.any():
                 c, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
@@ -417,7 +418,7 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
                            cols["timestamp"][k].astype(np.uint32), cols["ssrc"][k].astype(np.uint32),
                            icap[k].astype(np.int32))
             # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
-            s = cand[(buf[pos[cand]] <= 3) & (cap[cand] >= 20)]
+            s = cand[(b0[is_cand] <= 3) & (cap[cand] >= 20)]
             if s.size:
                 p = pos[s]
                 mtype = g.u16(p)
