@@ -195,6 +195,9 @@ class ServerRtt:
                 "latency_ms_estimate": round(self.rtt_ms_median / 2, 3), "flow_ids": list(self.flow_ids)}
 
 
+_make_rtt = record_maker(RttSample)  # RttSample(*values): a TCP scan has one per handshake
+
+
 @dataclass(slots=True)
 class MediaResult:
     streams: list[MediaStream] = field(default_factory=list)
@@ -1166,8 +1169,8 @@ def _stun_rtt(chunks, locate: _FlowLocator) -> list[RttSample]:
             fl = locate.by_id[f]
             # the answer's sender is the server of this round trip
             server, port = (fl.server, fl.server_port) if sent[0][1] else (fl.client, fl.client_port)
-            out.append(RttSample(f, server, port, fl.transport, f"STUN {STUN_RTT_METHODS[m]}", sent[0][0],
-                                 (t - sent[0][0]) / 1e6))
+            out.append(_make_rtt((f, server, port, fl.transport, f"STUN {STUN_RTT_METHODS[m]}", sent[0][0],
+                                  (t - sent[0][0]) / 1e6)))
     return out
 
 
@@ -1192,7 +1195,7 @@ def _tcp_rtt(chunks, locate: _FlowLocator) -> list[RttSample]:
             continue
         fl = locate.by_id[f]
         server, port = (fl.server, fl.server_port) if sent[0][1] else (fl.client, fl.client_port)
-        out.append(RttSample(f, server, port, "tcp", "TCP handshake", sent[0][0], (t - sent[0][0]) / 1e6))
+        out.append(_make_rtt((f, server, port, "tcp", "TCP handshake", sent[0][0], (t - sent[0][0]) / 1e6)))
     return out
 
 
