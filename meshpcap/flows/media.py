@@ -399,7 +399,7 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
     proto = gb.proto
     pos = d.payload[pidx]
     cap = d.payload_cap[pidx]
-    ts = batch.ts_ns[pidx]
+    ts_all = batch.ts_ns  # read only at the rows kept (pidx[...])
     # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
     u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
     if u.size:
@@ -416,7 +416,7 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
                 k = cols["kind"] != R.K_NONE
                 if k.any():
                     c = c[k]
-                    rtp = (gb.inv[c], gb.src_a[c], ts[c], cols["kind"][k], fr[k],
+                    rtp = (gb.inv[c], gb.src_a[c], ts_all[pidx[c]], cols["kind"][k], fr[k],
                            cols["payload_type"][k].astype(np.uint8), cols["sequence"][k].astype(np.uint16),
                            cols["timestamp"][k].astype(np.uint32), cols["ssrc"][k].astype(np.uint32),
                            icap[k].astype(np.int32))
@@ -430,7 +430,7 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
                 if ok.any():
                     s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
                     method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-                    stun = (gb.inv[s], gb.src_a[s], ts[s], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
+                    stun = (gb.inv[s], gb.src_a[s], ts_all[pidx[s]], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
     # ---- TCP: handshake times
     tcp = proto == F.PROTO_TCP
     tcp_first = None
@@ -438,7 +438,7 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
         flags = d.tcp_flags[pidx]
         sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
         if sy.size:
-            syn = (gb.inv[sy], gb.src_a[sy], ts[sy], (flags[sy] & TCP_ACK) != 0)
+            syn = (gb.inv[sy], gb.src_a[sy], ts_all[pidx[sy]], (flags[sy] & TCP_ACK) != 0)
         payload = tcp & (cap > 0)
         if payload.any():
             # each TCP group's first packet with payload: the first of its group's run in gb.perm (which lists
@@ -674,6 +674,12 @@ class _Packets(NamedTuple):
     ext: np.ndarray  # extended sequence number
     restart: np.ndarray  # the step jumps over MAX_DROPOUT
     kept: np.ndarray  # which of the streams given each stream is
+    every: bool  # every stream given was kept: ii is 0, 1, 2, ... (see take)
+
+    def take(self, col: np.ndarray) -> np.ndarray:
+        """``col[ii]``: the kept packets' values of a column given in the chunk's order (the column itself
+        where every stream was kept)."""
+        return col if self.every else col[self.ii]
 
 
 class _Seen(NamedTuple):
@@ -755,11 +761,12 @@ def _packets(starts: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOption
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])
     is_first = np.zeros(ii.size, bool)
     is_first[starts] = True
-    t = _never_backwards(ts[ii], starts, n)
+    every = kept.size == ends.size
+    t = _never_backwards(ts if every else ts[ii], starts, n)
     cd = np.cumsum(d)
-    ext = cd - cd[starts][sid] + sq[starts][sid]
+    ext = cd + (sq[starts] - cd[starts])[sid]
     return _Packets(ii=ii, sid=sid, starts=starts, last=starts + n - 1, n=n, is_first=is_first, t=t, d=d,
-                    ext=ext, restart=np.abs(d) > MAX_DROPOUT, kept=kept)
+                    ext=ext, restart=np.abs(d) > MAX_DROPOUT, kept=kept, every=every)
 
 
 def _seen(p: _Packets) -> _Seen:
@@ -821,13 +828,13 @@ def _clock(p: _Packets, rts: np.ndarray, pt: np.ndarray) -> _Clock:
     """Timestamps unwrapped as the sequence is; the clock from a static payload type or from their slope
     over arrival time (snapped to a known RTP clock)."""
     sid, starts, n, t, S = p.sid, p.starts, p.n, p.t, p.n.size
-    r = rts[p.ii].astype(np.int64)
+    r = p.take(rts).astype(np.int64)
     dts = np.zeros(p.ii.size, np.int64)
     dts[1:] = ((np.diff(r) + TS_MOD // 2) & (TS_MOD - 1)) - TS_MOD // 2
     dts[starts] = 0
     cts = np.cumsum(dts)
     ext_ts = (cts - cts[starts][sid]).astype(float)
-    pts = pt[p.ii].astype(np.int64)
+    pts = p.take(pt).astype(np.int64)
     cl = _STATIC[pts & 0xFF]
     smin, smax = np.minimum.reduceat(cl, starts), np.maximum.reduceat(cl, starts)
     static = (smin == smax) & (smin > 0)
@@ -1075,7 +1082,7 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
     p = _packets(starts, ts, seq, o)
     if p is None:
         return [], lead
-    ii, sid, starts, last, n, t = p.ii, p.sid, p.starts, p.last, p.n, p.t
+    sid, starts, last, n, t = p.sid, p.starts, p.last, p.n, p.t
     S = n.size
     u = _seen(p)
     reordered = _reordered(p, u)
@@ -1089,7 +1096,7 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
     e = _events(p, u)
     windows = {name: (*_worst_window(e, u.lost, int(wms * 1e6), o.min_window_packets), int(wms * 1e6))
                for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms))}
-    by = size[ii].astype(np.int64)
+    by = p.take(size).astype(np.int64)
     bn = _bins(p, u, by, jit, int(o.bitrate_bin_ms * 1e6))
     total = np.bincount(sid, by, S)
     gaps_of: dict[int, list[tuple[int, float]]] = {}
@@ -1099,7 +1106,7 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
     pt_of: dict[int, list[int]] = {}
     for k in np.flatnonzero(np.bincount(sid * 256 + (c.pts & 0xFF), minlength=S * 256)).tolist():
         pt_of.setdefault(k >> 8, []).append(k & 0xFF)
-    fmain = np.bincount(sid * 8 + fr[ii].astype(np.int64), minlength=S * 8).reshape(S, 8).argmax(axis=1)
+    fmain = np.bincount(sid * 8 + p.take(fr).astype(np.int64), minlength=S * 8).reshape(S, 8).argmax(axis=1)
 
     # assembling the records: one MediaStream per stream from the per-stream columns (one Python step
     # per stream, none per packet); the 30 columns are zipped here so each is read once as a list
