@@ -204,12 +204,18 @@ def judge_quality(media: MediaResult, judgement: Judgement, targets: Targets,
                   capture_first_ns: int | None = None) -> Quality:
     """Compare every stream and every measured server with the targets; one ``degraded`` finding per
     stream (or server) and target that is not met."""
-    # not a dict of every flow: there may be millions (and only the notable ones can be under a rule)
-    under_rule = {v.flow.id for v in notable(judgement.flows) if v.rule}
+    verdicts = judgement.flows  # one per flow, in record order: flow id i at i - 1 (there may be millions)
+    under_rule: set[int] | None = None  # only where a verdict is not at its id's place
     q = Quality(targets, media)
     findings: list[Finding] = []
 
     def scope_of(fid: int) -> str:
+        nonlocal under_rule
+        if under_rule is None:
+            if 0 < fid <= len(verdicts) and verdicts[fid - 1].flow.id == fid:
+                return "microsoft-edge" if verdicts[fid - 1].rule else "other"
+            # only the notable verdicts can be under a rule (the others are 'unrelated', not made)
+            under_rule = {v.flow.id for v in notable(verdicts) if v.rule}
         return "microsoft-edge" if fid in under_rule else "other"
 
     stream_targets = {m: targets.get(m) for m in ("loss_pct", "burst_loss_pct", "jitter_ms", "reorder_pct")}

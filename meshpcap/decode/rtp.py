@@ -213,12 +213,13 @@ def gather(data) -> _Gather:
     return _Gather(data)
 
 
-def media_offsets(g: _Gather, pos: np.ndarray, cap: np.ndarray, max_attrs: int = 12):
+def media_offsets(g: _Gather, pos: np.ndarray, cap: np.ndarray, max_attrs: int = 12,
+                  word: np.ndarray | None = None):
     """:func:`unwrap` over many UDP payloads at once: ``g`` the batch bytes (:func:`gather`), ``pos`` and
-    ``cap`` each payload's offset and captured length.  Returns (inner offset, inner captured length,
-    framing code) arrays; framing ``F_NONE`` where no media framing applies or a length runs past the
-    captured bytes.  Send/Data indications are walked for their DATA attribute up to ``max_attrs``
-    attributes deep (RFC 8656 puts XOR-PEER-ADDRESS, then DATA, first)."""
+    ``cap`` each payload's offset and captured length (``word``: ``g.u32(pos)``, when already read).
+    Returns (inner offset, inner captured length, framing code) arrays; framing ``F_NONE`` where no media
+    framing applies or a length runs past the captured bytes.  Send/Data indications are walked for their
+    DATA attribute up to ``max_attrs`` attributes deep (RFC 8656 puts XOR-PEER-ADDRESS, then DATA, first)."""
     pos = np.asarray(pos, np.int64)
     cap = np.asarray(cap, np.int64)
     n = pos.size
@@ -228,9 +229,12 @@ def media_offsets(g: _Gather, pos: np.ndarray, cap: np.ndarray, max_attrs: int =
     if n == 0:
         return ipos, icap, fr
     has4 = cap >= 4
-    b0 = np.where(cap >= 1, g.u8(pos), -1)
-    w0 = g.u16(pos)
-    length = g.u16(pos + 2)
+    # the first 32-bit word read once: each of its bytes is what u8 reads there (a gather clips per byte)
+    if word is None:
+        word = g.u32(pos)
+    w0 = word >> 16
+    b0 = np.where(cap >= 1, word >> 24, -1)
+    length = word & 0xFFFF
     direct = (b0 >= 128) & (b0 <= 191)
     icap[direct] = cap[direct]
     fr[direct] = F_DIRECT
@@ -273,25 +277,34 @@ def rtp_columns(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> dict[str, np.nd
     header fields (``ssrc`` for RTCP is the sender's), ``payload_len`` the RTP payload without padding."""
     pos = np.asarray(pos, np.int64)
     cap = np.asarray(cap, np.int64)
-    b0 = g.u8(pos)
-    b1 = g.u8(pos + 1)
+    word0 = g.u32(pos)  # its bytes are what u8 reads at pos .. pos + 3 (a gather clips per byte)
+    b0 = word0 >> 24
+    b1 = (word0 >> 16) & 0xFF
     v2 = ((b0 >> 6) == RTP_VERSION) & (cap >= RTCP_HEADER_LEN)
     rtcp = v2 & (b1 >= 192) & (b1 <= 223)
     cc = b0 & 0x0F
     hl = RTP_HEADER_LEN + 4 * cc
     ext = (b0 & 0x10) != 0
     ext_ok = ~ext | (hl + 4 <= cap)
-    hl = np.where(ext, hl + 4 + 4 * g.u16(pos + hl + 2), hl)
+    # the extension's length and the padding count are read only where the header says they are there (a
+    # gather gives each position the same value whichever others it is given)
+    e = np.flatnonzero(ext)
+    if e.size:
+        hl[e] += 4 + 4 * g.u16(pos[e] + hl[e] + 2)
     padded = (b0 & 0x20) != 0
-    pad = np.where(padded, g.u8(pos + cap - 1), 0)
+    pad = np.zeros(pos.size, np.int64)
+    q = np.flatnonzero(padded)
+    if q.size:
+        pad[q] = g.u8(pos[q] + cap[q] - 1)
     rtp = v2 & ~rtcp & (cap >= RTP_HEADER_LEN) & ext_ok & (hl <= cap) & (~padded | ((pad > 0) & (pad <= cap - hl)))
     kind = np.where(rtp, K_RTP, np.where(rtcp, K_RTCP, K_NONE)).astype(np.int8)
+    word4 = g.u32(pos + 4)  # RTP's timestamp, RTCP's sender SSRC
     return {
         "kind": kind,
         "marker": (b1 & 0x80) != 0,
         "payload_type": np.where(rtcp, b1, b1 & 0x7F).astype(np.int16),
-        "sequence": g.u16(pos + 2),
-        "timestamp": g.u32(pos + 4),
-        "ssrc": np.where(rtcp, g.u32(pos + 4), g.u32(pos + 8)),
+        "sequence": word0 & 0xFFFF,
+        "timestamp": word4,
+        "ssrc": np.where(rtcp, word4, g.u32(pos + 8)),
         "payload_len": np.where(rtp, cap - hl - pad, 0),
     }

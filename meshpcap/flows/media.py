@@ -15,7 +15,7 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import field, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -24,6 +24,7 @@ from meshpcap._dataclass import dataclass
 from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
+from .model import record_maker
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -143,6 +144,13 @@ class MediaStream:
         }
 
 
+# MediaStream(*values) without its __init__ (which sets each field through object.__setattr__): every field
+# given, in the class's order (a thousand streams a second are made)
+_make_stream = record_maker(MediaStream)
+assert [f.name for f in fields(MediaStream)][19:22] == ["clock_source", "jitter_ms_mean", "jitter_ms_max"] \
+    and len(fields(MediaStream)) == 41, "_chunk_streams gives MediaStream's fields by position"
+
+
 # the columns of the streams table (CSV, DataFrame; lists are compact JSON in the CSV); bitrate_series and
 # the windows' [start, end] are left to the JSON
 STREAM_COLUMNS = ("flow_id", "direction", "transport", "src", "src_port", "dst", "dst_port", "framing", "ssrc",
@@ -186,6 +194,9 @@ class ServerRtt:
                 "methods": list(self.methods), "samples": self.samples, "rtt_ms_min": round(self.rtt_ms_min, 3),
                 "rtt_ms_median": round(self.rtt_ms_median, 3), "rtt_ms_max": round(self.rtt_ms_max, 3),
                 "latency_ms_estimate": round(self.rtt_ms_median / 2, 3), "flow_ids": list(self.flow_ids)}
+
+
+_make_rtt = record_maker(RttSample)  # RttSample(*values): a TCP scan has one per handshake
 
 
 @dataclass(slots=True)
@@ -386,18 +397,19 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
     if len(batch) == 0 or pidx.size == 0:
         return MediaBatch(gb.keys, None, None, None, None)
     g = R.gather(batch.data)
-    buf = g.buf
     proto = gb.proto
     pos = d.payload[pidx]
     cap = d.payload_cap[pidx]
-    ts = batch.ts_ns[pidx]
+    ts_all = batch.ts_ns  # read only at the rows kept (pidx[...])
     # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
     u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
     if u.size:
-        b0 = buf[pos[u]]
-        cand = u[(b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)]
+        word = g.u32(pos[u])  # the first 4 bytes (cap >= 8): the first byte here, the framing's header there
+        b0 = word >> 24
+        is_cand = (b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)
+        cand = u[is_cand]
         if cand.size:
-            ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand])
+            ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand], word=word[is_cand])
             m = fr != R.F_NONE
             if m.any():
                 c, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
@@ -405,12 +417,12 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
                 k = cols["kind"] != R.K_NONE
                 if k.any():
                     c = c[k]
-                    rtp = (gb.inv[c], gb.src_a[c], ts[c], cols["kind"][k], fr[k],
+                    rtp = (gb.inv[c], gb.src_a[c], ts_all[pidx[c]], cols["kind"][k], fr[k],
                            cols["payload_type"][k].astype(np.uint8), cols["sequence"][k].astype(np.uint16),
                            cols["timestamp"][k].astype(np.uint32), cols["ssrc"][k].astype(np.uint32),
                            icap[k].astype(np.int32))
             # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
-            s = cand[(buf[pos[cand]] <= 3) & (cap[cand] >= 20)]
+            s = cand[(b0[is_cand] <= 3) & (cap[cand] >= 20)]
             if s.size:
                 p = pos[s]
                 mtype = g.u16(p)
@@ -419,7 +431,7 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
                 if ok.any():
                     s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
                     method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-                    stun = (gb.inv[s], gb.src_a[s], ts[s], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
+                    stun = (gb.inv[s], gb.src_a[s], ts_all[pidx[s]], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
     # ---- TCP: handshake times
     tcp = proto == F.PROTO_TCP
     tcp_first = None
@@ -427,16 +439,21 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
         flags = d.tcp_flags[pidx]
         sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
         if sy.size:
-            syn = (gb.inv[sy], gb.src_a[sy], ts[sy], (flags[sy] & TCP_ACK) != 0)
-        t = np.nonzero(tcp & (cap > 0))[0]
-        if t.size:
-            grp = gb.inv[t]
-            first = np.sort(np.unique(grp, return_index=True)[1])
-            p, c = pos[t[first]], cap[t[first]]
+            syn = (gb.inv[sy], gb.src_a[sy], ts_all[pidx[sy]], (flags[sy] & TCP_ACK) != 0)
+        payload = tcp & (cap > 0)
+        if payload.any():
+            # each TCP group's first packet with payload: the first of its group's run in gb.perm (which lists
+            # each group's packets together, in capture order), without sorting the packets
+            pp = gb.perm[payload[gb.perm]]
+            grp = gb.inv[pp]
+            run = np.ones(pp.size, bool)
+            run[1:] = grp[1:] != grp[:-1]
+            first = np.sort(pp[run])
+            p, c = pos[first], cap[first]
             # the magic cookie sits at offset 4 (bare) or 6 (behind the length)
             bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == R.STUN_COOKIE)
             pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == R.STUN_COOKIE)
-            tcp_first = (grp[first], bare, pref)
+            tcp_first = (gb.inv[first], bare, pref)
     return MediaBatch(gb.keys, rtp, stun, syn, tcp_first)
 
 
@@ -658,11 +675,17 @@ class _Packets(NamedTuple):
     ext: np.ndarray  # extended sequence number
     restart: np.ndarray  # the step jumps over MAX_DROPOUT
     kept: np.ndarray  # which of the streams given each stream is
+    every: bool  # every stream given was kept: ii is 0, 1, 2, ... (see take)
+
+    def take(self, col: np.ndarray) -> np.ndarray:
+        """``col[ii]``: the kept packets' values of a column given in the chunk's order (the column itself
+        where every stream was kept)."""
+        return col if self.every else col[self.ii]
 
 
 class _Seen(NamedTuple):
     """Distinct sequence numbers per stream (first arrival of each) and the loss counted from them."""
-    o2: np.ndarray  # packets in stream then extended-number order
+    o2: np.ndarray | None  # packets in stream then extended-number order (None: the order they are in)
     newu: np.ndarray  # in that order: the first packet of each distinct number
     first_seen: np.ndarray  # per packet: it is the first arrival of its number
     u_sid: np.ndarray
@@ -672,6 +695,8 @@ class _Seen(NamedTuple):
     lost: np.ndarray
     bursts: np.ndarray
     max_burst: np.ndarray
+    ustart: np.ndarray  # each stream's first distinct number (index into the u_ arrays)
+    in_order: bool  # no number stepped back: o2 is the identity (None) and nothing is reordered
 
 
 class _Clock(NamedTuple):
@@ -718,7 +743,7 @@ def _packets(starts: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOption
     # RFC 3550 A.1: extend the 16-bit sequence; each step is the shortest signed delta from the packet before
     sq = seq.astype(np.int64)
     d = np.zeros(ii.size, np.int64)
-    d[1:] = (np.diff(sq) + SEQ_MOD // 2) % SEQ_MOD - SEQ_MOD // 2
+    d[1:] = ((np.diff(sq) + SEQ_MOD // 2) & (SEQ_MOD - 1)) - SEQ_MOD // 2  # & for % of a power of two (int % is slow)
     d[starts] = 0
     # random first bytes (DNS ids, encrypted data) make "streams" whose numbers do not follow on, and
     # repeated datagrams (NetBIOS, DNS retries) ones whose numbers stand still: most steps must go 1-100 on
@@ -737,42 +762,61 @@ def _packets(starts: np.ndarray, ts: np.ndarray, seq: np.ndarray, o: MediaOption
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])
     is_first = np.zeros(ii.size, bool)
     is_first[starts] = True
-    t = _never_backwards(ts[ii], starts, n)
+    every = kept.size == ends.size
+    t = _never_backwards(ts if every else ts[ii], starts, n)
     cd = np.cumsum(d)
-    ext = cd - cd[starts][sid] + sq[starts][sid]
+    ext = cd + (sq[starts] - cd[starts])[sid]
     return _Packets(ii=ii, sid=sid, starts=starts, last=starts + n - 1, n=n, is_first=is_first, t=t, d=d,
-                    ext=ext, restart=np.abs(d) > MAX_DROPOUT, kept=kept)
+                    ext=ext, restart=np.abs(d) > MAX_DROPOUT, kept=kept, every=every)
 
 
 def _seen(p: _Packets) -> _Seen:
     """Distinct sequence numbers per stream, the first arrival of each, and the numbers never received."""
-    sid, ext, S, P = p.sid, p.ext, p.n.size, p.ii.size
-    emin = np.minimum.reduceat(ext, p.starts)
-    erange = int((ext - emin[sid]).max())
-    if erange < (1 << 30):  # one stable sort of a packed key (the usual case), else by three keys
-        o2 = np.argsort((sid.astype(np.int64) << 30) | (ext - emin[sid]), kind="stable")
+    sid, ext, P = p.sid, p.ext, p.ii.size
+    # no step back in any stream (p.d is 0 at a stream's first packet): every extended number at or above the
+    # one before, so that the sort into stream then number order below is the identity (the usual capture)
+    in_order = bool((p.d >= 0).all())
+    if in_order:
+        o2 = None
+        se, ss = ext, sid
     else:
-        o2 = np.lexsort((np.arange(P), ext, sid))
-    se, ss = ext[o2], sid[o2]
+        emin = np.minimum.reduceat(ext, p.starts)
+        erange = int((ext - emin[sid]).max())
+        if erange < (1 << 30):  # one stable sort of a packed key (the usual case), else by three keys
+            o2 = np.argsort((sid.astype(np.int64) << 30) | (ext - emin[sid]), kind="stable")
+        else:
+            o2 = np.lexsort((np.arange(P), ext, sid))
+        se, ss = ext[o2], sid[o2]
     newu = np.ones(P, bool)
     newu[1:] = (se[1:] != se[:-1]) | (ss[1:] != ss[:-1])
-    first_seen = np.zeros(P, bool)
-    first_seen[o2[newu]] = True
-    u_ext, u_sid, u_t = se[newu], ss[newu], p.t[o2[newu]]
+    if o2 is None:
+        first_seen = newu
+        if newu.all():  # no duplicate either: the distinct numbers are the packets
+            u_ext, u_sid, u_t = se, ss, p.t
+        else:
+            u_ext, u_sid, u_t = se[newu], ss[newu], p.t[newu]
+    else:
+        first_seen = np.zeros(P, bool)
+        first_seen[o2[newu]] = True
+        u_ext, u_sid, u_t = se[newu], ss[newu], p.t[o2[newu]]
     gaps = np.diff(u_ext) - 1
     same = u_sid[1:] == u_sid[:-1]
     loss_gap = np.where(same & (gaps <= MAX_DROPOUT), gaps, 0)
-    max_burst = np.zeros(S, np.int64)
-    np.maximum.at(max_burst, u_sid[1:], loss_gap)
+    # per stream (each one run of u_sid from ustart): the numbers missing before each distinct one (0 at a
+    # stream's first) summed, counted where not 0 and their highest, all exact in integers
+    ustart = np.flatnonzero(np.r_[True, ~same])
+    before = np.zeros(u_sid.size, np.int64)
+    before[1:] = loss_gap
     return _Seen(o2=o2, newu=newu, first_seen=first_seen, u_sid=u_sid, u_t=u_t,
-                 nu=np.bincount(u_sid, minlength=S), loss_gap=loss_gap,
-                 lost=np.bincount(u_sid[1:], weights=loss_gap, minlength=S).astype(np.int64),
-                 bursts=np.bincount(u_sid[1:], weights=loss_gap > 0, minlength=S).astype(np.int64),
-                 max_burst=max_burst)
+                 nu=np.diff(np.append(ustart, u_sid.size)), loss_gap=loss_gap,
+                 lost=np.add.reduceat(before, ustart), bursts=np.add.reduceat((before > 0).astype(np.int64), ustart),
+                 max_burst=np.maximum.reduceat(before, ustart), ustart=ustart, in_order=in_order)
 
 
 def _reordered(p: _Packets, u: _Seen) -> np.ndarray:
     """Per stream: packets that arrived after a higher sequence number had, and are not duplicates."""
+    if u.in_order:  # no number below one before it
+        return np.zeros(p.n.size, np.int64)
     e2 = p.ext + p.sid.astype(np.int64) * (1 << 40)
     runmax = np.maximum.accumulate(e2)
     late = np.zeros(p.ii.size, bool)
@@ -785,13 +829,13 @@ def _clock(p: _Packets, rts: np.ndarray, pt: np.ndarray) -> _Clock:
     """Timestamps unwrapped as the sequence is; the clock from a static payload type or from their slope
     over arrival time (snapped to a known RTP clock)."""
     sid, starts, n, t, S = p.sid, p.starts, p.n, p.t, p.n.size
-    r = rts[p.ii].astype(np.int64)
+    r = p.take(rts).astype(np.int64)
     dts = np.zeros(p.ii.size, np.int64)
-    dts[1:] = (np.diff(r) + TS_MOD // 2) % TS_MOD - TS_MOD // 2
+    dts[1:] = ((np.diff(r) + TS_MOD // 2) & (TS_MOD - 1)) - TS_MOD // 2
     dts[starts] = 0
     cts = np.cumsum(dts)
     ext_ts = (cts - cts[starts][sid]).astype(float)
-    pts = pt[p.ii].astype(np.int64)
+    pts = p.take(pt).astype(np.int64)
     cl = _STATIC[pts & 0xFF]
     smin, smax = np.minimum.reduceat(cl, starts), np.maximum.reduceat(cl, starts)
     static = (smin == smax) & (smin > 0)
@@ -867,8 +911,9 @@ def _events(p: _Packets, u: _Seen) -> _Events:
     ev_l = np.concatenate([np.zeros(u_sid.size, np.int64), np.ones(lt.size, np.int64)])
     # every event is at or after its stream's first packet: times from there, packed beside the stream index
     ekey = (ev_sid.astype(np.int64) << _T_BITS) + (ev_t - t[starts][ev_sid])
-    eo = np.argsort(ekey, kind="stable")
-    ev_sid, ev_t, ev_l, ekey = ev_sid[eo], ev_t[eo], ev_l[eo], ekey[eo]
+    if lt.size or not u.in_order:  # else the arrivals alone, in stream then time order already
+        eo = np.argsort(ekey, kind="stable")
+        ev_sid, ev_t, ev_l, ekey = ev_sid[eo], ev_t[eo], ev_l[eo], ekey[eo]
     ecount = np.bincount(ev_sid, minlength=S)
     estart = np.concatenate([[0], np.cumsum(ecount)[:-1]])
     et0 = ev_t[estart]
@@ -932,7 +977,7 @@ class _Bins(NamedTuple):
 def _bins(p: _Packets, u: _Seen, by: np.ndarray, jit: np.ndarray, binw: int) -> _Bins:
     """Per-bin series: bitrate, loss and jitter, bins of ``binw`` ns from each stream's first packet."""
     sid, t, starts, P = p.sid, p.t, p.starts, p.ii.size
-    b = (t - t[starts][sid]) // binw
+    b = _floor_div(t - t[starts][sid], binw)
     nb = b[p.last] + 1
     boff = np.concatenate([[0], np.cumsum(nb)[:-1]])
     bins = np.bincount(boff[sid] + b, weights=by.astype(float), minlength=int(nb.sum())) * 8 / (binw / 1e9) / 1000
@@ -945,10 +990,14 @@ def _bins(p: _Packets, u: _Seen, by: np.ndarray, jit: np.ndarray, binw: int) -> 
     # decreases, so each non-empty bin is one run of packets.
     fb = boff[sid] + b
     brun = np.flatnonzero(np.r_[True, fb[1:] != fb[:-1]])  # first packet of each non-empty bin
-    uidx = np.empty(P, np.int64)
-    uidx[u.o2] = np.cumsum(u.newu) - 1  # each packet's distinct sequence number (index into the u_ arrays)
+    # each packet's distinct sequence number (index into the u_ arrays)
+    if u.o2 is None:
+        uidx = np.cumsum(u.newu) - 1
+    else:
+        uidx = np.empty(P, np.int64)
+        uidx[u.o2] = np.cumsum(u.newu) - 1
     hi = np.maximum.accumulate(np.maximum.reduceat(uidx, brun))  # streams' u_ indices follow one another
-    ustart = np.flatnonzero(np.r_[True, u.u_sid[1:] != u.u_sid[:-1]])
+    ustart = u.ustart
     hs = u.u_sid[hi]
     lost_before = np.concatenate([[0], np.cumsum(u.loss_gap)])  # lost numbers below each distinct one (global)
     cum_lost = lost_before[hi] - lost_before[ustart[hs]]
@@ -962,6 +1011,18 @@ def _bins(p: _Packets, u: _Seen, by: np.ndarray, jit: np.ndarray, binw: int) -> 
     jit_bins[fb[brun]] = np.maximum.reduceat(jit, brun)
     return _Bins(bit_all=bins.tolist(), loss_all=_nan_none(loss_bins), jit_all=_nan_none(jit_bins),
                  b_lo=boff.tolist(), b_hi=(boff + nb).tolist())
+
+
+def _floor_div(x: np.ndarray, w: int) -> np.ndarray:
+    """``x // w`` for int64 ``x`` from 0 to 2**52 and w > 0, exactly, without numpy's integer division (some
+    30 times slower than a float one): the float quotient is within one of the true one, then corrected.
+    Other ``x`` through ``//``."""
+    if x.size and (int(x.min()) < 0 or int(x.max()) >= 1 << 52):
+        return x // w
+    q = (x / w).astype(np.int64)
+    q -= q * w > x
+    q += (q + 1) * w <= x
+    return q
 
 
 def _clock_source(static: bool, fit_ok: bool, snapped: bool, rate: float) -> str:
@@ -983,10 +1044,17 @@ def _streams(cols: list[np.ndarray], locate: _FlowLocator, o: MediaOptions) -> l
     rtcp_count = _rtcp_counts(fid, c2s, kind, ssrc, ok)
     ii = np.flatnonzero(ok & (kind == R.K_RTP)).astype(np.int32 if fid.size < (1 << 31) else np.int64)
     del ok
-    skey = ((fid[ii] * 2 + c2s[ii]) << 32) | ssrc[ii]
+    skey = fid[ii].astype(np.int64, copy=False)  # ((fid * 2 + c2s) << 32) | ssrc, in place (a new array)
+    skey *= 2
+    skey += c2s[ii]
+    skey <<= 32
+    skey |= ssrc[ii]
     order = np.argsort(skey, kind="stable")
     ii = ii[order]
-    starts = np.flatnonzero(np.r_[True, np.diff(skey[order]) != 0]) if skey.size else np.zeros(0, np.int64)
+    sk = skey[order]
+    new = np.ones(sk.size, bool)
+    np.not_equal(sk[1:], sk[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
     del skey, order
     # a chunk begins at the last stream start at or before each multiple of CHUNK_PACKETS
     cuts = starts[np.searchsorted(starts, np.arange(0, ii.size, CHUNK_PACKETS), "right") - 1]
@@ -1015,7 +1083,7 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
     p = _packets(starts, ts, seq, o)
     if p is None:
         return [], lead
-    ii, sid, starts, last, n, t = p.ii, p.sid, p.starts, p.last, p.n, p.t
+    sid, starts, last, n, t = p.sid, p.starts, p.last, p.n, p.t
     S = n.size
     u = _seen(p)
     reordered = _reordered(p, u)
@@ -1029,7 +1097,7 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
     e = _events(p, u)
     windows = {name: (*_worst_window(e, u.lost, int(wms * 1e6), o.min_window_packets), int(wms * 1e6))
                for name, wms in (("loss", o.loss_window_ms), ("burst", o.burst_window_ms))}
-    by = size[ii].astype(np.int64)
+    by = p.take(size).astype(np.int64)
     bn = _bins(p, u, by, jit, int(o.bitrate_bin_ms * 1e6))
     total = np.bincount(sid, by, S)
     gaps_of: dict[int, list[tuple[int, float]]] = {}
@@ -1039,7 +1107,7 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
     pt_of: dict[int, list[int]] = {}
     for k in np.flatnonzero(np.bincount(sid * 256 + (c.pts & 0xFF), minlength=S * 256)).tolist():
         pt_of.setdefault(k >> 8, []).append(k & 0xFF)
-    fmain = np.bincount(sid * 8 + fr[ii].astype(np.int64), minlength=S * 8).reshape(S, 8).argmax(axis=1)
+    fmain = np.bincount(sid * 8 + p.take(fr).astype(np.int64), minlength=S * 8).reshape(S, 8).argmax(axis=1)
 
     # assembling the records: one MediaStream per stream from the per-stream columns (one Python step
     # per stream, none per packet); the 30 columns are zipped here so each is read once as a list
@@ -1050,37 +1118,36 @@ def _chunk_streams(starts, keys, cols, locate, o, rtcp_count, lead) -> tuple[lis
                 L(c.clock), L(c.static), L(c.fit_ok), L(c.snapped), L(c.rate), L(jsum), L(jmax), L(jws), L(dmin), L(dmax),
                 L(dsum), L(t[starts]), L(t[last]), L(total), L(fmain), L(windows["loss"][0]), L(windows["loss"][1]),
                 L(windows["burst"][0]), L(windows["burst"][1]))
+    loss_w, burst_w = windows["loss"][2], windows["burst"][2]
+    by_id, rtcp_get, framing, bit_all, loss_all, jit_all = (locate.by_id, rtcp_count.get, R.FRAMING, bn.bit_all,
+                                                            bn.loss_all, bn.jit_all)
+    make, b_lo, b_hi = _make_stream, bn.b_lo, bn.b_hi
     for (s_, f_, fwd, ss_, n_, nu_, lost_, bu_, mb_, re_, rs_, ck_, st_, fo_, sn_, rt_, js_, jm_, jws_, dmi_, dma_,
          ds_, t0_, t1_, by_, fm_, lw_, lws_, bw_, bws_) in cols_:
-        fl = locate.by_id[f_]
+        fl = by_id[f_]
         src, sport, dst, dport = ((fl.client, fl.client_port, fl.server, fl.server_port) if fwd
                                   else (fl.server, fl.server_port, fl.client, fl.client_port))
         has_clock = ck_ > 0
         span = t1_ - t0_
-        lo, hi = bn.b_lo[s_], bn.b_hi[s_]
-        ser = tuple(bn.bit_all[lo:hi])
+        lo, hi = b_lo[s_], b_hi[s_]
+        ser = tuple(bit_all[lo:hi])
         lw_ok, bw_ok = lw_ >= 0, bw_ >= 0
-        out.append(MediaStream(
-            flow_id=fl.id, direction="c2s" if fwd else "s2c", transport=fl.transport, src=src, src_port=sport,
-            dst=dst, dst_port=dport, framing=R.FRAMING[fm_], ssrc=ss_, payload_types=tuple(pt_of[s_]), packets=n_,
-            expected=nu_ + lost_, lost=lost_, loss_bursts=bu_, max_burst=mb_, duplicates=n_ - nu_, reordered=re_,
-            seq_restarts=rs_, clock_rate=ck_ if has_clock else None, clock_source=_clock_source(st_, fo_, sn_, rt_),
-            jitter_ms_mean=(js_ / (n_ - 1) if n_ > 1 else 0.0) if has_clock else None,
-            jitter_ms_max=jm_ if has_clock else None,
-            delta_ms_min=dmi_ if n_ > 1 else None, delta_ms_mean=ds_ / (n_ - 1) if n_ > 1 else None,
-            delta_ms_max=dma_ if n_ > 1 else None, first_ns=t0_, last_ns=t1_, bytes=by_,
-            bitrate_kbps=by_ * 8 / (span / 1e9) / 1000 if span > 0 else None,
-            bitrate_max_kbps=max(ser) if ser else None, bitrate_series=ser,
-            gaps=tuple(gaps_of.get(s_, ())),
-            loss_window_pct=100.0 * lw_ if lw_ok else None,
-            loss_window_ns=(lws_, lws_ + windows["loss"][2]) if lw_ok else None,
-            burst_window_pct=100.0 * bw_ if bw_ok else None,
-            burst_window_ns=(bws_, bws_ + windows["burst"][2]) if bw_ok else None,
-            jitter_window_ms=jm_ if has_clock else None, jitter_window_ns=(jws_, jws_ + jw) if has_clock else None,
-            rtcp_packets=rtcp_count.get((fl.id, fwd, ss_), 0),
-            loss_series_pct=tuple(bn.loss_all[lo:hi]),
-            jitter_series_ms=tuple(bn.jit_all[lo:hi]) if has_clock else (None,) * len(ser),
-        ))
+        many = n_ > 1
+        # MediaStream's fields in their order (see _make_stream)
+        out.append(make((
+            fl.id, "c2s" if fwd else "s2c", fl.transport, src, sport, dst, dport, framing[fm_], ss_,
+            tuple(pt_of[s_]), n_, nu_ + lost_, lost_, bu_, mb_, n_ - nu_, re_, rs_, ck_ if has_clock else None,
+            _clock_source(st_, fo_, sn_, rt_),
+            (js_ / (n_ - 1) if many else 0.0) if has_clock else None, jm_ if has_clock else None,
+            dmi_ if many else None, ds_ / (n_ - 1) if many else None, dma_ if many else None, t0_, t1_, by_,
+            by_ * 8 / (span / 1e9) / 1000 if span > 0 else None, max(ser) if ser else None, ser,
+            tuple(gaps_of.get(s_, ())),
+            100.0 * lw_ if lw_ok else None, (lws_, lws_ + loss_w) if lw_ok else None,
+            100.0 * bw_ if bw_ok else None, (bws_, bws_ + burst_w) if bw_ok else None,
+            jm_ if has_clock else None, (jws_, jws_ + jw) if has_clock else None,
+            rtcp_get((fl.id, fwd, ss_), 0), tuple(loss_all[lo:hi]),
+            tuple(jit_all[lo:hi]) if has_clock else (None,) * len(ser),
+        )))
     return out, lead
 
 
@@ -1110,8 +1177,8 @@ def _stun_rtt(chunks, locate: _FlowLocator) -> list[RttSample]:
             fl = locate.by_id[f]
             # the answer's sender is the server of this round trip
             server, port = (fl.server, fl.server_port) if sent[0][1] else (fl.client, fl.client_port)
-            out.append(RttSample(f, server, port, fl.transport, f"STUN {STUN_RTT_METHODS[m]}", sent[0][0],
-                                 (t - sent[0][0]) / 1e6))
+            out.append(_make_rtt((f, server, port, fl.transport, f"STUN {STUN_RTT_METHODS[m]}", sent[0][0],
+                                  (t - sent[0][0]) / 1e6)))
     return out
 
 
@@ -1136,7 +1203,7 @@ def _tcp_rtt(chunks, locate: _FlowLocator) -> list[RttSample]:
             continue
         fl = locate.by_id[f]
         server, port = (fl.server, fl.server_port) if sent[0][1] else (fl.client, fl.client_port)
-        out.append(RttSample(f, server, port, "tcp", "TCP handshake", sent[0][0], (t - sent[0][0]) / 1e6))
+        out.append(_make_rtt((f, server, port, "tcp", "TCP handshake", sent[0][0], (t - sent[0][0]) / 1e6)))
     return out
 
 

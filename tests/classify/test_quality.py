@@ -148,3 +148,20 @@ def test_cli_fail_on_degraded_and_streams_csv(tmp_path):
     bad.write_text("[source]\n")
     res = runner.invoke(app, base + ["--quality-targets", str(bad)])
     assert res.exit_code == 2 and str(bad) in res.stderr and "Traceback" not in res.stderr
+
+
+def test_scope_from_the_verdict_at_each_flows_place_or_from_all(tmp_path):
+    # judge_quality reads flow i's verdict at place i - 1 (record order) and, where a verdict is elsewhere (a
+    # judgement put together by hand), from every verdict: the same scopes and findings either way
+    from dataclasses import replace
+
+    from meshpcap.classify.quality import judge_quality
+
+    r = meshpcap.analyze(healthy_plus(tmp_path, bad_call()), service_tags=TAGS)
+    j, q = r.judgement, r.quality
+    a = judge_quality(q.media, j, q.targets)
+    b = judge_quality(q.media, replace(j, flows=j.flows[::-1]), q.targets)
+    assert a.results == b.results == q.results and a.rtt == b.rtt and a.findings == b.findings
+    assert {x["scope"] for x in a.results} == {"microsoft-edge"}
+    c = judge_quality(q.media, replace(j, flows=[replace(v, rule=None) for v in j.flows][::-1]), q.targets)
+    assert {x["scope"] for x in c.results} == {"other"}

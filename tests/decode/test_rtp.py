@@ -118,6 +118,9 @@ def _one(p: bytes):
 def _columnar(payloads: list[bytes]):
     buf, pos, cap = _frames(payloads)
     ipos, icap, fr = R.media_offsets(buf, pos, cap)
+    # the first words handed in (as the media pass does) or read there: the same offsets
+    for a, b in zip((ipos, icap, fr), R.media_offsets(buf, pos, cap, word=buf.u32(pos))):
+        assert np.array_equal(a, b)
     cols = R.rtp_columns(buf, ipos, icap)
     out = []
     for i in range(len(payloads)):

@@ -257,10 +257,13 @@ def test_tshark_agrees_on_a_built_call_and_real_captures(tmp_path):
         pytest.skip(f"../shared/captures lacks {sorted(set(REAL) - set(real))} (the built call was compared)")
 
 
-def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
+@pytest.mark.parametrize("in_order", [False, True])
+def test_vectorised_streams_equal_the_per_stream_reference(tmp_path, in_order):
     """The array code computes every stream at once; tests/flows/media_reference.py computes one stream at a
     time as first written: on random calls (loss, duplicates, reordering, jitter, pauses, sequence and timestamp
-    wraps, several SSRCs, both directions, static and dynamic payload types) both give the same streams."""
+    wraps, several SSRCs, both directions, static and dynamic payload types) both give the same streams.
+    ``in_order``: no packet overtakes another (no swap, delays under the interval), the case where the array
+    code skips its sorts by sequence number and by time (loss and duplicates still there)."""
     from dataclasses import fields
 
     import numpy as np
@@ -276,8 +279,9 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
                  count=n, seq0=rng.randrange(65536), ts0=rng.randrange(1 << 32),
                  lost={i for i in range(1, n - 1) if rng.random() < 0.05},
                  duplicated={i for i in range(n) if rng.random() < 0.02},
-                 swapped={i for i in range(n - 1) if rng.random() < 0.02},
-                 delay_ns={i: rng.randint(0, 25_000_000) for i in range(n) if rng.random() < 0.3},
+                 swapped=set() if in_order else {i for i in range(n - 1) if rng.random() < 0.02},
+                 delay_ns={i: rng.randint(0, 18_000_000 if in_order else 25_000_000) for i in range(n)
+                           if rng.random() < 0.3},
                  gap=(n // 2, rng.randint(1, 60)) if rng.random() < 0.5 else None)
         calls.append((c, UP if k % 2 else DOWN))
     calls.append((Call(ssrc=7, count=900), UP))  # lossless and longer than 15 s: its first windows are its worst
@@ -289,7 +293,13 @@ def test_vectorised_streams_equal_the_per_stream_reference(tmp_path):
     locate = M._FlowLocator(ft.flows, m.slot_keys)
     fid, c2s = locate(cols[0], cols[1], cols[2])
     cols[0], cols[1] = fid, c2s
-    got = M._streams(cols, locate, m.options)
+    seen = []
+    real_seen = M._seen
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(M, "_seen", lambda p: seen.append(real_seen(p)) or seen[-1])
+        got = M._streams(cols, locate, m.options)
+    assert [u.in_order for u in seen] == [in_order]  # the path meant is the path taken
+    assert any(s.duplicates for s in got) and any(s.lost for s in got)
     want = ref.streams([c.astype(np.int64) if c.dtype.kind in "ui" else c for c in cols], locate, m.options)
     assert len(got) == len(want) == 8
 
@@ -434,3 +444,18 @@ def test_bins_without_packets_have_no_loss_or_jitter(tmp_path):
     # too few packets to infer a dynamic payload type's clock: no jitter
     (u,) = media(write_calls(tmp_path / "u.pcap", [(Call(count=4, pt=96, interval_ns=10_000_000), UP)])).streams
     assert u.clock_rate is None and u.jitter_series_ms == (None,) and u.loss_series_pct == (0.0,)
+
+
+def test_floor_div_is_integer_floor_division():
+    import numpy as np
+
+    from meshpcap.flows.media import _floor_div
+
+    rng = np.random.default_rng(3)
+    for w in (1, 3, 7, 200_000_000, 999_999_999, 1_000_000_000):
+        top = (1 << 52) // w * w
+        x = np.concatenate([rng.integers(0, 1 << 52, 20_000), np.arange(0, 40 * w, max(w // 3, 1))[:20_000],
+                            [0, w - 1, w, w + 1, top - 1, top, (1 << 52) - 1]]).astype(np.int64)
+        assert np.array_equal(_floor_div(x, w), x // w), w
+        odd = np.array([-w - 1, -1, 1 << 60, 5], np.int64)  # outside the float path's range: // itself
+        assert np.array_equal(_floor_div(odd, w), odd // w), w
