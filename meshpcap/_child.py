@@ -1,8 +1,7 @@
 """Run a piece of work beside the caller in a forked child process, with a pipe back.
 
 The one place that forks, sets up the pipe, and kills and reaps the child; used by the
-two-process capture reader (capture/parallel.py), by naming (flows/naming.py) and by the media
-statistics (flows/media.py, while the flows are named).  The child
+two-process capture reader (capture/parallel.py) and by naming (flows/naming.py).  The child
 never returns into the caller's code: it runs ``work(write_fd)`` and leaves with ``os._exit``
 (exit 1 on any exception), so the caller's ``finally`` blocks, buffers and atexit handlers run
 once, in the caller.  Whether to fork at all is :func:`can_fork` (MESHPCAP_NO_FORK, one CPU,

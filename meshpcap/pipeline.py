@@ -7,7 +7,6 @@ functions (re-exported from ``meshpcap``).
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -100,11 +99,31 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
         early = EarlyNamer(builder, EVIDENCE_TCP)
     info = _read_files(paths, builder, early, media, batch_bytes)
     raw = builder.finish()
-    # the media statistics beside the naming, when they pay (they need only the flows' orientation)
-    with (media.beside(raw) if media is not None else nullcontext()) as finish_media:
-        namer, dns_events, stats = _names(raw, names, early)
-        flows = build_records(raw, namer)
-        media_result = None if media is None else finish_media(flows)
+    namer = None
+    dns_events = []
+    stats: dict = {}
+    if names:
+        from .flows.naming import name_flows
+
+        jobs = naming_jobs(raw)  # the flows with payloads; the others only get DNS names, when their record is made
+        n, names_list = name_flows(raw, jobs, early)
+        named = dict(zip((fid for fid, _ in jobs), names_list))
+        dns_names = n._dns_and_choice if n._resolved else None
+
+        def _named(fid: int, a_is_client: bool) -> dict | None:
+            got = named.get(fid)
+            if got is None and dns_names is not None:
+                got = dns_names(fid, a_is_client, {})
+            return got
+
+        namer = _named
+
+        dns_events = n.dns_events
+        # counters sorted by key: the same output whichever flows were named early or in which process
+        stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
+    flows = build_records(raw, namer)
+    if names:
+        dns_events = with_flow_ids(n.dns_events, n._dns_event_fid, raw)
     if _retained is not None:
         _retained.append((builder, raw, early, namer))
     capture = info.to_dict()
@@ -114,36 +133,9 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     # also in undecoded["duplicate"], so that packets == decoded + undecoded
     capture["duplicates_dropped"] = raw.duplicates
     table = FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
-    if media_result is not None:
-        table.media = media_result
+    if media is not None:
+        table.media = media.finish(flows)
     return table
-
-
-def _names(raw, names: bool, early):
-    """The naming stage over the finished flows: a function (flow id, a is client) -> names or None (None
-    without names), the DNS events with their flow ids, and the naming counters."""
-    namer = None
-    dns_events = []
-    stats: dict = {}
-    if not names:
-        return namer, dns_events, stats
-    from .flows.naming import name_flows
-
-    jobs = naming_jobs(raw)  # the flows with payloads; the others only get DNS names, when their record is made
-    n, names_list = name_flows(raw, jobs, early)
-    named = dict(zip((fid for fid, _ in jobs), names_list))
-    dns_names = n._dns_and_choice if n._resolved else None
-
-    def _named(fid: int, a_is_client: bool) -> dict | None:
-        got = named.get(fid)
-        if got is None and dns_names is not None:
-            got = dns_names(fid, a_is_client, {})
-        return got
-
-    namer = _named
-    # counters sorted by key: the same output whichever flows were named early or in which process
-    stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
-    return namer, with_flow_ids(n.dns_events, n._dns_event_fid, raw), stats
 
 
 def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_bytes: int | None):

@@ -15,16 +15,12 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 
 from __future__ import annotations
 
-import pickle
-from contextlib import contextmanager
 from dataclasses import field, fields
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from meshpcap._dataclass import dataclass
-
-from .. import _child
 from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
@@ -264,11 +260,6 @@ def _give_back_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-# RTP rows from which MediaCollector.beside forks (the 1M-packet benchmark has 278,000: 0.06 s less wall; at its
-# 100,000-packet size, about a tenth of that, forking neither gained nor lost; a 5-minute audio call, 30,000)
-BESIDE_MIN_ROWS = 100_000
-
-
 class MediaCollector:
     """Feed it every batch after the flow builder (``add``); ``finish(flows)`` returns :class:`MediaResult`."""
 
@@ -366,37 +357,6 @@ class MediaCollector:
         samples = _stun_rtt(self.stun, locate) + _tcp_rtt(self.syn, locate)
         self.result = MediaResult(streams, _per_server(samples), samples, opts)
         return self.result
-
-    @contextmanager
-    def beside(self, raw):
-        """Yield ``take(flows)`` for the caller to call once the flow records are made: :meth:`finish` of them.
-
-        With many RTP rows and a spare core (the reader's second process has ended by now), a forked child runs
-        :meth:`finish` while the caller names the flows: it needs only the flows' ids and orientation, which
-        the records have before any name (``build_records(raw)``), and is a pure function of the rows, so the
-        child's result is this process's, float for float.  Should the child fail, ``take`` finishes here."""
-        if self.result is not None or sum(a.size for a in self.rtp[0]) < BESIDE_MIN_ROWS or not _child.can_fork():
-            yield self.finish
-            return
-
-        def work(wfd: int) -> None:
-            from .records import build_records
-
-            _child.write_all(wfd, pickle.dumps(self.finish(build_records(raw)), protocol=pickle.HIGHEST_PROTOCOL))
-
-        with _child.beside(work) as pipe:
-            def take(flows) -> MediaResult:
-                if self.result is None:
-                    try:
-                        self.result = pickle.loads(pipe.read())
-                    except Exception:  # the child failed: finish here, from the rows still held
-                        return self.finish(flows)
-                    self.rtp = [[] for _ in RTP_DTYPES]
-                    self.stun, self.syn, self.tcp_turn = [], [], {}
-                    _give_back_memory()
-                return self.result
-
-            yield take
 
     def _rtp_columns(self) -> list[np.ndarray]:
         """The RTP/RTCP rows of every batch and of the TURN-over-TCP flows, as one array per column
