@@ -374,7 +374,7 @@ def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context,
                   verdicts: Sequence[FlowVerdict]) -> list[DnsFailure]:
     """Failed lookups of names a rule needs.  Each blocks the (otherwise unrelated) flow that
     carried it: ``verdicts`` is updated in place."""
-    by_id = None  # flow id -> index (a dict, or _Positions), made at the first failure that names a flow
+    position = None  # flow id -> index (or None), made at the first failure that names a flow
     out: list[DnsFailure] = []
     for ev in ft.dns:
         res = judge_dns(ev, matcher)
@@ -387,23 +387,16 @@ def _dns_failures(ft: FlowTable, matcher: RuleMatcher, ctx: Context,
             why = "no answer in the capture (which may simply have missed it)"
         failure = DnsFailure(ev, rule, why, uncertain=uncaptured or ev.rcode == "NXDOMAIN")
         out.append(failure)
-        if ev.flow_id is not None and by_id is None:
-            by_id = _Positions(verdicts) if isinstance(verdicts, Verdicts) else {v.flow.id: i for i, v in
-                                                                                enumerate(verdicts)}
-        i = by_id.get(ev.flow_id) if ev.flow_id is not None and by_id is not None else None
+        if ev.flow_id is not None and position is None:
+            position = (verdicts.index_of if isinstance(verdicts, Verdicts)  # ids count from 1 in record order
+                        else {v.flow.id: i for i, v in enumerate(verdicts)}.get)
+        i = position(ev.flow_id) if ev.flow_id is not None and position is not None else None
         if i is not None and verdicts[i].verdict == "unrelated":
             v = verdicts[i]
             verdicts[i] = FlowVerdict(v.flow, "blocked", rule.id, "dns-failure",
                                       f"{ev.qname} ({ev.qtype}): {why} from {ev.server}",
                                       "low" if failure.uncertain else "high", "name", ev.qname, rules=(rule.id,))
     return out
-
-
-class _Positions:
-    """flow id -> position for :class:`Verdicts` (ids count from 1 in record order), as a dict's ``get``."""
-
-    def __init__(self, verdicts: Verdicts) -> None:
-        self.get = verdicts.index_of
 
 
 def _dns_findings(dns_fail: list[DnsFailure]) -> list[Finding]:

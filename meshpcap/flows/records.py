@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from itertools import repeat
 import operator
 from operator import attrgetter
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -215,6 +215,21 @@ class PlainChunk:
         return len(self.columns["id"])
 
 
+class _Endpoints(NamedTuple):
+    """Flows' 5-tuples as columns, client to server (FlowRecords._endpoints); ``ported``: TCP or UDP."""
+
+    proto: np.ndarray
+    ver: np.ndarray
+    a_client: np.ndarray
+    ported: np.ndarray
+    client_hi: np.ndarray
+    client_lo: np.ndarray
+    client_port: np.ndarray
+    server_hi: np.ndarray
+    server_lo: np.ndarray
+    server_port: np.ndarray
+
+
 class _MaskTuples(dict):
     """Interface bit mask -> the tuple of its bit numbers (a capture has few distinct masks)."""
 
@@ -292,20 +307,27 @@ class FlowRecords(Sequence):
         :data:`ORIENTATIONS`) and ``both_ways`` (packets in both directions)."""
         raw = self._raw
         fids = self._order
-        slot = raw.flow_slot[fids]
-        cols = raw.slot_keys.columns
-        a_client = self._a_client[fids]
-        proto = cols[0].a[slot]
-        ported = (proto == F.PROTO_TCP) | (proto == F.PROTO_UDP)
+        e = self._endpoints(fids)
         return {
-            "proto": proto,
-            "ip_version": cols[1].a[slot],
-            "server_hi": np.where(a_client, cols[4].a[slot], cols[2].a[slot]),
-            "server_lo": np.where(a_client, cols[5].a[slot], cols[3].a[slot]),
-            "server_port": np.where(ported, np.where(a_client, cols[7].a[slot], cols[6].a[slot]), 0),
+            "proto": e.proto,
+            "ip_version": e.ver,
+            "server_hi": e.server_hi,
+            "server_lo": e.server_lo,
+            "server_port": np.where(e.ported, e.server_port, 0),
             "orientation": self._how[fids],
             "both_ways": (raw.pk_a[fids] > 0) & (raw.pk_b[fids] > 0),
         }
+
+    def _endpoints(self, fids: np.ndarray) -> "_Endpoints":
+        """The 5-tuples of the builder's flows ``fids``, oriented client to server."""
+        cols = self._raw.slot_keys.columns
+        slot = self._raw.flow_slot[fids]
+        a_client = self._a_client[fids]
+        proto = cols[0].a[slot]
+        ah, al, bh, bl, pa, pb = (cols[k].a[slot] for k in range(2, 8))
+        return _Endpoints(proto, cols[1].a[slot], a_client, (proto == F.PROTO_TCP) | (proto == F.PROTO_UDP),
+                          np.where(a_client, ah, bh), np.where(a_client, al, bl), np.where(a_client, pa, pb),
+                          np.where(a_client, bh, ah), np.where(a_client, bl, al), np.where(a_client, pb, pa))
 
     def at(self, positions) -> list[Flow]:
         """The records at these record positions (kept, or made now)."""
@@ -320,25 +342,20 @@ class FlowRecords(Sequence):
         in their place, for a writer that has them already)."""
         raw = self._raw
         fids = self._order[lo:hi]
-        slot = raw.flow_slot[fids]
-        cols = raw.slot_keys.columns
-        proto, ver = cols[0].a[slot], cols[1].a[slot]
-        a_client = self._a_client[fids]
-        ah, al, bh, bl = (cols[k].a[slot] for k in (2, 3, 4, 5))
-        pa, pb = cols[6].a[slot], cols[7].a[slot]
+        e = self._endpoints(fids)
+        proto, ver, a_client = e.proto, e.ver, e.a_client
         ver_l = ver.tolist()
         kept = self._kept
         if kept is not None:  # the records' own address strings: no text to make
             client = list(map(_client_of, kept[lo:hi]))
             server = list(map(_server_of, kept[lo:hi]))
         else:
-            client = _addresses(ver, np.where(a_client, ah, bh), np.where(a_client, al, bl))
-            server = _addresses(ver, np.where(a_client, bh, ah), np.where(a_client, bl, al))
-        ported = (proto == F.PROTO_TCP) | (proto == F.PROTO_UDP)
-        cport = np.where(a_client, pa, pb).tolist()
-        sport = np.where(a_client, pb, pa).tolist()
-        if not ported.all():
-            for j in np.flatnonzero(~ported).tolist():
+            client = _addresses(ver, e.client_hi, e.client_lo)
+            server = _addresses(ver, e.server_hi, e.server_lo)
+        cport = e.client_port.tolist()
+        sport = e.server_port.tolist()
+        if not e.ported.all():
+            for j in np.flatnonzero(~e.ported).tolist():
                 cport[j] = sport[j] = None
         pk_a, pk_b = raw.pk_a[fids], raw.pk_b[fids]
         c2s, s2c = np.where(a_client, pk_a, pk_b), np.where(a_client, pk_b, pk_a)
@@ -371,7 +388,7 @@ class FlowRecords(Sequence):
         if self._named is not None:  # asked already (named_mask)
             plain &= ~self._named[lo:hi]
         elif kept is not None:  # the records say what the naming stage gave them
-            plain &= np.fromiter(map(operator.eq, map(_names_of, kept[lo:hi]), repeat(_NO_NAMES)), bool, len(fids))
+            plain &= ~self.named_mask()[lo:hi]
         elif self._names is not None:
             names = self._names
             extras = list(map(names, fids.tolist(), a_client.tolist()))
@@ -512,7 +529,7 @@ class FlowRecords(Sequence):
                 extra["stun"] = _merge_stun(stun, extra["stun"]) if extra.get("stun") is not None else stun
             named = tuple(map(extra.get, _NAME_FIELDS)) if extra else _NO_NAMES
             out.append(_flow((
-                int(pos[j]) + 1, _TRANSPORTS.get(proto, f"ip-{proto}"), ver, client, cport, server, sport, state,
+                int(pos[j]) + 1, _TRANSPORT_TEXT[proto], ver, client, cport, server, sport, state,
                 syn_count, c2s, s2c, bc2s, bs2c, first_ns[j], last_ns[j], icmp_errors, rst_from, rst_ttl,
                 _HOW[how_l[j]], encap[j], frags[j], *named,
                 ifaces_of[masks[j]] if fid not in raw.interfaces_high else self._interfaces(fid, masks[j]))))
