@@ -25,6 +25,7 @@ from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
 from .model import record_maker
+from .records import FlowRecords
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -468,16 +469,12 @@ class _FlowLocator:
             a, b = (addr_text(ver, ah, al), pa), (addr_text(ver, bh, bl), pb)
             tr = "tcp" if proto == F.PROTO_TCP else "udp"
             wanted.append(((tr, a, b) if a <= b else (tr, b, a), a))
-        by_key: dict[tuple, list] = {k: [] for k, _ in wanted}
-        ports = {p for (_, a, b), _ in wanted for p in (a[1], b[1])}
-        for f in flows if by_key else ():
-            if f.server_port not in ports or f.client_port not in ports or f.transport not in ("tcp", "udp"):
-                continue
-            c, s_ = (f.client, f.client_port), (f.server, f.server_port)
-            fl = by_key.get((f.transport, c, s_) if c <= s_ else (f.transport, s_, c))
-            if fl is not None:
-                fl.append(f)
-        self.by_id = {f.id: f for fl in by_key.values() for f in fl}
+        if isinstance(flows, FlowRecords) and flows.kept is None:  # from the columns: no record is made
+            ends = flows.ends_by_key(slot_keys)
+            by_key: dict[tuple, list] = {k: ends[key] for (k, _), key in zip(wanted, slot_keys)}
+        else:
+            by_key = _by_key(flows, [k for k, _ in wanted])
+        self.by_id = {f.id: f for fl in by_key.values() for f in fl}  # Flow or FlowEnds: the same names
         # one row per (slot, flow) in slot then time order, for the vectorised lookup
         counts, first, ids, a_client = [], [], [], []
         for k, a in wanted:
@@ -524,6 +521,21 @@ class _FlowLocator:
         fid[has] = self.row_id[row[has]]
         c2s[has] = src_a[has] == self.row_a_client[row[has]]
         return fid, c2s
+
+
+def _by_key(flows, keys: list[tuple]) -> dict[tuple, list]:
+    """The records of ``flows`` by (transport, endpoint, endpoint), endpoints (address, port) in order,
+    for the keys asked for, each list in record order."""
+    by_key: dict[tuple, list] = {k: [] for k in keys}
+    ports = {p for (_, a, b) in by_key for p in (a[1], b[1])}
+    for f in flows if by_key else ():
+        if f.server_port not in ports or f.client_port not in ports or f.transport not in ("tcp", "udp"):
+            continue
+        c, s_ = (f.client, f.client_port), (f.server, f.server_port)
+        fl = by_key.get((f.transport, c, s_) if c <= s_ else (f.transport, s_, c))
+        if fl is not None:
+            fl.append(f)
+    return by_key
 
 
 def _tcp_rows(slot: int, tt: _TcpTurn) -> list[tuple[np.ndarray, ...]]:

@@ -215,6 +215,20 @@ class PlainChunk:
         return len(self.columns["id"])
 
 
+class FlowEnds(NamedTuple):
+    """A flow's id, transport, first packet and endpoints, client to server, as :class:`Flow` names them:
+    what the media pass asks of the flows its packets belong to (:meth:`FlowRecords.ends_by_key`, made
+    from the columns without the flows' records)."""
+
+    id: int
+    transport: str
+    first_ns: int
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+
+
 class _Endpoints(NamedTuple):
     """Flows' 5-tuples as columns, client to server (FlowRecords._endpoints); ``ported``: TCP or UDP."""
 
@@ -328,6 +342,34 @@ class FlowRecords(Sequence):
         return _Endpoints(proto, cols[1].a[slot], a_client, (proto == F.PROTO_TCP) | (proto == F.PROTO_UDP),
                           np.where(a_client, ah, bh), np.where(a_client, al, bl), np.where(a_client, pa, pb),
                           np.where(a_client, bh, ah), np.where(a_client, bl, al), np.where(a_client, pb, pa))
+
+    def ends_by_key(self, keys: list[tuple]) -> dict[tuple, list[FlowEnds]]:
+        """The TCP and UDP flows of each canonical 5-tuple of ``keys`` (the builder's key tuples: proto,
+        ip version, a_hi, a_lo, b_hi, b_lo, a_port, b_port), each list in record order."""
+        out: dict[tuple, list[FlowEnds]] = {k: [] for k in keys}
+        if not out or not len(self):
+            return out
+        raw = self._raw
+        slot = raw.flow_slot[self._order]
+        cols = raw.slot_keys.columns
+        pa, pb = cols[6].a[slot], cols[7].a[slot]
+        ports = np.fromiter({k[i] for k in out for i in (6, 7)}, np.int64)
+        cand = np.flatnonzero(np.isin(pa, ports) & np.isin(pb, ports))  # few flows of a scan share a media port pair
+        if not cand.size:
+            return out
+        cand_keys = zip(*(c.a[slot[cand]].tolist() for c in cols))
+        hit = [(j, key) for j, key in zip(cand.tolist(), cand_keys) if key in out]
+        if not hit:
+            return out
+        pos = np.fromiter((j for j, _ in hit), np.int64, len(hit))
+        fids = self._order[pos]
+        e = self._endpoints(fids)
+        made = zip((pos + 1).tolist(), map(_TRANSPORT_TEXT.__getitem__, e.proto.tolist()), raw.first_ns[fids].tolist(),
+                   _addresses(e.ver, e.client_hi, e.client_lo), e.client_port.tolist(),
+                   _addresses(e.ver, e.server_hi, e.server_lo), e.server_port.tolist())
+        for (_, key), ends in zip(hit, made):
+            out[key].append(FlowEnds._make(ends))
+        return out
 
     def at(self, positions) -> list[Flow]:
         """The records at these record positions (kept, or made now)."""

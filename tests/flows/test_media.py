@@ -180,6 +180,43 @@ def test_rtt_from_stun_and_tcp(tmp_path):
     assert got == {RELAY: (("STUN Binding",), 42.0), ("52.113.0.9", 443): (("TCP handshake",), 23.5)}
 
 
+def test_flows_located_from_columns_as_from_records(tmp_path):
+    """The streams and round trips are assigned to flows from the flow table's columns (no record made)
+    exactly as from the records: a 5-tuple reused by a later flow after an idle gap, both directions,
+    two 5-tuples, a STUN transaction and a TCP handshake."""
+    from tests.builders import tcp4
+
+    tid = b"\x07" * 12
+    req = struct.pack("!HHI", 0x0001, 0, 0x2112A442) + tid
+    resp = struct.pack("!HHI", 0x0101, 0, 0x2112A442) + tid
+    mac = lambda m: bytes(int(x, 16) for x in m.split(":"))  # noqa: E731
+    eth = lambda ip: mac(MAC_B) + mac(MAC_A) + b"\x08\x00" + ip  # noqa: E731
+    later = T0 + 400 * SEC  # after the UDP idle timeout: a new flow on the same 5-tuple
+    extra = [(T0, eth_udp(*UP, req)), (T0 + 30_000_000, eth_udp(*DOWN, resp)),
+             (T0 + 2 * SEC, eth(tcp4("10.0.0.1", 50001, "52.113.0.9", 443, "S", seq=7))),
+             (T0 + 2 * SEC + 9_000_000, eth(tcp4("52.113.0.9", 443, "10.0.0.1", 50001, "SA", seq=9, ack=8)))]
+    p = write_calls(tmp_path / "reuse.pcap", [
+        (Call(count=60), UP), (Call(ssrc=0x55, count=60), DOWN),
+        (Call(ssrc=0x66, count=60, start_ns=later), UP),
+        (Call(ssrc=0x77, count=60), ("10.0.0.2", 50020) + RELAY)], extra)
+
+    def located(as_list: bool):
+        m = MediaCollector()
+        ft = read_flows(p, media=m, idle_seconds=60)
+        flows = list(ft.flows) if as_list else ft.flows
+        r = m.finish(flows)
+        assert as_list or ft.flows.kept is None  # the columns' way: no record was made
+        return [s.to_dict() for s in r.streams], [x.to_dict() for x in r.rtt], r.rtt_samples
+
+    streams, rtt, samples = located(False)
+    # flow 4 is the reused 5-tuple's second flow; the relay answered in both directions of flow 1
+    assert [(s["flow_id"], s["direction"], s["ssrc"]) for s in streams] == [
+        (1, "c2s", "0x11223344"), (1, "s2c", "0x00000055"), (2, "c2s", "0x00000077"), (4, "c2s", "0x00000066")]
+    assert [(x["server"], x["methods"], x["flow_ids"]) for x in rtt] == [
+        ("52.112.0.1", ["STUN Binding"], [1]), ("52.113.0.9", ["TCP handshake"], [3])]
+    assert (streams, rtt, samples) == located(True)
+
+
 # ---------------------------------------------------------------- Wireshark's RTP analysis
 TSHARK = shutil.which("tshark")
 _ROW = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)\s+0x([0-9A-Fa-f]{8})\s+(.*?)\s+(\d+)\s+(-?\d+) "
