@@ -3,6 +3,8 @@
 - meshpcap/capture/_walk.c: the record-header walks (twin: pcap.py, pcapng.py)
 - meshpcap/decode/_headers.c: header decoding of common packets (twin: decode/frames.py)
 - meshpcap/flows/_group.c: grouping a batch by 5-tuple (twin: flows/engine.py _groups_numpy)
+- meshpcap/decode/_media.c: RTP/RTCP and STUN candidates of a batch's UDP payloads (twin: decode/rtp.py
+  media_rows_numpy)
 
 The package works without them (their Python twins give the same results), so a machine
 without a C compiler still installs; the build only says so.  An editable install gets the
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers", "meshpcap/flows/_group")  # each built from MODULE + ".c"
+MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers", "meshpcap/flows/_group", "meshpcap/decode/_media")  # each built from MODULE + ".c"
 
 
 def source_hash(text: bytes) -> str:

@@ -11,11 +11,11 @@ import pytest
 
 from meshpcap._native import load
 from meshpcap.capture import accel
-from meshpcap.decode import frames
+from meshpcap.decode import frames, rtp
 from meshpcap.flows import engine
 
 MODULES = {"meshpcap.capture._walk": accel.ABI, "meshpcap.decode._headers": frames.HEADERS_ABI,
-           "meshpcap.flows._group": engine.GROUP_ABI}
+           "meshpcap.flows._group": engine.GROUP_ABI, "meshpcap.decode._media": rtp.MEDIA_ABI}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

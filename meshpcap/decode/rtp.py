@@ -11,10 +11,12 @@ payload but leaves the RTP header in the clear, and SRTCP leaves only its first 
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
 from meshpcap._dataclass import dataclass
+from meshpcap._native import load as _load_native
 from meshpcap.decode.buffer import DecodeError, NeedMore
 from meshpcap.decode.frames import _Gather
 
@@ -32,6 +34,9 @@ F_NONE, F_DIRECT, F_CHANNEL, F_INDICATION, F_MS_MULTIPLEX = 0, 1, 2, 3, 4
 FRAMING = {F_NONE: "none", F_DIRECT: "direct", F_CHANNEL: "turn-channel", F_INDICATION: "turn-indication",
            F_MS_MULTIPLEX: "ms-turn-multiplex"}
 K_NONE, K_RTP, K_RTCP = 0, 1, 2
+
+MEDIA_ABI = 1  # must equal MEDIA_ABI in _media.c
+MEDIA = _load_native("meshpcap.decode._media", MEDIA_ABI)  # None: media_rows by its numpy twin
 
 # clock rates of the static payload types, RFC 3551 section 6 (table 4 and 5)
 STATIC_CLOCK = {0: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 16000, 7: 8000, 8: 8000, 9: 8000, 10: 44100, 11: 44100,
@@ -308,3 +313,53 @@ def rtp_columns(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> dict[str, np.nd
         "ssrc": np.where(rtcp, word4, g.u32(pos + 8)),
         "payload_len": np.where(rtp, cap - hl - pad, 0),
     }
+
+
+class MediaRows(NamedTuple):
+    """The payloads of a batch that hold RTP or RTCP (:func:`media_rows`): ``row`` indexes the payloads
+    given, in order; then the header's fields and the framing; and the payloads that may be STUN."""
+
+    row: np.ndarray  # int64
+    kind: np.ndarray  # int8: K_RTP or K_RTCP
+    framing: np.ndarray  # int8: F_DIRECT ... F_MS_MULTIPLEX
+    payload_type: np.ndarray  # uint8 (RTCP: the packet type)
+    sequence: np.ndarray  # uint16
+    timestamp: np.ndarray  # uint32 (RTCP: the sender's SSRC)
+    ssrc: np.ndarray  # uint32
+    inner_cap: np.ndarray  # int32: the captured bytes from the RTP/RTCP header on
+    stun: np.ndarray  # int64: payloads with first byte 0-3 (RFC 7983) and a STUN header's 20 bytes
+
+
+_ROW_DTYPES = (np.int64, np.int8, np.int8, np.uint8, np.uint16, np.uint32, np.uint32, np.int32)
+
+
+def media_rows(data, pos: np.ndarray, cap: np.ndarray) -> MediaRows:
+    """:func:`media_offsets` then :func:`rtp_columns` over UDP payloads (``pos``, ``cap``: offsets into the
+    batch's bytes ``data`` and captured lengths), keeping the RTP and RTCP ones: by the compiled helper
+    where it is built (``_media.c``), else by :func:`media_rows_numpy`; both give the same arrays."""
+    pos = np.ascontiguousarray(pos, np.int64)
+    cap = np.ascontiguousarray(cap, np.int64)
+    if MEDIA is None:
+        return media_rows_numpy(gather(data), pos, cap)
+    n = pos.size
+    out = tuple(np.empty(n, dt) for dt in _ROW_DTYPES + (np.int64,))
+    rows, stun = MEDIA.media_rows(data, pos, cap, out)
+    return MediaRows(*(a[:rows] for a in out[:-1]), out[-1][:stun])
+
+
+def media_rows_numpy(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> MediaRows:
+    """:func:`media_rows` by the columnar twins (the reference of ``_media.c``)."""
+    word = g.u32(pos)
+    b0 = np.where(cap >= 1, word >> 24, -1)
+    stun = np.flatnonzero((b0 >= 0) & (b0 <= 3) & (cap >= 20))
+    # RFC 7983's first bytes: RTP/RTCP, TURN ChannelData, STUN (Send/Data indications), MS-TURN (0xFF10)
+    cand = np.flatnonzero((b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 >= 0) & (b0 <= 3) | (b0 == 0xFF))
+    ipos, icap, fr = media_offsets(g, pos[cand], cap[cand], word=word[cand])
+    m = fr != F_NONE
+    cand, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
+    cols = rtp_columns(g, ipos, icap)
+    k = cols["kind"] != K_NONE
+    return MediaRows(cand[k].astype(np.int64), cols["kind"][k], fr[k].astype(np.int8),
+                     cols["payload_type"][k].astype(np.uint8), cols["sequence"][k].astype(np.uint16),
+                     cols["timestamp"][k].astype(np.uint32), cols["ssrc"][k].astype(np.uint32),
+                     icap[k].astype(np.int32), stun.astype(np.int64))

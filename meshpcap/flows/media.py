@@ -405,34 +405,22 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
     # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
     u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
     if u.size:
-        word = g.u32(pos[u])  # the first 4 bytes (cap >= 8): the first byte here, the framing's header there
-        b0 = word >> 24
-        is_cand = (b0 >= 128) & (b0 <= 191) | (b0 >= 64) & (b0 <= 79) | (b0 <= 3) | (b0 == 0xFF)
-        cand = u[is_cand]
-        if cand.size:
-            ipos, icap, fr = R.media_offsets(g, pos[cand], cap[cand], word=word[is_cand])
-            m = fr != R.F_NONE
-            if m.any():
-                c, ipos, icap, fr = cand[m], ipos[m], icap[m], fr[m]
-                cols = R.rtp_columns(g, ipos, icap)
-                k = cols["kind"] != R.K_NONE
-                if k.any():
-                    c = c[k]
-                    rtp = (gb.inv[c], gb.src_a[c], ts_all[pidx[c]], cols["kind"][k], fr[k],
-                           cols["payload_type"][k].astype(np.uint8), cols["sequence"][k].astype(np.uint16),
-                           cols["timestamp"][k].astype(np.uint32), cols["ssrc"][k].astype(np.uint32),
-                           icap[k].astype(np.int32))
-            # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
-            s = cand[(b0[is_cand] <= 3) & (cap[cand] >= 20)]
-            if s.size:
-                p = pos[s]
-                mtype = g.u16(p)
-                cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
-                ok = (g.u32(p + 4) == R.STUN_COOKIE) & (cls != 1)
-                if ok.any():
-                    s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
-                    method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-                    stun = (gb.inv[s], gb.src_a[s], ts_all[pidx[s]], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
+        mr = R.media_rows(batch.data, pos[u], cap[u])
+        if mr.row.size:
+            c = u[mr.row]
+            rtp = (gb.inv[c], gb.src_a[c], ts_all[pidx[c]], mr.kind, mr.framing, mr.payload_type, mr.sequence,
+                   mr.timestamp, mr.ssrc, mr.inner_cap)
+        # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
+        s = u[mr.stun]
+        if s.size:
+            p = pos[s]
+            mtype = g.u16(p)
+            cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
+            ok = (g.u32(p + 4) == R.STUN_COOKIE) & (cls != 1)
+            if ok.any():
+                s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
+                method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
+                stun = (gb.inv[s], gb.src_a[s], ts_all[pidx[s]], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
     # ---- TCP: handshake times
     tcp = proto == F.PROTO_TCP
     tcp_first = None
