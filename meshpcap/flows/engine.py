@@ -218,6 +218,27 @@ class SlotTable:
                 slot[g] = s
         return slot
 
+    def find_many(self, keys: tuple[np.ndarray, ...]) -> np.ndarray:
+        """The slot of each key (columns, as :meth:`lookup` takes them), -1 where a key has none; nothing
+        is added."""
+        slot = np.full(len(keys[0]), -1, np.int64)
+        if not self.n or not slot.size:
+            return slot
+        if self.hashes.size:
+            h = _key_hash(_key_columns(*keys))
+            pos = np.minimum(np.searchsorted(self.hashes, h), self.hashes.size - 1)
+            cand = self.hash_slot[pos]
+            same = self.hashes[pos] == h
+            for col, part in zip(self.columns, keys):
+                same &= col.a[cand] == part
+            slot[same] = cand[same]
+        if self.collided:  # keys whose hash another key holds
+            for j in np.flatnonzero(slot < 0).tolist():
+                got = self.collided.get(tuple(int(c[j]) for c in keys))
+                if got is not None:
+                    slot[j] = got
+        return slot
+
     def find(self, key: tuple) -> int | None:
         """The slot of one key tuple, or None."""
         s = self.collided.get(key)

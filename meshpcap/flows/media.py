@@ -450,20 +450,35 @@ class _FlowLocator:
     """Which flow (record id) and direction a slot's packet at a time belongs to."""
 
     def __init__(self, flows, slot_keys: list[tuple]) -> None:
-        # flows by transport and unordered endpoint pair; records come sorted by their first packet, so each
-        # list is in time order; only the slots' 5-tuples are indexed (of millions of flows, few carry media)
+        # one row per (slot, flow), slots in order, each slot's flows in the order of their first packets; only
+        # the slots' 5-tuples are looked for (of millions of flows, few carry media)
+        if isinstance(flows, FlowRecords) and flows.kept is None:  # from the columns: no record is made
+            kf = flows.flows_of_keys(slot_keys)
+            self.by_id = dict(zip((kf.position + 1).tolist(), flows.ends_at(kf.position)))  # as Flow names them
+            self.count = np.bincount(kf.key, minlength=len(slot_keys)).astype(np.int64)
+            self.row_first, self.row_id, self.row_a_client = kf.first_ns, kf.position + 1, kf.a_client
+        else:
+            self._from_records(flows, slot_keys)
+        self.offset = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
+        # each slot's one flow (id -1 where none), when no slot has more
+        self.single = None
+        if self.count.size == 0 or int(self.count.max()) <= 1:
+            self.single = self.count == 1
+            self.single_id = np.full(self.count.size, -1, np.int64)
+            self.single_id[self.single] = self.row_id
+            self.single_a_client = np.zeros(self.count.size, bool)
+            self.single_a_client[self.single] = self.row_a_client
+
+    def _from_records(self, flows, slot_keys: list[tuple]) -> None:
+        """The lookup's rows from flow records (a list of :class:`Flow`): by transport and unordered endpoint
+        pair, each slot's flows in the order of their first packets."""
         wanted: list[tuple] = []
         for proto, ver, ah, al, bh, bl, pa, pb in slot_keys:
             a, b = (addr_text(ver, ah, al), pa), (addr_text(ver, bh, bl), pb)
             tr = "tcp" if proto == F.PROTO_TCP else "udp"
             wanted.append(((tr, a, b) if a <= b else (tr, b, a), a))
-        if isinstance(flows, FlowRecords) and flows.kept is None:  # from the columns: no record is made
-            ends = flows.ends_by_key(slot_keys)
-            by_key: dict[tuple, list] = {k: ends[key] for (k, _), key in zip(wanted, slot_keys)}
-        else:
-            by_key = _by_key(flows, [k for k, _ in wanted])
-        self.by_id = {f.id: f for fl in by_key.values() for f in fl}  # Flow or FlowEnds: the same names
-        # one row per (slot, flow) in slot then time order, for the vectorised lookup
+        by_key = _by_key(flows, [k for k, _ in wanted])
+        self.by_id = {f.id: f for fl in by_key.values() for f in fl}  # FlowEnds from the columns: the same names
         counts, first, ids, a_client = [], [], [], []
         for k, a in wanted:
             fl = by_key[k]
@@ -475,18 +490,9 @@ class _FlowLocator:
                 ids.append(f.id)
                 a_client.append(f.client == a[0] and f.client_port == a[1])
         self.count = np.array(counts, np.int64)
-        self.offset = np.concatenate([[0], np.cumsum(self.count)[:-1]]).astype(np.int64)
         self.row_first = np.array(first, np.int64)
         self.row_id = np.array(ids, np.int64)
         self.row_a_client = np.array(a_client, bool)
-        # each slot's one flow (id -1 where none), when no slot has more
-        self.single = None
-        if self.count.size == 0 or int(self.count.max()) <= 1:
-            self.single = self.count == 1
-            self.single_id = np.full(self.count.size, -1, np.int64)
-            self.single_id[self.single] = self.row_id
-            self.single_a_client = np.zeros(self.count.size, bool)
-            self.single_a_client[self.single] = self.row_a_client
 
     def __call__(self, slot: np.ndarray, src_a: np.ndarray, ts: np.ndarray):
         """Flow ids (-1: no flow) and client-to-server flags of packets given by slot, side and time."""

@@ -229,6 +229,16 @@ class FlowEnds(NamedTuple):
     server_port: int
 
 
+class KeyFlows(NamedTuple):
+    """The flows of some 5-tuples (:meth:`FlowRecords.flows_of_keys`): one row per flow found, in key
+    order, then in the order of first packets."""
+
+    key: np.ndarray  # int64: the index of the flow's 5-tuple among the keys asked for
+    position: np.ndarray  # int64: the record position (the record's id - 1)
+    first_ns: np.ndarray  # int64: the flow's first packet
+    a_client: np.ndarray  # bool: the key's "a" endpoint is the flow's client
+
+
 class _Endpoints(NamedTuple):
     """Flows' 5-tuples as columns, client to server (FlowRecords._endpoints); ``ported``: TCP or UDP."""
 
@@ -343,33 +353,35 @@ class FlowRecords(Sequence):
                           np.where(a_client, ah, bh), np.where(a_client, al, bl), np.where(a_client, pa, pb),
                           np.where(a_client, bh, ah), np.where(a_client, bl, al), np.where(a_client, pb, pa))
 
-    def ends_by_key(self, keys: list[tuple]) -> dict[tuple, list[FlowEnds]]:
-        """The TCP and UDP flows of each canonical 5-tuple of ``keys`` (the builder's key tuples: proto,
-        ip version, a_hi, a_lo, b_hi, b_lo, a_port, b_port), each list in record order."""
-        out: dict[tuple, list[FlowEnds]] = {k: [] for k in keys}
-        if not out or not len(self):
-            return out
+    def flows_of_keys(self, keys: list[tuple]) -> "KeyFlows":
+        """The flows of each canonical 5-tuple of ``keys`` (the builder's key tuples: proto, ip version,
+        a_hi, a_lo, b_hi, b_lo, a_port, b_port), found from the columns (:class:`KeyFlows`)."""
         raw = self._raw
-        slot = raw.flow_slot[self._order]
-        cols = raw.slot_keys.columns
-        pa, pb = cols[6].a[slot], cols[7].a[slot]
-        ports = np.fromiter({k[i] for k in out for i in (6, 7)}, np.int64)
-        cand = np.flatnonzero(np.isin(pa, ports) & np.isin(pb, ports))  # few flows of a scan share a media port pair
-        if not cand.size:
-            return out
-        cand_keys = zip(*(c.a[slot[cand]].tolist() for c in cols))
-        hit = [(j, key) for j, key in zip(cand.tolist(), cand_keys) if key in out]
-        if not hit:
-            return out
-        pos = np.fromiter((j for j, _ in hit), np.int64, len(hit))
-        fids = self._order[pos]
+        kc = tuple(np.fromiter((k[i] for k in keys), dt, len(keys)) for i, dt in enumerate(raw.slot_keys.KEY_DTYPES))
+        slots = raw.slot_keys.find_many(kc) if keys else np.zeros(0, np.int64)
+        found = np.flatnonzero(slots >= 0)
+        key_of_slot = np.full(len(raw.slot_keys), -1, np.int64)
+        key_of_slot[slots[found]] = found
+        key_at = key_of_slot[raw.flow_slot[self._order]] if len(self) else np.zeros(0, np.int64)
+        pos = np.flatnonzero(key_at >= 0)
+        first = raw.first_ns[self._order[pos]]
+        o = np.lexsort((first, key_at[pos]))  # stable: record order where first packets tie
+        pos, first = pos[o], first[o]
+        key = key_at[pos]
+        # the key's "a" side is the client where the flow's is (the same canonical key), or where both sides
+        # are one endpoint
+        same_ends = (kc[2] == kc[4]) & (kc[3] == kc[5]) & (kc[6] == kc[7])
+        a_client = self._a_client[self._order[pos]] | same_ends[key]
+        return KeyFlows(key, pos, first, a_client)
+
+    def ends_at(self, positions: np.ndarray) -> list[FlowEnds]:
+        """:class:`FlowEnds` of the records at ``positions`` (TCP or UDP flows), made from the columns."""
+        fids = self._order[positions]
         e = self._endpoints(fids)
-        made = zip((pos + 1).tolist(), map(_TRANSPORT_TEXT.__getitem__, e.proto.tolist()), raw.first_ns[fids].tolist(),
-                   _addresses(e.ver, e.client_hi, e.client_lo), e.client_port.tolist(),
-                   _addresses(e.ver, e.server_hi, e.server_lo), e.server_port.tolist())
-        for (_, key), ends in zip(hit, made):
-            out[key].append(FlowEnds._make(ends))
-        return out
+        made = zip((positions + 1).tolist(), map(_TRANSPORT_TEXT.__getitem__, e.proto.tolist()),
+                   self._raw.first_ns[fids].tolist(), _addresses(e.ver, e.client_hi, e.client_lo),
+                   e.client_port.tolist(), _addresses(e.ver, e.server_hi, e.server_lo), e.server_port.tolist())
+        return list(map(FlowEnds._make, made))
 
     def at(self, positions) -> list[Flow]:
         """The records at these record positions (kept, or made now)."""

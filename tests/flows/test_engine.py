@@ -444,6 +444,15 @@ def test_slot_table_finds_each_key_once():
     assert [table[s] for s in range(3)] == keys and list(table) == keys
     assert [table.find(k) for k in keys] == [0, 1, 2]
     assert table.find((6, 4, 0, 1, 0, 2, 40000, 444)) is None
+    asked = keys[::-1] + [(6, 4, 0, 1, 0, 2, 40000, 444)]
+    many = tuple(np.array(c, dtype=dt) for c, dt in zip(zip(*asked), SlotTable.KEY_DTYPES))
+    assert table.find_many(many).tolist() == [2, 1, 0, -1]  # find() of each, at once, nothing added
+    assert len(table) == 3
+    # a key whose hash another key holds lives in the collided dict: found there too
+    more = ((17,), (4,), (0,), (9,), (0,), (9,), (5,), (6,))
+    table.lookup(tuple(np.array(c, dtype=dt) for c, dt in zip(more, dtypes)), h[:1])
+    assert table.collided and table.find_many(tuple(np.array(c, dtype=dt) for c, dt in zip(more, SlotTable.KEY_DTYPES))
+                                              ).tolist() == [table.find(tuple(c[0] for c in more))] == [3]
 
 
 # ---------------------------------------------------------------- FlowRecords: a sequence made when read

@@ -11,9 +11,10 @@ import struct
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from meshpcap.flows.media import MediaCollector, _jitter_segments
+from meshpcap.flows.media import MediaCollector, _FlowLocator, _jitter_segments
 from meshpcap.pipeline import read_flows
 from tests.builders import MAC_A, MAC_B, SEC, T0, write_pcap
 from tests.conftest import SHARED_CAPTURES
@@ -208,6 +209,16 @@ def test_flows_located_from_columns_as_from_records(tmp_path):
         assert as_list or ft.flows.kept is None  # the columns' way: no record was made
         return [s.to_dict() for s in r.streams], [x.to_dict() for x in r.rtt], r.rtt_samples
 
+    m = MediaCollector()
+    ft = read_flows(p, media=m, idle_seconds=60)
+    from_columns, from_records = _FlowLocator(ft.flows, m.slot_keys), _FlowLocator(list(ft.flows), m.slot_keys)
+    for name in ("count", "offset", "row_first", "row_id", "row_a_client"):
+        a, b = getattr(from_columns, name), getattr(from_records, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert from_columns.count.tolist().count(2) == 1  # the reused 5-tuple: two flows, in time order
+    assert {i: tuple(f) for i, f in from_columns.by_id.items()} == {
+        i: (f.id, f.transport, f.first_ns, f.client, f.client_port, f.server, f.server_port)
+        for i, f in from_records.by_id.items()}
     streams, rtt, samples = located(False)
     # flow 4 is the reused 5-tuple's second flow; the relay answered in both directions of flow 1
     assert [(s["flow_id"], s["direction"], s["ssrc"]) for s in streams] == [
