@@ -7,6 +7,7 @@ functions (re-exported from ``meshpcap``).
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
@@ -65,6 +66,14 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
     ``max_flows`` (None or 0: no limit) stops with :class:`meshpcap.flows.engine.FlowLimitError` when
     the capture has more flows; ``FlowTable.flows`` makes its records when read (about 0.5 KB per flow).
     """
+    return _read_table(path, names, idle_seconds, batch_bytes, media, max_flows)[0]
+
+
+def _read_table(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None,
+                media=None, max_flows: int | None = None, later: ExitStack | None = None):
+    """:func:`read_flows`, and with ``later`` the media result left to the caller: (table, None), or (table,
+    ``take``) where ``take()`` returns what ``table.media`` is to be, its work going on meanwhile (in a
+    child that ``later`` ends)."""
     if isinstance(path, (str, os.PathLike)):
         paths = [os.fspath(path)]
     else:
@@ -72,13 +81,13 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
         if not paths:
             raise CaptureError("(no files)", "no capture given")
     try:
-        return _read_flows(paths, names, idle_seconds, batch_bytes, media, max_flows)
+        return _read_flows(paths, names, idle_seconds, batch_bytes, media, max_flows, later)
     except FlowLimitError as exc:
         raise FlowLimitError(exc.limit, paths[0]) from None
 
 
 def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch_bytes: int | None,
-                media=None, max_flows: int | None = None) -> FlowTable:
+                media=None, max_flows: int | None = None, later: ExitStack | None = None):
     if media is True:
         from .flows.media import MediaCollector
 
@@ -99,43 +108,50 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
         early = EarlyNamer(builder, EVIDENCE_TCP)
     info = _read_files(paths, builder, early, media, batch_bytes)
     raw = builder.finish()
-    namer = None
-    dns_events = []
-    stats: dict = {}
-    if names:
-        from .flows.naming import name_flows
+    with ExitStack() as own:
+        # the media statistics beside the naming (and, with ``later``, the judging), when they pay: they need
+        # only the flows' ends and orientation
+        take = None if media is None else (later or own).enter_context(media.beside(raw))
+        namer, dns_events, stats = _names(raw, names, early)
+        flows = build_records(raw, namer)
+        if _retained is not None:
+            _retained.append((builder, raw, early, namer))
+        capture = info.to_dict()
+        capture["path"] = str(Path(paths[0]))
+        capture["decoded"] = raw.decoded
+        capture["undecoded"] = dict(sorted(raw.undecoded.items()))
+        # also in undecoded["duplicate"], so that packets == decoded + undecoded
+        capture["duplicates_dropped"] = raw.duplicates
+        table = FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
+        if take is None:
+            return table, None
+        if later is None:
+            table.media = take(flows)
+            return table, None
+        return table, lambda: take(flows)
 
-        jobs = naming_jobs(raw)  # the flows with payloads; the others only get DNS names, when their record is made
-        n, names_list = name_flows(raw, jobs, early)
-        named = dict(zip((fid for fid, _ in jobs), names_list))
-        dns_names = n._dns_and_choice if n._resolved else None
 
-        def _named(fid: int, a_is_client: bool) -> dict | None:
-            got = named.get(fid)
-            if got is None and dns_names is not None:
-                got = dns_names(fid, a_is_client, {})
-            return got
+def _names(raw, names: bool, early):
+    """The naming stage over the finished flows: a function (flow id, a is client) -> names or None (None
+    without names), the DNS events with their flow ids, and the naming counters."""
+    if not names:
+        return None, [], {}
+    from .flows.naming import name_flows
 
-        namer = _named
+    jobs = naming_jobs(raw)  # the flows with payloads; the others only get DNS names, when their record is made
+    n, names_list = name_flows(raw, jobs, early)
+    named = dict(zip((fid for fid, _ in jobs), names_list))
+    dns_names = n._dns_and_choice if n._resolved else None
 
-        dns_events = n.dns_events
-        # counters sorted by key: the same output whichever flows were named early or in which process
-        stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
-    flows = build_records(raw, namer)
-    if names:
-        dns_events = with_flow_ids(n.dns_events, n._dns_event_fid, raw)
-    if _retained is not None:
-        _retained.append((builder, raw, early, namer))
-    capture = info.to_dict()
-    capture["path"] = str(Path(paths[0]))
-    capture["decoded"] = raw.decoded
-    capture["undecoded"] = dict(sorted(raw.undecoded.items()))
-    # also in undecoded["duplicate"], so that packets == decoded + undecoded
-    capture["duplicates_dropped"] = raw.duplicates
-    table = FlowTable(capture=capture, flows=flows, dns=dns_events, stats=stats)
-    if media is not None:
-        table.media = media.finish(flows)
-    return table
+    def _named(fid: int, a_is_client: bool) -> dict | None:
+        got = named.get(fid)
+        if got is None and dns_names is not None:
+            got = dns_names(fid, a_is_client, {})
+        return got
+
+    # counters sorted by key: the same output whichever flows were named early or in which process
+    stats = {k: (dict(sorted(v.items())) if isinstance(v, dict) else v) for k, v in n.stats.items()}
+    return _named, with_flow_ids(n.dns_events, n._dns_event_fid, raw), stats
 
 
 def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_bytes: int | None):
@@ -287,12 +303,14 @@ def _reports(source, profiles, *, service_tags, m365_endpoints, webslates, websl
         from .classify.quality import load_targets
 
         targets = load_targets(quality_targets)
-    ft = source if isinstance(source, FlowTable) else read_flows(source, media=media_collector(targets),
-                                                                 max_flows=max_flows)
     reports = []
-    for prof in loaded:
-        prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
-        reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets))
+    with ExitStack() as later:  # the media statistics may go on beside the naming and judging (see MediaCollector.beside)
+        ft, take_media = (source, None) if isinstance(source, FlowTable) else _read_table(
+            source, media=media_collector(targets), max_flows=max_flows, later=later)
+        for prof in loaded:
+            prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
+            reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets, take_media))
+            take_media = None
     return reports
 
 
@@ -305,9 +323,10 @@ def media_collector(targets):
     return MediaCollector(targets.options)
 
 
-def judge_table(ft, prof, notices, tags, tags_path, fail_on, targets=None):
+def judge_table(ft, prof, notices, tags, tags_path, fail_on, targets=None, take_media=None):
     """Judge a FlowTable already read against one profile (shared by analyze and analyze_profiles);
-    ``targets``: the media-quality targets (None: no quality judging)."""
+    ``targets``: the media-quality targets (None: no quality judging); ``take_media``: what gives
+    ``ft.media`` once the flows are judged, when the read left it to come (:func:`_read_table`)."""
     from .classify import judge
     from .report.analysis import Report
     from .report.firewall import rule_allow
@@ -315,6 +334,8 @@ def judge_table(ft, prof, notices, tags, tags_path, fail_on, targets=None):
 
     matcher = RuleMatcher(prof.rules, tags)
     judgement = judge(ft, prof, matcher, tags is not None, fail_on)
+    if take_media is not None:
+        ft.media = take_media()
     judged_quality = None
     if targets is not None and ft.media is not None:
         from .classify.quality import add_to_judgement, judge_quality

@@ -15,12 +15,17 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 
 from __future__ import annotations
 
+import pickle
+from contextlib import contextmanager
 from dataclasses import field, fields
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from meshpcap._dataclass import dataclass
+
+from .. import _child
 from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
@@ -148,6 +153,7 @@ class MediaStream:
 # MediaStream(*values) without its __init__ (which sets each field through object.__setattr__): every field
 # given, in the class's order (a thousand streams a second are made)
 _make_stream = record_maker(MediaStream)
+_stream_values = attrgetter(*(f.name for f in fields(MediaStream)))
 assert [f.name for f in fields(MediaStream)][19:22] == ["clock_source", "jitter_ms_mean", "jitter_ms_max"] \
     and len(fields(MediaStream)) == 41, "_chunk_streams gives MediaStream's fields by position"
 
@@ -198,6 +204,9 @@ class ServerRtt:
 
 
 _make_rtt = record_maker(RttSample)  # RttSample(*values): a TCP scan has one per handshake
+_rtt_values = attrgetter(*(f.name for f in fields(RttSample)))
+_make_server_rtt = record_maker(ServerRtt)
+_server_rtt_values = attrgetter(*(f.name for f in fields(ServerRtt)))
 
 
 @dataclass(slots=True)
@@ -206,6 +215,19 @@ class MediaResult:
     rtt: list[ServerRtt] = field(default_factory=list)
     rtt_samples: list[RttSample] = field(default_factory=list)
     options: MediaOptions = field(default_factory=MediaOptions)
+
+
+def _result_rows(r: MediaResult) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """A result as plain tuples of its records' fields, what crosses the pipe from MediaCollector.beside's
+    child (pickling the records themselves costs five times as much each way)."""
+    return ([_stream_values(s) for s in r.streams], [_server_rtt_values(x) for x in r.rtt],
+            [_rtt_values(x) for x in r.rtt_samples])
+
+
+def _result_from_rows(rows: tuple[list[tuple], list[tuple], list[tuple]], options: MediaOptions) -> MediaResult:
+    streams, rtt, samples = rows
+    return MediaResult(list(map(_make_stream, streams)), list(map(_make_server_rtt, rtt)),
+                       list(map(_make_rtt, samples)), options)
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
@@ -259,6 +281,11 @@ def _give_back_memory() -> None:
     benchmark: about 20 MiB more peak RSS for the rest of the run without; a call costs about a millisecond)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+# RTP rows from which MediaCollector.beside forks: the 1M-packet benchmark has 278,000; a 5-minute audio call 30,000
+# (there the statistics take a few milliseconds, less than the fork and the copy-on-write faults cost)
+BESIDE_MIN_ROWS = 100_000
 
 
 class MediaCollector:
@@ -358,6 +385,40 @@ class MediaCollector:
         samples = _stun_rtt(self.stun, locate) + _tcp_rtt(self.syn, locate)
         self.result = MediaResult(streams, _per_server(samples), samples, opts)
         return self.result
+
+    @contextmanager
+    def beside(self, raw):
+        """Yield ``take(flows)``, which returns :meth:`finish` of ``flows`` (the records of ``raw``), for
+        the caller to call when it needs the result.
+
+        With many RTP rows and a spare core (the reader's second process has ended by now), a forked child
+        runs :meth:`finish` meanwhile, while the caller names and judges the flows: it needs only the flows'
+        ids, ends and orientation, which ``build_records(raw)`` has before any name, and is a pure function
+        of the rows, so the child's result is this process's, float for float.  Should the child fail,
+        ``take`` finishes here."""
+        if self.result is not None or sum(a.size for a in self.rtp[0]) < BESIDE_MIN_ROWS or not _child.can_fork():
+            yield self.finish
+            return
+
+        def work(wfd: int) -> None:
+            from .records import build_records
+
+            rows = _result_rows(self.finish(build_records(raw)))
+            _child.write_all(wfd, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+
+        with _child.beside(work) as pipe:
+            def take(flows) -> MediaResult:
+                if self.result is None:
+                    try:
+                        self.result = _result_from_rows(pickle.loads(pipe.read()), self.options)
+                    except Exception:  # the child failed: finish here, from the rows still held
+                        return self.finish(flows)
+                    self.rtp = [[] for _ in RTP_DTYPES]
+                    self.stun, self.syn, self.tcp_turn = [], [], {}
+                    _give_back_memory()
+                return self.result
+
+            yield take
 
     def _rtp_columns(self) -> list[np.ndarray]:
         """The RTP/RTCP rows of every batch and of the TURN-over-TCP flows, as one array per column

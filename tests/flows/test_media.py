@@ -507,3 +507,58 @@ def test_floor_div_is_integer_floor_division():
         assert np.array_equal(_floor_div(x, w), x // w), w
         odd = np.array([-w - 1, -1, 1 << 60, 5], np.int64)  # outside the float path's range: // itself
         assert np.array_equal(_floor_div(odd, w), odd // w), w
+def test_streams_made_beside_the_naming_equal_those_made_here(tmp_path, monkeypatch):
+    """From BESIDE_MIN_ROWS RTP rows on, a forked child makes the streams and round-trip times while this
+    process names the flows: the very same result (floats bit for bit) as made here; a child that fails is
+    made up for here, and below the threshold nothing forks."""
+    import os
+
+    from meshpcap import _child
+    from meshpcap.flows import media as M
+
+    if not _child.can_fork():
+        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
+    rng = random.Random(11)
+    calls = [(Call(ssrc=700 + k, count=rng.randint(50, 250), lost={i for i in range(1, 40) if rng.random() < 0.1},
+                   delay_ns={i: rng.randint(0, 20_000_000) for i in range(200) if rng.random() < 0.4}),
+              UP if k % 2 else DOWN) for k in range(6)]
+    path = write_calls(tmp_path / "b.pcap", calls)
+    forks = []
+    real_beside = _child.beside
+    monkeypatch.setattr(_child, "beside", lambda work, *a, **k: forks.append(work) or real_beside(work, *a, **k))
+    here = read_flows(path, media=True).media
+    assert not forks and len(here.streams) == 6  # 900-odd rows: below the threshold
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
+    beside = read_flows(path, media=True).media
+    assert len(forks) == 1 and beside == here
+    assert [s.jitter_ms_max for s in beside.streams] == [s.jitter_ms_max for s in here.streams]
+    monkeypatch.setattr(_child, "write_all", lambda fd, data: os._exit(1))  # the child dies before it answers
+    assert read_flows(path, media=True).media == here and len(forks) == 2
+
+
+def test_analyze_takes_the_streams_made_beside_after_judging(tmp_path, monkeypatch):
+    """analyze leaves the child at its statistics while it names and judges the flows, then takes them:
+    the report is the one made without a child, byte for byte."""
+    from meshpcap import _child
+    from meshpcap.flows import media as M
+    from meshpcap.pipeline import analyze
+
+    if not _child.can_fork():
+        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
+    rng = random.Random(5)
+    calls = [(Call(ssrc=900 + k, count=rng.randint(80, 200), lost={i for i in range(2, 30) if rng.random() < 0.2}),
+              UP if k % 2 else DOWN) for k in range(4)]
+    path = write_calls(tmp_path / "a.pcap", calls)
+
+    def report_json() -> str:
+        out = []
+        analyze(path).write_json(out.append)
+        return "".join(out)
+
+    here = report_json()
+    forks = []
+    real_beside = _child.beside
+    monkeypatch.setattr(_child, "beside", lambda work, *a, **k: forks.append(work) or real_beside(work, *a, **k))
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
+    assert report_json() == here and len(forks) == 1
+    assert '"streams": [' in here and here.count('"ssrc"') >= 4

@@ -24,8 +24,8 @@ def empty_cache(tmp_path, monkeypatch):
 
 def test_read_once_and_rows(monkeypatch):
     calls = []
-    real = pipeline.read_flows
-    monkeypatch.setattr(pipeline, "read_flows", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = pipeline._read_flows  # what reads a capture, under read_flows and analyze's own reading
+    monkeypatch.setattr(pipeline, "_read_flows", lambda *a, **k: calls.append(a) or real(*a, **k))
     c = meshpcap.analyze_profiles(SAMPLES / "relay-udp-dropped.pcapng", THREE, service_tags=TAGS)
     assert len(calls) == 1
     assert c.profiles == THREE and c.verdicts == {"multi-room": "fail", "mesh-2024-10": "fail", "teams": "fail"}
