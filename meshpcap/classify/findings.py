@@ -251,6 +251,9 @@ def _flow_facts_from_columns(records) -> tuple[int, int, set, list[Flow]]:
     mid = records.at(np.flatnonzero(is_tcp & ~handshake))
     proxies = set()
     named = np.flatnonzero(records.named_mask())
+    extras = records.named_extras()
+    if extras is not None:  # only the CONNECT flows' records are made
+        named = np.array([j for j, x in extras.items() if x.get("connect_target")], np.int64)
     for lo in range(0, named.size, 65536):
         for f in records.at(named[lo:lo + 65536]):
             if f.connect_target:

@@ -279,6 +279,7 @@ class FlowRecords(Sequence):
         self._ifaces = _MaskTuples()
         self._plain: np.ndarray | None = None
         self._named: np.ndarray | None = None  # per record position: did the naming stage give the flow anything?
+        self._extras: dict[int, dict[str, Any]] | None = None  # what it gave the named ones (named_mask)
 
     @property
     def kept(self) -> list[Flow] | None:
@@ -315,9 +316,16 @@ class FlowRecords(Sequence):
                 for j in np.flatnonzero(named).tolist():
                     named[j] = not _empty(asked[j])
                 self._named = named
+                self._extras = {j: asked[j] for j in np.flatnonzero(named).tolist()}
             else:
                 self._named = np.zeros(n, bool)
         return self._named
+
+    def named_extras(self) -> dict[int, dict[str, Any]] | None:
+        """What the naming stage gave each named flow (:meth:`named_mask`), by record position, without
+        making its record; None when the records are kept (read them instead)."""
+        self.named_mask()
+        return self._extras
 
     def plain_mask(self) -> np.ndarray:
         """Per record position: is the flow plain (see :meth:`plain_chunk`: no TCP facts, ICMP errors,
