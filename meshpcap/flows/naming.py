@@ -161,6 +161,7 @@ class EarlyNamer:
         self.bound = bound
         self.done: dict[int, tuple[bool, dict[str, Any]]] = {}
         self.seen = np.zeros(1024, bool)  # flows already looked at
+        self.answered = np.zeros(1024, bool)  # flows looked at for _answered_dns
         self.stats: dict[str, Any] = {"invalid_names": 0, "malformed": Counter()}
         # flows named ahead (speculate): flow -> (evidence_state, a_is_client, names, stats of that naming)
         self.guesses: dict[int, tuple[tuple, bool, dict[str, Any], dict[str, Any]]] = {}
@@ -178,6 +179,7 @@ class EarlyNamer:
         if nf > len(self.seen):
             self.seen = np.concatenate([self.seen, np.zeros(max(nf, len(self.seen)), bool)])
         ready = np.nonzero((b.f_pay_a.a[:nf] >= self.bound) & (b.f_pay_b.a[:nf] >= self.bound) & ~self.seen[:nf])[0]
+        self._answered_dns(nf)
         if not ready.size:
             return
         self.seen[ready] = True
@@ -199,6 +201,26 @@ class EarlyNamer:
             # bytes go (about 40 MB of the benchmark's 52 MB of evidence by the end of the read).
             b.evidence[fid] = []
 
+    def _answered_dns(self, nf: int) -> None:
+        """Name ahead the DNS flows that have payloads both ways (a query and its answer, as most will stay):
+        guesses as :meth:`speculate` makes them, checked at the end the same way, made now rather than only
+        in time this process would wait (the DNS pass would otherwise make them after the last batch)."""
+        b = self.builder
+        if nf > len(self.answered):
+            self.answered = np.concatenate([self.answered, np.zeros(max(nf, len(self.answered)), bool)])
+        cand = np.flatnonzero((b.f_pay_a.a[:nf] > 0) & (b.f_pay_b.a[:nf] > 0) & ~self.answered[:nf])
+        if not cand.size:
+            return
+        self.answered[cand] = True
+        slot = b.f_slot.a[cand]
+        cols = b.slot_keys.columns
+        ports = np.array(DNS_PORTS)
+        dns = np.isin(cols[6].a[slot], ports) | np.isin(cols[7].a[slot], ports)
+        if dns.any():
+            namer = Namer(_LiveFlows(b), dns_pass=False)  # type: ignore[arg-type]
+            for fid in cand[dns].tolist():
+                self._guess(namer, fid)
+
 
     def speculate(self) -> bool:
         """Name a few flows whose evidence may still grow, in time this process would otherwise wait for
@@ -216,20 +238,26 @@ class EarlyNamer:
         while self._at < len(self._queue) and named < SPECULATE_BUDGET:
             fid = self._queue[self._at]
             self._at += 1
-            if fid in self.done or not 0 < len(b.evidence[fid]) <= SPECULATE_MAX_EVIDENCE:
-                continue
-            state = evidence_state(b, fid)
-            old = self.guesses.get(fid)
-            if old is not None and old[0] == state:
-                continue
-            t = b.tcp.get(fid)
-            key = b.slot_keys[int(b.f_slot.a[fid])]
-            a_is_client = orient(key, t, bool(b.f_first_a.a[fid]))[0]
-            namer.stats = {"invalid_names": 0, "malformed": Counter()}
-            self.guesses[fid] = (state, a_is_client, namer._from_evidence(fid, a_is_client), namer.stats)
-            if key[6] in DNS_PORTS or key[7] in DNS_PORTS:  # its part of the DNS pass too
-                self.dns_guesses[fid] = (state, namer._dns_of_flow(fid, b.evidence[fid], key))
-            named += 1
+            named += self._guess(namer, fid)
+        return True
+
+    def _guess(self, namer: "Namer", fid: int) -> bool:
+        """Name one flow ahead from the evidence it has now, unless it is named already, has no evidence or
+        too much, or its guess is as current as its evidence; True when a guess was made."""
+        b = self.builder
+        if fid in self.done or not 0 < len(b.evidence[fid]) <= SPECULATE_MAX_EVIDENCE:
+            return False
+        state = evidence_state(b, fid)
+        old = self.guesses.get(fid)
+        if old is not None and old[0] == state:
+            return False
+        t = b.tcp.get(fid)
+        key = b.slot_keys[int(b.f_slot.a[fid])]
+        a_is_client = orient(key, t, bool(b.f_first_a.a[fid]))[0]
+        namer.stats = {"invalid_names": 0, "malformed": Counter()}
+        self.guesses[fid] = (state, a_is_client, namer._from_evidence(fid, a_is_client), namer.stats)
+        if key[6] in DNS_PORTS or key[7] in DNS_PORTS:  # its part of the DNS pass too
+            self.dns_guesses[fid] = (state, namer._dns_of_flow(fid, b.evidence[fid], key))
         return True
 
 

@@ -151,6 +151,27 @@ def test_flows_named_ahead_change_nothing(bench_capture, monkeypatch):
     assert names_and_dns(good, {**good_dns, d: (good_dns[d][0], poison_dns)}) != want
 
 
+def test_answered_dns_flows_named_ahead_change_nothing(bench_capture, monkeypatch):
+    """EarlyNamer.step names ahead each DNS flow once it has payloads both ways (a query and its answer),
+    whether or not the reader lets this process wait: the guesses hold at the end (the benchmark's DNS
+    exchanges get no later packets) and the result is the one made at the end."""
+    monkeypatch.setattr(settings, "_current", settings.Settings(no_fork=True))  # no waiting: no speculate
+    seen = {}
+    real_name_flows = naming_mod.name_flows
+
+    def spy(raw, jobs, early=None):
+        seen.setdefault("early", early)
+        return real_name_flows(raw, jobs, early)
+
+    monkeypatch.setattr(naming_mod, "name_flows", spy)
+    ahead = read_flows(bench_capture, batch_bytes=8 << 10).to_dict()
+    early = seen["early"]
+    dns = [f for f in early.dns_guesses]
+    assert len(dns) >= 10 and not early._queue  # made by step, not by speculate
+    monkeypatch.setattr(naming_mod.EarlyNamer, "step", lambda self: None)
+    assert ahead == read_flows(bench_capture, batch_bytes=8 << 10).to_dict()
+
+
 def test_reader_calls_idle_while_it_waits(bench_capture, monkeypatch):
     """The two-process reader hands the time it waits for the child to ``idle`` (batches_with)."""
     from meshpcap.capture import open_capture
