@@ -533,14 +533,19 @@ class FlowRecords(Sequence):
         raw = self._raw
         pos = np.asarray(positions, np.int64)
         fids = self._order[pos]
-        slot = raw.flow_slot[fids]
-        cols = raw.slot_keys.columns
-        proto_l, ver_l = cols[0].a[slot].tolist(), cols[1].a[slot].tolist()
-        ah_l, al_l, bh_l, bl_l = (cols[k].a[slot].tolist() for k in (2, 3, 4, 5))
-        pa_l, pb_l = cols[6].a[slot].tolist(), cols[7].a[slot].tolist()
-        a_client_l, how_l = self._a_client[fids].tolist(), self._how[fids].tolist()
-        pk_a, pk_b = raw.pk_a[fids].tolist(), raw.pk_b[fids].tolist()
-        by_a, by_b = raw.by_a[fids].tolist(), raw.by_b[fids].tolist()
+        e = self._endpoints(fids)  # client to server, the texts made at once (as plain_chunk makes them)
+        proto_l, ver_l, a_client_l = e.proto.tolist(), e.ver.tolist(), e.a_client.tolist()
+        client_l = _addresses(e.ver, e.client_hi, e.client_lo)
+        server_l = _addresses(e.ver, e.server_hi, e.server_lo)
+        cport_l, sport_l = e.client_port.tolist(), e.server_port.tolist()
+        if not e.ported.all():
+            for j in np.flatnonzero(~e.ported).tolist():
+                cport_l[j] = sport_l[j] = None
+        a_client = e.a_client
+        pk_a, pk_b, by_a, by_b = raw.pk_a[fids], raw.pk_b[fids], raw.by_a[fids], raw.by_b[fids]
+        c2s_l, s2c_l = np.where(a_client, pk_a, pk_b).tolist(), np.where(a_client, pk_b, pk_a).tolist()
+        bc2s_l, bs2c_l = np.where(a_client, by_a, by_b).tolist(), np.where(a_client, by_b, by_a).tolist()
+        how_l = self._how[fids].tolist()
         first_ns, last_ns = raw.first_ns[fids].tolist(), raw.last_ns[fids].tolist()
         encap, frags = raw.encapsulated[fids].tolist(), raw.fragments[fids].tolist()
         stun_rows = raw.stun_counts[fids]
@@ -553,16 +558,8 @@ class FlowRecords(Sequence):
         out: list[Flow] = []
         for j, fid in enumerate(fids.tolist()):
             proto, ver, a_client = proto_l[j], ver_l[j], a_client_l[j]
-            a_addr, b_addr = addr_text(ver, ah_l[j], al_l[j]), addr_text(ver, bh_l[j], bl_l[j])
-            pa, pb = pa_l[j], pb_l[j]
-            if a_client:
-                client, cport, server, sport = a_addr, pa, b_addr, pb
-                c2s, s2c, bc2s, bs2c = pk_a[j], pk_b[j], by_a[j], by_b[j]
-            else:
-                client, cport, server, sport = b_addr, pb, a_addr, pa
-                c2s, s2c, bc2s, bs2c = pk_b[j], pk_a[j], by_b[j], by_a[j]
-            if proto not in (F.PROTO_TCP, F.PROTO_UDP):
-                cport = sport = None
+            client, cport, server, sport = client_l[j], cport_l[j], server_l[j], sport_l[j]
+            c2s, s2c, bc2s, bs2c = c2s_l[j], s2c_l[j], bc2s_l[j], bs2c_l[j]
             rst_from = rst_ttl = None
             t = tcp.get(fid)
             if t is not None:
