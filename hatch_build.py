@@ -3,8 +3,8 @@
 - meshpcap/capture/_walk.c: the record-header walks (twin: pcap.py, pcapng.py)
 - meshpcap/decode/_headers.c: header decoding of common packets (twin: decode/frames.py)
 - meshpcap/flows/_group.c: grouping a batch by 5-tuple (twin: flows/engine.py _groups_numpy)
-- meshpcap/decode/_media.c: RTP/RTCP and STUN candidates of a batch's UDP payloads (twin: decode/rtp.py
-  media_rows_numpy)
+- meshpcap/decode/_media.c: the media facts of a batch (RTP/RTCP, STUN, TCP SYNs and first payloads; twin:
+  decode/rtp.py batch_media_numpy)
 
 The package works without them (their Python twins give the same results), so a machine
 without a C compiler still installs; the build only says so.  An editable install gets the

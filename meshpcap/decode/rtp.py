@@ -35,8 +35,8 @@ FRAMING = {F_NONE: "none", F_DIRECT: "direct", F_CHANNEL: "turn-channel", F_INDI
            F_MS_MULTIPLEX: "ms-turn-multiplex"}
 K_NONE, K_RTP, K_RTCP = 0, 1, 2
 
-MEDIA_ABI = 1  # must equal MEDIA_ABI in _media.c
-MEDIA = _load_native("meshpcap.decode._media", MEDIA_ABI)  # None: media_rows by its numpy twin
+MEDIA_ABI = 2  # must equal MEDIA_ABI in _media.c
+MEDIA = _load_native("meshpcap.decode._media", MEDIA_ABI)  # None: batch_media by its numpy twin
 
 # clock rates of the static payload types, RFC 3551 section 6 (table 4 and 5)
 STATIC_CLOCK = {0: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 16000, 7: 8000, 8: 8000, 9: 8000, 10: 44100, 11: 44100,
@@ -316,8 +316,8 @@ def rtp_columns(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> dict[str, np.nd
 
 
 class MediaRows(NamedTuple):
-    """The payloads of a batch that hold RTP or RTCP (:func:`media_rows`): ``row`` indexes the payloads
-    given, in order; then the header's fields and the framing; and the payloads that may be STUN."""
+    """The payloads that hold RTP or RTCP (:func:`media_rows_numpy`): ``row`` indexes the payloads given, in
+    order; then the header's fields and the framing; and the payloads that may be STUN."""
 
     row: np.ndarray  # int64
     kind: np.ndarray  # int8: K_RTP or K_RTCP
@@ -330,25 +330,9 @@ class MediaRows(NamedTuple):
     stun: np.ndarray  # int64: payloads with first byte 0-3 (RFC 7983) and a STUN header's 20 bytes
 
 
-_ROW_DTYPES = (np.int64, np.int8, np.int8, np.uint8, np.uint16, np.uint32, np.uint32, np.int32)
-
-
-def media_rows(data, pos: np.ndarray, cap: np.ndarray) -> MediaRows:
-    """:func:`media_offsets` then :func:`rtp_columns` over UDP payloads (``pos``, ``cap``: offsets into the
-    batch's bytes ``data`` and captured lengths), keeping the RTP and RTCP ones: by the compiled helper
-    where it is built (``_media.c``), else by :func:`media_rows_numpy`; both give the same arrays."""
-    pos = np.ascontiguousarray(pos, np.int64)
-    cap = np.ascontiguousarray(cap, np.int64)
-    if MEDIA is None:
-        return media_rows_numpy(gather(data), pos, cap)
-    n = pos.size
-    out = tuple(np.empty(n, dt) for dt in _ROW_DTYPES + (np.int64,))
-    rows, stun = MEDIA.media_rows(data, pos, cap, out)
-    return MediaRows(*(a[:rows] for a in out[:-1]), out[-1][:stun])
-
-
 def media_rows_numpy(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> MediaRows:
-    """:func:`media_rows` by the columnar twins (the reference of ``_media.c``)."""
+    """:func:`media_offsets` then :func:`rtp_columns` over UDP payloads (``pos``, ``cap``: offsets into the
+    batch's bytes and captured lengths), keeping the RTP and RTCP ones."""
     word = g.u32(pos)
     b0 = np.where(cap >= 1, word >> 24, -1)
     stun = np.flatnonzero((b0 >= 0) & (b0 <= 3) & (cap >= 20))
@@ -363,3 +347,112 @@ def media_rows_numpy(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> MediaRows:
                      cols["payload_type"][k].astype(np.uint8), cols["sequence"][k].astype(np.uint16),
                      cols["timestamp"][k].astype(np.uint32), cols["ssrc"][k].astype(np.uint32),
                      icap[k].astype(np.int32), stun.astype(np.int64))
+
+
+PROTO_TCP, PROTO_UDP = 6, 17  # decode/frames.py's codes: the IP protocol numbers
+TCP_SYN, TCP_ACK = 0x02, 0x10  # RFC 9293 section 3.1: control bits
+
+
+class BatchMedia(NamedTuple):
+    """The media facts of a batch's packets (:func:`batch_media`), each table None when it has no row; rows
+    in the order of the packets, each named by its ``group`` and ``side`` (the caller's, per row) and
+    time."""
+
+    rtp: tuple[np.ndarray, ...] | None  # group, side, ns, kind, framing, payload type, sequence, timestamp, ssrc,
+    #                                     inner captured length (dtypes: _RTP_DTYPES)
+    stun: tuple[np.ndarray, ...] | None  # STUN requests and responses: group, side, ns, class, method, transaction id
+    #                                      (3 x 32 bits)
+    syn: tuple[np.ndarray, ...] | None  # TCP SYNs: group, side, ns, ACK set
+    # each group's first TCP packet with payload: group, and whether that payload is a STUN message bare
+    # (RFC 8656) or behind an RFC 4571 length (RFC 6544)
+    tcp_first: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+_RTP_DTYPES = (np.int64, np.bool_, np.int64, np.int8, np.int8, np.uint8, np.uint16, np.uint32, np.uint32, np.int32)
+_STUN_DTYPES = (np.int64, np.bool_) + (np.int64,) * 6
+_SYN_DTYPES = (np.int64, np.bool_, np.int64, np.bool_)
+_FIRST_DTYPES = (np.int64, np.bool_, np.bool_)
+
+
+def batch_media(data, at, proto, group, side, perm, payload, payload_cap, tcp_flags, ts_ns) -> BatchMedia:
+    """The RTP/RTCP packets (RFC 3550, directly or TURN-framed: RFC 7983 first bytes), the STUN requests and
+    responses (RFC 8489: not indications, which no answer follows), the TCP SYNs and each group's first TCP
+    payload (is it STUN, bare or behind a length?) of a batch whose bytes are ``data``.
+
+    Rows: ``at`` (each row's decoded packet), ``proto``, ``group`` (0 .. groups - 1) and ``side`` per row,
+    ``perm`` the rows listed group by group, each group's in order (the numpy twin's way to each group's
+    first payload); per decoded packet: ``payload``, ``payload_cap``, ``tcp_flags``, ``ts_ns``.  By the
+    compiled helper where it is built (``_media.c``), else by :func:`batch_media_numpy`: the same arrays."""
+    if MEDIA is None:
+        return batch_media_numpy(data, at, proto, group, side, perm, payload, payload_cap, tcp_flags, ts_ns)
+    n = len(at)
+    ngroups = int(group.max()) + 1 if n else 0
+    tables = (_RTP_DTYPES, _STUN_DTYPES, _SYN_DTYPES, _FIRST_DTYPES)
+    out = tuple(np.empty(n, dt) for dts in tables for dt in dts)
+    counts = MEDIA.batch_media(data, np.ascontiguousarray(at, np.int64), np.ascontiguousarray(proto, np.int64),
+                               np.ascontiguousarray(group, np.int64), np.ascontiguousarray(side, np.bool_),
+                               np.ascontiguousarray(payload, np.int64), np.ascontiguousarray(payload_cap, np.int64),
+                               np.ascontiguousarray(tcp_flags, np.int16), np.ascontiguousarray(ts_ns, np.int64),
+                               ngroups, out)
+    got, j = [], 0
+    for dts, k in zip(tables, counts):
+        cols = out[j:j + len(dts)]
+        j += len(dts)
+        if k == 0:
+            got.append(None)
+            continue
+        for c in cols:  # the rows filled, in place: the arrays are new here, no view of them exists
+            c.resize(k, refcheck=False)
+        got.append(cols)
+    return BatchMedia(*got)
+
+
+def batch_media_numpy(data, at, proto, group, side, perm, payload, payload_cap, tcp_flags, ts_ns) -> BatchMedia:
+    """:func:`batch_media` with numpy gathers (the reference of ``_media.c``)."""
+    rtp = stun = syn = tcp_first = None
+    if len(at) == 0:
+        return BatchMedia(None, None, None, None)
+    g = gather(data)
+    pos = payload[at]
+    cap = payload_cap[at]
+    # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
+    u = np.nonzero((proto == PROTO_UDP) & (cap >= 8))[0]
+    if u.size:
+        mr = media_rows_numpy(g, pos[u], cap[u])
+        if mr.row.size:
+            c = u[mr.row]
+            rtp = (group[c], side[c], ts_ns[at[c]], mr.kind, mr.framing, mr.payload_type, mr.sequence,
+                   mr.timestamp, mr.ssrc, mr.inner_cap)
+        # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
+        s = u[mr.stun]
+        if s.size:
+            p = pos[s]
+            mtype = g.u16(p)
+            cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
+            ok = (g.u32(p + 4) == STUN_COOKIE) & (cls != 1)
+            if ok.any():
+                s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
+                method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
+                stun = (group[s], side[s], ts_ns[at[s]], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
+    # ---- TCP: handshake times, and each group's first payload
+    tcp = proto == PROTO_TCP
+    if tcp.any():
+        flags = tcp_flags[at]
+        sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
+        if sy.size:
+            syn = (group[sy], side[sy], ts_ns[at[sy]], (flags[sy] & TCP_ACK) != 0)
+        with_payload = tcp & (cap > 0)
+        if with_payload.any():
+            # each TCP group's first packet with payload: the first of its group's run in perm (which lists
+            # each group's packets together, in order), without sorting the packets
+            pp = perm[with_payload[perm]]
+            grp = group[pp]
+            run = np.ones(pp.size, bool)
+            run[1:] = grp[1:] != grp[:-1]
+            first = np.sort(pp[run])
+            p, c = pos[first], cap[first]
+            # the magic cookie sits at offset 4 (bare) or 6 (behind the length)
+            bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == STUN_COOKIE)
+            pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == STUN_COOKIE)
+            tcp_first = (group[first], bare, pref)
+    return BatchMedia(rtp, stun, syn, tcp_first)

@@ -39,7 +39,6 @@ CLOCK_CANDIDATES = (8000, 16000, 24000, 32000, 44100, 48000, 90000)  # the RTP c
 CLOCK_TOLERANCE = 0.08  # inferred rate within 8% of a candidate
 STUN_RTT_METHODS = {0x001: "Binding", 0x003: "Allocate", 0x004: "Refresh", 0x008: "CreatePermission",
                     0x009: "ChannelBind"}
-TCP_SYN, TCP_ACK = 0x02, 0x10
 # the RTP/RTCP rows kept per packet until the end, one column each (slot: the 5-tuple's index in
 # MediaCollector.slot_keys, then after finish's lookup the flow id and the client-to-server flag)
 RTP_COLUMNS = ("slot", "from_a", "ns", "kind", "framing", "payload_type", "sequence", "timestamp", "ssrc", "bytes")
@@ -452,59 +451,15 @@ class MediaBatch:
 
 
 def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
-    """Find the media facts of one decoded batch with numpy (see :class:`MediaBatch`)."""
+    """Find the media facts of one decoded batch (see :class:`MediaBatch`): :func:`meshpcap.decode.rtp.batch_media`
+    over its grouped packets."""
     gb = grouped if grouped is not None else group_batch(batch.data, d)
     pidx = gb.pidx
-    rtp = stun = syn = None
     if len(batch) == 0 or pidx.size == 0:
         return MediaBatch(gb.keys, None, None, None, None)
-    g = R.gather(batch.data)
-    proto = gb.proto
-    pos = d.payload[pidx]
-    cap = d.payload_cap[pidx]
-    ts_all = batch.ts_ns  # read only at the rows kept (pidx[...])
-    # ---- UDP: RTP/RTCP directly or TURN-framed (RFC 7983 first bytes), and STUN transactions
-    u = np.nonzero((proto == F.PROTO_UDP) & (cap >= 8))[0]
-    if u.size:
-        mr = R.media_rows(batch.data, pos[u], cap[u])
-        if mr.row.size:
-            c = u[mr.row]
-            rtp = (gb.inv[c], gb.src_a[c], ts_all[pidx[c]], mr.kind, mr.framing, mr.payload_type, mr.sequence,
-                   mr.timestamp, mr.ssrc, mr.inner_cap)
-        # STUN requests and responses with the RFC 8489 cookie (not indications: no answer comes)
-        s = u[mr.stun]
-        if s.size:
-            p = pos[s]
-            mtype = g.u16(p)
-            cls = ((mtype >> 4) & 1) | ((mtype >> 7) & 2)
-            ok = (g.u32(p + 4) == R.STUN_COOKIE) & (cls != 1)
-            if ok.any():
-                s, p, mtype, cls = s[ok], p[ok], mtype[ok], cls[ok]
-                method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-                stun = (gb.inv[s], gb.src_a[s], ts_all[pidx[s]], cls, method, g.u32(p + 8), g.u32(p + 12), g.u32(p + 16))
-    # ---- TCP: handshake times
-    tcp = proto == F.PROTO_TCP
-    tcp_first = None
-    if tcp.any():
-        flags = d.tcp_flags[pidx]
-        sy = np.nonzero(tcp & ((flags & TCP_SYN) != 0))[0]
-        if sy.size:
-            syn = (gb.inv[sy], gb.src_a[sy], ts_all[pidx[sy]], (flags[sy] & TCP_ACK) != 0)
-        payload = tcp & (cap > 0)
-        if payload.any():
-            # each TCP group's first packet with payload: the first of its group's run in gb.perm (which lists
-            # each group's packets together, in capture order), without sorting the packets
-            pp = gb.perm[payload[gb.perm]]
-            grp = gb.inv[pp]
-            run = np.ones(pp.size, bool)
-            run[1:] = grp[1:] != grp[:-1]
-            first = np.sort(pp[run])
-            p, c = pos[first], cap[first]
-            # the magic cookie sits at offset 4 (bare) or 6 (behind the length)
-            bare = (c >= 20) & (g.u8(p) <= 3) & (g.u32(p + 4) == R.STUN_COOKIE)
-            pref = (c >= 22) & (g.u8(p + 2) <= 3) & (g.u32(p + 6) == R.STUN_COOKIE)
-            tcp_first = (gb.inv[first], bare, pref)
-    return MediaBatch(gb.keys, rtp, stun, syn, tcp_first)
+    found = R.batch_media(batch.data, pidx, gb.proto, gb.inv, gb.src_a, gb.perm, d.payload, d.payload_cap,
+                          d.tcp_flags, batch.ts_ns)
+    return MediaBatch(gb.keys, *found)
 
 
 class _FlowLocator:
