@@ -4,7 +4,8 @@ Every input goes through ``rtp.batch_media`` twice, with the compiled helper and
 ``rtp.batch_media_numpy``; every table must be alike (None for both, or the same arrays, dtypes
 included).  The inputs are generated batches (each framing over UDP, STUN over UDP and TCP, bare and
 behind a length, then cut short or followed by random bytes, or random bytes alone, with captured lengths
-that may stop anywhere inside them, random transports, TCP flags, groups and sides), the samples' batches,
+that may stop anywhere inside them, random transports, TCP flags, groups and sides; payloads at random
+offsets into random bytes), the samples' batches,
 the bench captures when they are made and, when ../shared is there, its captures with RTP, STUN and TURN,
 through the whole per-batch media pass (``flows.media.extract``)."""
 
@@ -218,3 +219,17 @@ REAL = ["nDPI/teams.pcap", "nDPI/skype-conference-call.pcap", "nDPI/stun.pcap", 
 def test_real_captures_extract_alike():
     found = {name: _extract_alike(SHARED_CAPTURES / name) for name in REAL if (SHARED_CAPTURES / name).is_file()}
     assert found and sum(found.values()) > 100, found  # real media was compared, not only empty batches
+
+
+@needs_ext
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(min_size=0, max_size=120), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6),
+                                                               st.sampled_from([UDP, TCP]), st.integers(0, 2)),
+                                                     min_size=1, max_size=12))
+def test_random_bytes_at_random_offsets_alike(noise, packets):
+    """Payloads anywhere in random bytes (overlapping, empty, at the very end), each captured up to the end."""
+    data = b"".join(SEEDS[:3]) + noise
+    pos = [a % (len(data) + 1) for a, *_ in packets]
+    cap = [b % (len(data) - o + 1) for o, (_, b, *_) in zip(pos, packets)]
+    group = np.unique([p[3] for p in packets], return_inverse=True)[1].reshape(-1)
+    _alike(data, pos, cap, [p[2] for p in packets], [SYN] * len(packets), group)
