@@ -163,7 +163,7 @@ class Report:
         write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
         if self.quality is not None:  # _tail's members, the streams one at a time
             write(',\n  "quality": ' + json_indent2_checked(self.quality.to_dict(), "  ") + ',\n  "streams": ')
-            write_json_list_checked((s.to_dict() for s in self.quality.media.streams), "  ", write)
+            write_json_list_checked((s.to_dict() for s in self.quality.media.streams), "  ", write, built=True)
         write("\n}\n")
 
     def __repr__(self) -> str:

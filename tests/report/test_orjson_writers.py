@@ -109,3 +109,35 @@ def test_merged_json_needs_the_seam_once_per_pair():
     assert RF.merged_json([f], [{}], "rule", "    ") is None
     with pytest.raises(ValueError):
         RF.merged_json([f], [], "rule", "    ")
+
+
+# -- floats: what a to_dict builds (dict, list, str, int, float, bool, None) -----------------------------
+any_floats = (st.floats() | st.floats(-1e-3, 1e-3) | st.floats(min_value=1e15) | st.integers(-300, 300).map(lambda e: 10.0 ** e)
+              | st.sampled_from([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-4, 9.99e-5, 1e16, 5e-324]))
+built_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | any_floats | texts
+built = st.recursive(built_scalars, lambda c: st.lists(c, max_size=5) | st.dictionaries(texts, c, max_size=5),
+                     max_leaves=30)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(built)
+def test_built_indent2_vouches_only_for_json_dumps_text(obj):
+    """orjson's text, vouched for by its floats' forms and a round trip, is json.dumps(indent=2)'s."""
+    text = RF._built_indent2(obj)
+    if text is not None:
+        assert text == json.dumps(obj, indent=2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False).map(lambda x: round(x, 3)), max_size=20))
+def test_built_indent2_takes_rounded_floats(xs):
+    """The streams' floats (rounded to 1 or 3 places, never below 1e-3 but 0) are vouched for."""
+    assert RF._built_indent2({"x": xs, "y": [{"ms": x} for x in xs]}) == json.dumps({"x": xs, "y": [{"ms": x} for x in xs]}, indent=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(built, max_size=7), st.sampled_from(["", "  ", "    "]), st.sampled_from([1, 2, 256]))
+def test_built_list_writer_is_json_dumps(items, ind, chunk):
+    out: list[str] = []
+    RF.write_json_list_checked(iter(items), ind, out.append, chunk, built=True)
+    assert "".join(out) == RF.json_indent2(items, ind)
