@@ -16,8 +16,9 @@ from meshpcap._dataclass import dataclass
 from ..classify import Judgement
 from ..classify.verdicts import Verdicts, notable
 from ..flows.model import FLOW_COLUMNS, FlowTable
-from .flows import (CHUNK, capture_summary, cell, endpoint, json_cells, json_indent2, json_indent2_checked, ns_text,
-                    terminal_cells, write_json_list, write_json_list_checked, write_json_list_text)
+from .flows import (CHUNK, ORJSON_CHUNK, capture_summary, cell, chunks, endpoint, joined_or_each, json_cells, json_indent2,
+                    json_indent2_checked, merged_json, native_is_to_dict, ns_text, split_texts, terminal_cells, write_json_list,
+                    write_json_list_checked, write_json_list_text)
 from .formats import ReportFormat
 from .sanitize import CsvWriter, terminal_text
 
@@ -32,6 +33,7 @@ def tabulate(*args, **kwargs) -> str:
 REPORT_SCHEMA = "meshpcap.report/2"
 VERDICT_COLUMNS = ("rule", "rules", "verdict", "blocked_by", "detail", "confidence", "matched_by", "destination", "tag_verified")
 FLOW_REPORT_COLUMNS = tuple(FLOW_COLUMNS) + VERDICT_COLUMNS
+assert len(set(FLOW_REPORT_COLUMNS)) == len(FLOW_REPORT_COLUMNS), "FlowVerdict.to_dict adds its keys after the flow's"
 FINDING_COLUMNS = ("id", "kind", "severity", "rule", "source", "title", "detail", "fix", "flow_ids", "blocked_by",
                    "destination", "clients", "first_ns", "last_ns")
 
@@ -155,12 +157,13 @@ class Report:
         if show_unrelated and records_kept(records, self.judgement.flows):
             write_json_list_text(_verdict_texts(self.judgement.flows, records, "    "), "  ", write)
         else:
-            write_json_list((v.to_dict() for v in self._flows(show_unrelated)), "  ", write)
+            write_json_list_text((_verdicts_json(part, "    ") for part in chunks(self._flows(show_unrelated), ORJSON_CHUNK)), "  ",
+                                 write)
         write(',\n  "dns": ')
         write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
         if self.quality is not None:  # _tail's members, the streams one at a time
             write(',\n  "quality": ' + json_indent2_checked(self.quality.to_dict(), "  ") + ',\n  "streams": ')
-            write_json_list_checked((s.to_dict() for s in self.quality.media.streams), "  ", write)
+            write_json_list_checked((s.to_dict() for s in self.quality.media.streams), "  ", write, built=True)
         write("\n}\n")
 
     def __repr__(self) -> str:
@@ -200,36 +203,61 @@ def _verdict_texts(verdicts, records, ind: str, chunk: int = CHUNK):
     A verdict that says no more than ``unrelated`` about a plain flow (see FlowRecords.plain_chunk) whose
     destination is its server is written from the columns (a scan's millions of flows): with
     :class:`Verdicts`, where they mark it so (never made); with a list, where it holds such a verdict on
-    the very record ``records`` holds at its position.  Every other one goes through ``FlowVerdict.to_dict``."""
+    the very record ``records`` holds at its position.  The others of a chunk are written together, as
+    ``FlowVerdict.to_dict`` gives them (:func:`_verdicts_json`)."""
     import numpy as np
 
     from ..classify.verdicts import FlowVerdict
-    from .flows import _item_encoder, _plain_flow, plain_template
+    from .flows import _plain_flow, plain_template
 
     template = plain_template(FlowVerdict(_plain_flow(), "unrelated", destination="").to_dict(),
                               lambda d: json_indent2(d, ind), more=("destination",))
-    encode = _item_encoder()
     columns = isinstance(verdicts, Verdicts)
+    made = verdicts.made.get if columns else None
     kept = records.kept
     sep = ",\n" + ind
     for lo in range(0, len(verdicts), chunk):
         hi = min(lo + chunk, len(verdicts))
-        c = records.plain_chunk(lo, hi, records=not columns)  # Verdicts hold the flows that are not plain
-        cells = json_cells(c, records, ind)
-        cells["destination"] = cells["server"]  # compared with the verdicts' below
         if columns:
             ok = verdicts.unrelated[lo:hi].copy()
-            vs = verdicts
+            c = records.plain_chunk(lo, hi, records=False) if ok.any() else None  # Verdicts hold the others' flows
         else:
             vs = verdicts[lo:hi]
+            c = records.plain_chunk(lo, hi)
             same = map(operator.is_, map(_flow_of, vs), kept[lo:hi])
             plain = map(operator.eq, map(_verdict_fields, vs), repeat(_PLAIN_VERDICT))
             dest_is_server = map(operator.eq, map(_destination_of, vs), c.columns["server"])
             ok = np.fromiter(map(all, zip(same, plain, dest_is_server)), bool, hi - lo)
-        ok[list(c.special)] = False
-        at = lo if columns else 0
-        special = {j: encode(vs[at + j].to_dict(), ind) for j in np.flatnonzero(~ok).tolist()}
+        if c is not None:
+            ok[list(c.special)] = False
+        odd = np.flatnonzero(~ok).tolist()
+        # Verdicts: a position not marked unrelated is made; a marked one that is not plain is made now
+        odd_verdicts = [made(lo + j) or verdicts[lo + j] for j in odd] if columns else [vs[j] for j in odd]
+        odd_texts = map(_verdicts_json, chunks(odd_verdicts, ORJSON_CHUNK), repeat(ind))
+        if len(odd) == hi - lo:  # no plain one (a session's flows are named)
+            yield from odd_texts
+            continue
+        special = dict(zip(odd, split_texts(odd_texts, ind), strict=True))
+        cells = json_cells(c, records, ind)
+        cells["destination"] = cells["server"]  # compared with the verdicts' above
         yield template.fill(cells, hi - lo, special, sep)
+
+
+_verdict_values = attrgetter(*("all_rules" if c == "rules" else c for c in VERDICT_COLUMNS))
+
+
+def _verdict_tail(v) -> dict[str, Any]:
+    """What ``v.to_dict()`` adds to its flow's: the verdict's fields (``rules`` as ``all_rules``)."""
+    return dict(zip(VERDICT_COLUMNS, _verdict_values(v)))
+
+
+def _verdicts_json(verdicts: list, ind: str) -> str:
+    """``json_indent2(v.to_dict(), ind)`` of each of ``verdicts``, joined by ``",\n" + ind``: each flow and
+    its verdict's fields joined in orjson's text (:func:`merged_json`) where it writes a flow as its to_dict."""
+    text = None
+    if native_is_to_dict():
+        text = merged_json(list(map(_flow_of, verdicts)), list(map(_verdict_tail, verdicts)), VERDICT_COLUMNS[0], ind)
+    return joined_or_each([v.to_dict() for v in verdicts], ind) if text is None else text
 
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}  # 2: bad input (the CLI)
@@ -251,7 +279,8 @@ def _headline(r: Report) -> str:
     j = r.judgement
     under = f"under profile {r.profile['id']} ({r.profile.get('date')})"
     fails = failing(j.findings, j.fail_on)
-    rest = [f for f in j.findings if f not in fails]
+    failed = set(map(id, fails))  # failing() picks findings by their own fields: 'in' would compare each pair
+    rest = [f for f in j.findings if id(f) not in failed]
     others = f"; not failing under --fail-on {j.fail_on}: {_counted(rest)}" if rest else ""
     if j.verdict == "inconclusive":
         return f"INCONCLUSIVE: {j.reason} ({under}){others}"
