@@ -508,6 +508,20 @@ def _orjson_indent2(obj) -> str | None:
         return None
 
 
+# floats on both sides of where repr turns to exponents (1e16) and at the ends of the range: the orjson
+# installed must write each as json.dumps does for _built_indent2 to rely on it (checked once)
+_FLOAT_PROBES = (0.1, -0.0, 1.0, 123.456, 0.0001, 0.001234, 1e15, 9999999999999998.0, 1e16, 1.5e17, 2.0**60, 1e22,
+                 1e300, 1.7976931348623157e308, -2.5e-3)
+_FLOATS_AS_REPR: list[bool] = []
+
+
+def _floats_as_repr(orjson) -> bool:
+    """Does this orjson write the probe floats as json.dumps does (the rule _built_indent2 relies on)?"""
+    if not _FLOATS_AS_REPR:
+        _FLOATS_AS_REPR.append(all(orjson.dumps(x) == json.dumps(x).encode() for x in _FLOAT_PROBES))
+    return _FLOATS_AS_REPR[0]
+
+
 def _built_indent2(obj) -> str | None:
     """:func:`_orjson_indent2`'s text for ``obj`` built of dict, list, str, int, float, bool and None (no
     subclass that iterates its own way, as a to_dict builds it), vouched for without json.dumps: orjson
@@ -518,6 +532,8 @@ def _built_indent2(obj) -> str | None:
     try:
         import orjson
     except ImportError:  # pragma: no cover - orjson is a dependency; the callers work without it
+        return None
+    if not _floats_as_repr(orjson):
         return None
     try:
         b = orjson.dumps(obj, option=orjson.OPT_INDENT_2)
