@@ -250,10 +250,11 @@ def _flow_facts_from_columns(records) -> tuple[int, int, set, list[Flow]]:
     handshake = np.isin(cols["orientation"], [ORIENTATIONS.index("syn"), ORIENTATIONS.index("syn-ack")])
     mid = records.at(np.flatnonzero(is_tcp & ~handshake))
     proxies = set()
-    named = np.flatnonzero(records.named_mask())
     extras = records.named_extras()
     if extras is not None:  # only the CONNECT flows' records are made
         named = np.array([j for j, x in extras.items() if x.get("connect_target")], np.int64)
+    else:
+        named = np.flatnonzero(records.named_mask())
     for lo in range(0, named.size, 65536):
         for f in records.at(named[lo:lo + 65536]):
             if f.connect_target:

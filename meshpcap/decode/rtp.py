@@ -18,7 +18,7 @@ import numpy as np
 from meshpcap._dataclass import dataclass
 from meshpcap._native import load as _load_native
 from meshpcap.decode.buffer import DecodeError, NeedMore
-from meshpcap.decode.frames import _Gather
+from meshpcap.decode.frames import PROTO_TCP, PROTO_UDP, _Gather
 
 RTP_VERSION = 2  # RFC 3550 section 5.1
 RTP_HEADER_LEN = 12  # RFC 3550 section 5.1: the fixed header
@@ -349,7 +349,6 @@ def media_rows_numpy(g: _Gather, pos: np.ndarray, cap: np.ndarray) -> MediaRows:
                      icap[k].astype(np.int32), stun.astype(np.int64))
 
 
-PROTO_TCP, PROTO_UDP = 6, 17  # decode/frames.py's codes: the IP protocol numbers
 TCP_SYN, TCP_ACK = 0x02, 0x10  # RFC 9293 section 3.1: control bits
 
 

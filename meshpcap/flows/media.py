@@ -30,7 +30,7 @@ from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
 from .model import record_maker
-from .records import FlowRecords
+from .records import FlowRecords, build_records
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -400,8 +400,6 @@ class MediaCollector:
             return
 
         def work(wfd: int) -> None:
-            from .records import build_records
-
             rows = _result_rows(self.finish(build_records(raw)))
             _child.write_all(wfd, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -221,7 +221,6 @@ class EarlyNamer:
             for fid in cand[dns].tolist():
                 self._guess(namer, fid)
 
-
     def speculate(self) -> bool:
         """Name a few flows whose evidence may still grow, in time this process would otherwise wait for
         the reader (the capture reader calls it then: see ``Capture.batches_with``); False once every

@@ -541,10 +541,9 @@ class FlowRecords(Sequence):
         if not e.ported.all():
             for j in np.flatnonzero(~e.ported).tolist():
                 cport_l[j] = sport_l[j] = None
-        a_client = e.a_client
         pk_a, pk_b, by_a, by_b = raw.pk_a[fids], raw.pk_b[fids], raw.by_a[fids], raw.by_b[fids]
-        c2s_l, s2c_l = np.where(a_client, pk_a, pk_b).tolist(), np.where(a_client, pk_b, pk_a).tolist()
-        bc2s_l, bs2c_l = np.where(a_client, by_a, by_b).tolist(), np.where(a_client, by_b, by_a).tolist()
+        c2s_l, s2c_l = np.where(e.a_client, pk_a, pk_b).tolist(), np.where(e.a_client, pk_b, pk_a).tolist()
+        bc2s_l, bs2c_l = np.where(e.a_client, by_a, by_b).tolist(), np.where(e.a_client, by_b, by_a).tolist()
         how_l = self._how[fids].tolist()
         first_ns, last_ns = raw.first_ns[fids].tolist(), raw.last_ns[fids].tolist()
         encap, frags = raw.encapsulated[fids].tolist(), raw.fragments[fids].tolist()
