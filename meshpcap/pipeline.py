@@ -70,10 +70,10 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
 
 
 def _read_table(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None,
-                media=None, max_flows: int | None = None, later: ExitStack | None = None):
+                media=None, max_flows: int | None = None, later: ExitStack | None = None, render=None):
     """:func:`read_flows`, and with ``later`` the media result left to the caller: (table, None), or (table,
     ``take``) where ``take()`` returns what ``table.media`` is to be, its work going on meanwhile (in a
-    child that ``later`` ends)."""
+    child that ``later`` ends), with what ``render`` makes of it there (see ``MediaCollector.beside``)."""
     if isinstance(path, (str, os.PathLike)):
         paths = [os.fspath(path)]
     else:
@@ -81,13 +81,13 @@ def _read_table(path, names: bool = True, idle_seconds: float | None = None, bat
         if not paths:
             raise CaptureError("(no files)", "no capture given")
     try:
-        return _read_flows(paths, names, idle_seconds, batch_bytes, media, max_flows, later)
+        return _read_flows(paths, names, idle_seconds, batch_bytes, media, max_flows, later, render)
     except FlowLimitError as exc:
         raise FlowLimitError(exc.limit, paths[0]) from None
 
 
 def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch_bytes: int | None,
-                media=None, max_flows: int | None = None, later: ExitStack | None = None):
+                media=None, max_flows: int | None = None, later: ExitStack | None = None, render=None):
     if media is True:
         from .flows.media import MediaCollector
 
@@ -111,7 +111,7 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
     with ExitStack() as own:
         # the media statistics beside the naming (and, with ``later``, the judging), when they pay: they need
         # only the flows' ends and orientation
-        take = None if media is None else (later or own).enter_context(media.beside(raw))
+        take = None if media is None else (later or own).enter_context(media.beside(raw, render))
         namer, dns_events, stats = _names(raw, names, early)
         flows = build_records(raw, namer)
         if _retained is not None:
@@ -306,12 +306,22 @@ def _reports(source, profiles, *, service_tags, m365_endpoints, webslates, websl
     reports = []
     with ExitStack() as later:  # the media statistics may go on beside the naming and judging (see MediaCollector.beside)
         ft, take_media = (source, None) if isinstance(source, FlowTable) else _read_table(
-            source, media=media_collector(targets), max_flows=max_flows, later=later)
+            source, media=media_collector(targets), max_flows=max_flows, later=later, render=_renderers(targets))
         for prof in loaded:
             prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
             reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets, take_media))
             take_media = None
     return reports
+
+
+def _renderers(targets) -> dict | None:
+    """What the report makes of the media result that can be made beside, with it (see MediaCollector.beside):
+    the text of its streams table."""
+    if targets is None:
+        return None
+    from .report.analysis import STREAMS_JSON, streams_json
+
+    return {STREAMS_JSON: streams_json}
 
 
 def media_collector(targets):

@@ -19,7 +19,7 @@ import pickle
 from contextlib import contextmanager
 from dataclasses import field, fields
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -214,6 +214,17 @@ class MediaResult:
     rtt: list[ServerRtt] = field(default_factory=list)
     rtt_samples: list[RttSample] = field(default_factory=list)
     options: MediaOptions = field(default_factory=MediaOptions)
+    # what a later stage's renderer made of this result in MediaCollector.beside's child, by the renderer's
+    # name: (the ids of the stream records it was made of, its value); a cache, read by rendered()
+    made_beside: dict[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict, compare=False, repr=False)
+
+    def rendered(self, name: str) -> Any | None:
+        """The value the renderer ``name`` made of this result beside (see MediaCollector.beside), while
+        ``streams`` still holds the very records it was made of; else None (render it now)."""
+        got = self.made_beside.get(name)
+        if got is None or len(got[0]) != len(self.streams) or any(i != id(s) for i, s in zip(got[0], self.streams)):
+            return None
+        return got[1]
 
 
 def _result_rows(r: MediaResult) -> tuple[list[tuple], list[tuple], list[tuple]]:
@@ -386,7 +397,7 @@ class MediaCollector:
         return self.result
 
     @contextmanager
-    def beside(self, raw):
+    def beside(self, raw, render: dict[str, Callable[[MediaResult], Any]] | None = None):
         """Yield ``take(flows)``, which returns :meth:`finish` of ``flows`` (the records of ``raw``), for
         the caller to call when it needs the result.
 
@@ -394,22 +405,35 @@ class MediaCollector:
         runs :meth:`finish` meanwhile, while the caller names and judges the flows: it needs only the flows'
         ids, ends and orientation, which ``build_records(raw)`` has before any name, and is a pure function
         of the rows, so the child's result is this process's, float for float.  Should the child fail,
-        ``take`` finishes here."""
+        ``take`` finishes here.  ``render`` (name -> function of the result, such as the report's text of
+        the streams) runs in the child too, after the result: what each returns comes with the result, as
+        :meth:`MediaResult.rendered` of its name (a renderer that fails, or no child, gives None there)."""
         if self.result is not None or sum(a.size for a in self.rtp[0]) < BESIDE_MIN_ROWS or not _child.can_fork():
             yield self.finish
             return
 
         def work(wfd: int) -> None:
-            rows = _result_rows(self.finish(build_records(raw)))
-            _child.write_all(wfd, pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+            result = self.finish(build_records(raw))
+            rows = _result_rows(result)
+            made = {}
+            for name, fn in (render or {}).items():
+                try:
+                    made[name] = fn(result)
+                except Exception:  # left to be made where it is needed
+                    pass
+            _child.write_all(wfd, pickle.dumps((rows, made), protocol=pickle.HIGHEST_PROTOCOL))
 
         with _child.beside(work) as pipe:
             def take(flows) -> MediaResult:
                 if self.result is None:
                     try:
-                        self.result = _result_from_rows(pickle.loads(pipe.read()), self.options)
+                        rows, made = pickle.loads(pipe.read())
+                        result = _result_from_rows(rows, self.options)
                     except Exception:  # the child failed: finish here, from the rows still held
                         return self.finish(flows)
+                    ids = tuple(map(id, result.streams))
+                    result.made_beside = {name: (ids, value) for name, value in made.items()}
+                    self.result = result
                     self.rtp = [[] for _ in RTP_DTYPES]
                     self.stun, self.syn, self.tcp_turn = [], [], {}
                     _give_back_memory()

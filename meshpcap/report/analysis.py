@@ -38,6 +38,18 @@ FINDING_COLUMNS = ("id", "kind", "severity", "rule", "source", "title", "detail"
                    "destination", "clients", "first_ns", "last_ns")
 
 
+STREAMS_JSON = "report.streams_json/1"  # the name streams_json's text goes by in MediaResult.rendered
+
+
+def streams_json(media) -> str:
+    """The report's ``"streams"`` member as :meth:`Report.write_json` writes it (the list at indent 2) for a
+    MediaResult: made where the streams are computed, beside the naming and judging, when it can be
+    (the pipeline gives it to ``MediaCollector.beside`` as ``STREAMS_JSON``)."""
+    out: list[str] = []
+    write_json_list_checked((s.to_dict() for s in media.streams), "  ", out.append, built=True)
+    return "".join(out)
+
+
 @dataclass(slots=True)
 class Report:
     """What ``meshpcap.analyze()`` returns.
@@ -163,7 +175,9 @@ class Report:
         write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
         if self.quality is not None:  # _tail's members, the streams one at a time
             write(',\n  "quality": ' + json_indent2_checked(self.quality.to_dict(), "  ") + ',\n  "streams": ')
-            write_json_list_checked((s.to_dict() for s in self.quality.media.streams), "  ", write, built=True)
+            media = self.quality.media
+            made = media.rendered(STREAMS_JSON)
+            write(made if isinstance(made, str) else streams_json(media))
         write("\n}\n")
 
     def __repr__(self) -> str:

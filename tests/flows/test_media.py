@@ -562,3 +562,61 @@ def test_analyze_takes_the_streams_made_beside_after_judging(tmp_path, monkeypat
     monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
     assert report_json() == here and len(forks) == 1
     assert '"streams": [' in here and here.count('"ssrc"') >= 4
+    # the streams' text was made in the child too, and the report writes that text
+    from meshpcap.report import analysis
+
+    report = analyze(path)
+    made = report.quality.media.rendered(analysis.STREAMS_JSON)
+    assert made == analysis.streams_json(report.quality.media) and made in here
+    monkeypatch.setattr(analysis, "streams_json", lambda media: pytest.fail("the streams' text made again"))
+    out = []
+    report.write_json(out.append)
+    assert "".join(out) == here
+
+
+def test_what_renderers_make_beside_comes_with_the_result(tmp_path, monkeypatch):
+    """MediaCollector.beside runs the given renderers in its child after the result: each one's value comes
+    back as MediaResult.rendered(name), equal to what it makes of the result here; a renderer that fails,
+    no child, or a streams list changed since gives None (the caller then renders it itself)."""
+    from meshpcap import _child
+    from meshpcap.flows import media as M
+    from meshpcap.flows.engine import FlowBuilder
+    from meshpcap.flows.records import build_records
+
+    if not _child.can_fork():
+        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
+    rng = random.Random(7)
+    calls = [(Call(ssrc=500 + k, count=rng.randint(60, 160), lost={i for i in range(3, 30) if rng.random() < 0.15}),
+              UP if k % 2 else DOWN) for k in range(4)]
+    path = write_calls(tmp_path / "r.pcap", calls)
+    here = read_flows(path, media=True).media
+
+    def text(result):
+        return "|".join(f"{s.ssrc:x}:{s.packets}:{s.jitter_ms_max!r}" for s in result.streams)
+
+    def fails(result):
+        raise ValueError("no")
+
+    def collected():
+        from meshpcap.pipeline import _read_files
+
+        collector = MediaCollector()
+        builder = FlowBuilder(evidence=False)
+        _read_files([str(path)], builder, None, collector, None)
+        raw = builder.finish()
+        return collector, raw
+
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
+    collector, raw = collected()
+    with collector.beside(raw, {"text": text, "fails": fails}) as take:
+        got = take(build_records(raw))
+    assert got == here and len(got.streams) == 4
+    assert got.rendered("text") == text(here) and got.rendered("fails") is None and got.rendered("other") is None
+    got.streams.reverse()  # no longer the records the text was made of
+    assert got.rendered("text") is None
+
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 10**9)  # no child: nothing made beside
+    collector, raw = collected()
+    with collector.beside(raw, {"text": text}) as take:
+        got = take(build_records(raw))
+    assert got == here and got.rendered("text") is None
