@@ -10,11 +10,14 @@ __all__ = ["read_flows", "analyze", "analyze_profiles", "analyze_many", "write_b
 
 
 def read_flows(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None,
-               max_flows: int | None = None):
-    """Read a capture into a :class:`meshpcap.flows.model.FlowTable` (see ``meshpcap.pipeline.read_flows``)."""
+               max_flows: int | None = None, media=None):
+    """Read a capture into a :class:`meshpcap.flows.model.FlowTable` (see ``meshpcap.pipeline.read_flows``);
+    ``media=True`` also measures its RTP streams and round-trip times (``FlowTable.media``), so that
+    ``analyze(table)`` judges their quality."""
     from .pipeline import read_flows as _read_flows
 
-    return _read_flows(path, names=names, idle_seconds=idle_seconds, batch_bytes=batch_bytes, max_flows=max_flows)
+    return _read_flows(path, names=names, idle_seconds=idle_seconds, batch_bytes=batch_bytes, max_flows=max_flows,
+                       media=media)
 
 
 def analyze(

@@ -167,3 +167,14 @@ def test_findings_dataframe_has_clients_and_times():
     flows = [v.flow for v in r.judgement.flows if v.flow.id in blocked.flow_ids]
     assert list(blocked.clients) == sorted({x.client for x in flows})
     assert (blocked.first_ns, blocked.last_ns) == (min(x.first_ns for x in flows), max(x.last_ns for x in flows))
+
+
+def test_read_flows_media_false_is_no_media_pass():
+    """media=False reads as media=None does (no media pass); media=True measures the streams."""
+    path = SAMPLES / "single-room-teams.pcap"
+    off = meshpcap.read_flows(path, media=False)
+    assert off.media is None
+    assert off.to_dataframe().equals(meshpcap.read_flows(path).to_dataframe())
+    on = meshpcap.read_flows(path, media=True)
+    assert on.media is not None and meshpcap.analyze(on).quality is not None
+    assert meshpcap.analyze(off).quality is None  # nothing measured: nothing to judge
