@@ -536,6 +536,19 @@ def test_streams_made_beside_the_naming_equal_those_made_here(tmp_path, monkeypa
     assert read_flows(path, media=True).media == here and len(forks) == 2
 
 
+def _lossy_calls_forking(path, seed: int, ssrc0: int, counts: tuple[int, int], loss: tuple[int, int, float]):
+    """Four calls, two each way, with random loss, written to ``path``; skips where no child can be forked."""
+    from meshpcap import _child
+
+    if not _child.can_fork():
+        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
+    rng = random.Random(seed)
+    lo, hi, p = loss
+    calls = [(Call(ssrc=ssrc0 + k, count=rng.randint(*counts), lost={i for i in range(lo, hi) if rng.random() < p}),
+              UP if k % 2 else DOWN) for k in range(4)]
+    return write_calls(path, calls)
+
+
 def test_analyze_takes_the_streams_made_beside_after_judging(tmp_path, monkeypatch):
     """analyze leaves the child at its statistics while it names and judges the flows, then takes them:
     the report is the one made without a child, byte for byte."""
@@ -543,12 +556,7 @@ def test_analyze_takes_the_streams_made_beside_after_judging(tmp_path, monkeypat
     from meshpcap.flows import media as M
     from meshpcap.pipeline import analyze
 
-    if not _child.can_fork():
-        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
-    rng = random.Random(5)
-    calls = [(Call(ssrc=900 + k, count=rng.randint(80, 200), lost={i for i in range(2, 30) if rng.random() < 0.2}),
-              UP if k % 2 else DOWN) for k in range(4)]
-    path = write_calls(tmp_path / "a.pcap", calls)
+    path = _lossy_calls_forking(tmp_path / "a.pcap", seed=5, ssrc0=900, counts=(80, 200), loss=(2, 30, 0.2))
 
     def report_json() -> str:
         out = []
@@ -578,17 +586,11 @@ def test_what_renderers_make_beside_comes_with_the_result(tmp_path, monkeypatch)
     """MediaCollector.beside runs the given renderers in its child after the result: each one's value comes
     back as MediaResult.rendered(name), equal to what it makes of the result here; a renderer that fails,
     no child, or a streams list changed since gives None (the caller then renders it itself)."""
-    from meshpcap import _child
     from meshpcap.flows import media as M
     from meshpcap.flows.engine import FlowBuilder
     from meshpcap.flows.records import build_records
 
-    if not _child.can_fork():
-        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
-    rng = random.Random(7)
-    calls = [(Call(ssrc=500 + k, count=rng.randint(60, 160), lost={i for i in range(3, 30) if rng.random() < 0.15}),
-              UP if k % 2 else DOWN) for k in range(4)]
-    path = write_calls(tmp_path / "r.pcap", calls)
+    path = _lossy_calls_forking(tmp_path / "r.pcap", seed=7, ssrc0=500, counts=(60, 160), loss=(3, 30, 0.15))
     here = read_flows(path, media=True).media
 
     def text(result):
