@@ -37,18 +37,30 @@ def can_fork() -> bool:
 
 
 @contextmanager
-def beside(work: Callable[[int], object], pipe_bytes: int | None = None) -> Iterator[BinaryIO]:
-    """Fork a child that runs ``work(write_fd)``; yield the unbuffered read end of its pipe.
+def beside(work: Callable[[int], object], pipe_bytes: int | None = None) -> Iterator[BinaryIO | None]:
+    """Fork a child that runs ``work(write_fd)``; yield the unbuffered read end of its pipe, or None when
+    no child could be started (no descriptor for the pipe, or no process to spare: fork(2)'s EAGAIN
+    under a process limit, ENOMEM), for the caller to do the work itself.
 
     On leaving the block the child is killed (if it still runs) and reaped, whatever the
     caller read.  ``pipe_bytes`` asks Linux for a larger pipe (fewer, larger transfers)."""
-    rfd, wfd = os.pipe()
+    try:
+        rfd, wfd = os.pipe()
+    except OSError:
+        yield None
+        return
     if pipe_bytes and fcntl is not None:
         try:
             fcntl.fcntl(wfd, F_SETPIPE_SZ, pipe_bytes)
         except OSError:
             pass
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(rfd)
+        os.close(wfd)
+        yield None
+        return
     if pid == 0:  # the child: do the work, never return into the caller's code
         code = 1
         try:

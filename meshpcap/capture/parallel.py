@@ -67,7 +67,7 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
     ended = False
     read = _child.read_exact
     with _child.beside(lambda wfd: _walk_in_child(walker, wfd, work), pipe_bytes=1 << 20) as pipe:
-        while True:
+        while pipe is not None:  # None: no child could be started, the walk is all done here
             if idle is not None:
                 _fill_wait(pipe, idle)
             head = read(pipe, _MSG.size)

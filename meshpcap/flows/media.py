@@ -424,6 +424,10 @@ class MediaCollector:
             _child.write_all(wfd, pickle.dumps((rows, made), protocol=pickle.HIGHEST_PROTOCOL))
 
         with _child.beside(work) as pipe:
+            if pipe is None:  # no child could be started: finish here
+                yield self.finish
+                return
+
             def take(flows) -> MediaResult:
                 if self.result is None:
                     try:

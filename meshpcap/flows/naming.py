@@ -658,7 +658,7 @@ def name_flows_now(raw: RawFlows, jobs: list[tuple[int, bool]],
         initial = _stats_copy(n.stats)
         mine = [n._from_evidence(f, a) for f, a in jobs[:split]]
         mine_delta = _stats_delta(initial, n.stats)
-        payload = pipe.read()
+        payload = pipe.read() if pipe is not None else b""  # None: no child could be started
     try:
         dns, theirs, theirs_delta = pickle.loads(payload)
     except Exception:  # the child failed: do its part here

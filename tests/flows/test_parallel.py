@@ -291,3 +291,45 @@ def test_reader_child_dying_part_way(bench_capture, odd_pcapng, monkeypatch, fmt
     forks = _count_forks(monkeypatch)
     assert read_flows(path, batch_bytes=64 << 10).to_dict() == serial
     assert forks and len(received) == reported and len(resumed) == 1
+
+
+@pytest.mark.parametrize("failing", ["fork", "pipe"])
+def test_no_child_to_spare_does_all_the_work_here(bench_capture, monkeypatch, failing):
+    """When no child can be started (fork(2) fails with EAGAIN under a process limit, or no descriptor is
+    left for the pipe), the reader, the naming and the media statistics do their work in this process:
+    the same report, byte for byte, no traceback, and no descriptor left open."""
+    import errno
+
+    from meshpcap.flows import media as media_mod
+    from meshpcap.pipeline import analyze
+
+    if not _child.can_fork():
+        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
+
+    def report() -> str:
+        out = []
+        analyze(bench_capture).write_json(out.append)
+        return "".join(out)
+
+    here = report()
+    from functools import partial
+
+    from meshpcap import pipeline
+    from meshpcap.capture import open_capture
+
+    monkeypatch.setattr(pipeline, "open_capture", partial(open_capture, batch_bytes=64 << 10))  # a file of batches
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(naming_mod, "PARALLEL_MIN_FLOWS", 1)
+    monkeypatch.setattr(media_mod, "BESIDE_MIN_ROWS", 1)
+    asked = []
+
+    def refuse(*args):
+        asked.append(failing)
+        raise OSError(errno.EAGAIN if failing == "fork" else errno.EMFILE, "refused by the test")
+
+    monkeypatch.setattr(os, failing, refuse)
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    assert report() == here
+    assert len(asked) == 3  # the reader, the naming and the media statistics each asked for a child
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) == before
