@@ -92,7 +92,7 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
         from .flows.media import MediaCollector
 
         media = MediaCollector()
-    elif media is False:  # as the docstring's "or True" suggests a notebook may write it: no media pass
+    elif media is False:  # no media pass, as None
         media = None
     kwargs = {"max_flows": max_flows}
     if idle_seconds is not None:

@@ -41,12 +41,17 @@ FINDING_COLUMNS = ("id", "kind", "severity", "rule", "source", "title", "detail"
 STREAMS_JSON = "report.streams_json/1"  # the name streams_json's text goes by in MediaResult.rendered
 
 
+def write_streams_json(media, write) -> None:
+    """The report's ``"streams"`` member of a MediaResult as :meth:`Report.write_json` writes it (the list at
+    indent 2), a chunk of streams at a time."""
+    write_json_list_checked((s.to_dict() for s in media.streams), "  ", write, built=True)
+
+
 def streams_json(media) -> str:
-    """The report's ``"streams"`` member as :meth:`Report.write_json` writes it (the list at indent 2) for a
-    MediaResult: made where the streams are computed, beside the naming and judging, when it can be
-    (the pipeline gives it to ``MediaCollector.beside`` as ``STREAMS_JSON``)."""
+    """:func:`write_streams_json`'s text as one string: made where the streams are computed, beside the
+    naming and judging, when it can be (the pipeline gives it to ``MediaCollector.beside`` as ``STREAMS_JSON``)."""
     out: list[str] = []
-    write_json_list_checked((s.to_dict() for s in media.streams), "  ", out.append, built=True)
+    write_streams_json(media, out.append)
     return "".join(out)
 
 
@@ -175,9 +180,11 @@ class Report:
         write_json_list((e.to_dict() for e in self.flow_table.dns), "  ", write)
         if self.quality is not None:  # _tail's members, the streams one at a time
             write(',\n  "quality": ' + json_indent2_checked(self.quality.to_dict(), "  ") + ',\n  "streams": ')
-            media = self.quality.media
-            made = media.rendered(STREAMS_JSON)
-            write(made if isinstance(made, str) else streams_json(media))
+            made = self.quality.media.rendered(STREAMS_JSON)
+            if isinstance(made, str):
+                write(made)
+            else:
+                write_streams_json(self.quality.media, write)
         write("\n}\n")
 
     def __repr__(self) -> str:

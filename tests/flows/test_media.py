@@ -576,7 +576,7 @@ def test_analyze_takes_the_streams_made_beside_after_judging(tmp_path, monkeypat
     report = analyze(path)
     made = report.quality.media.rendered(analysis.STREAMS_JSON)
     assert made == analysis.streams_json(report.quality.media) and made in here
-    monkeypatch.setattr(analysis, "streams_json", lambda media: pytest.fail("the streams' text made again"))
+    monkeypatch.setattr(analysis, "write_streams_json", lambda media, write: pytest.fail("the streams' text made again"))
     out = []
     report.write_json(out.append)
     assert "".join(out) == here
