@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from meshpcap import settings
 
@@ -37,18 +37,30 @@ def can_fork() -> bool:
 
 
 @contextmanager
-def beside(work: Callable[[int], object], pipe_bytes: int | None = None) -> Iterator[BinaryIO | None]:
+def beside(work: Callable[..., object], pipe_bytes: int | None = None, back: bool = False) -> Iterator[Any]:
     """Fork a child that runs ``work(write_fd)``; yield the unbuffered read end of its pipe, or None when
     no child could be started (no descriptor for the pipe, or no process to spare: fork(2)'s EAGAIN
     under a process limit, ENOMEM), for the caller to do the work itself.
 
     On leaving the block the child is killed (if it still runs) and reaped, whatever the
-    caller read.  ``pipe_bytes`` asks Linux for a larger pipe (fewer, larger transfers)."""
+    caller read.  ``pipe_bytes`` asks Linux for a larger pipe (fewer, larger transfers).  With
+    ``back``, a second pipe runs the other way: the child runs ``work(write_fd, back_read_fd)`` and
+    the block gets (read end, ``back_write_fd``), or None; a write there once the child has ended
+    fails with an OSError (EPIPE) for the caller to ignore."""
     try:
         rfd, wfd = os.pipe()
     except OSError:
         yield None
         return
+    back_r = back_w = -1
+    if back:
+        try:
+            back_r, back_w = os.pipe()
+        except OSError:
+            os.close(rfd)
+            os.close(wfd)
+            yield None
+            return
     if pipe_bytes and fcntl is not None:
         try:
             fcntl.fcntl(wfd, F_SETPIPE_SZ, pipe_bytes)
@@ -57,25 +69,34 @@ def beside(work: Callable[[int], object], pipe_bytes: int | None = None) -> Iter
     try:
         pid = os.fork()
     except OSError:
-        os.close(rfd)
-        os.close(wfd)
+        for fd in (rfd, wfd, back_r, back_w):
+            if fd >= 0:
+                os.close(fd)
         yield None
         return
     if pid == 0:  # the child: do the work, never return into the caller's code
         code = 1
         try:
             os.close(rfd)
-            work(wfd)
+            if back:
+                os.close(back_w)
+                work(wfd, back_r)
+            else:
+                work(wfd)
             code = 0
         except BaseException:
             pass
         finally:
             os._exit(code)
     os.close(wfd)
+    if back:
+        os.close(back_r)
     try:
         with os.fdopen(rfd, "rb", buffering=0) as pipe:
-            yield pipe
+            yield (pipe, back_w) if back else pipe
     finally:
+        if back:
+            os.close(back_w)
         reap(pid)
 
 

@@ -3,7 +3,11 @@ caller's per-batch ``work``) while this process uses the batches.
 
 The child walks its own descriptor of the file in page-aligned, mapped chunks and sends each
 batch's columns, what ``work`` returned and the walker's state after the batch through a pipe
-(pickled, arrays out of band).  This process maps the same chunk, so its batches hold the same
+(pickled, arrays out of band).  The arrays go through a ring of memory both processes share
+(:class:`_RingWriter`; a byte back on a second pipe releases each message's room once this
+process has copied its arrays out): a copy in each process instead of the pipe's two copies in
+the kernel, which also held the child on the pipe's lock while this process read.  A message too
+large for the ring, or any failure to make one, sends its arrays through the pipe as before.  This process maps the same chunk, so its batches hold the same
 records at the same offsets (``batch.data`` is a read-only mmap whose slices are bytes).
 Should the child die, the walker goes on in this process from the last batch reported, with
 the state that came with it.
@@ -20,6 +24,7 @@ A walker taking part provides:
 
 from __future__ import annotations
 
+import collections
 import io
 import mmap
 import os
@@ -36,8 +41,65 @@ from meshpcap.capture.source import Batch, FileGuard, MappedSource
 
 PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in one process (a fork costs more than it saves)
 
-_MSG = struct.Struct("<BqqQQ")  # kind, chunk file offset, chunk length, out-of-band buffers, pickle bytes
+_MSG = struct.Struct("<BqqQQq")  # kind, chunk file offset, chunk length, out-of-band buffers, pickle bytes,
+# where the buffers start in the ring (-1: they follow on the pipe)
 _MSG_BATCH, _MSG_END = 1, 2
+RING_BYTES = 16 << 20  # the shared ring; a message's buffers take at most half of it (a batch of the default
+# 16 MiB of packets sends about 3.5 MiB; a batch of tiny packets can send more, through the pipe)
+_ALIGN = 64  # each buffer starts on a cache line of the ring
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) & -_ALIGN
+
+
+class _RingWriter:
+    """The child's side of the shared ring: places each message's buffers one after the other, the
+    messages in order around the ring; when there is no room it waits for this process to release the
+    oldest message (a byte on ``back_fd`` per message, in the order they were sent)."""
+
+    def __init__(self, mem: Any, back_fd: int) -> None:
+        self.view = memoryview(mem).cast("B")
+        self.size = len(self.view)
+        self.back_fd = back_fd
+        self.held: collections.deque[tuple[int, int]] = collections.deque()  # (start, end) not released yet
+
+    def fits(self, total: int) -> bool:
+        return 0 < total <= self.size // 2
+
+    def place(self, views: list, total: int) -> int:
+        """Copy ``views`` (``total`` bytes aligned, see :meth:`fits`) into the ring; where they start."""
+        start = self._room(total)
+        self.held.append((start, start + total))
+        pos = start
+        for v in views:
+            n = v.nbytes
+            self.view[pos:pos + n] = v
+            pos += _aligned(n)
+        return start
+
+    def _room(self, total: int) -> int:
+        while self.held:
+            first, end = self.held[0][0], self.held[-1][1]
+            if end > first:  # one span [first, end): room after it, or from the ring's start
+                if end + total <= self.size:
+                    return end
+                if total <= first:
+                    return 0
+            elif end + total <= first:  # wrapped: the room is [end, first)
+                return end
+            if not os.read(self.back_fd, 1):  # this process ended: the child ends too
+                raise EOFError("the reading process is gone")
+            self.held.popleft()
+        return 0
+
+
+def _shared_ring() -> mmap.mmap | None:
+    """The ring both processes map (shared, anonymous: the child inherits it), or None."""
+    try:
+        return mmap.mmap(-1, RING_BYTES, flags=mmap.MAP_SHARED)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def parallel_ok(walker: Any) -> bool:
@@ -66,21 +128,28 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
     resume, state = None, None  # file offset just past the last record reported, and the state there
     ended = False
     read = _child.read_exact
-    with _child.beside(lambda wfd: _walk_in_child(walker, wfd, work), pipe_bytes=1 << 20) as pipe:
+    ring = _shared_ring()
+    with _child.beside(lambda wfd, back_fd: _walk_in_child(walker, wfd, work, ring, back_fd), pipe_bytes=1 << 20,
+                       back=True) as channel:
+        pipe, back_fd = channel if channel is not None else (None, -1)
         while pipe is not None:  # None: no child could be started, the walk is all done here
             if idle is not None:
                 _fill_wait(pipe, idle)
             head = read(pipe, _MSG.size)
             if head is None:
                 break
-            kind, base, length, nbufs, nhead = _MSG.unpack(head)
+            kind, base, length, nbufs, nhead, at = _MSG.unpack(head)
             body = read(pipe, nhead)
             sizes = read(pipe, 8 * nbufs)
             if body is None or sizes is None:
                 break
-            bufs = [_read_buffer(pipe, n) for n in struct.unpack(f"<{nbufs}Q", sizes)]
-            if any(b is None for b in bufs):
-                break
+            sizes = struct.unpack(f"<{nbufs}Q", sizes)
+            if at < 0:
+                bufs = [_read_buffer(pipe, n) for n in sizes]
+                if any(b is None for b in bufs):
+                    break
+            else:
+                bufs = _take_from_ring(ring, at, sizes, back_fd)
             if kind != _MSG_BATCH:
                 walker.parent_end(pickle.loads(body, buffers=bufs))
                 ended = True
@@ -118,6 +187,24 @@ def _fill_wait(pipe: Any, idle: Callable[[], bool]) -> None:
             return
 
 
+def _take_from_ring(ring: mmap.mmap, at: int, sizes: tuple[int, ...], back_fd: int) -> list[np.ndarray]:
+    """Copy a message's buffers out of the ring into new arrays of their own (an array kept to the end keeps
+    only its own bytes) and release its room to the child; after the child has ended, nobody is there to
+    take the release (EPIPE), and that is no failure: its last messages are all here."""
+    bufs = []
+    with memoryview(ring) as view:
+        for n in sizes:
+            buf = np.empty(n, np.uint8)
+            buf.data.cast("B")[:] = view[at:at + n]
+            bufs.append(buf)
+            at += _aligned(n)
+    try:
+        os.write(back_fd, b"\x01")
+    except OSError:
+        pass
+    return bufs
+
+
 def _read_buffer(pipe: Any, n: int) -> np.ndarray | None:
     """Exactly ``n`` bytes from the pipe into a new writable buffer, or None at its end: like
     ``_child.read_exact(pipe, n, writable=True)`` without zero-filling the buffer first (most of what
@@ -126,11 +213,14 @@ def _read_buffer(pipe: Any, n: int) -> np.ndarray | None:
     return buf if _child.fill(pipe, buf) else None
 
 
-def _walk_in_child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -> None:
-    """In the forked child: walk the file on a descriptor of its own and report each batch."""
+def _walk_in_child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None, ring: mmap.mmap | None = None,
+                   back_fd: int = -1) -> None:
+    """In the forked child: walk the file on a descriptor of its own and report each batch (the arrays
+    through ``ring`` where they fit, see :class:`_RingWriter`)."""
     raw = open(walker.info.path, "rb", buffering=0)
     size = os.fstat(raw.fileno()).st_size
     source = MappedSource(raw.fileno(), size, FileGuard(raw.fileno(), size))
+    writer = None if ring is None else _RingWriter(ring, back_fd)
 
     def send(kind: int, base: int, length: int, obj: Any) -> None:
         bufs: list = []
@@ -138,8 +228,12 @@ def _walk_in_child(walker: Any, wfd: int, work: Callable[[Batch], Any] | None) -
         _ArrayPickler(out, protocol=5, buffer_callback=bufs.append).dump(obj)
         body = out.getbuffer()
         views = [b.raw() for b in bufs]
-        parts = [_MSG.pack(kind, base, length, len(views), len(body)), body,
-                 struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))] + views
+        total = sum(_aligned(v.nbytes) for v in views)
+        at = writer.place(views, total) if writer is not None and writer.fits(total) else -1
+        parts = [_MSG.pack(kind, base, length, len(views), len(body), at), body,
+                 struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))]
+        if at < 0:
+            parts += views
         for part in parts:
             _child.write_all(wfd, part)
 

@@ -1,0 +1,205 @@
+"""The shared ring the reading child puts each batch's arrays in (capture/parallel.py): a message never
+lands on the room of one this process has not released yet, the arrays come back as they were sent,
+and a message too large for the ring, no ring at all, or the child ending before this process has
+released its last messages change nothing in what is read."""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import meshpcap.capture.parallel as parallel_mod
+from meshpcap import _child
+from meshpcap import settings as meshpcap_settings
+from meshpcap.capture.parallel import _ALIGN, _aligned, _RingWriter, _take_from_ring
+from meshpcap.pipeline import read_flows
+from tests.conftest import REPO
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or _child.cpus() < 2, reason="needs fork and two CPUs")
+
+
+class _Releases:
+    """The other side of the back pipe, in one process: releases the oldest messages on demand."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+
+    def release(self, k: int = 1) -> None:
+        os.write(self.w, b"\x01" * k)
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 300), min_size=1, max_size=3), min_size=1, max_size=40),
+       st.lists(st.integers(0, 3), min_size=1, max_size=40))
+def test_messages_never_overwrite_what_is_not_released(messages, lags):
+    """The child's side in a thread, this process's side here: messages of random sizes, each released
+    (oldest first, as parallel_batches does) only after a random number of later ones were placed, or
+    when the writer waits for room.  Every message's bytes are intact when it is released, whatever the
+    writer placed meanwhile; none is placed on one still held here (a region is free to the writer only
+    after this side has taken it off ``held`` and released it); each starts aligned and ends inside."""
+    ring = bytearray(1024)
+    back = _Releases()
+    placed: queue.Queue = queue.Queue()
+    writer = _RingWriter(ring, back.r)
+
+    def child():
+        for n, sizes in enumerate(messages):
+            views = [memoryview(bytes([(n * 7 + i) % 251 + 1]) * size) for i, size in enumerate(sizes)]
+            total = sum(_aligned(v.nbytes) for v in views)
+            if writer.fits(total):
+                placed.put((writer.place(views, total), total, [bytes(v) for v in views]))
+        placed.put(None)
+
+    thread = threading.Thread(target=child, daemon=True)
+    thread.start()
+    try:
+        held: collections.deque = collections.deque()
+        n = 0
+        while True:
+            try:
+                item = placed.get(timeout=0.05)
+            except queue.Empty:  # the writer waits for room: release the oldest
+                assert held, "the writer waits with nothing held"
+                _check_and_release(ring, held, back)
+                continue
+            if item is None:
+                break
+            at, total, payloads = item
+            assert at % _ALIGN == 0 and at + total <= len(ring)
+            for held_at, held_payloads in held:
+                held_end = held_at + sum(_aligned(len(p)) for p in held_payloads)
+                assert at + total <= held_at or held_end <= at, "placed on a message still held"
+            held.append((at, payloads))
+            while len(held) > lags[n % len(lags)]:
+                _check_and_release(ring, held, back)
+            n += 1
+        while held:
+            _check_and_release(ring, held, back)
+        thread.join(5)
+        assert not thread.is_alive()
+    finally:
+        back.close()
+
+
+def _check_and_release(ring, held, back) -> None:
+    at, payloads = held.popleft()
+    for p in payloads:
+        assert bytes(ring[at:at + len(p)]) == p, "a message not released yet was overwritten"
+        at += _aligned(len(p))
+    back.release()
+
+
+def test_a_message_waits_for_the_release_it_needs():
+    """With the ring full, the writer blocks on the back pipe until a release comes, then goes on."""
+    ring = bytearray(1024)
+    back = _Releases()
+    try:
+        writer = _RingWriter(ring, back.r)
+        half = [memoryview(b"a" * 512)]
+        assert writer.place(half, 512) == 0
+        assert writer.place([memoryview(b"b" * 512)], 512) == 512
+        back.release()  # the first message is released: the third goes where it was
+        assert writer.place([memoryview(b"c" * 512)], 512) == 0
+        assert bytes(ring[512:]) == b"b" * 512 and bytes(ring[:512]) == b"c" * 512
+        assert not writer.fits(513) and not writer.fits(0)
+    finally:
+        back.close()
+
+
+def test_the_writer_ends_when_this_process_is_gone():
+    ring = bytearray(1024)
+    r, w = os.pipe()
+    writer = _RingWriter(ring, r)
+    writer.place([memoryview(b"x" * 512)], 512)
+    writer.place([memoryview(b"y" * 512)], 512)
+    os.close(w)
+    try:
+        with pytest.raises(EOFError):
+            writer.place([memoryview(b"z" * 512)], 512)
+    finally:
+        os.close(r)
+
+
+def test_arrays_come_out_as_their_own_copies():
+    """Each buffer taken from the ring is a new writable array with the bytes sent; a release is written."""
+    ring = bytearray(4096)
+    parts = [np.arange(10, dtype=np.int64).view(np.uint8), np.zeros(0, np.uint8), np.full(100, 7, np.uint8)]
+    at = 128
+    pos = at
+    for p in parts:
+        ring[pos:pos + p.nbytes] = p.tobytes()
+        pos += _aligned(p.nbytes)
+    r, w = os.pipe()
+    try:
+        got = _take_from_ring(ring, at, tuple(p.nbytes for p in parts), w)
+        assert os.read(r, 16) == b"\x01"
+    finally:
+        os.close(r)
+        os.close(w)
+    ring[:] = bytes(len(ring))  # the ring's room is reused: the arrays taken keep their bytes
+    for g, p in zip(got, parts):
+        assert g.dtype == np.uint8 and g.flags.writeable and g.flags.owndata
+        assert g.tobytes() == p.tobytes()
+    # after the child has ended its end of the back pipe is closed: the release is dropped, the arrays come
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        assert [g.tobytes() for g in _take_from_ring(ring, 0, (4,), w)] == [bytes(4)]
+    finally:
+        os.close(w)
+
+
+@pytest.fixture(scope="module")
+def capture_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ring") / "small.pcap"
+    subprocess.run([sys.executable, str(REPO / "bench" / "gen.py"), str(out), "--packets", "6000", "--seed", "11"],
+                   check=True, capture_output=True)
+    return out
+
+
+def _serial(path):
+    with meshpcap_settings.override(no_fork=True):
+        return read_flows(path, batch_bytes=64 << 10, media=True).to_dict()
+
+
+@needs_fork
+@pytest.mark.parametrize("how", ["ring", "too large for the ring", "no ring"])
+def test_the_two_process_read_gives_the_same_flows_every_way(capture_file, monkeypatch, how):
+    """Through the ring, through the pipe (each message larger than half the ring), and without a ring:
+    the same table as one process reads; the walk is never taken back here, though the child ends before
+    this process has released its last messages (their releases then go nowhere)."""
+    from meshpcap.capture.pcap import PcapWalker
+
+    serial = _serial(capture_file)
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    if how == "too large for the ring":
+        monkeypatch.setattr(parallel_mod, "RING_BYTES", 4096)
+    elif how == "no ring":
+        monkeypatch.setattr(parallel_mod, "_shared_ring", lambda: None)
+    taken, piped, resumed = [], [], []
+    real_take, real_read, real_resume = parallel_mod._take_from_ring, parallel_mod._read_buffer, PcapWalker.resume
+    monkeypatch.setattr(parallel_mod, "_take_from_ring", lambda *a: (taken.append(1), real_take(*a))[1])
+    monkeypatch.setattr(parallel_mod, "_read_buffer", lambda *a: (piped.append(1), real_read(*a))[1])
+    monkeypatch.setattr(PcapWalker, "resume", lambda self, off, st: (resumed.append(off), real_resume(self, off, st))[1])
+    forks = []
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: (forks.append(1), real_fork())[1])
+    assert read_flows(capture_file, batch_bytes=64 << 10, media=True).to_dict() == serial
+    assert forks and not resumed, "the walk was taken back into this process"
+    if how == "ring":  # every batch's arrays came through the ring (a file of many batches of 64 KiB)
+        assert len(taken) > 10 and not piped
+    else:
+        assert not taken and len(piped) > 10
