@@ -44,7 +44,7 @@ PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in one process (a fork
 _MSG = struct.Struct("<BqqQQq")  # kind, chunk file offset, chunk length, out-of-band buffers, pickle bytes,
 # where the buffers start in the ring (-1: they follow on the pipe)
 _MSG_BATCH, _MSG_END = 1, 2
-RING_BYTES = 16 << 20  # the shared ring; a message's buffers take at most half of it (a batch of the default
+RING_BYTES = 8 << 20  # the shared ring; a message's buffers take at most half of it (a batch of the default
 # 16 MiB of packets sends about 3.5 MiB; a batch of tiny packets can send more, through the pipe)
 _ALIGN = 64  # each buffer starts on a cache line of the ring
 
@@ -81,11 +81,11 @@ class _RingWriter:
     def _room(self, total: int) -> int:
         while self.held:
             first, end = self.held[0][0], self.held[-1][1]
-            if end > first:  # one span [first, end): room after it, or from the ring's start
+            if end > first:  # one span [first, end): room before it (the lowest, so that the ring's pages
+                if total <= first:  # in use stay few), or after it
+                    return 0
                 if end + total <= self.size:
                     return end
-                if total <= first:
-                    return 0
             elif end + total <= first:  # wrapped: the room is [end, first)
                 return end
             if not os.read(self.back_fd, 1):  # this process ended: the child ends too
