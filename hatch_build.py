@@ -2,7 +2,8 @@
 
 - meshpcap/capture/_walk.c: the record-header walks (twin: pcap.py, pcapng.py)
 - meshpcap/decode/_headers.c: header decoding of common packets (twin: decode/frames.py)
-- meshpcap/flows/_group.c: grouping a batch by 5-tuple (twin: flows/engine.py _groups_numpy)
+- meshpcap/flows/_group.c: grouping a batch by 5-tuple, and the Evidence rows of the payloads it keeps (twins:
+  flows/engine.py _groups_numpy, _evidence_items_py)
 - meshpcap/decode/_media.c: the media facts of a batch (RTP/RTCP, STUN, TCP SYNs and first payloads; twin:
   decode/rtp.py batch_media_numpy)
 

@@ -62,7 +62,7 @@ _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63)]
 
 
-GROUP_ABI = 2  # must equal GROUP_ABI in _group.c
+GROUP_ABI = 3  # must equal GROUP_ABI in _group.c
 GROUP = _load_native("meshpcap.flows._group", GROUP_ABI)  # None: the numpy twin groups (_groups_numpy)
 
 
@@ -114,7 +114,20 @@ class Evidence(NamedTuple):
     wire_len: int
 
 
-_new_evidence = partial(tuple.__new__, Evidence)  # Evidence from one row, without a Python-level call
+def _evidence_items_py(cls, data, pay, cap, record, ts, src_a, seq, flags, wire) -> list:
+    """One ``cls`` (Evidence) per row of the columns (record, ts, seq, wire, pay, cap int64; src_a bool; flags
+    int16), its payload ``data[pay:pay + cap]``: the pure-Python twin of ``_group.c``'s evidence_items."""
+    new = partial(tuple.__new__, cls)
+    return list(map(new, zip(record.tolist(), ts.tolist(), src_a.tolist(), seq.tolist(), flags.tolist(),
+                             [data[p : p + c] for p, c in zip(pay.tolist(), cap.tolist())], wire.tolist())))
+
+
+def _evidence_items(cls, data, pay, cap, record, ts, src_a, seq, flags, wire) -> list:
+    """:func:`_evidence_items_py`, by the compiled helper where it is built (the builder keeps tens of
+    thousands of payloads a second)."""
+    if GROUP is not None:
+        return GROUP.evidence_items(cls, data, pay, cap, record, ts, src_a, seq, flags, wire)
+    return _evidence_items_py(cls, data, pay, cap, record, ts, src_a, seq, flags, wire)
 
 
 _RUN = 16  # the shortest run of flow-starting events FlowBuilder._packet_events starts at once
@@ -998,11 +1011,8 @@ class FlowBuilder:
         if sel.size == 0:
             return
         ps = pidx[sel]
-        pay = d.payload[ps].tolist()
-        cap = pcap_[sel].tolist()
-        items = list(map(_new_evidence, zip((ps + rec0).tolist(), ts_p[sel].tolist(), src_a[sel].tolist(),
-                                            d.tcp_seq[ps].tolist(), d.tcp_flags[ps].tolist(),
-                                            [data[p : p + c] for p, c in zip(pay, cap)], d.payload_len[ps].tolist())))
+        items = _evidence_items(Evidence, data, d.payload[ps], pcap_[sel], ps + rec0, ts_p[sel], src_a[sel],
+                                d.tcp_seq[ps], d.tcp_flags[ps], d.payload_len[ps])
         if sel_dns.any():  # DNS datagrams can be parsed before the capture ends
             self.dns_new.extend(compress(items, sel_dns.tolist()))
         ev = self.evidence

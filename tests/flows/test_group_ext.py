@@ -123,3 +123,57 @@ def test_key_hash_alike(ncols, n, seed):
         assert np.array_equal(E._key_hash(cols), out)
     finally:
         E.GROUP = saved
+
+
+def _evidence_columns(rng, n, data_len):
+    """The columns FlowBuilder._evidence gives evidence_items, some payloads running past the data's end."""
+    pay = rng.integers(0, data_len + 40, n).astype(np.int64)
+    cap = rng.integers(0, 1600, n).astype(np.int64)
+    return (pay, cap, rng.integers(0, 2**62, n).astype(np.int64), rng.integers(-2**62, 2**62, n).astype(np.int64),
+            rng.integers(0, 2, n).astype(bool), rng.integers(0, 2**32, n).astype(np.int64),
+            rng.integers(0, 512, n).astype(np.int16), rng.integers(0, 65536, n).astype(np.int64))
+
+
+@needs_ext
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 5000), st.integers(0, 2**32 - 1), st.sampled_from(["bytes", "mmap"]))
+def test_evidence_items_alike(n, data_len, seed, kind):
+    """The compiled Evidence rows equal the twin's, field by field and type by type (bool, int, bytes), the
+    payloads sliced as Python slices them (clamped at the data's end), from bytes or a read-only map."""
+    import mmap
+
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, data_len).astype(np.uint8).tobytes()
+    data = raw
+    if kind == "mmap":
+        if not data_len:
+            return
+        data = mmap.mmap(-1, data_len)
+        data.write(raw)
+    cols = _evidence_columns(rng, n, data_len)
+    fast = COMPILED.evidence_items(E.Evidence, data, *cols)
+    slow = E._evidence_items_py(E.Evidence, data, *cols)
+    assert fast == slow
+    for a, b in zip(fast, slow):
+        assert type(a) is E.Evidence and [type(x) for x in a] == [type(x) for x in b]
+    if kind == "mmap":
+        data.close()
+
+
+@needs_ext
+def test_evidence_items_refuses_what_the_twin_would_not_take():
+    rng = np.random.default_rng(1)
+    cols = list(_evidence_columns(rng, 3, 100))
+    with pytest.raises(TypeError):
+        COMPILED.evidence_items(int, b"x" * 100, *cols)
+    for k, wrong in [(0, cols[0].astype(np.int32)), (4, cols[4].astype(np.int64)), (6, cols[6].astype(np.int64)),
+                     (2, cols[2][:2])]:
+        bad = list(cols)
+        bad[k] = wrong
+        with pytest.raises(ValueError):
+            COMPILED.evidence_items(E.Evidence, b"x" * 100, *bad)
+    bad = list(cols)
+    bad[1] = np.array([1, -1, 2], np.int64)  # a negative length: never made by the decoder, refused
+    with pytest.raises(ValueError):
+        COMPILED.evidence_items(E.Evidence, b"x" * 100, *bad)
+    assert COMPILED.evidence_items(E.Evidence, b"", *(c[:0] for c in cols)) == []
