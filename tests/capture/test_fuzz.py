@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +21,13 @@ VALID = {
                + w.epb(">", 0, 99, b"tail")),
 }
 VALID["pcap.gz"] = gzip.compress(VALID["pcap"])
-TMP = Path(tempfile.mkdtemp(prefix="meshpcap-fuzz-"))
+TMP = Path()  # the module's scratch directory (pytest's, removed with its old runs): see _scratch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch(tmp_path_factory):
+    global TMP
+    TMP = tmp_path_factory.mktemp("fuzz")
 
 
 def _walk(data: bytes, batch_bytes: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,13 @@ if COMPILED is None:  # MESHPCAP_PURE_PYTHON set, or no build: try the module it
     except ImportError:
         COMPILED = None
 needs_ext = pytest.mark.skipif(COMPILED is None, reason="the compiled walker is not built (no C compiler?)")
-TMP = Path(tempfile.mkdtemp(prefix="meshpcap-walk-"))
+TMP = Path()  # the module's scratch directory (pytest's, removed with its old runs): see _scratch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch(tmp_path_factory):
+    global TMP
+    TMP = tmp_path_factory.mktemp("walk")
 
 
 def _read(data: bytes, walk, batch_bytes: int, name: str = "f.cap", mapped: bool = True) -> tuple:
