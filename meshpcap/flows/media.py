@@ -16,6 +16,7 @@ TCP and for the (few) STUN and SYN packets; the RTP statistics are array operati
 from __future__ import annotations
 
 import pickle
+import struct
 from contextlib import contextmanager
 from dataclasses import field, fields
 from operator import attrgetter
@@ -227,6 +228,24 @@ class MediaResult:
         return got[1]
 
 
+_LENGTH = struct.Struct("<Q")
+
+
+def _send(wfd: int, obj: Any) -> None:
+    """One message of MediaCollector.beside's child: its pickle's length, then the pickle."""
+    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    _child.write_all(wfd, _LENGTH.pack(len(body)) + body)
+
+
+def _received(pipe: Any) -> Any:
+    """The next message :func:`_send` wrote; EOFError when the child ended without it."""
+    head = _child.read_exact(pipe, _LENGTH.size)
+    body = None if head is None else _child.read_exact(pipe, _LENGTH.unpack(head)[0])
+    if body is None:
+        raise EOFError("the media child ended early")
+    return pickle.loads(body)
+
+
 def _result_rows(r: MediaResult) -> tuple[list[tuple], list[tuple], list[tuple]]:
     """A result as plain tuples of its records' fields, what crosses the pipe from MediaCollector.beside's
     child (pickling the records themselves costs five times as much each way)."""
@@ -406,44 +425,55 @@ class MediaCollector:
         ids, ends and orientation, which ``build_records(raw)`` has before any name, and is a pure function
         of the rows, so the child's result is this process's, float for float.  Should the child fail,
         ``take`` finishes here.  ``render`` (name -> function of the result, such as the report's text of
-        the streams) runs in the child too, after the result: what each returns comes with the result, as
-        :meth:`MediaResult.rendered` of its name (a renderer that fails, or no child, gives None there)."""
+        the streams) runs in the child too, after the result: what each returns comes as
+        :meth:`MediaResult.rendered` of its name (a renderer that fails, or no child, gives None there).
+        The child sends the result first and the renderers' values after it, which this process reads
+        when the block ends (before the child is ended): ``take`` does not wait for the renderers, whose
+        work goes on while the caller judges the media and makes its report."""
         if self.result is not None or sum(a.size for a in self.rtp[0]) < BESIDE_MIN_ROWS or not _child.can_fork():
             yield self.finish
             return
 
         def work(wfd: int) -> None:
             result = self.finish(build_records(raw))
-            rows = _result_rows(result)
+            _send(wfd, _result_rows(result))
             made = {}
             for name, fn in (render or {}).items():
                 try:
                     made[name] = fn(result)
                 except Exception:  # left to be made where it is needed
                     pass
-            _child.write_all(wfd, pickle.dumps((rows, made), protocol=pickle.HIGHEST_PROTOCOL))
+            _send(wfd, made)
 
-        with _child.beside(work) as pipe:
+        # a pipe that holds the result (1,000 streams: about 0.3 MB), so that the child goes on to the renderers
+        # without waiting for this process to read it
+        with _child.beside(work, pipe_bytes=1 << 20) as pipe:
             if pipe is None:  # no child could be started: finish here
                 yield self.finish
                 return
+            taken: list[MediaResult] = []  # the result the child sent, once take has it
 
             def take(flows) -> MediaResult:
                 if self.result is None:
                     try:
-                        rows, made = pickle.loads(pipe.read())
-                        result = _result_from_rows(rows, self.options)
+                        result = _result_from_rows(_received(pipe), self.options)
                     except Exception:  # the child failed: finish here, from the rows still held
                         return self.finish(flows)
-                    ids = tuple(map(id, result.streams))
-                    result.made_beside = {name: (ids, value) for name, value in made.items()}
                     self.result = result
+                    taken.append(result)
                     self.rtp = [[] for _ in RTP_DTYPES]
                     self.stun, self.syn, self.tcp_turn = [], [], {}
                     _give_back_memory()
                 return self.result
 
             yield take
+            if taken and render:  # the renderers' values, made of the very streams sent before them
+                try:
+                    made = _received(pipe)
+                except Exception:  # the child failed since: they are made where they are needed
+                    made = {}
+                ids = tuple(map(id, taken[0].streams))
+                taken[0].made_beside = {name: (ids, value) for name, value in made.items()}
 
     def _rtp_columns(self) -> list[np.ndarray]:
         """The RTP/RTCP rows of every batch and of the TURN-over-TCP flows, as one array per column

@@ -622,3 +622,50 @@ def test_what_renderers_make_beside_comes_with_the_result(tmp_path, monkeypatch)
     with collector.beside(raw, {"text": text}) as take:
         got = take(build_records(raw))
     assert got == here and got.rendered("text") is None
+
+
+def test_take_does_not_wait_for_the_renderers(tmp_path, monkeypatch):
+    """The child sends the result before it runs the renderers: ``take`` returns while a renderer is still at
+    work (here one that waits for this process to say that take has returned), and its value is there once
+    the block ends.  A child that dies after the result, before the renderers' values, leaves the result as
+    it sent it and nothing rendered (the caller renders it itself)."""
+    import os
+    import time
+
+    from meshpcap.flows import media as M
+    from meshpcap.flows.engine import FlowBuilder
+    from meshpcap.flows.records import build_records
+    from meshpcap.pipeline import _read_files
+
+    path = _lossy_calls_forking(tmp_path / "w.pcap", seed=9, ssrc0=300, counts=(60, 120), loss=(3, 20, 0.1))
+    here = read_flows(path, media=True).media
+    signal = tmp_path / "taken"
+
+    def waits_for_take(result):
+        deadline = time.monotonic() + 10
+        while not signal.exists():
+            if time.monotonic() > deadline:
+                return "take waited for the renderer"
+            time.sleep(0.01)
+        return f"made after take, {len(result.streams)} streams"
+
+    def dies(result):
+        os._exit(1)
+
+    def collected():
+        collector = MediaCollector()
+        builder = FlowBuilder(evidence=False)
+        _read_files([str(path)], builder, None, collector, None)
+        return collector, builder.finish()
+
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
+    collector, raw = collected()
+    with collector.beside(raw, {"slow": waits_for_take}) as take:
+        got = take(build_records(raw))
+        signal.touch()
+    assert got == here and got.rendered("slow") == "made after take, 4 streams"
+
+    collector, raw = collected()
+    with collector.beside(raw, {"dies": dies}) as take:
+        got = take(build_records(raw))
+    assert got == here and got.rendered("dies") is None and not got.made_beside
