@@ -618,7 +618,9 @@ def name_flows(raw: RawFlows, jobs: list[tuple[int, bool]],
     n, names = name_flows_now(raw, todo, early.dns_guesses)
     _stats_add(n.stats, _stats_delta(_stats_copy(empty), early.stats))
     for f in ahead:
-        _stats_add(n.stats, _stats_delta(_stats_copy(empty), early.guesses[f][3]))
+        counted = early.guesses[f][3]
+        if any(counted.values()):  # a guess that counted nothing (most) adds nothing
+            _stats_add(n.stats, _stats_delta(_stats_copy(empty), counted))
     by_fid = dict(zip((f for f, _ in todo), names))
     out = []
     for f, a in jobs:

@@ -149,6 +149,14 @@ def test_flows_named_ahead_change_nothing(bench_capture, monkeypatch):
     # the same guesses with a current state are taken (so the ones above were refused for their state)
     assert names_and_dns({**good, f: (state, a_is_client, poison, stats)}, good_dns) != want
     assert names_and_dns(good, {**good_dns, d: (good_dns[d][0], poison_dns)}) != want
+    # a guess's own counts are added to the naming's (most guesses count nothing, and add nothing)
+    from collections import Counter
+
+    counted = {"invalid_names": 2, "malformed": Counter({"dns": 3})}
+    got = names_and_dns({**good, f: (state, a_is_client, good[f][2], counted)}, good_dns)
+    assert got[:2] == want[:2]
+    assert got[2]["invalid_names"] == want[2]["invalid_names"] + 2
+    assert got[2]["malformed"]["dns"] == want[2]["malformed"].get("dns", 0) + 3
 
 
 def test_answered_dns_flows_named_ahead_change_nothing(bench_capture, monkeypatch):
