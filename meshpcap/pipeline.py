@@ -40,7 +40,9 @@ _retained: list | None = None  # see retain_until_exit
 def retain_until_exit() -> None:
     """For a process that runs one analysis and then ends with ``os._exit`` (the CLI): keep the
     builder's intermediate state (payloads, per-flow arrays) referenced instead of freeing it
-    object by object when :func:`read_flows` returns (about 30 ms per million packets)."""
+    object by object when :func:`read_flows` returns (about 30 ms per million packets), and the
+    reports :func:`analyze` makes, once their caller lets them go (the records, verdicts and texts
+    of 5,000 flows: 15 ms)."""
     global _retained
     if _retained is None:
         _retained = []
@@ -313,6 +315,8 @@ def _reports(source, profiles, *, service_tags, m365_endpoints, webslates, websl
             prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
             reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets, take_media))
             take_media = None
+    if _retained is not None:
+        _retained.extend(reports)
     return reports
 
 

@@ -118,6 +118,8 @@ def test_retain_until_exit_keeps_the_reading_state(monkeypatch):
     second = pipeline.read_flows(SAMPLES / "reject-rst.pcapng")
     assert len(pipeline._retained) == 1
     assert first.to_dict() == second.to_dict()
+    report = meshpcap.analyze(SAMPLES / "reject-rst.pcapng", service_tags=TAGS)
+    assert pipeline._retained[-1] is report and len(pipeline._retained) == 3  # the reading's state, the report
 
 
 # -- issue 8 section 5: a FlowTable already read, explicit keywords, one string is one item ----------------
