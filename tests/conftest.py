@@ -36,6 +36,17 @@ def shared_captures() -> list[Path]:
     )
 
 
+def generated_capture(tmp_path_factory, name: str, packets: int, seed: int) -> Path:
+    """The benchmark's generator (bench/gen.py) at a small size: a pcap of TLS, DNS, STUN and RTP flows."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp(name) / f"{name}.pcap"
+    subprocess.run([sys.executable, str(REPO / "bench" / "gen.py"), str(out), "--packets", str(packets), "--seed",
+                    str(seed)], check=True, capture_output=True)
+    return out
+
+
 def capture_id(p: Path) -> str:
     try:
         return str(p.relative_to(SHARED_CAPTURES))

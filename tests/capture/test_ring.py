@@ -8,8 +8,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -22,7 +20,7 @@ from meshpcap import _child
 from meshpcap import settings as meshpcap_settings
 from meshpcap.capture.parallel import _ALIGN, _aligned, _RingWriter, _take_from_ring
 from meshpcap.pipeline import read_flows
-from tests.conftest import REPO
+from tests.conftest import generated_capture
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or _child.cpus() < 2, reason="needs fork and two CPUs")
 
@@ -164,10 +162,7 @@ def test_arrays_come_out_as_their_own_copies():
 
 @pytest.fixture(scope="module")
 def capture_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ring") / "small.pcap"
-    subprocess.run([sys.executable, str(REPO / "bench" / "gen.py"), str(out), "--packets", "6000", "--seed", "11"],
-                   check=True, capture_output=True)
-    return out
+    return generated_capture(tmp_path_factory, "ring", 6000, 11)
 
 
 def _serial(path):

@@ -8,8 +8,6 @@ They only switch on for large captures (64 MiB, 8000 flows); the tests lower the
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -17,7 +15,7 @@ import meshpcap.capture.parallel as parallel_mod
 import meshpcap.flows.naming as naming_mod
 from meshpcap import _child, settings
 from meshpcap.pipeline import read_flows
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import SAMPLES, generated_capture
 
 # The two-process paths need a spare CPU (and fork); on one CPU they are never taken.
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or _child.cpus() < 2, reason="needs fork and two CPUs")
@@ -42,10 +40,7 @@ def _count_forks(monkeypatch) -> list:
 
 @pytest.fixture(scope="module")
 def bench_capture(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "small.pcap"
-    subprocess.run([sys.executable, str(REPO / "bench" / "gen.py"), str(out), "--packets", "6000", "--seed", "7"],
-                   check=True, capture_output=True)
-    return out
+    return generated_capture(tmp_path_factory, "bench", 6000, 7)
 
 
 def _both(path, monkeypatch, batch_bytes):
