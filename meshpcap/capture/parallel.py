@@ -7,8 +7,9 @@ batch's columns, what ``work`` returned and the walker's state after the batch t
 (:class:`_RingWriter`; a byte back on a second pipe releases each message's room once this
 process has copied its arrays out): a copy in each process instead of the pipe's two copies in
 the kernel, which also held the child on the pipe's lock while this process read.  A message too
-large for the ring, or any failure to make one, sends its arrays through the pipe as before.  This process maps the same chunk, so its batches hold the same
-records at the same offsets (``batch.data`` is a read-only mmap whose slices are bytes).
+large for the ring, or any failure to make one, sends its arrays through the pipe as before.
+This process maps the same chunk, so its batches hold the same records at the same offsets
+(``batch.data`` is a read-only mmap whose slices are bytes).
 Should the child die, the walker goes on in this process from the last batch reported, with
 the state that came with it.
 
