@@ -9,6 +9,7 @@ import collections
 import os
 import queue
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,12 +67,14 @@ def test_messages_never_overwrite_what_is_not_released(messages, lags):
     try:
         held: collections.deque = collections.deque()
         n = 0
+        deadline = time.monotonic() + 30
         while True:
             try:
                 item = placed.get(timeout=0.05)
-            except queue.Empty:  # the writer waits for room: release the oldest
-                assert held, "the writer waits with nothing held"
-                _check_and_release(ring, held, back)
+            except queue.Empty:  # the writer may wait for room: release the oldest (or it is only slow)
+                assert time.monotonic() < deadline and thread.is_alive(), "the writer stopped"
+                if held:
+                    _check_and_release(ring, held, back)
                 continue
             if item is None:
                 break
