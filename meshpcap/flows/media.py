@@ -445,7 +445,7 @@ class MediaCollector:
                     pass
             _send(wfd, made)
 
-        # a pipe that holds the result (1,000 streams: about 0.3 MB), so that the child goes on to the renderers
+        # a pipe that holds the result (1,000 streams: about 0.57 MB), so that the child goes on to the renderers
         # without waiting for this process to read it
         with _child.beside(work, pipe_bytes=1 << 20) as pipe:
             if pipe is None:  # no child could be started: finish here
