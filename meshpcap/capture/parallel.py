@@ -45,8 +45,8 @@ PARALLEL_MIN_BYTES = 64 << 20  # smaller files are walked in one process (a fork
 _MSG = struct.Struct("<BqqQQq")  # kind, chunk file offset, chunk length, out-of-band buffers, pickle bytes,
 # where the buffers start in the ring (-1: they follow on the pipe)
 _MSG_BATCH, _MSG_END = 1, 2
-RING_BYTES = 8 << 20  # the shared ring; a message's buffers take at most half of it (a batch of the default
-# 16 MiB of packets sends about 3.5 MiB; a batch of tiny packets can send more, through the pipe)
+RING_BYTES = 8 << 20  # the shared ring, which a message's buffers may fill (a batch of the default 16 MiB sends
+# about 3.5 MiB at 700-byte packets, 5.3 MiB at a Teams call's 450; a batch of tinier packets, through the pipe)
 _ALIGN = 64  # each buffer starts on a cache line of the ring
 
 
@@ -66,10 +66,13 @@ class _RingWriter:
         self.held: collections.deque[tuple[int, int]] = collections.deque()  # (start, end) not released yet
 
     def fits(self, total: int) -> bool:
-        return 0 < total <= self.size // 2
+        """Can a message of ``total`` bytes go through the ring?  Any that is not larger: once this process
+        has released every earlier message (their headers are on the pipe already), it fits at the start."""
+        return 0 < total <= self.size
 
     def place(self, views: list, total: int) -> int:
-        """Copy ``views`` (``total`` bytes aligned, see :meth:`fits`) into the ring; where they start."""
+        """Copy ``views`` (``total`` bytes aligned, see :meth:`fits`) into the ring, waiting for room; where
+        they start."""
         start = self._room(total)
         self.held.append((start, start + total))
         pos = start

@@ -115,7 +115,12 @@ def test_a_message_waits_for_the_release_it_needs():
         back.release()  # the first message is released: the third goes where it was
         assert writer.place([memoryview(b"c" * 512)], 512) == 0
         assert bytes(ring[512:]) == b"b" * 512 and bytes(ring[:512]) == b"c" * 512
-        assert not writer.fits(513) and not writer.fits(0)
+        # a message may fill the ring: it waits until every earlier one is released, then starts at 0
+        assert writer.fits(1024) and not writer.fits(1025) and not writer.fits(0)
+        back.release()  # the second one ("b"): room after the third
+        assert writer.place([memoryview(b"d" * 256)], 256) == 512
+        back.release(2)  # the third and the fourth: the ring is empty
+        assert writer.place([memoryview(b"e" * 1024)], 1024) == 0 and len(writer.held) == 1
     finally:
         back.close()
 
