@@ -25,7 +25,7 @@ from ..decode import quic as quicp
 from ..decode import stun as stunp
 from ..decode import tls as tlsp
 from ..decode.buffer import DecodeError
-from .engine import TCP_SYN, Evidence, RawFlows, addr_text
+from .engine import GROUP, TCP_SYN, Evidence, RawFlows, addr_text
 from .model import DNS_COLUMNS, DnsEvent, Flow, StunSummary
 from .records import orient
 
@@ -63,6 +63,23 @@ def reassemble(segments: list[Evidence], isn: int | None = None, limit: int = MA
         if total < 0x80000000:  # within half the sequence space, as the general path assumes
             return b"".join([s.data for s in segs])[:limit], False
     return _reassemble_general(segs, isn, limit)
+
+
+def tcp_streams(evs: list[Evidence], a_is_client: bool, c_isn: int | None, s_isn: int | None,
+                limit: int = MAX_STREAM) -> tuple[bytes, bytes]:
+    """``reassemble(...)[0]`` of the client's and of the server's payloads among a TCP flow's ``evs`` (the
+    client's are those whose ``from_a`` is ``a_is_client``), from their SYNs' ``c_isn`` and ``s_isn``.  The
+    compiled helper (``_group.c`` tcp_streams) joins a direction whose segments are in order, the usual
+    case; reassemble takes any other."""
+    cs = ss = None
+    if GROUP is not None:
+        cs, ss = GROUP.tcp_streams(Evidence, evs, a_is_client, -1 if c_isn is None else (c_isn + 1) & 0xFFFFFFFF,
+                                   -1 if s_isn is None else (s_isn + 1) & 0xFFFFFFFF, limit)
+    if cs is None:
+        cs = reassemble([e for e in evs if e.from_a == a_is_client], c_isn, limit)[0]
+    if ss is None:
+        ss = reassemble([e for e in evs if e.from_a != a_is_client], s_isn, limit)[0]
+    return cs, ss
 
 
 def _reassemble_general(segs: list[Evidence], isn: int | None, limit: int) -> tuple[bytes, bool]:
@@ -429,8 +446,6 @@ class Namer:
         proto = key[0]
         out: dict[str, Any] = {}
         evs = raw.evidence.get(fid, [])
-        client_ev = [e for e in evs if e.from_a == a_is_client]
-        server_ev = [e for e in evs if e.from_a != a_is_client]
         if proto == F.PROTO_TCP:
             t = raw.tcp.get(fid)
             c_isn = s_isn = None
@@ -439,9 +454,9 @@ class Namer:
                     c_isn = t.isn
             if t is not None and t.synack_isn is not None and (t.synack_dir == 1) != a_is_client:
                 s_isn = t.synack_isn
-            self._tcp(out, reassemble(client_ev, c_isn)[0], reassemble(server_ev, s_isn)[0])
+            self._tcp(out, *tcp_streams(evs, a_is_client, c_isn, s_isn))
         elif proto == F.PROTO_UDP:
-            self._udp(out, client_ev, server_ev)
+            self._udp(out, [e for e in evs if e.from_a == a_is_client], [e for e in evs if e.from_a != a_is_client])
         return out
 
     def _dns_and_choice(self, fid: int, a_is_client: bool, out: dict[str, Any]) -> dict[str, Any]:

@@ -177,3 +177,87 @@ def test_evidence_items_refuses_what_the_twin_would_not_take():
     with pytest.raises(ValueError):
         COMPILED.evidence_items(E.Evidence, b"x" * 100, *bad)
     assert COMPILED.evidence_items(E.Evidence, b"", *(c[:0] for c in cols)) == []
+
+
+def _flow_payloads(data: st.DataObject) -> tuple[list, bool, int | None, int | None, int]:
+    """A TCP flow's payloads as the builder keeps them: both directions interleaved, each in order from its
+    ISN (cut anywhere, some empty), or disturbed (a segment moved, repeated, shifted, a SYN with data, a
+    sequence number near 2**32); with or without the SYNs' ISNs, and a limit."""
+    flows = []
+    isns = []
+    for side in (True, False):
+        isn = data.draw(st.integers(0, 2**32 - 1))
+        body = data.draw(st.binary(max_size=300))
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=6)))
+        bounds = [0, *cuts, len(body)]
+        segs = [[(isn + 1 + a) % 2**32, 0x18, body[a:b]] for a, b in zip(bounds, bounds[1:])]
+        trouble = data.draw(st.sampled_from(["none", "none", "move", "repeat", "shift", "syn", "huge"]))
+        if segs and trouble == "move":
+            segs.insert(data.draw(st.integers(0, len(segs) - 1)), segs.pop())
+        elif segs and trouble == "repeat":
+            segs.append(list(segs[data.draw(st.integers(0, len(segs) - 1))]))
+        elif segs and trouble == "shift":
+            segs[-1][0] = (segs[-1][0] + data.draw(st.integers(1, 9))) % 2**32
+        elif segs and trouble == "syn":
+            segs[0][1] |= E.TCP_SYN
+        elif segs and trouble == "huge":
+            segs[0][0] = 2**64 + 1  # no header holds this, but a twin's input may: reassemble compares ints
+        flows.append([(side, s) for s in segs])
+        isns.append(isn if data.draw(st.booleans()) else None)
+    merged = []
+    while flows[0] or flows[1]:  # the two directions interleaved, each in its order
+        k = data.draw(st.integers(0, 1)) if flows[0] and flows[1] else (0 if flows[0] else 1)
+        merged.append(flows[k].pop(0))
+    evs = [E.Evidence(i, i, side, seq, flags, body, len(body)) for i, (side, (seq, flags, body)) in enumerate(merged)]
+    return evs, data.draw(st.booleans()), isns[0], isns[1], data.draw(st.sampled_from([0, 7, 100, 1 << 16]))
+
+
+@needs_ext
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_tcp_streams_as_reassemble_gives_them(data):
+    """naming.tcp_streams with the compiled helper returns what reassemble gives of each direction (the
+    client's: the payloads whose from_a is a_is_client), whatever the order; the helper itself joins every
+    direction that is in order (so the fast path is what these cases test) and declines the others."""
+    from meshpcap.flows import naming as N
+
+    evs, a_is_client, a_isn, b_isn, limit = _flow_payloads(data)
+    c_isn, s_isn = (a_isn, b_isn) if a_is_client else (b_isn, a_isn)
+    want = (N.reassemble([e for e in evs if e.from_a == a_is_client], c_isn, limit)[0],
+            N.reassemble([e for e in evs if e.from_a != a_is_client], s_isn, limit)[0])
+    saved = N.GROUP
+    try:
+        N.GROUP = COMPILED
+        assert N.tcp_streams(evs, a_is_client, c_isn, s_isn, limit) == want
+    finally:
+        N.GROUP = saved
+    fast = COMPILED.tcp_streams(E.Evidence, evs, a_is_client, -1 if c_isn is None else (c_isn + 1) % 2**32,
+                                -1 if s_isn is None else (s_isn + 1) % 2**32, limit)
+    for side, got, isn, expected in ((a_is_client, fast[0], c_isn, want[0]), (not a_is_client, fast[1], s_isn, want[1])):
+        segs = [e for e in evs if e.from_a == side and e.data]
+        pos = (isn + 1) % 2**32 if isn is not None else (segs[0].seq if segs else 0)
+        in_order = True
+        for e in segs:
+            if e.seq != pos or e.flags & E.TCP_SYN or e.seq >= 2**63:  # a number beyond 64 bits: declined
+                in_order = False
+                break
+            pos = (pos + len(e.data)) % 2**32
+        assert (got is not None) == in_order
+        if got is not None:
+            assert type(got) is bytes and got == expected
+
+
+@needs_ext
+def test_tcp_streams_declines_what_it_does_not_know():
+    """Items of another type, a from_a that is not a bool, data that is not bytes: both directions are left to
+    reassemble, which knows them (a plain tuple has no fields to read; 1 == True for reassemble)."""
+    ok = E.Evidence(0, 0, True, 5, 0x18, b"abc", 3)
+    for evs in ([ok, (0, 0, True, 8, 0x18, b"def", 3)], [ok, ok._replace(from_a=1)], [ok._replace(data=bytearray(b"abc"))],
+                [ok._replace(seq=5.0)], [ok._replace(flags=True)]):
+        assert COMPILED.tcp_streams(E.Evidence, evs, True, -1, -1, 100) == (None, None)
+    assert COMPILED.tcp_streams(E.Evidence, [ok, ok._replace(from_a=False)], True, 5, -1, 2) == (b"ab", b"ab")
+    assert COMPILED.tcp_streams(E.Evidence, [], False, -1, -1, 100) == (b"", b"")
+    with pytest.raises(ValueError):
+        COMPILED.tcp_streams(E.Evidence, [ok], True, -1, -1, -1)
+    with pytest.raises(TypeError):
+        COMPILED.tcp_streams(E.Evidence, (ok,), True, -1, -1, 1)
