@@ -2,10 +2,12 @@
 
 - meshpcap/capture/_walk.c: the record-header walks (twin: pcap.py, pcapng.py)
 - meshpcap/decode/_headers.c: header decoding of common packets (twin: decode/frames.py)
-- meshpcap/flows/_group.c: grouping a batch by 5-tuple, and the Evidence rows of the payloads it keeps (twins:
-  flows/engine.py _groups_numpy, _evidence_items_py)
+- meshpcap/flows/_group.c: grouping a batch by 5-tuple, the Evidence rows of the payloads it keeps, and a TCP
+  flow's two streams when they are in order (twins: flows/engine.py _groups_numpy, _evidence_items_py;
+  flows/naming.py reassemble)
 - meshpcap/decode/_media.c: the media facts of a batch (RTP/RTCP, STUN, TCP SYNs and first payloads; twin:
   decode/rtp.py batch_media_numpy)
+- meshpcap/decode/_tls.c: the walk of a well-formed ClientHello (twin: decode/tls.py _parse_client_hello_body)
 
 The package works without them (their Python twins give the same results), so a machine
 without a C compiler still installs; the build only says so.  An editable install gets the
@@ -27,7 +29,8 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers", "meshpcap/flows/_group", "meshpcap/decode/_media")  # each built from MODULE + ".c"
+MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers", "meshpcap/flows/_group", "meshpcap/decode/_media",
+           "meshpcap/decode/_tls")  # each built from MODULE + ".c"
 
 
 def source_hash(text: bytes) -> str:

@@ -6,9 +6,13 @@ import ipaddress
 import struct
 
 from meshpcap._dataclass import dataclass
+from meshpcap._native import load as _load_native
 from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 from meshpcap.decode.x509 import read_certificate_names
+
+TLS_ABI = 1  # must equal TLS_ABI in _tls.c
+_COMPILED = _load_native("meshpcap.decode._tls", TLS_ABI)  # the ClientHello walk in C; None: only the walk below
 
 # RFC 8446 section 5.1: ContentType
 CT_CHANGE_CIPHER_SPEC = 20
@@ -254,6 +258,10 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
     # RFC 8446 section 4.1.2.  Fields are read by index, several to a bounds check; when a
     # check fails, raise_short raises what Buffer reads of those fields always raised.
     length = end - pos + 4
+    if _COMPILED is not None:  # a well-formed hello in its usual shape; None leaves every other to the walk below
+        fields = _COMPILED.client_hello_fields(data, pos, end)
+        if fields is not None:
+            return _hello_of_fields(length, *fields)
     legacy_version, suites, pos = _hello_fixed_fields(data, pos, end)
     ext = _HelloExtensions()
     if pos < end:  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
@@ -267,6 +275,28 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
         ech=ext.ech,
         cipher_suites=_without_grease(suites),
         extensions=tuple(ext.types),
+        length=length,
+        sni_literal=ext.sni_literal,
+    )
+
+
+def _hello_of_fields(length: int, legacy_version: int, suites: tuple[int, ...], types: tuple[int, ...],
+                     sni: bytes | None, alpn: tuple[bytes, ...] | None, versions: tuple[int, ...] | None,
+                     ech: bool) -> ClientHello:
+    """The ClientHello of what ``_tls.c`` client_hello_fields read (GREASE already left out), as the walk
+    below makes it."""
+    ext = _HelloExtensions()
+    if sni is not None:
+        _hello_host_name(sni, ext)
+    return ClientHello(
+        sni=ext.sni,
+        sni_raw_invalid=ext.sni_invalid,
+        alpn=tuple(map(_alpn_text, alpn)) if alpn else (),
+        versions=versions if versions else (legacy_version,),
+        legacy_version=legacy_version,
+        ech=ech,
+        cipher_suites=suites,
+        extensions=types,
         length=length,
         sni_literal=ext.sni_literal,
     )
@@ -389,8 +419,11 @@ def _hello_extensions(data: bytes, pos: int, end: int, out: _HelloExtensions) ->
 
 def _hello_sni(ext: bytes, out: _HelloExtensions) -> None:
     raw = _parse_sni(ext)
-    if raw is None:
-        return
+    if raw is not None:
+        _hello_host_name(raw, out)
+
+
+def _hello_host_name(raw: bytes, out: _HelloExtensions) -> None:
     sni = normalize_hostname(raw)
     # RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName"
     # (a host name can only be an IPv4 literal, which ends in a digit)
