@@ -16,6 +16,10 @@
  * one Python object at a time (seven lists, zip, a slice per payload) was the largest step left in the
  * process that sets the pace of a two-process read.
  *
+ * evidence_candidates() picks the packets of a batch whose payloads the builder may keep (twin:
+ * engine._evidence_candidates_numpy), in the reader's second process: one pass in 5-tuple order instead of a
+ * dozen numpy passes.
+ *
  * tcp_streams() gives the naming stage the two byte streams of a TCP flow in the usual case, each direction's
  * segments in order, one after the other (twin: flows/naming.py reassemble, which the caller runs for a
  * direction this returns None for): splitting a flow's payloads by direction and joining them were a third
@@ -33,7 +37,7 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define GROUP_ABI 4
+#define GROUP_ABI 5
 
 /* The output columns, in the order of the ``out`` tuple, with their item sizes. */
 enum { O_PROTO, O_VER, O_AH, O_AL, O_BH, O_BL, O_AP, O_BP, O_SRC_A, O_HASH, O_PERM, O_FIRST, O_INV, NOUT };
@@ -334,6 +338,111 @@ done:
     return list;
 }
 
+/* The columns of evidence_candidates, in the order of its arguments, with their item sizes. */
+enum { C_PIDX, C_PERM, C_PROTO, C_INV, C_SRC_A, C_AP, C_BP, C_STUN_AT, C_PAYCAP, C_FLAGS, C_TS, C_OUT, NCAND };
+static const Py_ssize_t CAND_SIZE[NCAND] = {8, 8, 8, 8, 1, 8, 8, 8, 8, 2, 8, 4};
+
+/* evidence_candidates(pidx, perm, proto, inv, src_a, a_port, b_port, stun_at, payload_cap, tcp_flags, ts_ns,
+ *                     out, idle_ns, bounds, dns_ports) -> count
+ *
+ * engine.evidence_candidates' choice: pidx, perm, proto, inv (int64) and src_a (bool) per decoded packet, as
+ * Grouped holds them; a_port and b_port (int64) per 5-tuple; stun_at (int64) the STUN messages' positions;
+ * payload_cap (int64), tcp_flags (int16) and ts_ns (int64) per packet of the batch; bounds: the kept payloads
+ * per flow direction of TCP, UDP and DNS; dns_ports: the ports that make a 5-tuple DNS.  Writes the chosen
+ * positions (into pidx, ascending) to the int32 array ``out`` (len(pidx) long) and returns how many.
+ *
+ * In 5-tuple order (perm), a packet may start a flow when it is its 5-tuple's first, a TCP SYN without ACK,
+ * or a UDP datagram more than idle_ns after the packet before it; a payload is chosen when its rank among
+ * the payloads of its direction since the latest such packet is under its bound, or it is a STUN message. */
+static PyObject *evidence_candidates(PyObject *self, PyObject *args) {
+    PyObject *cols[NCAND], *bounds, *dns_ports;
+    long long idle_ns;
+    Py_buffer col[NCAND];
+    int ncol = 0;
+    PyObject *result = NULL;
+    uint8_t *stun = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOLO!O!", &cols[C_PIDX], &cols[C_PERM], &cols[C_PROTO], &cols[C_INV],
+                          &cols[C_SRC_A], &cols[C_AP], &cols[C_BP], &cols[C_STUN_AT], &cols[C_PAYCAP], &cols[C_FLAGS],
+                          &cols[C_TS], &cols[C_OUT], &idle_ns, &PyTuple_Type, &bounds, &PyTuple_Type, &dns_ports))
+        return NULL;
+    long long bound[3];
+    int ports[8], nports = (int)PyTuple_GET_SIZE(dns_ports);
+    if (PyTuple_GET_SIZE(bounds) != 3 || nports > 8) {
+        PyErr_SetString(PyExc_ValueError, "evidence_candidates: three bounds, at most eight DNS ports");
+        return NULL;
+    }
+    for (int j = 0; j < 3; j++) bound[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(bounds, j));
+    for (int j = 0; j < nports; j++) ports[j] = (int)PyLong_AsLong(PyTuple_GET_ITEM(dns_ports, j));
+    if (PyErr_Occurred()) return NULL;
+    for (; ncol < NCAND; ncol++) {
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (ncol == C_OUT ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(cols[ncol], &col[ncol], flags) < 0) goto done;
+        if (col[ncol].itemsize != CAND_SIZE[ncol] || col[ncol].ndim != 1) {
+            ncol++;
+            PyErr_SetString(PyExc_ValueError, "evidence_candidates: a column of the wrong item size");
+            goto done;
+        }
+    }
+    const Py_ssize_t n = col[C_PIDX].shape[0], groups = col[C_AP].shape[0], m = col[C_PAYCAP].shape[0];
+    if (col[C_PERM].shape[0] != n || col[C_PROTO].shape[0] != n || col[C_INV].shape[0] != n ||
+        col[C_SRC_A].shape[0] != n || col[C_OUT].shape[0] != n || col[C_BP].shape[0] != groups ||
+        col[C_FLAGS].shape[0] != m || col[C_TS].shape[0] != m) {
+        PyErr_SetString(PyExc_ValueError, "evidence_candidates: columns of unequal length");
+        goto done;
+    }
+    const int64_t *pidx = col[C_PIDX].buf, *perm = col[C_PERM].buf, *proto = col[C_PROTO].buf, *inv = col[C_INV].buf,
+                  *ap = col[C_AP].buf, *bp = col[C_BP].buf, *stun_at = col[C_STUN_AT].buf, *paycap = col[C_PAYCAP].buf,
+                  *ts = col[C_TS].buf;
+    const uint8_t *src_a = col[C_SRC_A].buf;
+    const int16_t *tflags = col[C_FLAGS].buf;
+    int32_t *out = col[C_OUT].buf;
+    stun = calloc(n ? n : 1, 1);  /* the chosen ones too, once the pass has marked them (bit 1) */
+    if (stun == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < col[C_STUN_AT].shape[0]; i++) {
+        if (stun_at[i] < 0 || stun_at[i] >= n) goto out_of_range;
+        stun[stun_at[i]] = 1;
+    }
+    long long count[2] = {0, 0};  /* payloads of each direction since the latest packet that may start a flow */
+    int64_t prev_g = -1, prev_ts = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const int64_t q = perm[j];
+        if (q < 0 || q >= n) goto out_of_range;
+        const int64_t p = pidx[q], g = inv[q];
+        if (p < 0 || p >= m || g < 0 || g >= groups) goto out_of_range;
+        const int is_tcp = proto[q] == 6, is_udp = proto[q] == 17;
+        /* int64 wraps as numpy's subtraction does */
+        const int gap = j > 0 && (int64_t)((uint64_t)ts[p] - (uint64_t)prev_ts) > idle_ns;
+        const int start = j == 0 || g != prev_g || (is_tcp && (tflags[p] & 0x12) == 0x02) || (is_udp && gap);
+        prev_g = g;
+        prev_ts = ts[p];
+        if (start) count[0] = count[1] = 0;
+        if (!(paycap[p] > 0 && (is_tcp || is_udp))) continue;
+        const int side = src_a[q] ? 0 : 1;
+        const long long rank = count[side]++;
+        long long b = bound[0];
+        if (!is_tcp) {
+            int dns = 0;
+            for (int k = 0; k < nports; k++) dns |= ap[g] == ports[k] || bp[g] == ports[k];
+            b = dns ? bound[2] : bound[1];
+        }
+        if (rank < b || (stun[q] & 1)) stun[q] |= 2;
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t q = 0; q < n; q++)
+        if (stun[q] & 2) out[k++] = (int32_t)q;
+    result = PyLong_FromSsize_t(k);
+    goto done;
+out_of_range:
+    PyErr_SetString(PyExc_IndexError, "evidence_candidates: a position out of range");
+done:
+    free(stun);
+    for (int j = 0; j < ncol; j++) PyBuffer_Release(&col[j]);
+    return result;
+}
+
 #define SEQ_MASK 0xFFFFFFFFLL
 #define HALF_SEQ 0x80000000LL
 #define TCP_SYN_FLAG 0x02
@@ -427,6 +536,7 @@ static PyMethodDef methods[] = {
     {"group_keys", group_keys, METH_VARARGS, "Group the decoded packets of a batch by canonical 5-tuple (see _group.c)."},
     {"key_hash", key_hash, METH_VARARGS, "engine._key_hash of up to eight uint64 columns (see _group.c)."},
     {"evidence_items", evidence_items, METH_VARARGS, "The Evidence tuples of a batch's kept payloads (see _group.c)."},
+    {"evidence_candidates", evidence_candidates, METH_VARARGS, "The payloads of a batch the builder may keep (see _group.c)."},
     {"tcp_streams", tcp_streams, METH_VARARGS, "A TCP flow's two byte streams when its segments are in order (see _group.c)."},
     {NULL, NULL, 0, NULL},
 };

@@ -62,7 +62,7 @@ _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63)]
 
 
-GROUP_ABI = 4  # must equal GROUP_ABI in _group.c
+GROUP_ABI = 5  # must equal GROUP_ABI in _group.c
 GROUP = _load_native("meshpcap.flows._group", GROUP_ABI)  # None: the numpy twin groups (_groups_numpy)
 
 
@@ -494,7 +494,28 @@ def evidence_candidates(batch, d: F.Decoded, gb: Grouped, idle_ns: int = UDP_IDL
     ``idle_ns`` of silence), so a packet's rank in its flow is at least the rank counted here: a
     packet left out is past its bound, and so is every later payload of its flow direction in the
     batch, after at least that many candidates of its own.  Set on ``gb`` (``ev_cand``, indices into
-    ``gb.pidx``, with ``ev_idle_ns``): valid for a builder whose idle split is ``idle_ns`` or longer."""
+    ``gb.pidx``, with ``ev_idle_ns``): valid for a builder whose idle split is ``idle_ns`` or longer.
+    By the compiled helper where it is built (``_group.c``: one pass instead of a dozen), else
+    :func:`_evidence_candidates_numpy`."""
+    cols = (gb.pidx, gb.perm, gb.proto, gb.inv, gb.src_a, gb.keys[6], gb.keys[7], gb.stun_at, d.payload_cap,
+            d.tcp_flags, batch.ts_ns)
+    if GROUP is not None and all(type(c) is np.ndarray and c.dtype == dt for c, dt in zip(cols, _CANDIDATE_INPUTS)):
+        out = np.empty(gb.pidx.size, np.int32)
+        k = GROUP.evidence_candidates(*(np.ascontiguousarray(c) for c in cols), out, idle_ns,
+                                      (EVIDENCE_TCP, EVIDENCE_UDP, EVIDENCE_DNS), DNS_PORTS)
+        gb.ev_cand = out[:k]
+        gb.ev_idle_ns = idle_ns
+        return
+    _evidence_candidates_numpy(batch, d, gb, idle_ns)
+
+
+# the dtypes of what _group.c's evidence_candidates reads (Grouped's columns, then the batch's)
+_CANDIDATE_INPUTS = (np.int64, np.int64, np.int64, np.int64, np.bool_, np.int64, np.int64, np.int64, np.int64,
+                     np.int16, np.int64)
+
+
+def _evidence_candidates_numpy(batch, d: F.Decoded, gb: Grouped, idle_ns: int = UDP_IDLE_NS) -> None:
+    """:func:`evidence_candidates` in numpy (the twin of ``_group.c``'s)."""
     pidx, o = gb.pidx, gb.perm
     n = pidx.size
     po = pidx[o]  # perm order from here on: each 5-tuple's packets together, in capture order

@@ -261,3 +261,84 @@ def test_tcp_streams_declines_what_it_does_not_know():
         COMPILED.tcp_streams(E.Evidence, [ok], True, -1, -1, -1)
     with pytest.raises(TypeError):
         COMPILED.tcp_streams(E.Evidence, (ok,), True, -1, -1, 1)
+
+
+def _candidates_both(batch, d, gb, idle_ns) -> None:
+    """engine.evidence_candidates by the compiled helper and by its numpy twin: the same positions, int32."""
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        E.evidence_candidates(batch, d, gb, idle_ns)
+        fast = gb.ev_cand
+        E._evidence_candidates_numpy(batch, d, gb, idle_ns)
+        slow = gb.ev_cand
+    finally:
+        E.GROUP = saved
+    assert fast.dtype == slow.dtype == np.int32
+    assert np.array_equal(fast, slow)
+
+
+@needs_ext
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
+def test_samples_evidence_candidates_alike(sample):
+    with open_capture(SAMPLES / sample, batch_bytes=4096) as cap:
+        for batch in cap.batches():
+            d = F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+            gb = E.group_batch(batch.data, d)
+            for idle_ns in (E.UDP_IDLE_NS, 1_000_000, 0):
+                _candidates_both(batch, d, gb, idle_ns)
+
+
+class _Ns:
+    def __init__(self, **kw) -> None:
+        self.__dict__.update(kw)
+
+
+@needs_ext
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 400), st.integers(1, 10), st.integers(0, 2**32 - 1))
+def test_generated_evidence_candidates_alike(n, endpoints, seed):
+    """Few 5-tuples both ways (DNS ports among them), SYNs with and without ACK, payloads and empty
+    packets, gaps longer and shorter than the idle split, STUN messages anywhere, and packets of the batch
+    left out of pidx: the compiled choice is the twin's."""
+    rng = np.random.default_rng(seed)
+    m = n + int(rng.integers(0, 5))  # the batch's packets; pidx takes n of them
+    hosts = rng.integers(0, 2**32, (endpoints, 2), dtype=np.uint64)
+    hosts[:, 0] = 0
+    ports = rng.choice(np.array([53, 5353, 443, 3478, 50000], np.int32), endpoints)
+    src, dst = rng.integers(0, endpoints, m), rng.integers(0, endpoints, m)
+    d = _Cols(rng.choice(np.array([6, 17, 1], np.int16), m), np.full(m, 4, np.int8), hosts[src, 0], hosts[src, 1],
+              hosts[dst, 0], hosts[dst, 1], ports[src], ports[dst])
+    d.payload_cap = np.where(rng.random(m) < 0.7, rng.integers(1, 1500, m), 0).astype(np.int64)
+    d.tcp_flags = rng.choice(np.array([0x02, 0x12, 0x10, 0x18, 0x11, 0x04], np.int16), m)
+    ts = np.cumsum(rng.choice(np.array([0, 1, 1000, 10**6, 10**9], np.int64), m))
+    pidx = np.sort(rng.choice(m, n, replace=False)).astype(np.int64)
+    proto, ver, ah, al, bh, bl, ap, bp, src_a, h, perm, first_pos, inv = E._groups_numpy(d, pidx)
+    stun_at = np.sort(rng.choice(n, int(rng.integers(0, n + 1)), replace=False)).astype(np.int64) if n else \
+        np.zeros(0, np.int64)
+    keys = (proto[first_pos], ver[first_pos], ah[first_pos], al[first_pos], bh[first_pos], bl[first_pos],
+            ap[first_pos], bp[first_pos])
+    gb = _Ns(pidx=pidx, perm=perm, proto=proto, inv=inv, src_a=src_a, keys=keys, stun_at=stun_at)
+    for idle_ns in (10**6, 10**9 - 1, E.UDP_IDLE_NS):
+        _candidates_both(_Ns(ts_ns=ts), d, gb, idle_ns)
+
+
+@needs_ext
+def test_evidence_candidates_refuses_bad_columns():
+    cols = [np.zeros(2, np.int64), np.array([0, 1], np.int64), np.full(2, 17, np.int64), np.zeros(2, np.int64),
+            np.ones(2, bool), np.full(1, 53, np.int64), np.full(1, 40000, np.int64), np.zeros(0, np.int64),
+            np.ones(2, np.int64), np.zeros(2, np.int16), np.zeros(2, np.int64)]
+    out = np.empty(2, np.int32)
+    assert COMPILED.evidence_candidates(*cols, out, 10, (16, 8, 10_000), (53,)) == 2
+    for k, wrong in [(1, np.array([0, 2], np.int64)), (3, np.array([0, 1], np.int64)), (7, np.array([5], np.int64))]:
+        bad = list(cols)
+        bad[k] = wrong
+        with pytest.raises(IndexError):
+            COMPILED.evidence_candidates(*bad, out, 10, (16, 8, 10_000), (53,))
+    for k, wrong in [(0, cols[0].astype(np.int32)), (9, cols[9].astype(np.int64)), (2, cols[2][:1])]:
+        bad = list(cols)
+        bad[k] = wrong
+        with pytest.raises(ValueError):
+            COMPILED.evidence_candidates(*bad, out, 10, (16, 8, 10_000), (53,))
+    with pytest.raises(ValueError):
+        COMPILED.evidence_candidates(*cols, out, 10, (16, 8), (53,))
