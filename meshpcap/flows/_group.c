@@ -20,6 +20,11 @@
  * engine._evidence_candidates_numpy), in the reader's second process: one pass in 5-tuple order instead of a
  * dozen numpy passes.
  *
+ * keep_evidence() is the builder's half (twin: engine.FlowBuilder._evidence_numpy): it ranks those candidates
+ * against the payloads each flow direction kept before, counts them, and appends the Evidence tuples of the
+ * kept ones to the builder's lists in one pass, where numpy took a dozen passes, two argsorts and a Python
+ * loop of appends.
+ *
  * tcp_streams() gives the naming stage the two byte streams of a TCP flow in the usual case, each direction's
  * segments in order, one after the other (twin: flows/naming.py reassemble, which the caller runs for a
  * direction this returns None for): splitting a flow's payloads by direction and joining them were a third
@@ -37,7 +42,7 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define GROUP_ABI 5
+#define GROUP_ABI 6
 
 /* The output columns, in the order of the ``out`` tuple, with their item sizes. */
 enum { O_PROTO, O_VER, O_AH, O_AL, O_BH, O_BL, O_AP, O_BP, O_SRC_A, O_HASH, O_PERM, O_FIRST, O_INV, NOUT };
@@ -443,6 +448,159 @@ done:
     return result;
 }
 
+/* The columns of keep_evidence, in the order of its arguments after cls, data and ev, with their item sizes:
+ * first those indexed by position among the decoded packets, then those of the batch, then the counters. */
+enum { K_CAND, K_FID, K_SRC_A, K_TCP, K_STUN, K_TS, K_PIDX, K_SPORT, K_DPORT, K_PAY, K_CAP, K_SEQ, K_FLAGS, K_WIRE,
+       K_PAY_A, K_PAY_B, K_STUN_A, K_STUN_B, NKEEP };
+static const Py_ssize_t KEEP_SIZE[NKEEP] = {4, 8, 1, 1, 1, 8, 8, 4, 4, 8, 8, 8, 2, 8, 8, 8, 8, 8};
+
+/* keep_evidence(cls, data, ev, cand, fid, src_a, is_tcp, stun, ts, pidx, sport, dport, payload, payload_cap,
+ *               tcp_seq, tcp_flags, payload_len, pay_a, pay_b, stun_a, stun_b, nflows, record0, bounds,
+ *               dns_ports) -> the kept DNS datagrams' Evidence, in order
+ *
+ * cand (int32): the candidate positions among the decoded packets, ascending; fid (int64), src_a, is_tcp and
+ * stun (bool), ts (int64) per decoded packet; pidx (int64) their packets in the batch, whose sport, dport
+ * (int32), payload, payload_cap, tcp_seq (int64), tcp_flags (int16) and payload_len (int64) are given; pay_a,
+ * pay_b, stun_a, stun_b: the builder's int64 counters per flow (at least nflows long), updated in place;
+ * bounds: the payloads kept per flow direction of TCP, UDP, DNS, and the STUN messages.  Each candidate, in
+ * order, counts as its direction's next payload (and next STUN message when it is one); it is kept when that
+ * rank is under its bound (TCP; UDP, or DNS for a packet to or from dns_ports; STUN for a UDP STUN message),
+ * as ``cls(record0 + packet, ts, src_a, seq, flags, data[payload:payload + cap], wire)`` appended to
+ * ``ev[flow]`` (a list, made when the flow has none).  The twin ranks only the directions still under their
+ * bound; a flow is one 5-tuple, so its candidates share one transport and pair of ports and the ranks agree. */
+static PyObject *keep_evidence(PyObject *self, PyObject *args) {
+    PyTypeObject *cls;
+    PyObject *data_obj, *ev, *cols[NKEEP], *bounds, *dns_ports;
+    Py_ssize_t nflows;
+    long long record0;
+    Py_buffer data, col[NKEEP];
+    int ncol = 0, have_data = 0;
+    PyObject *result = NULL, *dns_items = NULL;
+    if (!PyArg_ParseTuple(args, "O!OO!OOOOOOOOOOOOOOOOOOnLO!O!", &PyType_Type, &cls, &data_obj, &PyDict_Type, &ev,
+                          &cols[K_CAND], &cols[K_FID], &cols[K_SRC_A], &cols[K_TCP], &cols[K_STUN], &cols[K_TS],
+                          &cols[K_PIDX], &cols[K_SPORT], &cols[K_DPORT], &cols[K_PAY], &cols[K_CAP], &cols[K_SEQ],
+                          &cols[K_FLAGS], &cols[K_WIRE], &cols[K_PAY_A], &cols[K_PAY_B], &cols[K_STUN_A],
+                          &cols[K_STUN_B], &nflows, &record0, &PyTuple_Type, &bounds, &PyTuple_Type, &dns_ports))
+        return NULL;
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "keep_evidence: cls must be a tuple subclass");
+        return NULL;
+    }
+    long long bound[4];
+    int ports[8], nports = (int)PyTuple_GET_SIZE(dns_ports);
+    if (PyTuple_GET_SIZE(bounds) != 4 || nports > 8) {
+        PyErr_SetString(PyExc_ValueError, "keep_evidence: four bounds, at most eight DNS ports");
+        return NULL;
+    }
+    for (int j = 0; j < 4; j++) bound[j] = PyLong_AsLongLong(PyTuple_GET_ITEM(bounds, j));
+    for (int j = 0; j < nports; j++) ports[j] = (int)PyLong_AsLong(PyTuple_GET_ITEM(dns_ports, j));
+    if (PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) return NULL;
+    have_data = 1;
+    for (; ncol < NKEEP; ncol++) {
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (ncol >= K_PAY_A ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(cols[ncol], &col[ncol], flags) < 0) goto done;
+        if (col[ncol].itemsize != KEEP_SIZE[ncol] || col[ncol].ndim != 1) {
+            ncol++;
+            PyErr_SetString(PyExc_ValueError, "keep_evidence: a column of the wrong item size");
+            goto done;
+        }
+    }
+    const Py_ssize_t nc = col[K_CAND].shape[0], n = col[K_FID].shape[0], m = col[K_SPORT].shape[0];
+    for (int j = K_SRC_A; j <= K_PIDX; j++)
+        if (col[j].shape[0] != n) goto unequal;
+    for (int j = K_DPORT; j <= K_WIRE; j++)
+        if (col[j].shape[0] != m) goto unequal;
+    for (int j = K_PAY_A; j <= K_STUN_B; j++)
+        if (col[j].shape[0] < nflows) goto unequal;
+    const int32_t *cand = col[K_CAND].buf, *sport = col[K_SPORT].buf, *dport = col[K_DPORT].buf;
+    const int64_t *fid = col[K_FID].buf, *ts = col[K_TS].buf, *pidx = col[K_PIDX].buf, *pay = col[K_PAY].buf,
+                  *cap = col[K_CAP].buf, *seq = col[K_SEQ].buf, *wire = col[K_WIRE].buf;
+    const uint8_t *src_a = col[K_SRC_A].buf, *is_tcp = col[K_TCP].buf, *is_stun = col[K_STUN].buf;
+    const int16_t *tflags = col[K_FLAGS].buf;
+    int64_t *pay_a = col[K_PAY_A].buf, *pay_b = col[K_PAY_B].buf, *stun_a = col[K_STUN_A].buf,
+            *stun_b = col[K_STUN_B].buf;
+    for (Py_ssize_t i = 0; i < nc; i++) {  /* every index checked before anything is counted */
+        const int32_t c = cand[i];
+        if (c < 0 || c >= n || fid[c] < 0 || fid[c] >= nflows || pidx[c] < 0 || pidx[c] >= m ||
+            pay[pidx[c]] < 0 || cap[pidx[c]] < 0) {
+            PyErr_SetString(PyExc_IndexError, "keep_evidence: a position, flow or payload out of range");
+            goto done;
+        }
+    }
+    dns_items = PyList_New(0);
+    if (dns_items == NULL) goto done;
+    const char *buf = data.buf;
+    const Py_ssize_t len = data.len;
+    for (Py_ssize_t i = 0; i < nc; i++) {
+        const int32_t c = cand[i];
+        const int64_t f = fid[c], p = pidx[c];
+        const int a = src_a[c] != 0, tcp = is_tcp[c] != 0;
+        int dns = 0;
+        if (!tcp)
+            for (int k = 0; k < nports; k++) dns |= sport[p] == ports[k] || dport[p] == ports[k];
+        const long long rank = a ? pay_a[f]++ : pay_b[f]++;
+        int keep = tcp ? rank < bound[0] : (rank < bound[1] || (dns && rank < bound[2]));
+        if (is_stun[c]) {
+            const long long srank = a ? stun_a[f]++ : stun_b[f]++;
+            keep |= !tcp && srank < bound[3];
+        }
+        if (!keep) continue;
+        /* data[pay:pay + cap] as a Python slice: clamped to the buffer */
+        Py_ssize_t lo = pay[p] < len ? (Py_ssize_t)pay[p] : len;
+        Py_ssize_t hi = cap[p] < len - lo ? lo + (Py_ssize_t)cap[p] : len;
+        PyObject *item = cls->tp_alloc(cls, 7);
+        if (item == NULL) goto fail;
+        PyObject *fl[7] = {PyLong_FromLongLong(record0 + p), PyLong_FromLongLong(ts[c]), PyBool_FromLong(a),
+                           PyLong_FromLongLong(seq[p]), PyLong_FromLong(tflags[p]),
+                           PyBytes_FromStringAndSize(buf + lo, hi - lo), PyLong_FromLongLong(wire[p])};
+        int bad = 0;
+        for (int j = 0; j < 7; j++) bad |= fl[j] == NULL;
+        for (int j = 0; j < 7; j++) {
+            if (bad) Py_XDECREF(fl[j]);
+            else PyTuple_SET_ITEM(item, j, fl[j]);
+        }
+        if (bad) {
+            Py_DECREF(item);
+            goto fail;
+        }
+        PyObject *key = PyLong_FromLongLong(f);
+        if (key == NULL) {
+            Py_DECREF(item);
+            goto fail;
+        }
+        PyObject *lst = PyDict_GetItemWithError(ev, key);  /* borrowed */
+        if (lst == NULL) {
+            if (PyErr_Occurred() || (lst = PyList_New(0)) == NULL || PyDict_SetItem(ev, key, lst) < 0) {
+                Py_XDECREF(lst);
+                Py_DECREF(key);
+                Py_DECREF(item);
+                goto fail;
+            }
+            Py_DECREF(lst);  /* the dict holds it */
+        }
+        Py_DECREF(key);
+        if (!PyList_Check(lst) || PyList_Append(lst, item) < 0 || (dns && PyList_Append(dns_items, item) < 0)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "keep_evidence: ev holds a value that is not a list");
+            Py_DECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    result = dns_items;
+    dns_items = NULL;
+    goto done;
+unequal:
+    PyErr_SetString(PyExc_ValueError, "keep_evidence: columns of unequal length");
+    goto done;
+fail:
+done:
+    Py_XDECREF(dns_items);
+    for (int j = 0; j < ncol; j++) PyBuffer_Release(&col[j]);
+    if (have_data) PyBuffer_Release(&data);
+    return result;
+}
+
 #define SEQ_MASK 0xFFFFFFFFLL
 #define HALF_SEQ 0x80000000LL
 #define TCP_SYN_FLAG 0x02
@@ -537,6 +695,7 @@ static PyMethodDef methods[] = {
     {"key_hash", key_hash, METH_VARARGS, "engine._key_hash of up to eight uint64 columns (see _group.c)."},
     {"evidence_items", evidence_items, METH_VARARGS, "The Evidence tuples of a batch's kept payloads (see _group.c)."},
     {"evidence_candidates", evidence_candidates, METH_VARARGS, "The payloads of a batch the builder may keep (see _group.c)."},
+    {"keep_evidence", keep_evidence, METH_VARARGS, "Rank, count and keep a batch's evidence candidates (see _group.c)."},
     {"tcp_streams", tcp_streams, METH_VARARGS, "A TCP flow's two byte streams when its segments are in order (see _group.c)."},
     {NULL, NULL, 0, NULL},
 };

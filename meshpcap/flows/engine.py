@@ -62,7 +62,7 @@ _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63)]
 
 
-GROUP_ABI = 5  # must equal GROUP_ABI in _group.c
+GROUP_ABI = 6  # must equal GROUP_ABI in _group.c
 GROUP = _load_native("meshpcap.flows._group", GROUP_ABI)  # None: the numpy twin groups (_groups_numpy)
 
 
@@ -508,6 +508,10 @@ def evidence_candidates(batch, d: F.Decoded, gb: Grouped, idle_ns: int = UDP_IDL
         return
     _evidence_candidates_numpy(batch, d, gb, idle_ns)
 
+
+# the dtypes of the columns _group.c's keep_evidence reads (FlowBuilder._evidence)
+_KEEP_INPUTS = (np.int32, np.int64, np.bool_, np.bool_, np.bool_, np.int64, np.int64, np.int32, np.int32, np.int64,
+                np.int64, np.int64, np.int16, np.int64)
 
 # the dtypes of what _group.c's evidence_candidates reads (Grouped's columns, then the batch's)
 _CANDIDATE_INPUTS = (np.int64, np.int64, np.int64, np.int64, np.bool_, np.int64, np.int64, np.int64, np.int64,
@@ -995,7 +999,24 @@ class FlowBuilder:
     def _evidence(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf, cand=None) -> None:
         """Keep the batch's evidence.  ``cand``: :func:`evidence_candidates` of the batch, or None (every
         payload is a candidate); ranking only those counts the payloads of a flow direction exactly
-        while it is under its bound and at least up to the bound once it is past (all the bounds need)."""
+        while it is under its bound and at least up to the bound once it is past (all the bounds need).
+        By the compiled helper where it is built (``_group.c`` keep_evidence), else :meth:`_evidence_numpy`."""
+        if cand is None:
+            cand = np.nonzero((d.payload_cap[pidx] > 0) & (is_tcp | is_udp))[0]
+        cols = (cand.astype(np.int32, copy=False), fid, src_a, is_tcp, stun, ts_p, pidx, d.sport, d.dport, d.payload,
+                d.payload_cap, d.tcp_seq, d.tcp_flags, d.payload_len)
+        counters = (self.f_pay_a.a, self.f_pay_b.a, self.f_stun_a.a, self.f_stun_b.a)
+        if GROUP is None or not all(type(c) is np.ndarray and c.dtype == dt for c, dt in zip(cols, _KEEP_INPUTS)):
+            return self._evidence_numpy(data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf, cand)
+        if cand.size == 0:
+            return
+        dns = GROUP.keep_evidence(Evidence, data, self.evidence, *(np.ascontiguousarray(c) for c in cols), *counters,
+                                  nf, rec0, (EVIDENCE_TCP, EVIDENCE_UDP, EVIDENCE_DNS, EVIDENCE_STUN), DNS_PORTS)
+        if dns:  # DNS datagrams can be parsed before the capture ends
+            self.dns_new.extend(dns)
+
+    def _evidence_numpy(self, data, d, pidx, fid, src_a, is_tcp, is_udp, stun, rec0, ts_p, nf, cand=None) -> None:
+        """:meth:`_evidence` in numpy (the twin of ``_group.c``'s keep_evidence)."""
         pcap_ = d.payload_cap[pidx]
         if cand is None:
             cand = np.nonzero((pcap_ > 0) & (is_tcp | is_udp))[0]

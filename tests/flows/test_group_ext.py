@@ -18,6 +18,7 @@ from meshpcap.capture import open_capture
 from meshpcap.decode import frames as F
 from meshpcap.flows import engine as E
 from tests.conftest import SAMPLES
+from tests.flows.test_prepare import _comparable
 
 try:  # also when MESHPCAP_PURE_PYTHON is set: the comparison needs the module itself
     from meshpcap.flows import _group as COMPILED
@@ -342,3 +343,118 @@ def test_evidence_candidates_refuses_bad_columns():
             COMPILED.evidence_candidates(*bad, out, 10, (16, 8, 10_000), (53,))
     with pytest.raises(ValueError):
         COMPILED.evidence_candidates(*cols, out, 10, (16, 8), (53,))
+
+
+def _built(path, compiled: bool, batch_bytes: int, prepared: bool):
+    """The finished flows of ``path`` and the DNS datagrams handed on per batch, the evidence kept by
+    keep_evidence (``compiled``) or by its numpy twin."""
+    from meshpcap.capture import open_capture as _open
+
+    fb = E.FlowBuilder()
+    if not compiled:
+        fb._evidence = fb._evidence_numpy
+    dns = []
+    with _open(path, batch_bytes=batch_bytes) as cap:
+        for batch in cap.batches():
+            d = F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+            fb.add(batch, d, E.prepare(batch, d, trim=True) if prepared else None)
+            dns.append([tuple(e) for e in fb.dns_new])
+            fb.dns_new.clear()
+            counters = [c.a[:fb.nflows].tolist() for c in (fb.f_pay_a, fb.f_pay_b, fb.f_stun_a, fb.f_stun_b)]
+    raw = fb.finish()
+    for lst in raw.evidence.values():
+        for e in lst:
+            assert type(e) is E.Evidence and [type(x) for x in e] == [int, int, bool, int, int, bytes, int]
+    return _comparable(raw), dns, counters
+
+
+@needs_ext
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
+@pytest.mark.parametrize("batch_bytes,prepared", [(2048, True), (1 << 20, True), (4096, False)])
+def test_samples_keep_the_same_evidence(sample, batch_bytes, prepared):
+    assert E.GROUP is not None
+    assert _built(SAMPLES / sample, True, batch_bytes, prepared) == _built(SAMPLES / sample, False, batch_bytes, prepared)
+
+
+@needs_ext
+@pytest.mark.parametrize("batch_bytes", [700, 5000, 1 << 20])
+def test_bounds_are_kept_alike(tmp_path, batch_bytes):
+    """A capture whose flows reach every bound (TCP, UDP, STUN, DNS): the same evidence, counters and DNS
+    datagrams from the compiled helper as from its twin."""
+    from tests.flows.test_prepare import _busy_capture
+
+    path = _busy_capture(tmp_path)
+    fast = _built(path, True, batch_bytes, True)
+    assert fast == _built(path, False, batch_bytes, True)
+    assert {32, 49} <= {len(v) for v in fast[0]["evidence"].values()}
+
+
+@needs_ext
+def test_keep_evidence_refuses_bad_columns():
+    fb = E.FlowBuilder()
+    n = 2
+    cols = [np.array([0, 1], np.int32), np.zeros(n, np.int64), np.ones(n, bool), np.ones(n, bool), np.zeros(n, bool),
+            np.zeros(n, np.int64), np.array([0, 1], np.int64), np.zeros(n, np.int32), np.zeros(n, np.int32),
+            np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int16),
+            np.ones(n, np.int64)]
+    counters = [np.zeros(4, np.int64) for _ in range(4)]
+    args = (16, 8, 10_000, 64), (53,)
+    ev: dict = {}
+    assert COMPILED.keep_evidence(E.Evidence, b"ab", ev, *cols, *counters, 1, 10, *args) == []
+    assert ev == {0: [E.Evidence(10, 0, True, 0, 0, b"a", 1), E.Evidence(11, 0, True, 0, 0, b"a", 1)]}
+    assert counters[0].tolist() == [2, 0, 0, 0]
+    for k, wrong, error in [(0, np.array([0, 5], np.int32), IndexError), (1, np.array([0, 3], np.int64), IndexError),
+                            (6, np.array([0, 9], np.int64), IndexError), (0, cols[0].astype(np.int64), ValueError),
+                            (12, cols[12].astype(np.int64), ValueError), (2, cols[2][:1], ValueError)]:
+        bad = list(cols)
+        bad[k] = wrong
+        before = [c.copy() for c in counters]
+        with pytest.raises(error):
+            COMPILED.keep_evidence(E.Evidence, b"ab", {}, *bad, *counters, 1, 10, *args)
+        assert all(np.array_equal(a, b) for a, b in zip(before, counters)), "counted before refusing"
+    with pytest.raises(TypeError):
+        COMPILED.keep_evidence(int, b"ab", {}, *cols, *counters, 1, 10, *args)
+    with pytest.raises(TypeError):
+        COMPILED.keep_evidence(E.Evidence, b"ab", {0: ()}, *cols, *counters, 1, 10, *args)
+
+
+@needs_ext
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 200), st.integers(1, 6), st.integers(0, 2**32 - 1), st.booleans())
+def test_generated_evidence_kept_alike(n, nf, seed, given_candidates):
+    """keep_evidence against FlowBuilder._evidence_numpy on generated columns: packets of the batch left out of
+    the decoded ones (so positions and packets differ), flows part-way to their bounds, STUN marks on TCP too,
+    DNS ports, payloads that run past the data; the same lists (in the same order), DNS datagrams and counters.
+    Each flow has one transport and one pair of ports, as a 5-tuple's flow has."""
+    rng = np.random.default_rng(seed)
+    m = n + int(rng.integers(0, 6))
+    data = rng.integers(0, 256, 3000).astype(np.uint8).tobytes()
+    pidx = np.sort(rng.choice(m, n, replace=False)).astype(np.int64)
+    fid = rng.integers(0, nf, n).astype(np.int64)
+    flow_tcp = rng.random(nf) < 0.5
+    sport, dport = rng.integers(0, 65536, m).astype(np.int32), rng.integers(0, 65536, m).astype(np.int32)
+    sport[pidx] = rng.choice(np.array([53, 5353, 443, 3478], np.int32), nf)[fid]
+    dport[pidx] = rng.choice(np.array([5355, 40000, 443], np.int32), nf)[fid]
+    d = _Ns(sport=sport, dport=dport,
+            payload=rng.integers(0, 3100, m).astype(np.int64),
+            payload_cap=np.where(rng.random(m) < 0.8, rng.integers(1, 400, m), 0).astype(np.int64),
+            tcp_seq=rng.integers(0, 2**32, m).astype(np.int64), tcp_flags=rng.integers(0, 64, m).astype(np.int16),
+            payload_len=rng.integers(0, 1500, m).astype(np.int64))
+    src_a, is_tcp, stun = rng.random(n) < 0.5, flow_tcp[fid], rng.random(n) < 0.3
+    ts = rng.integers(0, 2**62, n).astype(np.int64)
+    start = [rng.integers(0, 20, nf), rng.integers(0, 20, nf), rng.integers(0, 70, nf), rng.integers(0, 70, nf)]
+    cand = None
+    if given_candidates:
+        cand = np.flatnonzero((d.payload_cap[pidx] > 0) & (rng.random(n) < 0.9)).astype(np.int32)
+    got = []
+    for compiled in (True, False):
+        fb = E.FlowBuilder()
+        for c, v in zip((fb.f_pay_a, fb.f_pay_b, fb.f_stun_a, fb.f_stun_b), start):
+            c.ensure(nf)
+            c.a[:nf] = v
+        fb.evidence[0].append(E.Evidence(0, 0, True, 0, 0, b"earlier", 7))  # an earlier batch's, kept first
+        how = fb._evidence if compiled else fb._evidence_numpy
+        how(data, d, pidx, fid, src_a, is_tcp, ~is_tcp, stun, 1000, ts, nf, cand)
+        got.append(([(k, [tuple(e) for e in v]) for k, v in fb.evidence.items()], [tuple(e) for e in fb.dns_new],
+                    [c.a[:nf].tolist() for c in (fb.f_pay_a, fb.f_pay_b, fb.f_stun_a, fb.f_stun_b)]))
+    assert got[0] == got[1]
