@@ -156,3 +156,12 @@ def test_an_orjson_that_writes_floats_its_own_way_is_not_relied_on(monkeypatch):
     assert "".join(out) == RF.json_indent2(items, "  ")
     monkeypatch.setattr(RF, "_FLOATS_AS_REPR", [])
     assert RF._floats_as_repr(orjson) == all(orjson.dumps(x) == json.dumps(x).encode() for x in RF._FLOAT_PROBES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=("Cs",))))
+def test_ascii_escaped_orjson_text_is_json_dumps(text):
+    """orjson's text (UTF-8, controls escaped) with every character from DEL on escaped as json.dumps escapes it:
+    the same as json.dumps; U+007E stays, U+007F and beyond, astral ones as surrogate pairs, do not."""
+    assert RF._ascii_escaped(orjson.dumps(text).decode()) == json.dumps(text)
+    assert RF._ascii_escaped("~\x7f\u00e9\U0001f600") == json.dumps("~\x7f\u00e9\U0001f600")[1:-1]
