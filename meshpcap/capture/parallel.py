@@ -33,6 +33,7 @@ import pickle
 import select
 import stat
 import struct
+import sys
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -164,6 +165,7 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
             try:
                 if base % mmap.ALLOCATIONGRANULARITY == 0:
                     data = mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=base)
+                    _populate(data)
                 else:  # a chunk the walk could not align: copy it
                     data = os.pread(fd, length, base)
             except (OSError, ValueError):
@@ -179,6 +181,22 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
     if not ended:  # the child failed: walk the rest here
         for batch in walker.resume(resume, state):
             yield batch if work is None else (batch, work(batch))
+
+
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else None)  # Linux 5.14
+
+
+def _populate(chunk: mmap.mmap) -> None:
+    """Map every page of a chunk the child has walked (so they are in the page cache) in one call, where
+    the kernel knows it (MADV_POPULATE_READ): this process reads only the payloads the builder keeps,
+    scattered over the chunk, and taking a fault for each run of them cost more (1M packets: the kept
+    payloads' copies 70 -> 42 ms, the whole run 11-27 ms less).  A kernel without it, or a file cut
+    meanwhile (EFAULT), leaves the pages to fault as before."""
+    if MADV_POPULATE_READ is not None:
+        try:
+            chunk.madvise(MADV_POPULATE_READ)
+        except (OSError, ValueError):
+            pass
 
 
 def _fill_wait(pipe: Any, idle: Callable[[], bool]) -> None:

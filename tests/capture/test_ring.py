@@ -6,8 +6,10 @@ released its last messages change nothing in what is read."""
 from __future__ import annotations
 
 import collections
+import mmap
 import os
 import queue
+import resource
 import threading
 import time
 
@@ -206,3 +208,55 @@ def test_the_two_process_read_gives_the_same_flows_every_way(capture_file, monke
         assert len(taken) > 10 and not piped
     else:
         assert not taken and len(piped) > 10
+
+
+def _faults_touching(m: mmap.mmap) -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    _ = sum(m[i] for i in range(0, len(m), mmap.PAGESIZE))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_populate_maps_a_chunk_at_once(tmp_path):
+    """After _populate, reading a page of the chunk takes no fault (the kernel mapped them all in one call);
+    without it, reading takes faults.  On a kernel without MADV_POPULATE_READ it changes nothing, and a file
+    cut under the mapping is no error."""
+    path = tmp_path / "chunk"
+    path.write_bytes(os.urandom(64 * mmap.PAGESIZE))
+    with open(path, "rb") as f:
+        plain = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        assert _faults_touching(plain) > 0
+        plain.close()
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            m.madvise(parallel_mod.MADV_POPULATE_READ)
+        except (OSError, ValueError, TypeError):
+            pytest.skip("this kernel has no MADV_POPULATE_READ")
+        m.close()
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        parallel_mod._populate(m)
+        assert _faults_touching(m) == 0
+        m.close()
+        cut = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        os.truncate(path, mmap.PAGESIZE)
+        parallel_mod._populate(cut)  # EFAULT past the file's new end: ignored
+        cut.close()
+    monkey = parallel_mod.MADV_POPULATE_READ
+    try:
+        parallel_mod.MADV_POPULATE_READ = None
+        with open(path, "rb") as f:
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            parallel_mod._populate(m)
+            m.close()
+    finally:
+        parallel_mod.MADV_POPULATE_READ = monkey
+
+
+@needs_fork
+def test_the_two_process_read_populates_each_chunk(capture_file, monkeypatch):
+    serial = _serial(capture_file)
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    populated = []
+    real = parallel_mod._populate
+    monkeypatch.setattr(parallel_mod, "_populate", lambda m: (populated.append(len(m)), real(m))[1])
+    assert read_flows(capture_file, batch_bytes=64 << 10, media=True).to_dict() == serial
+    assert len(populated) > 10
