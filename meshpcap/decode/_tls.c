@@ -9,7 +9,10 @@
  * extensions, an SNI list of another shape, an empty protocol name, an odd versions length -- it returns
  * None, and the Python walk, which alone decides the error, reads the hello.  Naming a TLS flow parsed its
  * ClientHello in about 18 us, a third of that flow's naming, most of it while the capture is still read.
- * tests/decode/test_tls_ext.py compares both on generated, cut and damaged hellos.
+ * server_flight_fields() reads the usual start of a server's stream (TLS 1.3's): one handshake record holding
+ * one ServerHello that is no HelloRetryRequest, then ChangeCipherSpec, encrypted records or the stream's end
+ * (twin: decode/tls.py read_server_flight, which reads every other stream).
+ * tests/decode/test_tls_ext.py compares both on generated, cut and damaged hellos and flights.
  *
  * Only the limited C API (buffer protocol) is used.
  */
@@ -22,12 +25,22 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define TLS_ABI 1
+#define TLS_ABI 2
 
 #define EXT_SERVER_NAME 0
 #define EXT_ALPN 16
 #define EXT_SUPPORTED_VERSIONS 43
 #define EXT_ECH 0xFE0D
+#define CT_CHANGE_CIPHER_SPEC 20
+#define CT_HANDSHAKE 22
+#define CT_APPLICATION_DATA 23
+#define HS_SERVER_HELLO 2
+#define MAX_RECORD (16384 + 256)  /* tls.py MAX_RECORD */
+
+/* RFC 8446 section 4.1.3: the random of a HelloRetryRequest */
+static const unsigned char HELLO_RETRY_RANDOM[32] = {
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c};
 
 static inline unsigned be16(const unsigned char *p) { return ((unsigned)p[0] << 8) | p[1]; }
 
@@ -186,8 +199,97 @@ fail:
     return result;
 }
 
+/* server_flight_fields(stream) -> None or (version, cipher_suite, alpn, encrypted, complete)
+ *
+ * The flight that starts ``stream`` when it is one handshake record (RFC 8446 section 5.1) holding exactly one
+ * ServerHello (section 4.1.3) that is no HelloRetryRequest, followed by the end of the stream, less than a
+ * record header, or a well-formed ChangeCipherSpec or application_data record header: version (from
+ * supported_versions when it holds one version), the cipher suite, the first ALPN protocol (bytes, or None),
+ * whether encryption began, whether the flight ended inside a record.  None for any other stream, which
+ * read_server_flight reads. */
+static PyObject *server_flight_fields(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    PyObject *result = NULL;
+    const unsigned char *d = buf.buf;
+    const Py_ssize_t n = buf.len;
+    if (n < 5 || d[0] != CT_HANDSHAKE || d[1] != 3 || d[2] > 4) goto decline;
+    const Py_ssize_t rlen = be16(d + 3);
+    if (rlen > MAX_RECORD || 5 + rlen > n || rlen < 4 || d[5] != HS_SERVER_HELLO) goto decline;
+    if (4 + (((Py_ssize_t)d[6] << 16) | ((Py_ssize_t)d[7] << 8) | d[8]) != rlen) goto decline;  /* one message */
+    Py_ssize_t pos = 9, end = 5 + rlen;
+    /* legacy_version, random, legacy_session_id_echo (at most 32 bytes), cipher_suite, compression */
+    if (end - pos < 35) goto decline;
+    unsigned version = be16(d + pos);
+    if (memcmp(d + pos + 2, HELLO_RETRY_RANDOM, 32) == 0) goto decline;
+    pos += 34;
+    const Py_ssize_t sid = d[pos];
+    if (sid > 32 || pos + 1 + sid > end) goto decline;
+    pos += 1 + sid;
+    if (end - pos < 3) goto decline;
+    const unsigned suite = be16(d + pos);
+    pos += 3;
+    const unsigned char *alpn = NULL;
+    Py_ssize_t alpn_len = 0;
+    if (pos < end) {
+        if (end - pos < 2 || pos + 2 + (Py_ssize_t)be16(d + pos) > end) goto decline;
+        const Py_ssize_t ext_end = pos + 2 + be16(d + pos);  /* bytes after the extensions are not looked at */
+        for (Py_ssize_t at = pos + 2; at < ext_end;) {
+            if (ext_end - at < 4) goto decline;
+            const unsigned type = be16(d + at);
+            const Py_ssize_t k = be16(d + at + 2);
+            const unsigned char *e = d + at + 4;
+            if (at + 4 + k > ext_end) goto decline;
+            at += 4 + k;
+            if (type == EXT_SUPPORTED_VERSIONS && k == 2) {
+                version = be16(e);
+            } else if (type == EXT_ALPN) {  /* ProtocolNameList: the first name, checked as the whole list is */
+                if (k < 2 || 2 + (Py_ssize_t)be16(e) > k) goto decline;
+                const Py_ssize_t list_end = 2 + be16(e);
+                const unsigned char *first = NULL;
+                Py_ssize_t first_len = 0;
+                for (Py_ssize_t q = 2; q < list_end;) {
+                    const Py_ssize_t m = e[q];
+                    if (m == 0 || q + 1 + m > list_end) goto decline;
+                    if (first == NULL) {
+                        first = e + q + 1;
+                        first_len = m;
+                    }
+                    q += 1 + m;
+                }
+                if (first != NULL) {
+                    alpn = first;
+                    alpn_len = first_len;
+                }
+            }
+        }
+    }
+    /* what follows the ServerHello's record */
+    int encrypted = 0, complete = 1;
+    pos = 5 + rlen;
+    if (n - pos >= 5) {
+        const int ctype = d[pos];
+        if ((ctype != CT_CHANGE_CIPHER_SPEC && ctype != CT_APPLICATION_DATA) || d[pos + 1] != 3 ||
+            be16(d + pos + 3) > MAX_RECORD)
+            goto decline;
+        encrypted = 1;
+    } else if (n > pos) {
+        complete = 0;  /* a record header cut */
+    }
+    PyObject *name = alpn ? PyBytes_FromStringAndSize((const char *)alpn, alpn_len) : Py_NewRef(Py_None);
+    if (name == NULL) goto done;
+    result = Py_BuildValue("(IINOO)", version, suite, name, encrypted ? Py_True : Py_False, complete ? Py_True : Py_False);
+    goto done;
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"client_hello_fields", client_hello_fields, METH_VARARGS, "The fields of a well-formed ClientHello body (see _tls.c)."},
+    {"server_flight_fields", server_flight_fields, METH_VARARGS, "The usual start of a server's TLS stream (see _tls.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,8 +11,8 @@ from meshpcap.decode.buffer import Buffer, DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import is_ip_literal, normalize_hostname
 from meshpcap.decode.x509 import read_certificate_names
 
-TLS_ABI = 1  # must equal TLS_ABI in _tls.c
-_COMPILED = _load_native("meshpcap.decode._tls", TLS_ABI)  # the ClientHello walk in C; None: only the walk below
+TLS_ABI = 2  # must equal TLS_ABI in _tls.c
+_COMPILED = _load_native("meshpcap.decode._tls", TLS_ABI)  # ClientHello and server-flight fast paths in C; None: Python
 
 # RFC 8446 section 5.1: ContentType
 CT_CHANGE_CIPHER_SPEC = 20
@@ -635,6 +635,13 @@ def read_server_flight(stream: bytes) -> ServerFlight:
     means a cleartext ServerHello still follows), the end, or malformed input.  Raises
     :class:`DecodeError` only when the first record is not TLS at all.
     """
+    if _COMPILED is not None:  # a TLS 1.3 server's usual start; None leaves every other stream to the walk below
+        fields = _COMPILED.server_flight_fields(stream)
+        if fields is not None:
+            version, suite, alpn, encrypted, complete = fields
+            return ServerFlight(server_hello=True, version=version, cipher_suite=suite,
+                                alpn=None if alpn is None else _alpn_text(alpn), alert=None, cert_subject=None,
+                                cert_issuer=None, hello_retry=False, encrypted=encrypted, complete=complete)
     n = len(stream)
     head = stream[:3]
     if head and (

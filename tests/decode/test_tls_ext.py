@@ -171,3 +171,101 @@ def _longer_session_id(msg: bytes) -> bytes:
     n = msg[at]
     raw = msg[:at] + bytes([n + 1]) + msg[at + 1:at + 1 + n] + b"\x00" + msg[at + 1 + n:]
     return raw[:1] + (len(raw) - 4).to_bytes(3, "big") + raw[4:]
+
+
+# ---------------------------------------------------------------- the server's flight
+
+from meshpcap.testing.tls import (  # noqa: E402
+    build_alert,
+    build_application_data,
+    build_certificate_record,
+    build_change_cipher_spec,
+    build_server_hello,
+)
+
+def _sh(exts: bytes, sid: bytes = bytes(32), more: bytes = b"") -> bytes:
+    """A ServerHello record of these extensions (``more``: further handshake messages in the same record)."""
+    body = b"\x03\x03" + bytes(range(32)) + bytes([len(sid)]) + sid + b"\x13\x01\x00"
+    body += len(exts).to_bytes(2, "big") + exts
+    msg = b"\x02" + len(body).to_bytes(3, "big") + body + more
+    return b"\x16\x03\x03" + len(msg).to_bytes(2, "big") + msg
+
+
+def _ext(t: int, body: bytes) -> bytes:
+    return t.to_bytes(2, "big") + len(body).to_bytes(2, "big") + body
+
+
+_SH13 = build_server_hello(0x0304)
+_CCS = build_change_cipher_spec()
+FLIGHTS_TAKEN = [
+    _sh(_ext(tls.EXT_SUPPORTED_VERSIONS, b"\x03\x04\x03\x04")) + _CCS,  # not one version: legacy_version stands
+    _sh(_ext(tls.EXT_ALPN, b"\x00\x03\x02h2") + _ext(tls.EXT_ALPN, b"\x00\x00")) + _CCS,  # an empty list after h2
+    _sh(b"", sid=b"") + _CCS,  # the usual starts: the compiled walk reads them itself
+    _SH13 + build_change_cipher_spec() + build_application_data(40),
+    _SH13 + build_application_data(300),
+    build_server_hello(0x0304, 0x1302, alpn="h2") + build_change_cipher_spec(),
+    _SH13,  # the stream ends after the ServerHello
+    _SH13 + build_change_cipher_spec()[:3],  # a record header cut
+    build_server_hello(0x0303, alpn="http/1.1") + build_change_cipher_spec(),  # TLS 1.2 resumed: no certificate
+]
+FLIGHTS_LEFT = [  # left to the Python walk
+    _sh(b"", sid=bytes(33)) + _CCS,  # a session id longer than 32 bytes
+    _sh(_ext(tls.EXT_ALPN, b"\x00\x04\x00\x02h2")) + _CCS,  # an empty protocol name
+    _sh(b"", more=build_certificate_record(bytes(40), record=False)) + _CCS,  # a second message in the record
+    build_server_hello(0x0304, hello_retry=True) + build_change_cipher_spec() + _SH13,
+    build_server_hello(0x0303) + build_certificate_record(bytes(40)) + build_alert(2, 40),
+    _SH13 + build_alert(1, 0),
+    _SH13[:-3],  # the ServerHello cut
+    build_alert(2, 40),
+    b"\x17\x03\x03\x00\x05hello",
+    _SH13 + b"\x14\x02\x03\x00\x01\x01",  # a record version that is not 3.x after the hello
+]
+
+
+def _flights(stream: bytes) -> tuple:
+    got = []
+    saved = tls._COMPILED
+    try:
+        for compiled in (COMPILED, None):
+            tls._COMPILED = compiled
+            try:
+                got.append(("ok", tls.read_server_flight(stream)))
+            except DecodeError as exc:
+                got.append((type(exc), str(exc)))
+    finally:
+        tls._COMPILED = saved
+    return tuple(got)
+
+
+@needs_ext
+@pytest.mark.parametrize("stream", FLIGHTS_TAKEN + FLIGHTS_LEFT, ids=range(len(FLIGHTS_TAKEN + FLIGHTS_LEFT)))
+def test_server_flights_are_read_alike(stream):
+    taken = COMPILED.server_flight_fields(stream) is not None
+    assert taken == (stream in FLIGHTS_TAKEN)
+    fast, slow = _flights(stream)
+    assert fast == slow
+
+
+@needs_ext
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=st.sampled_from(FLIGHTS_TAKEN + FLIGHTS_LEFT), data=st.data())
+def test_damaged_server_flights_read_alike(stream, data):
+    """Overwritten, cut or lengthened anywhere (record and message lengths made to fit or not): the compiled
+    walk gives the Python walk's ServerFlight or declines, so the error is the Python walk's."""
+    raw = bytearray(stream)
+    for _ in range(data.draw(st.integers(1, 3))):
+        how = data.draw(st.sampled_from(["set", "set", "cut", "insert"]))
+        at = data.draw(st.integers(0, len(raw)))
+        if how == "set" and at < len(raw):
+            raw[at] = data.draw(st.sampled_from([0, 1, 2, 3, 4, 0x10, 0x14, 0x16, 0x17, 0x20, 0x2B, 0xFF,
+                                                 data.draw(st.integers(0, 255))]))
+        elif how == "cut":
+            del raw[at:at + data.draw(st.integers(1, 40))]
+        elif how == "insert":
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    if len(raw) >= 9 and data.draw(st.booleans()):  # the first record and message made to fit what is there
+        n = min(len(raw) - 5, (raw[3] << 8) | raw[4])
+        raw[3:5] = n.to_bytes(2, "big")
+        raw[6:9] = max(n - 4, 0).to_bytes(3, "big")
+    fast, slow = _flights(bytes(raw))
+    assert fast == slow
