@@ -391,7 +391,6 @@ def test_bounds_are_kept_alike(tmp_path, batch_bytes):
 
 @needs_ext
 def test_keep_evidence_refuses_bad_columns():
-    fb = E.FlowBuilder()
     n = 2
     cols = [np.array([0, 1], np.int32), np.zeros(n, np.int64), np.ones(n, bool), np.ones(n, bool), np.zeros(n, bool),
             np.zeros(n, np.int64), np.array([0, 1], np.int64), np.zeros(n, np.int32), np.zeros(n, np.int32),
