@@ -7,7 +7,9 @@
   flows/naming.py reassemble)
 - meshpcap/decode/_media.c: the media facts of a batch (RTP/RTCP, STUN, TCP SYNs and first payloads; twin:
   decode/rtp.py batch_media_numpy)
-- meshpcap/decode/_tls.c: the walk of a well-formed ClientHello (twin: decode/tls.py _parse_client_hello_body)
+- meshpcap/decode/_tls.c: the walk of a well-formed ClientHello and a TLS 1.3 server's first flight (twins:
+  decode/tls.py _parse_client_hello_body, read_server_flight)
+- meshpcap/decode/_dns.c: DNS messages in their usual shape (twin: decode/dns.py parse_dns)
 
 The package works without them (their Python twins give the same results), so a machine
 without a C compiler still installs; the build only says so.  An editable install gets the
@@ -30,7 +32,7 @@ from pathlib import Path
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 MODULES = ("meshpcap/capture/_walk", "meshpcap/decode/_headers", "meshpcap/flows/_group", "meshpcap/decode/_media",
-           "meshpcap/decode/_tls")  # each built from MODULE + ".c"
+           "meshpcap/decode/_tls", "meshpcap/decode/_dns")  # each built from MODULE + ".c"
 
 
 def source_hash(text: bytes) -> str:

@@ -1,5 +1,5 @@
 """Loading the optional compiled helpers (``capture/_walk.c``, ``decode/_headers.c``, ``flows/_group.c``,
-``decode/_media.c``, ``decode/_tls.c``).
+``decode/_media.c``, ``decode/_tls.c``, ``decode/_dns.c``).
 
 Each has a pure-Python twin that gives the same results; a helper that is missing, was
 built for another ABI version or from another version of its source (a stale in-place

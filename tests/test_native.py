@@ -11,12 +11,12 @@ import pytest
 
 from meshpcap._native import load
 from meshpcap.capture import accel
-from meshpcap.decode import frames, rtp, tls
+from meshpcap.decode import dns, frames, rtp, tls
 from meshpcap.flows import engine
 
 MODULES = {"meshpcap.capture._walk": accel.ABI, "meshpcap.decode._headers": frames.HEADERS_ABI,
            "meshpcap.flows._group": engine.GROUP_ABI, "meshpcap.decode._media": rtp.MEDIA_ABI,
-           "meshpcap.decode._tls": tls.TLS_ABI}
+           "meshpcap.decode._tls": tls.TLS_ABI, "meshpcap.decode._dns": dns.DNS_ABI}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

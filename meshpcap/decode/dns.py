@@ -5,9 +5,13 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from meshpcap._dataclass import dataclass
+from meshpcap._dataclass import dataclass, record_maker
+from meshpcap._native import load as _load_native
 from meshpcap.decode.buffer import DecodeError, NeedMore, raise_short
 from meshpcap.decode.names import normalize_hostname
+
+DNS_ABI = 1  # must equal DNS_ABI in _dns.c
+_COMPILED = _load_native("meshpcap.decode._dns", DNS_ABI)  # messages in their usual shape in C; None: all here
 
 HEADER_LEN = 12  # RFC 1035 section 4.1.1
 MAX_WIRE_NAME = 255  # RFC 1035 section 2.3.4: a name is at most 255 octets on the wire
@@ -190,14 +194,32 @@ def _name_at(data: bytes, pos: int, end: int, seen: dict[int, tuple[str | None, 
     return name, bad, after
 
 
+_make_question, _make_record, _make_message = record_maker(Question), record_maker(Record), record_maker(DnsMessage)
+
+
+def _message_of(msg_id: int, flags: int, questions: tuple, answers: tuple, invalid: int) -> DnsMessage:
+    """The DnsMessage of what ``_dns.c`` message_fields read (an AAAA record's value as its 16 bytes)."""
+    if answers and any(a[1] == TYPE_AAAA for a in answers):
+        answers = tuple((a[0], a[1], a[2], a[3], ipaddress.IPv6Address(a[4]).compressed) if a[1] == TYPE_AAAA else a
+                        for a in answers)
+    return _make_message((msg_id, bool(flags & 0x8000), (flags >> 11) & 0xF, flags & 0xF, bool(flags & 0x0200),
+                          tuple(map(_make_question, questions)), tuple(map(_make_record, answers)), invalid))
+
+
 def parse_dns(payload: bytes) -> DnsMessage:
     """Parse the header, questions and answers of one DNS message (UDP payload, or a TCP message without its length prefix).
 
     Raises :class:`DecodeError` (or its subclass :class:`NeedMore` when the data stops early)
     for malformed messages. Names that are not valid host names become ``None`` and are counted
-    in ``invalid_names``; they do not fail the message.
+    in ``invalid_names``; they do not fail the message.  A message in the usual shape (each name
+    labels, or a pointer to a name read before) is read by the compiled helper where it is built
+    (``_dns.c``); every other, and every error, here.
     """
     data = bytes(payload)
+    if _COMPILED is not None:
+        fields = _COMPILED.message_fields(data)
+        if fields is not None:
+            return _message_of(*fields)
     n = len(data)
     # RFC 1035 section 4.1.1 header; NSCOUNT and ARCOUNT are read but their sections not decoded.
     if n < HEADER_LEN:

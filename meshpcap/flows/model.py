@@ -7,7 +7,7 @@ from dataclasses import field, fields
 from operator import attrgetter
 from typing import Any
 
-from meshpcap._dataclass import dataclass
+from meshpcap._dataclass import dataclass, record_maker, twin_class  # noqa: F401  (record_maker, twin_class: their home was here)
 
 FLOWS_SCHEMA = "meshpcap.flows/2"
 
@@ -211,51 +211,6 @@ _FLOW_NESTED: tuple[str, ...] = tuple(
     f.name for f in fields(Flow)
     if f.name != "icmp_errors" and ("tuple" in str(f.type).lower() or "StunSummary" in str(f.type))
 )
-
-
-def twin_class(cls):
-    """A plain class with the slots of ``cls`` (a frozen slotted dataclass without a base), in its order,
-    whose ``__init__`` stores them: an instance becomes a ``cls`` when its ``__class__`` is set to
-    ``cls``, the two layouts being the same.  None where Python does not allow that."""
-    names = tuple(f.name for f in fields(cls))
-    if cls.__slots__ != names or cls.__bases__ != (object,):
-        return None
-    body = "".join(f"        self.{n} = {n}\n" for n in names) or "        pass\n"
-    ns: dict = {}
-    exec(f"class Twin:\n    __slots__ = {names!r}\n    def __init__(self, {', '.join(names)}):\n{body}", ns)
-    twin = ns["Twin"]
-    probe = twin(*range(len(names)))
-    try:
-        probe.__class__ = cls
-    except TypeError:  # pragma: no cover - a Python without __class__ assignment between equal layouts
-        return None
-    assert type(probe) is cls and tuple(getattr(probe, n) for n in names) == tuple(range(len(names)))
-    return twin
-
-
-def record_maker(cls):
-    """``make(values)``: ``cls(*values)`` for a frozen slotted dataclass, without its ``__init__``
-    (which sets each field through ``object.__setattr__``): filled as a :func:`twin_class` instance,
-    five times quicker, else through the slots' own setters, twice as quick.  No defaults, no
-    ``__post_init__``: every field is given.  A scan makes millions of records."""
-    twin = twin_class(cls)
-    if twin is not None:
-        def make(values):
-            r = twin(*values)
-            r.__class__ = cls
-            return r
-
-        return make
-    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))
-    new = object.__new__
-
-    def make_by_setters(values):  # pragma: no cover - see twin_class
-        r = new(cls)
-        for put, v in zip(setters, values):
-            put(r, v)
-        return r
-
-    return make_by_setters
 
 
 @dataclass(frozen=True, slots=True)
