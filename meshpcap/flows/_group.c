@@ -25,6 +25,11 @@
  * kept ones to the builder's lists in one pass, where numpy took a dozen passes, two argsorts and a Python
  * loop of appends.
  *
+ * stun_datagrams() tells the STUN messages and TURN ChannelData among a batch's UDP payloads (twin:
+ * engine._stun_datagrams_numpy), and dup_keys() makes the duplicate search's prefilter key of each decoded
+ * packet (twin: the gathers and hash of engine.dup_prefilter): both in the reader's second process, one pass
+ * each instead of a dozen gathers.
+ *
  * tcp_streams() gives the naming stage the two byte streams of a TCP flow in the usual case, each direction's
  * segments in order, one after the other (twin: flows/naming.py reassemble, which the caller runs for a
  * direction this returns None for): splitting a flow's payloads by direction and joining them were a third
@@ -42,7 +47,7 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define GROUP_ABI 6
+#define GROUP_ABI 7
 
 /* The output columns, in the order of the ``out`` tuple, with their item sizes. */
 enum { O_PROTO, O_VER, O_AH, O_AL, O_BH, O_BL, O_AP, O_BP, O_SRC_A, O_HASH, O_PERM, O_FIRST, O_INV, NOUT };
@@ -601,6 +606,161 @@ done:
     return result;
 }
 
+static inline uint32_t rd16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | p[1]; }
+static inline uint32_t rd32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* stun_datagrams(data, pay, cap, plen, cookie, ms_turn_first, ms_turn_indications, is_stun, cls, is_chan) -> bool
+ *
+ * For UDP payloads at data[pay:pay + cap] (int64 columns; every cap at least 4, every payload inside data; else
+ * False and nothing written, for the twin to do it) of wire length plen: is_stun (bool) marks the STUN messages
+ * (first byte 0-3, RFC 7983; the RFC 8489 cookie with a length that is a multiple of 4, or an MS-TURN message
+ * whose first attribute is ms_turn_first (two 32-bit words, [MS-TURN] 2.2.2.8) and whose length fills the
+ * datagram), cls (int8) their classes (RFC 8489 section 5; the MS-TURN types in ms_turn_indications are
+ * indications), is_chan (bool) the TURN ChannelData (RFC 8656 section 12.4: channel 0x4000-0x4FFF, a length that
+ * fits with at most 3 bytes of padding).  cls is written for every payload. */
+static PyObject *stun_datagrams(PyObject *self, PyObject *args) {
+    Py_buffer data, pay_b, cap_b, plen_b, st_b, cls_b, ch_b;
+    unsigned long cookie;
+    PyObject *first, *indications;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*kO!O!w*w*w*", &data, &pay_b, &cap_b, &plen_b, &cookie, &PyTuple_Type, &first,
+                          &PyTuple_Type, &indications, &st_b, &cls_b, &ch_b))
+        return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = pay_b.len / 8;
+    unsigned long ms0 = 0, ms1 = 0;
+    unsigned ind[8];
+    const Py_ssize_t nind = PyTuple_GET_SIZE(indications);
+    if (pay_b.len % 8 || cap_b.len != pay_b.len || plen_b.len != pay_b.len || st_b.len != n || cls_b.len != n ||
+        ch_b.len != n || PyTuple_GET_SIZE(first) != 2 || nind > 8) {
+        PyErr_SetString(PyExc_ValueError, "stun_datagrams: columns of unequal length or wrong item size");
+        goto done;
+    }
+    ms0 = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(first, 0));
+    ms1 = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(first, 1));
+    for (Py_ssize_t k = 0; k < nind; k++) ind[k] = (unsigned)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(indications, k));
+    if (PyErr_Occurred()) goto done;
+    const int64_t *pay = pay_b.buf, *cap = cap_b.buf, *plen = plen_b.buf;
+    const unsigned char *d = data.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (cap[i] < 4 || pay[i] < 0 || pay[i] > data.len - cap[i]) {
+            result = Py_NewRef(Py_False);
+            goto done;
+        }
+    }
+    uint8_t *is_stun = st_b.buf, *is_chan = ch_b.buf;
+    int8_t *cls = cls_b.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *p = d + pay[i];
+        const uint32_t b0 = p[0], mtype = rd16(p), mlen = rd16(p + 2);
+        const int ms_turn = cap[i] >= 28 && (int64_t)mlen + 20 == plen[i] && rd32(p + 20) == ms0 && rd32(p + 24) == ms1;
+        const int stun = cap[i] >= 20 && b0 < 4 && ((rd32(p + 4) == cookie && (mlen & 3) == 0) || ms_turn);
+        int c = (int)(((mtype >> 4) & 1) | ((mtype >> 7) & 2));
+        if (ms_turn)
+            for (Py_ssize_t k = 0; k < nind; k++) c = mtype == ind[k] ? 1 : c;
+        cls[i] = (int8_t)c;
+        is_stun[i] = (uint8_t)stun;
+        const int64_t spare = plen[i] - 4 - (int64_t)mlen;
+        is_chan[i] = (uint8_t)(b0 >= 0x40 && b0 <= 0x4F && spare >= 0 && spare <= 3);
+    }
+    result = Py_NewRef(Py_True);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&pay_b);
+    PyBuffer_Release(&cap_b);
+    PyBuffer_Release(&plen_b);
+    PyBuffer_Release(&st_b);
+    PyBuffer_Release(&cls_b);
+    PyBuffer_Release(&ch_b);
+    return result;
+}
+
+/* The per-packet columns of dup_keys after pidx, inv and the group hashes, with their item sizes. */
+enum { D_SRC_A, D_IPLEN, D_SEQ, D_FLAGS, D_PLEN, D_TTL, D_CAPLEN, NDUP };
+static const Py_ssize_t DUP_SIZE[NDUP] = {1, 8, 8, 2, 8, 1, 8};
+
+/* dup_keys(pidx, inv, group_hash, src_a, ip_len, tcp_seq, tcp_flags, payload_len, ttl, caplen, mult, out)
+ *
+ * engine.dup_prefilter's key of each decoded packet (pidx int64, inv int64: its 5-tuple; group_hash uint64 per
+ * 5-tuple; src_a bool per decoded packet; ip_len, tcp_seq, payload_len, caplen int64, tcp_flags int16, ttl uint8
+ * per packet of the batch): engine._key_hash of (group hash, src_a, ip_len, tcp_seq, tcp_flags, payload_len, ttl,
+ * caplen) with the multipliers ``mult``, its upper 32 bits, into the uint64 array ``out``. */
+static PyObject *dup_keys(PyObject *self, PyObject *args) {
+    PyObject *cols[3 + NDUP], *mult;
+    Py_buffer pidx_b, inv_b, gh_b, col[NDUP], out_b;
+    int ncol = 0, have = 0;
+    PyObject *result = NULL;
+    uint64_t k[8];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOO!w*", &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &cols[6],
+                          &cols[7], &cols[8], &cols[9], &PyTuple_Type, &mult, &out_b))
+        return NULL;
+    if (PyTuple_GET_SIZE(mult) < 8) {
+        PyErr_SetString(PyExc_ValueError, "dup_keys: eight multipliers");
+        goto done;
+    }
+    for (int j = 0; j < 8; j++) k[j] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(mult, j));
+    if (PyErr_Occurred()) goto done;
+    if (PyObject_GetBuffer(cols[0], &pidx_b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    have = 1;
+    if (PyObject_GetBuffer(cols[1], &inv_b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    have = 2;
+    if (PyObject_GetBuffer(cols[2], &gh_b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    have = 3;
+    for (; ncol < NDUP; ncol++) {
+        if (PyObject_GetBuffer(cols[3 + ncol], &col[ncol], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+        if (col[ncol].itemsize != DUP_SIZE[ncol] || col[ncol].ndim != 1) {
+            ncol++;
+            PyErr_SetString(PyExc_ValueError, "dup_keys: a column of the wrong item size");
+            goto done;
+        }
+    }
+    const Py_ssize_t n = pidx_b.len / 8, groups = gh_b.len / 8, m = col[D_IPLEN].shape[0];
+    if (pidx_b.itemsize != 8 || inv_b.itemsize != 8 || gh_b.itemsize != 8 || inv_b.len != pidx_b.len ||
+        col[D_SRC_A].shape[0] != n || out_b.len != 8 * n) {
+        PyErr_SetString(PyExc_ValueError, "dup_keys: columns of unequal length");
+        goto done;
+    }
+    for (int j = D_SEQ; j < NDUP; j++) {
+        if (col[j].shape[0] != m) {
+            PyErr_SetString(PyExc_ValueError, "dup_keys: columns of unequal length");
+            goto done;
+        }
+    }
+    const int64_t *pidx = pidx_b.buf, *inv = inv_b.buf, *iplen = col[D_IPLEN].buf, *seq = col[D_SEQ].buf,
+                  *plen = col[D_PLEN].buf, *caplen = col[D_CAPLEN].buf;
+    const uint64_t *gh = gh_b.buf;
+    const uint8_t *src_a = col[D_SRC_A].buf, *ttl = col[D_TTL].buf;
+    const int16_t *tflags = col[D_FLAGS].buf;
+    uint64_t *out = out_b.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (pidx[i] < 0 || pidx[i] >= m || inv[i] < 0 || inv[i] >= groups) {
+            PyErr_SetString(PyExc_IndexError, "dup_keys: a position out of range");
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t p = pidx[i];
+        /* the columns as engine.dup_prefilter casts them to uint64 (int16 flags sign-extended first, as numpy does) */
+        const uint64_t v[8] = {gh[inv[i]], (uint64_t)(src_a[i] != 0), (uint64_t)iplen[p], (uint64_t)seq[p],
+                               (uint64_t)(int64_t)tflags[p], (uint64_t)plen[p], (uint64_t)ttl[p], (uint64_t)caplen[p]};
+        uint64_t h = 0;
+        for (int j = 0; j < 8; j++) {
+            uint64_t x = (h ^ v[j]) * k[j];
+            h = x ^ (x >> 29);
+        }
+        out[i] = h >> 32;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (int j = 0; j < ncol; j++) PyBuffer_Release(&col[j]);
+    if (have >= 3) PyBuffer_Release(&gh_b);
+    if (have >= 2) PyBuffer_Release(&inv_b);
+    if (have >= 1) PyBuffer_Release(&pidx_b);
+    PyBuffer_Release(&out_b);
+    return result;
+}
+
 #define SEQ_MASK 0xFFFFFFFFLL
 #define HALF_SEQ 0x80000000LL
 #define TCP_SYN_FLAG 0x02
@@ -696,6 +856,8 @@ static PyMethodDef methods[] = {
     {"evidence_items", evidence_items, METH_VARARGS, "The Evidence tuples of a batch's kept payloads (see _group.c)."},
     {"evidence_candidates", evidence_candidates, METH_VARARGS, "The payloads of a batch the builder may keep (see _group.c)."},
     {"keep_evidence", keep_evidence, METH_VARARGS, "Rank, count and keep a batch's evidence candidates (see _group.c)."},
+    {"stun_datagrams", stun_datagrams, METH_VARARGS, "The STUN messages and ChannelData of UDP payloads (see _group.c)."},
+    {"dup_keys", dup_keys, METH_VARARGS, "The duplicate search's prefilter keys of a batch (see _group.c)."},
     {"tcp_streams", tcp_streams, METH_VARARGS, "A TCP flow's two byte streams when its segments are in order (see _group.c)."},
     {NULL, NULL, 0, NULL},
 };

@@ -62,7 +62,7 @@ _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63)]
 
 
-GROUP_ABI = 6  # must equal GROUP_ABI in _group.c
+GROUP_ABI = 7  # must equal GROUP_ABI in _group.c
 GROUP = _load_native("meshpcap.flows._group", GROUP_ABI)  # None: the numpy twin groups (_groups_numpy)
 
 
@@ -428,7 +428,7 @@ def group_batch(data, d: F.Decoded) -> Grouped:
     pcap_ = d.payload_cap[pidx]
     ui = np.nonzero((proto == F.PROTO_UDP) & (pcap_ >= 4))[0]
     if ui.size:
-        ustun, ucls, uchan = _stun_datagrams(F._Gather(data), d.payload[pidx[ui]], pcap_[ui], d.payload_len[pidx[ui]])
+        ustun, ucls, uchan = _stun_datagrams(data, d.payload[pidx[ui]], pcap_[ui], d.payload_len[pidx[ui]])
         stun_at, stun_cls, chan_at = ui[ustun], ucls, ui[uchan]
     return Grouped(undecoded, pidx, proto, src_a, perm, first_pos, inv, keys, h[first_pos], stun_at, stun_cls,
                    chan_at)
@@ -438,7 +438,19 @@ MS_TURN_FIRST_ATTRIBUTE = (0x000F0004, 0x72C64BC6)  # [MS-TURN] 2.2.2.8: MAGIC-C
 MS_TURN_INDICATIONS = (0x0004, 0x0115)  # [MS-TURN] 2.2.1: Send request (never answered), Data Indication
 
 
-def _stun_datagrams(g, pay, cap, plen) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stun_datagrams(data, pay, cap, plen) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_stun_datagrams_numpy` by the compiled helper where it is built (``_group.c``: one pass over the
+    payloads instead of a dozen gathers), else in numpy."""
+    if GROUP is not None and all(type(c) is np.ndarray and c.dtype == np.int64 for c in (pay, cap, plen)):
+        n = pay.size
+        ustun, cls, uchan = np.empty(n, bool), np.empty(n, np.int8), np.empty(n, bool)
+        if GROUP.stun_datagrams(data, np.ascontiguousarray(pay), np.ascontiguousarray(cap), np.ascontiguousarray(plen),
+                                STUN_COOKIE, MS_TURN_FIRST_ATTRIBUTE, MS_TURN_INDICATIONS, ustun, cls, uchan):
+            return ustun, cls[ustun], uchan
+    return _stun_datagrams_numpy(F._Gather(data), pay, cap, plen)
+
+
+def _stun_datagrams_numpy(g, pay, cap, plen) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which UDP datagrams (payload offsets ``pay``, captured and wire lengths) are STUN messages,
     their classes (0 request, 1 indication, 2 success, 3 error), and which are TURN ChannelData.
 
@@ -576,12 +588,7 @@ def dup_prefilter(batch, d: F.Decoded, gb: Grouped) -> None:
     can make it): each decoded packet's prefilter key (5-tuple, direction, IP length, TCP sequence
     number and flags, payload length, TTL, captured length, hashed to 32 bits) and the latest earlier
     packet of the batch with the same key; set on ``gb``."""
-    pidx = gb.pidx
-    cols = [gb.key_hash[gb.inv], gb.src_a.astype(np.uint64), d.ip_len[pidx].astype(np.uint64),
-            d.tcp_seq[pidx].astype(np.uint64), d.tcp_flags[pidx].astype(np.uint64),
-            d.payload_len[pidx].astype(np.uint64), d.ttl[pidx].astype(np.uint64),
-            batch.caplen[pidx].astype(np.uint64)]
-    keys = _key_hash(cols) >> np.uint64(32)
+    keys = _dup_keys(batch, d, gb)
     # sorted by key, capture order within a key: the position in the low 32 bits makes every
     # value distinct, so the faster unstable sort gives the stable order
     order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
@@ -592,6 +599,32 @@ def dup_prefilter(batch, d: F.Decoded, gb: Grouped) -> None:
     starts = np.ones(keys.size, bool)
     starts[1:] = ~same
     gb.dup_key, gb.dup_prev, gb.dup_first = keys.astype(np.uint32), prev, pos[starts]
+
+
+def _dup_keys(batch, d: F.Decoded, gb: Grouped) -> np.ndarray:
+    """dup_prefilter's key of each decoded packet (the upper 32 bits of the hash of its columns), by the
+    compiled helper where it is built (``_group.c`` dup_keys: one pass instead of eight gathers), else
+    :func:`_dup_keys_numpy`."""
+    pidx = gb.pidx
+    cols = (pidx, gb.inv, gb.key_hash, gb.src_a, d.ip_len, d.tcp_seq, d.tcp_flags, d.payload_len, d.ttl, batch.caplen)
+    if GROUP is not None and all(type(c) is np.ndarray and c.dtype == dt for c, dt in zip(cols, _DUP_INPUTS)):
+        out = np.empty(pidx.size, np.uint64)
+        GROUP.dup_keys(*(np.ascontiguousarray(c) for c in cols), _HASH_MULTIPLIERS, out)
+        return out
+    return _dup_keys_numpy(batch, d, gb)
+
+
+_DUP_INPUTS = (np.int64, np.int64, np.uint64, np.bool_, np.int64, np.int64, np.int16, np.int64, np.uint8, np.int64)
+
+
+def _dup_keys_numpy(batch, d: F.Decoded, gb: Grouped) -> np.ndarray:
+    """:func:`_dup_keys` in numpy (the twin of ``_group.c``'s)."""
+    pidx = gb.pidx
+    cols = [gb.key_hash[gb.inv], gb.src_a.astype(np.uint64), d.ip_len[pidx].astype(np.uint64),
+            d.tcp_seq[pidx].astype(np.uint64), d.tcp_flags[pidx].astype(np.uint64),
+            d.payload_len[pidx].astype(np.uint64), d.ttl[pidx].astype(np.uint64),
+            batch.caplen[pidx].astype(np.uint64)]
+    return _key_hash_numpy(cols) >> np.uint64(32)
 
 
 class _DuplicateFinder:

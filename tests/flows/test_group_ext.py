@@ -457,3 +457,123 @@ def test_generated_evidence_kept_alike(n, nf, seed, given_candidates):
         got.append(([(k, [tuple(e) for e in v]) for k, v in fb.evidence.items()], [tuple(e) for e in fb.dns_new],
                     [c.a[:nf].tolist() for c in (fb.f_pay_a, fb.f_pay_b, fb.f_stun_a, fb.f_stun_b)]))
     assert got[0] == got[1]
+
+
+def _stun_both(data, pay, cap, plen):
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        fast = E._stun_datagrams(data, pay, cap, plen)
+    finally:
+        E.GROUP = saved
+    slow = E._stun_datagrams_numpy(F._Gather(data), pay, cap, plen)
+    assert len(fast) == len(slow) == 3
+    for a, b in zip(fast, slow):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    return fast
+
+
+@needs_ext
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 60), st.integers(0, 2**32 - 1))
+def test_generated_stun_datagrams_alike(n, seed):
+    """Payloads that are RFC 8489 STUN (cookie, lengths that are multiples of 4 or not), MS-TURN (its first
+    attribute, lengths that fill the datagram or not, Send and Data Indication types), ChannelData (channels
+    0x4000-0x4FFF, padding 0-4), and noise: the compiled classification is the twin's."""
+    rng = np.random.default_rng(seed)
+    parts, pay, cap, plen = [], [], [], []
+    at = 0
+    for _ in range(n):
+        kind = rng.integers(0, 4)
+        body = bytearray(rng.integers(0, 256, int(rng.integers(4, 80))).astype(np.uint8).tobytes())
+        if kind == 0 and len(body) >= 20:  # RFC 8489
+            body[0] = int(rng.integers(0, 5))
+            body[2:4] = int(rng.choice([len(body) - 20, len(body) - 19, 0, 4])).to_bytes(2, "big") if len(body) >= 20 else b"\x00\x00"
+            body[4:8] = (0x2112A442).to_bytes(4, "big")
+        elif kind == 1 and len(body) >= 28:  # MS-TURN
+            body[0:2] = int(rng.choice([0x0004, 0x0115, 0x0101, 0x0003])).to_bytes(2, "big")
+            body[2:4] = int(rng.choice([len(body) - 20, len(body) - 21])).to_bytes(2, "big")
+            body[20:28] = bytes.fromhex("000f000472c64bc6")
+        elif kind == 2:  # ChannelData
+            body[0] = int(rng.integers(0x3F, 0x51))
+            body[2:4] = max(len(body) - 4 - int(rng.integers(0, 5)), 0).to_bytes(2, "big")
+        parts.append(bytes(body))
+        pay.append(at)
+        cap.append(len(body) if rng.random() < 0.9 else max(4, len(body) - int(rng.integers(0, 8))))  # some cut
+        plen.append(len(body))
+        at += len(body)
+    data = b"".join(parts)
+    cols = [np.array(x, np.int64) for x in (pay, cap, plen)]
+    _stun_both(data, *cols)
+
+
+@needs_ext
+def test_stun_datagrams_leaves_odd_payloads_to_numpy():
+    """A payload shorter than 4 bytes or outside the data: the helper declines and the twin answers."""
+    data = bytes(range(40))
+    one = lambda *v: np.array(v, np.int64)  # noqa: E731
+    out = [np.empty(1, bool), np.empty(1, np.int8), np.empty(1, bool)]
+    for pay, cap in ((0, 3), (38, 4), (-1, 4)):
+        assert COMPILED.stun_datagrams(data, one(pay), one(cap), one(cap), E.STUN_COOKIE, E.MS_TURN_FIRST_ATTRIBUTE,
+                                       E.MS_TURN_INDICATIONS, *out) is False
+    _stun_both(data, one(38, 0), one(4, 3), one(4, 3))  # through the twin: clipped reads
+    with pytest.raises(ValueError):
+        COMPILED.stun_datagrams(data, one(0), one(4, 4), one(4), E.STUN_COOKIE, E.MS_TURN_FIRST_ATTRIBUTE,
+                                E.MS_TURN_INDICATIONS, *out)
+
+
+def _dup_keys_both(batch, d, gb):
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        fast = E._dup_keys(batch, d, gb)
+    finally:
+        E.GROUP = saved
+    slow = E._dup_keys_numpy(batch, d, gb)
+    assert fast.dtype == slow.dtype == np.uint64 and np.array_equal(fast, slow)
+
+
+@needs_ext
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
+def test_samples_stun_and_dup_keys_alike(sample):
+    with open_capture(SAMPLES / sample, batch_bytes=4096) as cap:
+        for batch in cap.batches():
+            d = F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+            gb = E.group_batch(batch.data, d)
+            _dup_keys_both(batch, d, gb)
+            pidx = gb.pidx
+            pcap_ = d.payload_cap[pidx]
+            ui = np.nonzero((gb.proto == F.PROTO_UDP) & (pcap_ >= 4))[0]
+            _stun_both(batch.data, d.payload[pidx[ui]], pcap_[ui], d.payload_len[pidx[ui]])
+
+
+@needs_ext
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 200), st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_generated_dup_keys_alike(n, groups, seed):
+    """Any values in every column (negative TCP flags and sequence numbers too: they cast as numpy casts)."""
+    rng = np.random.default_rng(seed)
+    m = n + int(rng.integers(0, 5))
+    d = _Ns(ip_len=rng.integers(-2**40, 2**40, m).astype(np.int64), tcp_seq=rng.integers(-2**33, 2**33, m).astype(np.int64),
+            tcp_flags=rng.integers(-2**15, 2**15, m).astype(np.int16), payload_len=rng.integers(0, 2**20, m).astype(np.int64),
+            ttl=rng.integers(0, 256, m).astype(np.uint8))
+    gb = _Ns(pidx=np.sort(rng.choice(m, n, replace=False)).astype(np.int64), inv=rng.integers(0, groups, n).astype(np.int64),
+             key_hash=rng.integers(0, 2**64, groups, dtype=np.uint64), src_a=rng.random(n) < 0.5)
+    _dup_keys_both(_Ns(caplen=rng.integers(0, 70000, m).astype(np.int64)), d, gb)
+    if n:  # a 5-tuple out of range is refused
+        with pytest.raises(IndexError):
+            COMPILED.dup_keys(gb.pidx, np.full(n, groups, np.int64), gb.key_hash, gb.src_a, d.ip_len, d.tcp_seq,
+                              d.tcp_flags, d.payload_len, d.ttl, np.zeros(m, np.int64), E._HASH_MULTIPLIERS,
+                              np.empty(n, np.uint64))
+
+
+@needs_ext
+def test_a_cut_ms_turn_message_is_no_stun():
+    """An MS-TURN Data Indication captured to 27 of its 28 bytes (the MAGIC-COOKIE attribute's last byte, and
+    what follows it in the batch, past the capture): not STUN for either."""
+    msg = (0x0115).to_bytes(2, "big") + (8).to_bytes(2, "big") + bytes(16) + bytes.fromhex("000f000472c64bc6")
+    data = msg + b"\x00" * 8
+    ustun, _, _ = _stun_both(data, np.array([0], np.int64), np.array([27], np.int64), np.array([28], np.int64))
+    assert not ustun[0]
+    ustun, cls, _ = _stun_both(data, np.array([0], np.int64), np.array([28], np.int64), np.array([28], np.int64))
+    assert ustun[0] and cls.tolist() == [1]
