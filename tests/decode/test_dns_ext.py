@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshpcap.decode import dns
-from meshpcap.decode.buffer import DecodeError
 from tests.conftest import SAMPLES
 from tests.decode.test_dns import CHAIN
+from tests.decode.twins import both_ways
 
 try:  # also when MESHPCAP_PURE_PYTHON is set: the comparison needs the module itself
     from meshpcap.decode import _dns as COMPILED
@@ -32,18 +32,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "captures"
 
 def _both(msg: bytes) -> tuple:
     """(what parse_dns gives or raises with the compiled helper, without it)."""
-    got = []
-    saved = dns._COMPILED
-    try:
-        for compiled in (COMPILED, None):
-            dns._COMPILED = compiled
-            try:
-                got.append(("ok", dns.parse_dns(msg)))
-            except DecodeError as exc:  # NeedMore too: the class and the message must agree
-                got.append((type(exc), str(exc)))
-    finally:
-        dns._COMPILED = saved
-    return tuple(got)
+    return both_ways(dns, COMPILED, dns.parse_dns, msg)
 
 
 def _labels(name: str | bytes) -> bytes:

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshpcap.decode import tls
-from meshpcap.decode.buffer import DecodeError
 from meshpcap.testing.tls import build_client_hello
+from tests.decode.twins import both_ways
 
 try:  # also when MESHPCAP_PURE_PYTHON is set: the comparison needs the module itself
     from meshpcap.decode import _tls as COMPILED
@@ -54,18 +54,7 @@ HELLOS.append(_without_extensions(HELLOS[0]))
 
 def _both(msg: bytes) -> tuple:
     """(what parse_client_hello gives or raises with the compiled walk, without it)."""
-    got = []
-    saved = tls._COMPILED
-    try:
-        for compiled in (COMPILED, None):
-            tls._COMPILED = compiled
-            try:
-                got.append(("ok", tls.parse_client_hello(msg)))
-            except DecodeError as exc:  # NeedMore too: the class and the message must agree
-                got.append((type(exc), str(exc)))
-    finally:
-        tls._COMPILED = saved
-    return tuple(got)
+    return both_ways(tls, COMPILED, tls.parse_client_hello, msg)
 
 
 @needs_ext
@@ -223,18 +212,7 @@ FLIGHTS_LEFT = [  # left to the Python walk
 
 
 def _flights(stream: bytes) -> tuple:
-    got = []
-    saved = tls._COMPILED
-    try:
-        for compiled in (COMPILED, None):
-            tls._COMPILED = compiled
-            try:
-                got.append(("ok", tls.read_server_flight(stream)))
-            except DecodeError as exc:
-                got.append((type(exc), str(exc)))
-    finally:
-        tls._COMPILED = saved
-    return tuple(got)
+    return both_ways(tls, COMPILED, tls.read_server_flight, stream)
 
 
 @needs_ext

@@ -53,13 +53,18 @@ class _Cols:
         self.sport, self.dport = np.asarray(sport, np.int32), np.asarray(dport, np.int32)
 
 
+def _sample_batches(sample: str):
+    """(batch, its Decoded) of a sample, read in 4 KiB batches (many of them, with packets cut at their ends)."""
+    with open_capture(SAMPLES / sample, batch_bytes=4096) as cap:
+        for batch in cap.batches():
+            yield batch, F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
+
+
 @needs_ext
 @pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
 def test_samples_group_alike(sample):
-    with open_capture(SAMPLES / sample, batch_bytes=4096) as cap:
-        for batch in cap.batches():
-            d = F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
-            _both_equal(d, np.nonzero(d.reason == F.OK)[0])
+    for _, d in _sample_batches(sample):
+        _both_equal(d, np.nonzero(d.reason == F.OK)[0])
 
 
 @needs_ext
@@ -282,12 +287,10 @@ def _candidates_both(batch, d, gb, idle_ns) -> None:
 @needs_ext
 @pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
 def test_samples_evidence_candidates_alike(sample):
-    with open_capture(SAMPLES / sample, batch_bytes=4096) as cap:
-        for batch in cap.batches():
-            d = F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
-            gb = E.group_batch(batch.data, d)
-            for idle_ns in (E.UDP_IDLE_NS, 1_000_000, 0):
-                _candidates_both(batch, d, gb, idle_ns)
+    for batch, d in _sample_batches(sample):
+        gb = E.group_batch(batch.data, d)
+        for idle_ns in (E.UDP_IDLE_NS, 1_000_000, 0):
+            _candidates_both(batch, d, gb, idle_ns)
 
 
 class _Ns:
@@ -536,15 +539,13 @@ def _dup_keys_both(batch, d, gb):
 @needs_ext
 @pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.pcap*")))
 def test_samples_stun_and_dup_keys_alike(sample):
-    with open_capture(SAMPLES / sample, batch_bytes=4096) as cap:
-        for batch in cap.batches():
-            d = F.decode_batch(batch.data, batch.offset, batch.caplen, batch.linktype)
-            gb = E.group_batch(batch.data, d)
-            _dup_keys_both(batch, d, gb)
-            pidx = gb.pidx
-            pcap_ = d.payload_cap[pidx]
-            ui = np.nonzero((gb.proto == F.PROTO_UDP) & (pcap_ >= 4))[0]
-            _stun_both(batch.data, d.payload[pidx[ui]], pcap_[ui], d.payload_len[pidx[ui]])
+    for batch, d in _sample_batches(sample):
+        gb = E.group_batch(batch.data, d)
+        _dup_keys_both(batch, d, gb)
+        pidx = gb.pidx
+        pcap_ = d.payload_cap[pidx]
+        ui = np.nonzero((gb.proto == F.PROTO_UDP) & (pcap_ >= 4))[0]
+        _stun_both(batch.data, d.payload[pidx[ui]], pcap_[ui], d.payload_len[pidx[ui]])
 
 
 @needs_ext
