@@ -342,6 +342,23 @@ def test_newest_lookup_first(tmp_path) -> None:
     assert f.name == "new.example.com"
 
 
+@pytest.mark.parametrize("resolver,port", [("10.20.0.1", 53), ("10.20.0.200", 53), ("224.0.0.251", 5353),
+                                           ("10.20.0.200", 5355)])
+def test_a_lookup_names_flows_whichever_side_of_the_key_its_port_is(tmp_path, resolver, port) -> None:
+    """A resolver whose address sorts before the client's (its port on the "a" side of the flow's key) or after
+    it (on the "b" side), and mDNS and LLMNR ports: the DNS pass reads the lookup either way."""
+    cap = ms.Capture("dns-sides")
+    sport = ms.ephemeral_port(cap)
+    q = dns_message(7, b"mesh.office.com", response=False)
+    r = dns_message(7, b"mesh.office.com", response=True, answers=(a_record(b"mesh.office.com", SERVER),))
+    cap.emit(0, UDP(sport=sport, dport=port) / Raw(q), ms.CLIENT, resolver)
+    cap.emit(5 * MS, UDP(sport=port, dport=sport) / Raw(r), resolver, ms.CLIENT)
+    syn_only(cap, 20 * MS, SERVER)
+    ft = read(tmp_path, cap)
+    assert [(e.qname, e.server) for e in ft.dns] == [("mesh.office.com", resolver)]
+    assert flow_to(ft, SERVER, 443).dns_names == ("mesh.office.com",)
+
+
 @pytest.mark.parametrize("rcode,label", [(3, "NXDOMAIN"), (2, "SERVFAIL"), (5, "REFUSED")])
 def test_dns_error_answers(tmp_path, rcode, label) -> None:
     cap = ms.Capture(f"dns-{label}")
