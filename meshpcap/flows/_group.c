@@ -63,6 +63,12 @@ typedef struct {
     int64_t group;
 } pair_t;
 
+/* One column's step of engine._key_hash: h = (h ^ column) * multiplier; h ^= h >> 29. */
+static inline uint64_t hash_step(uint64_t h, uint64_t column, uint64_t multiplier) {
+    const uint64_t x = (h ^ column) * multiplier;
+    return x ^ (x >> 29);
+}
+
 static int by_hash(const void *x, const void *y) {
     uint64_t a = ((const pair_t *)x)->hash, b = ((const pair_t *)y)->hash;
     return a < b ? -1 : a > b;
@@ -162,10 +168,7 @@ static PyObject *group_keys(PyObject *self, PyObject *args) {
         /* engine._key_columns and engine._key_hash */
         const uint64_t cols[6] = {(uint64_t)((pr << 8) | v), ah, al, bh, bl, (uint64_t)((ap << 16) | bp)};
         uint64_t h = 0;
-        for (int j = 0; j < 6; j++) {
-            h = (h ^ cols[j]) * k[j];
-            h ^= h >> 29;
-        }
+        for (int j = 0; j < 6; j++) h = hash_step(h, cols[j], k[j]);
         o_hash[i] = h;
     }
     /* ... then the distinct hashes, in the order first seen */
@@ -261,10 +264,7 @@ static PyObject *key_hash(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) h[i] = 0;
     for (Py_ssize_t j = 0; j < m; j++) {  /* column by column: the rows' multiplications overlap */
         const uint64_t *c = col[j].buf, kj = k[j];
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint64_t x = (h[i] ^ c[i]) * kj;
-            h[i] = x ^ (x >> 29);
-        }
+        for (Py_ssize_t i = 0; i < n; i++) h[i] = hash_step(h[i], c[i], kj);
     }
     Py_END_ALLOW_THREADS
     result = Py_None;
@@ -273,6 +273,31 @@ done:
     for (int j = 0; j < ncol; j++) PyBuffer_Release(&col[j]);
     PyBuffer_Release(&out);
     return result;
+}
+
+/* One ``cls`` (engine.Evidence: record, ns, from_a, seq, flags, data, wire_len) with, as its data, the bytes
+ * buf[pay:pay + cap] of a buffer of ``len`` bytes, clamped as a Python slice is (pay and cap are never negative);
+ * NULL on failure. */
+static PyObject *evidence_item(PyTypeObject *cls, const char *buf, Py_ssize_t len, int64_t pay, int64_t cap,
+                               int64_t record, int64_t ts, int src_a, int64_t seq, long flags, int64_t wire) {
+    const Py_ssize_t lo = pay < len ? (Py_ssize_t)pay : len;
+    const Py_ssize_t hi = cap < len - lo ? lo + (Py_ssize_t)cap : len;
+    PyObject *item = cls->tp_alloc(cls, 7);
+    if (item == NULL) return NULL;
+    PyObject *f[7] = {PyLong_FromLongLong(record), PyLong_FromLongLong(ts), PyBool_FromLong(src_a),
+                      PyLong_FromLongLong(seq), PyLong_FromLong(flags), PyBytes_FromStringAndSize(buf + lo, hi - lo),
+                      PyLong_FromLongLong(wire)};
+    int bad = 0;
+    for (int j = 0; j < 7; j++) bad |= f[j] == NULL;
+    for (int j = 0; j < 7; j++) {
+        if (bad) Py_XDECREF(f[j]);
+        else PyTuple_SET_ITEM(item, j, f[j]);
+    }
+    if (bad) {
+        Py_DECREF(item);
+        return NULL;
+    }
+    return item;
 }
 
 /* The columns of evidence_items, in the order of its arguments after cls and data, with their item sizes. */
@@ -323,21 +348,10 @@ static PyObject *evidence_items(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "evidence_items: a negative payload offset or length");
             goto fail;
         }
-        Py_ssize_t lo = pay[i] < len ? (Py_ssize_t)pay[i] : len;
-        Py_ssize_t hi = cap[i] < len - lo ? lo + (Py_ssize_t)cap[i] : len;
-        PyObject *item = cls->tp_alloc(cls, 7);
+        PyObject *item = evidence_item(cls, buf, len, pay[i], cap[i], record[i], ts[i], src_a[i], seq[i], flags[i],
+                                       wire[i]);
         if (item == NULL) goto fail;
         PyList_SET_ITEM(list, i, item);
-        PyObject *f[7] = {PyLong_FromLongLong(record[i]), PyLong_FromLongLong(ts[i]), PyBool_FromLong(src_a[i]),
-                          PyLong_FromLongLong(seq[i]), PyLong_FromLong(flags[i]),
-                          PyBytes_FromStringAndSize(buf + lo, hi - lo), PyLong_FromLongLong(wire[i])};
-        for (int j = 0; j < 7; j++) {
-            if (f[j] == NULL) {
-                for (int k = 0; k < 7; k++) Py_XDECREF(f[k]);
-                goto fail;
-            }
-        }
-        for (int j = 0; j < 7; j++) PyTuple_SET_ITEM(item, j, f[j]);
     }
     goto done;
 fail:
@@ -551,24 +565,8 @@ static PyObject *keep_evidence(PyObject *self, PyObject *args) {
             keep |= !tcp && srank < bound[3];
         }
         if (!keep) continue;
-        /* data[pay:pay + cap] as a Python slice: clamped to the buffer */
-        Py_ssize_t lo = pay[p] < len ? (Py_ssize_t)pay[p] : len;
-        Py_ssize_t hi = cap[p] < len - lo ? lo + (Py_ssize_t)cap[p] : len;
-        PyObject *item = cls->tp_alloc(cls, 7);
+        PyObject *item = evidence_item(cls, buf, len, pay[p], cap[p], record0 + p, ts[c], a, seq[p], tflags[p], wire[p]);
         if (item == NULL) goto fail;
-        PyObject *fl[7] = {PyLong_FromLongLong(record0 + p), PyLong_FromLongLong(ts[c]), PyBool_FromLong(a),
-                           PyLong_FromLongLong(seq[p]), PyLong_FromLong(tflags[p]),
-                           PyBytes_FromStringAndSize(buf + lo, hi - lo), PyLong_FromLongLong(wire[p])};
-        int bad = 0;
-        for (int j = 0; j < 7; j++) bad |= fl[j] == NULL;
-        for (int j = 0; j < 7; j++) {
-            if (bad) Py_XDECREF(fl[j]);
-            else PyTuple_SET_ITEM(item, j, fl[j]);
-        }
-        if (bad) {
-            Py_DECREF(item);
-            goto fail;
-        }
         PyObject *key = PyLong_FromLongLong(f);
         if (key == NULL) {
             Py_DECREF(item);
@@ -745,10 +743,7 @@ static PyObject *dup_keys(PyObject *self, PyObject *args) {
         const uint64_t v[8] = {gh[inv[i]], (uint64_t)(src_a[i] != 0), (uint64_t)iplen[p], (uint64_t)seq[p],
                                (uint64_t)(int64_t)tflags[p], (uint64_t)plen[p], (uint64_t)ttl[p], (uint64_t)caplen[p]};
         uint64_t h = 0;
-        for (int j = 0; j < 8; j++) {
-            uint64_t x = (h ^ v[j]) * k[j];
-            h = x ^ (x >> 29);
-        }
+        for (int j = 0; j < 8; j++) h = hash_step(h, v[j], k[j]);
         out[i] = h >> 32;
     }
     result = Py_NewRef(Py_None);
