@@ -266,18 +266,7 @@ def _parse_client_hello_body(data: bytes, pos: int, end: int) -> ClientHello:
     ext = _HelloExtensions()
     if pos < end:  # RFC 5246 section 7.4.1.2: extensions may be absent before TLS 1.3
         _hello_extensions(data, pos, end, ext)
-    return ClientHello(
-        sni=ext.sni,
-        sni_raw_invalid=ext.sni_invalid,
-        alpn=ext.alpn,
-        versions=ext.versions if ext.versions else (legacy_version,),
-        legacy_version=legacy_version,
-        ech=ext.ech,
-        cipher_suites=_without_grease(suites),
-        extensions=tuple(ext.types),
-        length=length,
-        sni_literal=ext.sni_literal,
-    )
+    return _client_hello(length, legacy_version, _without_grease(suites), tuple(ext.types), ext)
 
 
 def _hello_of_fields(length: int, legacy_version: int, suites: tuple[int, ...], types: tuple[int, ...],
@@ -288,13 +277,21 @@ def _hello_of_fields(length: int, legacy_version: int, suites: tuple[int, ...], 
     ext = _HelloExtensions()
     if sni is not None:
         _hello_host_name(sni, ext)
+    if alpn:
+        ext.alpn = tuple(map(_alpn_text, alpn))
+    ext.versions, ext.ech = versions, ech
+    return _client_hello(length, legacy_version, suites, types, ext)
+
+
+def _client_hello(length: int, legacy_version: int, suites: tuple[int, ...], types: tuple[int, ...],
+                  ext: _HelloExtensions) -> ClientHello:
     return ClientHello(
         sni=ext.sni,
         sni_raw_invalid=ext.sni_invalid,
-        alpn=tuple(map(_alpn_text, alpn)) if alpn else (),
-        versions=versions if versions else (legacy_version,),
+        alpn=ext.alpn,
+        versions=ext.versions if ext.versions else (legacy_version,),
         legacy_version=legacy_version,
-        ech=ech,
+        ech=ext.ech,
         cipher_suites=suites,
         extensions=types,
         length=length,
