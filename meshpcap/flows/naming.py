@@ -229,10 +229,7 @@ class EarlyNamer:
         if not cand.size:
             return
         self.answered[cand] = True
-        slot = b.f_slot.a[cand]
-        cols = b.slot_keys.columns
-        ports = np.array(DNS_PORTS)
-        dns = np.isin(cols[6].a[slot], ports) | np.isin(cols[7].a[slot], ports)
+        dns = _dns_port(b.slot_keys, b.f_slot.a[cand])
         if dns.any():
             namer = Namer(_LiveFlows(b), dns_pass=False)  # type: ignore[arg-type]
             for fid in cand[dns].tolist():
@@ -277,16 +274,20 @@ class EarlyNamer:
         return True
 
 
+def _dns_port(slot_keys, slots: np.ndarray) -> np.ndarray:
+    """Which of these slots' 5-tuples have a DNS port (DNS_PORTS) on either side, from the key columns."""
+    cols = slot_keys.columns
+    ports = np.array(DNS_PORTS)
+    return np.isin(cols[6].a[slots], ports) | np.isin(cols[7].a[slots], ports)
+
+
 def _dns_flows(raw: RawFlows) -> list[int]:
-    """The flows with evidence whose 5-tuple has a DNS port (DNS_PORTS) on either side, in the evidence's
-    order: the columns asked once instead of each flow's key tuple."""
+    """The flows with evidence whose 5-tuple has a DNS port, in the evidence's order: the columns asked once
+    instead of each flow's key tuple."""
     fids = np.fromiter(raw.evidence, np.int64, len(raw.evidence))
     if not fids.size:
         return []
-    slots = raw.flow_slot[fids]
-    cols = raw.slot_keys.columns
-    ports = np.array(DNS_PORTS)
-    return fids[np.isin(cols[6].a[slots], ports) | np.isin(cols[7].a[slots], ports)].tolist()
+    return fids[_dns_port(raw.slot_keys, raw.flow_slot[fids])].tolist()
 
 
 def evidence_state(flows, fid: int) -> tuple:
