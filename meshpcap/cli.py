@@ -180,7 +180,6 @@ def analyze(
     cannot show a session: no packets, nothing decodable, nothing the profile covers; or it cannot tell
     whether an expected group worked). With several --profile options the exit code follows the first one."""
     from . import analyze as run
-    from .report.analysis import render_report
 
     try:
         capture = _captures(captures, series)
@@ -204,7 +203,9 @@ def analyze(
         show = show_unrelated or fmt == ReportFormat.json
         if fmt == ReportFormat.json:  # written in pieces: millions of flows are never one text
             _write_stream(lambda write: report.write_json(write, show), output)
-        else:
+        else:  # imported after the run, whose read begins before the report modules load (see pipeline.begin_read)
+            from .report.analysis import render_report
+
             _write(render_report(report, fmt, show), output)
         if streams_csv is not None:
             from .report.analysis import render_streams_csv

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from .capture import open_capture
 from .decode.frames import decode_batch
@@ -72,30 +72,58 @@ def read_flows(path: str | os.PathLike | Sequence[str | os.PathLike], names: boo
 
 
 def _read_table(path, names: bool = True, idle_seconds: float | None = None, batch_bytes: int | None = None,
-                media=None, max_flows: int | None = None, later: ExitStack | None = None, render=None):
+                media=None, max_flows: int | None = None, later: ExitStack | None = None, render=None, begun=None):
     """:func:`read_flows`, and with ``later`` the media result left to the caller: (table, None), or (table,
     ``take``) where ``take()`` returns what ``table.media`` is to be, its work going on meanwhile (in a
-    child that ``later`` ends), with what ``render`` makes of it there (see ``MediaCollector.beside``)."""
+    child that ``later`` ends), with what ``render`` makes of it there (see ``MediaCollector.beside``).
+    ``begun``: the read as :func:`begin_read` began it (with these options), else it begins here."""
+    if isinstance(begun, CaptureError):  # met when the read was begun (a stream cannot be opened again)
+        raise begun
+    if begun is None:
+        begun = _begin(path, names, idle_seconds, batch_bytes, media not in (None, False), max_flows)
+    try:
+        return _read_flows(begun, media, later, render)
+    except FlowLimitError as exc:
+        raise FlowLimitError(exc.limit, begun.paths[0]) from None
+    finally:
+        begun.capture.close()
+
+
+class _Begun(NamedTuple):
+    """A read begun (see :func:`begin_read`): its files in reading order, the flow builder and early namer
+    it feeds, and the first file's capture with its walk under way."""
+
+    paths: list[str]
+    names: bool
+    builder: FlowBuilder
+    early: Any
+    media: bool  # whether the walk makes the media pass's per-batch arrays (_decode_media)
+    batch_bytes: int | None
+    capture: Any
+    pairs: Iterator
+
+
+def begin_read(path, names: bool = True, media: bool = False, max_flows: int | None = None) -> _Begun | CaptureError:
+    """Begin reading a capture before its batches are taken, for :func:`_read_table` (``begun``) to finish:
+    a large plain file's reading process starts now and walks ahead while this process loads what it
+    judges with (rules, service tags, quality targets: about 25 ms at 1M packets, which the walk no
+    longer waits for).  When the capture cannot be opened, its error, which _read_table raises: after
+    the options have been checked, as without this, and without opening a stream a second time.
+    Close ``begun.capture`` if it is not read."""
+    try:
+        return _begin(path, names, None, None, media, max_flows)
+    except CaptureError as exc:
+        return exc
+
+
+def _begin(path, names: bool, idle_seconds: float | None, batch_bytes: int | None, media: bool,
+           max_flows: int | None) -> _Begun:
     if isinstance(path, (str, os.PathLike)):
         paths = [os.fspath(path)]
     else:
         paths = [os.fspath(p) for p in path]
         if not paths:
             raise CaptureError("(no files)", "no capture given")
-    try:
-        return _read_flows(paths, names, idle_seconds, batch_bytes, media, max_flows, later, render)
-    except FlowLimitError as exc:
-        raise FlowLimitError(exc.limit, paths[0]) from None
-
-
-def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch_bytes: int | None,
-                media=None, max_flows: int | None = None, later: ExitStack | None = None, render=None):
-    if media is True:
-        from .flows.media import MediaCollector
-
-        media = MediaCollector()
-    elif media is False:  # no media pass, as None
-        media = None
     kwargs = {"max_flows": max_flows}
     if idle_seconds is not None:
         kwargs["idle_ns"] = int(idle_seconds * 1e9)
@@ -110,13 +138,37 @@ def _read_flows(paths: list[str], names: bool, idle_seconds: float | None, batch
         from .flows.naming import EarlyNamer
 
         early = EarlyNamer(builder, EVIDENCE_TCP)
-    info = _read_files(paths, builder, early, media, batch_bytes)
+    cap = _open(paths[0], batch_bytes)
+    try:
+        # while the reader's second process has not sent the next batch, name flows ahead (see EarlyNamer)
+        pairs = cap.start(_decode_media if media else _decode, None if early is None else early.speculate)
+    except BaseException:
+        cap.close()
+        raise
+    return _Begun(paths, names, builder, early, media, batch_bytes, cap, pairs)
+
+
+def _open(path: str, batch_bytes: int | None):
+    return open_capture(path, **({} if batch_bytes is None else {"batch_bytes": batch_bytes}))
+
+
+def _read_flows(begun: _Begun, media=None, later: ExitStack | None = None, render=None):
+    if media is True:
+        from .flows.media import MediaCollector
+
+        media = MediaCollector()
+    elif media is False:  # no media pass, as None
+        media = None
+    if (media is not None) != begun.media:
+        raise ValueError("the read was begun with the media pass" if begun.media else "the read was begun without the media pass")
+    builder, early, paths = begun.builder, begun.early, begun.paths
+    info = _read_files(paths, builder, early, media, begun.batch_bytes, (begun.capture, begun.pairs))
     raw = builder.finish()
     with ExitStack() as own:
         # the media statistics beside the naming (and, with ``later``, the judging), when they pay: they need
         # only the flows' ends and orientation
         take = None if media is None else (later or own).enter_context(media.beside(raw, render))
-        namer, dns_events, stats = _names(raw, names, early)
+        namer, dns_events, stats = _names(raw, begun.names, early)
         flows = build_records(raw, namer)
         if _retained is not None:
             _retained.append((builder, raw, early, namer))
@@ -158,18 +210,23 @@ def _names(raw, names: bool, early):
     return _named, with_flow_ids(n.dns_events, n._dns_event_fid, raw), stats
 
 
-def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_bytes: int | None):
+def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_bytes: int | None, first=None):
     """Feed every batch of every file to ``builder`` (and to ``media`` and the early namer ``early``, when
-    given), in order, with record numbers running on across the files; the capture's CaptureInfo."""
+    given), in order, with record numbers running on across the files; the capture's CaptureInfo.
+    ``first``: the first file's capture and its pairs, when its walk was begun already (Capture.start)."""
     if early is not None:
         from .flows.naming import prefetch_dns
+    work = _decode if media is None else _decode_media
+    idle = None if early is None else early.speculate
     infos = []
     first_record = 0  # records in the files before this one: record numbers run on across a series
-    for p in paths:
-        with open_capture(p, **({} if batch_bytes is None else {"batch_bytes": batch_bytes})) as cap:
-            # while the reader's second process has not sent the next batch, name flows ahead (see EarlyNamer)
-            for batch, (decoded, grouped, *extracted) in cap.batches_with(_decode if media is None else _decode_media,
-                                                                          None if early is None else early.speculate):
+    for i, p in enumerate(paths):
+        cap, pairs = first if i == 0 and first is not None else (None, None)
+        if cap is None:
+            cap = _open(p, batch_bytes)
+            pairs = cap.batches_with(work, idle)
+        with cap:
+            for batch, (decoded, grouped, *extracted) in pairs:
                 batch.first_record += first_record
                 builder.add(batch, decoded, grouped)
                 if media is not None:  # the media pass (RTP, STUN and SYN times), its arrays made beside the reader
@@ -287,7 +344,19 @@ def _reports(source, profiles, *, service_tags, m365_endpoints, webslates, websl
              fail_on, use_cache, as_of, quality, quality_targets, max_flows=None) -> list:
     """One Report per profile of ``profiles`` over one reading of ``source`` (the body of :func:`analyze`
     and :func:`analyze_profiles`): every option is checked and every reference file loaded before the
-    capture is read, so that a bad option fails fast."""
+    capture is read, so that a bad option fails fast; the read is begun first all the same (its walk goes
+    on meanwhile, see :func:`begin_read`), and ended unread when an option is refused."""
+    begun = None if isinstance(source, FlowTable) else begin_read(source, media=quality, max_flows=max_flows)
+    try:
+        return _judged_reports(source, begun, profiles, service_tags, m365_endpoints, webslates, webslate_allow,
+                               cloud_scripting, rules, fail_on, use_cache, as_of, quality, quality_targets, max_flows)
+    finally:
+        if isinstance(begun, _Begun):
+            begun.capture.close()
+
+
+def _judged_reports(source, begun, profiles, service_tags, m365_endpoints, webslates, webslate_allow, cloud_scripting,
+                    rules, fail_on, use_cache, as_of, quality, quality_targets, max_flows) -> list:
     from .classify import FAIL_ON
     from .errors import MeshpcapError
     from .rules import cached_service_tags, load_service_tags
@@ -310,7 +379,8 @@ def _reports(source, profiles, *, service_tags, m365_endpoints, webslates, websl
     reports = []
     with ExitStack() as later:  # the media statistics may go on beside the naming and judging (see MediaCollector.beside)
         ft, take_media = (source, None) if isinstance(source, FlowTable) else _read_table(
-            source, media=media_collector(targets), max_flows=max_flows, later=later, render=_renderers(targets))
+            source, media=media_collector(targets), max_flows=max_flows, later=later, render=_renderers(targets),
+            begun=begun)
         for prof in loaded:
             prof, notices = profile_for_date(prof, ft, as_of, addons, use_cache)
             reports.append(judge_table(ft, prof, notices, tags, tags_path, fail_on, targets, take_media))

@@ -47,6 +47,34 @@ def generated_capture(tmp_path_factory, name: str, packets: int, seed: int) -> P
     return out
 
 
+def fork_pids(monkeypatch) -> list[int]:
+    """The pids of the children os.fork makes from here on (in the test's process)."""
+    import os
+
+    pids: list[int] = []
+    real_fork = os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def reaped(pid: int) -> bool:
+    """Has this process's child ``pid`` ended and been waited for (no zombie, nothing running)?"""
+    import os
+
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
 def capture_id(p: Path) -> str:
     try:
         return str(p.relative_to(SHARED_CAPTURES))

@@ -12,7 +12,7 @@ import meshpcap
 from meshpcap.errors import CaptureError, MeshpcapError, RuleError
 from meshpcap import schema
 from meshpcap.report.analysis import Report
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, fork_pids, reaped
 
 TAGS = SAMPLES / "ServiceTags_Public_SAMPLE.json"
 CHECKLIST_COLUMNS = ["rule", "description", "destination", "ports", "requirement", "status", "flows", "source"]
@@ -105,6 +105,78 @@ def test_errors_are_library_exceptions(tmp_path):
                    'requirement = "required"\nevent = "MR"\nsource = "s"\n')
     with pytest.raises(RuleError, match="X-1"):
         meshpcap.analyze(SAMPLES / "healthy-multi-room.pcapng", service_tags=TAGS, rules=bad)
+
+
+def test_options_are_checked_before_the_capture_errs(tmp_path):
+    """The read is begun before the options are checked (pipeline.begin_read), but a capture that cannot be
+    read still reports after a refused option, as when the options came first."""
+    with pytest.raises(MeshpcapError, match="fail-on") as got:
+        meshpcap.analyze(tmp_path / "missing.pcap", service_tags=TAGS, fail_on="sometimes")
+    assert not isinstance(got.value, CaptureError)
+    with pytest.raises(MeshpcapError, match="unknown profile"):
+        meshpcap.analyze(tmp_path / "missing.pcap", profile="nope", service_tags=TAGS)
+    with pytest.raises(CaptureError, match="no such file"):
+        meshpcap.analyze(tmp_path / "missing.pcap", service_tags=TAGS)
+
+
+def _two_processes(monkeypatch) -> None:
+    """Read even a small capture in two processes, in batches of 64 kB."""
+    from functools import partial
+
+    import meshpcap.capture.parallel as parallel_mod
+    import meshpcap.pipeline as pipeline
+    from meshpcap.capture import open_capture
+
+    monkeypatch.setattr(pipeline, "open_capture", partial(open_capture, batch_bytes=64 << 10))
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+
+
+@pytest.fixture(scope="module")
+def two_process_capture(tmp_path_factory):
+    from tests.conftest import generated_capture
+
+    return generated_capture(tmp_path_factory, "begun", 3000, 3)
+
+
+def test_the_read_begins_before_the_rules_load(two_process_capture, monkeypatch):
+    """analyze starts the capture's reading process before it loads the rules, service tags and quality
+    targets (their loading overlaps the walk), and the report is the one of a read begun after them."""
+    import os
+
+    import meshpcap.pipeline as pipeline
+    from meshpcap import _child, settings
+
+    if not hasattr(os, "fork") or _child.cpus() < 2 or settings.get().no_fork:
+        pytest.skip("needs fork and two CPUs")
+    with settings.override(no_fork=True):
+        serial = meshpcap.analyze(two_process_capture, service_tags=TAGS).to_dict()
+    _two_processes(monkeypatch)
+    forks = fork_pids(monkeypatch)
+    at_load = []
+    real_load = pipeline.load_rules
+    monkeypatch.setattr(pipeline, "load_rules", lambda *a, **k: (at_load.append(len(forks)), real_load(*a, **k))[1])
+    report = meshpcap.analyze(two_process_capture, service_tags=TAGS)
+    assert at_load == [1]  # the reader was forked already
+    assert report.to_dict() == serial
+    assert all(reaped(pid) for pid in forks)
+
+
+def test_a_refused_option_ends_the_begun_read(two_process_capture, tmp_path, monkeypatch):
+    import os
+
+    from meshpcap import _child, settings
+
+    if not hasattr(os, "fork") or _child.cpus() < 2 or settings.get().no_fork:
+        pytest.skip("needs fork and two CPUs")
+    _two_processes(monkeypatch)
+    forks = fork_pids(monkeypatch)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nid = "X-1"\n')
+    with pytest.raises(RuleError, match="X-1"):
+        meshpcap.analyze(two_process_capture, service_tags=TAGS, rules=bad)
+    with pytest.raises(MeshpcapError, match="fail-on"):
+        meshpcap.analyze(two_process_capture, service_tags=TAGS, fail_on="sometimes")
+    assert len(forks) == 2 and all(reaped(pid) for pid in forks)
 
 
 def test_retain_until_exit_keeps_the_reading_state(monkeypatch):

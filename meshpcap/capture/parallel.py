@@ -124,9 +124,11 @@ def parallel_ok(walker: Any) -> bool:
 
 
 def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
-                     idle: Callable[[], bool] | None = None) -> Iterator[Any]:
+                     idle: Callable[[], bool] | None = None, begin: bool = False) -> Iterator[Any]:
     """The walker's batches, or (batch, work(batch)) pairs with ``work``, walked in a child; while the
-    child has not sent the next one, ``idle()`` is called until it returns False (see _fill_wait)."""
+    child has not sent the next one, ``idle()`` is called until it returns False (see _fill_wait).
+    With ``begin``, one None comes first, once the child is started (or could not be): the child walks
+    on meanwhile, as far as the ring and the pipe hold its batches."""
     fd = walker.source.raw.fileno()
     guard = walker.source.guard
     info = walker.info
@@ -137,6 +139,8 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
     with _child.beside(lambda wfd, back_fd: _walk_in_child(walker, wfd, work, ring, back_fd), pipe_bytes=1 << 20,
                        back=True) as channel:
         pipe, back_fd = channel if channel is not None else (None, -1)
+        if begin:
+            yield None
         while pipe is not None:  # None: no child could be started, the walk is all done here
             if idle is not None:
                 _fill_wait(pipe, idle)

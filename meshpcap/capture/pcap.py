@@ -72,14 +72,17 @@ class PcapWalker:
         ]
 
     def batches(self, work: Callable[[Batch], Any] | None = None,
-                idle: Callable[[], bool] | None = None) -> Iterator[Any]:
+                idle: Callable[[], bool] | None = None, begin: bool = False) -> Iterator[Any]:
         """The batches in file order; with ``work``, (batch, work(batch)) pairs instead.
 
         A large plain file is walked (and ``work`` done) in a forked child; see parallel.py (which
-        calls ``idle`` while that child has not sent the next batch yet)."""
+        calls ``idle`` while that child has not sent the next batch yet).  With ``begin``, one None
+        comes first, as soon as the walk has begun (see Capture.start)."""
         if parallel_ok(self):
-            yield from parallel_batches(self, work, idle)
+            yield from parallel_batches(self, work, idle, begin)
             return
+        if begin:
+            yield None
         mapped = mapped_source(self.source)
         if mapped is not None:  # chunks on page boundaries, so that each can be mapped
             items = self._walk(mapped, b"", 0, skip=FILE_HEADER_LEN, align=mmap.ALLOCATIONGRANULARITY)

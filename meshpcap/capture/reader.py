@@ -25,6 +25,7 @@ class Capture:
         self._source = source
         self._walker = walker
         self._used = False
+        self._begun: Iterator[Any] | None = None  # the pairs start() returned, until they end
 
     def batches(self) -> Iterator[Batch]:
         """Yield the packets in file order, one :class:`Batch` per chunk; closes the file at the end."""
@@ -41,19 +42,34 @@ class Capture:
         a small piece of the caller's own work, done in time it would otherwise wait."""
         yield from self._run(work, idle)
 
-    def _run(self, work: Callable[[Batch], Any] | None, idle: Callable[[], bool] | None = None) -> Iterator[Any]:
+    def start(self, work: Callable[[Batch], Any], idle: Callable[[], bool] | None = None) -> Iterator[tuple[Batch, Any]]:
+        """:meth:`batches_with`, its walk begun before this returns: where the walk runs in a second
+        process, that process is started now and walks (and works) ahead, as far as the pipe between
+        them holds, while the caller does other things before it takes the pairs.  Closing the
+        iterator, or the capture, ends the walk (and that process)."""
+        pairs = self._run(work, idle, begin=True)
+        next(pairs)  # the None that says the walk has begun
+        self._begun = pairs
+        return pairs
+
+    def _run(self, work: Callable[[Batch], Any] | None, idle: Callable[[], bool] | None = None,
+             begin: bool = False) -> Iterator[Any]:
         if self._used:
             raise RuntimeError("Capture.batches() is single pass")
         self._used = True
         try:
-            yield from (self._walker.batches() if work is None else self._walker.batches(work, idle))
+            yield from (self._walker.batches(begin=begin) if work is None else self._walker.batches(work, idle, begin))
             if self.info.truncated is not None and self._source.error_at is not None:
                 self.info.truncated.setdefault("compressed_offset", self._source.error_at)
             self._source.note_change(self.info)
         finally:
+            self._begun = None  # ending now: nothing for close() to end
             self.close()
 
     def close(self) -> None:
+        begun, self._begun = self._begun, None
+        if begun is not None:  # a walk begun by start() and not taken to its end: end it (and its process)
+            begun.close()
         self._source.close()
 
     def __enter__(self) -> Capture:
