@@ -176,7 +176,7 @@ class PcapngWalker:
             data = source.read_after(tail, want)
             n = len(data)
             rec, spb_rows, pos, damaged = self._walk_chunk(data, skip, source)
-            if rec:
+            if len(rec):
                 self.resume_at = self.base + pos  # where the walk goes on after this batch
                 yield self._batch(data, rec, spb_rows)
             if damaged:
@@ -211,7 +211,8 @@ class PcapngWalker:
         self.base = 0
         return self.source, self.head, 0, 0
 
-    def _walk_chunk(self, data: bytes, pos: int, source: Source | MappedSource) -> tuple[array, list[int], int, str | None]:
+    def _walk_chunk(self, data: bytes, pos: int,
+                    source: Source | MappedSource) -> tuple[array | np.ndarray, list[int], int, str | None]:
         """Walk the whole blocks in ``data`` from ``pos``: (the packet records, the rows of simple
         packet blocks, the position after the last whole block, why the walk stops there when the
         file is damaged, else None). ``need`` says how many bytes the next block wants.
@@ -233,6 +234,8 @@ class PcapngWalker:
                 if fast is not None:  # a run of plain EPBs, compiled (_walk.c); the rest comes here
                     k, pos = fast.pcapng_epbs(data, pos, order == ">", nif, sec_base, MAX_BLOCK, out)
                     if k:
+                        if n - pos < 8 and not rec:  # the whole chunk in one run (the common case): its rows as
+                            return out[: 6 * k], spb_rows, pos, damaged  # they are, not copied twice into rec
                         rec.frombytes(out[: 6 * k].tobytes())
                         if n - pos < 8:
                             break
@@ -552,7 +555,7 @@ class PcapngWalker:
             self._tables_for = k
         return self._tables_cache
 
-    def _batch(self, data: bytes, rec: array, spb_rows: list[int]) -> Batch:
+    def _batch(self, data: bytes, rec: array | np.ndarray, spb_rows: list[int]) -> Batch:
         cols = np.frombuffer(rec, dtype=np.int64).reshape(-1, 6)
         k = len(cols)
         iface = cols[:, 1].astype(np.int32)

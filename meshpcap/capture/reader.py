@@ -39,7 +39,10 @@ class Capture:
         per-batch step, e.g. header decoding): where the walk runs in a second process, so
         does ``work``, overlapping what the caller does with the previous pairs.  There, while
         the next pair is not ready yet, ``idle()`` is called (when given) until it returns False:
-        a small piece of the caller's own work, done in time it would otherwise wait."""
+        a small piece of the caller's own work, done in time it would otherwise wait.  There too,
+        a pair's arrays (the batch's columns, and those of what ``work`` returned) are views of
+        memory the two processes share, valid until the next pair is asked for: a caller copies
+        what it keeps longer."""
         yield from self._run(work, idle)
 
     def start(self, work: Callable[[Batch], Any], idle: Callable[[], bool] | None = None) -> Iterator[tuple[Batch, Any]]:

@@ -720,7 +720,9 @@ class _DuplicateFinder:
             keys, ts, iface = (np.concatenate([self.tail_key[nt - old :], keys]),
                                np.concatenate([self.tail_ts[nt - old :], ts]),
                                np.concatenate([self.tail_iface[nt - old :], iface]))
-        self.tail_key, self.tail_ts, self.tail_iface = keys[keys.size - keep :], ts[ts.size - keep :], iface[iface.size - keep :]
+        # kept for the next batch: copies (the batch's keys may be the reader's memory, see Capture.batches_with)
+        self.tail_key = keys[keys.size - keep :].copy()
+        self.tail_ts, self.tail_iface = ts[ts.size - keep :].copy(), iface[iface.size - keep :].copy()
         self.tail_blob, self.tail_off, self.tail_cap = blob, b_off, c
 
 

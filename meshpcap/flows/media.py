@@ -354,12 +354,14 @@ class MediaCollector:
         if len(batch) == 0:
             return
         mb = extracted if extracted is not None else extract(batch, d, grouped)
+        # the rows are kept to the end: copies (a batch's arrays may be the reader's memory, valid only until the
+        # next batch: Capture.batches_with)
         if mb.rtp is not None:
-            for col, a in zip(self.rtp, (self._slot_of(mb.keys, mb.rtp[0]).astype(np.int32),) + mb.rtp[1:]):
+            for col, a in zip(self.rtp, (self._slot_of(mb.keys, mb.rtp[0]).astype(np.int32), *map(np.array, mb.rtp[1:]))):
                 col.append(a)
         for rows, out in ((mb.stun, self.stun), (mb.syn, self.syn)):
             if rows is not None:
-                out.append((self._slot_of(mb.keys, rows[0]),) + rows[1:])
+                out.append((self._slot_of(mb.keys, rows[0]), *map(np.array, rows[1:])))
         if mb.tcp_first is not None:  # TURN over TCP: the stateful part (which flows carry it) is decided here
             self._tcp(batch, d, grouped, mb)
 

@@ -10,6 +10,7 @@ import mmap
 import os
 import queue
 import resource
+import struct
 import threading
 import time
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 import meshpcap.capture.parallel as parallel_mod
 from meshpcap import _child
 from meshpcap import settings as meshpcap_settings
-from meshpcap.capture.parallel import _ALIGN, _aligned, _RingWriter, _take_from_ring
+from meshpcap.capture.parallel import _ALIGN, _aligned, _release, _ring_views, _RingWriter, _take_from_ring
 from meshpcap.pipeline import read_flows
 from tests.conftest import generated_capture
 
@@ -142,7 +143,8 @@ def test_the_writer_ends_when_this_process_is_gone():
 
 
 def test_arrays_come_out_as_their_own_copies():
-    """Each buffer taken from the ring is a new writable array with the bytes sent; a release is written."""
+    """The end message's buffers (the walker keeps its state) are new writable arrays with the bytes sent; a
+    release is written."""
     ring = bytearray(4096)
     parts = [np.arange(10, dtype=np.int64).view(np.uint8), np.zeros(0, np.uint8), np.full(100, 7, np.uint8)]
     at = 128
@@ -170,6 +172,92 @@ def test_arrays_come_out_as_their_own_copies():
         os.close(w)
 
 
+@pytest.mark.parametrize("poison", [False, True])
+def test_batch_arrays_are_the_ring_until_released(monkeypatch, poison):
+    """A batch message's buffers are views of the ring (no copy); _release writes one byte per held message,
+    oldest first, empties the list, and, in the tests' poison mode, overwrites their room first; a release
+    the ended child cannot take is no error."""
+    monkeypatch.setattr(parallel_mod, "POISON_RELEASED", poison)
+    ring = mmap.mmap(-1, 4096)
+    parts = [np.arange(10, dtype=np.int64).view(np.uint8), np.full(100, 7, np.uint8)]
+    pos = at = 192
+    for p in parts:
+        ring[pos:pos + p.nbytes] = p.tobytes()
+        pos += _aligned(p.nbytes)
+    views = _ring_views(ring, at, tuple(p.nbytes for p in parts))
+    assert [v.tobytes() for v in views] == [p.tobytes() for p in parts]
+    ring[at] = 99  # the same memory
+    assert views[0][0] == 99 and not views[0].flags.owndata
+    held = [(0, 64), (at, pos - at)]
+    r, w = os.pipe()
+    try:
+        _release(ring, held, w)
+        assert os.read(r, 16) == b"\x01\x01" and held == []
+    finally:
+        os.close(r)
+        os.close(w)
+    if poison:
+        assert set(ring[:64]) == set(ring[at:pos]) == {parallel_mod._POISON}
+        assert set(views[1].tobytes()) == {parallel_mod._POISON}  # what a kept view would read
+    else:
+        assert views[1].tobytes() == parts[1].tobytes()
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        held = [(0, 64)]
+        _release(ring, held, w)  # EPIPE: dropped
+        assert held == []
+    finally:
+        os.close(w)
+    del views
+
+
+def _doubled(src, dst):
+    """``src`` (a classic pcap of Ethernet and IPv4) with every TCP record written twice, the copy a
+    microsecond later: duplicates that the builder's search must pair across batch boundaries too (UDP
+    left alone: the media pass does not drop capture duplicates yet, and a doubled RTP stream is not measured)."""
+    data = src.read_bytes()
+    out = [data[:24]]
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, usec, incl, orig = struct.unpack_from("<IIII", data, pos)
+        body = data[pos + 16:pos + 16 + incl]
+        out.append(data[pos:pos + 16] + body)
+        if len(body) > 23 and body[12:14] == b"\x08\x00" and body[23] == 6:
+            later = struct.pack("<IIII", sec, usec + 1, incl, orig) if usec < 999_999 else data[pos:pos + 16]
+            out.append(later + body)
+        pos += 16 + incl
+    dst.write_bytes(b"".join(out))
+    return dst
+
+
+@needs_fork
+def test_no_consumer_keeps_a_batch_array_past_its_batch(capture_file, tmp_path, monkeypatch):
+    """Each message's room is overwritten before it goes back to the child (POISON_RELEASED): a consumer that
+    kept an array of a batch past it (the media pass's rows, the duplicate search's tail, anything to come)
+    would read garbage.  On the generated capture (TLS, DNS, STUN, RTP) with every TCP packet doubled, in
+    batches of 64 KiB, the flows, media and analysis are the one-process read's."""
+    from functools import partial
+
+    import meshpcap.pipeline as pipeline
+    from meshpcap.capture import open_capture
+
+    doubled = _doubled(capture_file, tmp_path / "doubled.pcap")
+    with meshpcap_settings.override(no_fork=True):
+        serial = read_flows(doubled, batch_bytes=64 << 10, media=True)
+        report = pipeline.analyze(doubled).to_json()
+    assert serial.capture["duplicates_dropped"] > 1000 and len(serial.media.streams) > 3
+    monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_mod, "POISON_RELEASED", True)
+    viewed = []
+    real_views = parallel_mod._ring_views
+    monkeypatch.setattr(parallel_mod, "_ring_views", lambda *a: (viewed.append(1), real_views(*a))[1])
+    assert read_flows(doubled, batch_bytes=64 << 10, media=True).to_dict() == serial.to_dict()
+    assert len(viewed) > 10
+    monkeypatch.setattr(pipeline, "open_capture", partial(open_capture, batch_bytes=64 << 10))
+    assert pipeline.analyze(doubled).to_json() == report
+
+
 @pytest.fixture(scope="module")
 def capture_file(tmp_path_factory):
     return generated_capture(tmp_path_factory, "ring", 6000, 11)
@@ -195,8 +283,8 @@ def test_the_two_process_read_gives_the_same_flows_every_way(capture_file, monke
     elif how == "no ring":
         monkeypatch.setattr(parallel_mod, "_shared_ring", lambda: None)
     taken, piped, resumed = [], [], []
-    real_take, real_read, real_resume = parallel_mod._take_from_ring, parallel_mod._read_buffer, PcapWalker.resume
-    monkeypatch.setattr(parallel_mod, "_take_from_ring", lambda *a: (taken.append(1), real_take(*a))[1])
+    real_take, real_read, real_resume = parallel_mod._ring_views, parallel_mod._read_buffer, PcapWalker.resume
+    monkeypatch.setattr(parallel_mod, "_ring_views", lambda *a: (taken.append(1), real_take(*a))[1])
     monkeypatch.setattr(parallel_mod, "_read_buffer", lambda *a: (piped.append(1), real_read(*a))[1])
     monkeypatch.setattr(PcapWalker, "resume", lambda self, off, st: (resumed.append(off), real_resume(self, off, st))[1])
     forks = []
