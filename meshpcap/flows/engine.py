@@ -734,6 +734,7 @@ class FlowBuilder:
         self.idle_ns = idle_ns
         self.dups = _DuplicateFinder() if duplicates else None  # None: every packet counts, duplicates too
         self.duplicates = 0
+        self.dropped: np.ndarray | None = None  # the last batch's packets dropped as copies (a mask over it), or None
         self.strong_copies = 0  # copies seen that no endpoint would send (see DUP_SYSTEMATIC)
         self.f_ifmask = _Grow(np.uint64)
         self.if_high: dict[int, set] = {}
@@ -849,8 +850,10 @@ class FlowBuilder:
             gb = grouped
         for reason, cnt in gb.undecoded:
             self.undecoded[reason] += cnt
+        self.dropped = None
         if self.dups is not None:
             dup = self._duplicates(batch, d, gb)
+            self.dropped = dup  # for the media pass, which must leave the same copies out (see MediaCollector.add)
             if dup is not None:
                 gb = _without(gb, dup)
                 self.duplicates += int(dup.sum())

@@ -348,12 +348,18 @@ class MediaCollector:
             out[i] = s
         return out[back]
 
-    def add(self, batch, d: F.Decoded, grouped=None, extracted: "MediaBatch | None" = None) -> None:
+    def add(self, batch, d: F.Decoded, grouped=None, extracted: "MediaBatch | None" = None,
+            dropped: np.ndarray | None = None) -> None:
         """Take in one decoded batch (``grouped``: the flow stage's grouping, when made; ``extracted``:
-        :func:`extract` of it, when already made beside the reader)."""
+        :func:`extract` of it, when already made beside the reader; ``dropped``: the batch's packets the
+        flow stage left out as capture duplicates, a mask over the batch, which the media rows leave out too)."""
         if len(batch) == 0:
             return
+        if dropped is not None and grouped is None:
+            grouped = group_batch(batch.data, d)  # the grouping the rows name, to find the dropped packets' rows
         mb = extracted if extracted is not None else extract(batch, d, grouped)
+        if dropped is not None:
+            mb = _without_copies(mb, batch, grouped, dropped)
         # the rows are kept to the end: copies (a batch's arrays may be the reader's memory, valid only until the
         # next batch: Capture.batches_with)
         if mb.rtp is not None:
@@ -518,6 +524,42 @@ def extract(batch, d: F.Decoded, grouped=None) -> MediaBatch:
     found = R.batch_media(batch.data, pidx, gb.proto, gb.inv, gb.src_a, gb.perm, d.payload, d.payload_cap,
                           d.tcp_flags, batch.ts_ns)
     return MediaBatch(gb.keys, *found)
+
+
+def _without_copies(mb: "MediaBatch", batch, gb, dropped: np.ndarray) -> "MediaBatch":
+    """``mb`` less one RTP, STUN and SYN row for each packet in ``dropped`` (copies the flow stage counted once:
+    a capture merged with itself, a SPAN port mirroring both directions).  The rows carry no packet number, so a
+    copy is found by its 5-tuple group and time: a row of the same group and time as a dropped packet is its
+    copy's row or the row of an identical packet, and either may go."""
+    j = np.flatnonzero(dropped[gb.pidx])  # the dropped packets, as positions among the grouped ones
+    if not j.size:
+        return mb
+    group, ns = gb.inv[j], batch.ts_ns[gb.pidx[j]]
+    rtp, stun, syn = (None if rows is None else _less(rows, group, ns) for rows in (mb.rtp, mb.stun, mb.syn))
+    return MediaBatch(mb.keys, rtp, stun, syn, mb.tcp_first)
+
+
+def _less(rows: tuple, group: np.ndarray, ns: np.ndarray) -> tuple | None:
+    """``rows`` (group first, time third) without one row per (group, time) pair of ``group``/``ns``, the
+    earliest such rows in their order; None when none is left."""
+    rg, rn = rows[0].astype(np.int64), rows[2].astype(np.int64)
+    times, rank = np.unique(np.concatenate([rn, ns.astype(np.int64)]), return_inverse=True)
+    width = np.int64(times.size)
+    row_key = rg * width + rank[: rn.size]
+    drop_key = group.astype(np.int64) * width + rank[rn.size:]
+    order = np.argsort(row_key, kind="stable")
+    sorted_keys = row_key[order]
+    occurrence = np.arange(sorted_keys.size) - np.searchsorted(sorted_keys, sorted_keys, side="left")
+    keys, counts = np.unique(drop_key, return_counts=True)
+    at = np.minimum(np.searchsorted(keys, sorted_keys), keys.size - 1)
+    gone = (keys[at] == sorted_keys) & (occurrence < counts[at])
+    if not gone.any():
+        return rows
+    keep = np.ones(rg.size, bool)
+    keep[order[gone]] = False
+    if not keep.any():
+        return None
+    return tuple(c[keep] for c in rows)
 
 
 class _FlowLocator:

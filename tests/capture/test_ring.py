@@ -213,9 +213,8 @@ def test_batch_arrays_are_the_ring_until_released(monkeypatch, poison):
 
 
 def _doubled(src, dst):
-    """``src`` (a classic pcap of Ethernet and IPv4) with every TCP record written twice, the copy a
-    microsecond later: duplicates that the builder's search must pair across batch boundaries too (UDP
-    left alone: the media pass does not drop capture duplicates yet, and a doubled RTP stream is not measured)."""
+    """``src`` (a classic pcap) with every record written twice, the copy a microsecond later: duplicates
+    that the builder's search, and the media pass after it, must pair across batch boundaries too."""
     data = src.read_bytes()
     out = [data[:24]]
     pos = 24
@@ -223,9 +222,8 @@ def _doubled(src, dst):
         sec, usec, incl, orig = struct.unpack_from("<IIII", data, pos)
         body = data[pos + 16:pos + 16 + incl]
         out.append(data[pos:pos + 16] + body)
-        if len(body) > 23 and body[12:14] == b"\x08\x00" and body[23] == 6:
-            later = struct.pack("<IIII", sec, usec + 1, incl, orig) if usec < 999_999 else data[pos:pos + 16]
-            out.append(later + body)
+        later = struct.pack("<IIII", sec, usec + 1, incl, orig) if usec < 999_999 else data[pos:pos + 16]
+        out.append(later + body)
         pos += 16 + incl
     dst.write_bytes(b"".join(out))
     return dst
@@ -235,7 +233,7 @@ def _doubled(src, dst):
 def test_no_consumer_keeps_a_batch_array_past_its_batch(capture_file, tmp_path, monkeypatch):
     """Each message's room is overwritten before it goes back to the child (POISON_RELEASED): a consumer that
     kept an array of a batch past it (the media pass's rows, the duplicate search's tail, anything to come)
-    would read garbage.  On the generated capture (TLS, DNS, STUN, RTP) with every TCP packet doubled, in
+    would read garbage.  On the generated capture (TLS, DNS, STUN, RTP) with every packet doubled, in
     batches of 64 KiB, the flows, media and analysis are the one-process read's."""
     from functools import partial
 

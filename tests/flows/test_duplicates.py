@@ -166,3 +166,30 @@ def test_the_window_of_earlier_packets_holds_across_batches(tmp_path, monkeypatc
         assert _flows(cut) == _flows(whole)
     monkeypatch.setattr(engine._DuplicateFinder.__init__, "__defaults__", (engine.DUP_WINDOW_NS, 1024))
     assert read_flows(p, batch_bytes=700).capture["duplicates_dropped"] > dropped  # the window matters
+
+
+@pytest.mark.parametrize("later_ns", [0, 1_000])
+def test_media_quality_counts_a_doubled_capture_once(tmp_path, later_ns):
+    """The media pass leaves out the copies the flow table drops: a Teams capture with every record written
+    twice (the copy at the same time, or a microsecond later) measures the very streams and round-trip times
+    of the capture as it was (the duplicates once lost every stream: each sequence number came twice)."""
+    import struct
+
+    from tests.conftest import SAMPLES
+
+    src = SAMPLES / "single-room-teams.pcap"
+    data = src.read_bytes()
+    assert data[:4] == b"\xd4\xc3\xb2\xa1"  # microsecond pcap, little-endian
+    out, pos = [data[:24]], 24
+    while pos + 16 <= len(data):
+        sec, usec, incl, orig = struct.unpack_from("<IIII", data, pos)
+        rec = data[pos:pos + 16 + incl]
+        out += [rec, struct.pack("<IIII", sec, usec + later_ns // 1000, incl, orig) + rec[16:]]
+        pos += 16 + incl
+    doubled = tmp_path / "doubled.pcap"
+    doubled.write_bytes(b"".join(out))
+    once, twice = read_flows(src, media=True), read_flows(doubled, media=True)
+    assert twice.capture["duplicates_dropped"] == once.capture["packets"]
+    assert len(once.media.streams) == 2 and twice.media.streams == once.media.streams
+    assert twice.media.rtt == once.media.rtt and twice.media.rtt_samples == once.media.rtt_samples
+    assert _flows(twice) == _flows(once)
