@@ -230,7 +230,7 @@ def _read_files(paths: list[str], builder: FlowBuilder, early, media, batch_byte
                 batch.first_record += first_record
                 builder.add(batch, decoded, grouped)
                 if media is not None:  # the media pass (RTP, STUN and SYN times), its arrays made beside the reader
-                    media.add(batch, decoded, grouped, *(extracted or (None,)), dropped=builder.dropped)
+                    media.add(batch, decoded, grouped, extracted[0] if extracted else None, dropped=builder.dropped)
                 if early is not None:  # name what is final now, while the reader reads on (the same work as at the end)
                     if builder.dns_new:
                         prefetch_dns(builder.dns_new, builder.dns_parsed)
