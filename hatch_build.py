@@ -2,9 +2,9 @@
 
 - meshpcap/capture/_walk.c: the record-header walks (twin: pcap.py, pcapng.py)
 - meshpcap/decode/_headers.c: header decoding of common packets (twin: decode/frames.py)
-- meshpcap/flows/_group.c: grouping a batch by 5-tuple, the Evidence rows of the payloads it keeps, and a TCP
-  flow's two streams when they are in order (twins: flows/engine.py _groups_numpy, _evidence_items_py;
-  flows/naming.py reassemble)
+- meshpcap/flows/_group.c: grouping a batch by 5-tuple, the flow builder's per-batch steps, the Evidence rows
+  of the payloads it keeps, and a TCP flow's two streams when they are in order (twins: flows/engine.py
+  _groups_numpy, FlowBuilder's *_numpy steps, _evidence_items_py; flows/naming.py reassemble)
 - meshpcap/decode/_media.c: the media facts of a batch (RTP/RTCP, STUN, TCP SYNs and first payloads; twin:
   decode/rtp.py batch_media_numpy)
 - meshpcap/decode/_tls.c: the walk of a well-formed ClientHello and a TLS 1.3 server's first flight (twins:

@@ -35,6 +35,12 @@
  * direction this returns None for): splitting a flow's payloads by direction and joining them were a third
  * of the cost of naming a TLS flow, most of it while the capture is still being read.
  *
+ * idle_positions(), fill_flows() and count_flows() are the flow builder's steps after its events (twins:
+ * engine.FlowBuilder._idle_positions_numpy, _flow_of_each_packet_numpy, _count_packets_numpy): the packets that
+ * start a flow after silence, each packet's flow, and the per-flow counters, each in one pass where numpy took a
+ * dozen gathers, scatters and ufunc.at calls in the process that sets the pace of a large read.  same_bytes()
+ * is the duplicate search's byte comparison of pairs (twin: engine._same_bytes_py).
+ *
  * Only the limited C API (buffer protocol) is used: no numpy headers.
  */
 #define PY_SSIZE_T_CLEAN
@@ -47,7 +53,7 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define GROUP_ABI 7
+#define GROUP_ABI 8
 
 /* The output columns, in the order of the ``out`` tuple, with their item sizes. */
 enum { O_PROTO, O_VER, O_AH, O_AL, O_BH, O_BL, O_AP, O_BP, O_SRC_A, O_HASH, O_PERM, O_FIRST, O_INV, NOUT };
@@ -845,6 +851,249 @@ unknown:
     return Py_BuildValue("(OO)", Py_None, Py_None);
 }
 
+/* The flow builder's per-batch steps after its events (twins: engine.FlowBuilder._idle_positions_numpy,
+ * _fill_flows_numpy, _count_numpy; duplicate search: engine._same_bytes_py).  Each is one pass over the
+ * batch's packets in 5-tuple order (``order``, engine.Grouped.perm: each 5-tuple's packets together, capture
+ * order within), where numpy took a dozen gathers and scatters.  ``slot`` (int64) is each packet's 5-tuple
+ * slot; every slot is checked against the per-slot columns before anything is written. */
+
+static void release_columns(Py_buffer *bufs, int n) {
+    for (int j = 0; j < n; j++) PyBuffer_Release(&bufs[j]);
+}
+
+/* Fetch the buffers of ``objs`` (int64 unless its size in ``sizes`` says otherwise), writable where ``writable``
+ * says so; 0 on success, else -1 with an error set and the fetched ones released. */
+static int get_columns(PyObject *const *objs, Py_buffer *bufs, const Py_ssize_t *sizes, const char *writable, int n,
+                       const char *who) {
+    for (int j = 0; j < n; j++) {
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable[j] ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[j], &bufs[j], flags) < 0) {
+            release_columns(bufs, j);
+            return -1;
+        }
+        if (bufs[j].itemsize != sizes[j] || bufs[j].ndim != 1) {
+            release_columns(bufs, j + 1);
+            PyErr_Format(PyExc_ValueError, "%s: a column of the wrong item size", who);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Check that order is a permutation-sized index column into the packets and each packet's slot is a slot of
+ * the per-slot columns (nslots long); -1 with IndexError otherwise. */
+static int check_order(const int64_t *order, const int64_t *slot, Py_ssize_t n, Py_ssize_t nslots, const char *who) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (order[i] < 0 || order[i] >= n || slot[i] < 0 || slot[i] >= nslots) {
+            PyErr_Format(PyExc_IndexError, "%s: a position or slot out of range", who);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* idle_positions(order, slot, ts, proto, flow_before, started, slot_last, idle_ns, tcp, out) -> count
+ *
+ * The positions in ``order`` of the packets that start a new flow because their 5-tuple (not TCP: ``proto``
+ * differs from ``tcp``) was silent for more than idle_ns: since the 5-tuple's previous packet in the batch,
+ * or, for its first packet in the batch, since its last packet before it (slot_last) when it had a flow then
+ * (flow_before >= 0); and not already starting a flow (started < 0).  Written to ``out`` (int64, n long) in
+ * ascending order. */
+static PyObject *idle_positions(PyObject *self, PyObject *args) {
+    PyObject *objs[8];
+    long long idle_ns, tcp;
+    if (!PyArg_ParseTuple(args, "OOOOOOOLLO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6],
+                          &idle_ns, &tcp, &objs[7]))
+        return NULL;
+    static const Py_ssize_t sizes[8] = {8, 8, 8, 8, 8, 8, 8, 8};
+    static const char writable[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+    Py_buffer b[8];
+    if (get_columns(objs, b, sizes, writable, 8, "idle_positions") < 0) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = b[0].shape[0], nslots = b[6].shape[0];
+    for (int j = 1; j < 8; j++) {
+        if (j != 6 && b[j].shape[0] != n) {
+            PyErr_SetString(PyExc_ValueError, "idle_positions: columns of unequal length");
+            goto done;
+        }
+    }
+    const int64_t *order = b[0].buf, *slot = b[1].buf, *ts = b[2].buf, *proto = b[3].buf, *before = b[4].buf,
+                  *started = b[5].buf, *slot_last = b[6].buf;
+    int64_t *out = b[7].buf;
+    if (check_order(order, slot, n, nslots, "idle_positions") < 0) goto done;
+    Py_ssize_t count = 0;
+    int64_t prev_slot = -1, prev_ns = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t e = order[i], s = slot[e];
+        const int tuple_start = i == 0 || s != prev_slot;
+        const int64_t previous = tuple_start ? slot_last[s] : prev_ns;
+        /* the difference as numpy's int64 subtraction gives it (wrapping) */
+        const int64_t gap = (int64_t)((uint64_t)ts[e] - (uint64_t)previous);
+        if (proto[e] != tcp && gap > idle_ns && (!tuple_start || before[e] >= 0) && started[e] < 0) out[count++] = i;
+        prev_slot = s;
+        prev_ns = ts[e];
+    }
+    result = PyLong_FromSsize_t(count);
+done:
+    release_columns(b, 8);
+    return result;
+}
+
+/* fill_flows(order, slot, ts, flow_before, started, slot_cur, slot_last, flow) -> None
+ *
+ * Each packet's flow (written to ``flow``): the latest flow started (started >= 0) in its 5-tuple up to it,
+ * else the flow its 5-tuple had before the batch (flow_before); and for each 5-tuple, its last packet's flow
+ * and time written to slot_cur and slot_last. */
+static PyObject *fill_flows(PyObject *self, PyObject *args) {
+    PyObject *objs[8];
+    if (!PyArg_ParseTuple(args, "OOOOOOOO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6],
+                          &objs[7]))
+        return NULL;
+    static const Py_ssize_t sizes[8] = {8, 8, 8, 8, 8, 8, 8, 8};
+    static const char writable[8] = {0, 0, 0, 0, 0, 1, 1, 1};
+    Py_buffer b[8];
+    if (get_columns(objs, b, sizes, writable, 8, "fill_flows") < 0) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = b[0].shape[0], nslots = b[5].shape[0] < b[6].shape[0] ? b[5].shape[0] : b[6].shape[0];
+    for (int j = 1; j < 8; j++) {
+        if (j != 5 && j != 6 && b[j].shape[0] != n) {
+            PyErr_SetString(PyExc_ValueError, "fill_flows: columns of unequal length");
+            goto done;
+        }
+    }
+    const int64_t *order = b[0].buf, *slot = b[1].buf, *ts = b[2].buf, *before = b[3].buf, *started = b[4].buf;
+    int64_t *slot_cur = b[5].buf, *slot_last = b[6].buf, *flow = b[7].buf;
+    if (check_order(order, slot, n, nslots, "fill_flows") < 0) goto done;
+    int64_t current = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t e = order[i], s = slot[e];
+        const int tuple_start = i == 0 || s != slot[order[i - 1]];
+        int64_t f = started[e];
+        if (f < 0 && tuple_start) f = before[e];
+        if (f < 0 && i > 0) f = current;  /* numpy's forward fill: across 5-tuples, as engine's twin does */
+        flow[e] = current = f;
+        if (i == n - 1 || slot[order[i + 1]] != s) {
+            slot_cur[s] = f;
+            slot_last[s] = ts[e];
+        }
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_columns(b, 8);
+    return result;
+}
+
+/* count_flows(flow, src_a, pidx, ip_len, ts, record0, nflows, pk_a, pk_b, by_a, by_b, first, last, first_rec) -> None
+ *
+ * Add a batch's packets to the per-flow counters: packets and IP bytes (ip_len[pidx]) by direction (src_a: from
+ * the a-side), the first and last time (ts) and the first record number (record0 + pidx).  Every flow is
+ * checked against nflows, and every counter column is at least nflows long, before anything is added. */
+static PyObject *count_flows(PyObject *self, PyObject *args) {
+    PyObject *objs[12];
+    long long record0;
+    Py_ssize_t nflows;
+    if (!PyArg_ParseTuple(args, "OOOOOLnOOOOOOO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &record0, &nflows,
+                          &objs[5], &objs[6], &objs[7], &objs[8], &objs[9], &objs[10], &objs[11]))
+        return NULL;
+    static const Py_ssize_t sizes[12] = {8, 1, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8};
+    static const char writable[12] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1};
+    Py_buffer b[12];
+    if (get_columns(objs, b, sizes, writable, 12, "count_flows") < 0) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = b[0].shape[0], m = b[3].shape[0];
+    if (b[1].shape[0] != n || b[2].shape[0] != n || b[4].shape[0] != n) {
+        PyErr_SetString(PyExc_ValueError, "count_flows: columns of unequal length");
+        goto done;
+    }
+    for (int j = 5; j < 12; j++) {
+        if (b[j].shape[0] < nflows) {
+            PyErr_SetString(PyExc_ValueError, "count_flows: a counter shorter than the flows");
+            goto done;
+        }
+    }
+    const int64_t *flow = b[0].buf, *pidx = b[2].buf, *ip_len = b[3].buf, *ts = b[4].buf;
+    const uint8_t *src_a = b[1].buf;
+    int64_t *pk_a = b[5].buf, *pk_b = b[6].buf, *by_a = b[7].buf, *by_b = b[8].buf, *first = b[9].buf,
+            *last = b[10].buf, *first_rec = b[11].buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (flow[i] < 0 || flow[i] >= nflows || pidx[i] < 0 || pidx[i] >= m) {
+            PyErr_SetString(PyExc_IndexError, "count_flows: a flow or position out of range");
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t f = flow[i], p = pidx[i], rec = record0 + p;
+        if (src_a[i]) {
+            pk_a[f]++;
+            by_a[f] += ip_len[p];
+        } else {
+            pk_b[f]++;
+            by_b[f] += ip_len[p];
+        }
+        if (ts[i] < first[f]) first[f] = ts[i];
+        if (ts[i] > last[f]) last[f] = ts[i];
+        if (rec < first_rec[f]) first_rec[f] = rec;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_columns(b, 12);
+    return result;
+}
+
+/* same_bytes(a, a_off, a_cap, b, b_off, b_cap, out) -> None
+ *
+ * For each pair i, whether a[a_off[i]:a_off[i] + a_cap[i]] == b[b_off[i]:b_off[i] + b_cap[i]] (bool, to out),
+ * the slices as Python takes them (cut at the end of their buffer): the duplicate search's byte comparison of
+ * the packets whose prefilter keys match. */
+static PyObject *same_bytes(PyObject *self, PyObject *args) {
+    PyObject *objs[7];
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6]))
+        return NULL;
+    Py_buffer a, bb;
+    if (PyObject_GetBuffer(objs[0], &a, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(objs[3], &bb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    PyObject *cols[5] = {objs[1], objs[2], objs[4], objs[5], objs[6]};
+    static const Py_ssize_t sizes[5] = {8, 8, 8, 8, 1};
+    static const char writable[5] = {0, 0, 0, 0, 1};
+    Py_buffer c[5];
+    PyObject *result = NULL;
+    if (get_columns(cols, c, sizes, writable, 5, "same_bytes") < 0) goto released;
+    const Py_ssize_t n = c[0].shape[0];
+    for (int j = 1; j < 5; j++) {
+        if (c[j].shape[0] != n) {
+            PyErr_SetString(PyExc_ValueError, "same_bytes: columns of unequal length");
+            goto done;
+        }
+    }
+    const int64_t *a_off = c[0].buf, *a_cap = c[1].buf, *b_off = c[2].buf, *b_cap = c[3].buf;
+    uint8_t *out = c[4].buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a_off[i] < 0 || a_cap[i] < 0 || b_off[i] < 0 || b_cap[i] < 0) {
+            PyErr_SetString(PyExc_IndexError, "same_bytes: a negative offset or length");
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_ssize_t a0 = a_off[i] < a.len ? a_off[i] : a.len, b0 = b_off[i] < bb.len ? b_off[i] : bb.len;
+        const Py_ssize_t a1 = a_cap[i] < a.len - a0 ? a0 + a_cap[i] : a.len;
+        const Py_ssize_t b1 = b_cap[i] < bb.len - b0 ? b0 + b_cap[i] : bb.len;
+        out[i] = a1 - a0 == b1 - b0 && memcmp((const char *)a.buf + a0, (const char *)bb.buf + b0, a1 - a0) == 0;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_columns(c, 5);
+released:
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&bb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"group_keys", group_keys, METH_VARARGS, "Group the decoded packets of a batch by canonical 5-tuple (see _group.c)."},
     {"key_hash", key_hash, METH_VARARGS, "engine._key_hash of up to eight uint64 columns (see _group.c)."},
@@ -853,6 +1102,10 @@ static PyMethodDef methods[] = {
     {"keep_evidence", keep_evidence, METH_VARARGS, "Rank, count and keep a batch's evidence candidates (see _group.c)."},
     {"stun_datagrams", stun_datagrams, METH_VARARGS, "The STUN messages and ChannelData of UDP payloads (see _group.c)."},
     {"dup_keys", dup_keys, METH_VARARGS, "The duplicate search's prefilter keys of a batch (see _group.c)."},
+    {"idle_positions", idle_positions, METH_VARARGS, "The packets of a batch that start a flow after silence (see _group.c)."},
+    {"fill_flows", fill_flows, METH_VARARGS, "Each packet's flow, and each 5-tuple's last flow and time (see _group.c)."},
+    {"count_flows", count_flows, METH_VARARGS, "Add a batch's packets to the per-flow counters (see _group.c)."},
+    {"same_bytes", same_bytes, METH_VARARGS, "Compare pairs of byte ranges (see _group.c)."},
     {"tcp_streams", tcp_streams, METH_VARARGS, "A TCP flow's two byte streams when its segments are in order (see _group.c)."},
     {NULL, NULL, 0, NULL},
 };

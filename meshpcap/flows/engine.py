@@ -62,7 +62,7 @@ _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63)]
 
 
-GROUP_ABI = 7  # must equal GROUP_ABI in _group.c
+GROUP_ABI = 8  # must equal GROUP_ABI in _group.c
 GROUP = _load_native("meshpcap.flows._group", GROUP_ABI)  # None: the numpy twin groups (_groups_numpy)
 
 
@@ -627,6 +627,23 @@ def _dup_keys_numpy(batch, d: F.Decoded, gb: Grouped) -> np.ndarray:
     return _key_hash_numpy(cols) >> np.uint64(32)
 
 
+def _same_bytes(a, a_off: np.ndarray, a_cap: np.ndarray, b, b_off: np.ndarray, b_cap: np.ndarray) -> np.ndarray:
+    """For each pair, whether ``a[a_off:a_off + a_cap] == b[b_off:b_off + b_cap]`` (the duplicate search's byte
+    comparison), by the compiled helper where it is built (``_group.c`` same_bytes), else one pair at a time."""
+    out = np.zeros(a_off.size, bool)
+    if GROUP is not None:
+        GROUP.same_bytes(a, a_off, a_cap, b, b_off, b_cap, out)
+        return out
+    return _same_bytes_py(a, a_off, a_cap, b, b_off, b_cap, out)
+
+
+def _same_bytes_py(a, a_off, a_cap, b, b_off, b_cap, out: np.ndarray) -> np.ndarray:
+    """:func:`_same_bytes` in Python (the twin of ``_group.c``'s)."""
+    for i, (p, k, q, j) in enumerate(zip(a_off.tolist(), a_cap.tolist(), b_off.tolist(), b_cap.tolist())):
+        out[i] = a[p : p + k] == b[q : q + j]
+    return out
+
+
 class _DuplicateFinder:
     """Finds copies among the decoded packets, across batches (see DUP_WINDOW_NS): a prefilter key
     per packet from the decoded columns (:func:`dup_prefilter`, made per batch), and a byte comparison
@@ -658,9 +675,16 @@ class _DuplicateFinder:
         iface = batch.interface[pidx].astype(np.int64)
         # pairs inside the batch: a packet and the latest earlier one of its key
         cur = np.flatnonzero(prev_in >= 0)
-        prev = prev_in[cur]
+        prev = prev_in[cur].astype(np.int64)
         near = (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
-        pairs = [(int(c), int(p), False) for c, p in zip(cur[near].tolist(), prev[near].tolist())]
+        cur, prev = cur[near], prev[near]
+        data, off, cap = batch.data, batch.offset[pidx].astype(np.int64), batch.caplen[pidx].astype(np.int64)
+        copy = np.zeros(n, bool)
+        other_iface = np.zeros(n, bool)
+        if cur.size:
+            same = _same_bytes(data, off[cur], cap[cur], data, off[prev], cap[prev])
+            copy[cur[same]] = True
+            other_iface[cur[same]] = iface[cur[same]] != iface[prev[same]]
         if nt and n:  # a batch's first packet of a key and the tail's latest packet of that key
             first = gb.dup_first  # in key order
             first_keys = keys[first]
@@ -671,27 +695,13 @@ class _DuplicateFinder:
             tail_keys, tail_pos = tail_keys[latest], (tail_order[latest] & np.uint64(0xFFFFFFFF)).astype(np.int64)
             at = np.minimum(np.searchsorted(first_keys, tail_keys), first.size - 1)
             hit = first_keys[at] == tail_keys
-            c2, p2 = first[at[hit]], tail_pos[hit]
+            c2, p2 = first[at[hit]].astype(np.int64), tail_pos[hit]
             near2 = (c2 + nt - p2 <= self.packets) & (np.abs(ts[c2] - self.tail_ts[p2]) < self.window_ns)
-            pairs += [(int(c), int(p), True) for c, p in zip(c2[near2].tolist(), p2[near2].tolist())]
-        copy = np.zeros(n, bool)
-        other_iface = np.zeros(n, bool)
-        data, off, cap = batch.data, batch.offset[pidx], batch.caplen[pidx]
-        if pairs:
-            blob, t_off, t_cap = self.tail_blob, self.tail_off, self.tail_cap
-            for c, p, in_tail in pairs:
-                o = int(off[c])
-                if in_tail:
-                    q = int(t_off[p])
-                    same = data[o : o + int(cap[c])] == blob[q : q + int(t_cap[p])]
-                    other = iface[c] != self.tail_iface[p]
-                else:
-                    q = int(off[p])
-                    same = data[o : o + int(cap[c])] == data[q : q + int(cap[p])]
-                    other = iface[c] != iface[p]
-                if same:
-                    copy[c] = True
-                    other_iface[c] = other
+            c2, p2 = c2[near2], p2[near2]
+            if c2.size:  # a packet's first of its key in the batch: no pair inside the batch marked it
+                same = _same_bytes(data, off[c2], cap[c2], self.tail_blob, self.tail_off[p2], self.tail_cap[p2])
+                copy[c2[same]] = True
+                other_iface[c2[same]] = iface[c2[same]] != self.tail_iface[p2[same]]
         self._keep_tail(data, off, cap, keys, ts, iface)
         return copy, other_iface
 
@@ -917,6 +927,22 @@ class FlowBuilder:
     def _idle_splits(self, rec0: int, gb: Grouped, slot, ts, flow_before, started) -> None:
         """Start a new flow where a transport without handshakes (not TCP) was silent on its
         5-tuple for more than ``idle_ns`` (across batches too)."""
+        order = gb.perm
+        for pos in self._idle_positions(gb, slot, ts, flow_before, started).tolist():
+            e = int(order[pos])
+            started[e] = self._new_flow(int(slot[e]), int(gb.pidx[e]) + rec0, bool(gb.src_a[e]), int(ts[e]))
+
+    def _idle_positions(self, gb: Grouped, slot, ts, flow_before, started) -> np.ndarray:
+        """The positions in ``gb.perm`` of the packets that start a flow after silence (ascending), by the
+        compiled helper where it is built (``_group.c`` idle_positions), else :meth:`_idle_positions_numpy`."""
+        cols = (gb.perm, slot, ts, gb.proto, flow_before, started, self.slot_last.a)
+        if GROUP is None or not _all_int64(cols):
+            return self._idle_positions_numpy(gb, slot, ts, flow_before, started)
+        out = np.empty(gb.perm.size, np.int64)
+        return out[:GROUP.idle_positions(*cols, self.idle_ns, F.PROTO_TCP, out)]
+
+    def _idle_positions_numpy(self, gb: Grouped, slot, ts, flow_before, started) -> np.ndarray:
+        """:meth:`_idle_positions` in numpy (the twin of ``_group.c``'s)."""
         order = gb.perm  # grouped by 5-tuple (hence by slot), capture order within each group
         slot_o, ts_o = slot[order], ts[order]
         tuple_start = np.ones(order.size, bool)
@@ -927,13 +953,21 @@ class FlowBuilder:
         had_flow = flow_before[order] >= 0
         idle = (gb.proto[order] != F.PROTO_TCP) & (ts_o - previous_ns > self.idle_ns) & (~tuple_start | had_flow)
         idle &= started[order] < 0
-        for pos in np.nonzero(idle)[0].tolist():
-            e = int(order[pos])
-            started[e] = self._new_flow(int(slot_o[pos]), int(gb.pidx[e]) + rec0, bool(gb.src_a[e]), int(ts[e]))
+        return np.nonzero(idle)[0]
 
     def _flow_of_each_packet(self, gb: Grouped, slot, ts, flow_before, started) -> np.ndarray:
         """Each packet's flow: the latest flow started in its 5-tuple up to it, else the one the
-        5-tuple had before the batch.  Notes each slot's flow and last time for the next batch."""
+        5-tuple had before the batch.  Notes each slot's flow and last time for the next batch.
+        By the compiled helper where it is built (``_group.c`` fill_flows), else :meth:`_flow_of_each_packet_numpy`."""
+        cols = (gb.perm, slot, ts, flow_before, started, self.slot_cur.a, self.slot_last.a)
+        if GROUP is None or not _all_int64(cols):
+            return self._flow_of_each_packet_numpy(gb, slot, ts, flow_before, started)
+        flow = np.empty(gb.pidx.size, np.int64)
+        GROUP.fill_flows(*cols, flow)
+        return flow
+
+    def _flow_of_each_packet_numpy(self, gb: Grouped, slot, ts, flow_before, started) -> np.ndarray:
+        """:meth:`_flow_of_each_packet` in numpy (the twin of ``_group.c``'s fill_flows)."""
         order = gb.perm
         slot_o = slot[order]
         tuple_start = np.ones(order.size, bool)
@@ -966,17 +1000,7 @@ class FlowBuilder:
         pidx, src_a = gb.pidx, gb.src_a
         rec0 = batch.first_record
         nf = self.nflows
-        # one count over (flow, direction): even slots the b->a direction, odd slots a->b
-        flow_dir = flow * 2 + src_a
-        pk = np.bincount(flow_dir, minlength=2 * nf)
-        self.f_pk_a.a[:nf] += pk[1::2]
-        self.f_pk_b.a[:nf] += pk[0::2]
-        by = np.bincount(flow_dir, weights=d.ip_len[pidx], minlength=2 * nf).astype(np.int64)
-        self.f_by_a.a[:nf] += by[1::2]
-        self.f_by_b.a[:nf] += by[0::2]
-        np.minimum.at(self.f_first.a, flow, ts)
-        np.maximum.at(self.f_last.a, flow, ts)
-        np.minimum.at(self.f_first_rec.a, flow, pidx + rec0)
+        self._count_packets(d, pidx, src_a, flow, ts, rec0, nf)
         more_fragments = None if prepared else d.more_frags[pidx]  # a prepared batch has no fragments
         if more_fragments is not None and more_fragments.any():
             self.f_frag.a[:nf] += np.bincount(flow[more_fragments], minlength=nf)
@@ -1003,6 +1027,30 @@ class FlowBuilder:
             self._evidence(batch.data, d, pidx, flow, src_a, is_tcp, is_udp, stun, rec0, ts, nf, cand)
 
     # ------------------------------------------------------------------ helpers
+    def _count_packets(self, d: F.Decoded, pidx, src_a, flow, ts, rec0: int, nf: int) -> None:
+        """Packets and IP bytes per flow direction, first and last times, first records: by the compiled
+        helper where it is built (``_group.c`` count_flows), else :meth:`_count_packets_numpy`."""
+        counters = (self.f_pk_a.a, self.f_pk_b.a, self.f_by_a.a, self.f_by_b.a, self.f_first.a, self.f_last.a,
+                    self.f_first_rec.a)
+        if GROUP is None or not (_all_int64((flow, pidx, d.ip_len, ts) + counters) and src_a.dtype == np.bool_
+                                 and src_a.flags.c_contiguous):
+            return self._count_packets_numpy(d, pidx, src_a, flow, ts, rec0, nf)
+        GROUP.count_flows(flow, src_a, pidx, d.ip_len, ts, rec0, nf, *counters)
+
+    def _count_packets_numpy(self, d: F.Decoded, pidx, src_a, flow, ts, rec0: int, nf: int) -> None:
+        """:meth:`_count_packets` in numpy (the twin of ``_group.c``'s count_flows)."""
+        # one count over (flow, direction): even slots the b->a direction, odd slots a->b
+        flow_dir = flow * 2 + src_a
+        pk = np.bincount(flow_dir, minlength=2 * nf)
+        self.f_pk_a.a[:nf] += pk[1::2]
+        self.f_pk_b.a[:nf] += pk[0::2]
+        by = np.bincount(flow_dir, weights=d.ip_len[pidx], minlength=2 * nf).astype(np.int64)
+        self.f_by_a.a[:nf] += by[1::2]
+        self.f_by_b.a[:nf] += by[0::2]
+        np.minimum.at(self.f_first.a, flow, ts)
+        np.maximum.at(self.f_last.a, flow, ts)
+        np.minimum.at(self.f_first_rec.a, flow, pidx + rec0)
+
     def _duplicates(self, batch, d: F.Decoded, gb: Grouped) -> np.ndarray | None:
         """The decoded packets of the batch to drop as copies (see DUP_SYSTEMATIC): a mask over the
         batch, or None."""
@@ -1243,6 +1291,11 @@ def _tcp_event(t: TcpFacts, flags: int, from_a: bool, ns: int, seq: int, ttl: in
 
 
 _ADDR_TEXT: dict[tuple[int, int, int], str] = {}
+
+
+def _all_int64(cols) -> bool:
+    """Are these all C-contiguous int64 numpy arrays (what the compiled helpers take)?"""
+    return all(type(c) is np.ndarray and c.dtype == np.int64 and c.flags.c_contiguous for c in cols)
 
 
 def _rank_in_group(key: np.ndarray) -> np.ndarray:

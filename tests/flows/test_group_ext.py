@@ -578,3 +578,135 @@ def test_a_cut_ms_turn_message_is_no_stun():
     assert not ustun[0]
     ustun, cls, _ = _stun_both(data, np.array([0], np.int64), np.array([28], np.int64), np.array([28], np.int64))
     assert ustun[0] and cls.tolist() == [1]
+
+
+def _builder_steps_input(rng, n: int, slots: int):
+    """A batch's packets in 5-tuple order as FlowBuilder.add has them after its events: each packet's slot,
+    time and protocol, the flow its 5-tuple had before the batch (per slot: none, or one), the flows the events
+    started, and a builder whose per-slot columns hold the 5-tuples' earlier flows and times."""
+    slot = rng.integers(0, slots, n).astype(np.int64)
+    perm = np.argsort(slot, kind="stable").astype(np.int64)
+    ts = np.cumsum(rng.choice(np.array([0, 1, 10**6, 10**9, 10**11], np.int64), n)) + int(rng.integers(0, 10**12))
+    if n and rng.random() < 0.2:  # time going back now and then (captures merged badly)
+        ts = ts[rng.permutation(n)]
+    b = E.FlowBuilder(idle_ns=int(rng.choice([10**6, 10**9, E.UDP_IDLE_NS])))
+    b.slot_cur.ensure(slots + int(rng.integers(0, 3)), -1)
+    b.slot_last.ensure(slots + int(rng.integers(0, 3)), 0)
+    had = rng.random(slots) < 0.6
+    b.slot_cur.a[:slots] = np.where(had, rng.integers(0, 50, slots), -1)
+    b.slot_last.a[:slots] = np.where(had, rng.integers(0, 10**12, slots), 0)
+    flow_before = b.slot_cur.a[slot].copy()
+    started = np.where(rng.random(n) < 0.2, rng.integers(50, 100, n), -1).astype(np.int64)
+    first = np.ones(n, bool)
+    first[1:] = slot[perm][1:] != slot[perm][:-1]
+    must = perm[first & (flow_before[perm] < 0)]  # a 5-tuple without a flow: its first packet starts one
+    started[must] = rng.integers(50, 100, must.size)
+    proto = rng.choice(np.array([F.PROTO_TCP, F.PROTO_UDP, F.PROTO_ICMP], np.int64), slots)[slot]
+    gb = _Ns(perm=perm, proto=proto, pidx=np.arange(n, dtype=np.int64))
+    return b, gb, slot, ts, flow_before, started
+
+
+@needs_ext
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 20), st.integers(0, 2**32 - 1))
+def test_idle_positions_and_flows_alike(n, slots, seed):
+    """The packets that start a flow after silence, each packet's flow and each 5-tuple's last flow and time:
+    the compiled steps (``_group.c`` idle_positions, fill_flows) against their numpy twins."""
+    rng = np.random.default_rng(seed)
+    b, gb, slot, ts, flow_before, started = _builder_steps_input(rng, n, slots)
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        fast_idle = b._idle_positions(gb, slot, ts, flow_before, started)
+        E.GROUP = None
+        slow_idle = b._idle_positions(gb, slot, ts, flow_before, started)
+        assert fast_idle.dtype == slow_idle.dtype == np.int64 and fast_idle.tolist() == slow_idle.tolist()
+        twin = E.FlowBuilder(idle_ns=b.idle_ns)
+        twin.slot_cur.a, twin.slot_last.a = b.slot_cur.a.copy(), b.slot_last.a.copy()
+        E.GROUP = COMPILED
+        fast = b._flow_of_each_packet(gb, slot, ts, flow_before, started.copy())
+        E.GROUP = None
+        slow = twin._flow_of_each_packet(gb, slot, ts, flow_before, started.copy())
+    finally:
+        E.GROUP = saved
+    assert fast.dtype == slow.dtype and np.array_equal(fast, slow)
+    assert np.array_equal(b.slot_cur.a, twin.slot_cur.a) and np.array_equal(b.slot_last.a, twin.slot_last.a)
+
+
+@needs_ext
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_count_flows_alike(n, nf, seed):
+    """Packets, bytes, first and last times and first records per flow direction, added to counters that hold
+    earlier batches already: the compiled count (``_group.c`` count_flows) against its numpy twin."""
+    rng = np.random.default_rng(seed)
+    m = n + int(rng.integers(0, 5))
+    pidx = np.sort(rng.choice(m, n, replace=False)).astype(np.int64)
+    flow = rng.integers(0, nf, n).astype(np.int64)
+    src_a = rng.random(n) < 0.5
+    scale = int(rng.choice([4, 2**40]))  # small: times and records that tie, or differ by one, with the counters'
+    ts = rng.integers(-scale, scale, n).astype(np.int64)
+    d = _Ns(ip_len=rng.integers(0, 65536, m).astype(np.int64))
+    rec0 = int(rng.integers(0, scale))
+    builders = []
+    for _ in range(2):
+        b = E.FlowBuilder()
+        for g in (b.f_pk_a, b.f_pk_b, b.f_by_a, b.f_by_b, b.f_first, b.f_last, b.f_first_rec):
+            g.ensure(nf + int(rng.integers(0, 2)))
+        builders.append(b)
+    before = [rng.integers(0, 10**6, nf) for _ in range(4)] + [rng.integers(-scale, scale + m, nf) for _ in range(3)]
+    for b in builders:
+        for g, v in zip((b.f_pk_a, b.f_pk_b, b.f_by_a, b.f_by_b, b.f_first, b.f_last, b.f_first_rec), before):
+            g.a[:nf] = v
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        builders[0]._count_packets(d, pidx, src_a, flow, ts, rec0, nf)
+        E.GROUP = None
+        builders[1]._count_packets(d, pidx, src_a, flow, ts, rec0, nf)
+    finally:
+        E.GROUP = saved
+    fast, slow = builders
+    for name in ("f_pk_a", "f_pk_b", "f_by_a", "f_by_b", "f_first", "f_last", "f_first_rec"):
+        assert np.array_equal(getattr(fast, name).a, getattr(slow, name).a), name
+
+
+@needs_ext
+@settings(max_examples=80, deadline=None)
+@given(st.binary(max_size=64), st.binary(max_size=64), st.lists(st.tuples(*[st.integers(0, 80)] * 4), max_size=30))
+def test_same_bytes_as_slices_compare(a, b, pairs):
+    """Pairs of byte ranges compared as Python compares their slices (ranges cut at the end of their buffer
+    too): the compiled comparison (``_group.c`` same_bytes) against its twin, on bytes and on a mmap-like buffer."""
+    cols = [np.array([p[k] for p in pairs], np.int64) for k in range(4)]
+    want = np.array([a[p:p + k] == b[q:q + j] for p, k, q, j in pairs], bool)
+    fast = np.zeros(len(pairs), bool)
+    COMPILED.same_bytes(a, cols[0], cols[1], memoryview(b), cols[2], cols[3], fast)
+    slow = E._same_bytes_py(a, cols[0], cols[1], b, cols[2], cols[3], np.zeros(len(pairs), bool))
+    assert fast.tolist() == slow.tolist() == want.tolist()
+
+
+@needs_ext
+def test_builder_steps_refuse_bad_columns():
+    """A slot or flow out of range, a position out of the batch, or a column of the wrong size is refused before
+    anything is written."""
+    z = np.zeros(2, np.int64)
+    with pytest.raises(IndexError):
+        COMPILED.idle_positions(z, np.array([0, 5], np.int64), z, z, z, z, np.zeros(3, np.int64), 10, 6, np.empty(2, np.int64))
+    with pytest.raises(IndexError):
+        COMPILED.fill_flows(np.array([0, 2], np.int64), z, z, z, z, np.zeros(3, np.int64), np.zeros(3, np.int64),
+                            np.empty(2, np.int64))
+    slot_cur = np.full(3, 7, np.int64)
+    with pytest.raises(IndexError):
+        COMPILED.fill_flows(z, np.array([0, 3], np.int64), z, z, z, slot_cur, np.zeros(3, np.int64), np.empty(2, np.int64))
+    assert slot_cur.tolist() == [7, 7, 7]
+    with pytest.raises(ValueError):
+        COMPILED.fill_flows(z, z, z, z, np.zeros(2, np.int32), slot_cur, np.zeros(3, np.int64), np.empty(2, np.int64))
+    counters = [np.zeros(2, np.int64) for _ in range(7)]
+    with pytest.raises(IndexError):
+        COMPILED.count_flows(np.array([0, 2], np.int64), np.ones(2, bool), z, np.ones(2, np.int64), z, 0, 2, *counters)
+    assert all(c.tolist() == [0, 0] for c in counters)
+    with pytest.raises(ValueError):
+        COMPILED.count_flows(z, np.ones(2, bool), z, np.ones(2, np.int64), z, 0, 3, *counters)
+    with pytest.raises(IndexError):
+        COMPILED.same_bytes(b"ab", np.array([-1], np.int64), np.ones(1, np.int64), b"ab", np.zeros(1, np.int64),
+                            np.ones(1, np.int64), np.zeros(1, bool))
