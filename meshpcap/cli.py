@@ -179,7 +179,7 @@ def analyze(
     Exit codes: 0 pass, 1 fail (findings at or above --fail-on), 2 bad input, 3 inconclusive (the capture
     cannot show a session: no packets, nothing decodable, nothing the profile covers; or it cannot tell
     whether an expected group worked). With several --profile options the exit code follows the first one."""
-    from . import analyze as run
+    from .pipeline import analyzing as run
 
     try:
         capture = _captures(captures, series)
@@ -194,24 +194,25 @@ def analyze(
     try:
         _not_the_capture(output, capture)
         fmt = _output_format(format, output, _REPORT_EXTENSIONS)
-        report = run(capture, profile=profile[0] if profile else "multi-room", service_tags=service_tags,
-                     m365_endpoints=m365_endpoints,
-                     webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
-                     rules=rules, fail_on=fail_on.value, as_of=as_of, quality=quality,
-                     quality_targets=quality_targets, max_flows=max_flows)
-        # JSON is for machines and carries every flow; the other formats list unrelated flows on request
-        show = show_unrelated or fmt == ReportFormat.json
-        if fmt == ReportFormat.json:  # written in pieces: millions of flows are never one text
-            _write_stream(lambda write: report.write_json(write, show), output)
-        else:  # imported after the run, whose read begins before the report modules load (see pipeline.begin_read)
-            from .report.analysis import render_report
+        # written while the block lasts: the media child's text of the streams comes meanwhile (see analyzing)
+        with run(capture, profile=profile[0] if profile else "multi-room", service_tags=service_tags,
+                 m365_endpoints=m365_endpoints,
+                 webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
+                 rules=rules, fail_on=fail_on.value, as_of=as_of, quality=quality,
+                 quality_targets=quality_targets, max_flows=max_flows) as report:
+            # JSON is for machines and carries every flow; the other formats list unrelated flows on request
+            show = show_unrelated or fmt == ReportFormat.json
+            if fmt == ReportFormat.json:  # written in pieces: millions of flows are never one text
+                _write_stream(lambda write: report.write_json(write, show), output)
+            else:  # imported after the run, whose read begins before the report modules load (see pipeline.begin_read)
+                from .report.analysis import render_report
 
-            _write(render_report(report, fmt, show), output)
-        if streams_csv is not None:
-            from .report.analysis import render_streams_csv
+                _write(render_report(report, fmt, show), output)
+            if streams_csv is not None:
+                from .report.analysis import render_streams_csv
 
-            _not_the_capture(streams_csv, capture)
-            _write(render_streams_csv(report), streams_csv)
+                _not_the_capture(streams_csv, capture)
+                _write(render_streams_csv(report), streams_csv)
     except MeshpcapError as exc:
         _fail(exc)
     if report.exit_code:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+import threading
 from contextlib import contextmanager
 from dataclasses import field, fields
 from operator import attrgetter
@@ -218,10 +219,15 @@ class MediaResult:
     # what a later stage's renderer made of this result in MediaCollector.beside's child, by the renderer's
     # name: (the ids of the stream records it was made of, its value); a cache, read by rendered()
     made_beside: dict[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict, compare=False, repr=False)
+    # while those values are still to come from the child (inside MediaCollector.beside's block): what reads them
+    renders_to_come: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def rendered(self, name: str) -> Any | None:
         """The value the renderer ``name`` made of this result beside (see MediaCollector.beside), while
-        ``streams`` still holds the very records it was made of; else None (render it now)."""
+        ``streams`` still holds the very records it was made of; else None (render it now).  Inside
+        MediaCollector.beside's block, waits for the child's values first when they have not come yet."""
+        if self.renders_to_come is not None:
+            self.renders_to_come()
         got = self.made_beside.get(name)
         if got is None or len(got[0]) != len(self.streams) or any(i != id(s) for i, s in zip(got[0], self.streams)):
             return None
@@ -244,6 +250,30 @@ def _received(pipe: Any) -> Any:
     if body is None:
         raise EOFError("the media child ended early")
     return pickle.loads(body)
+
+
+def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...]) -> Callable[[], None]:
+    """Begin reading the renderers' values that MediaCollector.beside's child sends after ``result`` (made of
+    the stream records whose ids are ``ids``), in a thread, so that the child can send them and end while this
+    process goes on (the values are larger than the pipe); returns what waits for them and puts them in
+    ``result.made_beside`` (once)."""
+    got: list = []
+
+    def read() -> None:
+        try:
+            got.append(_received(pipe))
+        except Exception:  # the child failed, or the block ended without them: made where they are needed
+            pass
+
+    reader = threading.Thread(target=read, name="meshpcap-media-renders", daemon=True)
+    reader.start()
+
+    def wait() -> None:
+        result.renders_to_come = None
+        reader.join()
+        result.made_beside = {name: (ids, value) for name, value in (got[0] if got else {}).items()}
+
+    return wait
 
 
 def _result_rows(r: MediaResult) -> tuple[list[tuple], list[tuple], list[tuple]]:
@@ -436,8 +466,10 @@ class MediaCollector:
         the streams) runs in the child too, after the result: what each returns comes as
         :meth:`MediaResult.rendered` of its name (a renderer that fails, or no child, gives None there).
         The child sends the result first and the renderers' values after it, which this process reads
-        when the block ends (before the child is ended): ``take`` does not wait for the renderers, whose
-        work goes on while the caller judges the media and makes its report."""
+        when the result's :meth:`MediaResult.rendered` first asks for one, or else when the block ends
+        (before the child is ended): ``take`` does not wait for the renderers, whose work goes on while
+        the caller judges the media and makes its report, and while it writes the report's first parts
+        when the block lasts that long (``pipeline.analyzing``)."""
         if self.result is not None or sum(a.size for a in self.rtp[0]) < BESIDE_MIN_ROWS or not _child.can_fork():
             yield self.finish
             return
@@ -469,19 +501,21 @@ class MediaCollector:
                         return self.finish(flows)
                     self.result = result
                     taken.append(result)
+                    if render:
+                        result.renders_to_come = _renders_reader(pipe, result, tuple(map(id, result.streams)))
                     self.rtp = [[] for _ in RTP_DTYPES]
                     self.stun, self.syn, self.tcp_turn = [], [], {}
                     _give_back_memory()
                 return self.result
 
-            yield take
-            if taken and render:  # the renderers' values, made of the very streams sent before them
-                try:
-                    made = _received(pipe)
-                except Exception:  # the child failed since: they are made where they are needed
-                    made = {}
-                ids = tuple(map(id, taken[0].streams))
-                taken[0].made_beside = {name: (ids, value) for name, value in made.items()}
+            try:
+                yield take
+            except BaseException:  # the caller failed: the values are not waited for (made where needed, if ever)
+                if taken:
+                    taken[0].renders_to_come = None
+                raise
+            if taken and taken[0].renders_to_come is not None:  # not asked for yet: read before the child ends
+                taken[0].renders_to_come()
 
     def _rtp_columns(self) -> list[np.ndarray]:
         """The RTP/RTCP rows of every batch and of the TURN-over-TCP flows, as one array per column

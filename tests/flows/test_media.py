@@ -669,3 +669,50 @@ def test_take_does_not_wait_for_the_renderers(tmp_path, monkeypatch):
     with collector.beside(raw, {"dies": dies}) as take:
         got = take(build_records(raw))
     assert got == here and got.rendered("dies") is None and not got.made_beside
+
+
+def test_analyzing_writes_the_report_while_the_streams_text_is_made(tmp_path, monkeypatch):
+    """``pipeline.analyzing`` yields the report while the child still makes the streams' text (here a renderer
+    that waits until the block has the report): the report written inside the block is analyze's, byte for byte,
+    with the child's text, and the child is reaped when the block ends.  A block left by an error does not wait
+    for the text, and reaps the child too."""
+    import time
+
+    from meshpcap.flows import media as M
+    from meshpcap.pipeline import analyze, analyzing
+    from meshpcap.report import analysis
+    from tests.conftest import fork_pids, reaped
+
+    path = _lossy_calls_forking(tmp_path / "z.pcap", seed=13, ssrc0=200, counts=(80, 200), loss=(2, 30, 0.2))
+    out = []
+    analyze(path, quality=True).write_json(out.append)
+    here = "".join(out)
+    signal = tmp_path / "yielded"
+    real = analysis.streams_json
+
+    def after_the_block_has_the_report(media):
+        deadline = time.monotonic() + 10
+        while not signal.exists():
+            if time.monotonic() > deadline:
+                return "the block waited for the streams' text"
+            time.sleep(0.01)
+        return real(media)
+
+    monkeypatch.setattr(analysis, "streams_json", after_the_block_has_the_report)
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
+    pids = fork_pids(monkeypatch)
+    with analyzing(path) as report:
+        signal.touch()
+        monkeypatch.setattr(analysis, "write_streams_json", lambda media, write: pytest.fail("the text made again"))
+        out = []
+        report.write_json(out.append)
+    assert "".join(out) == here and '"ssrc"' in here
+    assert pids and all(reaped(p) for p in pids)
+
+    signal.unlink()
+    pids.clear()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError):
+        with analyzing(path):
+            raise RuntimeError("the caller failed")
+    assert time.monotonic() - started < 5 and pids and all(reaped(p) for p in pids)
