@@ -39,7 +39,9 @@
  * engine.FlowBuilder._idle_positions_numpy, _flow_of_each_packet_numpy, _count_packets_numpy): the packets that
  * start a flow after silence, each packet's flow, and the per-flow counters, each in one pass where numpy took a
  * dozen gathers, scatters and ufunc.at calls in the process that sets the pace of a large read.  same_bytes()
- * is the duplicate search's byte comparison of pairs (twin: engine._same_bytes_py).
+ * is the duplicate search's byte comparison of pairs (twin: engine._same_bytes_py); dup_links() and
+ * first_of_keys() find its pairs by key, in a batch and against the last packets of earlier batches, each in one
+ * pass with a hash table of the keys (twins: engine._dup_links_numpy, _first_of_keys_numpy: sorts).
  *
  * Only the limited C API (buffer protocol) is used: no numpy headers.
  */
@@ -53,7 +55,7 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define GROUP_ABI 8
+#define GROUP_ABI 9
 
 /* The output columns, in the order of the ``out`` tuple, with their item sizes. */
 enum { O_PROTO, O_VER, O_AH, O_AL, O_BH, O_BL, O_AP, O_BP, O_SRC_A, O_HASH, O_PERM, O_FIRST, O_INV, NOUT };
@@ -1094,6 +1096,129 @@ released:
     return result;
 }
 
+
+/* A power of two at least twice n (an open-addressing table of 32-bit keys stays under half full). */
+static Py_ssize_t table_size(Py_ssize_t n) {
+    Py_ssize_t size = 16;
+    while (size < 2 * n) size <<= 1;
+    return size;
+}
+
+static inline uint32_t spread32(uint32_t k) {  /* the keys are hash bits already: one multiply mixes the low bits */
+    return k * 0x9E3779B1u;
+}
+
+/* dup_links(keys, prev) -> None
+ *
+ * For each packet of a batch, the latest earlier packet with the same 32-bit duplicate-search key (uint32
+ * ``keys``), or -1: written to ``prev`` (int32), by one pass with a hash table of the keys seen (twin: the sort
+ * in engine._dup_links_numpy). */
+static PyObject *dup_links(PyObject *self, PyObject *args) {
+    PyObject *objs[2];
+    if (!PyArg_ParseTuple(args, "OO", &objs[0], &objs[1])) return NULL;
+    static const Py_ssize_t sizes[2] = {4, 4};
+    static const char writable[2] = {0, 1};
+    Py_buffer b[2];
+    if (get_columns(objs, b, sizes, writable, 2, "dup_links") < 0) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = b[0].shape[0];
+    if (b[1].shape[0] != n || n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "dup_links: columns of unequal length");
+        goto done;
+    }
+    const Py_ssize_t size = table_size(n), mask = size - 1;
+    uint32_t *tkey = malloc(sizeof(uint32_t) * size);
+    int32_t *tlast = malloc(sizeof(int32_t) * size);
+    if (tkey == NULL || tlast == NULL) {
+        free(tkey);
+        free(tlast);
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < size; j++) tlast[j] = -1;
+    const uint32_t *keys = b[0].buf;
+    int32_t *prev = b[1].buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint32_t k = keys[i];
+        Py_ssize_t j = spread32(k) & mask;
+        while (tlast[j] >= 0 && tkey[j] != k) j = (j + 1) & mask;
+        prev[i] = tlast[j];
+        tkey[j] = k;
+        tlast[j] = (int32_t)i;
+    }
+    free(tkey);
+    free(tlast);
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_columns(b, 2);
+    return result;
+}
+
+/* first_of_keys(keys, wanted, first) -> None
+ *
+ * For each of the distinct 32-bit keys ``wanted`` (uint32), the first packet of the batch whose key (uint32
+ * ``keys``) it is, or -1: written to ``first`` (int64), by one pass over the batch (twin:
+ * engine._first_of_keys_numpy).  The duplicate search asks it for the keys of the last packets of earlier
+ * batches. */
+static PyObject *first_of_keys(PyObject *self, PyObject *args) {
+    PyObject *objs[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objs[0], &objs[1], &objs[2])) return NULL;
+    static const Py_ssize_t sizes[3] = {4, 4, 8};
+    static const char writable[3] = {0, 0, 1};
+    Py_buffer b[3];
+    if (get_columns(objs, b, sizes, writable, 3, "first_of_keys") < 0) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = b[0].shape[0], k = b[1].shape[0];
+    if (b[2].shape[0] != k) {
+        PyErr_SetString(PyExc_ValueError, "first_of_keys: columns of unequal length");
+        goto done;
+    }
+    const Py_ssize_t size = table_size(k), mask = size - 1;
+    uint32_t *tkey = malloc(sizeof(uint32_t) * size);
+    int64_t *twho = malloc(sizeof(int64_t) * size);  /* which wanted key a slot holds; -1: empty */
+    if (tkey == NULL || twho == NULL) {
+        free(tkey);
+        free(twho);
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < size; j++) twho[j] = -1;
+    const uint32_t *keys = b[0].buf, *wanted = b[1].buf;
+    int64_t *first = b[2].buf;
+    for (Py_ssize_t w = 0; w < k; w++) {
+        first[w] = -1;
+        Py_ssize_t j = spread32(wanted[w]) & mask;
+        while (twho[j] >= 0 && tkey[j] != wanted[w]) j = (j + 1) & mask;
+        if (twho[j] < 0) {  /* a key given twice keeps its first place */
+            tkey[j] = wanted[w];
+            twho[j] = w;
+        }
+    }
+    Py_ssize_t left = k;
+    for (Py_ssize_t i = 0; i < n && left > 0; i++) {
+        const uint32_t key = keys[i];
+        Py_ssize_t j = spread32(key) & mask;
+        while (twho[j] >= 0 && tkey[j] != key) j = (j + 1) & mask;
+        if (twho[j] >= 0 && first[twho[j]] < 0) {
+            first[twho[j]] = i;
+            left--;
+        }
+    }
+    for (Py_ssize_t w = 0; w < k; w++) {  /* a key given twice: the place its first copy found */
+        Py_ssize_t j = spread32(wanted[w]) & mask;
+        while (twho[j] < 0 || tkey[j] != wanted[w]) j = (j + 1) & mask;
+        first[w] = first[twho[j]];
+    }
+    free(tkey);
+    free(twho);
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_columns(b, 3);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"group_keys", group_keys, METH_VARARGS, "Group the decoded packets of a batch by canonical 5-tuple (see _group.c)."},
     {"key_hash", key_hash, METH_VARARGS, "engine._key_hash of up to eight uint64 columns (see _group.c)."},
@@ -1105,6 +1230,8 @@ static PyMethodDef methods[] = {
     {"idle_positions", idle_positions, METH_VARARGS, "The packets of a batch that start a flow after silence (see _group.c)."},
     {"fill_flows", fill_flows, METH_VARARGS, "Each packet's flow, and each 5-tuple's last flow and time (see _group.c)."},
     {"count_flows", count_flows, METH_VARARGS, "Add a batch's packets to the per-flow counters (see _group.c)."},
+    {"dup_links", dup_links, METH_VARARGS, "Each packet's latest earlier packet of the same duplicate key (see _group.c)."},
+    {"first_of_keys", first_of_keys, METH_VARARGS, "The first packet of each of some keys (see _group.c)."},
     {"same_bytes", same_bytes, METH_VARARGS, "Compare pairs of byte ranges (see _group.c)."},
     {"tcp_streams", tcp_streams, METH_VARARGS, "A TCP flow's two byte streams when its segments are in order (see _group.c)."},
     {NULL, NULL, 0, NULL},

@@ -62,7 +62,7 @@ _K = [np.uint64(x) for x in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19
                              0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x27D4EB2F165667C5, 0x85EBCA77C2B2AE63)]
 
 
-GROUP_ABI = 8  # must equal GROUP_ABI in _group.c
+GROUP_ABI = 9  # must equal GROUP_ABI in _group.c
 GROUP = _load_native("meshpcap.flows._group", GROUP_ABI)  # None: the numpy twin groups (_groups_numpy)
 
 
@@ -314,7 +314,6 @@ class Grouped:
     # the batch's half of the duplicate search (:func:`dup_prefilter`), made beside the reader; None: not made
     dup_key: np.ndarray | None = None  # each packet's prefilter key (32 bits)
     dup_prev: np.ndarray | None = None  # the latest earlier packet of the batch with the same key, -1: none
-    dup_first: np.ndarray | None = None  # the first packet of each key, in key order
     # the packets that may become evidence (:func:`evidence_candidates`), in capture order; None: not made
     ev_cand: np.ndarray | None = None
     ev_idle_ns: int = 0  # the idle split the candidates were chosen under
@@ -588,17 +587,51 @@ def dup_prefilter(batch, d: F.Decoded, gb: Grouped) -> None:
     can make it): each decoded packet's prefilter key (5-tuple, direction, IP length, TCP sequence
     number and flags, payload length, TTL, captured length, hashed to 32 bits) and the latest earlier
     packet of the batch with the same key; set on ``gb``."""
-    keys = _dup_keys(batch, d, gb)
+    keys = _dup_keys(batch, d, gb).astype(np.uint32)  # 32-bit columns: half as much to send
+    gb.dup_key, gb.dup_prev = keys, _dup_links(keys)
+
+
+def _dup_links(keys: np.ndarray) -> np.ndarray:
+    """For each packet, the latest earlier packet of the batch with the same key (uint32), or -1 (int32): by the
+    compiled helper where it is built (``_group.c`` dup_links: a hash table, one pass), else
+    :func:`_dup_links_numpy`."""
+    prev = np.empty(keys.size, np.int32)
+    if GROUP is not None and keys.size < 1 << 31:
+        GROUP.dup_links(np.ascontiguousarray(keys, np.uint32), prev)
+        return prev
+    return _dup_links_numpy(keys)
+
+
+def _dup_links_numpy(keys: np.ndarray) -> np.ndarray:
+    """:func:`_dup_links` by a sort (the twin of ``_group.c``'s)."""
     # sorted by key, capture order within a key: the position in the low 32 bits makes every
     # value distinct, so the faster unstable sort gives the stable order
-    order = np.sort((keys << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
+    order = np.sort((keys.astype(np.uint64) << np.uint64(32)) | np.arange(keys.size, dtype=np.uint64))
     same = (order[1:] >> np.uint64(32)) == (order[:-1] >> np.uint64(32))
-    pos = (order & np.uint64(0xFFFFFFFF)).astype(np.int32)  # 32-bit columns: half as much to send
+    pos = (order & np.uint64(0xFFFFFFFF)).astype(np.int32)
     prev = np.full(keys.size, -1, np.int32)
     prev[pos[1:][same]] = pos[:-1][same]
-    starts = np.ones(keys.size, bool)
-    starts[1:] = ~same
-    gb.dup_key, gb.dup_prev, gb.dup_first = keys.astype(np.uint32), prev, pos[starts]
+    return prev
+
+
+def _first_of_keys(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each of the distinct keys ``wanted``, the first packet whose key (``keys``, uint32) it is, or -1
+    (int64): by the compiled helper where it is built (``_group.c`` first_of_keys, one pass), else
+    :func:`_first_of_keys_numpy`."""
+    first = np.empty(wanted.size, np.int64)
+    if GROUP is not None:
+        GROUP.first_of_keys(np.ascontiguousarray(keys, np.uint32), np.ascontiguousarray(wanted, np.uint32), first)
+        return first
+    return _first_of_keys_numpy(keys, wanted)
+
+
+def _first_of_keys_numpy(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """:func:`_first_of_keys` by a stable sort (the twin of ``_group.c``'s)."""
+    if keys.size == 0:
+        return np.full(wanted.size, -1, np.int64)
+    order = np.argsort(keys, kind="stable")
+    at = np.minimum(np.searchsorted(keys[order], wanted), keys.size - 1)
+    return np.where(keys[order][at] == wanted, order[at], -1).astype(np.int64)
 
 
 def _dup_keys(batch, d: F.Decoded, gb: Grouped) -> np.ndarray:
@@ -686,16 +719,14 @@ class _DuplicateFinder:
             copy[cur[same]] = True
             other_iface[cur[same]] = iface[cur[same]] != iface[prev[same]]
         if nt and n:  # a batch's first packet of a key and the tail's latest packet of that key
-            first = gb.dup_first  # in key order
-            first_keys = keys[first]
             tail_order = np.sort((self.tail_key.astype(np.uint64) << np.uint64(32)) | np.arange(nt, dtype=np.uint64))
             tail_keys = (tail_order >> np.uint64(32)).astype(np.uint32)
             latest = np.ones(nt, bool)  # the tail's latest packet of each key
             latest[:-1] = tail_keys[1:] != tail_keys[:-1]
             tail_keys, tail_pos = tail_keys[latest], (tail_order[latest] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-            at = np.minimum(np.searchsorted(first_keys, tail_keys), first.size - 1)
-            hit = first_keys[at] == tail_keys
-            c2, p2 = first[at[hit]].astype(np.int64), tail_pos[hit]
+            first = _first_of_keys(keys, tail_keys)
+            hit = first >= 0
+            c2, p2 = first[hit], tail_pos[hit]
             near2 = (c2 + nt - p2 <= self.packets) & (np.abs(ts[c2] - self.tail_ts[p2]) < self.window_ns)
             c2, p2 = c2[near2], p2[near2]
             if c2.size:  # a packet's first of its key in the batch: no pair inside the batch marked it

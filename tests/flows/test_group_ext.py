@@ -710,3 +710,30 @@ def test_builder_steps_refuse_bad_columns():
     with pytest.raises(IndexError):
         COMPILED.same_bytes(b"ab", np.array([-1], np.int64), np.ones(1, np.int64), b"ab", np.zeros(1, np.int64),
                             np.ones(1, np.int64), np.zeros(1, bool))
+
+
+@needs_ext
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 400), st.sampled_from([1, 3, 50, 2**32 - 1]), st.integers(0, 40), st.integers(0, 2**32 - 1))
+def test_dup_links_and_first_of_keys_alike(n, top, k, seed):
+    """The duplicate search's pairs by key: each packet's latest earlier packet of its key, and the first packet
+    of each of some keys (present or not, each once, or given twice): the compiled hash tables against their
+    sorting twins, with keys that repeat a lot (few values) or hardly (many)."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, top, n, dtype=np.uint64, endpoint=True).astype(np.uint32)
+    wanted = rng.integers(0, top, k, dtype=np.uint64, endpoint=True).astype(np.uint32)
+    saved = E.GROUP
+    try:
+        E.GROUP = COMPILED
+        fast_prev, fast_first = E._dup_links(keys), E._first_of_keys(keys, wanted)
+        E.GROUP = None
+        slow_prev, slow_first = E._dup_links(keys), E._first_of_keys(keys, wanted)
+    finally:
+        E.GROUP = saved
+    assert fast_prev.dtype == slow_prev.dtype == np.int32 and fast_prev.tolist() == slow_prev.tolist()
+    assert fast_first.dtype == slow_first.dtype == np.int64 and fast_first.tolist() == slow_first.tolist()
+    seen: dict[int, int] = {}
+    for i, key in enumerate(keys.tolist()):  # what the pairs mean, said plainly
+        assert fast_prev[i] == seen.get(key, -1)
+        seen[key] = i
+    assert fast_first.tolist() == [keys.tolist().index(w) if w in keys.tolist() else -1 for w in wanted.tolist()]
