@@ -26,8 +26,8 @@ from ..decode import stun as stunp
 from ..decode import tls as tlsp
 from ..decode.buffer import DecodeError
 from .engine import GROUP, TCP_SYN, Evidence, RawFlows, addr_text
-from .model import DNS_COLUMNS, DnsEvent, Flow, StunSummary
-from .records import orient
+from .model import DnsEvent, Flow, StunSummary
+from .records import addr_texts, orient
 
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
 PARALLEL_MIN_FLOWS = 8000  # fewer flows left to name after EarlyNamer: one process (a fork costs more than it saves)
@@ -440,12 +440,9 @@ class Namer:
 
     def link_dns_events(self, flows: list[Flow]) -> list[DnsEvent]:
         """Give each DNS event the id of the flow that carried it."""
-        from .records import record_order
+        from .records import with_flow_ids
 
-        by_first = {fid: new_id for new_id, fid in enumerate(record_order(self.raw), start=1)}
-        fields = [f for f in DNS_COLUMNS if f != "flow_id"]  # dataclasses.replace is several times slower
-        return [DnsEvent(**{f: getattr(e, f) for f in fields}, flow_id=by_first.get(fid))
-                for e, fid in zip(self.dns_events, self._dns_event_fid)]
+        return with_flow_ids(self.dns_events, self._dns_event_fid, self.raw)
 
     # ------------------------------------------------------------------ per flow
     def names_for(self, fid: int, a_is_client: bool) -> dict[str, Any]:
@@ -476,7 +473,24 @@ class Namer:
         raw = self.raw
         _, ver, ah, al, bh, bl, _, _ = raw.slot_keys[int(raw.flow_slot[fid])]
         server = addr_text(ver, bh, bl) if a_is_client else addr_text(ver, ah, al)
-        dns_names = self.names_resolving_to(server, int(raw.first_ns[fid]))
+        return self._choice(out, server, int(raw.first_ns[fid]))
+
+    def dns_and_choices(self, fids: list[int], a_is_client: list[bool], outs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`_dns_and_choice` of each flow, the servers' addresses and the flows' starts taken from the
+        columns at once (about 2 us a flow less: 5,000 flows named by the end of a large read)."""
+        if not fids:
+            return []
+        raw = self.raw
+        fid = np.asarray(fids, np.int64)
+        slot = raw.flow_slot[fid]
+        _, ver, ah, al, bh, bl = (c.a[slot] for c in raw.slot_keys.columns[:6])
+        client_a = np.asarray(a_is_client, bool)
+        servers = addr_texts(ver, np.where(client_a, bh, ah), np.where(client_a, bl, al))
+        return list(map(self._choice, outs, servers, raw.first_ns[fid].tolist()))
+
+    def _choice(self, out: dict[str, Any], server: str, first_ns: int) -> dict[str, Any]:
+        """Add the DNS names of ``server`` before ``first_ns`` (the flow's start) and pick the flow's name."""
+        dns_names = self.names_resolving_to(server, first_ns)
         out["dns_names"] = dns_names or None
         for source in NAME_PRIORITY:
             if source == "sni" and out.get("sni"):
@@ -646,12 +660,13 @@ def name_flows(raw: RawFlows, jobs: list[tuple[int, bool]],
     for f in ahead:
         _stats_merge(n.stats, early.guesses[f][3])
     by_fid = dict(zip((f for f, _ in todo), names))
-    out = []
-    for f, a in jobs:
-        got = by_fid.get(f)
-        if got is None:
-            got = n._dns_and_choice(f, a, dict(ahead[f] if f in ahead else done[f][1]))
-        out.append(got)
+    out = [by_fid.get(f) for f, _ in jobs]
+    named_before = [j for j, got in enumerate(out) if got is None]  # named early: their DNS names and choice now
+    fids = [jobs[j][0] for j in named_before]
+    chosen = n.dns_and_choices(fids, [jobs[j][1] for j in named_before],
+                               [dict(ahead[f] if f in ahead else done[f][1]) for f in fids])
+    for j, got in zip(named_before, chosen):
+        out[j] = got
     return n, out
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from meshpcap._dataclass import dataclass
 from ..decode import frames as F
 from .engine import RawFlows, TcpFacts, addr_text
-from .model import FLOW_COLUMNS, Flow, StunSummary, record_maker, twin_class
+from .model import DNS_COLUMNS, FLOW_COLUMNS, DnsEvent, Flow, StunSummary, record_maker, twin_class
 
 # Ports that name a service even above 1024 (so their side is the server).
 SERVICE_PORTS = frozenset(
@@ -145,15 +145,11 @@ def with_flow_ids(events: list, event_flows: list[int], raw: RawFlows) -> list:
     """The DNS events with the record id of the flow (builder number in ``event_flows``) that carried each."""
     if not events:
         return []
-    from dataclasses import fields
-
-    from .model import DnsEvent
-
     record_id = np.empty(len(raw.first_rec), np.int64)
     record_id[_record_order(raw)] = np.arange(1, len(raw.first_rec) + 1)
     ids = record_id[np.asarray(event_flows, np.int64)].tolist()
-    names = [f.name for f in fields(DnsEvent) if f.name != "flow_id"]  # dataclasses.replace is several times slower
-    return [DnsEvent(**{f: getattr(e, f) for f in names}, flow_id=i) for e, i in zip(events, ids)]
+    # each event's fields but its flow id, then the id (its last field): a new record, made as _flow makes a Flow
+    return list(map(_dns_event, map(operator.add, map(_dns_fields, events), zip(ids))))
 
 
 def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | None = None) -> "FlowRecords":
@@ -174,6 +170,9 @@ _NO_NAMES = (None,) * len(_NAME_FIELDS)
 CHUNK = 8192  # flows made at a time when streaming
 _twin = twin_class(Flow)
 _flow = record_maker(Flow)  # Flow(*values), quickly
+_dns_event = record_maker(DnsEvent)
+_dns_fields = attrgetter(*DNS_COLUMNS[:-1])  # every field but the last, flow_id
+assert DNS_COLUMNS[-1] == "flow_id"
 
 
 # The fields of a plain flow (see FlowRecords.plain_chunk) that vary from flow to flow, in FLOW_COLUMNS order;
@@ -387,8 +386,8 @@ class FlowRecords(Sequence):
         fids = self._order[positions]
         e = self._endpoints(fids)
         made = zip((positions + 1).tolist(), map(_TRANSPORT_TEXT.__getitem__, e.proto.tolist()),
-                   self._raw.first_ns[fids].tolist(), _addresses(e.ver, e.client_hi, e.client_lo),
-                   e.client_port.tolist(), _addresses(e.ver, e.server_hi, e.server_lo), e.server_port.tolist())
+                   self._raw.first_ns[fids].tolist(), addr_texts(e.ver, e.client_hi, e.client_lo),
+                   e.client_port.tolist(), addr_texts(e.ver, e.server_hi, e.server_lo), e.server_port.tolist())
         return list(map(FlowEnds._make, made))
 
     def at(self, positions) -> list[Flow]:
@@ -412,8 +411,8 @@ class FlowRecords(Sequence):
             client = list(map(_client_of, kept[lo:hi]))
             server = list(map(_server_of, kept[lo:hi]))
         else:
-            client = _addresses(ver, e.client_hi, e.client_lo)
-            server = _addresses(ver, e.server_hi, e.server_lo)
+            client = addr_texts(ver, e.client_hi, e.client_lo)
+            server = addr_texts(ver, e.server_hi, e.server_lo)
         cport = e.client_port.tolist()
         sport = e.server_port.tolist()
         if not e.ported.all():
@@ -535,8 +534,8 @@ class FlowRecords(Sequence):
         fids = self._order[pos]
         e = self._endpoints(fids)  # client to server, the texts made at once (as plain_chunk makes them)
         proto_l, ver_l, a_client_l = e.proto.tolist(), e.ver.tolist(), e.a_client.tolist()
-        client_l = _addresses(e.ver, e.client_hi, e.client_lo)
-        server_l = _addresses(e.ver, e.server_hi, e.server_lo)
+        client_l = addr_texts(e.ver, e.client_hi, e.client_lo)
+        server_l = addr_texts(e.ver, e.server_hi, e.server_lo)
         cport_l, sport_l = e.client_port.tolist(), e.server_port.tolist()
         if not e.ported.all():
             for j in np.flatnonzero(~e.ported).tolist():
@@ -599,7 +598,7 @@ _names_of = attrgetter(*_NAME_FIELDS)
 _OCTETS = tuple(map(str, range(256)))
 _DOTTED = "{}.{}.{}.{}".format
 _HALF_DOTTED = "{}.{}".format
-_HALVES_FROM = 1024  # distinct IPv4 addresses in one call from which _addresses uses _halves
+_HALVES_FROM = 1024  # distinct IPv4 addresses in one call from which addr_texts uses _halves
 _HALVES: list[str] = []
 
 
@@ -611,7 +610,7 @@ def _halves() -> list[str]:
     return _HALVES
 
 
-def _addresses(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+def addr_texts(ver: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> list[str]:
     """``addr_text`` of every (version, hi, lo), the IPv4 ones made from numpy's octets at once (the
     IPv6 ones through addr_text's memo)."""
     v4 = ver == 4

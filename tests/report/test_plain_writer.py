@@ -190,7 +190,7 @@ def test_addresses_at_once_are_addr_text():
     import numpy as np
 
     from meshpcap.flows.engine import addr_text
-    from meshpcap.flows.records import _addresses
+    from meshpcap.flows.records import addr_texts
 
     rng = np.random.default_rng(3)
     n = 300
@@ -200,11 +200,11 @@ def test_addresses_at_once_are_addr_text():
     lo[1], lo[2], hi[0], lo[0] = 0, 0xFFFFFFFF, 0, 1  # 0.0.0.0, 255.255.255.255, ::1
     for sel in (slice(None), ver == 4, ver == 6):
         expect = [addr_text(int(v), int(h), int(x)) for v, h, x in zip(ver[sel], hi[sel], lo[sel])]
-        assert _addresses(ver[sel], hi[sel], lo[sel]) == expect
+        assert addr_texts(ver[sel], hi[sel], lo[sel]) == expect
     many = rng.integers(0, 1 << 32, 3000).astype(np.uint64)  # distinct enough for the 16-bit halves' table
     many[:4] = [0, 0xFFFFFFFF, 0x0A00FF01, 0x0A00FF01]
-    got = _addresses(np.full(many.size, 4, np.uint8), np.zeros(many.size, np.uint64), many)
+    got = addr_texts(np.full(many.size, 4, np.uint8), np.zeros(many.size, np.uint64), many)
     assert got == [addr_text(4, 0, int(x)) for x in many] and got[2] is got[3]
-    assert _addresses(ver[:3], hi[:3], lo[:3]) == ["::1", "0.0.0.0", "255.255.255.255"]
-    same = _addresses(np.full(3, 4, np.uint8), np.zeros(3, np.uint64), np.array([7, 9, 7], np.uint64))
+    assert addr_texts(ver[:3], hi[:3], lo[:3]) == ["::1", "0.0.0.0", "255.255.255.255"]
+    same = addr_texts(np.full(3, 4, np.uint8), np.zeros(3, np.uint64), np.array([7, 9, 7], np.uint64))
     assert same == ["0.0.0.7", "0.0.0.9", "0.0.0.7"] and same[0] is same[2]  # one str per address: memory
