@@ -18,7 +18,7 @@ from ..errors import RuleError
 from ..flows.media import MediaOptions, MediaResult, MediaStream, ServerRtt
 from ..rules.files import TomlError, toml_document
 from .findings import Finding, Judgement, failing
-from .verdicts import notable
+from .verdicts import Verdicts, notable
 
 METRICS = ("latency_one_way_ms", "rtt_ms", "burst_loss_pct", "loss_pct", "jitter_ms", "reorder_pct")
 SEVERITIES = ("error", "warning", "info")
@@ -211,6 +211,8 @@ def judge_quality(media: MediaResult, judgement: Judgement, targets: Targets,
 
     def scope_of(fid: int) -> str:
         nonlocal under_rule
+        if isinstance(verdicts, Verdicts):  # by position, no record made (flow id i is at i - 1)
+            return "microsoft-edge" if verdicts.rule_of(fid) else "other"
         if under_rule is None:
             if 0 < fid <= len(verdicts) and verdicts[fid - 1].flow.id == fid:
                 return "microsoft-edge" if verdicts[fid - 1].rule else "other"

@@ -294,6 +294,15 @@ class Verdicts(Sequence):
         """The position of the flow with this id (record ids count from 1 in record order), or None."""
         return flow_id - 1 if 0 < flow_id <= len(self) else None
 
+    def rule_of(self, flow_id: int) -> str | None:
+        """The rule of the verdict on the flow with this id (None for an id out of range), without making the
+        record of an ``unrelated`` flow, which has none (the media quality asks it of every stream's flow)."""
+        i = self.index_of(flow_id)
+        if i is None:
+            return None
+        v = self.made.get(i)
+        return None if v is None else v.rule
+
 
 def notable(verdicts: Sequence[FlowVerdict]) -> Sequence[FlowVerdict]:
     """The verdicts that may say more than ``unrelated`` about a flow's server, in order: every one of a list,

@@ -173,6 +173,11 @@ def test_verdicts_behave_as_a_list(many):
     positions = sorted(got.made)
     assert got.notable() == [got[k] for k in positions] and positions == sorted(set(positions))
     assert got.index_of(1) == 0 and got.index_of(n) == n - 1 and got.index_of(0) is None and got.index_of(n + 1) is None
+    # each flow's rule by its id, the replaced ones too, without making a record for an unrelated flow
+    made_before = dict(got.made)
+    assert [got.rule_of(k + 1) for k in range(n)] == [got[k].rule for k in range(n)]
+    assert any(got.rule_of(k + 1) for k in range(n)) and got.rule_of(0) is None and got.rule_of(n + 1) is None
+    assert got.made == made_before
 
 
 @pytest.mark.parametrize("with_tags", [True, False])
