@@ -129,8 +129,9 @@ static PyObject *group_keys(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    Py_ssize_t size = 16;
-    while (size < 2 * n) size <<= 1;
+    /* the table grows with the groups (a batch has far fewer 5-tuples than packets: a small table stays in
+     * the first-level cache), kept under half full */
+    Py_ssize_t size = 1024;
     table = malloc(sizeof(slot_t) * size);
     pairs = malloc(sizeof(pair_t) * (n ? n : 1));
     group_of = malloc(sizeof(int64_t) * (n ? n : 1));
@@ -151,7 +152,7 @@ static PyObject *group_keys(PyObject *self, PyObject *args) {
     const int8_t *ver = ver_b.buf;
     const uint64_t *shi = shi_b.buf, *slo = slo_b.buf, *dhi = dhi_b.buf, *dlo = dlo_b.buf;
     const int32_t *sport = sp_b.buf, *dport = dp_b.buf;
-    int collided = 0;
+    int collided = 0, failed = 0;
     Py_ssize_t groups = 0;
     Py_BEGIN_ALLOW_THREADS
     memset(table, 0xFF, sizeof(slot_t) * size);  /* every group -1: empty */
@@ -187,6 +188,26 @@ static PyObject *group_keys(PyObject *self, PyObject *args) {
         Py_ssize_t s = (Py_ssize_t)((h ^ (h >> 32)) & (uint64_t)(size - 1));
         while (table[s].group >= 0 && table[s].hash != h) s = (s + 1) & (size - 1);
         if (table[s].group < 0) {
+            if (2 * (groups + 1) > size) {  /* grow: the groups so far again, in a table twice as large */
+                slot_t *larger = malloc(sizeof(slot_t) * 2 * size);
+                if (larger == NULL) {
+                    failed = 1;
+                    break;
+                }
+                size *= 2;
+                memset(larger, 0xFF, sizeof(slot_t) * size);
+                for (Py_ssize_t g = 0; g < groups; g++) {
+                    const uint64_t gh = pairs[g].hash;
+                    Py_ssize_t t = (Py_ssize_t)((gh ^ (gh >> 32)) & (uint64_t)(size - 1));
+                    while (larger[t].group >= 0) t = (t + 1) & (size - 1);
+                    larger[t].hash = gh;
+                    larger[t].group = g;
+                }
+                free(table);
+                table = larger;
+                s = (Py_ssize_t)((h ^ (h >> 32)) & (uint64_t)(size - 1));
+                while (table[s].group >= 0) s = (s + 1) & (size - 1);
+            }
             table[s].hash = h;
             table[s].group = groups;
             first_of[groups] = i;
@@ -200,12 +221,13 @@ static PyObject *group_keys(PyObject *self, PyObject *args) {
         group_of[i] = table[s].group;
     }
     /* the groups in hash order, then each packet placed after the earlier ones of its group */
+    const Py_ssize_t placed = failed ? 0 : n;  /* out of memory: nothing more is written (see below) */
     qsort(pairs, (size_t)groups, sizeof(pair_t), by_hash);
     for (Py_ssize_t r = 0; r < groups; r++) {
         rank[pairs[r].group] = r;
         next[r] = 0;
     }
-    for (Py_ssize_t i = 0; i < n; i++) next[rank[group_of[i]]]++;
+    for (Py_ssize_t i = 0; i < placed; i++) next[rank[group_of[i]]]++;
     int64_t at = 0;
     for (Py_ssize_t r = 0; r < groups; r++) {
         const int64_t c = next[r];
@@ -213,12 +235,16 @@ static PyObject *group_keys(PyObject *self, PyObject *args) {
         at += c;
         o_first[r] = first_of[pairs[r].group];
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < placed; i++) {
         const int64_t r = rank[group_of[i]];
         o_perm[next[r]++] = i;
         o_inv[i] = r;
     }
     Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_NoMemory();
+        goto done;
+    }
     result = Py_BuildValue("(ni)", groups, collided);
 done:
     for (int j = 0; j < nout; j++) PyBuffer_Release(&out[j]);

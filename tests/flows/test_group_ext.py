@@ -85,6 +85,26 @@ def test_generated_columns_group_alike(n, endpoints, seed, v6):
 
 
 @needs_ext
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(400, 6000), st.integers(0, 2**32 - 1))
+def test_many_five_tuples_group_alike(n, seed):
+    """A batch of many 5-tuples (a scan, thousands of clients): the compiled grouping's table, which starts
+    small, grows as they come (every size it passes through) and still groups as numpy does."""
+    rng = np.random.default_rng(seed)
+    lo = rng.integers(0, 2**32, n, dtype=np.uint64)
+    sport = rng.integers(1, 65536, n).astype(np.int32)
+    repeat = rng.random(n) < 0.3  # some packets of an earlier 5-tuple again, either way round
+    back = rng.integers(0, np.arange(1, n + 1))
+    lo[repeat], sport[repeat] = lo[back[repeat]], sport[back[repeat]]
+    d = _Cols(np.full(n, 17, np.int16), np.full(n, 4, np.int8), np.zeros(n, np.uint64), lo, np.zeros(n, np.uint64),
+              np.full(n, 3232235777, np.uint64), sport, np.full(n, 3478, np.int32))
+    turn = rng.random(n) < 0.5
+    d.src_lo, d.dst_lo = np.where(turn, d.dst_lo, d.src_lo), np.where(turn, d.src_lo, d.dst_lo)
+    d.sport, d.dport = np.where(turn, d.dport, d.sport), np.where(turn, d.sport, d.dport)
+    _both_equal(d, np.arange(n, dtype=np.int64))
+
+
+@needs_ext
 def test_one_hash_for_two_keys_goes_to_numpy():
     """With every multiplier zero every key hashes to 0: different keys are a collision, reported so
     that _groups_compiled declines (and group_batch groups the batch in numpy); equal keys are not."""
