@@ -20,7 +20,7 @@
 #define MESHPCAP_SOURCE_HASH ""
 #endif
 
-#define HEADERS_ABI 1
+#define HEADERS_ABI 2
 
 #define ETH_IPV4 0x0800u
 #define ETH_IPV6 0x86DDu
@@ -36,14 +36,17 @@ static inline uint64_t be64(const unsigned char *p) { return ((uint64_t)be32(p) 
 /* The columns, in the order of the ``cols`` tuple, with their item sizes. */
 enum {
     C_REASON, C_IP_VERSION, C_PROTO, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_IP_LEN, C_IP_ID, C_SPORT, C_DPORT,
-    C_TCP_FLAGS, C_TCP_SEQ, C_TCP_ACK, C_TTL, C_L4, C_PAYLOAD, C_PAYLOAD_LEN, C_PAYLOAD_CAP, NCOLS
+    C_TCP_FLAGS, C_TCP_SEQ, C_TCP_ACK, C_TTL, C_L4, C_PAYLOAD, C_PAYLOAD_LEN, C_PAYLOAD_CAP, C_FRAG_OFFSET,
+    C_MORE_FRAGS, C_ICMP_TYPE, C_ICMP_CODE, C_ENCAPSULATED, NCOLS
 };
-static const Py_ssize_t COL_SIZE[NCOLS] = {1, 1, 2, 8, 8, 8, 8, 8, 8, 4, 4, 2, 8, 8, 1, 8, 8, 8, 8};
+static const Py_ssize_t COL_SIZE[NCOLS] = {1, 1, 2, 8, 8, 8, 8, 8, 8, 4, 4, 2, 8, 8, 1, 8, 8, 8, 8, 8, 1, 2, 2, 1};
 
 /* decode_common(data, offset, caplen, linktype, cols, rest) -> number of packets left in rest
  *
  * offset and caplen: int64 per packet; linktype: int32 per packet; cols: a tuple of the
- * writable Decoded arrays in the order of the enum above; rest: writable int64, one per packet. */
+ * writable Decoded arrays in the order of the enum above (every column of Decoded); rest: writable
+ * int64, one per packet.  Every row of every column is written: a decoded packet's values, and a
+ * packet left in rest the values frames._undecoded starts with (so the arrays need no filling first). */
 static PyObject *decode_common(PyObject *self, PyObject *args) {
     Py_buffer data, off, cap, lt, rest;
     PyObject *cols;
@@ -81,6 +84,9 @@ static PyObject *decode_common(PyObject *self, PyObject *args) {
         int64_t *l4c = col[C_L4].buf, *pay = col[C_PAYLOAD].buf, *plen = col[C_PAYLOAD_LEN].buf;
         int64_t *pcap = col[C_PAYLOAD_CAP].buf;
         int32_t *sport = col[C_SPORT].buf, *dport = col[C_DPORT].buf;
+        int64_t *frag = col[C_FRAG_OFFSET].buf;
+        uint8_t *more = col[C_MORE_FRAGS].buf, *encap = col[C_ENCAPSULATED].buf;
+        int16_t *itype = col[C_ICMP_TYPE].buf, *icode = col[C_ICMP_CODE].buf;
         Py_ssize_t k = 0;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -180,13 +186,17 @@ static PyObject *decode_common(PyObject *self, PyObject *args) {
                 ack[i] = be32(t + 8);
                 flags[i] = (int16_t)(((t[12] & 1) << 8) | t[13]);
                 /* a header cut by snaplen still gives ports and flags (frames.py: R_TCPOFF) */
-                if (doff < 20 || l4 + doff > wire_end) reason[i] = 12;
+                reason[i] = (doff < 20 || l4 + doff > wire_end) ? 12 : 0;
                 at = l4 + doff;
             } else {  /* RFC 768 */
                 if (l4 + 4 > cap_end) goto other;
                 uint32_t dp = be16(t + 2);
                 if (dp == 4789 || dp == 8472 || dp == 6081) goto other;  /* VXLAN, Geneve: numpy peels */
                 at = l4 + 8;
+                seq[i] = 0;
+                ack[i] = 0;
+                flags[i] = 0;
+                reason[i] = 0;
             }
             sport[i] = (int32_t)be16(t);
             dport[i] = (int32_t)be16(t + 2);
@@ -203,9 +213,25 @@ static PyObject *decode_common(PyObject *self, PyObject *args) {
             dlo[i] = dst_lo;
             proto[i] = (int16_t)p;
             l4c[i] = l4;
+            frag[i] = 0;  /* not a fragment, not ICMP, not from a tunnel (numpy peels those) */
+            more[i] = 0;
+            itype[i] = -1;
+            icode[i] = -1;
+            encap[i] = 0;
             continue;
-        other:
+        other:  /* as frames._undecoded starts every packet, for numpy to decode */
             left[k++] = i;
+            reason[i] = 0;
+            ipv[i] = 0;
+            proto[i] = -1;
+            shi[i] = slo[i] = dhi[i] = dlo[i] = 0;
+            iplen[i] = ipid[i] = seq[i] = ack[i] = l4c[i] = pay[i] = plen[i] = pcap[i] = frag[i] = 0;
+            sport[i] = dport[i] = -1;
+            flags[i] = 0;
+            ttl[i] = 0;
+            more[i] = 0;
+            itype[i] = icode[i] = -1;
+            encap[i] = 0;
         }
         Py_END_ALLOW_THREADS
         result = PyLong_FromSsize_t(k);

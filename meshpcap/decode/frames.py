@@ -135,10 +135,11 @@ class _Gather:
 
 # The compiled twin of this module's common path (None: not built, or MESHPCAP_PURE_PYTHON=1),
 # and the Decoded columns it fills, in the order _headers.c expects.
-HEADERS_ABI = 1  # must equal HEADERS_ABI in _headers.c
+HEADERS_ABI = 2  # must equal HEADERS_ABI in _headers.c
 HEADERS = _load_native("meshpcap.decode._headers", HEADERS_ABI)
 _COMMON_COLUMNS = ("reason", "ip_version", "proto", "src_hi", "src_lo", "dst_hi", "dst_lo", "ip_len", "ip_id", "sport",
-                   "dport", "tcp_flags", "tcp_seq", "tcp_ack", "ttl", "l4", "payload", "payload_len", "payload_cap")
+                   "dport", "tcp_flags", "tcp_seq", "tcp_ack", "ttl", "l4", "payload", "payload_len", "payload_cap",
+                   "frag_offset", "more_frags", "icmp_type", "icmp_code", "encapsulated")  # every column, _headers.c's order
 
 
 def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: np.ndarray) -> Decoded:
@@ -146,10 +147,11 @@ def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: 
     n = len(offset)
     g = _Gather(data)
     end = offset + caplen
-    d = _undecoded(n)
+    fast = HEADERS if n else None
+    # the compiled helper writes every row (the rest as _undecoded starts them): the columns need no filling
+    d = _undecoded(n) if fast is None else _unfilled(n)
     if n == 0:
         return d
-    fast = HEADERS
     if fast is not None:  # the common packets, compiled (_headers.c); the rest go on below
         rest = np.empty(n, np.int64)
         k = fast.decode_common(data, np.ascontiguousarray(offset, np.int64), np.ascontiguousarray(caplen, np.int64),
@@ -164,6 +166,11 @@ def decode_batch(data: bytes, offset: np.ndarray, caplen: np.ndarray, linktype: 
         l3, eth = _link(g, idx, offset, end, linktype.astype(np.int64), d)
     _network_and_tunnels(g, idx, l3, eth, end, d)
     return d
+
+
+def _unfilled(n: int) -> Decoded:
+    """The columns of _undecoded, of the same dtypes, not filled (``_headers.c`` decode_common fills them)."""
+    return Decoded(**{name: np.empty(n, dtype) for name, dtype in _COLUMN_DTYPES})
 
 
 def _undecoded(n: int) -> Decoded:
@@ -194,6 +201,10 @@ def _undecoded(n: int) -> Decoded:
         payload_cap=np.zeros(n, np.int64),
         encapsulated=np.zeros(n, bool),
     )
+
+
+_COLUMN_DTYPES = tuple((name, getattr(_undecoded(0), name).dtype) for name in _COMMON_COLUMNS)
+assert sorted(_COMMON_COLUMNS) == sorted(Decoded.__slots__), "_COMMON_COLUMNS: every column of Decoded"
 
 
 def _network_and_tunnels(g: _Gather, idx, l3, eth, end, d: Decoded) -> None:

@@ -25,16 +25,28 @@ except ImportError:
 needs_ext = pytest.mark.skipif(COMPILED is None, reason="the compiled header decoder is not built (no C compiler?)")
 
 
+_UNFILLED = F._unfilled
+
+
+def _poisoned(n: int) -> F.Decoded:
+    """F._unfilled's columns holding garbage (0xA5 bytes), as memory from earlier batches would: the compiled
+    decoder must write every row of every column, the packets it leaves to numpy included."""
+    d = _UNFILLED(n)
+    for name in F._COMMON_COLUMNS:
+        getattr(d, name).view(np.uint8)[:] = 0xA5
+    return d
+
+
 def _decode_both(data: bytes, offset, caplen, linktype) -> tuple[dict, int]:
-    saved = F.HEADERS
+    saved, unfilled = F.HEADERS, F._unfilled
     try:
-        F.HEADERS = COMPILED
+        F.HEADERS, F._unfilled = COMPILED, _poisoned
         fast = F.decode_batch(data, offset, caplen, linktype)
         rest = np.empty(len(offset), np.int64)
         F.HEADERS = None
         slow = F.decode_batch(data, offset, caplen, linktype)
     finally:
-        F.HEADERS = saved
+        F.HEADERS, F._unfilled = saved, unfilled
     taken = 0
     if len(offset):
         d = F.Decoded(**{f.name: np.zeros_like(getattr(slow, f.name)) for f in dataclasses.fields(slow)})
