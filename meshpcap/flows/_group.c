@@ -1221,9 +1221,13 @@ static PyObject *first_of_keys(PyObject *self, PyObject *args) {
             twho[j] = w;
         }
     }
+    /* most of the batch's keys are none of the wanted: a bit per value of their low 16 bits says so at once */
+    uint64_t maybe[1024] = {0};
+    for (Py_ssize_t w = 0; w < k; w++) maybe[(wanted[w] & 0xFFFF) >> 6] |= (uint64_t)1 << (wanted[w] & 63);
     Py_ssize_t left = k;
     for (Py_ssize_t i = 0; i < n && left > 0; i++) {
         const uint32_t key = keys[i];
+        if (!(maybe[(key & 0xFFFF) >> 6] >> (key & 63) & 1)) continue;
         Py_ssize_t j = spread32(key) & mask;
         while (twho[j] >= 0 && tkey[j] != key) j = (j + 1) & mask;
         if (twho[j] >= 0 && first[twho[j]] < 0) {

@@ -704,20 +704,28 @@ class _DuplicateFinder:
         pidx = gb.pidx
         n = pidx.size
         nt = self.tail_key.size
-        ts = batch.ts_ns[pidx].astype(np.int64)
-        iface = batch.interface[pidx].astype(np.int64)
+        # each packet's columns are gathered only where they are compared (pairs of one key) or kept (the tail)
+        at_of = pidx.astype(np.int64, copy=False).__getitem__
+        ts_all, iface_all, off_all, cap_all, data = batch.ts_ns, batch.interface, batch.offset, batch.caplen, batch.data
+
+        def cols(pos: np.ndarray) -> tuple[np.ndarray, ...]:
+            """Time, interface, offset and captured length of the decoded packets at ``pos`` (int64)."""
+            at = at_of(pos)
+            return (ts_all[at].astype(np.int64), iface_all[at].astype(np.int64), off_all[at].astype(np.int64),
+                    cap_all[at].astype(np.int64))
+
         # pairs inside the batch: a packet and the latest earlier one of its key
         cur = np.flatnonzero(prev_in >= 0)
         prev = prev_in[cur].astype(np.int64)
-        near = (cur - prev <= self.packets) & (np.abs(ts[cur] - ts[prev]) < self.window_ns)
-        cur, prev = cur[near], prev[near]
-        data, off, cap = batch.data, batch.offset[pidx].astype(np.int64), batch.caplen[pidx].astype(np.int64)
+        (ts_c, if_c, off_c, cap_c), (ts_p, if_p, off_p, cap_p) = cols(cur), cols(prev)
+        near = (cur - prev <= self.packets) & (np.abs(ts_c - ts_p) < self.window_ns)
         copy = np.zeros(n, bool)
         other_iface = np.zeros(n, bool)
-        if cur.size:
-            same = _same_bytes(data, off[cur], cap[cur], data, off[prev], cap[prev])
+        if near.any():
+            cur, if_c, if_p = cur[near], if_c[near], if_p[near]
+            same = _same_bytes(data, off_c[near], cap_c[near], data, off_p[near], cap_p[near])
             copy[cur[same]] = True
-            other_iface[cur[same]] = iface[cur[same]] != iface[prev[same]]
+            other_iface[cur[same]] = if_c[same] != if_p[same]
         if nt and n:  # a batch's first packet of a key and the tail's latest packet of that key
             tail_order = np.sort((self.tail_key.astype(np.uint64) << np.uint64(32)) | np.arange(nt, dtype=np.uint64))
             tail_keys = (tail_order >> np.uint64(32)).astype(np.uint32)
@@ -727,18 +735,22 @@ class _DuplicateFinder:
             first = _first_of_keys(keys, tail_keys)
             hit = first >= 0
             c2, p2 = first[hit], tail_pos[hit]
-            near2 = (c2 + nt - p2 <= self.packets) & (np.abs(ts[c2] - self.tail_ts[p2]) < self.window_ns)
-            c2, p2 = c2[near2], p2[near2]
-            if c2.size:  # a packet's first of its key in the batch: no pair inside the batch marked it
-                same = _same_bytes(data, off[c2], cap[c2], self.tail_blob, self.tail_off[p2], self.tail_cap[p2])
+            ts2, if2, off2, cap2 = cols(c2)
+            near2 = (c2 + nt - p2 <= self.packets) & (np.abs(ts2 - self.tail_ts[p2]) < self.window_ns)
+            if near2.any():  # a packet's first of its key in the batch: no pair inside the batch marked it
+                c2, p2, if2 = c2[near2], p2[near2], if2[near2]
+                same = _same_bytes(data, off2[near2], cap2[near2], self.tail_blob, self.tail_off[p2], self.tail_cap[p2])
                 copy[c2[same]] = True
-                other_iface[c2[same]] = iface[c2[same]] != self.tail_iface[p2[same]]
-        self._keep_tail(data, off, cap, keys, ts, iface)
+                other_iface[c2[same]] = if2[same] != self.tail_iface[p2[same]]
+        last = np.arange(n - min(self.packets, n), n, dtype=np.int64)  # the batch's part of the new tail
+        ts_t, if_t, off_t, cap_t = cols(last)
+        self._keep_tail(data, off_t, cap_t, keys[last], ts_t, if_t)
         return copy, other_iface
 
     def _keep_tail(self, data, off, cap, keys, ts, iface) -> None:
-        """The new tail: the last ``packets`` decoded packets, this batch's included; their bytes copied
-        as one run (one slice instead of one per packet)."""
+        """The new tail: the last ``packets`` decoded packets, this batch's included (``off``, ``cap``,
+        ``keys``, ``ts``, ``iface``: the batch's last packets, up to ``packets`` of them, or all); their
+        bytes copied as one run (one slice instead of one per packet)."""
         n, nt = keys.size, self.tail_key.size
         keep = min(self.packets, nt + n)
         from_batch = min(keep, n)
