@@ -922,9 +922,12 @@ class FlowBuilder:
         flags = d.tcp_flags[pidx].astype(np.int64)
         is_tcp = gb.proto == F.PROTO_TCP
         control = is_tcp & ((flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0)
-        itype = d.icmp_type[pidx].astype(np.int64)
-        icmp_err = ((gb.proto == F.PROTO_ICMP) & np.isin(itype, F.ICMP4_ERRORS)) | (
-            (gb.proto == F.PROTO_ICMPV6) & np.isin(itype, F.ICMP6_ERRORS))
+        icmp4, icmp6 = gb.proto == F.PROTO_ICMP, gb.proto == F.PROTO_ICMPV6
+        if icmp4.any() or icmp6.any():
+            itype = d.icmp_type[pidx].astype(np.int64)
+            icmp_err = (icmp4 & np.isin(itype, F.ICMP4_ERRORS)) | (icmp6 & np.isin(itype, F.ICMP6_ERRORS))
+        else:  # the usual batch: no ICMP at all
+            icmp_err = np.zeros(pidx.size, bool)
         first_without_flow = np.zeros(pidx.size, bool)
         first_without_flow[gb.first_pos[flow_before[gb.first_pos] < 0]] = True
         events = np.nonzero(control | icmp_err | first_without_flow)[0]
@@ -932,7 +935,9 @@ class FlowBuilder:
         # a run of events that only start a flow (the first packet of a 5-tuple that is neither TCP nor an ICMP
         # error: a scan's millions) is started at once, in order; the others one by one, in between
         only_start = (first_without_flow & ~is_tcp & ~icmp_err)[events]
-        edges = np.flatnonzero(np.diff(only_start.astype(np.int8), prepend=np.int8(0), append=np.int8(0)))
+        padded = np.zeros(only_start.size + 2, bool)  # np.diff with prepend and append, without their copies
+        padded[1:-1] = only_start
+        edges = np.flatnonzero(padded[1:] != padded[:-1])
         done = 0
         for lo, hi in zip(edges[0::2].tolist(), edges[1::2].tolist()):  # the runs of only_start
             if hi - lo < _RUN:
