@@ -791,6 +791,10 @@ class FlowBuilder:
         self.strong_copies = 0  # copies seen that no endpoint would send (see DUP_SYSTEMATIC)
         self.f_ifmask = _Grow(np.uint64)
         self.if_high: dict[int, set] = {}
+        # while every batch so far came on one interface below 64, the same one: that interface, and the flows
+        # marked with it so far (all of them); -1 once a batch did not (see _count)
+        self.if_only: int | None = None
+        self.if_marked = 0
         self.max_flows = max_flows  # None or 0: no limit (see FlowLimitError)
         self.keep_evidence = evidence
         self.slot_keys = SlotTable()  # canonical 5-tuple of each slot; a slot holds one 5-tuple's flows in turn
@@ -1055,7 +1059,15 @@ class FlowBuilder:
         enc = d.encapsulated[pidx]
         if enc.any():
             self.f_encap.a[flow[enc]] = True
-        self._interfaces(batch.interface[pidx], flow)
+        iface = batch.interface
+        lo, hi = int(iface.min()), int(iface.max())
+        if lo == hi and hi < 64 and self.if_only in (None, hi):
+            # one interface, the one of every flow so far: only the flows this batch began lack its bit
+            self.f_ifmask.a[self.if_marked:nf] |= np.uint64(1 << hi)
+            self.if_only, self.if_marked = hi, nf
+        else:
+            self.if_only = -1
+            self._interfaces(iface[pidx], flow)
 
         # STUN and TURN ChannelData counted on every UDP datagram (classified by group_batch)
         if gb.stun_cls.size:

@@ -193,3 +193,24 @@ def test_media_quality_counts_a_doubled_capture_once(tmp_path, later_ns):
     assert len(once.media.streams) == 2 and twice.media.streams == once.media.streams
     assert twice.media.rtt == once.media.rtt and twice.media.rtt_samples == once.media.rtt_samples
     assert _flows(twice) == _flows(once)
+
+
+@pytest.mark.parametrize("batch_bytes", [256, 1024, 1 << 20])
+def test_interfaces_when_batches_change_interface(tmp_path, batch_bytes):
+    """Batches on one interface, then on another, then mixed: every flow names exactly the interfaces its packets
+    came on, whatever the batches (the builder marks only the new flows while every batch so far was on the one
+    interface of every flow)."""
+    packets = []
+    t = B.T0
+    for k in range(30):  # interface 0 alone, then 1 alone, then both by turns; flows begun in each part
+        iface = 0 if k < 10 else 1 if k < 20 else k % 2
+        for port in (50100, 50100 + k):  # one flow throughout, and a new one now and then (no packet a copy)
+            t += 2_000_000
+            packets.append((iface, t, B.ether(B.udp4(C, port, S, 3478, b"m%d" % k))))
+    path = B.write_pcapng(tmp_path / "switch.pcapng", [1, 1], packets)
+    ft = read_flows(path, batch_bytes=batch_bytes)
+    want: dict[int, set] = {}
+    for iface, _, frame in packets:
+        want.setdefault(int.from_bytes(frame[34:36], "big"), set()).add(iface)
+    got = {f.client_port: set(f.interfaces) for f in ft.flows}
+    assert got == want and got[50100] == {0, 1}
