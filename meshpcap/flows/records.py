@@ -312,8 +312,8 @@ class FlowRecords(Sequence):
                 fids = self._order
                 asked = list(map(self._names, fids.tolist(), self._a_client[fids].tolist()))
                 named = np.fromiter(map(bool, asked), bool, n)  # None (most flows) or a dict
-                for j in np.flatnonzero(named).tolist():
-                    named[j] = not _empty(asked[j])
+                some = np.flatnonzero(named)
+                named[some] = [not _empty(asked[j]) for j in some.tolist()]
                 self._named = named
                 self._extras = {j: asked[j] for j in np.flatnonzero(named).tolist()}
             else:
@@ -645,7 +645,11 @@ def _last_ns(first: np.ndarray, last: np.ndarray, first_l: list[int]) -> list[in
 
 def _empty(extra) -> bool:
     """Did the naming stage give a flow nothing but None (so that it can be plain)?"""
-    return not extra or list(extra.values()).count(None) == len(extra)
+    if extra:
+        for v in extra.values():  # a named flow's first values are seldom all None: usually one look
+            if v is not None:
+                return False
+    return True
 
 
 def _toward(err, side: str):
