@@ -880,7 +880,7 @@ unknown:
 }
 
 /* The flow builder's per-batch steps after its events (twins: engine.FlowBuilder._idle_positions_numpy,
- * _fill_flows_numpy, _count_numpy; duplicate search: engine._same_bytes_py).  Each is one pass over the
+ * _flow_of_each_packet_numpy, _count_packets_numpy; duplicate search: engine._same_bytes_py).  Each is one pass over the
  * batch's packets in 5-tuple order (``order``, engine.Grouped.perm: each 5-tuple's packets together, capture
  * order within), where numpy took a dozen gathers and scatters.  ``slot`` (int64) is each packet's 5-tuple
  * slot; every slot is checked against the per-slot columns before anything is written. */
@@ -1183,9 +1183,9 @@ done:
 
 /* first_of_keys(keys, wanted, first) -> None
  *
- * For each of the distinct 32-bit keys ``wanted`` (uint32), the first packet of the batch whose key (uint32
- * ``keys``) it is, or -1: written to ``first`` (int64), by one pass over the batch (twin:
- * engine._first_of_keys_numpy).  The duplicate search asks it for the keys of the last packets of earlier
+ * For each of the 32-bit keys ``wanted`` (uint32; a key given twice gets the same answer twice), the first
+ * packet of the batch whose key (uint32 ``keys``) it is, or -1: written to ``first`` (int64), by one pass over
+ * the batch (twin: engine._first_of_keys_numpy).  The duplicate search asks it for the keys of the last packets of earlier
  * batches. */
 static PyObject *first_of_keys(PyObject *self, PyObject *args) {
     PyObject *objs[3];

@@ -615,9 +615,9 @@ def _dup_links_numpy(keys: np.ndarray) -> np.ndarray:
 
 
 def _first_of_keys(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """For each of the distinct keys ``wanted``, the first packet whose key (``keys``, uint32) it is, or -1
-    (int64): by the compiled helper where it is built (``_group.c`` first_of_keys, one pass), else
-    :func:`_first_of_keys_numpy`."""
+    """For each of the keys ``wanted`` (the duplicate search gives each once), the first packet whose key
+    (``keys``, uint32) it is, or -1 (int64): by the compiled helper where it is built (``_group.c``
+    first_of_keys, one pass), else :func:`_first_of_keys_numpy`."""
     first = np.empty(wanted.size, np.int64)
     if GROUP is not None:
         GROUP.first_of_keys(np.ascontiguousarray(keys, np.uint32), np.ascontiguousarray(wanted, np.uint32), first)
