@@ -10,7 +10,10 @@ no fork on this system).
 
 from __future__ import annotations
 
+import mmap
 import os
+import pickle
+import struct
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -137,3 +140,161 @@ def fill(f: BinaryIO, buf) -> bool:
             return False
         got += k
     return True
+
+
+# ---------------------------------------------------------------- a child forked early, given its work later
+_HEAD = struct.Struct("<QQ")  # a message's pickle length, its number of buffers
+_SIZE = struct.Struct("<Q")
+_JOINED_BYTES = 1 << 16  # buffers smaller than this are copied into one write with their neighbours
+
+
+def send(fd: int, obj: object) -> None:
+    """Write ``obj`` to ``fd`` as one message for :func:`receive`: its pickle, with the large contiguous
+    buffers it holds (numpy arrays) written after it as they are, not copied into the pickle first
+    (pickle protocol 5, PEP 574)."""
+    buffers: list = []
+    body = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    parts = [_HEAD.pack(len(body), len(raws)), *(_SIZE.pack(r.nbytes) for r in raws), body]
+    for r in raws:  # small buffers go with what precedes them: one write, not one each
+        if r.nbytes < _JOINED_BYTES:
+            parts.append(r)
+            continue
+        write_all(fd, b"".join(parts))
+        parts = []
+        write_all(fd, r)
+    if parts:
+        write_all(fd, b"".join(parts))
+
+
+def receive(f: BinaryIO) -> object:
+    """The next message :func:`send` wrote to the unbuffered pipe ``f`` (its arrays over buffers of their
+    own, writable); EOFError at the pipe's end."""
+    head = read_exact(f, _HEAD.size)
+    if head is None:
+        raise EOFError("the pipe ended before a message")
+    n_body, n_buffers = _HEAD.unpack(head)
+    sizes = read_exact(f, _SIZE.size * n_buffers) if n_buffers else b""
+    body = read_exact(f, n_body)
+    if sizes is None or body is None:
+        raise EOFError("the pipe ended inside a message")
+    buffers = []
+    for (n,) in _SIZE.iter_unpack(sizes):
+        buf = bytearray(n)
+        if not fill(f, buf):
+            raise EOFError("the pipe ended inside a message")
+        buffers.append(buf)
+    return pickle.loads(body, buffers=buffers)
+
+
+class Spare:
+    """A child forked now, while this process is still small, that waits for one piece of work sent later
+    (:func:`handed`).  A child forked late from a large process shares every page of it: each page either
+    process then writes is copied, at a fault each (at 1M packets, forking the media child after the read
+    cost the naming, judging and writing here about 11,000 such faults).  This one shares only the pages
+    of the process as it was when forked.  Close it (kill and reap) when done, used or not."""
+
+    __slots__ = ("pid", "jobs", "results", "shared")
+
+    def __init__(self, pid: int, jobs: int, results: BinaryIO, shared: mmap.mmap | None) -> None:
+        self.pid = pid
+        self.jobs = jobs  # the write end of the pipe the child reads its work from
+        self.results = results  # the read end of the pipe it answers on
+        self.shared = shared  # memory both see (its pages as this process fills them), or None
+
+    def take(self) -> "Spare | None":
+        """This child for one owner, who closes it: closing this object afterwards leaves it be."""
+        if self.pid < 0:
+            return None
+        owned = Spare(self.pid, self.jobs, self.results, self.shared)
+        self.pid = -1
+        return owned
+
+    def close(self) -> None:
+        if self.pid < 0:
+            return
+        pid, self.pid = self.pid, -1
+        self.shared = None  # unmapped once no array over it is left
+        for close in (lambda: os.close(self.jobs), self.results.close):
+            try:
+                close()
+            except OSError:
+                pass
+        reap(pid)
+
+
+def spare(pipe_bytes: int | None = None, shared_bytes: int = 0) -> Spare | None:
+    """A :class:`Spare` child, or None when none can be had (see :func:`can_fork`; no pipe or process).
+    ``pipe_bytes`` asks Linux for larger pipes both ways; ``shared_bytes``, memory that both processes see
+    (``Spare.shared``, None when it cannot be had), where this process can put what the child is to read
+    without sending it: pages are taken only as they are written."""
+    if not can_fork():
+        return None
+    shared = None
+    if shared_bytes > 0:
+        try:
+            shared = mmap.mmap(-1, shared_bytes, flags=mmap.MAP_SHARED)
+        except (OSError, ValueError, OverflowError):
+            shared = None
+    try:
+        job_r, job_w = os.pipe()
+    except OSError:
+        return None
+    try:
+        res_r, res_w = os.pipe()
+    except OSError:
+        os.close(job_r)
+        os.close(job_w)
+        return None
+    if pipe_bytes and fcntl is not None:
+        for fd in (job_w, res_w):
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, pipe_bytes)
+            except OSError:
+                pass
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (job_r, job_w, res_r, res_w):
+            os.close(fd)
+        return None
+    if pid == 0:  # the child: wait for the work, do it, never return into the caller's code
+        code = 1
+        try:
+            os.close(job_w)
+            os.close(res_r)
+            with os.fdopen(job_r, "rb", buffering=0) as jobs:
+                try:
+                    work, args = receive(jobs)
+                except EOFError:  # closed unused
+                    code = 0
+                else:
+                    work(res_w, lambda: receive(jobs), shared, *args)
+                    code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(job_r)
+    os.close(res_w)
+    return Spare(pid, job_w, os.fdopen(res_r, "rb", buffering=0), shared)
+
+
+@contextmanager
+def handed(spare_: Spare, work: Callable[..., object], *args: object) -> Iterator[tuple[BinaryIO, Callable[[object], None]] | None]:
+    """Give ``spare_`` its work: it runs ``work(write_fd, receive_next, shared, *args)`` (``shared``: its
+    ``Spare.shared``; ``args`` pickled, their arrays
+    as buffers: :func:`send`), as :func:`beside`'s child runs its work.  Yield (the read end of its pipe,
+    ``send_next``), where ``send_next(obj)`` is what ``receive_next()`` returns there (an OSError when the
+    child has ended, for the caller to ignore); or None when the work could not be sent (the child has ended,
+    or the work or its arguments do not pickle), for the caller to do it itself.  The child is ended and reaped when the block ends, as :func:`beside`'s."""
+    try:
+        send(spare_.jobs, (work, args))
+    except Exception:  # the child has ended (OSError), or the work does not pickle: nothing was written then
+        spare_.close()
+        yield None
+        return
+    try:
+        yield spare_.results, lambda obj: send(spare_.jobs, obj)
+    finally:
+        spare_.close()

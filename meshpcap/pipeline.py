@@ -86,7 +86,7 @@ def _read_table(path, names: bool = True, idle_seconds: float | None = None, bat
     except FlowLimitError as exc:
         raise FlowLimitError(exc.limit, begun.paths[0]) from None
     finally:
-        begun.capture.close()
+        begun.close()
 
 
 class _Begun(NamedTuple):
@@ -101,6 +101,13 @@ class _Begun(NamedTuple):
     batch_bytes: int | None
     capture: Any
     pairs: Iterator
+    spare: Any  # a child for the media statistics, forked now while this process is small, or None
+
+    def close(self) -> None:
+        """End the read (and its processes) if it was not read to its end."""
+        self.capture.close()
+        if self.spare is not None:
+            self.spare.close()
 
 
 def begin_read(path, names: bool = True, media: bool = False, max_flows: int | None = None) -> _Begun | CaptureError:
@@ -109,7 +116,7 @@ def begin_read(path, names: bool = True, media: bool = False, max_flows: int | N
     judges with (rules, service tags, quality targets: about 25 ms at 1M packets, which the walk no
     longer waits for).  When the capture cannot be opened, its error, which _read_table raises: after
     the options have been checked, as without this, and without opening a stream a second time.
-    Close ``begun.capture`` if it is not read."""
+    Call ``begun.close()`` if it is not read."""
     try:
         return _begin(path, names, None, None, media, max_flows)
     except CaptureError as exc:
@@ -138,6 +145,8 @@ def _begin(path, names: bool, idle_seconds: float | None, batch_bytes: int | Non
         from .flows.naming import EarlyNamer
 
         early = EarlyNamer(builder, EVIDENCE_TCP)
+    if media:  # imported once here, before the reader's second process (and the spare child) are forked
+        from .flows import media as _media  # noqa: F401
     cap = _open(paths[0], batch_bytes)
     try:
         # while the reader's second process has not sent the next batch, name flows ahead (see EarlyNamer)
@@ -145,7 +154,27 @@ def _begin(path, names: bool, idle_seconds: float | None, batch_bytes: int | Non
     except BaseException:
         cap.close()
         raise
-    return _Begun(paths, names, builder, early, media, batch_bytes, cap, pairs)
+    return _Begun(paths, names, builder, early, media, batch_bytes, cap, pairs, _media_spare(paths[0]) if media else None)
+
+
+def _media_spare(path: str):
+    """A spare child for the media statistics at the end of a read (see MediaCollector.beside), forked while
+    this process is small, for a file large enough to be read by two processes (whose RTP rows are then
+    likely many); None otherwise."""
+    from . import _child
+    from .capture.parallel import PARALLEL_MIN_BYTES
+
+    try:
+        size = os.path.getsize(path)
+    except OSError:  # a stream ("-"), or a FIFO
+        return None
+    if size < PARALLEL_MIN_BYTES:
+        return None
+    # what the spare runs besides the media statistics, the report's text of the streams (_renderers), imported
+    # before the fork: in the child it would wait for the import after the read (this process imports it anyway)
+    from .report import analysis  # noqa: F401
+    # room for the RTP rows (about 28 bytes a packet, and at least a fifth of a capture's bytes are headers)
+    return _child.spare(pipe_bytes=1 << 20, shared_bytes=min(size // 4, 1 << 30))
 
 
 def _open(path: str, batch_bytes: int | None):
@@ -162,12 +191,14 @@ def _read_flows(begun: _Begun, media=None, later: ExitStack | None = None, rende
     if (media is not None) != begun.media:
         raise ValueError("the read was begun with the media pass" if begun.media else "the read was begun without the media pass")
     builder, early, paths = begun.builder, begun.early, begun.paths
+    if media is not None and begun.spare is not None and begun.spare.shared is not None:
+        media.share_rows(begun.spare.shared)  # the spare child that computes the streams reads them there
     info = _read_files(paths, builder, early, media, begun.batch_bytes, (begun.capture, begun.pairs))
     raw = builder.finish()
     with ExitStack() as own:
         # the media statistics beside the naming (and, with ``later``, the judging), when they pay: they need
         # only the flows' ends and orientation
-        take = None if media is None else (later or own).enter_context(media.beside(raw, render))
+        take = None if media is None else (later or own).enter_context(media.beside(raw, render, begun.spare and begun.spare.take()))
         namer, dns_events, stats = _names(raw, begun.names, early)
         flows = build_records(raw, namer)
         if _retained is not None:
@@ -365,7 +396,7 @@ def _reports(source, profiles, *, service_tags=None, m365_endpoints=None, websla
                                later)
     finally:
         if isinstance(begun, _Begun):
-            begun.capture.close()
+            begun.close()
 
 
 def _judged_reports(source, begun, profiles, service_tags, m365_endpoints, webslates, webslate_allow, cloud_scripting,

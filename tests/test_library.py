@@ -156,7 +156,7 @@ def test_the_read_begins_before_the_rules_load(two_process_capture, monkeypatch)
     real_load = pipeline.load_rules
     monkeypatch.setattr(pipeline, "load_rules", lambda *a, **k: (at_load.append(len(forks)), real_load(*a, **k))[1])
     report = meshpcap.analyze(two_process_capture, service_tags=TAGS)
-    assert at_load == [1]  # the reader was forked already
+    assert at_load == [2]  # the reader, and the media statistics' spare child, were forked already
     assert report.to_dict() == serial
     assert all(reaped(pid) for pid in forks)
 
@@ -176,7 +176,8 @@ def test_a_refused_option_ends_the_begun_read(two_process_capture, tmp_path, mon
         meshpcap.analyze(two_process_capture, service_tags=TAGS, rules=bad)
     with pytest.raises(MeshpcapError, match="fail-on"):
         meshpcap.analyze(two_process_capture, service_tags=TAGS, fail_on="sometimes")
-    assert len(forks) == 2 and all(reaped(pid) for pid in forks)
+    # each read begun: its reader and the media statistics' spare child, both ended and reaped
+    assert len(forks) == 4 and all(reaped(pid) for pid in forks)
 
 
 def test_retain_until_exit_keeps_the_reading_state(monkeypatch):

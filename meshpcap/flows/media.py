@@ -32,7 +32,7 @@ from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
 from .model import record_maker
-from .records import FlowRecords, build_records
+from .records import FlowEnds, FlowRecords, build_records
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -252,6 +252,45 @@ def _received(pipe: Any) -> Any:
     return pickle.loads(body)
 
 
+def _answer(wfd: int, result: MediaResult, render: dict[str, Callable[[MediaResult], Any]] | None) -> None:
+    """What MediaCollector.beside's child sends: the result, then what each renderer makes of it."""
+    _send(wfd, _result_rows(result))
+    made = {}
+    for name, fn in (render or {}).items():
+        try:
+            made[name] = fn(result)
+        except Exception:  # left to be made where it is needed
+            pass
+    _send(wfd, made)
+
+
+def _joined(chunks: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
+    """Per-batch rows (STUN, SYN) as one chunk: what _stun_rtt and _tcp_rtt make of them first, and one array
+    per column to pickle instead of one per batch."""
+    return [tuple(map(np.concatenate, zip(*chunks)))] if len(chunks) > 1 else chunks
+
+
+class _SharedRows(NamedTuple):
+    """Where an RTP row column is in the memory a spare child shares (MediaCollector.share_rows)."""
+
+    offset: int
+    dtype: str
+    count: int
+
+
+def _finish_handed(wfd: int, receive_next: Callable[[], Any], shared, state: tuple,
+                   render: dict[str, Callable[[MediaResult], Any]] | None) -> None:
+    """MediaCollector.beside's work in a spare child: the rows (MediaCollector._rows_state, those in the shared
+    memory read there) joined while the caller makes the flows' lookup, which comes next; then :func:`_answer`."""
+    mc = MediaCollector(state[0])
+    _, rtp, mc.stun, mc.syn, mc.tcp_turn = state  # no slot keys: the lookup (made there) is all that reads them
+    mc.rtp = [[np.frombuffer(shared, a.dtype, a.count, a.offset) if isinstance(a, _SharedRows) else a for a in col]
+              for col in rtp]
+    cols = mc._rtp_columns()
+    locate = receive_next()
+    _answer(wfd, mc._finish(cols, locate), render)
+
+
 def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...]) -> Callable[[], None]:
     """Begin reading the renderers' values that MediaCollector.beside's child sends after ``result`` (made of
     the stream records whose ids are ``ids``), in a thread, so that the child can send them and end while this
@@ -360,6 +399,27 @@ class MediaCollector:
         self.syn: list[tuple[np.ndarray, ...]] = []
         self.tcp_turn: dict[int, _TcpTurn] = {}
         self.tcp_seen = np.zeros(1024, bool)  # per slot: a TCP flow whose first payload was looked at
+        self._shared: Any = None  # memory a spare child sees (share_rows), where the RTP rows are kept
+        self._shared_at = 0  # the first free byte there
+        self._shared_rows: dict[int, int] = {}  # id of an RTP row array kept there -> its offset
+
+    def share_rows(self, shared) -> None:
+        """Keep the RTP rows in ``shared`` (the memory of a :class:`meshpcap._child.Spare`, while it holds
+        them): the spare child that computes the streams (``beside``) then reads them there, and nothing
+        about them is sent but where they are.  Rows that do not fit are kept as before (and sent)."""
+        self._shared, self._shared_at = shared, 0
+
+    def _keep(self, a: np.ndarray) -> np.ndarray:
+        """A copy of the RTP row column ``a`` to keep to the end: in the shared memory while it has room."""
+        shared = self._shared
+        at = (self._shared_at + 7) & ~7
+        if shared is None or a.size == 0 or at + a.nbytes > len(shared):
+            return np.array(a)
+        kept = np.frombuffer(shared, a.dtype, a.size, at)
+        kept[:] = a
+        self._shared_at = at + a.nbytes
+        self._shared_rows[id(kept)] = at
+        return kept
 
     def _slot_of(self, keys: tuple[np.ndarray, ...], groups: np.ndarray) -> np.ndarray:
         """Global slot ids for the batch groups ``groups`` (one dict lookup per distinct 5-tuple)."""
@@ -393,8 +453,8 @@ class MediaCollector:
         # the rows are kept to the end: copies (a batch's arrays may be the reader's memory, valid only until the
         # next batch: Capture.batches_with)
         if mb.rtp is not None:
-            for col, a in zip(self.rtp, (self._slot_of(mb.keys, mb.rtp[0]).astype(np.int32), *map(np.array, mb.rtp[1:]))):
-                col.append(a)
+            for col, a in zip(self.rtp, (self._slot_of(mb.keys, mb.rtp[0]).astype(np.int32), *mb.rtp[1:])):
+                col.append(self._keep(a))
         for rows, out in ((mb.stun, self.stun), (mb.syn, self.syn)):
             if rows is not None:
                 out.append((self._slot_of(mb.keys, rows[0]), *map(np.array, rows[1:])))
@@ -439,9 +499,12 @@ class MediaCollector:
         The RTP rows are consumed (each column freed once joined): a later call returns the same result."""
         if self.result is not None:
             return self.result
-        opts = self.options
         locate = _FlowLocator(flows, self.slot_keys)
-        cols = self._rtp_columns()
+        return self._finish(self._rtp_columns(), locate)
+
+    def _finish(self, cols: list[np.ndarray], locate: "_FlowLocator") -> MediaResult:
+        """:meth:`finish` from the joined RTP rows (:meth:`_rtp_columns`) and the flows' lookup."""
+        opts = self.options
         _give_back_memory()  # the per-batch arrays just joined
         streams: list[MediaStream] = []
         if cols[0].size:
@@ -454,43 +517,53 @@ class MediaCollector:
         return self.result
 
     @contextmanager
-    def beside(self, raw, render: dict[str, Callable[[MediaResult], Any]] | None = None):
+    def beside(self, raw, render: dict[str, Callable[[MediaResult], Any]] | None = None,
+               spare: "_child.Spare | None" = None):
         """Yield ``take(flows)``, which returns :meth:`finish` of ``flows`` (the records of ``raw``), for
         the caller to call when it needs the result.
 
-        With many RTP rows and a spare core (the reader's second process has ended by now), a forked child
+        With many RTP rows and a spare core (the reader's second process has ended by now), a child
         runs :meth:`finish` meanwhile, while the caller names and judges the flows: it needs only the flows'
         ids, ends and orientation, which ``build_records(raw)`` has before any name, and is a pure function
-        of the rows, so the child's result is this process's, float for float.  Should the child fail,
-        ``take`` finishes here.  ``render`` (name -> function of the result, such as the report's text of
+        of the rows, so the child's result is this process's, float for float.  The child is ``spare``
+        (a :class:`meshpcap._child.Spare` forked when the read began), which is sent the rows and then the
+        flows' lookup, when given; else one forked now.  Should the child fail, ``take`` finishes here.
+        ``render`` (name -> function of the result, such as the report's text of
         the streams) runs in the child too, after the result: what each returns comes as
         :meth:`MediaResult.rendered` of its name (a renderer that fails, or no child, gives None there).
         The child sends the result first and the renderers' values after it, which this process reads
         when the result's :meth:`MediaResult.rendered` first asks for one, or else when the block ends
         (before the child is ended): ``take`` does not wait for the renderers, whose work goes on while
         the caller judges the media and makes its report, and while it writes the report's first parts
-        when the block lasts that long (``pipeline.analyzing``)."""
+        when the block lasts that long (``pipeline.analyzing``).  ``spare`` is closed by the time the block
+        ends, used or not."""
         if self.result is not None or sum(a.size for a in self.rtp[0]) < BESIDE_MIN_ROWS or not _child.can_fork():
+            if spare is not None:
+                spare.close()
             yield self.finish
             return
 
         def work(wfd: int) -> None:
-            result = self.finish(build_records(raw))
-            _send(wfd, _result_rows(result))
-            made = {}
-            for name, fn in (render or {}).items():
-                try:
-                    made[name] = fn(result)
-                except Exception:  # left to be made where it is needed
-                    pass
-            _send(wfd, made)
+            _answer(wfd, self.finish(build_records(raw)), render)
 
-        # a pipe that holds the result (1,000 streams: about 0.57 MB), so that the child goes on to the renderers
-        # without waiting for this process to read it
-        with _child.beside(work, pipe_bytes=1 << 20) as pipe:
-            if pipe is None:  # no child could be started: finish here
+        if spare is not None:
+            # the rows now, so that the child joins them while this process makes the flows' lookup
+            child = _child.handed(spare, _finish_handed, self._rows_state(), render)
+        else:
+            # a pipe that holds the result (1,000 streams: about 0.57 MB), so that the child goes on to the
+            # renderers without waiting for this process to read it
+            child = _child.beside(work, pipe_bytes=1 << 20)
+        with child as got:
+            if got is None:  # no child could be started: finish here
                 yield self.finish
                 return
+            pipe = got
+            if spare is not None:
+                pipe, send_next = got
+                try:
+                    send_next(_FlowLocator(build_records(raw), self.slot_keys))
+                except OSError:  # the child has ended: take finishes here
+                    pass
             taken: list[MediaResult] = []  # the result the child sent, once take has it
 
             def take(flows) -> MediaResult:
@@ -505,6 +578,7 @@ class MediaCollector:
                         result.renders_to_come = _renders_reader(pipe, result, tuple(map(id, result.streams)))
                     self.rtp = [[] for _ in RTP_DTYPES]
                     self.stun, self.syn, self.tcp_turn = [], [], {}
+                    self._shared, self._shared_rows = None, {}
                     _give_back_memory()
                 return self.result
 
@@ -516,6 +590,13 @@ class MediaCollector:
                 raise
             if taken and taken[0].renders_to_come is not None:  # not asked for yet: read before the child ends
                 taken[0].renders_to_come()
+
+    def _rows_state(self) -> tuple:
+        """What :meth:`_finish` reads besides the flows' lookup, for :func:`_finish_handed` in a spare child:
+        the RTP rows kept in the shared memory (share_rows) as where they are, (offset, dtype, count)."""
+        at = self._shared_rows.get
+        rtp = [[a if at(id(a)) is None else _SharedRows(at(id(a)), a.dtype.str, a.size) for a in col] for col in self.rtp]
+        return self.options, rtp, _joined(self.stun), _joined(self.syn), self.tcp_turn
 
     def _rtp_columns(self) -> list[np.ndarray]:
         """The RTP/RTCP rows of every batch and of the TURN-over-TCP flows, as one array per column
@@ -644,6 +725,19 @@ class _FlowLocator:
         self.row_id = np.array(ids, np.int64)
         self.row_a_client = np.array(a_client, bool)
 
+    def __getstate__(self) -> dict:
+        """Pickled with its flows' ends (``by_id``) as columns: a tuple per flow costs the pickle twice as much
+        (MediaCollector.beside sends the lookup to its spare child); unpickled, they are FlowEnds."""
+        state = dict(self.__dict__)
+        ends = list(map(_ends_of, self.by_id.values()))
+        state["by_id"] = tuple(map(list, zip(*ends))) if ends else ()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        columns = state.pop("by_id")
+        self.__dict__.update(state)
+        self.by_id = dict(zip(columns[0], map(FlowEnds._make, zip(*columns)))) if columns else {}
+
     def __call__(self, slot: np.ndarray, src_a: np.ndarray, ts: np.ndarray):
         """Flow ids (-1: no flow) and client-to-server flags of packets given by slot, side and time."""
         fid = np.full(slot.size, -1, np.int64)
@@ -665,6 +759,9 @@ class _FlowLocator:
         fid[has] = self.row_id[row[has]]
         c2s[has] = src_a[has] == self.row_a_client[row[has]]
         return fid, c2s
+
+
+_ends_of = attrgetter(*FlowEnds._fields)  # a Flow's or FlowEnds' fields that FlowEnds holds, in its order
 
 
 def _by_key(flows, keys: list[tuple]) -> dict[tuple, list]:

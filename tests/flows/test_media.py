@@ -4,6 +4,7 @@ and Wireshark's RTP analysis (``tshark -z rtp,streams``) on built and real captu
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -534,6 +535,66 @@ def test_streams_made_beside_the_naming_equal_those_made_here(tmp_path, monkeypa
     assert [s.jitter_ms_max for s in beside.streams] == [s.jitter_ms_max for s in here.streams]
     monkeypatch.setattr(_child, "write_all", lambda fd, data: os._exit(1))  # the child dies before it answers
     assert read_flows(path, media=True).media == here and len(forks) == 2
+
+
+def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeypatch):
+    """For a capture large enough (here: any, PARALLEL_MIN_BYTES 0), the child that makes the streams is forked
+    as the read begins (a spare) and given the rows at its end: the RTP rows in the memory it shares, the STUN,
+    SYN and TURN-over-TCP rows and then the flows' lookup sent.  The result is the one made here, floats bit for
+    bit: so it is when the shared memory is too small for the rows (they are sent), and when the spare dies
+    before it answers (made up for here); no child is left behind."""
+    from meshpcap import _child
+    from meshpcap.capture import parallel
+    from meshpcap.flows import media as M
+    from tests.builders import tcp4
+    from tests.conftest import fork_pids, reaped
+
+    if not _child.can_fork():
+        pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
+    rng = random.Random(23)
+    calls = [(Call(ssrc=300 + k, count=rng.randint(60, 200), lost={i for i in range(2, 50) if rng.random() < 0.1},
+                   delay_ns={i: rng.randint(0, 15_000_000) for i in range(200) if rng.random() < 0.3}),
+              UP if k % 2 else DOWN) for k in range(4)]
+    mac = lambda m: bytes(int(x, 16) for x in m.split(":"))  # noqa: E731
+    eth = lambda ip: mac(MAC_B) + mac(MAC_A) + b"\x08\x00" + ip  # noqa: E731
+    extra = []
+    for k in range(4):  # STUN transactions and TCP handshakes spread over the capture: rows in several batches
+        tid = bytes([k + 1]) * 12
+        at = T0 + k * 700_000_000
+        extra += [(at + 3_000_000, eth_udp(*UP, struct.pack("!HHI", 0x0001, 0, 0x2112A442) + tid)),
+                  (at + 40_000_000 + k * 1_000_000, eth_udp(*DOWN, struct.pack("!HHI", 0x0101, 0, 0x2112A442) + tid)),
+                  (at + 5_000_000, eth(tcp4("10.0.0.1", 50001 + k, "52.113.0.9", 443, "S", seq=7))),
+                  (at + 26_000_000 + k * 1_000_000, eth(tcp4("52.113.0.9", 443, "10.0.0.1", 50001 + k, "SA", seq=9, ack=8)))]
+    alloc = struct.pack("!HHI", 0x0003, 0, 0x2112A442) + b"\x05" * 12
+    turn = [alloc] + [channel_data(0x4001, rtp(111, 100 + i, 960 * i, 78)) for i in range(40) if i != 7]
+    extra += [(T0 + 2 * SEC + i * 5_000_000, f) for i, f in enumerate(_tcp_frames([f + b"\x00" * (-len(f) % 4) for f in turn]))]
+    path = write_calls(tmp_path / "spare.pcap", calls, extra=sorted(extra, key=lambda x: x[0]))
+    here = read_flows(path, media=True, batch_bytes=8192).media  # many batches: their rows are joined
+    assert len(here.streams) == 5 and any(s.transport == "tcp" for s in here.streams) and len(here.rtt_samples) == 8
+
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    handed, shared = [], []
+    real_handed, real_share = _child.handed, M.MediaCollector.share_rows
+    monkeypatch.setattr(_child, "handed", lambda *a: handed.append(a[1]) or real_handed(*a))
+    monkeypatch.setattr(M.MediaCollector, "share_rows", lambda self, mem: shared.append(len(mem)) or real_share(self, mem))
+    answers = []  # the results a child sent (a child that fails sends none: they are made here then)
+    real_answer = M._result_from_rows
+    monkeypatch.setattr(M, "_result_from_rows", lambda rows, options: answers.append(rows) or real_answer(rows, options))
+    pids = fork_pids(monkeypatch)
+    spared = read_flows(path, media=True, batch_bytes=8192).media
+    # the spare made them, from the shared rows
+    assert handed == [M._finish_handed] and len(shared) == 1 and len(answers) == 1
+    assert spared == here
+    assert [s.jitter_ms_max for s in spared.streams] == [s.jitter_ms_max for s in here.streams]
+    assert all(reaped(pid) for pid in pids)
+
+    real_spare = _child.spare
+    monkeypatch.setattr(_child, "spare", lambda pipe_bytes=None, shared_bytes=0: real_spare(pipe_bytes, 4096))
+    assert read_flows(path, media=True, batch_bytes=8192).media == here and len(answers) == 2  # most rows sent, not shared
+    monkeypatch.setattr(M, "_answer", lambda wfd, result, render: os._exit(1))  # the spare dies before it answers
+    assert read_flows(path, media=True, batch_bytes=8192).media == here and len(handed) == 3 and len(answers) == 2
+    assert all(reaped(pid) for pid in pids)
 
 
 def _lossy_calls_forking(path, seed: int, ssrc0: int, counts: tuple[int, int], loss: tuple[int, int, float]):
