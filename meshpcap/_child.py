@@ -10,6 +10,7 @@ no fork on this system).
 
 from __future__ import annotations
 
+import importlib
 import mmap
 import os
 import pickle
@@ -223,11 +224,12 @@ class Spare:
         reap(pid)
 
 
-def spare(pipe_bytes: int | None = None, shared_bytes: int = 0) -> Spare | None:
+def spare(pipe_bytes: int | None = None, shared_bytes: int = 0, preload: tuple[str, ...] = ()) -> Spare | None:
     """A :class:`Spare` child, or None when none can be had (see :func:`can_fork`; no pipe or process).
     ``pipe_bytes`` asks Linux for larger pipes both ways; ``shared_bytes``, memory that both processes see
     (``Spare.shared``, None when it cannot be had), where this process can put what the child is to read
-    without sending it: pages are taken only as they are written."""
+    without sending it: pages are taken only as they are written.  The child imports the modules of
+    ``preload`` while it waits for its work (one that fails is left to the work's own import)."""
     if not can_fork():
         return None
     shared = None
@@ -263,6 +265,11 @@ def spare(pipe_bytes: int | None = None, shared_bytes: int = 0) -> Spare | None:
         try:
             os.close(job_w)
             os.close(res_r)
+            for name in preload:
+                try:
+                    importlib.import_module(name)
+                except Exception:
+                    pass
             with os.fdopen(job_r, "rb", buffering=0) as jobs:
                 try:
                     work, args = receive(jobs)

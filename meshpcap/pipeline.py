@@ -157,24 +157,28 @@ def _begin(path, names: bool, idle_seconds: float | None, batch_bytes: int | Non
     return _Begun(paths, names, builder, early, media, batch_bytes, cap, pairs, _media_spare(paths[0]) if media else None)
 
 
+# files from which the media statistics' child is a spare forked as the read begins (see _media_spare); below,
+# a capture's RTP rows seldom reach MediaCollector.beside's threshold (the benchmark's 100,000 packets: 72 MB and
+# 28,000 rows; its 1,000,000 packets: 720 MB and 278,000), and a child forked at the end costs little there
+SPARE_MIN_BYTES = 256 << 20
+
+
 def _media_spare(path: str):
-    """A spare child for the media statistics at the end of a read (see MediaCollector.beside), forked while
-    this process is small, for a file large enough to be read by two processes (whose RTP rows are then
-    likely many); None otherwise."""
+    """A spare child for the media statistics at the end of a read (see MediaCollector.beside), for a file of
+    SPARE_MIN_BYTES or more; None otherwise.  Forked right after the reader's second process, from this process
+    as that one shares it (so that this process's writes copy no more pages than they do for the reader): it
+    imports what it will run besides the statistics, the report's text of the streams (_renderers), while it
+    waits."""
     from . import _child
-    from .capture.parallel import PARALLEL_MIN_BYTES
 
     try:
         size = os.path.getsize(path)
     except OSError:  # a stream ("-"), or a FIFO
         return None
-    if size < PARALLEL_MIN_BYTES:
+    if size < SPARE_MIN_BYTES:
         return None
-    # what the spare runs besides the media statistics, the report's text of the streams (_renderers), imported
-    # before the fork: in the child it would wait for the import after the read (this process imports it anyway)
-    from .report import analysis  # noqa: F401
     # room for the RTP rows (about 28 bytes a packet, and at least a fifth of a capture's bytes are headers)
-    return _child.spare(pipe_bytes=1 << 20, shared_bytes=min(size // 4, 1 << 30))
+    return _child.spare(pipe_bytes=1 << 20, shared_bytes=min(size // 4, 1 << 30), preload=("meshpcap.report.analysis",))
 
 
 def _open(path: str, batch_bytes: int | None):

@@ -65,25 +65,33 @@ def test_a_message_cut_short_is_an_eof():
 
 
 def _echo(wfd, receive_next, shared, first):
-    """A spare's work: what it was sent, then the next message, then what is in the shared memory."""
+    """A spare's work: what it was sent, then the next message, then what is in the shared memory, and whether
+    it had imported colorsys before the work came."""
+    import sys
+
+    had = "colorsys" in sys.modules
     second = receive_next()
-    _child.send(wfd, (first, second, bytes(shared[:4]) if shared is not None else None))
+    _child.send(wfd, (first, second, bytes(shared[:4]) if shared is not None else None, had))
 
 
 @needs_fork
 def test_a_spare_child_does_the_work_it_is_given(monkeypatch):
     """Forked first, given its work later (arguments pickled, a second message after), it answers on its pipe,
-    sees the memory this process wrote after the fork, and is ended and reaped when the block ends."""
+    sees the memory this process wrote after the fork, has imported what it was to preload (a name that
+    cannot be imported left alone), and is ended and reaped when the block ends."""
+    import sys
+
+    sys.modules.pop("colorsys", None)
     pids = fork_pids(monkeypatch)
-    spare = _child.spare(shared_bytes=1 << 20)
+    spare = _child.spare(shared_bytes=1 << 20, preload=("no_such_module_here", "colorsys"))
     assert spare is not None and len(pids) == 1
     spare.shared[:4] = b"mesh"  # written after the fork
     with _child.handed(spare, _echo, np.arange(5)) as got:
         assert got is not None
         pipe, send_next = got
         send_next({"locator": 1})
-        first, second, seen = _child.receive(pipe)
-    assert np.array_equal(first, np.arange(5)) and second == {"locator": 1} and seen == b"mesh"
+        first, second, seen, had = _child.receive(pipe)
+    assert np.array_equal(first, np.arange(5)) and second == {"locator": 1} and seen == b"mesh" and had
     assert reaped(pids[0])
 
 

@@ -120,7 +120,7 @@ def test_options_are_checked_before_the_capture_errs(tmp_path):
 
 
 def _two_processes(monkeypatch) -> None:
-    """Read even a small capture in two processes, in batches of 64 kB."""
+    """Read even a small capture in two processes, in batches of 64 kB, with the media statistics' spare child."""
     from functools import partial
 
     import meshpcap.capture.parallel as parallel_mod
@@ -129,6 +129,7 @@ def _two_processes(monkeypatch) -> None:
 
     monkeypatch.setattr(pipeline, "open_capture", partial(open_capture, batch_bytes=64 << 10))
     monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(pipeline, "SPARE_MIN_BYTES", 0)
 
 
 @pytest.fixture(scope="module")

@@ -538,13 +538,12 @@ def test_streams_made_beside_the_naming_equal_those_made_here(tmp_path, monkeypa
 
 
 def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeypatch):
-    """For a capture large enough (here: any, PARALLEL_MIN_BYTES 0), the child that makes the streams is forked
-    as the read begins (a spare) and given the rows at its end: the RTP rows in the memory it shares, the STUN,
+    """For a capture large enough (SPARE_MIN_BYTES; here: any), the child that makes the streams is forked
+    as the read begins (a spare) and given the rows at its end (below, one is forked then): the RTP rows in the memory it shares, the STUN,
     SYN and TURN-over-TCP rows and then the flows' lookup sent.  The result is the one made here, floats bit for
     bit: so it is when the shared memory is too small for the rows (they are sent), and when the spare dies
     before it answers (made up for here); no child is left behind."""
-    from meshpcap import _child
-    from meshpcap.capture import parallel
+    from meshpcap import _child, pipeline
     from meshpcap.flows import media as M
     from tests.builders import tcp4
     from tests.conftest import fork_pids, reaped
@@ -573,7 +572,13 @@ def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeyp
     assert len(here.streams) == 5 and any(s.transport == "tcp" for s in here.streams) and len(here.rtt_samples) == 8
 
     monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
-    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    spares, forked_late = [], []
+    real_spare, real_beside = _child.spare, _child.beside
+    monkeypatch.setattr(_child, "spare", lambda *a, **k: spares.append(a) or real_spare(*a, **k))
+    monkeypatch.setattr(_child, "beside", lambda work, *a, **k: forked_late.append(work) or real_beside(work, *a, **k))
+    assert read_flows(path, media=True, batch_bytes=8192).media == here
+    assert not spares and len(forked_late) == 1  # a small file: the child forked at the end
+    monkeypatch.setattr(pipeline, "SPARE_MIN_BYTES", 0)
     handed, shared = [], []
     real_handed, real_share = _child.handed, M.MediaCollector.share_rows
     monkeypatch.setattr(_child, "handed", lambda *a: handed.append(a[1]) or real_handed(*a))
@@ -584,13 +589,12 @@ def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeyp
     pids = fork_pids(monkeypatch)
     spared = read_flows(path, media=True, batch_bytes=8192).media
     # the spare made them, from the shared rows
-    assert handed == [M._finish_handed] and len(shared) == 1 and len(answers) == 1
+    assert handed == [M._finish_handed] and len(shared) == 1 and len(answers) == 1 and len(forked_late) == 1
     assert spared == here
     assert [s.jitter_ms_max for s in spared.streams] == [s.jitter_ms_max for s in here.streams]
     assert all(reaped(pid) for pid in pids)
 
-    real_spare = _child.spare
-    monkeypatch.setattr(_child, "spare", lambda pipe_bytes=None, shared_bytes=0: real_spare(pipe_bytes, 4096))
+    monkeypatch.setattr(_child, "spare", lambda pipe_bytes=None, shared_bytes=0, preload=(): real_spare(pipe_bytes, 4096, preload))
     assert read_flows(path, media=True, batch_bytes=8192).media == here and len(answers) == 2  # most rows sent, not shared
     monkeypatch.setattr(M, "_answer", lambda wfd, result, render: os._exit(1))  # the spare dies before it answers
     assert read_flows(path, media=True, batch_bytes=8192).media == here and len(handed) == 3 and len(answers) == 2

@@ -322,6 +322,7 @@ def test_no_child_to_spare_does_all_the_work_here(bench_capture, monkeypatch, fa
 
     monkeypatch.setattr(pipeline, "open_capture", partial(open_capture, batch_bytes=64 << 10))  # a file of batches
     monkeypatch.setattr(parallel_mod, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(pipeline, "SPARE_MIN_BYTES", 0)
     monkeypatch.setattr(naming_mod, "PARALLEL_MIN_FLOWS", 1)
     monkeypatch.setattr(media_mod, "BESIDE_MIN_ROWS", 1)
     asked = []
