@@ -121,12 +121,9 @@ class Context:
     dropped: int = 0  # packets the capturing host said it dropped: missing answers may be capture loss
 
 
-def _names(f: Flow) -> list[str]:
-    out: list[str] = []
-    for n in (f.sni, _connect_host(f), f.http_host, *(f.dns_names or ())):
-        if n and n not in out:
-            out.append(n)
-    return out
+def _names(f: Flow) -> tuple[str, ...]:
+    """The flow's names, each once, in order of trust: SNI, CONNECT host, HTTP Host, then the DNS names."""
+    return tuple(dict.fromkeys(filter(None, (f.sni, _connect_host(f), f.http_host, *(f.dns_names or ())))))
 
 
 def _connect_host(f: Flow) -> str | None:
@@ -345,7 +342,7 @@ def judge_flow(f: Flow, ctx: Context, plans: dict | None = None) -> FlowVerdict:
     port = _dest_port(f)
     names = _names(f)
     via_proxy = f.connect_target is not None
-    key = (f.transport, port, tuple(names), f.server, via_proxy, not f.quic_version)
+    key = (f.transport, port, names, f.server, via_proxy, not f.quic_version)
     plan = plans.get(key) if plans is not None else None
     if plan is None:
         plan = _plan(f, ctx, port, names, via_proxy)
@@ -359,13 +356,13 @@ def judge_flow(f: Flow, ctx: Context, plans: dict | None = None) -> FlowVerdict:
         if tag_verified is False:  # never a silent pass: say what was not checked
             v = replace(v, detail=f"{v.detail}; {TAG_UNVERIFIED}" if v.detail else TAG_UNVERIFIED)
         return v
-    return FlowVerdict(f, *plan[1])
+    return _verdict((f, *plan[1]))
 
 
-def _plan(f: Flow, ctx: Context, port: int | None, names: list[str], via_proxy: bool) -> tuple:
+def _plan(f: Flow, ctx: Context, port: int | None, names: tuple[str, ...], via_proxy: bool) -> tuple:
     """What :func:`judge_flow` decides from the flow's destination alone (its names, server, transport,
     port, and whether it is QUIC): (True, rule, matched_by, destination, tag_verified, rules) when a rule
-    applies (the outcome then depends on the flow), else (False, the verdict's fields after the flow)."""
+    applies (the outcome then depends on the flow), else (False, every field of the verdict after the flow)."""
     transport = f.transport
     by_name: list[Rule] = []
     for n in names:
@@ -421,8 +418,8 @@ def _plan(f: Flow, ctx: Context, port: int | None, names: list[str], via_proxy: 
                 detail += f" (not in the {tag_rules[0].service_tag} service tag)"
                 return False, ("unexpected", tag_rules[0].id, None, detail, "high", "media-port", f.server, True,
                                (tag_rules[0].id,))
-            return False, ("unexpected", None, None, detail, "high", None, f.server)
-    return False, ("unrelated", None, None, None, "high", None, destination)
+            return False, ("unexpected", None, None, detail, "high", None, f.server, None, ())
+    return False, ("unrelated", None, None, None, "high", None, destination, None, ())
 
 
 def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_verified: bool | None,
@@ -431,10 +428,10 @@ def _outcome(f: Flow, ctx: Context, rule: str, matched_by: str, dest: str, tag_v
     low = "high"
 
     def blocked(by: str, detail: str, confidence: str = "high") -> FlowVerdict:
-        return FlowVerdict(f, "blocked", rule, by, detail, confidence, matched_by, dest, tag_verified, rules)
+        return _verdict((f, "blocked", rule, by, detail, confidence, matched_by, dest, tag_verified, rules))
 
     def allowed(detail: str | None = None) -> FlowVerdict:
-        return FlowVerdict(f, "allowed", rule, None, detail, low, matched_by, dest, tag_verified, rules)
+        return _verdict((f, "allowed", rule, None, detail, low, matched_by, dest, tag_verified, rules))
 
     if f.connect_status is not None and not 200 <= f.connect_status < 300:
         return blocked("proxy-denied", f"the proxy {f.server}:{f.server_port} answered CONNECT {f.connect_target} "

@@ -332,13 +332,12 @@ class Namer:
         raw = self.raw
         ahead = self.dns_ahead
         for fid in _dns_flows(raw):
-            evs = raw.evidence[fid]
-            key = raw.slot_keys[int(raw.flow_slot[fid])]
             guess = ahead.get(fid) if ahead else None
             if guess is not None and guess[0] == evidence_state(raw, fid):
                 events, resolved, invalid, malformed = guess[1]
             else:
-                events, resolved, invalid, malformed = self._dns_of_flow(fid, evs, key)
+                key = raw.slot_keys[int(raw.flow_slot[fid])]
+                events, resolved, invalid, malformed = self._dns_of_flow(fid, raw.evidence[fid], key)
             self.stats["invalid_names"] += invalid
             if malformed:
                 self.stats["malformed"]["dns"] += malformed
@@ -657,8 +656,11 @@ def name_flows(raw: RawFlows, jobs: list[tuple[int, bool]],
             todo.append((f, a))
     n, names = name_flows_now(raw, todo, early.dns_guesses)
     _stats_merge(n.stats, early.stats)
+    guesses = early.guesses
     for f in ahead:
-        _stats_merge(n.stats, early.guesses[f][3])
+        counted = guesses[f][3]
+        if counted["invalid_names"] or counted["malformed"]:  # most guesses counted nothing
+            _stats_merge(n.stats, counted)
     by_fid = dict(zip((f for f, _ in todo), names))
     out = [by_fid.get(f) for f, _ in jobs]
     named_before = [j for j, got in enumerate(out) if got is None]  # named early: their DNS names and choice now

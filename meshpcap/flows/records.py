@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields as dataclass_fields
 from itertools import repeat
 import operator
 from operator import attrgetter
@@ -658,8 +659,12 @@ def _toward(err, side: str):
     return replace(err, toward=side)
 
 
-def _merge_stun(counts: StunSummary, detail: StunSummary) -> StunSummary:
-    from dataclasses import replace
+_STUN_COUNTS = ("requests", "indications", "successes", "errors", "channel_data")
+assert tuple(f.name for f in dataclass_fields(StunSummary))[:5] == _STUN_COUNTS, "StunSummary: counts first"
+_STUN_DETAIL = attrgetter(*(f.name for f in dataclass_fields(StunSummary)[5:]))  # every field after the counts
 
-    return replace(detail, requests=counts.requests, indications=counts.indications, successes=counts.successes,
-                   errors=counts.errors, channel_data=counts.channel_data)
+
+def _merge_stun(counts: StunSummary, detail: StunSummary) -> StunSummary:
+    """``detail`` (what the naming stage read of the messages) with the builder's counts of every message."""
+    return StunSummary(counts.requests, counts.indications, counts.successes, counts.errors, counts.channel_data,
+                       *_STUN_DETAIL(detail))
