@@ -14,6 +14,7 @@ import importlib
 import mmap
 import os
 import pickle
+import select
 import struct
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterator
@@ -114,6 +115,16 @@ def reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def fill_wait(pipe: BinaryIO, idle: Callable[[], bool]) -> None:
+    """Call ``idle`` while the pipe has nothing to read, until it says it has nothing more to do: the time
+    this process would wait for the child goes to the caller's own work instead, a small piece at a time,
+    so that what comes waits little."""
+    fd = pipe.fileno()
+    while not select.select([fd], [], [], 0)[0]:
+        if not idle():
+            return
 
 
 def write_all(fd: int, data: object) -> None:

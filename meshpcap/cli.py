@@ -199,7 +199,7 @@ def analyze(
                  m365_endpoints=m365_endpoints,
                  webslates=webslate, webslate_allow=webslate_allow, cloud_scripting=cloud_scripting,
                  rules=rules, fail_on=fail_on.value, as_of=as_of, quality=quality,
-                 quality_targets=quality_targets, max_flows=max_flows) as report:
+                 quality_targets=quality_targets, max_flows=max_flows, json_ahead=fmt == ReportFormat.json) as report:
             # JSON is for machines and carries every flow; the other formats list unrelated flows on request
             show = show_unrelated or fmt == ReportFormat.json
             if fmt == ReportFormat.json:  # written in pieces: millions of flows are never one text

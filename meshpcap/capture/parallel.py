@@ -31,7 +31,6 @@ import io
 import mmap
 import os
 import pickle
-import select
 import stat
 import struct
 import sys
@@ -213,13 +212,9 @@ def _populate(chunk: mmap.mmap) -> None:
 
 
 def _fill_wait(pipe: Any, idle: Callable[[], bool]) -> None:
-    """Call ``idle`` while the pipe has nothing to read, until it says it has nothing more to do: the time
-    this process would wait for the child (the child is the slower of the two on large captures) goes
-    to the caller's work instead; each call is a small piece, so the next batch waits little."""
-    fd = pipe.fileno()
-    while not select.select([fd], [], [], 0)[0]:
-        if not idle():
-            return
+    """:func:`meshpcap._child.fill_wait`: the time this process would wait for the child (the slower of the
+    two on large captures) goes to the caller's work instead."""
+    _child.fill_wait(pipe, idle)
 
 
 def _ring_views(ring: mmap.mmap, at: int, sizes: tuple[int, ...]) -> list[np.ndarray]:

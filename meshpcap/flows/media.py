@@ -252,8 +252,12 @@ def _received(pipe: Any) -> Any:
     return pickle.loads(body)
 
 
-def _answer(wfd: int, result: MediaResult, render: dict[str, Callable[[MediaResult], Any]] | None) -> None:
-    """What MediaCollector.beside's child sends: the result, then what each renderer makes of it."""
+def _answer(wfd: int, result: MediaResult, render: dict[str, Callable[[MediaResult], Any]] | None,
+            shared=None, free_at: int = 0) -> None:
+    """What MediaCollector.beside's child sends: the result, then what each renderer makes of it.  A text
+    value is put in ``shared`` (a spare child's memory) from ``free_at`` on, where it fits, and only where it is
+    sent (:class:`_SharedText`): a text larger than the pipe would be read by a thread of the caller, which
+    waits for the interpreter's lock between reads while the caller writes its report."""
     _send(wfd, _result_rows(result))
     made = {}
     for name, fn in (render or {}).items():
@@ -261,7 +265,26 @@ def _answer(wfd: int, result: MediaResult, render: dict[str, Callable[[MediaResu
             made[name] = fn(result)
         except Exception:  # left to be made where it is needed
             pass
+    if shared is not None:
+        for name, value in made.items():
+            if isinstance(value, str) and len(value) >= _SHARED_TEXT_MIN:
+                data = value.encode("utf-8", "surrogatepass")
+                at = (free_at + 7) & ~7
+                if at + len(data) <= len(shared):
+                    shared[at:at + len(data)] = data
+                    made[name] = _SharedText(at, len(data))
+                    free_at = at + len(data)
     _send(wfd, made)
+
+
+_SHARED_TEXT_MIN = 1 << 16  # texts from this length on are passed in a spare child's shared memory
+
+
+class _SharedText(NamedTuple):
+    """Where a renderer's text is in the memory a spare child shares (see _answer): UTF-8, ``length`` bytes."""
+
+    offset: int
+    length: int
 
 
 def _joined(chunks: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
@@ -283,19 +306,19 @@ def _finish_handed(wfd: int, receive_next: Callable[[], Any], shared, state: tup
     """MediaCollector.beside's work in a spare child: the rows (MediaCollector._rows_state, those in the shared
     memory read there) joined while the caller makes the flows' lookup, which comes next; then :func:`_answer`."""
     mc = MediaCollector(state[0])
-    _, rtp, mc.stun, mc.syn, mc.tcp_turn = state  # no slot keys: the lookup (made there) is all that reads them
+    _, rtp, mc.stun, mc.syn, mc.tcp_turn, free_at = state  # no slot keys: the lookup (made there) is all that reads them
     mc.rtp = [[np.frombuffer(shared, a.dtype, a.count, a.offset) if isinstance(a, _SharedRows) else a for a in col]
               for col in rtp]
     cols = mc._rtp_columns()
     locate = receive_next()
-    _answer(wfd, mc._finish(cols, locate), render)
+    _answer(wfd, mc._finish(cols, locate), render, shared, free_at)
 
 
-def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...]) -> Callable[[], None]:
+def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...], shared=None) -> Callable[[], None]:
     """Begin reading the renderers' values that MediaCollector.beside's child sends after ``result`` (made of
     the stream records whose ids are ``ids``), in a thread, so that the child can send them and end while this
     process goes on (the values are larger than the pipe); returns what waits for them and puts them in
-    ``result.made_beside`` (once)."""
+    ``result.made_beside`` (once).  ``shared``: the spare child's memory, where its long texts are (_answer)."""
     got: list = []
 
     def read() -> None:
@@ -310,7 +333,12 @@ def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...]) -> Cal
     def wait() -> None:
         result.renders_to_come = None
         reader.join()
-        result.made_beside = {name: (ids, value) for name, value in (got[0] if got else {}).items()}
+        made = got[0] if got else {}
+        for name, value in made.items():
+            if isinstance(value, _SharedText):
+                made[name] = (bytes(shared[value.offset:value.offset + value.length]).decode("utf-8", "surrogatepass")
+                              if shared is not None else None)
+        result.made_beside = {name: (ids, value) for name, value in made.items() if value is not None}
 
     return wait
 
@@ -540,7 +568,7 @@ class MediaCollector:
         if self.result is not None or sum(a.size for a in self.rtp[0]) < BESIDE_MIN_ROWS or not _child.can_fork():
             if spare is not None:
                 spare.close()
-            yield self.finish
+            yield self._finish_here
             return
 
         def work(wfd: int) -> None:
@@ -555,7 +583,7 @@ class MediaCollector:
             child = _child.beside(work, pipe_bytes=1 << 20)
         with child as got:
             if got is None:  # no child could be started: finish here
-                yield self.finish
+                yield self._finish_here
                 return
             pipe = got
             if spare is not None:
@@ -566,8 +594,10 @@ class MediaCollector:
                     pass
             taken: list[MediaResult] = []  # the result the child sent, once take has it
 
-            def take(flows) -> MediaResult:
+            def take(flows, idle: Callable[[], bool] | None = None) -> MediaResult:
                 if self.result is None:
+                    if idle is not None:  # while the child works on: the caller's own work, a piece at a time
+                        _child.fill_wait(pipe, idle)
                     try:
                         result = _result_from_rows(_received(pipe), self.options)
                     except Exception:  # the child failed: finish here, from the rows still held
@@ -575,7 +605,8 @@ class MediaCollector:
                     self.result = result
                     taken.append(result)
                     if render:
-                        result.renders_to_come = _renders_reader(pipe, result, tuple(map(id, result.streams)))
+                        result.renders_to_come = _renders_reader(pipe, result, tuple(map(id, result.streams)),
+                                                                 self._shared if spare is not None else None)
                     self.rtp = [[] for _ in RTP_DTYPES]
                     self.stun, self.syn, self.tcp_turn = [], [], {}
                     self._shared, self._shared_rows = None, {}
@@ -591,12 +622,16 @@ class MediaCollector:
             if taken and taken[0].renders_to_come is not None:  # not asked for yet: read before the child ends
                 taken[0].renders_to_come()
 
+    def _finish_here(self, flows, idle: Callable[[], bool] | None = None) -> MediaResult:
+        """``take`` where no child works: :meth:`finish` now (nothing to wait for: ``idle`` is not called)."""
+        return self.finish(flows)
+
     def _rows_state(self) -> tuple:
         """What :meth:`_finish` reads besides the flows' lookup, for :func:`_finish_handed` in a spare child:
         the RTP rows kept in the shared memory (share_rows) as where they are, (offset, dtype, count)."""
         at = self._shared_rows.get
         rtp = [[a if at(id(a)) is None else _SharedRows(at(id(a)), a.dtype.str, a.size) for a in col] for col in self.rtp]
-        return self.options, rtp, _joined(self.stun), _joined(self.syn), self.tcp_turn
+        return self.options, rtp, _joined(self.stun), _joined(self.syn), self.tcp_turn, self._shared_at
 
     def _rtp_columns(self) -> list[np.ndarray]:
         """The RTP/RTCP rows of every batch and of the TURN-over-TCP flows, as one array per column

@@ -10,7 +10,7 @@ import operator
 from dataclasses import field
 from itertools import repeat
 from operator import attrgetter
-from typing import Any
+from typing import Any, Iterator
 
 from meshpcap._dataclass import dataclass
 from ..classify import Judgement
@@ -70,6 +70,7 @@ class Report:
     service_tags: dict[str, Any] | None
     options: dict[str, Any] = field(default_factory=dict)
     quality: Any = None  # meshpcap.classify.quality.Quality, or None when media quality was not measured
+    ahead: Any = None  # the flows' JSON texts made ahead (FlowTexts: pipeline.analyzing's json_ahead), or None
 
     @property
     def verdict(self) -> str:
@@ -168,11 +169,14 @@ class Report:
     def write_json(self, write, show_unrelated: bool = True) -> None:
         """``json.dumps(self.to_dict(show_unrelated), indent=2) + "\\n"``, written a chunk of flows at a
         time (a capture of millions of flows is never held as one text)."""
+        ahead, self.ahead = self.ahead, None  # taken once: a later call makes every text itself
         head = json_indent2_checked(self._head())  # orjson where it writes the same (findings' flow ids by the 10,000)
         write(head[:-2] + ',\n  "flows": ')  # the head without its closing "\n}"
         records = self.flow_table.flows
         if show_unrelated and records_kept(records, self.judgement.flows):
-            write_json_list_text(_verdict_texts(self.judgement.flows, records, "    "), "  ", write)
+            texts = ahead.rest() if ahead is not None and ahead.of(self.judgement.flows, records) else \
+                _verdict_texts(self.judgement.flows, records, "    ")
+            write_json_list_text(texts, "  ", write)
         else:
             write_json_list_text((_verdicts_json(part, "    ") for part in chunks(self._flows(show_unrelated), ORJSON_CHUNK)), "  ",
                                  write)
@@ -199,6 +203,42 @@ class Report:
 
     def _repr_markdown_(self) -> str:
         return render_markdown(self)
+
+
+class FlowTexts:
+    """The JSON texts of a report's flows as :meth:`Report.write_json` writes them with every flow, made ahead a
+    piece (at most 256 flows) at a time by :meth:`step`, in time this process would otherwise wait (for the
+    media child: ``pipeline.judge_table``); :meth:`rest` gives those made, then makes the others.  The flows'
+    verdicts are final when it is made (the media quality adds findings, not verdicts).  Pickled, it holds
+    nothing, and is of no report (the texts are made where the report is written)."""
+
+    __slots__ = ("_of", "made", "_texts")
+
+    def __init__(self, verdicts=None, records=None) -> None:
+        usable = verdicts is not None and records_kept(records, verdicts)
+        self._of = (verdicts, records) if usable else None
+        self._texts = _verdict_texts(verdicts, records, "    ") if usable else iter(())
+        self.made: list[str] = []
+
+    def of(self, verdicts, records) -> bool:
+        """Are these the texts of ``verdicts`` over ``records`` (the very objects)?"""
+        return self._of is not None and self._of[0] is verdicts and self._of[1] is records
+
+    def step(self) -> bool:
+        """Make the next text; False when none is left to make."""
+        text = next(self._texts, None)
+        if text is None:
+            return False
+        self.made.append(text)
+        return True
+
+    def rest(self) -> Iterator[str]:
+        made, self.made = self.made, []
+        yield from made
+        yield from self._texts
+
+    def __reduce__(self):
+        return (FlowTexts, ())
 
 
 def records_kept(records, verdicts) -> bool:

@@ -596,7 +596,7 @@ def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeyp
 
     monkeypatch.setattr(_child, "spare", lambda pipe_bytes=None, shared_bytes=0, preload=(): real_spare(pipe_bytes, 4096, preload))
     assert read_flows(path, media=True, batch_bytes=8192).media == here and len(answers) == 2  # most rows sent, not shared
-    monkeypatch.setattr(M, "_answer", lambda wfd, result, render: os._exit(1))  # the spare dies before it answers
+    monkeypatch.setattr(M, "_answer", lambda *args: os._exit(1))  # the spare dies before it answers
     assert read_flows(path, media=True, batch_bytes=8192).media == here and len(handed) == 3 and len(answers) == 2
     assert all(reaped(pid) for pid in pids)
 
@@ -781,3 +781,57 @@ def test_analyzing_writes_the_report_while_the_streams_text_is_made(tmp_path, mo
         with analyzing(path):
             raise RuntimeError("the caller failed")
     assert time.monotonic() - started < 5 and pids and all(reaped(p) for p in pids)
+
+
+def test_analyzing_for_json_makes_the_flows_texts_while_it_waits_and_writes_analyze_s_report(tmp_path, monkeypatch):
+    """With ``json_ahead`` (the CLI writing JSON), the flows' JSON texts are made while the judging waits for
+    the media child (here a spare, slowed down), and the streams' text comes in the spare's shared memory
+    (not through the pipe): the report written is analyze's, byte for byte, and again when written twice."""
+    import pickle
+    import time
+
+    from meshpcap import pipeline
+    from meshpcap.flows import media as M
+    from meshpcap.pipeline import analyze, analyzing
+    from meshpcap.report import analysis
+    from tests.conftest import fork_pids, reaped
+
+    path = _lossy_calls_forking(tmp_path / "j.pcap", seed=17, ssrc0=400, counts=(80, 200), loss=(2, 30, 0.2))
+    out = []
+    analyze(path, quality=True).write_json(out.append)
+    here = "".join(out)
+    monkeypatch.setattr(M, "BESIDE_MIN_ROWS", 1)
+    monkeypatch.setattr(pipeline, "SPARE_MIN_BYTES", 0)
+    monkeypatch.setattr(M, "_SHARED_TEXT_MIN", 1)
+    from meshpcap import _child
+
+    real_spare = _child.spare  # shared memory with room for the text (a quarter of this small file has not)
+    monkeypatch.setattr(_child, "spare", lambda pipe_bytes=None, shared_bytes=0, preload=(): real_spare(pipe_bytes, 4 << 20, preload))
+    real_streams = M._streams
+    monkeypatch.setattr(M, "_streams", lambda *a: (time.sleep(0.3), real_streams(*a))[1])  # the child is slow
+    steps = []
+    real_step = analysis.FlowTexts.step
+    monkeypatch.setattr(analysis.FlowTexts, "step", lambda self: steps.append(real_step(self)) or steps[-1])
+    messages = []
+    real_received = M._received
+    def received(pipe):  # what came, as it came (the renders' values are put in place once read)
+        got = real_received(pipe)
+        messages.append(dict(got) if isinstance(got, dict) else got)
+        return got
+
+    monkeypatch.setattr(M, "_received", received)
+    pids = fork_pids(monkeypatch)
+    with analyzing(path, json_ahead=True) as report:
+        monkeypatch.setattr(analysis, "write_streams_json", lambda media, write: pytest.fail("the text made again"))
+        out = []
+        report.write_json(out.append)
+        assert "".join(out) == here and '"ssrc"' in here
+        assert steps and steps[0] and not steps[-1]  # texts made, then none left, while it waited
+        renders = [m for m in messages if isinstance(m, dict)]
+        assert len(renders) == 1 and all(isinstance(v, M._SharedText) for v in renders[0].values())
+    out = []
+    report.write_json(out.append)  # the texts made ahead are taken once: made again, the same
+    assert "".join(out) == here
+    assert pids and all(reaped(p) for p in pids)
+    texts = analysis.FlowTexts(report.judgement.flows, report.flow_table.flows)
+    assert texts.step() and not pickle.loads(pickle.dumps(texts)).of(report.judgement.flows, report.flow_table.flows)
