@@ -311,7 +311,7 @@ def _finish_handed(wfd: int, receive_next: Callable[[], Any], shared, state: tup
               for col in rtp]
     cols = mc._rtp_columns()
     locate = receive_next()
-    _answer(wfd, mc._finish(cols, locate), render, shared, free_at)
+    _answer(wfd, mc._finish(cols, locate, trim=False), render, shared, free_at)
 
 
 def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...], shared=None) -> Callable[[], None]:
@@ -530,16 +530,19 @@ class MediaCollector:
         locate = _FlowLocator(flows, self.slot_keys)
         return self._finish(self._rtp_columns(), locate)
 
-    def _finish(self, cols: list[np.ndarray], locate: "_FlowLocator") -> MediaResult:
-        """:meth:`finish` from the joined RTP rows (:meth:`_rtp_columns`) and the flows' lookup."""
+    def _finish(self, cols: list[np.ndarray], locate: "_FlowLocator", trim: bool = True) -> MediaResult:
+        """:meth:`finish` from the joined RTP rows (:meth:`_rtp_columns`) and the flows' lookup; ``trim``: give
+        the memory freed on the way back to the system (not in a child, which ends once it has answered)."""
         opts = self.options
-        _give_back_memory()  # the per-batch arrays just joined
+        if trim:
+            _give_back_memory()  # the per-batch arrays just joined
         streams: list[MediaStream] = []
         if cols[0].size:
             cols[0], cols[1] = locate(cols[0], cols[1], cols[2])  # slot, from a -> flow id, client to server
             streams = _streams(cols, locate, opts)
         del cols
-        _give_back_memory()
+        if trim:
+            _give_back_memory()
         samples = _stun_rtt(self.stun, locate) + _tcp_rtt(self.syn, locate)
         self.result = MediaResult(streams, _per_server(samples), samples, opts)
         return self.result
@@ -572,7 +575,8 @@ class MediaCollector:
             return
 
         def work(wfd: int) -> None:
-            _answer(wfd, self.finish(build_records(raw)), render)
+            _answer(wfd, self._finish(self._rtp_columns(), _FlowLocator(build_records(raw), self.slot_keys), trim=False),
+                    render)
 
         if spare is not None:
             # the rows now, so that the child joins them while this process makes the flows' lookup
@@ -610,7 +614,8 @@ class MediaCollector:
                     self.rtp = [[] for _ in RTP_DTYPES]
                     self.stun, self.syn, self.tcp_turn = [], [], {}
                     self._shared, self._shared_rows = None, {}
-                    _give_back_memory()
+                    if spare is None:  # a spare's rows were in its shared memory, not in this process's heap
+                        _give_back_memory()
                 return self.result
 
             try:
