@@ -235,6 +235,18 @@ class Spare:
         reap(pid)
 
 
+def address_space_limited() -> bool:
+    """Does this process run under an address-space limit (``RLIMIT_AS``, as a batch audit's worker does)?"""
+    try:
+        import resource
+    except ImportError:  # not on this system
+        return False
+    try:
+        return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    except (OSError, ValueError):
+        return False
+
+
 def spare(pipe_bytes: int | None = None, shared_bytes: int = 0, preload: tuple[str, ...] = ()) -> Spare | None:
     """A :class:`Spare` child, or None when none can be had (see :func:`can_fork`; no pipe or process).
     ``pipe_bytes`` asks Linux for larger pipes both ways; ``shared_bytes``, memory that both processes see

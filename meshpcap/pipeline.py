@@ -178,8 +178,10 @@ def _media_spare(path: str):
         return None
     if size < SPARE_MIN_BYTES:
         return None
-    # room for the RTP rows (about 28 bytes a packet, and at least a fifth of a capture's bytes are headers)
-    return _child.spare(pipe_bytes=1 << 20, shared_bytes=min(size // 4, 1 << 30), preload=("meshpcap.report.analysis",))
+    # room for the RTP rows (about 28 bytes a packet, and at least a fifth of a capture's bytes are headers); none
+    # under an address-space limit (a batch audit's worker), which the mapping would count whole: the rows are sent
+    shared = 0 if _child.address_space_limited() else min(size // 4, 1 << 30)
+    return _child.spare(pipe_bytes=1 << 20, shared_bytes=shared, preload=("meshpcap.report.analysis",))
 
 
 def _open(path: str, batch_bytes: int | None):

@@ -140,3 +140,24 @@ def test_no_spare_where_no_child_can_be_had(monkeypatch):
         assert _child.spare(shared_bytes=1 << 16) is None
         if before is not None:
             assert len(os.listdir("/proc/self/fd")) == before
+
+
+@needs_fork
+def test_an_address_space_limit_is_seen():
+    """A batch audit's worker runs under RLIMIT_AS: there the spare gets no shared memory (pipeline._media_spare)."""
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:
+        assert not _child.address_space_limited()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
+            os.write(w, b"1" if _child.address_space_limited() else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        assert f.read() == b"1"
+    os.waitpid(pid, 0)

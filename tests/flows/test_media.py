@@ -594,10 +594,14 @@ def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeyp
     assert [s.jitter_ms_max for s in spared.streams] == [s.jitter_ms_max for s in here.streams]
     assert all(reaped(pid) for pid in pids)
 
+    real_limited = _child.address_space_limited
+    monkeypatch.setattr(_child, "address_space_limited", lambda: True)  # a batch audit's worker: no shared memory
+    assert read_flows(path, media=True, batch_bytes=8192).media == here and len(answers) == 2 and len(shared) == 1
+    monkeypatch.setattr(_child, "address_space_limited", real_limited)
     monkeypatch.setattr(_child, "spare", lambda pipe_bytes=None, shared_bytes=0, preload=(): real_spare(pipe_bytes, 4096, preload))
-    assert read_flows(path, media=True, batch_bytes=8192).media == here and len(answers) == 2  # most rows sent, not shared
+    assert read_flows(path, media=True, batch_bytes=8192).media == here and len(answers) == 3  # most rows sent, not shared
     monkeypatch.setattr(M, "_answer", lambda *args: os._exit(1))  # the spare dies before it answers
-    assert read_flows(path, media=True, batch_bytes=8192).media == here and len(handed) == 3 and len(answers) == 2
+    assert read_flows(path, media=True, batch_bytes=8192).media == here and len(handed) == 4 and len(answers) == 3
     assert all(reaped(pid) for pid in pids)
 
 
