@@ -32,7 +32,7 @@ from ..decode import frames as F
 from ..decode import rtp as R
 from .engine import addr_text, group_batch
 from .model import record_maker
-from .records import FlowEnds, FlowRecords, build_records
+from .records import FlowEnds, FlowRecords, build_records, records_from_columns
 
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -352,7 +352,8 @@ def _result_rows(r: MediaResult) -> tuple[list[tuple], list[tuple], list[tuple]]
 
 def _result_from_rows(rows: tuple[list[tuple], list[tuple], list[tuple]], options: MediaOptions) -> MediaResult:
     streams, rtt, samples = rows
-    return MediaResult(list(map(_make_stream, streams)), list(map(_make_server_rtt, rtt)),
+    made = records_from_columns(MediaStream, list(map(list, zip(*streams)))) if streams else []
+    return MediaResult(made, list(map(_make_server_rtt, rtt)),
                        list(map(_make_rtt, samples)), options)
 
 
