@@ -314,6 +314,30 @@ def _finish_handed(wfd: int, receive_next: Callable[[], Any], shared, state: tup
     _answer(wfd, mc._finish(cols, locate, trim=False), render, shared, free_at)
 
 
+def _renders_taker(pipe: Any, result: MediaResult, ids: tuple[int, ...], shared) -> Callable[[], None]:
+    """:func:`_renders_reader` without a thread, for a spare child whose long texts come in its shared memory
+    ``shared``: what waits for the renderers' values reads them then (once)."""
+
+    def wait() -> None:
+        result.renders_to_come = None
+        try:
+            made = _received(pipe)
+        except Exception:  # the child failed, or the block ended without them: made where they are needed
+            made = {}
+        result.made_beside = {name: (ids, value) for name, value in _in_place(made, shared).items() if value is not None}
+
+    return wait
+
+
+def _in_place(made: dict, shared) -> dict:
+    """The renderers' values with the texts a spare child left in its shared memory read from there (_answer)."""
+    for name, value in made.items():
+        if isinstance(value, _SharedText):
+            made[name] = (bytes(shared[value.offset:value.offset + value.length]).decode("utf-8", "surrogatepass")
+                          if shared is not None else None)
+    return made
+
+
 def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...], shared=None) -> Callable[[], None]:
     """Begin reading the renderers' values that MediaCollector.beside's child sends after ``result`` (made of
     the stream records whose ids are ``ids``), in a thread, so that the child can send them and end while this
@@ -333,11 +357,7 @@ def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...], shared
     def wait() -> None:
         result.renders_to_come = None
         reader.join()
-        made = got[0] if got else {}
-        for name, value in made.items():
-            if isinstance(value, _SharedText):
-                made[name] = (bytes(shared[value.offset:value.offset + value.length]).decode("utf-8", "surrogatepass")
-                              if shared is not None else None)
+        made = _in_place(got[0] if got else {}, shared)
         result.made_beside = {name: (ids, value) for name, value in made.items() if value is not None}
 
     return wait
@@ -352,9 +372,13 @@ def _result_rows(r: MediaResult) -> tuple[list[tuple], list[tuple], list[tuple]]
 
 def _result_from_rows(rows: tuple[list[tuple], list[tuple], list[tuple]], options: MediaOptions) -> MediaResult:
     streams, rtt, samples = rows
-    made = records_from_columns(MediaStream, list(map(list, zip(*streams)))) if streams else []
-    return MediaResult(made, list(map(_make_server_rtt, rtt)),
-                       list(map(_make_rtt, samples)), options)
+    return MediaResult(_records_of_rows(MediaStream, streams), _records_of_rows(ServerRtt, rtt),
+                       _records_of_rows(RttSample, samples), options)
+
+
+def _records_of_rows(cls, rows: list[tuple]) -> list:
+    """``cls(*row)`` of each row (each row all of the record's fields), made column by column."""
+    return records_from_columns(cls, list(map(list, zip(*rows)))) if rows else []
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
@@ -610,8 +634,13 @@ class MediaCollector:
                     self.result = result
                     taken.append(result)
                     if render:
-                        result.renders_to_come = _renders_reader(pipe, result, tuple(map(id, result.streams)),
-                                                                 self._shared if spare is not None else None)
+                        ids = tuple(map(id, result.streams))
+                        if spare is not None and self._shared is not None:
+                            # long texts come in the shared memory: what the pipe carries is small, so the child
+                            # never waits on it and no thread need take it meanwhile (starting one costs 0.5-2 ms)
+                            result.renders_to_come = _renders_taker(pipe, result, ids, self._shared)
+                        else:
+                            result.renders_to_come = _renders_reader(pipe, result, ids)
                     self.rtp = [[] for _ in RTP_DTYPES]
                     self.stun, self.syn, self.tcp_turn = [], [], {}
                     self._shared, self._shared_rows = None, {}

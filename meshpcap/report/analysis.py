@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import operator
 from dataclasses import field
+from dataclasses import fields as dataclass_fields
 from itertools import repeat
 from operator import attrgetter
 from typing import Any, Iterator
@@ -16,6 +17,7 @@ from meshpcap._dataclass import dataclass
 from ..classify import Judgement
 from ..classify.verdicts import Verdicts, notable
 from ..flows.model import FLOW_COLUMNS, FlowTable
+from ..flows.records import records_from_columns
 from .flows import (CHUNK, ORJSON_CHUNK, capture_summary, cell, chunks, endpoint, joined_or_each, json_cells, json_indent2,
                     json_indent2_checked, merged_json, native_is_to_dict, ns_text, split_texts, terminal_cells, write_json_list,
                     write_json_list_checked, write_json_list_text)
@@ -312,12 +314,37 @@ def _verdict_tail(v) -> dict[str, Any]:
     return dict(zip(VERDICT_COLUMNS, _verdict_values(v)))
 
 
+@dataclass(frozen=True, slots=True)
+class _VerdictTail:
+    """:func:`_verdict_tail` as a record, its fields in VERDICT_COLUMNS order: what orjson writes of it is the
+    dict's text, and the records of a chunk are made from its columns at once (records_from_columns)."""
+
+    rule: Any
+    rules: Any
+    verdict: Any
+    blocked_by: Any
+    detail: Any
+    confidence: Any
+    matched_by: Any
+    destination: Any
+    tag_verified: Any
+
+
+assert tuple(f.name for f in dataclass_fields(_VerdictTail)) == VERDICT_COLUMNS, "_VerdictTail: VERDICT_COLUMNS' order"
+_VERDICT_GETTERS = tuple(attrgetter("all_rules" if c == "rules" else c) for c in VERDICT_COLUMNS)
+
+
+def _verdict_tails(verdicts: list) -> list:
+    """:func:`_verdict_tail` of each verdict, as :class:`_VerdictTail` records made column by column."""
+    return records_from_columns(_VerdictTail, [list(map(get, verdicts)) for get in _VERDICT_GETTERS])
+
+
 def _verdicts_json(verdicts: list, ind: str) -> str:
     """``json_indent2(v.to_dict(), ind)`` of each of ``verdicts``, joined by ``",\n" + ind``: each flow and
     its verdict's fields joined in orjson's text (:func:`merged_json`) where it writes a flow as its to_dict."""
     text = None
     if native_is_to_dict():
-        text = merged_json(list(map(_flow_of, verdicts)), list(map(_verdict_tail, verdicts)), VERDICT_COLUMNS[0], ind)
+        text = merged_json(list(map(_flow_of, verdicts)), _verdict_tails(verdicts), VERDICT_COLUMNS[0], ind)
     return joined_or_each([v.to_dict() for v in verdicts], ind) if text is None else text
 
 

@@ -219,8 +219,9 @@ def _moved(b: bytes, ind: str) -> str:
 
 def merged_json(records: list, tails: list, key: str, ind: str) -> str | None:
     """:func:`joined_json` of ``{**r.to_dict(), **t}`` for each record ``r`` of ``records`` (of
-    :func:`native_is_to_dict`) and dict ``t`` of ``tails`` (whose first key is ``key``, a key no record
-    has), made by one orjson call over the records and tails in turn, or None where orjson refuses one.
+    :func:`native_is_to_dict`) and dict ``t`` (or record orjson writes as that dict) of ``tails`` (whose first
+    key is ``key``, a key no record has), made by one orjson call over the records and tails in turn, or None
+    where orjson refuses one.
 
     In that list's text, where a record closes and its tail opens (a line of four spaces and ``},``,
     one of four and ``{``, one of six and ``key``) the two are joined by a comma: one replacement per

@@ -95,6 +95,8 @@ def test_verdicts_json_is_json_dumps(vs, ind):
     """A verdict's flow and its verdict's fields joined in orjson's text: FlowVerdict.to_dict's bytes."""
     assert A._verdicts_json(vs, ind) == joined([v.to_dict() for v in vs], ind)
     text = RF.merged_json([v.flow for v in vs], list(map(A._verdict_tail, vs)), "rule", ind)
+    # the tails as records made from columns (what _verdicts_json gives orjson): the dicts' very text
+    assert RF.merged_json([v.flow for v in vs], A._verdict_tails(vs), "rule", ind) == text
     if text is not None:
         assert text == joined([v.to_dict() for v in vs], ind)
         if vs:
