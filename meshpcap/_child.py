@@ -52,31 +52,14 @@ def beside(work: Callable[..., object], pipe_bytes: int | None = None, back: boo
     ``back``, a second pipe runs the other way: the child runs ``work(write_fd, back_read_fd)`` and
     the block gets (read end, ``back_write_fd``), or None; a write there once the child has ended
     fails with an OSError (EPIPE) for the caller to ignore."""
-    try:
-        rfd, wfd = os.pipe()
-    except OSError:
+    pipes = _pipes(2 if back else 1)
+    if pipes is None:
         yield None
         return
-    back_r = back_w = -1
-    if back:
-        try:
-            back_r, back_w = os.pipe()
-        except OSError:
-            os.close(rfd)
-            os.close(wfd)
-            yield None
-            return
-    if pipe_bytes and fcntl is not None:
-        try:
-            fcntl.fcntl(wfd, F_SETPIPE_SZ, pipe_bytes)
-        except OSError:
-            pass
-    try:
-        pid = os.fork()
-    except OSError:
-        for fd in (rfd, wfd, back_r, back_w):
-            if fd >= 0:
-                os.close(fd)
+    (rfd, wfd), (back_r, back_w) = pipes[0], pipes[1] if back else (-1, -1)
+    _larger((wfd,), pipe_bytes)
+    pid = _fork(pipes)
+    if pid is None:
         yield None
         return
     if pid == 0:  # the child: do the work, never return into the caller's code
@@ -103,6 +86,41 @@ def beside(work: Callable[..., object], pipe_bytes: int | None = None, back: boo
         if back:
             os.close(back_w)
         reap(pid)
+
+
+def _pipes(n: int) -> list[tuple[int, int]] | None:
+    """``n`` pipes (read end, write end), or None when no descriptor is left for one (those made are closed)."""
+    made: list[tuple[int, int]] = []
+    try:
+        for _ in range(n):
+            made.append(os.pipe())
+    except OSError:
+        for r, w in made:
+            os.close(r)
+            os.close(w)
+        return None
+    return made
+
+
+def _larger(fds: tuple[int, ...], pipe_bytes: int | None) -> None:
+    """Ask Linux for pipes of ``pipe_bytes`` (fewer, larger transfers) where asked for; as they are otherwise."""
+    if pipe_bytes and fcntl is not None:
+        for fd in fds:
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, pipe_bytes)
+            except OSError:
+                pass
+
+
+def _fork(pipes: list[tuple[int, int]]) -> int | None:
+    """os.fork(), or None when no process can be had (EAGAIN under a process limit, ENOMEM): the pipes closed."""
+    try:
+        return os.fork()
+    except OSError:
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+        return None
 
 
 def reap(pid: int) -> None:
@@ -261,27 +279,13 @@ def spare(pipe_bytes: int | None = None, shared_bytes: int = 0, preload: tuple[s
             shared = mmap.mmap(-1, shared_bytes, flags=mmap.MAP_SHARED)
         except (OSError, ValueError, OverflowError):
             shared = None
-    try:
-        job_r, job_w = os.pipe()
-    except OSError:
+    pipes = _pipes(2)
+    if pipes is None:
         return None
-    try:
-        res_r, res_w = os.pipe()
-    except OSError:
-        os.close(job_r)
-        os.close(job_w)
-        return None
-    if pipe_bytes and fcntl is not None:
-        for fd in (job_w, res_w):
-            try:
-                fcntl.fcntl(fd, F_SETPIPE_SZ, pipe_bytes)
-            except OSError:
-                pass
-    try:
-        pid = os.fork()
-    except OSError:
-        for fd in (job_r, job_w, res_r, res_w):
-            os.close(fd)
+    (job_r, job_w), (res_r, res_w) = pipes
+    _larger((job_w, res_w), pipe_bytes)
+    pid = _fork(pipes)
+    if pid is None:
         return None
     if pid == 0:  # the child: wait for the work, do it, never return into the caller's code
         code = 1

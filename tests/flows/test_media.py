@@ -508,6 +508,17 @@ def test_floor_div_is_integer_floor_division():
         assert np.array_equal(_floor_div(x, w), x // w), w
         odd = np.array([-w - 1, -1, 1 << 60, 5], np.int64)  # outside the float path's range: // itself
         assert np.array_equal(_floor_div(odd, w), odd // w), w
+def _delayed_calls(seed: int, ssrc0: int, n: int, counts: tuple[int, int], lost: tuple[int, int],
+                   delay: tuple[int, float]) -> list:
+    """``n`` calls, alternately each way, of random lengths, each losing a tenth of the packets numbered in
+    ``lost`` and delaying the first 200's (``delay``: the most, in ns, and how many of them)."""
+    rng = random.Random(seed)
+    most, share = delay
+    return [(Call(ssrc=ssrc0 + k, count=rng.randint(*counts), lost={i for i in range(*lost) if rng.random() < 0.1},
+                  delay_ns={i: rng.randint(0, most) for i in range(200) if rng.random() < share}),
+             UP if k % 2 else DOWN) for k in range(n)]
+
+
 def test_streams_made_beside_the_naming_equal_those_made_here(tmp_path, monkeypatch):
     """From BESIDE_MIN_ROWS RTP rows on, a forked child makes the streams and round-trip times while this
     process names the flows: the very same result (floats bit for bit) as made here; a child that fails is
@@ -519,11 +530,7 @@ def test_streams_made_beside_the_naming_equal_those_made_here(tmp_path, monkeypa
 
     if not _child.can_fork():
         pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
-    rng = random.Random(11)
-    calls = [(Call(ssrc=700 + k, count=rng.randint(50, 250), lost={i for i in range(1, 40) if rng.random() < 0.1},
-                   delay_ns={i: rng.randint(0, 20_000_000) for i in range(200) if rng.random() < 0.4}),
-              UP if k % 2 else DOWN) for k in range(6)]
-    path = write_calls(tmp_path / "b.pcap", calls)
+    path = write_calls(tmp_path / "b.pcap", _delayed_calls(11, 700, 6, (50, 250), (1, 40), (20_000_000, 0.4)))
     forks = []
     real_beside = _child.beside
     monkeypatch.setattr(_child, "beside", lambda work, *a, **k: forks.append(work) or real_beside(work, *a, **k))
@@ -539,8 +546,8 @@ def test_streams_made_beside_the_naming_equal_those_made_here(tmp_path, monkeypa
 
 def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeypatch):
     """For a capture large enough (SPARE_MIN_BYTES; here: any), the child that makes the streams is forked
-    as the read begins (a spare) and given the rows at its end (below, one is forked then): the RTP rows in the memory it shares, the STUN,
-    SYN and TURN-over-TCP rows and then the flows' lookup sent.  The result is the one made here, floats bit for
+    as the read begins (a spare) and given the rows at its end (below, one is forked then): the RTP rows in
+    the memory it shares, the STUN, SYN and TURN-over-TCP rows and then the flows' lookup sent.  The result is the one made here, floats bit for
     bit: so it is when the shared memory is too small for the rows (they are sent), and when the spare dies
     before it answers (made up for here); no child is left behind."""
     from meshpcap import _child, pipeline
@@ -550,10 +557,7 @@ def test_streams_made_in_the_spare_child_equal_those_made_here(tmp_path, monkeyp
 
     if not _child.can_fork():
         pytest.skip("no second process here (MESHPCAP_NO_FORK, one CPU or no fork)")
-    rng = random.Random(23)
-    calls = [(Call(ssrc=300 + k, count=rng.randint(60, 200), lost={i for i in range(2, 50) if rng.random() < 0.1},
-                   delay_ns={i: rng.randint(0, 15_000_000) for i in range(200) if rng.random() < 0.3}),
-              UP if k % 2 else DOWN) for k in range(4)]
+    calls = _delayed_calls(23, 300, 4, (60, 200), (2, 50), (15_000_000, 0.3))
     mac = lambda m: bytes(int(x, 16) for x in m.split(":"))  # noqa: E731
     eth = lambda ip: mac(MAC_B) + mac(MAC_A) + b"\x08\x00" + ip  # noqa: E731
     extra = []
