@@ -317,11 +317,11 @@ def spare(pipe_bytes: int | None = None, shared_bytes: int = 0, preload: tuple[s
 @contextmanager
 def handed(spare_: Spare, work: Callable[..., object], *args: object) -> Iterator[tuple[BinaryIO, Callable[[object], None]] | None]:
     """Give ``spare_`` its work: it runs ``work(write_fd, receive_next, shared, *args)`` (``shared``: its
-    ``Spare.shared``; ``args`` pickled, their arrays
-    as buffers: :func:`send`), as :func:`beside`'s child runs its work.  Yield (the read end of its pipe,
-    ``send_next``), where ``send_next(obj)`` is what ``receive_next()`` returns there (an OSError when the
-    child has ended, for the caller to ignore); or None when the work could not be sent (the child has ended,
-    or the work or its arguments do not pickle), for the caller to do it itself.  The child is ended and reaped when the block ends, as :func:`beside`'s."""
+    ``Spare.shared``; ``args`` pickled, their arrays as buffers: :func:`send`), as :func:`beside`'s child runs
+    its work.  Yield (the read end of its pipe, ``send_next``), where ``send_next(obj)`` is what
+    ``receive_next()`` returns there (an OSError when the child has ended, for the caller to ignore); or None
+    when the work could not be sent (the child has ended, or the work or its arguments do not pickle), for the
+    caller to do it itself.  The child is ended and reaped when the block ends, as :func:`beside`'s."""
     try:
         send(spare_.jobs, (work, args))
     except Exception:  # the child has ended (OSError), or the work does not pickle: nothing was written then

@@ -126,7 +126,7 @@ def parallel_ok(walker: Any) -> bool:
 def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
                      idle: Callable[[], bool] | None = None, begin: bool = False) -> Iterator[Any]:
     """The walker's batches, or (batch, work(batch)) pairs with ``work``, walked in a child; while the
-    child has not sent the next one, ``idle()`` is called until it returns False (see _fill_wait).
+    child has not sent the next one, ``idle()`` is called until it returns False (see _child.fill_wait).
     With ``begin``, one None comes first, once the child is started (or could not be): the child walks
     on meanwhile, as far as the ring and the pipe hold its batches."""
     fd = walker.source.raw.fileno()
@@ -146,7 +146,7 @@ def parallel_batches(walker: Any, work: Callable[[Batch], Any] | None,
             if held:  # the caller is done with the last pair: its arrays' room goes back to the child
                 _release(ring, held, back_fd)
             if idle is not None:
-                _fill_wait(pipe, idle)
+                _child.fill_wait(pipe, idle)  # the wait for the child (the slower on large captures) filled
             head = read(pipe, _MSG.size)
             if head is None:
                 break
@@ -209,12 +209,6 @@ def _populate(chunk: mmap.mmap) -> None:
             chunk.madvise(MADV_POPULATE_READ)
         except (OSError, ValueError):
             pass
-
-
-def _fill_wait(pipe: Any, idle: Callable[[], bool]) -> None:
-    """:func:`meshpcap._child.fill_wait`: the time this process would wait for the child (the slower of the
-    two on large captures) goes to the caller's work instead."""
-    _child.fill_wait(pipe, idle)
 
 
 def _ring_views(ring: mmap.mmap, at: int, sizes: tuple[int, ...]) -> list[np.ndarray]:

@@ -1252,7 +1252,7 @@ done:
 
 /* fill_records(cls, slots, columns) -> list: n new instances of cls, instance j's slot i set to columns[i][j] (a new
  * reference), as calling cls's plain twin class with the columns' values and setting __class__ to cls does (twin:
- * flows/records.py _fill_records_py), without a Python __init__ storing 40 fields one bytecode at a time: making
+ * flows/records.py _records_from_columns_py), without a Python __init__ storing 40 fields one bytecode at a time: making
  * the records of the named flows took 3.3 us each.  ``slots``: cls's member descriptors of those slots (object
  * slots of cls itself, inside its instances), ``columns``: lists of one length.  A slot no column fills stays
  * unset (reading it raises AttributeError, as after object.__new__). */

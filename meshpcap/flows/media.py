@@ -338,11 +338,11 @@ def _in_place(made: dict, shared) -> dict:
     return made
 
 
-def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...], shared=None) -> Callable[[], None]:
+def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...]) -> Callable[[], None]:
     """Begin reading the renderers' values that MediaCollector.beside's child sends after ``result`` (made of
     the stream records whose ids are ``ids``), in a thread, so that the child can send them and end while this
     process goes on (the values are larger than the pipe); returns what waits for them and puts them in
-    ``result.made_beside`` (once).  ``shared``: the spare child's memory, where its long texts are (_answer)."""
+    ``result.made_beside`` (once)."""
     got: list = []
 
     def read() -> None:
@@ -357,8 +357,7 @@ def _renders_reader(pipe: Any, result: MediaResult, ids: tuple[int, ...], shared
     def wait() -> None:
         result.renders_to_come = None
         reader.join()
-        made = _in_place(got[0] if got else {}, shared)
-        result.made_beside = {name: (ids, value) for name, value in made.items() if value is not None}
+        result.made_beside = {name: (ids, value) for name, value in (got[0] if got else {}).items()}
 
     return wait
 

@@ -149,7 +149,7 @@ def with_flow_ids(events: list, event_flows: list[int], raw: RawFlows) -> list:
     record_id = np.empty(len(raw.first_rec), np.int64)
     record_id[_record_order(raw)] = np.arange(1, len(raw.first_rec) + 1)
     ids = record_id[np.asarray(event_flows, np.int64)].tolist()
-    # each event's fields but its flow id, then the id (its last field): a new record, made as _flow makes a Flow
+    # each event's fields but its flow id, then the id (its last field): a new record, made by its record maker
     return list(map(_dns_event, map(operator.add, map(_dns_fields, events), zip(ids))))
 
 
@@ -169,7 +169,6 @@ _NAME_FIELDS = tuple(f for f in FLOW_COLUMNS if f not in (
 assert FLOW_COLUMNS[21:-1] == _NAME_FIELDS and FLOW_COLUMNS[-1] == "interfaces"
 _NO_NAMES = (None,) * len(_NAME_FIELDS)
 CHUNK = 8192  # flows made at a time when streaming
-_twin = twin_class(Flow)
 _MAKERS: dict[type, tuple] = {}  # a class -> (its member descriptors in field order, twin class, record maker)
 
 
@@ -208,7 +207,8 @@ def _as_list(values) -> list:
 def fill_records(columns: list[list]) -> list[Flow]:
     """:func:`records_from_columns` of Flow (``columns`` in FLOW_COLUMNS order)."""
     return records_from_columns(Flow, columns)
-_flow = record_maker(Flow)  # Flow(*values), quickly
+
+
 _dns_event = record_maker(DnsEvent)
 _dns_fields = attrgetter(*DNS_COLUMNS[:-1])  # every field but the last, flow_id
 assert DNS_COLUMNS[-1] == "flow_id"

@@ -306,7 +306,8 @@ def _verdict_texts(verdicts, records, ind: str, chunk: int = CHUNK):
         yield template.fill(cells, hi - lo, special, sep)
 
 
-_verdict_values = attrgetter(*("all_rules" if c == "rules" else c for c in VERDICT_COLUMNS))
+_VERDICT_ATTRS = tuple("all_rules" if c == "rules" else c for c in VERDICT_COLUMNS)  # each column's attribute
+_verdict_values = attrgetter(*_VERDICT_ATTRS)
 
 
 def _verdict_tail(v) -> dict[str, Any]:
@@ -331,7 +332,7 @@ class _VerdictTail:
 
 
 assert tuple(f.name for f in dataclass_fields(_VerdictTail)) == VERDICT_COLUMNS, "_VerdictTail: VERDICT_COLUMNS' order"
-_VERDICT_GETTERS = tuple(attrgetter("all_rules" if c == "rules" else c) for c in VERDICT_COLUMNS)
+_VERDICT_GETTERS = tuple(map(attrgetter, _VERDICT_ATTRS))
 
 
 def _verdict_tails(verdicts: list) -> list:
