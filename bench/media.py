@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,12 +28,16 @@ TAGS = REPO / "samples" / "ServiceTags_Public_SAMPLE.json"
 def once(argv: list[str]) -> tuple[float, float, float]:
     """One run: (wall s, CPU s of the process and the children it reaped, peak RSS MiB of the largest)."""
     began = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - began
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        tail = err.read()[-1500:].decode("utf-8", "replace").strip()
+    # 1 is a FAIL verdict, and also Python's exit on an uncaught exception, which meshpcap never lets through
+    if proc.returncode not in (0, 1) or "Traceback (most recent call last)" in tail:
+        raise SystemExit(f"{' '.join(argv)}: exit {proc.returncode}\n{tail}")
     return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
 
 

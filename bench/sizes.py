@@ -139,7 +139,10 @@ def run_capture(path: Path, cmds: list[Cmd], runs: int) -> None:
             pass
     for c in cmds:  # warm-up, untimed: writes the service-tag index, loads tshark's and nfstream's libraries
         wall, _cpu, _rss, code, tail = measure(c.argv, c.env)
-        if code not in (0, 1, 3) or (not c.key.startswith("analyze") and code != 0):  # analyze: 1/3 on findings
+        # analyze: 1/3 on findings; but 1 is also Python's exit on an uncaught exception, which meshpcap never
+        # lets through (a broken install, say), so a traceback on stderr fails the command whatever its code
+        crashed = "Traceback (most recent call last)" in tail
+        if crashed or code not in (0, 1, 3) or (not c.key.startswith("analyze") and code != 0):
             c.error = f"exit {code}: {tail.splitlines()[-1] if tail else '(no stderr)'}"
             print(f"sizes.py: {c.key} failed on {path.name}; not timed.\n{tail}", file=sys.stderr)
     for i in range(runs):
