@@ -8,7 +8,7 @@ import ipaddress
 import struct
 import zlib
 
-from meshpcap._dataclass import dataclass
+from meshpcap._dataclass import dataclass, record_maker
 from meshpcap.decode.buffer import DecodeError, NeedMore
 
 MAGIC_COOKIE = 0x2112A442  # RFC 8489 section 5
@@ -138,6 +138,7 @@ ERROR_NAMES = {
 ALLOCATE_RETRY_CODES = frozenset({300, 401, 437, 438})
 
 _ICE_ATTRIBUTES = frozenset({PRIORITY, USE_CANDIDATE, ICE_CONTROLLED, ICE_CONTROLLING})
+_AFTER_INTEGRITY = frozenset({FINGERPRINT, MESSAGE_INTEGRITY_SHA256, MESSAGE_INTEGRITY})
 _XOR_ADDRESS_TYPES = frozenset({XOR_MAPPED_ADDRESS, MS_XOR_MAPPED_ADDRESS, XOR_RELAYED_ADDRESS, XOR_PEER_ADDRESS})
 
 
@@ -172,6 +173,9 @@ class StunMessage:
     @property
     def type_name(self) -> str:
         return f"{self.method_name} {self.class_name}"
+
+
+_message = record_maker(StunMessage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +217,7 @@ def _plain_address(value: bytes, attr: int) -> tuple[str, int]:
     family = value[1]
     port = (value[2] << 8) | value[3]
     if family == 1 and len(value) == 8:
-        return str(ipaddress.IPv4Address(value[4:8])), port
+        return "%d.%d.%d.%d" % (value[4], value[5], value[6], value[7]), port  # str(IPv4Address), quicker
     if family == 2 and len(value) == 20:
         return ipaddress.IPv6Address(value[4:20]).compressed, port
     raise DecodeError(f"STUN attribute 0x{attr:04x}: bad address family {family} or length {len(value)}")
@@ -227,8 +231,8 @@ def _xor_address(value: bytes, attr: int, key: bytes) -> tuple[str, int]:
     family = value[1]
     port = ((value[2] << 8) | value[3]) ^ (MAGIC_COOKIE >> 16)
     if family == 1 and len(value) == 8:
-        raw = bytes(a ^ b for a, b in zip(value[4:8], _COOKIE_BYTES))
-        return str(ipaddress.IPv4Address(raw)), port
+        ip = int.from_bytes(value[4:8], "big") ^ MAGIC_COOKIE
+        return "%d.%d.%d.%d" % (ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255), port
     if family == 2 and len(value) == 20:
         raw = bytes(a ^ b for a, b in zip(value[4:20], key))
         return ipaddress.IPv6Address(raw).compressed, port
@@ -283,18 +287,9 @@ def parse_stun(payload: bytes) -> StunMessage:
         method, cls, method_name = MS_TURN_TYPES[msg_type]
     cookie = data[4:8] == _COOKIE_BYTES
     fields = _read_attributes(attrs, data[4:20], ms_turn, strict_order=cookie and not ms_turn)
-    return StunMessage(
-        method=method,
-        cls=cls,
-        method_name=method_name,
-        class_name=CLASS_NAMES[cls],
-        transaction_id=data[8:20] if cookie else data[4:20],
-        length=length,
-        magic_cookie=cookie,
-        attributes=tuple(a for a, _ in attrs),
-        ms_turn=ms_turn,
-        **fields,
-    )
+    # the fields in StunMessage's order, stored without its __init__ (record_maker: a third of the parse)
+    return _message((method, cls, method_name, CLASS_NAMES[cls], data[8:20] if cookie else data[4:20], length, cookie,
+                     *fields, tuple(a for a, _ in attrs), ms_turn))
 
 
 def _check_header(data: bytes) -> tuple[int, int]:
@@ -340,58 +335,58 @@ def _fixed_u32(value: bytes, name: str) -> int:
     return int.from_bytes(value, "big")
 
 
-def _read_attributes(attrs: list[tuple[int, bytes]], key: bytes, ms_turn: bool, strict_order: bool) -> dict:
-    """The :class:`StunMessage` fields the attributes give (``key``: header bytes 4..20, for XOR addresses).
+def _read_attributes(attrs: list[tuple[int, bytes]], key: bytes, ms_turn: bool, strict_order: bool) -> tuple:
+    """The :class:`StunMessage` fields the attributes give, in its order from ``error_code`` to
+    ``has_fingerprint`` (``key``: header bytes 4..20, for XOR addresses).
 
     ``strict_order``: RFC 8489 messages, where only FINGERPRINT / MESSAGE-INTEGRITY-SHA256 may follow
     MESSAGE-INTEGRITY (section 14.5); FINGERPRINT is last in every message (section 14.7)."""
     realm_type, nonce_type = (0x0015, 0x0014) if ms_turn else (REALM, NONCE)
-    out: dict = dict(error_code=None, error_reason=None, realm=None, nonce=None, username=None, software=None,
-                     xor_mapped=None, mapped=None, relayed=None, lifetime=None, ms_version=None, ice=False,
-                     has_integrity=False, has_fingerprint=False)
-    ms_xor_mapped = None
+    error_code = error_reason = realm = nonce = username = software = None
+    xor_mapped = mapped = relayed = lifetime = ms_version = ms_xor_mapped = None
+    ice = has_integrity = has_fingerprint = False
     for atype, value in attrs:
-        if out["has_fingerprint"]:
+        if has_fingerprint:
             raise DecodeError("STUN attribute after FINGERPRINT")
-        if out["has_integrity"] and strict_order and atype not in (FINGERPRINT, MESSAGE_INTEGRITY_SHA256,
-                                                                   MESSAGE_INTEGRITY):
+        if has_integrity and strict_order and atype not in _AFTER_INTEGRITY:
             raise DecodeError(f"STUN attribute 0x{atype:04x} after MESSAGE-INTEGRITY")
         if atype == ERROR_CODE:
             # RFC 8489 section 14.8: 21 reserved bits, class (3 bits, 3..6), number (0..99), reason.
             if len(value) < 4:
                 raise DecodeError("STUN ERROR-CODE shorter than 4 bytes")
-            out["error_code"] = (value[2] & 0x07) * 100 + value[3]
-            out["error_reason"] = _text(value[4:])
+            error_code = (value[2] & 0x07) * 100 + value[3]
+            error_reason = _text(value[4:])
         elif atype == realm_type:
-            out["realm"] = _text(value)
+            realm = _text(value)
         elif atype == nonce_type:
-            out["nonce"] = value
+            nonce = value
         elif atype == USERNAME:
-            out["username"] = value
+            username = value
         elif atype == SOFTWARE:
-            out["software"] = _text(value)
+            software = _text(value)
         elif atype == XOR_MAPPED_ADDRESS:
-            out["xor_mapped"] = _xor_address(value, atype, key)
+            xor_mapped = _xor_address(value, atype, key)
         elif atype == MS_XOR_MAPPED_ADDRESS:
             ms_xor_mapped = _xor_address(value, atype, key)
         elif atype == MAPPED_ADDRESS:
-            out["mapped"] = _plain_address(value, atype)
+            mapped = _plain_address(value, atype)
         elif atype == XOR_RELAYED_ADDRESS:
-            out["relayed"] = _xor_address(value, atype, key)
+            relayed = _xor_address(value, atype, key)
         elif atype == LIFETIME:
-            out["lifetime"] = _fixed_u32(value, "LIFETIME")
+            lifetime = _fixed_u32(value, "LIFETIME")
         elif atype == MS_VERSION:
-            out["ms_version"] = _fixed_u32(value, "MS-VERSION")
-        elif atype in (MESSAGE_INTEGRITY, MESSAGE_INTEGRITY_SHA256):
-            out["has_integrity"] = True
+            ms_version = _fixed_u32(value, "MS-VERSION")
+        elif atype == MESSAGE_INTEGRITY or atype == MESSAGE_INTEGRITY_SHA256:
+            has_integrity = True
         elif atype == FINGERPRINT:
             _fixed_u32(value, "FINGERPRINT")
-            out["has_fingerprint"] = True
+            has_fingerprint = True
         if atype in _ICE_ATTRIBUTES:
-            out["ice"] = True
-    if out["xor_mapped"] is None:
-        out["xor_mapped"] = ms_xor_mapped
-    return out
+            ice = True
+    if xor_mapped is None:
+        xor_mapped = ms_xor_mapped
+    return (error_code, error_reason, realm, nonce, username, software, xor_mapped, mapped, relayed, lifetime,
+            ms_version, ice, has_integrity, has_fingerprint)
 
 
 def verify_fingerprint(payload: bytes) -> bool:

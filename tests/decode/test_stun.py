@@ -213,6 +213,24 @@ def test_mapped_address_plain() -> None:
     assert parse_stun(raw).mapped == ("203.0.113.7", 40000)
 
 
+@settings(max_examples=300, deadline=None)
+@given(v4=st.ip_addresses(v=4), v6=st.ip_addresses(v=6), port=st.integers(0, 65535),
+       tid=st.binary(min_size=12, max_size=12))
+def test_addresses_read_as_ipaddress_writes_them(v4, v6, port: int, tid: bytes) -> None:
+    """The addresses' text is made from the bytes directly for IPv4 (not through ipaddress, at a third of
+    the cost): the same text as ipaddress's, plain and XORed, for every address and port."""
+    attrs = [build_address(MAPPED_ADDRESS, str(v4), port), build_xor_address(XOR_MAPPED_ADDRESS, str(v4), port, tid),
+             build_xor_address(XOR_RELAYED_ADDRESS, str(v6), port, tid)]
+    msg = parse_stun(build_stun(0x003, SUCCESS, attrs, tid))
+    assert msg.mapped == (str(v4), port) and msg.xor_mapped == (str(v4), port)
+    assert msg.relayed == (v6.compressed, port)
+    v6_attrs = [build_address(MAPPED_ADDRESS, str(v6), port), build_xor_address(XOR_MAPPED_ADDRESS, str(v6), port, tid),
+                build_xor_address(XOR_RELAYED_ADDRESS, str(v4), port, tid)]
+    msg = parse_stun(build_stun(0x003, SUCCESS, v6_attrs, tid))
+    assert msg.mapped == (v6.compressed, port) and msg.xor_mapped == (v6.compressed, port)
+    assert msg.relayed == (str(v4), port)
+
+
 def test_legacy_rfc3489_without_cookie() -> None:
     tid16 = bytes(range(100, 116))
     raw = build_stun(0x001, SUCCESS, [build_address(MAPPED_ADDRESS, "192.0.2.44", 1234)], tid16)
