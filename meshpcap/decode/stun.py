@@ -210,6 +210,11 @@ def _walk_attributes(data: bytes, padded: bool) -> list[tuple[int, bytes]] | Non
     return attrs
 
 
+def _ipv4_text(ip: int) -> str:
+    """What ``str(IPv4Address(ip))`` gives, at a third of its cost."""
+    return "%d.%d.%d.%d" % (ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255)
+
+
 def _plain_address(value: bytes, attr: int) -> tuple[str, int]:
     # RFC 8489 section 14.1: reserved byte, family (1 IPv4, 2 IPv6), port, address.
     if len(value) < 4:
@@ -217,7 +222,7 @@ def _plain_address(value: bytes, attr: int) -> tuple[str, int]:
     family = value[1]
     port = (value[2] << 8) | value[3]
     if family == 1 and len(value) == 8:
-        return "%d.%d.%d.%d" % (value[4], value[5], value[6], value[7]), port  # str(IPv4Address), quicker
+        return _ipv4_text(int.from_bytes(value[4:8], "big")), port
     if family == 2 and len(value) == 20:
         return ipaddress.IPv6Address(value[4:20]).compressed, port
     raise DecodeError(f"STUN attribute 0x{attr:04x}: bad address family {family} or length {len(value)}")
@@ -231,8 +236,7 @@ def _xor_address(value: bytes, attr: int, key: bytes) -> tuple[str, int]:
     family = value[1]
     port = ((value[2] << 8) | value[3]) ^ (MAGIC_COOKIE >> 16)
     if family == 1 and len(value) == 8:
-        ip = int.from_bytes(value[4:8], "big") ^ MAGIC_COOKIE
-        return "%d.%d.%d.%d" % (ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255), port
+        return _ipv4_text(int.from_bytes(value[4:8], "big") ^ MAGIC_COOKIE), port
     if family == 2 and len(value) == 20:
         raw = bytes(a ^ b for a, b in zip(value[4:20], key))
         return ipaddress.IPv6Address(raw).compressed, port

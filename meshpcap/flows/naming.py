@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import bisect
 import pickle
-from operator import attrgetter
 from collections import Counter, defaultdict
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from ..decode import tls as tlsp
 from ..decode.buffer import DecodeError
 from .engine import GROUP, TCP_SYN, Evidence, RawFlows, addr_text
 from .model import DnsEvent, Flow, StunSummary
-from .records import _dns_event, addr_texts, orient
+from .records import addr_texts, make_dns_event, orient
 
 MAX_STREAM = 64 * 1024  # bytes of each TCP direction reassembled for naming
 PARALLEL_MIN_FLOWS = 8000  # fewer flows left to name after EarlyNamer: one process (a fork costs more than it saves)
@@ -413,7 +413,7 @@ class Namer:
             addrs = dnsp.answers_by_address(msg)
             sinkhole = bool(addrs) and sinkholes.issuperset(addrs)
             # DnsEvent(...) without its __init__ (records' record maker: 2,500 exchanges at 1M packets)
-            events.append(_dns_event((qns, client, server, transport, q.name, qtype, rcode, answers, sinkhole, None)))
+            events.append(make_dns_event((qns, client, server, transport, q.name, qtype, rcode, answers, sinkhole, None)))
             if msg.rcode == 0 and not sinkhole:
                 for address, chain in addrs.items():
                     if address in sinkholes:
@@ -421,7 +421,7 @@ class Namer:
                     # the question name first, then the CNAME chain behind it
                     resolved.append((address, (ns, chain)))
         for ns, client, server, qname, qtype in pending.values():
-            events.append(_dns_event((ns, client, server, transport, qname, qtype, None, (), False, None)))
+            events.append(make_dns_event((ns, client, server, transport, qname, qtype, None, (), False, None)))
         return events, resolved, invalid, malformed
 
     def names_resolving_to(self, address: str, before_ns: int) -> tuple[str, ...]:
@@ -613,7 +613,7 @@ class Namer:
         # the STUN-looking datagrams (RFC 7983: first byte 0-3) in capture order: "methods" reads in time
         maybe = [e for e in client_ev + server_ev if len(e.data) >= 20 and e.data[0] < 4]
         msgs = []
-        for e in sorted(maybe, key=_record) if maybe else ():
+        for e in sorted(maybe, key=_record):
             try:
                 msgs.append(stunp.parse_stun(e.data))
             except DecodeError:

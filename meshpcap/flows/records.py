@@ -150,7 +150,7 @@ def with_flow_ids(events: list, event_flows: list[int], raw: RawFlows) -> list:
     record_id[_record_order(raw)] = np.arange(1, len(raw.first_rec) + 1)
     ids = record_id[np.asarray(event_flows, np.int64)].tolist()
     # each event's fields but its flow id, then the id (its last field): a new record, made by its record maker
-    return list(map(_dns_event, map(operator.add, map(_dns_fields, events), zip(ids))))
+    return list(map(make_dns_event, map(operator.add, map(_dns_fields, events), zip(ids))))
 
 
 def build_records(raw: RawFlows, names: Callable[[int, bool], dict[str, Any]] | None = None) -> "FlowRecords":
@@ -209,7 +209,7 @@ def fill_records(columns: list[list]) -> list[Flow]:
     return records_from_columns(Flow, columns)
 
 
-_dns_event = record_maker(DnsEvent)
+make_dns_event = record_maker(DnsEvent)  # DnsEvent(*values), every field given (the naming stage makes them too)
 _dns_fields = attrgetter(*DNS_COLUMNS[:-1])  # every field but the last, flow_id
 assert DNS_COLUMNS[-1] == "flow_id"
 
